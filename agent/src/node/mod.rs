@@ -1,0 +1,857 @@
+//! The sans-io mesh core: one [`Node`] per agent.
+//!
+//! Nothing in this module reads a clock, opens a socket, spawns a thread or
+//! awaits. Inputs are plain values with the current time passed in; outputs
+//! are pulled. The same code runs under the async shell and, deterministically,
+//! under the simulator (`shoal-tests`).
+//!
+//! Modules: [`wire`] (frames and messages), [`peers`] (neighbors and the
+//! failure detector), [`store`] (points and anti-entropy), [`time`], [`rand`].
+
+pub mod peers;
+pub mod rand;
+pub mod store;
+pub mod time;
+pub mod wire;
+
+use peers::{PeerState, PeerTable, Timing};
+use rand::Rng;
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Duration;
+use store::{PublishError, Range, Store, StoreLimits};
+use time::Instant;
+use wire::{
+    Beacon, Cipher, Counter, Datagram, DecodeError, Delta, Digest, Header, Liveness, MeshKey,
+    Message, Meta, Name, NodeId, Unit, Value, Vouch, MAX_GOSSIP,
+};
+
+/// How a node is tuned. Every default comes from `shoal_config::defaults`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Identifies the mesh; frames of other meshes are dropped.
+    pub mesh_id: u32,
+    /// Mesh key; `None` runs an open mesh (bodies in clear, no tag).
+    pub key: Option<MeshKey>,
+    /// Upper bound of the time between two beacons.
+    pub beacon_interval: Duration,
+    /// Silence after which a neighbor is SUSPECT.
+    pub suspect_after: Duration,
+    /// Silence after which a neighbor is UNREACHABLE (no vouch either).
+    pub unreachable_after: Duration,
+    /// Most nodes tracked (neighbors; origins of data).
+    pub max_nodes: usize,
+    /// Most points per origin.
+    pub max_points_per_node: usize,
+    /// Most past values per point.
+    pub history_per_point: usize,
+    /// Most datagrams queued for sending.
+    pub max_pending_transmits: usize,
+    /// Most events queued for reading.
+    pub max_pending_events: usize,
+    /// Facts about this node sent now and then in beacons.
+    pub meta: Option<Meta>,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        use shoal_config::defaults as d;
+        Config {
+            mesh_id: 0,
+            key: None,
+            beacon_interval: d::BEACON_INTERVAL,
+            suspect_after: d::SUSPECT_AFTER,
+            unreachable_after: d::UNREACHABLE_AFTER,
+            max_nodes: d::MAX_NODES,
+            max_points_per_node: d::MAX_POINTS_PER_NODE,
+            history_per_point: d::HISTORY_PER_POINT,
+            max_pending_transmits: d::MAX_PENDING_TRANSMITS,
+            max_pending_events: d::MAX_PENDING_EVENTS,
+            meta: None,
+        }
+    }
+}
+
+/// A configuration the core cannot run with. Nothing was started.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The beacon interval must be above zero.
+    #[error("beacon_interval must be above zero")]
+    ZeroBeaconInterval,
+    /// One lost beacon must not look like silence.
+    #[error("suspect_after must be at least twice beacon_interval")]
+    SuspectTooEarly,
+    /// UNREACHABLE needs time for vouches after SUSPECT.
+    #[error("unreachable_after must be later than suspect_after")]
+    UnreachableTooEarly,
+    /// A capacity of zero.
+    #[error("limit {0} must be at least 1")]
+    ZeroLimit(&'static str),
+}
+
+impl Config {
+    /// Checks the timings and limits.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.beacon_interval.is_zero() {
+            return Err(ConfigError::ZeroBeaconInterval);
+        }
+        if self.suspect_after < self.beacon_interval * 2 {
+            return Err(ConfigError::SuspectTooEarly);
+        }
+        if self.unreachable_after <= self.suspect_after {
+            return Err(ConfigError::UnreachableTooEarly);
+        }
+        for (name, value) in [
+            ("max_nodes", self.max_nodes),
+            ("max_points_per_node", self.max_points_per_node),
+            ("max_pending_transmits", self.max_pending_transmits),
+            ("max_pending_events", self.max_pending_events),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::ZeroLimit(name));
+            }
+        }
+        Ok(())
+    }
+
+    fn timing(&self) -> Timing {
+        Timing {
+            suspect_after: self.suspect_after,
+            unreachable_after: self.unreachable_after,
+        }
+    }
+}
+
+/// Who this node is. The shell persists `id` and bumps `incarnation` at
+/// every start: reusing an incarnation makes peers drop its frames as replays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// Random, persisted id.
+    pub id: NodeId,
+    /// Node name, unique in the mesh.
+    pub name: Name,
+    /// Starts of this node so far, this one included (at least 1).
+    pub incarnation: u32,
+}
+
+/// How a datagram arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// On the beacon port, sent to a broadcast address: a LAN neighbor.
+    Broadcast,
+    /// Sent to our unicast address.
+    Unicast,
+}
+
+/// Where a datagram goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Destination {
+    /// Every broadcast address of the node (the shell knows them).
+    Broadcast,
+    /// One neighbor.
+    Unicast(SocketAddr),
+}
+
+/// A datagram to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where to.
+    pub destination: Destination,
+    /// The frame.
+    pub payload: Datagram,
+}
+
+/// Something happened that the shell or the user may care about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// First frame from a node.
+    PeerDiscovered {
+        /// The node.
+        peer: NodeId,
+        /// Where it was heard.
+        addr: SocketAddr,
+    },
+    /// A neighbor's health changed.
+    PeerStateChanged {
+        /// The node.
+        peer: NodeId,
+        /// Its name, if known.
+        name: Option<Name>,
+        /// The old state.
+        from: PeerState,
+        /// The new state.
+        to: PeerState,
+    },
+    /// A neighbor restarted: its old points are replaced by its new ones.
+    PeerRestarted {
+        /// The node.
+        peer: NodeId,
+        /// Its new incarnation.
+        incarnation: u32,
+    },
+    /// A point got a new value (ours or anyone's).
+    PointChanged {
+        /// The node that published it.
+        origin: NodeId,
+        /// The point's name.
+        name: Name,
+    },
+    /// This node used up its frame counter and moved to a new incarnation,
+    /// which the shell must persist.
+    IncarnationChanged {
+        /// The new incarnation.
+        incarnation: u32,
+    },
+}
+
+/// A reading of one of this node's points.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reading {
+    /// The point's name within this node.
+    pub name: Name,
+    /// The value.
+    pub value: Value,
+    /// Its unit, possibly empty.
+    pub unit: Unit,
+    /// Wall-clock time of the reading, ms since the Unix epoch (for people).
+    pub ts_ms: u64,
+}
+
+/// Why a datagram was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// The frame itself was bad.
+    Decode(DecodeError),
+    /// A counter already seen, or too old for the replay window.
+    Replayed,
+    /// Our own broadcast, looped back.
+    FromSelf,
+    /// A new node while the peer table is full of live ones.
+    PeerTableFull,
+}
+
+/// Counters of everything the node did and refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Datagrams handed to the node.
+    pub frames_in: u64,
+    /// Datagrams queued for sending.
+    pub frames_out: u64,
+    /// Bytes handed to the node.
+    pub bytes_in: u64,
+    /// Bytes queued for sending.
+    pub bytes_out: u64,
+    /// Beacons queued (periodic and early).
+    pub beacons_sent: u64,
+    /// Digest frames queued.
+    pub digests_sent: u64,
+    /// Delta frames queued.
+    pub deltas_sent: u64,
+    /// Dropped datagrams, by reason.
+    pub dropped: BTreeMap<String, u64>,
+    /// Point updates or origins refused at a store limit.
+    pub store_limit_drops: u64,
+    /// Datagrams not queued because the transmit queue was full.
+    pub transmits_dropped: u64,
+    /// Events not queued because the event queue was full.
+    pub events_dropped: u64,
+}
+
+impl Stats {
+    /// Datagrams dropped for `reason`.
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.dropped.get(&drop_key(reason)).copied().unwrap_or(0)
+    }
+}
+
+fn drop_key(reason: DropReason) -> String {
+    match reason {
+        DropReason::Decode(DecodeError::Truncated) => "truncated",
+        DropReason::Decode(DecodeError::TooLarge) => "too_large",
+        DropReason::Decode(DecodeError::BadMagic) => "bad_magic",
+        DropReason::Decode(DecodeError::UnsupportedVersion(_)) => "unsupported_version",
+        DropReason::Decode(DecodeError::WrongMesh) => "wrong_mesh",
+        DropReason::Decode(DecodeError::BadTag) => "bad_tag",
+        DropReason::Decode(DecodeError::UnknownMessage) => "unknown_message",
+        DropReason::Decode(DecodeError::Malformed) => "malformed",
+        DropReason::Replayed => "replayed",
+        DropReason::FromSelf => "from_self",
+        DropReason::PeerTableFull => "peer_table_full",
+    }
+    .to_owned()
+}
+
+/// Beacons that carry metadata: the first few, then one in this many.
+const META_EVERY: u64 = 30;
+/// Leave is sent this many times, so one lost datagram does not hide it.
+const LEAVE_COPIES: usize = 3;
+
+/// Someone asked about a node; we may know it is alive.
+#[derive(Debug, Clone, Copy)]
+struct VouchRequest {
+    asked_at: Instant,
+    /// Newest counter of the node the mesh has already heard about.
+    best: Counter,
+}
+
+/// One agent's protocol state.
+///
+/// Feed it with `handle_datagram`, `handle_timeout` (at `poll_timeout()` or
+/// later), `handle_reading` and `handle_leave`. After each call, drain
+/// `poll_transmit` until `None` and send those, then `poll_event` until
+/// `None`, then ask `poll_timeout` for the next wake-up.
+#[derive(Debug)]
+pub struct Node {
+    config: Config,
+    timing: Timing,
+    cipher: Option<Cipher>,
+    id: NodeId,
+    name: Name,
+    counter: Counter,
+    rng: Rng,
+    peers: PeerTable,
+    store: Store,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    next_beacon: Instant,
+    last_beacon: Option<Instant>,
+    next_digest: Instant,
+    vouch_requests: BTreeMap<NodeId, VouchRequest>,
+    leaving: bool,
+    stats: Stats,
+}
+
+impl Node {
+    /// A node starting at `now`. The first beacon goes out within a tenth of
+    /// the beacon interval (a random phase, so nodes started together spread).
+    pub fn new(
+        identity: Identity,
+        config: Config,
+        seed: u64,
+        now: Instant,
+    ) -> Result<Node, ConfigError> {
+        config.validate()?;
+        let mut rng = Rng::new(seed ^ identity.id.0);
+        let phase = rng.range(0, time::duration_ms(config.beacon_interval) / 10 + 1);
+        let limits = StoreLimits {
+            max_origins: config.max_nodes,
+            max_points_per_origin: config.max_points_per_node,
+            history_per_point: config.history_per_point,
+        };
+        Ok(Node {
+            timing: config.timing(),
+            cipher: config.key.as_ref().map(Cipher::new),
+            id: identity.id,
+            name: identity.name.clone(),
+            counter: Counter {
+                incarnation: identity.incarnation,
+                seq: 0,
+            },
+            rng,
+            peers: PeerTable::new(config.max_nodes),
+            store: Store::new(identity.id, identity.name, identity.incarnation, limits),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            next_beacon: now + Duration::from_millis(phase),
+            last_beacon: None,
+            next_digest: now,
+            vouch_requests: BTreeMap::new(),
+            leaving: false,
+            stats: Stats::default(),
+            config,
+        })
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// This node's name.
+    pub fn name(&self) -> &Name {
+        &self.name
+    }
+
+    /// This node's current incarnation.
+    pub fn incarnation(&self) -> u32 {
+        self.counter.incarnation
+    }
+
+    /// The neighbors.
+    pub fn peers(&self) -> &PeerTable {
+        &self.peers
+    }
+
+    /// The points of the mesh.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Hash of the store's version vector (equal stores, equal hashes).
+    pub fn store_hash(&mut self) -> u32 {
+        self.store.hash()
+    }
+
+    /// What the node did and refused.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When `handle_timeout` must be called next; `None` after leaving.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.leaving {
+            return None;
+        }
+        self.peers
+            .iter()
+            .filter_map(|peer| peer.next_deadline(&self.timing))
+            .fold(Some(self.next_beacon), |earliest, at| {
+                earliest.map(|e| e.min(at))
+            })
+    }
+
+    /// Time passed: send due beacons, update neighbor states.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.leaving {
+            return;
+        }
+        self.refresh_states(now);
+        if now >= self.next_beacon {
+            self.send_beacon(now);
+        }
+    }
+
+    /// Publishes a reading of this node and pushes it to the neighbors.
+    pub fn handle_reading(&mut self, now: Instant, reading: Reading) -> Result<(), PublishError> {
+        let seq = self.store.publish(
+            reading.name.clone(),
+            reading.value,
+            reading.unit,
+            reading.ts_ms,
+        )?;
+        self.push_event(Event::PointChanged {
+            origin: self.id,
+            name: reading.name,
+        });
+        let ranges = [Range {
+            origin: self.id,
+            after: seq - 1,
+            upto: seq,
+        }];
+        for delta in self.store.deltas(&ranges) {
+            self.send_everywhere(now, &Message::Delta(delta), None);
+        }
+        Ok(())
+    }
+
+    /// Graceful shutdown: says goodbye (three copies) and goes quiet.
+    pub fn handle_leave(&mut self, now: Instant) {
+        if self.leaving {
+            return;
+        }
+        for _ in 0..LEAVE_COPIES {
+            self.send_everywhere(now, &Message::Leave, None);
+        }
+        self.leaving = true;
+    }
+
+    /// A datagram arrived from `from`.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, via: Via, frame: &[u8]) {
+        self.stats.frames_in += 1;
+        self.stats.bytes_in += frame.len() as u64;
+        if self.leaving {
+            return;
+        }
+        let header = match Header::parse(frame, self.config.mesh_id) {
+            Ok(header) => header,
+            Err(error) => return self.drop_frame(DropReason::Decode(error), from),
+        };
+        if header.sender == self.id {
+            return self.drop_frame(DropReason::FromSelf, from);
+        }
+        let counter = header.counter;
+        if let Some(peer) = self.peers.get(header.sender) {
+            if !peer.window.is_fresh(counter.as_u64()) {
+                return self.drop_frame(DropReason::Replayed, from);
+            }
+        }
+        let message = match wire::decode_body(&header, frame, self.cipher.as_ref()) {
+            Ok(message) => message,
+            Err(error) => return self.drop_frame(DropReason::Decode(error), from),
+        };
+        // Authenticated and fresh: the sender is a neighbor.
+        let known = self.peers.get(header.sender).is_some();
+        let Ok(peer) = self.peers.insert(now, header.sender, from, counter) else {
+            return self.drop_frame(DropReason::PeerTableFull, from);
+        };
+        peer.window.accept(counter.as_u64());
+        peer.addr = from;
+        peer.frames_in += 1;
+        peer.last_direct = now;
+        if via == Via::Broadcast {
+            peer.last_broadcast = Some(now);
+        }
+        let restarted = known && counter.incarnation > peer.incarnation;
+        if restarted {
+            peer.incarnation = counter.incarnation;
+        }
+        peer.observe(counter, now);
+        let peer_name = peer.name.clone();
+        if !known {
+            self.push_event(Event::PeerDiscovered {
+                peer: header.sender,
+                addr: from,
+            });
+        }
+        if restarted {
+            if let Some(name) = &peer_name {
+                self.store
+                    .observe_incarnation(header.sender, name, counter.incarnation);
+            }
+            self.push_event(Event::PeerRestarted {
+                peer: header.sender,
+                incarnation: counter.incarnation,
+            });
+        }
+        match message {
+            Message::Beacon(beacon) => self.on_beacon(now, header.sender, from, beacon),
+            Message::Digest(digest) => self.on_digest(from, &digest),
+            Message::Delta(delta) => self.on_delta(now, header.sender, &delta),
+            Message::Leave => {
+                if let Some(peer) = self.peers.get_mut(header.sender) {
+                    peer.left = Some(counter);
+                }
+            }
+        }
+        self.refresh_states(now);
+    }
+
+    fn drop_frame(&mut self, reason: DropReason, from: SocketAddr) {
+        log::debug!("dropped a frame from {from}: {reason:?}");
+        *self.stats.dropped.entry(drop_key(reason)).or_insert(0) += 1;
+    }
+
+    fn on_beacon(&mut self, now: Instant, sender: NodeId, from: SocketAddr, beacon: Beacon) {
+        let (my_hash, my_progress) = (self.store.hash(), self.store.progress());
+        if let Some(peer) = self.peers.get_mut(sender) {
+            if peer.name.as_ref() != Some(&beacon.name) {
+                let name = beacon.name.clone();
+                peer.name = Some(name.clone());
+                self.store
+                    .observe_incarnation(sender, &name, peer.incarnation);
+            }
+            if let Some(meta) = beacon.meta {
+                peer.meta = Some(meta);
+            }
+            peer.store_hash = beacon.store_hash;
+            peer.progress = beacon.progress;
+        }
+        for suspect in &beacon.suspects {
+            if suspect.node == self.id {
+                // We are alive: say so now rather than at the next beacon.
+                self.pull_beacon(now);
+            } else if self.peers.get(suspect.node).is_some() {
+                let max_requests = self.config.max_nodes;
+                if self.vouch_requests.len() < max_requests
+                    || self.vouch_requests.contains_key(&suspect.node)
+                {
+                    self.vouch_requests.insert(
+                        suspect.node,
+                        VouchRequest {
+                            asked_at: now,
+                            best: suspect.counter,
+                        },
+                    );
+                }
+            }
+        }
+        for vouch in &beacon.vouches {
+            self.apply_vouch(now, vouch);
+        }
+        // Anti-entropy: the side that knows less (or as much) asks.
+        if beacon.store_hash != my_hash && my_progress <= beacon.progress && now >= self.next_digest
+        {
+            self.next_digest = now + self.config.beacon_interval;
+            for digest in self.store.digest(true) {
+                self.send(Destination::Unicast(from), &Message::Digest(digest));
+            }
+        }
+    }
+
+    fn apply_vouch(&mut self, now: Instant, vouch: &Vouch) {
+        let node = vouch.liveness.node;
+        let counter = vouch.liveness.counter;
+        if node == self.id {
+            return;
+        }
+        if let Some(request) = self.vouch_requests.get_mut(&node) {
+            request.best = request.best.max(counter);
+        }
+        let Some(peer) = self.peers.get_mut(node) else {
+            return;
+        };
+        if vouch.left {
+            if counter >= peer.alive && peer.left.is_none() {
+                peer.alive = counter;
+                peer.left = Some(counter);
+            }
+        } else {
+            let heard_at = now - Duration::from_millis(u64::from(vouch.age_ms));
+            peer.observe(counter, heard_at);
+        }
+    }
+
+    fn on_digest(&mut self, from: SocketAddr, digest: &Digest) {
+        let diff = self.store.diff(digest);
+        for delta in self.store.deltas(&diff.to_send) {
+            self.send(Destination::Unicast(from), &Message::Delta(delta));
+        }
+        if digest.request && diff.behind {
+            for response in self.store.digest(false) {
+                let overlaps = response.first <= digest.last && digest.first <= response.last;
+                if overlaps {
+                    self.send(Destination::Unicast(from), &Message::Digest(response));
+                }
+            }
+        }
+    }
+
+    fn on_delta(&mut self, now: Instant, sender: NodeId, delta: &Delta) {
+        let applied = self.store.apply(delta);
+        self.stats.store_limit_drops += applied.dropped;
+        for (origin, name) in applied.changed {
+            self.push_event(Event::PointChanged { origin, name });
+        }
+        if applied.news.is_empty() {
+            return;
+        }
+        // Relay what was new to neighbors the sender's broadcast cannot reach.
+        let ranges: Vec<Range> = applied
+            .news
+            .iter()
+            .map(|&(origin, after, upto)| Range {
+                origin,
+                after,
+                upto,
+            })
+            .collect();
+        for relay in self.store.deltas(&ranges) {
+            self.send_everywhere(now, &Message::Delta(relay), Some(sender));
+        }
+    }
+
+    /// Sends to the LAN by broadcast and to every non-LAN neighbor by unicast.
+    /// With `relayed_from`, the LAN is skipped when the sender is on it (it
+    /// reached the LAN itself), and the sender gets nothing back.
+    fn send_everywhere(&mut self, now: Instant, message: &Message, relayed_from: Option<NodeId>) {
+        let sender_on_lan = relayed_from
+            .and_then(|id| self.peers.get(id))
+            .is_some_and(|peer| peer.is_lan(now, &self.timing));
+        if !sender_on_lan {
+            self.send(Destination::Broadcast, message);
+        }
+        let unicast: Vec<SocketAddr> = self
+            .peers
+            .iter()
+            .filter(|peer| {
+                Some(peer.id) != relayed_from
+                    && peer.state != PeerState::Left
+                    && !peer.is_lan(now, &self.timing)
+            })
+            .map(|peer| peer.addr)
+            .collect();
+        for addr in unicast {
+            self.send(Destination::Unicast(addr), message);
+        }
+    }
+
+    fn send_beacon(&mut self, now: Instant) {
+        let mut suspects = heapless::Vec::<Liveness, MAX_GOSSIP>::new();
+        for peer in self.peers.iter().filter(|p| p.state == PeerState::Suspect) {
+            let liveness = Liveness {
+                node: peer.id,
+                counter: peer.alive,
+            };
+            if suspects.push(liveness).is_err() {
+                break;
+            }
+        }
+        let vouches = self.collect_vouches(now);
+        let meta = if self.stats.beacons_sent < 3 || self.stats.beacons_sent % META_EVERY == 0 {
+            self.config.meta.clone()
+        } else {
+            None
+        };
+        let beacon = Beacon {
+            name: self.name.clone(),
+            store_hash: self.store.hash(),
+            progress: self.store.progress(),
+            suspects,
+            vouches,
+            meta,
+        };
+        self.stats.beacons_sent += 1;
+        self.send_everywhere(now, &Message::Beacon(beacon), None);
+        self.last_beacon = Some(now);
+        // 85-95 % of the interval: one lost beacon never reaches suspect_after.
+        let interval = time::duration_ms(self.config.beacon_interval);
+        let next = self.rng.range(interval * 85 / 100, interval * 95 / 100 + 1);
+        self.next_beacon = now + Duration::from_millis(next);
+    }
+
+    /// Vouches for nodes others suspect, when we have newer proof of life.
+    fn collect_vouches(&mut self, now: Instant) -> heapless::Vec<Vouch, MAX_GOSSIP> {
+        let expiry = self.config.beacon_interval * 2;
+        self.vouch_requests
+            .retain(|_, request| now.saturating_since(request.asked_at) <= expiry);
+        let mut vouches = heapless::Vec::new();
+        for (node, request) in self.vouch_requests.iter_mut() {
+            let Some(peer) = self.peers.get(*node) else {
+                continue;
+            };
+            let left = peer.left.is_some();
+            if peer.alive <= request.best && !(left && peer.alive >= request.best) {
+                continue;
+            }
+            let age = now.saturating_since(peer.last_alive);
+            let vouch = Vouch {
+                liveness: Liveness {
+                    node: *node,
+                    counter: peer.alive,
+                },
+                age_ms: u32::try_from(age.as_millis()).unwrap_or(u32::MAX),
+                left,
+            };
+            if vouches.push(vouch).is_err() {
+                break;
+            }
+            request.best = peer.alive;
+            if left {
+                // Said once; the asker marks it LEFT on receipt.
+                request.best.seq = request.best.seq.saturating_add(1);
+            }
+        }
+        vouches
+    }
+
+    /// Sends the next beacon as soon as allowed (at most four per interval).
+    fn pull_beacon(&mut self, now: Instant) {
+        let earliest = self
+            .last_beacon
+            .map_or(now, |at| at + self.config.beacon_interval / 4)
+            .max(now);
+        self.next_beacon = self.next_beacon.min(earliest);
+    }
+
+    fn refresh_states(&mut self, now: Instant) {
+        let mut changes = Vec::new();
+        for peer in self.peers.iter_mut() {
+            let state = peer.evaluate(now, &self.timing);
+            if state != peer.state {
+                changes.push(Event::PeerStateChanged {
+                    peer: peer.id,
+                    name: peer.name.clone(),
+                    from: peer.state,
+                    to: state,
+                });
+                peer.state = state;
+                peer.state_since = now;
+            }
+        }
+        for change in changes {
+            if let Event::PeerStateChanged {
+                peer,
+                name,
+                from,
+                to,
+            } = &change
+            {
+                let label = name
+                    .as_ref()
+                    .map_or_else(|| peer.to_string(), |n| n.to_string());
+                log::info!("node {label}: {from} -> {to}");
+                if *to == PeerState::Suspect {
+                    // Ask the others at once: their vouches must beat unreachable_after.
+                    self.pull_beacon(now);
+                }
+            }
+            self.push_event(change);
+        }
+    }
+
+    fn push_event(&mut self, event: Event) {
+        if self.events.len() >= self.config.max_pending_events {
+            self.stats.events_dropped += 1;
+            return;
+        }
+        self.events.push_back(event);
+    }
+
+    fn next_counter(&mut self) -> Counter {
+        if self.counter.seq == u32::MAX {
+            // 4 billion frames in one incarnation: move on rather than reuse a nonce.
+            self.counter.incarnation = self.counter.incarnation.saturating_add(1);
+            self.counter.seq = 0;
+            self.store.reincarnate(self.counter.incarnation);
+            self.push_event(Event::IncarnationChanged {
+                incarnation: self.counter.incarnation,
+            });
+        }
+        self.counter.seq += 1;
+        self.counter
+    }
+
+    fn send(&mut self, destination: Destination, message: &Message) {
+        if self.transmits.len() >= self.config.max_pending_transmits {
+            self.stats.transmits_dropped += 1;
+            return;
+        }
+        let header = Header {
+            mesh_id: self.config.mesh_id,
+            sender: self.id,
+            counter: self.next_counter(),
+        };
+        let payload = match wire::encode(&header, message, self.cipher.as_ref()) {
+            Ok(payload) => payload,
+            Err(error) => {
+                log::warn!("could not encode a message: {error}");
+                return;
+            }
+        };
+        match message {
+            Message::Beacon(_) => {}
+            Message::Digest(_) => self.stats.digests_sent += 1,
+            Message::Delta(_) => self.stats.deltas_sent += 1,
+            Message::Leave => {}
+        }
+        if let Destination::Unicast(addr) = destination {
+            if let Some(peer) = self.peers.iter_mut().find(|p| p.addr == addr) {
+                peer.frames_out += 1;
+            }
+        }
+        self.stats.frames_out += 1;
+        self.stats.bytes_out += payload.len() as u64;
+        self.transmits.push_back(Transmit {
+            destination,
+            payload,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests;

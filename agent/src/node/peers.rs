@@ -1,0 +1,342 @@
+//! Neighbors and their health.
+//!
+//! A neighbor is any node we received an authenticated frame from. Its
+//! liveness is the newest counter we know of it and when that counter was
+//! current: taken from its own frames, or from a *vouch* of another neighbor
+//! ("I heard it at counter c, 300 ms ago"). Since counters only grow, a vouch
+//! is proof of life, not an opinion, and it carries its age so a crash is
+//! still detected on time.
+//!
+//! ```text
+//!            silent >= suspect_after          silent >= unreachable_after
+//!  HEALTHY ---------------------------> SUSPECT ---------------------------> UNREACHABLE
+//!     ^  <------------------------------'   |                                   |
+//!     |        newer counter (own frame or vouch)                               |
+//!     '-------------------------------------------------------------------------'
+//!  any state --Leave (or a vouch saying it left)--> LEFT --frame of a later counter--> HEALTHY
+//! ```
+
+use super::time::Instant;
+use super::wire::{Counter, Meta, Name, NodeId, ReplayWindow};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// The health of a node as this agent sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PeerState {
+    /// Heard (directly or through a vouch) within `suspect_after`.
+    Healthy,
+    /// Silent for `suspect_after`; we ask the others about it.
+    Suspect,
+    /// Silent for `unreachable_after` and nobody vouched for it.
+    Unreachable,
+    /// Said goodbye.
+    Left,
+}
+
+impl PeerState {
+    /// The name used by the CLI and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerState::Healthy => "HEALTHY",
+            PeerState::Suspect => "SUSPECT",
+            PeerState::Unreachable => "UNREACHABLE",
+            PeerState::Left => "LEFT",
+        }
+    }
+}
+
+impl fmt::Display for PeerState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One neighbor.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// Its id.
+    pub id: NodeId,
+    /// Its name, once a beacon told us.
+    pub name: Option<Name>,
+    /// Where its last frame came from; unicast replies go there.
+    pub addr: SocketAddr,
+    /// Current state.
+    pub state: PeerState,
+    /// Since when.
+    pub state_since: Instant,
+    /// Its incarnation, from the frames it sent us.
+    pub incarnation: u32,
+    /// Newest counter known of it (own frames or vouches).
+    pub alive: Counter,
+    /// When `alive` was current.
+    pub last_alive: Instant,
+    /// Last frame received from it directly.
+    pub last_direct: Instant,
+    /// Last broadcast frame from it: it shares a LAN with us.
+    pub last_broadcast: Option<Instant>,
+    /// Counter of its goodbye, while it is gone.
+    pub left: Option<Counter>,
+    /// Authenticated frames received from it.
+    pub frames_in: u64,
+    /// Unicast frames sent to it.
+    pub frames_out: u64,
+    /// Store hash of its last beacon.
+    pub store_hash: u32,
+    /// Store progress of its last beacon.
+    pub progress: u64,
+    /// Its metadata, once sent.
+    pub meta: Option<Meta>,
+    pub(crate) window: ReplayWindow,
+}
+
+impl Peer {
+    fn new(now: Instant, id: NodeId, addr: SocketAddr, counter: Counter) -> Peer {
+        Peer {
+            id,
+            name: None,
+            addr,
+            state: PeerState::Healthy,
+            state_since: now,
+            incarnation: counter.incarnation,
+            alive: counter,
+            last_alive: now,
+            last_direct: now,
+            last_broadcast: None,
+            left: None,
+            frames_in: 0,
+            frames_out: 0,
+            store_hash: 0,
+            progress: 0,
+            meta: None,
+            window: ReplayWindow::default(),
+        }
+    }
+
+    /// The state its liveness implies at `now`.
+    pub(crate) fn evaluate(&self, now: Instant, timing: &Timing) -> PeerState {
+        if self.left.is_some() {
+            return PeerState::Left;
+        }
+        let silence = now.saturating_since(self.last_alive);
+        if silence >= timing.unreachable_after {
+            PeerState::Unreachable
+        } else if silence >= timing.suspect_after {
+            PeerState::Suspect
+        } else {
+            PeerState::Healthy
+        }
+    }
+
+    /// When its state will next change if nothing is heard.
+    pub(crate) fn next_deadline(&self, timing: &Timing) -> Option<Instant> {
+        match self.state {
+            PeerState::Healthy => Some(self.last_alive + timing.suspect_after),
+            PeerState::Suspect => Some(self.last_alive + timing.unreachable_after),
+            PeerState::Unreachable | PeerState::Left => None,
+        }
+    }
+
+    /// Whether it shares a broadcast domain with us: a broadcast frame of it
+    /// arrived within `unreachable_after`.
+    pub fn is_lan(&self, now: Instant, timing: &Timing) -> bool {
+        self.last_broadcast
+            .is_some_and(|at| now.saturating_since(at) < timing.unreachable_after)
+    }
+
+    /// Notes proof of life: counter `counter` was current at `at`.
+    pub(crate) fn observe(&mut self, counter: Counter, at: Instant) {
+        if counter > self.alive {
+            self.alive = counter;
+            self.last_alive = self.last_alive.max(at);
+        }
+        if self.left.is_some_and(|left| counter > left) {
+            self.left = None;
+        }
+    }
+}
+
+/// The failure-detector timing, copied from the node's config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// Silence after which a neighbor is SUSPECT.
+    pub suspect_after: Duration,
+    /// Silence after which a neighbor is UNREACHABLE.
+    pub unreachable_after: Duration,
+}
+
+/// The table is full of live neighbors; the newcomer was not added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TableFull;
+
+/// All neighbors, bounded.
+#[derive(Debug, Clone)]
+pub struct PeerTable {
+    peers: BTreeMap<NodeId, Peer>,
+    capacity: usize,
+}
+
+impl PeerTable {
+    /// An empty table holding at most `capacity` neighbors.
+    pub fn new(capacity: usize) -> PeerTable {
+        PeerTable {
+            peers: BTreeMap::new(),
+            capacity,
+        }
+    }
+
+    /// One neighbor.
+    pub fn get(&self, id: NodeId) -> Option<&Peer> {
+        self.peers.get(&id)
+    }
+
+    pub(crate) fn get_mut(&mut self, id: NodeId) -> Option<&mut Peer> {
+        self.peers.get_mut(&id)
+    }
+
+    /// All neighbors, by id.
+    pub fn iter(&self) -> impl Iterator<Item = &Peer> {
+        self.peers.values()
+    }
+
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = &mut Peer> {
+        self.peers.values_mut()
+    }
+
+    /// Number of neighbors.
+    pub fn len(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.peers.is_empty()
+    }
+
+    /// Adds a neighbor first heard at `now`. When the table is full, the
+    /// stalest UNREACHABLE or LEFT neighbor makes room; live ones are never
+    /// evicted, so then the newcomer is refused.
+    pub(crate) fn insert(
+        &mut self,
+        now: Instant,
+        id: NodeId,
+        addr: SocketAddr,
+        counter: Counter,
+    ) -> Result<&mut Peer, TableFull> {
+        if !self.peers.contains_key(&id) && self.peers.len() >= self.capacity {
+            let stalest = self
+                .peers
+                .values()
+                .filter(|p| matches!(p.state, PeerState::Unreachable | PeerState::Left))
+                .min_by_key(|p| p.last_alive)
+                .map(|p| p.id)
+                .ok_or(TableFull)?;
+            self.peers.remove(&stalest);
+        }
+        Ok(self
+            .peers
+            .entry(id)
+            .or_insert_with(|| Peer::new(now, id, addr, counter)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TIMING: Timing = Timing {
+        suspect_after: Duration::from_secs(2),
+        unreachable_after: Duration::from_secs(3),
+    };
+
+    fn addr() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 2], 20195))
+    }
+
+    fn counter(seq: u32) -> Counter {
+        Counter {
+            incarnation: 1,
+            seq,
+        }
+    }
+
+    #[test]
+    fn silence_walks_healthy_suspect_unreachable() {
+        let peer = Peer::new(Instant::ZERO, NodeId(1), addr(), counter(1));
+        let at = |ms| Instant::from_millis(ms);
+        assert_eq!(peer.evaluate(at(1999), &TIMING), PeerState::Healthy);
+        assert_eq!(peer.evaluate(at(2000), &TIMING), PeerState::Suspect);
+        assert_eq!(peer.evaluate(at(3000), &TIMING), PeerState::Unreachable);
+    }
+
+    #[test]
+    fn a_vouch_carries_its_age() {
+        let mut peer = Peer::new(Instant::ZERO, NodeId(1), addr(), counter(1));
+        // At 2.5 s someone says: counter 3 was current 700 ms ago.
+        peer.observe(counter(3), Instant::from_millis(1800));
+        assert_eq!(peer.last_alive, Instant::from_millis(1800));
+        assert_eq!(
+            peer.evaluate(Instant::from_millis(4799), &TIMING),
+            PeerState::Suspect
+        );
+        assert_eq!(
+            peer.evaluate(Instant::from_millis(4800), &TIMING),
+            PeerState::Unreachable
+        );
+    }
+
+    #[test]
+    fn an_older_counter_proves_nothing() {
+        let mut peer = Peer::new(Instant::ZERO, NodeId(1), addr(), counter(5));
+        peer.observe(counter(4), Instant::from_millis(1500));
+        assert_eq!(peer.last_alive, Instant::ZERO);
+        assert_eq!(peer.alive, counter(5));
+    }
+
+    #[test]
+    fn left_is_sticky_until_a_later_counter() {
+        let mut peer = Peer::new(Instant::ZERO, NodeId(1), addr(), counter(5));
+        peer.left = Some(counter(6));
+        peer.observe(counter(6), Instant::from_millis(10));
+        assert_eq!(
+            peer.evaluate(Instant::from_millis(10), &TIMING),
+            PeerState::Left
+        );
+        let reborn = Counter {
+            incarnation: 2,
+            seq: 1,
+        };
+        peer.observe(reborn, Instant::from_millis(20));
+        assert_eq!(
+            peer.evaluate(Instant::from_millis(20), &TIMING),
+            PeerState::Healthy
+        );
+    }
+
+    #[test]
+    fn full_table_evicts_the_stalest_dead_peer_and_refuses_when_all_live() {
+        let mut table = PeerTable::new(2);
+        table
+            .insert(Instant::ZERO, NodeId(1), addr(), counter(1))
+            .expect("room");
+        table
+            .insert(Instant::ZERO, NodeId(2), addr(), counter(1))
+            .expect("room");
+        assert_eq!(
+            table
+                .insert(Instant::ZERO, NodeId(3), addr(), counter(1))
+                .err(),
+            Some(TableFull)
+        );
+        assert_eq!(table.len(), 2);
+        table.get_mut(NodeId(2)).expect("present").state = PeerState::Unreachable;
+        table
+            .insert(Instant::ZERO, NodeId(3), addr(), counter(1))
+            .expect("evicts 2");
+        assert!(table.get(NodeId(2)).is_none());
+        assert!(table.get(NodeId(3)).is_some());
+        assert_eq!(table.len(), 2);
+    }
+}

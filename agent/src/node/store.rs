@@ -1,0 +1,597 @@
+//! The data points of the whole mesh, and the anti-entropy that keeps them equal.
+//!
+//! Every point belongs to an *origin* (the node that measured it) and carries
+//! a version `(incarnation, seq)`: `seq` counts the origin's updates within its
+//! incarnation. A new incarnation replaces the origin's whole point set (the
+//! restarted node republishes its points), so within one incarnation versions
+//! are plain seqs.
+//!
+//! For each origin the store keeps a *watermark*: it holds every update of
+//! that incarnation up to this seq (an update overwritten later counts as
+//! held). Updates that arrive out of order are applied at once but move the
+//! watermark only when they close the gap, so a digest of watermarks tells a
+//! peer exactly what to send: every point with a seq above ours.
+
+use super::wire::{
+    encoded_len, Chunk, Delta, Digest, DigestEntry, Name, NodeId, PointUpdate, Unit, Value,
+    MAX_BODY, MAX_CHUNKS, MAX_POINTS,
+};
+use std::collections::{BTreeMap, VecDeque};
+
+/// Capacities of the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreLimits {
+    /// Most origins (including this node).
+    pub max_origins: usize,
+    /// Most points per origin.
+    pub max_points_per_origin: usize,
+    /// Most past values kept per point (the current one included).
+    pub history_per_point: usize,
+}
+
+/// One past value of a point.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// Origin timestamp, ms since the Unix epoch.
+    pub ts_ms: u64,
+    /// The value then.
+    pub value: Value,
+}
+
+/// A data point as this node knows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    /// The current value.
+    pub value: Value,
+    /// Its unit, possibly empty.
+    pub unit: Unit,
+    /// Origin timestamp of the current value, ms since the Unix epoch.
+    pub ts_ms: u64,
+    /// Version of the current value within the origin's incarnation.
+    pub seq: u32,
+    /// Recent values, oldest first, the current one last.
+    pub history: VecDeque<Sample>,
+}
+
+/// Everything known of one origin.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Origin {
+    /// The origin's node name.
+    pub name: Name,
+    /// The incarnation the points belong to.
+    pub incarnation: u32,
+    /// Every update up to this seq is held.
+    pub watermark: u32,
+    /// The points, by name.
+    pub points: BTreeMap<Name, Point>,
+}
+
+/// Why a reading of this node could not be stored. Nothing changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    /// The point is new and this node already has `max_points_per_origin`.
+    #[error("too many points on this node (limit {limit})")]
+    TooManyPoints {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// Float not finite, or text with control characters.
+    #[error("invalid value")]
+    InvalidValue,
+    /// The node published `u32::MAX` updates in this incarnation.
+    #[error("update counter exhausted: restart to begin a new incarnation")]
+    SeqExhausted,
+}
+
+/// What applying a delta changed.
+#[derive(Debug, Default)]
+pub(crate) struct Applied {
+    /// Points whose value changed: `(origin, name)`.
+    pub(crate) changed: Vec<(NodeId, Name)>,
+    /// Chunks that taught us something, as `(origin, after, upto)`: relayed.
+    pub(crate) news: Vec<(NodeId, u32, u32)>,
+    /// Chunks or points dropped at a limit.
+    pub(crate) dropped: u64,
+}
+
+/// A request for the points of `origin` with seq in `after+1..=upto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Range {
+    pub(crate) origin: NodeId,
+    pub(crate) after: u32,
+    pub(crate) upto: u32,
+}
+
+/// What a digest showed us.
+#[derive(Debug, Default)]
+pub(crate) struct DigestDiff {
+    /// Ranges the digest's sender lacks and we hold.
+    pub(crate) to_send: Vec<Range>,
+    /// The sender holds something we lack.
+    pub(crate) behind: bool,
+}
+
+/// The points of every origin in the mesh.
+#[derive(Debug, Clone)]
+pub struct Store {
+    own: NodeId,
+    limits: StoreLimits,
+    origins: BTreeMap<NodeId, Origin>,
+    summary: Option<(u32, u64)>,
+    dropped: u64,
+}
+
+impl Store {
+    /// An empty store for node `own`, named `own_name`, in `incarnation`.
+    pub fn new(own: NodeId, own_name: Name, incarnation: u32, limits: StoreLimits) -> Store {
+        let mut origins = BTreeMap::new();
+        origins.insert(
+            own,
+            Origin {
+                name: own_name,
+                incarnation,
+                watermark: 0,
+                points: BTreeMap::new(),
+            },
+        );
+        Store {
+            own,
+            limits,
+            origins,
+            summary: None,
+            dropped: 0,
+        }
+    }
+
+    /// All origins, by id.
+    pub fn origins(&self) -> &BTreeMap<NodeId, Origin> {
+        &self.origins
+    }
+
+    /// One origin.
+    pub fn origin(&self, id: NodeId) -> Option<&Origin> {
+        self.origins.get(&id)
+    }
+
+    /// One point.
+    pub fn point(&self, origin: NodeId, name: &str) -> Option<&Point> {
+        self.origins.get(&origin)?.points.get(name)
+    }
+
+    /// Number of points over all origins.
+    pub fn len(&self) -> usize {
+        self.origins.values().map(|o| o.points.len()).sum()
+    }
+
+    /// Whether no origin has a point.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Updates and origins dropped because a limit was reached.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Hash of the version vector (FNV-1a over `(origin, incarnation,
+    /// watermark)`): equal stores have equal hashes.
+    pub fn hash(&mut self) -> u32 {
+        self.summary().0
+    }
+
+    /// Sum of all watermarks: a rough "how much do I know".
+    pub fn progress(&mut self) -> u64 {
+        self.summary().1
+    }
+
+    fn summary(&mut self) -> (u32, u64) {
+        if let Some(summary) = self.summary {
+            return summary;
+        }
+        let mut hash: u32 = 0x811c_9dc5;
+        let mut progress: u64 = 0;
+        for (id, origin) in &self.origins {
+            let mut bytes = [0u8; 16];
+            bytes[..8].copy_from_slice(&id.0.to_le_bytes());
+            bytes[8..12].copy_from_slice(&origin.incarnation.to_le_bytes());
+            bytes[12..].copy_from_slice(&origin.watermark.to_le_bytes());
+            for byte in bytes {
+                hash = (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193);
+            }
+            progress += u64::from(origin.watermark);
+        }
+        self.summary = Some((hash, progress));
+        (hash, progress)
+    }
+
+    /// Stores a reading of this node; returns its seq.
+    pub fn publish(
+        &mut self,
+        name: Name,
+        value: Value,
+        unit: Unit,
+        ts_ms: u64,
+    ) -> Result<u32, PublishError> {
+        if !value.is_valid() {
+            return Err(PublishError::InvalidValue);
+        }
+        let limits = self.limits;
+        let Some(own) = self.origins.get_mut(&self.own) else {
+            unreachable!("the own origin is inserted in new() and never removed")
+        };
+        let seq = own
+            .watermark
+            .checked_add(1)
+            .ok_or(PublishError::SeqExhausted)?;
+        if !own.points.contains_key(&name) && own.points.len() >= limits.max_points_per_origin {
+            return Err(PublishError::TooManyPoints {
+                limit: limits.max_points_per_origin,
+            });
+        }
+        upsert_point(&mut own.points, name, value, unit, ts_ms, seq, limits);
+        own.watermark = seq;
+        self.summary = None;
+        Ok(seq)
+    }
+
+    /// Notes that `origin` runs `incarnation`: a newer one drops the old points.
+    pub(crate) fn observe_incarnation(&mut self, origin: NodeId, name: &Name, incarnation: u32) {
+        if origin == self.own {
+            return;
+        }
+        if let Some(known) = self.origins.get_mut(&origin) {
+            if incarnation > known.incarnation {
+                known.incarnation = incarnation;
+                known.watermark = 0;
+                known.points.clear();
+                known.name = name.clone();
+                self.summary = None;
+            }
+        }
+    }
+
+    /// Moves this node's own points to a new incarnation, renumbering them
+    /// `1..=n` in their current order (used when the frame counter wraps).
+    pub(crate) fn reincarnate(&mut self, incarnation: u32) {
+        let Some(own) = self.origins.get_mut(&self.own) else {
+            unreachable!("the own origin is inserted in new() and never removed")
+        };
+        let mut order: Vec<(u32, Name)> = own
+            .points
+            .iter()
+            .map(|(name, p)| (p.seq, name.clone()))
+            .collect();
+        order.sort();
+        for (new_seq, (_, name)) in (1..).zip(order) {
+            if let Some(point) = own.points.get_mut(&name) {
+                point.seq = new_seq;
+                own.watermark = new_seq;
+            }
+        }
+        if own.points.is_empty() {
+            own.watermark = 0;
+        }
+        own.incarnation = incarnation;
+        self.summary = None;
+    }
+
+    /// The digest frames of the whole store, covering every possible id.
+    pub(crate) fn digest(&self, request: bool) -> Vec<Digest> {
+        let mut frames = Vec::new();
+        let mut current = Digest {
+            request,
+            first: NodeId(0),
+            last: NodeId(u64::MAX),
+            entries: heapless::Vec::new(),
+        };
+        // Fixed part: variant, bool, two ids, list length (<= 96 is one byte).
+        let fixed = 1 + 1 + 8 + 8 + 1;
+        let mut size = fixed;
+        for (id, origin) in &self.origins {
+            let entry = DigestEntry {
+                origin: *id,
+                incarnation: origin.incarnation,
+                watermark: origin.watermark,
+            };
+            let entry_len = encoded_len(&entry);
+            if size + entry_len > MAX_BODY || current.entries.is_full() {
+                current.last = NodeId(id.0 - 1);
+                let next_first = *id;
+                frames.push(std::mem::replace(
+                    &mut current,
+                    Digest {
+                        request,
+                        first: next_first,
+                        last: NodeId(u64::MAX),
+                        entries: heapless::Vec::new(),
+                    },
+                ));
+                size = fixed;
+            }
+            // Cannot fail: the frame was closed above when full.
+            let _ = current.entries.push(entry);
+            size += entry_len;
+        }
+        frames.push(current);
+        frames
+    }
+
+    /// Compares a peer's digest with this store.
+    pub(crate) fn diff(&self, digest: &Digest) -> DigestDiff {
+        let mut diff = DigestDiff::default();
+        let mut theirs = digest.entries.iter().peekable();
+        for (id, mine) in self.origins.range(digest.first..=digest.last) {
+            // Entries of theirs below this id: origins we do not know.
+            while theirs.next_if(|e| e.origin < *id).is_some() {
+                diff.behind = true;
+            }
+            match theirs.next_if(|e| e.origin == *id) {
+                Some(entry) if entry.incarnation == mine.incarnation => {
+                    if mine.watermark > entry.watermark {
+                        diff.to_send.push(Range {
+                            origin: *id,
+                            after: entry.watermark,
+                            upto: mine.watermark,
+                        });
+                    } else if mine.watermark < entry.watermark {
+                        diff.behind = true;
+                    }
+                }
+                Some(entry) if entry.incarnation > mine.incarnation => diff.behind = true,
+                // They hold an older incarnation, or nothing: send it all.
+                _ => {
+                    if mine.watermark > 0 || !mine.points.is_empty() {
+                        diff.to_send.push(Range {
+                            origin: *id,
+                            after: 0,
+                            upto: mine.watermark,
+                        });
+                    }
+                }
+            }
+        }
+        if theirs.next().is_some() {
+            diff.behind = true;
+        }
+        diff
+    }
+
+    /// Packs the points of `ranges` into as few delta frames as fit.
+    pub(crate) fn deltas(&self, ranges: &[Range]) -> Vec<Delta> {
+        let mut packer = DeltaPacker::default();
+        for range in ranges {
+            let Some(origin) = self.origins.get(&range.origin) else {
+                continue;
+            };
+            let mut points: Vec<(&Name, &Point)> = origin
+                .points
+                .iter()
+                .filter(|(_, p)| p.seq > range.after && p.seq <= range.upto)
+                .collect();
+            points.sort_by_key(|(_, p)| p.seq);
+            let base_ts_ms = points.iter().map(|(_, p)| p.ts_ms).max().unwrap_or(0);
+            packer.add_range(range, origin, base_ts_ms, &points);
+        }
+        packer.finish()
+    }
+
+    /// Applies a delta received from a peer.
+    pub(crate) fn apply(&mut self, delta: &Delta) -> Applied {
+        let mut applied = Applied::default();
+        let mut points = delta.points.iter();
+        for chunk in &delta.chunks {
+            let chunk_points = points.by_ref().take(usize::from(chunk.n_points));
+            if chunk.origin == self.own {
+                // We are the authority on our own points.
+                chunk_points.for_each(drop);
+                continue;
+            }
+            if !self.origins.contains_key(&chunk.origin)
+                && self.origins.len() >= self.limits.max_origins
+            {
+                applied.dropped += 1;
+                chunk_points.for_each(drop);
+                continue;
+            }
+            let limits = self.limits;
+            let origin = self.origins.entry(chunk.origin).or_insert_with(|| Origin {
+                name: chunk.origin_name.clone(),
+                incarnation: chunk.incarnation,
+                watermark: 0,
+                points: BTreeMap::new(),
+            });
+            if chunk.incarnation < origin.incarnation {
+                chunk_points.for_each(drop);
+                continue;
+            }
+            if chunk.incarnation > origin.incarnation {
+                origin.incarnation = chunk.incarnation;
+                origin.watermark = 0;
+                origin.points.clear();
+                self.summary = None;
+            }
+            origin.name = chunk.origin_name.clone();
+            let mut learned = false;
+            let mut seq = chunk.after;
+            for update in chunk_points {
+                seq = seq.saturating_add(update.seq_gap);
+                let newer = origin.points.get(&update.name).is_none_or(|p| p.seq < seq);
+                if !newer {
+                    continue;
+                }
+                if !origin.points.contains_key(&update.name)
+                    && origin.points.len() >= limits.max_points_per_origin
+                {
+                    applied.dropped += 1;
+                    continue;
+                }
+                let ts_ms = chunk.base_ts_ms.saturating_sub(u64::from(update.age_ms));
+                upsert_point(
+                    &mut origin.points,
+                    update.name.clone(),
+                    update.value.clone(),
+                    update.unit.clone(),
+                    ts_ms,
+                    seq,
+                    limits,
+                );
+                applied.changed.push((chunk.origin, update.name.clone()));
+                learned = true;
+            }
+            if chunk.after <= origin.watermark && chunk.upto > origin.watermark {
+                origin.watermark = chunk.upto;
+                self.summary = None;
+                learned = true;
+            }
+            if learned {
+                applied.news.push((chunk.origin, chunk.after, chunk.upto));
+            }
+        }
+        self.dropped += applied.dropped;
+        applied
+    }
+}
+
+fn upsert_point(
+    points: &mut BTreeMap<Name, Point>,
+    name: Name,
+    value: Value,
+    unit: Unit,
+    ts_ms: u64,
+    seq: u32,
+    limits: StoreLimits,
+) {
+    let sample = Sample {
+        ts_ms,
+        value: value.clone(),
+    };
+    let point = points.entry(name).or_insert_with(|| Point {
+        value: value.clone(),
+        unit: unit.clone(),
+        ts_ms,
+        seq,
+        history: VecDeque::new(),
+    });
+    point.value = value;
+    point.unit = unit;
+    point.ts_ms = ts_ms;
+    point.seq = seq;
+    if limits.history_per_point > 0 {
+        while point.history.len() >= limits.history_per_point {
+            point.history.pop_front();
+        }
+        point.history.push_back(sample);
+    }
+}
+
+/// Fills delta frames chunk by chunk, splitting an origin's range across
+/// frames when it does not fit, so that every chunk still claims a complete
+/// seq range.
+#[derive(Default)]
+struct DeltaPacker {
+    frames: Vec<Delta>,
+    current: Option<Delta>,
+    size: usize,
+}
+
+/// Variant byte plus the two list lengths (each at most 48: one byte).
+const DELTA_FIXED: usize = 3;
+
+impl DeltaPacker {
+    fn add_range(
+        &mut self,
+        range: &Range,
+        origin: &Origin,
+        base_ts_ms: u64,
+        points: &[(&Name, &Point)],
+    ) {
+        let mut chunk = Chunk {
+            origin: range.origin,
+            origin_name: origin.name.clone(),
+            incarnation: origin.incarnation,
+            after: range.after,
+            // Largest value the chunk may claim: sizes below are upper bounds.
+            upto: range.upto,
+            base_ts_ms,
+            n_points: 0,
+        };
+        self.open_chunk(encoded_len(&chunk));
+        let mut previous_seq = range.after;
+        for (name, point) in points {
+            let update = PointUpdate {
+                seq_gap: point.seq - previous_seq,
+                name: (*name).clone(),
+                value: point.value.clone(),
+                unit: point.unit.clone(),
+                age_ms: u32::try_from(base_ts_ms.saturating_sub(point.ts_ms)).unwrap_or(u32::MAX),
+            };
+            let update_len = encoded_len(&update);
+            let frame = self.current.as_ref().map_or(0, |d| d.points.len());
+            if self.size + update_len > MAX_BODY || frame >= MAX_POINTS {
+                // Close the chunk at the last point that fit, continue in a new frame.
+                let mut closing = chunk.clone();
+                closing.upto = previous_seq;
+                self.close_chunk(closing);
+                self.flush();
+                chunk.after = previous_seq;
+                chunk.n_points = 0;
+                self.open_chunk(encoded_len(&chunk));
+            }
+            self.push_point(update, update_len);
+            chunk.n_points += 1;
+            previous_seq = point.seq;
+        }
+        self.close_chunk(chunk);
+    }
+
+    /// Makes room for a chunk header of `len` bytes in the current frame.
+    fn open_chunk(&mut self, len: usize) {
+        let full = self
+            .current
+            .as_ref()
+            .is_some_and(|d| d.chunks.len() >= MAX_CHUNKS || d.points.len() >= MAX_POINTS);
+        if full || self.size + len > MAX_BODY {
+            self.flush();
+        }
+        if self.current.is_none() {
+            self.current = Some(Delta {
+                chunks: heapless::Vec::new(),
+                points: heapless::Vec::new(),
+            });
+            self.size = DELTA_FIXED;
+        }
+        self.size += len;
+    }
+
+    fn push_point(&mut self, update: PointUpdate, len: usize) {
+        if let Some(delta) = self.current.as_mut() {
+            // Cannot fail: callers flush at MAX_POINTS.
+            let _ = delta.points.push(update);
+            self.size += len;
+        }
+    }
+
+    fn close_chunk(&mut self, chunk: Chunk) {
+        if let Some(delta) = self.current.as_mut() {
+            // Cannot fail: open_chunk flushed at MAX_CHUNKS.
+            let _ = delta.chunks.push(chunk);
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Some(delta) = self.current.take() {
+            if !delta.chunks.is_empty() {
+                self.frames.push(delta);
+            }
+        }
+        self.size = 0;
+    }
+
+    fn finish(mut self) -> Vec<Delta> {
+        self.flush();
+        self.frames
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,640 @@
+//! The wire protocol: frames, messages, encryption and replay protection.
+//!
+//! # Frames
+//!
+//! One UDP datagram carries one frame of at most [`MAX_FRAME`] (1200) bytes,
+//! small enough for Wi-Fi, VPN tunnels and IPv6 without fragmentation:
+//!
+//! ```text
+//!  0      2   3          7                 15                23
+//! +------+---+----------+-----------------+-----------------+----------------+-----+
+//! |magic |ver| mesh id  | sender node id  | counter         | postcard body  | tag |
+//! | 'SH' | 1 | u32 BE   | u64 BE          | inc u32 | seq u32 (encrypted)    | 16  |
+//! +------+---+----------+-----------------+-----------------+----------------+-----+
+//! ```
+//!
+//! The 23-byte header is sent in clear and authenticated as associated data.
+//! With a mesh key the body is sealed with XChaCha20-Poly1305 (RustCrypto's
+//! `chacha20poly1305`), the nonce being `sender | counter | mesh id | 0`; a
+//! mesh without a key sends the body in clear and no tag.
+//!
+//! The counter is `incarnation << 32 | seq`: `seq` counts the frames a node
+//! sent in its current incarnation, and the incarnation is persisted and
+//! bumped at every start. So `(key, nonce)` never repeats, and the counter
+//! doubles as the sender's heartbeat: a higher counter proves the sender was
+//! alive later. Receivers keep a [`ReplayWindow`] per sender (64 frames).
+//!
+//! # Messages
+//!
+//! | # | message | sent | carries |
+//! |---|---------|------|---------|
+//! | 0 | [`Beacon`] | broadcast every `beacon_interval` (85-95 % of it), unicast to non-LAN neighbors, at once when a neighbor turns SUSPECT or we are suspected | name, store hash and progress, suspects, vouches, sometimes metadata |
+//! | 1 | [`Digest`] | unicast, when a beacon's store hash differs from ours | per origin `(incarnation, watermark)` for one range of origin ids |
+//! | 2 | [`Delta`] | broadcast on a new reading; unicast in answer to a digest; relayed | point updates of one or more origins, each chunk a complete seq range |
+//! | 3 | [`Message::Leave`] | broadcast three times on graceful shutdown | nothing: the header says who and which incarnation |
+//!
+//! Anti-entropy between `A` (whose beacon `B` hears) and `B`:
+//!
+//! ```text
+//! A                                   B
+//! |-- Beacon {hash: h1, progress: 40} ->|  h1 != hB and progressB <= 40
+//! |<- Digest {request, entries...} -----|
+//! |-- Delta {chunks where A is ahead} ->|
+//! |-- Digest {response} --------------->|  only if A is behind somewhere
+//! |<- Delta {chunks where B is ahead} --|
+//! ```
+//!
+//! # Evolving the protocol
+//!
+//! postcard is not self-describing, so compatibility is ours to keep:
+//! 1. New messages are appended as new variants at the end of [`Message`];
+//!    never reorder or remove one. An older node counts a variant it does not
+//!    know as [`DecodeError::UnknownMessage`] and drops it.
+//! 2. New fields go at the end of a top-level message. Decoding ignores bytes
+//!    after the known fields, so older nodes keep working.
+//! 3. Any other change (a field's type, an element of a list) bumps
+//!    [`VERSION`]; nodes drop frames of another version, counted.
+//!
+//! Golden-bytes tests pin the encoding of every message.
+
+use chacha20poly1305::aead::{AeadInOut, KeyInit};
+use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
+use heapless::{String, Vec};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// First two bytes of every frame: `SH`.
+pub const MAGIC: u16 = 0x5348;
+/// Protocol version; frames of any other version are dropped.
+pub const VERSION: u8 = 1;
+/// Largest frame sent or accepted.
+pub const MAX_FRAME: usize = 1200;
+/// Bytes of the clear header.
+pub const HEADER_LEN: usize = 23;
+/// Bytes of the authentication tag (present only with a mesh key).
+pub const TAG_LEN: usize = 16;
+/// Room for a message body in one frame (the tag is always reserved, so a
+/// message fits whether or not the mesh has a key).
+pub const MAX_BODY: usize = MAX_FRAME - HEADER_LEN - TAG_LEN;
+
+/// Longest node name, in bytes.
+pub const MAX_NAME: usize = 32;
+/// Longest unit, in bytes (`"°C"` is 3).
+pub const MAX_UNIT: usize = 8;
+/// Longest text value, in bytes.
+pub const MAX_TEXT: usize = 32;
+/// Most suspects or vouches in one beacon.
+pub const MAX_GOSSIP: usize = 8;
+/// Most origins in one digest frame.
+pub const MAX_DIGEST_ENTRIES: usize = 96;
+/// Most origin chunks in one delta frame.
+pub const MAX_CHUNKS: usize = 16;
+/// Most point updates in one delta frame.
+pub const MAX_POINTS: usize = 48;
+
+/// A node's identity, random and persisted. Eight bytes on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct NodeId(#[serde(with = "postcard::fixint::le")] pub u64);
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// A frame counter: which incarnation of the sender, which frame of it.
+///
+/// Ordered by incarnation first, so any frame of a newer incarnation is newer.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+pub struct Counter {
+    /// Bumped at every start of the sender.
+    pub incarnation: u32,
+    /// Frames sent in this incarnation.
+    pub seq: u32,
+}
+
+impl Counter {
+    /// The 64-bit form used in the header and nonce.
+    pub fn as_u64(self) -> u64 {
+        (u64::from(self.incarnation) << 32) | u64::from(self.seq)
+    }
+
+    /// The counter whose 64-bit form is `value`.
+    pub fn from_u64(value: u64) -> Counter {
+        Counter {
+            incarnation: (value >> 32) as u32,
+            seq: value as u32,
+        }
+    }
+}
+
+/// A node or point name: 1 to 32 bytes of `A-Z a-z 0-9 _ - .`.
+pub type Name = String<MAX_NAME>;
+/// A unit such as `°C`, `%`, `hPa`: at most 8 bytes, no control characters.
+pub type Unit = String<MAX_UNIT>;
+
+/// Whether `name` is a valid node or point name.
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+/// Builds a [`Name`], or `None` if `text` is not a valid name.
+pub fn name(text: &str) -> Option<Name> {
+    if is_valid_name(text) {
+        String::try_from(text).ok()
+    } else {
+        None
+    }
+}
+
+/// Builds a [`Unit`], or `None` if it is too long or has control characters.
+pub fn unit(text: &str) -> Option<Unit> {
+    if text.chars().any(char::is_control) {
+        return None;
+    }
+    String::try_from(text).ok()
+}
+
+/// The value of a data point.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Value {
+    /// A measurement. Never NaN or infinite.
+    Float(f64),
+    /// A count or an enumeration.
+    Int(i64),
+    /// A contact, a switch, a motion sensor.
+    Bool(bool),
+    /// A short state text, at most 32 bytes.
+    Text(String<MAX_TEXT>),
+}
+
+impl Value {
+    /// Whether the value may enter the store (finite floats, printable text).
+    pub fn is_valid(&self) -> bool {
+        match self {
+            Value::Float(v) => v.is_finite(),
+            Value::Text(text) => !text.chars().any(char::is_control),
+            Value::Int(_) | Value::Bool(_) => true,
+        }
+    }
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Float(v) => write!(f, "{v}"),
+            Value::Int(v) => write!(f, "{v}"),
+            Value::Bool(v) => write!(f, "{v}"),
+            Value::Text(v) => write!(f, "{v:?}"),
+        }
+    }
+}
+
+/// Every message of the protocol. Append only: see the module docs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Message {
+    /// The heartbeat, broadcast every beacon interval.
+    Beacon(Beacon),
+    /// A summary of the store, asking for what the sender lacks.
+    Digest(Digest),
+    /// Point updates.
+    Delta(Delta),
+    /// The sender shuts down gracefully.
+    Leave,
+}
+
+/// Number of [`Message`] variants this version knows.
+const KNOWN_MESSAGES: u8 = 4;
+
+/// The heartbeat. Without suspects, vouches and metadata it is 58 bytes
+/// with a key for a 7-character name (see the size tests).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Beacon {
+    /// The sender's node name.
+    pub name: Name,
+    /// Hash of the sender's version vector; a mismatch starts anti-entropy.
+    #[serde(with = "postcard::fixint::le")]
+    pub store_hash: u32,
+    /// Sum of the sender's watermarks: the side with less asks first.
+    pub progress: u64,
+    /// Neighbors the sender has not heard for `suspect_after`, with the last
+    /// counter it has of each: "has anyone heard them since?"
+    pub suspects: Vec<Liveness, MAX_GOSSIP>,
+    /// Answers to others' suspects: a newer counter proves life.
+    pub vouches: Vec<Vouch, MAX_GOSSIP>,
+    /// Sent in the first beacons and then every 30th.
+    pub meta: Option<Meta>,
+}
+
+/// A node and the newest counter someone has of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Liveness {
+    /// The node in question.
+    pub node: NodeId,
+    /// The newest counter known of it.
+    pub counter: Counter,
+}
+
+/// "I heard `node` at `counter`, `age_ms` ago" (or: it left).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vouch {
+    /// The node vouched for and the newest counter the voucher has of it.
+    pub liveness: Liveness,
+    /// How long ago the voucher got that counter.
+    pub age_ms: u32,
+    /// The counter is that of its `Leave`: it left the mesh.
+    pub left: bool,
+}
+
+/// Descriptive facts about a node, for people.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Meta {
+    /// shoal version, e.g. `0.1.0`.
+    pub version: String<16>,
+    /// Hardware model, e.g. `Raspberry Pi 4 Model B Rev 1.4`.
+    pub model: String<48>,
+    /// Operating system, e.g. `Debian GNU/Linux 12 (bookworm)`.
+    pub os: String<48>,
+}
+
+/// One frame of a store summary, covering origin ids `first..=last`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Digest {
+    /// True when this starts an exchange; a response never gets a digest back.
+    pub request: bool,
+    /// Lowest origin id this frame covers.
+    pub first: NodeId,
+    /// Highest origin id this frame covers.
+    pub last: NodeId,
+    /// The sender's origins in the range, ascending.
+    pub entries: Vec<DigestEntry, MAX_DIGEST_ENTRIES>,
+}
+
+/// What the sender has of one origin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DigestEntry {
+    /// The origin.
+    pub origin: NodeId,
+    /// Its incarnation the sender holds.
+    pub incarnation: u32,
+    /// The sender has every update of that incarnation up to this seq.
+    pub watermark: u32,
+}
+
+/// Point updates, grouped in chunks per origin.
+///
+/// Each chunk claims a complete range: its points are all the points of
+/// `origin` whose current seq lies in `after..=upto` (exclusive of `after`).
+/// `points` holds the chunks' points in order, `n_points` of each.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Delta {
+    /// The chunks, in order.
+    pub chunks: Vec<Chunk, MAX_CHUNKS>,
+    /// The points of all chunks, chunk after chunk.
+    pub points: Vec<PointUpdate, MAX_POINTS>,
+}
+
+/// The header of one origin's updates in a [`Delta`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Chunk {
+    /// The node that published the points.
+    pub origin: NodeId,
+    /// Its name, so points are named `NODE/NAME` even before its beacon.
+    pub origin_name: Name,
+    /// The origin's incarnation these seqs belong to.
+    pub incarnation: u32,
+    /// Range start, exclusive.
+    pub after: u32,
+    /// Range end, inclusive.
+    pub upto: u32,
+    /// Newest origin timestamp of the chunk's points (ms since the epoch);
+    /// points carry their age relative to it.
+    pub base_ts_ms: u64,
+    /// How many of `Delta::points` belong to this chunk.
+    pub n_points: u8,
+}
+
+/// One point's new value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PointUpdate {
+    /// Seq minus the previous point's seq (the first: minus `after`); >= 1.
+    pub seq_gap: u32,
+    /// The point's name within its origin.
+    pub name: Name,
+    /// The value.
+    pub value: Value,
+    /// Its unit, possibly empty.
+    pub unit: Unit,
+    /// `base_ts_ms` minus this point's timestamp.
+    pub age_ms: u32,
+}
+
+/// Why a datagram was dropped. Every reason has its own counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum DecodeError {
+    /// Shorter than a header.
+    #[error("truncated frame")]
+    Truncated,
+    /// Longer than [`MAX_FRAME`].
+    #[error("frame too large")]
+    TooLarge,
+    /// Not a shoal frame.
+    #[error("bad magic")]
+    BadMagic,
+    /// A protocol version this node does not speak.
+    #[error("unsupported protocol version {0}")]
+    UnsupportedVersion(u8),
+    /// Another mesh on the same port.
+    #[error("frame of another mesh")]
+    WrongMesh,
+    /// Authentication failed: wrong key, tampered, or no tag.
+    #[error("bad authentication tag")]
+    BadTag,
+    /// A message variant from a newer protocol revision.
+    #[error("unknown message type")]
+    UnknownMessage,
+    /// The body does not decode, or holds invalid values.
+    #[error("malformed body")]
+    Malformed,
+}
+
+/// The clear header of a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// Which mesh this frame belongs to.
+    pub mesh_id: u32,
+    /// Who sent it.
+    pub sender: NodeId,
+    /// The sender's frame counter.
+    pub counter: Counter,
+}
+
+impl Header {
+    /// Writes the header into `out[..HEADER_LEN]`.
+    fn write(&self, out: &mut [u8; HEADER_LEN]) {
+        out[0..2].copy_from_slice(&MAGIC.to_be_bytes());
+        out[2] = VERSION;
+        out[3..7].copy_from_slice(&self.mesh_id.to_be_bytes());
+        out[7..15].copy_from_slice(&self.sender.0.to_be_bytes());
+        out[15..23].copy_from_slice(&self.counter.as_u64().to_be_bytes());
+    }
+
+    /// Reads and checks the header of `frame` (size, magic, version, mesh).
+    pub fn parse(frame: &[u8], mesh_id: u32) -> Result<Header, DecodeError> {
+        if frame.len() > MAX_FRAME {
+            return Err(DecodeError::TooLarge);
+        }
+        let Some(head) = frame.first_chunk::<HEADER_LEN>() else {
+            return Err(DecodeError::Truncated);
+        };
+        if u16::from_be_bytes([head[0], head[1]]) != MAGIC {
+            return Err(DecodeError::BadMagic);
+        }
+        if head[2] != VERSION {
+            return Err(DecodeError::UnsupportedVersion(head[2]));
+        }
+        let mut mesh = [0u8; 4];
+        mesh.copy_from_slice(&head[3..7]);
+        if u32::from_be_bytes(mesh) != mesh_id {
+            return Err(DecodeError::WrongMesh);
+        }
+        let mut sender = [0u8; 8];
+        sender.copy_from_slice(&head[7..15]);
+        let mut counter = [0u8; 8];
+        counter.copy_from_slice(&head[15..23]);
+        Ok(Header {
+            mesh_id,
+            sender: NodeId(u64::from_be_bytes(sender)),
+            counter: Counter::from_u64(u64::from_be_bytes(counter)),
+        })
+    }
+
+    fn nonce(&self) -> XNonce {
+        let mut nonce = [0u8; 24];
+        nonce[0..8].copy_from_slice(&self.sender.0.to_be_bytes());
+        nonce[8..16].copy_from_slice(&self.counter.as_u64().to_be_bytes());
+        nonce[16..20].copy_from_slice(&self.mesh_id.to_be_bytes());
+        XNonce::from(nonce)
+    }
+}
+
+/// The 32-byte mesh key. Its `Debug` never prints the key.
+#[derive(Clone)]
+pub struct MeshKey(pub [u8; 32]);
+
+impl fmt::Debug for MeshKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MeshKey(..)")
+    }
+}
+
+/// Seals and opens frame bodies with the mesh key.
+#[derive(Clone)]
+pub struct Cipher {
+    aead: XChaCha20Poly1305,
+}
+
+impl fmt::Debug for Cipher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Cipher(XChaCha20-Poly1305)")
+    }
+}
+
+impl Cipher {
+    /// A cipher for `key`.
+    pub fn new(key: &MeshKey) -> Cipher {
+        Cipher {
+            aead: XChaCha20Poly1305::new(&key.0.into()),
+        }
+    }
+}
+
+/// A frame ready to send: at most [`MAX_FRAME`] bytes, on the stack.
+pub type Datagram = Vec<u8, MAX_FRAME>;
+
+/// Why a message could not be encoded. Nothing was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EncodeError {
+    /// The message does not fit in one frame (a builder bug: builders split).
+    #[error("message larger than one frame")]
+    TooLarge,
+    /// The cipher refused (cannot happen for bodies under a frame).
+    #[error("encryption failed")]
+    Crypto,
+}
+
+/// Encodes `message` into a frame.
+pub fn encode(
+    header: &Header,
+    message: &Message,
+    cipher: Option<&Cipher>,
+) -> Result<Datagram, EncodeError> {
+    let mut buf = [0u8; MAX_FRAME];
+    let mut head = [0u8; HEADER_LEN];
+    header.write(&mut head);
+    buf[..HEADER_LEN].copy_from_slice(&head);
+    let body_len = postcard::to_slice(message, &mut buf[HEADER_LEN..HEADER_LEN + MAX_BODY])
+        .map_err(|_| EncodeError::TooLarge)?
+        .len();
+    let mut end = HEADER_LEN + body_len;
+    if let Some(cipher) = cipher {
+        let tag = cipher
+            .aead
+            .encrypt_inout_detached(&header.nonce(), &head, (&mut buf[HEADER_LEN..end]).into())
+            .map_err(|_| EncodeError::Crypto)?;
+        buf[end..end + TAG_LEN].copy_from_slice(&tag);
+        end += TAG_LEN;
+    }
+    Datagram::from_slice(&buf[..end]).map_err(|_| EncodeError::TooLarge)
+}
+
+/// Opens and decodes the body of `frame`, whose header `header` was already
+/// parsed (and checked against the replay window) by the caller.
+///
+/// Never panics and never allocates: bodies decode into fixed-capacity types
+/// and a copy of the frame on the stack.
+pub fn decode_body(
+    header: &Header,
+    frame: &[u8],
+    cipher: Option<&Cipher>,
+) -> Result<Message, DecodeError> {
+    if frame.len() > MAX_FRAME {
+        return Err(DecodeError::TooLarge);
+    }
+    let Some((head, body)) = frame.split_first_chunk::<HEADER_LEN>() else {
+        return Err(DecodeError::Truncated);
+    };
+    let mut buf = [0u8; MAX_FRAME];
+    let plain: &[u8] = match cipher {
+        Some(cipher) => {
+            let Some((sealed, tag)) = body.split_last_chunk::<TAG_LEN>() else {
+                return Err(DecodeError::BadTag);
+            };
+            let plain = &mut buf[..sealed.len()];
+            plain.copy_from_slice(sealed);
+            cipher
+                .aead
+                .decrypt_inout_detached(&header.nonce(), head, plain.into(), &Tag::from(*tag))
+                .map_err(|_| DecodeError::BadTag)?;
+            plain
+        }
+        None => body,
+    };
+    match plain.first() {
+        None => return Err(DecodeError::Malformed),
+        // The variant index is a varint; every known index fits in one byte.
+        Some(&tag) if tag >= KNOWN_MESSAGES => return Err(DecodeError::UnknownMessage),
+        Some(_) => {}
+    }
+    // Trailing bytes are fields from a newer revision: ignored (rule 2).
+    let (message, _newer_fields) =
+        postcard::take_from_bytes::<Message>(plain).map_err(|_| DecodeError::Malformed)?;
+    if message.is_valid() {
+        Ok(message)
+    } else {
+        Err(DecodeError::Malformed)
+    }
+}
+
+impl Message {
+    /// Checks what serde cannot: names, finite values, consistent counts.
+    fn is_valid(&self) -> bool {
+        match self {
+            Message::Beacon(beacon) => is_valid_name(&beacon.name),
+            Message::Digest(digest) => {
+                digest.first <= digest.last
+                    && digest
+                        .entries
+                        .iter()
+                        .all(|e| digest.first <= e.origin && e.origin <= digest.last)
+                    && digest.entries.windows(2).all(|w| w[0].origin < w[1].origin)
+            }
+            Message::Delta(delta) => {
+                let claimed: usize = delta.chunks.iter().map(|c| usize::from(c.n_points)).sum();
+                claimed == delta.points.len()
+                    && delta
+                        .chunks
+                        .iter()
+                        .all(|c| is_valid_name(&c.origin_name) && c.after <= c.upto)
+                    && delta.points.iter().all(|p| {
+                        p.seq_gap >= 1
+                            && is_valid_name(&p.name)
+                            && p.value.is_valid()
+                            && unit(&p.unit).is_some()
+                    })
+            }
+            Message::Leave => true,
+        }
+    }
+
+    /// The encoded size of the message body alone.
+    pub fn body_len(&self) -> usize {
+        encoded_len(self)
+    }
+}
+
+/// Encoded postcard size of `value` (0 if it exceeds a frame body).
+pub fn encoded_len<T: Serialize>(value: &T) -> usize {
+    let mut scratch = [0u8; MAX_BODY];
+    postcard::to_slice(value, &mut scratch).map_or(0, |bytes| bytes.len())
+}
+
+/// Anti-replay state for one sender: the highest counter accepted and a
+/// bitmap of the 64 counters below it (RFC 6479 style, one word).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReplayWindow {
+    highest: Option<u64>,
+    seen: u64,
+}
+
+/// How many counters below the highest are still accepted once.
+pub const REPLAY_WINDOW: u64 = 64;
+
+impl ReplayWindow {
+    /// Whether a frame with `counter` would be new.
+    pub fn is_fresh(&self, counter: u64) -> bool {
+        let Some(highest) = self.highest else {
+            return true;
+        };
+        if counter > highest {
+            return true;
+        }
+        let behind = highest - counter;
+        behind < REPLAY_WINDOW && self.seen & (1u64 << behind) == 0
+    }
+
+    /// Records `counter` as seen; call only after the frame authenticated.
+    pub fn accept(&mut self, counter: u64) {
+        match self.highest {
+            None => {
+                self.highest = Some(counter);
+                self.seen = 1;
+            }
+            Some(highest) if counter > highest => {
+                let shift = counter - highest;
+                self.seen = if shift >= REPLAY_WINDOW {
+                    0
+                } else {
+                    self.seen << shift
+                };
+                self.seen |= 1;
+                self.highest = Some(counter);
+            }
+            Some(highest) => {
+                let behind = highest - counter;
+                if behind < REPLAY_WINDOW {
+                    self.seen |= 1u64 << behind;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,29 @@
+//! The defaults of every setting, in one place.
+//!
+//! The protocol core (`shoal::node::Config::default()`) and, later, the TOML
+//! loader both read these constants.
+
+use std::time::Duration;
+
+/// UDP port of the broadcast beacons; the same on every node of a mesh.
+pub const MESH_PORT: u16 = 20194;
+/// UDP port of unicast sync traffic (digests, deltas, commands).
+pub const SYNC_PORT: u16 = 20195;
+/// How often a node sends a beacon.
+pub const BEACON_INTERVAL: Duration = Duration::from_secs(1);
+/// Silence after which a neighbor becomes SUSPECT.
+pub const SUSPECT_AFTER: Duration = Duration::from_secs(2);
+/// Silence after which a neighbor becomes UNREACHABLE, once no other
+/// neighbor can vouch for it either.
+pub const UNREACHABLE_AFTER: Duration = Duration::from_secs(3);
+
+/// Most nodes one agent keeps track of (neighbors and origins of data).
+pub const MAX_NODES: usize = 256;
+/// Most points one origin node may publish.
+pub const MAX_POINTS_PER_NODE: usize = 128;
+/// Most past values kept per point.
+pub const HISTORY_PER_POINT: usize = 32;
+/// Most datagrams waiting to be sent before new ones are dropped.
+pub const MAX_PENDING_TRANSMITS: usize = 1024;
+/// Most events waiting to be read before new ones are dropped.
+pub const MAX_PENDING_EVENTS: usize = 4096;

@@ -1,0 +1,705 @@
+//! A deterministic in-process mesh simulator.
+//!
+//! Every node runs the real [`shoal::node::Node`]; every datagram is the real
+//! encoded (and, with a key, encrypted) frame, delivered after a simulated
+//! latency unless the link loses it. Time is simulated: [`SimNet::step`] jumps
+//! to the next delivery, timer or sensor reading. Everything random (loss,
+//! latency, ids, sensor values, each node's own generator) follows from one
+//! seed, so a failing run replays exactly: failures print the seed and the
+//! last events.
+//!
+//! No socket is opened: the addresses below are labels, never bound.
+
+use shoal::node::peers::PeerState;
+use shoal::node::rand::Rng;
+use shoal::node::time::Instant;
+use shoal::node::wire::{self, MeshKey, Name, NodeId, Value};
+use shoal::node::{Config, Destination, Event, Identity, Node, Reading, Via};
+use shoal_hal::sim::{SimSensor, Waveform};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// How a simulated mesh is built.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Number of nodes.
+    pub nodes: usize,
+    /// The one seed everything follows from.
+    pub seed: u64,
+    /// The core configuration every node runs.
+    pub node: Config,
+    /// Probability that a datagram is lost on any link.
+    pub loss: f64,
+    /// Probability that a datagram is delivered twice.
+    pub duplicate: f64,
+    /// Fixed one-way latency.
+    pub latency: Duration,
+    /// Extra random latency, uniform in `0..=jitter`.
+    pub jitter: Duration,
+    /// Datagrams larger than this are dropped by the network.
+    pub mtu: usize,
+    /// Simulated sensors per node.
+    pub points_per_node: usize,
+    /// Time between two readings of a sensor.
+    pub reading_interval: Duration,
+}
+
+impl SimConfig {
+    /// `nodes` nodes on one LAN with an encrypted mesh, 1-5 ms latency, no
+    /// loss, three sensors per node read every 10 s.
+    pub fn lan(nodes: usize, seed: u64) -> SimConfig {
+        SimConfig {
+            nodes,
+            seed,
+            node: Config {
+                mesh_id: 0x5348_0001,
+                key: Some(MeshKey([7; 32])),
+                ..Config::default()
+            },
+            loss: 0.0,
+            duplicate: 0.0,
+            latency: Duration::from_millis(1),
+            jitter: Duration::from_millis(4),
+            mtu: wire::MAX_FRAME,
+            points_per_node: 3,
+            reading_interval: Duration::from_secs(10),
+        }
+    }
+
+    /// The same with a loss rate.
+    pub fn with_loss(mut self, loss: f64) -> SimConfig {
+        self.loss = loss;
+        self
+    }
+}
+
+/// One simulated agent.
+#[derive(Debug)]
+pub struct SimNode {
+    /// The core, `None` while crashed.
+    pub node: Option<Node>,
+    /// Its (never bound) unicast address.
+    pub addr: SocketAddr,
+    /// Its identity; the incarnation grows with each restart.
+    pub identity: Identity,
+    /// Broadcast domains it is attached to.
+    pub lans: BTreeSet<u32>,
+    sensors: Vec<(Name, SimSensor)>,
+    next_reading: Instant,
+    started: Instant,
+    /// The node's core state is kept while crashed, for `resume`.
+    frozen: Option<Node>,
+}
+
+/// One state change seen by one node about another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transition {
+    /// When.
+    pub at: Instant,
+    /// Who saw it.
+    pub observer: usize,
+    /// About whom.
+    pub subject: usize,
+    /// Old state.
+    pub from: PeerState,
+    /// New state.
+    pub to: PeerState,
+}
+
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Delivery {
+    at: Instant,
+    order: u64,
+    from: usize,
+    to: usize,
+    via_broadcast: bool,
+    payload: Vec<u8>,
+}
+
+/// Traffic figures of a run.
+#[derive(Debug, Clone, Default)]
+pub struct NetStats {
+    /// Datagrams sent by nodes (one per broadcast).
+    pub sent: u64,
+    /// Bytes sent by nodes.
+    pub bytes_sent: u64,
+    /// Copies delivered.
+    pub delivered: u64,
+    /// Copies lost to the loss rate.
+    pub lost: u64,
+    /// Copies dropped by a partition or a crashed receiver.
+    pub blocked: u64,
+    /// Copies dropped as too large for the MTU.
+    pub too_large: u64,
+}
+
+/// A run that did not reach its goal in time.
+#[derive(Debug)]
+pub struct SimFailure {
+    /// What was awaited.
+    pub what: String,
+    /// The seed to replay with.
+    pub seed: u64,
+    /// Simulated time when it gave up.
+    pub at: Instant,
+    /// The last notable events.
+    pub trace: Vec<String>,
+}
+
+impl fmt::Display for SimFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "simulation (seed {}) gave up at {} waiting for: {}",
+            self.seed, self.at, self.what
+        )?;
+        for line in &self.trace {
+            writeln!(f, "  {line}")?;
+        }
+        Ok(())
+    }
+}
+
+const TRACE_LEN: usize = 60;
+
+/// The simulated network and its nodes.
+#[derive(Debug)]
+pub struct SimNet {
+    /// Current simulated time.
+    pub now: Instant,
+    /// The nodes, by index.
+    pub nodes: Vec<SimNode>,
+    /// Every state transition observed, in order.
+    pub transitions: Vec<Transition>,
+    /// Traffic figures.
+    pub net: NetStats,
+    config: SimConfig,
+    rng: Rng,
+    queue: BinaryHeap<Reverse<Delivery>>,
+    order: u64,
+    blocked: BTreeSet<(usize, usize)>,
+    link_loss: BTreeMap<(usize, usize), f64>,
+    by_addr: BTreeMap<SocketAddr, usize>,
+    by_id: BTreeMap<NodeId, usize>,
+    trace: VecDeque<String>,
+}
+
+impl SimNet {
+    /// Builds and starts the mesh at time zero, all nodes on LAN 0.
+    pub fn new(config: SimConfig) -> SimNet {
+        let mut rng = Rng::new(config.seed);
+        let mut nodes = Vec::with_capacity(config.nodes);
+        let mut by_addr = BTreeMap::new();
+        let mut by_id = BTreeMap::new();
+        for index in 0..config.nodes {
+            let id = NodeId(rng.next_u64());
+            let addr = SocketAddr::from((
+                [127, 0, (index / 250) as u8, (index % 250 + 2) as u8],
+                20195,
+            ));
+            let identity = Identity {
+                id,
+                name: wire::name(&format!("node-{index}")).expect("valid name"),
+                incarnation: 1,
+            };
+            by_addr.insert(addr, index);
+            by_id.insert(id, index);
+            nodes.push(SimNode {
+                node: None,
+                addr,
+                identity,
+                lans: BTreeSet::from([0]),
+                sensors: Vec::new(),
+                next_reading: Instant::ZERO,
+                started: Instant::ZERO,
+                frozen: None,
+            });
+        }
+        let mut sim = SimNet {
+            now: Instant::ZERO,
+            nodes,
+            transitions: Vec::new(),
+            net: NetStats::default(),
+            rng,
+            queue: BinaryHeap::new(),
+            order: 0,
+            blocked: BTreeSet::new(),
+            link_loss: BTreeMap::new(),
+            by_addr,
+            by_id,
+            trace: VecDeque::new(),
+            config,
+        };
+        for index in 0..sim.nodes.len() {
+            sim.boot(index);
+        }
+        sim
+    }
+
+    /// The seed of this run.
+    pub fn seed(&self) -> u64 {
+        self.config.seed
+    }
+
+    /// The configuration of this run.
+    pub fn config(&self) -> &SimConfig {
+        &self.config
+    }
+
+    fn boot(&mut self, index: usize) {
+        let now = self.now;
+        let seed = self.rng.next_u64();
+        let sim_node = &mut self.nodes[index];
+        let node = Node::new(
+            sim_node.identity.clone(),
+            self.config.node.clone(),
+            seed,
+            now,
+        )
+        .expect("simulation config is valid");
+        let incarnation = u64::from(sim_node.identity.incarnation);
+        sim_node.sensors = (0..self.config.points_per_node)
+            .map(|k| {
+                let name = [
+                    "temperature",
+                    "humidity",
+                    "pressure",
+                    "light",
+                    "co2",
+                    "voltage",
+                ][k % 6]
+                    .to_owned()
+                    + &if k >= 6 {
+                        format!("{}", k / 6)
+                    } else {
+                        String::new()
+                    };
+                let sensor = SimSensor::new(
+                    Waveform::Walk,
+                    15.0,
+                    25.0,
+                    Duration::from_secs(600),
+                    self.config.seed ^ (index as u64) << 16 ^ (k as u64) << 8 ^ incarnation,
+                )
+                .expect("valid sensor");
+                (wire::name(&name).expect("valid name"), sensor)
+            })
+            .collect();
+        sim_node.next_reading = now;
+        sim_node.started = now;
+        sim_node.node = Some(node);
+        sim_node.frozen = None;
+    }
+
+    fn note(&mut self, line: String) {
+        if self.trace.len() >= TRACE_LEN {
+            self.trace.pop_front();
+        }
+        self.trace.push_back(format!("{} {line}", self.now));
+    }
+
+    /// Whether node `index` is running.
+    pub fn is_up(&self, index: usize) -> bool {
+        self.nodes[index].node.is_some()
+    }
+
+    /// The core of node `index` (panics if it is down: a test bug).
+    pub fn node(&self, index: usize) -> &Node {
+        self.nodes[index].node.as_ref().expect("node is up")
+    }
+
+    /// Mutable core of node `index`.
+    pub fn node_mut(&mut self, index: usize) -> &mut Node {
+        self.nodes[index].node.as_mut().expect("node is up")
+    }
+
+    /// The node index of `id`.
+    pub fn index_of(&self, id: NodeId) -> Option<usize> {
+        self.by_id.get(&id).copied()
+    }
+
+    /// Attaches node `index` to the broadcast domains `lans` only.
+    pub fn set_lans(&mut self, index: usize, lans: &[u32]) {
+        self.nodes[index].lans = lans.iter().copied().collect();
+    }
+
+    /// Sets the loss rate of the link between `a` and `b`, both directions.
+    pub fn set_link_loss(&mut self, a: usize, b: usize, loss: f64) {
+        self.link_loss.insert((a, b), loss);
+        self.link_loss.insert((b, a), loss);
+    }
+
+    /// Cuts every link between nodes of different groups.
+    pub fn partition(&mut self, groups: &[&[usize]]) {
+        for (g, group) in groups.iter().enumerate() {
+            for other in &groups[g + 1..] {
+                for &a in group.iter() {
+                    for &b in other.iter() {
+                        self.blocked.insert((a, b));
+                        self.blocked.insert((b, a));
+                    }
+                }
+            }
+        }
+        self.note(format!("partition into {} groups", groups.len()));
+    }
+
+    /// Restores every cut link.
+    pub fn heal(&mut self) {
+        self.blocked.clear();
+        self.note("heal".to_owned());
+    }
+
+    /// Kills node `index` without a goodbye; its state is kept for `resume`.
+    pub fn crash(&mut self, index: usize) {
+        self.nodes[index].frozen = self.nodes[index].node.take();
+        self.note(format!("crash node-{index}"));
+    }
+
+    /// Restarts a crashed (or running) node from scratch in a new incarnation,
+    /// as the real agent does: empty store, new readings.
+    pub fn restart(&mut self, index: usize) {
+        self.nodes[index].identity.incarnation += 1;
+        self.boot(index);
+        self.note(format!(
+            "restart node-{index} incarnation {}",
+            self.nodes[index].identity.incarnation
+        ));
+    }
+
+    /// Restarts a node from scratch *without* bumping its incarnation, as a
+    /// broken deployment would (state directory not persisted).
+    pub fn restart_same_incarnation(&mut self, index: usize) {
+        self.boot(index);
+        self.note(format!("restart node-{index} with the same incarnation"));
+    }
+
+    /// Brings back a crashed node with its state intact (a frozen process,
+    /// an unplugged cable): same incarnation, counters continue.
+    pub fn resume(&mut self, index: usize) {
+        if let Some(node) = self.nodes[index].frozen.take() {
+            self.nodes[index].node = Some(node);
+            self.note(format!("resume node-{index}"));
+        }
+    }
+
+    /// Graceful shutdown of node `index`: its goodbye is sent, then it stops.
+    pub fn leave(&mut self, index: usize) {
+        let now = self.now;
+        if let Some(node) = self.nodes[index].node.as_mut() {
+            node.handle_leave(now);
+        }
+        self.drain(index);
+        self.nodes[index].node = None;
+        self.note(format!("leave node-{index}"));
+    }
+
+    /// Publishes a reading on node `index` now.
+    pub fn publish(&mut self, index: usize, name: &str, value: Value) {
+        let now = self.now;
+        let reading = Reading {
+            name: wire::name(name).expect("valid name"),
+            value,
+            unit: wire::unit("").expect("empty unit"),
+            ts_ms: 1_700_000_000_000 + now.as_millis(),
+        };
+        if let Some(node) = self.nodes[index].node.as_mut() {
+            node.handle_reading(now, reading).expect("reading accepted");
+        }
+        self.drain(index);
+    }
+
+    /// The next moment anything happens.
+    fn next_time(&self) -> Option<Instant> {
+        let delivery = self.queue.peek().map(|Reverse(d)| d.at);
+        let timers = self
+            .nodes
+            .iter()
+            .filter_map(|n| {
+                let node = n.node.as_ref()?;
+                let reading = (!n.sensors.is_empty()).then_some(n.next_reading);
+                [node.poll_timeout(), reading].into_iter().flatten().min()
+            })
+            .min();
+        [delivery, timers].into_iter().flatten().min()
+    }
+
+    /// Advances to the next moment something happens and handles all of it.
+    /// Returns false when nothing is left to happen.
+    pub fn step(&mut self) -> bool {
+        let Some(at) = self.next_time() else {
+            return false;
+        };
+        self.now = self.now.max(at);
+        let now = self.now;
+        while self.queue.peek().is_some_and(|Reverse(d)| d.at <= now) {
+            let Some(Reverse(delivery)) = self.queue.pop() else {
+                break;
+            };
+            let to = delivery.to;
+            let from_addr = self.nodes[delivery.from].addr;
+            let via = if delivery.via_broadcast {
+                Via::Broadcast
+            } else {
+                Via::Unicast
+            };
+            match self.nodes[to].node.as_mut() {
+                Some(node) => {
+                    node.handle_datagram(now, from_addr, via, &delivery.payload);
+                    self.net.delivered += 1;
+                }
+                None => self.net.blocked += 1,
+            }
+            self.drain(to);
+        }
+        for index in 0..self.nodes.len() {
+            let due = self.nodes[index]
+                .node
+                .as_ref()
+                .and_then(Node::poll_timeout)
+                .is_some_and(|t| t <= now);
+            if due {
+                if let Some(node) = self.nodes[index].node.as_mut() {
+                    node.handle_timeout(now);
+                }
+                self.drain(index);
+            }
+            if self.nodes[index].node.is_some()
+                && !self.nodes[index].sensors.is_empty()
+                && self.nodes[index].next_reading <= now
+            {
+                self.read_sensors(index);
+                self.drain(index);
+            }
+        }
+        true
+    }
+
+    fn read_sensors(&mut self, index: usize) {
+        let now = self.now;
+        let interval = self.config.reading_interval;
+        let sim_node = &mut self.nodes[index];
+        let since_start = now.saturating_since(sim_node.started);
+        let readings: Vec<Reading> = sim_node
+            .sensors
+            .iter()
+            .map(|(name, sensor)| Reading {
+                name: name.clone(),
+                // Two decimals, like a real sensor driver reports.
+                value: Value::Float((sensor.sample(since_start) * 100.0).round() / 100.0),
+                unit: wire::unit("°C").expect("valid unit"),
+                ts_ms: 1_700_000_000_000 + now.as_millis(),
+            })
+            .collect();
+        sim_node.next_reading = now + interval;
+        if let Some(node) = sim_node.node.as_mut() {
+            for reading in readings {
+                node.handle_reading(now, reading)
+                    .expect("simulated reading accepted");
+            }
+        }
+    }
+
+    /// Moves node `index`'s queued datagrams onto the network and its events
+    /// into the transition log.
+    fn drain(&mut self, index: usize) {
+        let now = self.now;
+        let mut transmits = Vec::new();
+        let mut events = Vec::new();
+        if let Some(node) = self.nodes[index].node.as_mut() {
+            while let Some(transmit) = node.poll_transmit() {
+                transmits.push(transmit);
+            }
+            while let Some(event) = node.poll_event() {
+                events.push(event);
+            }
+        }
+        for event in events {
+            if let Event::PeerStateChanged { peer, from, to, .. } = event {
+                if let Some(subject) = self.index_of(peer) {
+                    self.transitions.push(Transition {
+                        at: now,
+                        observer: index,
+                        subject,
+                        from,
+                        to,
+                    });
+                    if to == PeerState::Unreachable || to == PeerState::Left {
+                        self.note(format!("node-{index} sees node-{subject} {from} -> {to}"));
+                    }
+                }
+            }
+        }
+        for transmit in transmits {
+            self.net.sent += 1;
+            self.net.bytes_sent += transmit.payload.len() as u64;
+            let payload = transmit.payload.to_vec();
+            match transmit.destination {
+                Destination::Broadcast => {
+                    let lans = self.nodes[index].lans.clone();
+                    for to in 0..self.nodes.len() {
+                        if !self.nodes[to].lans.is_disjoint(&lans) {
+                            self.deliver(index, to, true, &payload);
+                        }
+                    }
+                }
+                Destination::Unicast(addr) => {
+                    if let Some(&to) = self.by_addr.get(&addr) {
+                        self.deliver(index, to, false, &payload);
+                    }
+                }
+            }
+        }
+    }
+
+    fn deliver(&mut self, from: usize, to: usize, via_broadcast: bool, payload: &[u8]) {
+        if payload.len() > self.config.mtu {
+            self.net.too_large += 1;
+            return;
+        }
+        if from != to && self.blocked.contains(&(from, to)) {
+            self.net.blocked += 1;
+            return;
+        }
+        let loss = self
+            .link_loss
+            .get(&(from, to))
+            .copied()
+            .unwrap_or(self.config.loss);
+        if from != to && self.rng.chance(loss) {
+            self.net.lost += 1;
+            return;
+        }
+        let copies = if self.rng.chance(self.config.duplicate) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let jitter = self.rng.range(0, self.config.jitter.as_millis() as u64 + 1);
+            let at = self.now + self.config.latency + Duration::from_millis(jitter);
+            self.order += 1;
+            self.queue.push(Reverse(Delivery {
+                at,
+                order: self.order,
+                from,
+                to,
+                via_broadcast,
+                payload: payload.to_vec(),
+            }));
+        }
+    }
+
+    /// Runs until `until` (simulated).
+    pub fn run_for(&mut self, duration: Duration) {
+        let end = self.now + duration;
+        while self.next_time().is_some_and(|t| t <= end) {
+            self.step();
+        }
+        self.now = self.now.max(end);
+    }
+
+    /// Runs until `done` holds, checked after every step, or fails after
+    /// `limit` of simulated time with the seed and the last events.
+    pub fn run_until(
+        &mut self,
+        what: &str,
+        limit: Duration,
+        mut done: impl FnMut(&mut SimNet) -> bool,
+    ) -> Result<Instant, SimFailure> {
+        let end = self.now + limit;
+        loop {
+            if done(self) {
+                return Ok(self.now);
+            }
+            match self.next_time() {
+                Some(t) if t <= end => {
+                    self.step();
+                }
+                _ => {
+                    self.now = self.now.max(end);
+                    if done(self) {
+                        return Ok(self.now);
+                    }
+                    return Err(SimFailure {
+                        what: what.to_owned(),
+                        seed: self.config.seed,
+                        at: self.now,
+                        trace: self.trace.iter().cloned().collect(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Indexes of the running nodes.
+    pub fn up_nodes(&self) -> Vec<usize> {
+        (0..self.nodes.len()).filter(|&i| self.is_up(i)).collect()
+    }
+
+    /// What `observer` thinks of `subject`.
+    pub fn state(&self, observer: usize, subject: usize) -> Option<PeerState> {
+        let id = self.nodes[subject].identity.id;
+        self.node(observer).peers().get(id).map(|peer| peer.state)
+    }
+
+    /// Whether every running node sees every other node of `group` in `state`.
+    pub fn all_see(&self, group: &[usize], state: PeerState) -> bool {
+        group.iter().all(|&observer| {
+            !self.is_up(observer)
+                || group.iter().all(|&subject| {
+                    subject == observer || self.state(observer, subject) == Some(state)
+                })
+        })
+    }
+
+    /// Whether every running node of `group` holds every other running node's
+    /// own points, at the version the origin has.
+    pub fn points_converged(&self, group: &[usize]) -> bool {
+        let up: Vec<usize> = group.iter().copied().filter(|&i| self.is_up(i)).collect();
+        up.iter().all(|&origin| {
+            let origin_node = self.node(origin);
+            let Some(own) = origin_node.store().origin(origin_node.id()) else {
+                return false;
+            };
+            up.iter().all(|&holder| {
+                holder == origin
+                    || self
+                        .node(holder)
+                        .store()
+                        .origin(origin_node.id())
+                        .is_some_and(|theirs| {
+                            theirs.incarnation == own.incarnation
+                                && own.points.iter().all(|(name, point)| {
+                                    theirs.points.get(name).is_some_and(|p| p.seq == point.seq)
+                                })
+                        })
+            })
+        })
+    }
+
+    /// Whether all running nodes of `group` have identical version vectors.
+    pub fn stores_identical(&mut self, group: &[usize]) -> bool {
+        let mut hashes = BTreeSet::new();
+        for &index in group {
+            if let Some(node) = self.nodes[index].node.as_mut() {
+                hashes.insert(node.store_hash());
+            }
+        }
+        hashes.len() <= 1
+    }
+
+    /// All transitions `observer -> subject` into `to` after `since`.
+    pub fn transitions_to(
+        &self,
+        to: PeerState,
+        since: Instant,
+    ) -> impl Iterator<Item = &Transition> {
+        self.transitions
+            .iter()
+            .filter(move |t| t.to == to && t.at >= since)
+    }
+}
