@@ -338,16 +338,14 @@ impl Store {
                     }
                 }
                 Some(entry) if entry.incarnation > mine.incarnation => diff.behind = true,
-                // They hold an older incarnation, or nothing: send it all.
-                _ => {
-                    if mine.watermark > 0 || !mine.points.is_empty() {
-                        diff.to_send.push(Range {
-                            origin: *id,
-                            after: 0,
-                            upto: mine.watermark,
-                        });
-                    }
-                }
+                // They hold an older incarnation, or nothing: send it all. Even
+                // an origin without points is sent (an empty chunk announces its
+                // name and incarnation), or the version vectors never match.
+                _ => diff.to_send.push(Range {
+                    origin: *id,
+                    after: 0,
+                    upto: mine.watermark,
+                }),
             }
         }
         if theirs.next().is_some() {

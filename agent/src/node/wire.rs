@@ -557,11 +557,18 @@ impl Message {
             }
             Message::Delta(delta) => {
                 let claimed: usize = delta.chunks.iter().map(|c| usize::from(c.n_points)).sum();
+                let mut points = delta.points.iter();
                 claimed == delta.points.len()
-                    && delta
-                        .chunks
-                        .iter()
-                        .all(|c| is_valid_name(&c.origin_name) && c.after <= c.upto)
+                    && delta.chunks.iter().all(|c| {
+                        // The points' seqs must stay inside the claimed range.
+                        let last_seq = points
+                            .by_ref()
+                            .take(usize::from(c.n_points))
+                            .fold(u64::from(c.after), |seq, p| seq + u64::from(p.seq_gap));
+                        is_valid_name(&c.origin_name)
+                            && c.after <= c.upto
+                            && last_seq <= u64::from(c.upto)
+                    })
                     && delta.points.iter().all(|p| {
                         p.seq_gap >= 1
                             && is_valid_name(&p.name)

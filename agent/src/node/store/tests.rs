@@ -1,1 +1,336 @@
+use super::*;
+use crate::node::wire::{self, Message, MAX_FRAME};
 
+const LIMITS: StoreLimits = StoreLimits {
+    max_origins: 8,
+    max_points_per_origin: 64,
+    history_per_point: 4,
+};
+
+fn n(text: &str) -> Name {
+    wire::name(text).expect("valid name")
+}
+
+fn store(id: u64) -> Store {
+    Store::new(NodeId(id), n(&format!("node-{id}")), 1, LIMITS)
+}
+
+fn publish(store: &mut Store, point: &str, value: f64) -> u32 {
+    store
+        .publish(
+            n(point),
+            Value::Float(value),
+            wire::unit("°C").expect("unit"),
+            1000,
+        )
+        .expect("accepted")
+}
+
+/// Everything `from` has that `to` lacks, through a digest exchange.
+fn sync(from: &Store, to: &mut Store) {
+    for digest in to.digest(true) {
+        let diff = from.diff(&digest);
+        for delta in from.deltas(&diff.to_send) {
+            to.apply(&delta);
+        }
+    }
+}
+
+#[test]
+fn publishing_bumps_the_seq_and_the_watermark() {
+    let mut s = store(1);
+    assert_eq!(publish(&mut s, "t", 1.0), 1);
+    assert_eq!(publish(&mut s, "h", 2.0), 2);
+    assert_eq!(publish(&mut s, "t", 3.0), 3);
+    let own = s.origin(NodeId(1)).expect("own");
+    assert_eq!(own.watermark, 3);
+    assert_eq!(s.point(NodeId(1), "t").map(|p| p.seq), Some(3));
+    assert_eq!(s.len(), 2);
+}
+
+#[test]
+fn history_is_bounded_and_keeps_the_newest() {
+    let mut s = store(1);
+    for i in 0..10 {
+        publish(&mut s, "t", f64::from(i));
+    }
+    let point = s.point(NodeId(1), "t").expect("present");
+    assert_eq!(point.history.len(), LIMITS.history_per_point);
+    assert_eq!(
+        point.history.back().map(|h| &h.value),
+        Some(&Value::Float(9.0))
+    );
+    assert_eq!(
+        point.history.front().map(|h| &h.value),
+        Some(&Value::Float(6.0))
+    );
+}
+
+#[test]
+fn points_per_node_are_limited() {
+    let mut s = store(1);
+    for i in 0..LIMITS.max_points_per_origin {
+        publish(&mut s, &format!("p{i}"), 0.0);
+    }
+    let refused = s.publish(n("one-more"), Value::Bool(true), Unit::new(), 0);
+    assert_eq!(refused, Err(PublishError::TooManyPoints { limit: 64 }));
+    // An existing point still updates.
+    publish(&mut s, "p0", 1.0);
+    assert_eq!(s.len(), LIMITS.max_points_per_origin);
+}
+
+#[test]
+fn invalid_readings_are_refused() {
+    let mut s = store(1);
+    assert_eq!(
+        s.publish(n("t"), Value::Float(f64::INFINITY), Unit::new(), 0),
+        Err(PublishError::InvalidValue)
+    );
+    assert!(s.is_empty());
+}
+
+#[test]
+fn a_digest_exchange_copies_everything_missing() {
+    let mut a = store(1);
+    let mut b = store(2);
+    for i in 0..5 {
+        publish(&mut a, &format!("p{i}"), f64::from(i));
+    }
+    publish(&mut b, "q", 7.0);
+    sync(&a, &mut b);
+    sync(&b, &mut a);
+    assert_eq!(a.hash(), b.hash());
+    assert_eq!(a.point(NodeId(1), "p3"), b.point(NodeId(1), "p3"));
+    assert_eq!(
+        a.point(NodeId(2), "q").map(|p| &p.value),
+        Some(&Value::Float(7.0))
+    );
+}
+
+#[test]
+fn out_of_order_updates_apply_but_hold_the_watermark_until_the_gap_closes() {
+    let mut a = store(1);
+    let mut b = store(2);
+    publish(&mut a, "t", 1.0);
+    publish(&mut a, "h", 2.0);
+    let second = a.deltas(&[Range {
+        origin: NodeId(1),
+        after: 1,
+        upto: 2,
+    }]);
+    b.apply(&second[0]);
+    assert!(b.point(NodeId(1), "h").is_some());
+    assert_eq!(b.origin(NodeId(1)).map(|o| o.watermark), Some(0));
+    let first = a.deltas(&[Range {
+        origin: NodeId(1),
+        after: 0,
+        upto: 1,
+    }]);
+    b.apply(&first[0]);
+    assert_eq!(b.origin(NodeId(1)).map(|o| o.watermark), Some(1));
+    // The digest round finds the rest.
+    sync(&a, &mut b);
+    assert_eq!(b.origin(NodeId(1)).map(|o| o.watermark), Some(2));
+    sync(&b, &mut a);
+    assert_eq!(a.hash(), b.hash());
+}
+
+#[test]
+fn replayed_deltas_change_nothing() {
+    let mut a = store(1);
+    let mut b = store(2);
+    publish(&mut a, "t", 1.0);
+    let deltas = a.deltas(&[Range {
+        origin: NodeId(1),
+        after: 0,
+        upto: 1,
+    }]);
+    assert_eq!(b.apply(&deltas[0]).changed.len(), 1);
+    let again = b.apply(&deltas[0]);
+    assert!(again.changed.is_empty() && again.news.is_empty());
+}
+
+#[test]
+fn a_new_incarnation_replaces_the_old_points() {
+    let mut a = store(1);
+    let mut b = store(2);
+    publish(&mut a, "t", 1.0);
+    publish(&mut a, "gone", 5.0);
+    sync(&a, &mut b);
+    assert!(b.point(NodeId(1), "gone").is_some());
+    let mut reborn = Store::new(NodeId(1), n("node-1"), 2, LIMITS);
+    publish(&mut reborn, "t", 9.0);
+    sync(&reborn, &mut b);
+    assert_eq!(b.origin(NodeId(1)).map(|o| o.incarnation), Some(2));
+    assert_eq!(
+        b.point(NodeId(1), "t").map(|p| &p.value),
+        Some(&Value::Float(9.0))
+    );
+    assert!(b.point(NodeId(1), "gone").is_none());
+    // Old-incarnation data arriving late is ignored.
+    sync(&a, &mut b);
+    assert_eq!(
+        b.point(NodeId(1), "t").map(|p| &p.value),
+        Some(&Value::Float(9.0))
+    );
+}
+
+#[test]
+fn nobody_overwrites_our_own_points() {
+    let mut a = store(1);
+    publish(&mut a, "t", 1.0);
+    let mut impostor = Store::new(NodeId(1), n("node-1"), 9, LIMITS);
+    publish(&mut impostor, "t", 666.0);
+    publish(&mut impostor, "t", 667.0);
+    sync(&impostor, &mut a);
+    assert_eq!(
+        a.point(NodeId(1), "t").map(|p| &p.value),
+        Some(&Value::Float(1.0))
+    );
+}
+
+#[test]
+fn origins_beyond_the_limit_are_dropped_and_counted() {
+    let mut receiver = store(100);
+    for id in 1..=10 {
+        let mut origin = store(id);
+        publish(&mut origin, "t", 1.0);
+        sync(&origin, &mut receiver);
+    }
+    assert_eq!(receiver.origins().len(), LIMITS.max_origins);
+    assert_eq!(receiver.dropped(), 3);
+}
+
+#[test]
+fn large_ranges_split_into_frames_that_each_claim_a_complete_range() {
+    let limits = StoreLimits {
+        max_points_per_origin: 128,
+        ..LIMITS
+    };
+    let mut a = Store::new(NodeId(1), n("node-1"), 1, limits);
+    for i in 0..128 {
+        a.publish(
+            n(&format!("temperature-sensor-{i}")),
+            Value::Float(20.0 + f64::from(i) / 7.0),
+            wire::unit("°C").expect("unit"),
+            1_763_800_000_000 + u64::from(i as u32) * 10_000,
+        )
+        .expect("accepted");
+    }
+    let frames = a.deltas(&[Range {
+        origin: NodeId(1),
+        after: 0,
+        upto: 128,
+    }]);
+    assert!(frames.len() >= 3, "{} frames", frames.len());
+    let mut next_after = 0;
+    for delta in &frames {
+        let body = Message::Delta(delta.clone());
+        let len = body.body_len();
+        assert!(len > 0 && len <= MAX_FRAME - 39, "{len} bytes");
+        for chunk in &delta.chunks {
+            assert_eq!(chunk.after, next_after, "ranges are contiguous");
+            next_after = chunk.upto;
+        }
+    }
+    assert_eq!(next_after, 128);
+    // Applied in reverse, the watermark waits; in order, it reaches the end.
+    let mut b = Store::new(NodeId(2), n("node-2"), 1, limits);
+    for delta in frames.iter().rev() {
+        b.apply(delta);
+    }
+    assert_eq!(b.origin(NodeId(1)).map(|o| o.points.len()), Some(128));
+    assert_eq!(
+        b.origin(NodeId(1)).map(|o| o.watermark),
+        Some(frames[0].chunks[0].upto)
+    );
+    let mut c = Store::new(NodeId(3), n("node-3"), 1, limits);
+    for delta in &frames {
+        c.apply(delta);
+    }
+    let copied = c.origin(NodeId(1)).expect("learned");
+    let original = a.origin(NodeId(1)).expect("own");
+    assert_eq!(copied.watermark, 128);
+    for (name, point) in &original.points {
+        let copy = copied.points.get(name).expect("every point arrived");
+        assert_eq!(
+            (copy.seq, &copy.value, &copy.unit, copy.ts_ms),
+            (point.seq, &point.value, &point.unit, point.ts_ms)
+        );
+    }
+}
+
+#[test]
+fn many_origins_split_the_digest_over_contiguous_frames() {
+    let limits = StoreLimits {
+        max_origins: 300,
+        ..LIMITS
+    };
+    let mut big = Store::new(NodeId(0), n("node-0"), 1, limits);
+    for id in 1..300u64 {
+        let mut origin = Store::new(NodeId(id * 1_000_003), n(&format!("node-{id}")), 1, limits);
+        publish(&mut origin, "t", 1.0);
+        sync(&origin, &mut big);
+    }
+    let frames = big.digest(true);
+    assert!(frames.len() >= 3);
+    assert_eq!(frames[0].first, NodeId(0));
+    assert_eq!(frames.last().map(|d| d.last), Some(NodeId(u64::MAX)));
+    for pair in frames.windows(2) {
+        assert_eq!(pair[0].last.0 + 1, pair[1].first.0);
+    }
+    let total: usize = frames.iter().map(|d| d.entries.len()).sum();
+    assert_eq!(total, 300);
+    for frame in &frames {
+        assert!(
+            Message::Digest(frame.clone()).body_len() > 0,
+            "fits a frame"
+        );
+    }
+    // A fresh store asks and gets everything, digest frame by digest frame.
+    let mut fresh = Store::new(NodeId(u64::MAX), n("fresh"), 1, limits);
+    sync(&big, &mut fresh);
+    assert_eq!(fresh.origins().len(), 300, "299 learned plus its own");
+}
+
+#[test]
+fn diff_tells_who_is_behind() {
+    let mut a = store(1);
+    let mut b = store(2);
+    publish(&mut a, "t", 1.0);
+    let a_digest = a.digest(true);
+    let diff = b.diff(&a_digest[0]);
+    assert!(diff.behind, "b lacks origin 1");
+    assert_eq!(
+        diff.to_send,
+        vec![Range {
+            origin: NodeId(2),
+            after: 0,
+            upto: 0
+        }],
+        "b announces its own origin even without points"
+    );
+    publish(&mut b, "q", 1.0);
+    let diff = b.diff(&a_digest[0]);
+    assert_eq!(
+        diff.to_send,
+        vec![Range {
+            origin: NodeId(2),
+            after: 0,
+            upto: 1
+        }]
+    );
+}
+
+#[test]
+fn reincarnation_renumbers_own_points() {
+    let mut a = store(1);
+    publish(&mut a, "t", 1.0);
+    publish(&mut a, "h", 1.0);
+    publish(&mut a, "t", 2.0);
+    a.reincarnate(2);
+    let own = a.origin(NodeId(1)).expect("own");
+    assert_eq!((own.incarnation, own.watermark), (2, 2));
+    assert_eq!(a.point(NodeId(1), "h").map(|p| p.seq), Some(1));
+    assert_eq!(a.point(NodeId(1), "t").map(|p| p.seq), Some(2));
+}
