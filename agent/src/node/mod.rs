@@ -255,6 +255,10 @@ pub struct Stats {
     pub transmits_dropped: u64,
     /// Events not queued because the event queue was full.
     pub events_dropped: u64,
+    /// Times a neighbor stayed silent to us for `unreachable_after` while
+    /// others vouched it alive: each is a false UNREACHABLE that a detector
+    /// counting only its own missed beacons would have declared.
+    pub vouch_saves: u64,
 }
 
 impl Stats {
@@ -762,6 +766,15 @@ impl Node {
         let mut changes = Vec::new();
         for peer in self.peers.iter_mut() {
             let state = peer.evaluate(now, &self.timing);
+            let directly_silent =
+                now.saturating_since(peer.last_direct) >= self.timing.unreachable_after;
+            if directly_silent
+                && !peer.directly_silent
+                && !matches!(state, PeerState::Unreachable | PeerState::Left)
+            {
+                self.stats.vouch_saves += 1;
+            }
+            peer.directly_silent = directly_silent;
             if state != peer.state {
                 changes.push(Event::PeerStateChanged {
                     peer: peer.id,

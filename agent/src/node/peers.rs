@@ -90,6 +90,8 @@ pub struct Peer {
     /// Its metadata, once sent.
     pub meta: Option<Meta>,
     pub(crate) window: ReplayWindow,
+    /// Silent to us (no direct frame) for `unreachable_after`.
+    pub(crate) directly_silent: bool,
 }
 
 impl Peer {
@@ -112,6 +114,7 @@ impl Peer {
             progress: 0,
             meta: None,
             window: ReplayWindow::default(),
+            directly_silent: false,
         }
     }
 

@@ -1,1 +1,501 @@
+//! Tests of `Node` as a whole, frames moved by hand between a few nodes.
 
+use super::*;
+use wire::{name, unit, Value, MAX_FRAME};
+
+const MESH: u32 = 0x5348_0001;
+
+fn config() -> Config {
+    Config {
+        mesh_id: MESH,
+        key: Some(MeshKey([3; 32])),
+        ..Config::default()
+    }
+}
+
+fn node_with(id: u64, incarnation: u32, config: Config) -> Node {
+    let identity = Identity {
+        id: NodeId(id),
+        name: name(&format!("node-{id}")).expect("valid"),
+        incarnation,
+    };
+    Node::new(identity, config, 1, Instant::ZERO).expect("valid config")
+}
+
+fn node(id: u64) -> Node {
+    node_with(id, 1, config())
+}
+
+fn addr(id: u64) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, id as u8], 20195))
+}
+
+fn at(ms: u64) -> Instant {
+    Instant::from_millis(ms)
+}
+
+/// All datagrams `node` wants to send.
+fn drain(node: &mut Node) -> std::vec::Vec<Transmit> {
+    std::iter::from_fn(|| node.poll_transmit()).collect()
+}
+
+/// Delivers everything `from` sends to each of `to`, as broadcast.
+fn deliver(now: Instant, from: &mut Node, to: &mut [&mut Node]) {
+    let from_addr = addr(from.id().0);
+    for transmit in drain(from) {
+        for receiver in to.iter_mut() {
+            let via = match transmit.destination {
+                Destination::Broadcast => Via::Broadcast,
+                Destination::Unicast(_) => Via::Unicast,
+            };
+            receiver.handle_datagram(now, from_addr, via, &transmit.payload);
+        }
+    }
+}
+
+fn beacon_of(node: &mut Node, now: Instant) -> Datagram {
+    node.handle_timeout(now.max(node.poll_timeout().unwrap_or(now)));
+    drain(node).into_iter().next().expect("a beacon").payload
+}
+
+fn reading(point: &str, value: f64) -> Reading {
+    Reading {
+        name: name(point).expect("valid"),
+        value: Value::Float(value),
+        unit: unit("°C").expect("valid"),
+        ts_ms: 1_763_800_000_000,
+    }
+}
+
+#[test]
+fn invalid_timings_and_limits_are_refused() {
+    let bad = |change: fn(&mut Config)| {
+        let mut c = config();
+        change(&mut c);
+        c.validate()
+    };
+    assert_eq!(
+        bad(|c| c.beacon_interval = Duration::ZERO),
+        Err(ConfigError::ZeroBeaconInterval)
+    );
+    assert_eq!(
+        bad(|c| c.suspect_after = c.beacon_interval),
+        Err(ConfigError::SuspectTooEarly)
+    );
+    assert_eq!(
+        bad(|c| c.unreachable_after = c.suspect_after),
+        Err(ConfigError::UnreachableTooEarly)
+    );
+    assert_eq!(
+        bad(|c| c.max_nodes = 0),
+        Err(ConfigError::ZeroLimit("max_nodes"))
+    );
+    assert_eq!(config().validate(), Ok(()));
+}
+
+#[test]
+fn the_first_beacon_goes_out_within_a_tenth_of_the_interval() {
+    let mut a = node(1);
+    let first = a.poll_timeout().expect("a deadline");
+    assert!(first <= at(100));
+    a.handle_timeout(first);
+    let sent = drain(&mut a);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].destination, Destination::Broadcast);
+    let next = a.poll_timeout().expect("next beacon");
+    let gap = next.saturating_since(first);
+    assert!(
+        gap >= Duration::from_millis(850) && gap <= Duration::from_millis(950),
+        "{gap:?}"
+    );
+}
+
+#[test]
+fn a_beacon_makes_a_healthy_named_neighbor() {
+    let mut a = node(1);
+    let mut b = node(2);
+    let beacon = beacon_of(&mut a, at(0));
+    b.handle_datagram(at(5), addr(1), Via::Broadcast, &beacon);
+    let peer = b.peers().get(NodeId(1)).expect("known");
+    assert_eq!(peer.state, PeerState::Healthy);
+    assert_eq!(peer.name.as_deref(), Some("node-1"));
+    assert_eq!(peer.addr, addr(1));
+    assert!(matches!(b.poll_event(), Some(Event::PeerDiscovered { .. })));
+}
+
+#[test]
+fn every_bad_frame_is_counted_by_reason_and_the_node_keeps_working() {
+    let mut a = node(1);
+    let mut b = node(2);
+    let good = beacon_of(&mut a, at(0));
+    let mut tampered = good.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 0x55;
+    let mut wrong_version = good.clone();
+    wrong_version[2] = 9;
+    let mut wrong_mesh = good.clone();
+    wrong_mesh[6] ^= 1;
+    let mut other_mesh_config = config();
+    other_mesh_config.key = Some(MeshKey([4; 32]));
+    let mut stranger = node_with(3, 1, other_mesh_config);
+    let wrong_key = beacon_of(&mut stranger, at(0));
+    let mut own = node(2);
+    let from_self = beacon_of(&mut own, at(0));
+
+    let cases: [(&[u8], DropReason); 8] = [
+        (&good[..5], DropReason::Decode(DecodeError::Truncated)),
+        (
+            &[0u8; MAX_FRAME + 1],
+            DropReason::Decode(DecodeError::TooLarge),
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+            DropReason::Decode(DecodeError::BadMagic),
+        ),
+        (
+            &wrong_version,
+            DropReason::Decode(DecodeError::UnsupportedVersion(9)),
+        ),
+        (&wrong_mesh, DropReason::Decode(DecodeError::WrongMesh)),
+        (&tampered, DropReason::Decode(DecodeError::BadTag)),
+        (&wrong_key, DropReason::Decode(DecodeError::BadTag)),
+        (&from_self, DropReason::FromSelf),
+    ];
+    for (frame, _) in &cases {
+        b.handle_datagram(at(1), addr(9), Via::Broadcast, frame);
+    }
+    assert!(b.peers().is_empty(), "no bad frame created a neighbor");
+    assert_eq!(
+        b.stats()
+            .dropped(DropReason::Decode(DecodeError::Truncated)),
+        1
+    );
+    assert_eq!(
+        b.stats().dropped(DropReason::Decode(DecodeError::TooLarge)),
+        1
+    );
+    assert_eq!(
+        b.stats().dropped(DropReason::Decode(DecodeError::BadMagic)),
+        1
+    );
+    assert_eq!(
+        b.stats()
+            .dropped(DropReason::Decode(DecodeError::UnsupportedVersion(9))),
+        1
+    );
+    assert_eq!(
+        b.stats()
+            .dropped(DropReason::Decode(DecodeError::WrongMesh)),
+        1
+    );
+    assert_eq!(
+        b.stats().dropped(DropReason::Decode(DecodeError::BadTag)),
+        2
+    );
+    assert_eq!(b.stats().dropped(DropReason::FromSelf), 1);
+
+    // The good frame still works, once.
+    b.handle_datagram(at(2), addr(1), Via::Broadcast, &good);
+    assert!(b.peers().get(NodeId(1)).is_some());
+    b.handle_datagram(at(3), addr(1), Via::Broadcast, &good);
+    assert_eq!(b.stats().dropped(DropReason::Replayed), 1);
+    assert_eq!(b.stats().frames_in, 10);
+}
+
+#[test]
+fn malformed_and_unknown_bodies_from_a_keyless_mesh_are_counted() {
+    let open = Config {
+        key: None,
+        ..config()
+    };
+    let mut b = node_with(2, 1, open.clone());
+    let mut a = node_with(1, 1, open);
+    let mut frame = beacon_of(&mut a, at(0));
+    frame.truncate(wire::HEADER_LEN + 2);
+    b.handle_datagram(at(1), addr(1), Via::Broadcast, &frame);
+    assert_eq!(
+        b.stats()
+            .dropped(DropReason::Decode(DecodeError::Malformed)),
+        1
+    );
+    let mut future = beacon_of(&mut a, at(1000));
+    future[wire::HEADER_LEN] = 200;
+    b.handle_datagram(at(1), addr(1), Via::Broadcast, &future);
+    assert_eq!(
+        b.stats()
+            .dropped(DropReason::Decode(DecodeError::UnknownMessage)),
+        1
+    );
+    assert!(b.peers().is_empty());
+}
+
+#[test]
+fn garbage_never_grows_memory() {
+    let mut b = node(2);
+    let mut rng = rand::Rng::new(5);
+    for _ in 0..20_000 {
+        let len = rng.range(0, 1300) as usize;
+        let frame: std::vec::Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
+        b.handle_datagram(at(1), addr(9), Via::Broadcast, &frame);
+    }
+    assert!(b.peers().is_empty());
+    assert_eq!(b.store().origins().len(), 1);
+    assert!(b.poll_transmit().is_none());
+    assert!(b.poll_event().is_none());
+}
+
+#[test]
+fn a_reading_is_pushed_by_broadcast_at_once() {
+    let mut a = node(1);
+    let mut b = node(2);
+    a.handle_reading(at(10), reading("temperature", 21.5))
+        .expect("accepted");
+    deliver(at(12), &mut a, &mut [&mut b]);
+    let point = b.store().point(NodeId(1), "temperature").expect("pushed");
+    assert_eq!(point.value, Value::Float(21.5));
+    assert_eq!(
+        b.store().origin(NodeId(1)).map(|o| o.name.as_str()),
+        Some("node-1")
+    );
+}
+
+#[test]
+fn readings_beyond_the_point_limit_are_refused() {
+    let mut a = node_with(
+        1,
+        1,
+        Config {
+            max_points_per_node: 2,
+            ..config()
+        },
+    );
+    a.handle_reading(at(0), reading("a", 1.0))
+        .expect("accepted");
+    a.handle_reading(at(0), reading("b", 1.0))
+        .expect("accepted");
+    assert_eq!(
+        a.handle_reading(at(0), reading("c", 1.0)),
+        Err(PublishError::TooManyPoints { limit: 2 })
+    );
+    a.handle_reading(at(0), reading("a", 2.0))
+        .expect("updates still work");
+}
+
+#[test]
+fn the_peer_table_is_bounded_and_refusals_are_counted() {
+    let small = Config {
+        max_nodes: 4,
+        ..config()
+    };
+    let mut hub = node_with(100, 1, small);
+    for id in 1..=8 {
+        let mut other = node(id);
+        let beacon = beacon_of(&mut other, at(0));
+        hub.handle_datagram(at(1), addr(id), Via::Broadcast, &beacon);
+    }
+    assert_eq!(hub.peers().len(), 4);
+    assert_eq!(hub.stats().dropped(DropReason::PeerTableFull), 4);
+    // Once the known ones are unreachable, newcomers take their place.
+    hub.handle_timeout(at(10_000));
+    let mut late = node(50);
+    let beacon = beacon_of(&mut late, at(0));
+    hub.handle_datagram(at(10_001), addr(50), Via::Broadcast, &beacon);
+    assert!(hub.peers().get(NodeId(50)).is_some());
+    assert_eq!(hub.peers().len(), 4);
+}
+
+#[test]
+fn the_transmit_and_event_queues_are_bounded() {
+    let mut a = node_with(
+        1,
+        1,
+        Config {
+            max_pending_transmits: 3,
+            max_pending_events: 2,
+            ..config()
+        },
+    );
+    for i in 0..5 {
+        a.handle_reading(at(0), reading("t", f64::from(i)))
+            .expect("accepted");
+    }
+    assert_eq!(drain(&mut a).len(), 3);
+    assert_eq!(a.stats().transmits_dropped, 2);
+    assert_eq!(std::iter::from_fn(|| a.poll_event()).count(), 2);
+    assert_eq!(a.stats().events_dropped, 3);
+}
+
+#[test]
+fn leaving_sends_three_goodbyes_and_goes_quiet() {
+    let mut a = node(1);
+    let mut b = node(2);
+    let beacon = beacon_of(&mut a, at(0));
+    b.handle_datagram(at(1), addr(1), Via::Broadcast, &beacon);
+    a.handle_leave(at(500));
+    let goodbyes = drain(&mut a);
+    assert_eq!(goodbyes.len(), 3);
+    assert_eq!(a.poll_timeout(), None);
+    for goodbye in &goodbyes {
+        b.handle_datagram(at(501), addr(1), Via::Broadcast, &goodbye.payload);
+    }
+    assert_eq!(
+        b.peers().get(NodeId(1)).map(|p| p.state),
+        Some(PeerState::Left)
+    );
+    a.handle_timeout(at(5000));
+    assert!(a.poll_transmit().is_none());
+}
+
+#[test]
+fn a_restarted_peer_is_healthy_at_once_and_its_old_points_go() {
+    let mut a = node(1);
+    let mut b = node(2);
+    a.handle_reading(at(0), reading("old", 1.0))
+        .expect("accepted");
+    let beacon = beacon_of(&mut a, at(0));
+    deliver(at(1), &mut a, &mut [&mut b]);
+    b.handle_datagram(at(1), addr(1), Via::Broadcast, &beacon);
+    assert!(b.store().point(NodeId(1), "old").is_some());
+    b.handle_timeout(at(5000));
+    assert_eq!(
+        b.peers().get(NodeId(1)).map(|p| p.state),
+        Some(PeerState::Unreachable)
+    );
+
+    let mut reborn = node_with(1, 2, config());
+    let beacon = beacon_of(&mut reborn, at(0));
+    b.handle_datagram(at(5001), addr(1), Via::Broadcast, &beacon);
+    assert_eq!(
+        b.peers().get(NodeId(1)).map(|p| p.state),
+        Some(PeerState::Healthy)
+    );
+    assert!(
+        b.store().point(NodeId(1), "old").is_none(),
+        "replaced by the new incarnation"
+    );
+    let events: std::vec::Vec<Event> = std::iter::from_fn(|| b.poll_event()).collect();
+    assert!(events.contains(&Event::PeerRestarted {
+        peer: NodeId(1),
+        incarnation: 2
+    }));
+}
+
+#[test]
+fn a_restart_that_reuses_the_incarnation_is_rejected_as_replay() {
+    let mut a = node(1);
+    let mut b = node(2);
+    for t in 0..5 {
+        let beacon = beacon_of(&mut a, at(t * 1000));
+        b.handle_datagram(at(t * 1000 + 1), addr(1), Via::Broadcast, &beacon);
+    }
+    let mut broken = node(1);
+    let beacon = beacon_of(&mut broken, at(0));
+    b.handle_datagram(at(6000), addr(1), Via::Broadcast, &beacon);
+    assert_eq!(b.stats().dropped(DropReason::Replayed), 1);
+}
+
+/// Runs `node` through all its deadlines up to `until`; returns what it sent.
+fn advance(node: &mut Node, until: Instant) -> std::vec::Vec<Transmit> {
+    let mut sent = std::vec::Vec::new();
+    while let Some(deadline) = node.poll_timeout().filter(|&t| t <= until) {
+        node.handle_timeout(deadline);
+        sent.extend(drain(node));
+    }
+    sent
+}
+
+fn suspects_in(frame: &[u8]) -> std::vec::Vec<NodeId> {
+    let header = Header::parse(frame, MESH).expect("header");
+    match wire::decode_body(&header, frame, Some(&Cipher::new(&MeshKey([3; 32])))) {
+        Ok(Message::Beacon(beacon)) => beacon.suspects.iter().map(|s| s.node).collect(),
+        Ok(_) => std::vec::Vec::new(),
+        Err(error) => panic!("undecodable frame: {error}"),
+    }
+}
+
+#[test]
+fn a_suspected_node_answers_at_once() {
+    let mut a = node(1);
+    let mut x = node(2);
+    let beacon = beacon_of(&mut x, at(0));
+    a.handle_datagram(at(1), addr(2), Via::Broadcast, &beacon);
+    // X stays silent; at 2 s A suspects it and asks at once, off its schedule.
+    let before = advance(&mut a, at(2001 + 250));
+    assert_eq!(
+        a.peers().get(NodeId(2)).map(|p| p.state),
+        Some(PeerState::Suspect)
+    );
+    let question = before.last().expect("a beacon with the question");
+    assert_eq!(suspects_in(&question.payload), vec![NodeId(2)]);
+    // X hears its id among the suspects and answers within a quarter interval.
+    let _ = advance(&mut x, at(2000));
+    let scheduled = x.poll_timeout().expect("deadline");
+    x.handle_datagram(at(2002), addr(1), Via::Broadcast, &question.payload);
+    let answer_at = x.poll_timeout().expect("deadline");
+    assert!(
+        answer_at <= scheduled && answer_at <= at(2002 + 250),
+        "{answer_at}"
+    );
+    let answer = advance(&mut x, answer_at);
+    for transmit in answer {
+        a.handle_datagram(answer_at, addr(2), Via::Broadcast, &transmit.payload);
+    }
+    assert_eq!(
+        a.peers().get(NodeId(2)).map(|p| p.state),
+        Some(PeerState::Healthy)
+    );
+}
+
+#[test]
+fn a_vouch_keeps_a_node_alive_that_only_others_hear() {
+    // A cannot hear X; B can. A suspects X and asks; B vouches.
+    let mut a = node(1);
+    let mut b = node(2);
+    let mut x = node(3);
+    let first = beacon_of(&mut x, at(0));
+    a.handle_datagram(at(1), addr(3), Via::Broadcast, &first);
+    b.handle_datagram(at(1), addr(3), Via::Broadcast, &first);
+    let mut a_sent = std::vec::Vec::new();
+    for step in 1..=60u64 {
+        let now = at(step * 100);
+        for transmit in advance(&mut x, now) {
+            b.handle_datagram(now, addr(3), Via::Broadcast, &transmit.payload);
+        }
+        for transmit in advance(&mut b, now) {
+            a.handle_datagram(now, addr(2), Via::Broadcast, &transmit.payload);
+        }
+        let sent = advance(&mut a, now);
+        for transmit in &sent {
+            b.handle_datagram(now, addr(1), Via::Broadcast, &transmit.payload);
+        }
+        a_sent.extend(sent);
+    }
+    assert!(
+        a_sent
+            .iter()
+            .any(|t| suspects_in(&t.payload).contains(&NodeId(3))),
+        "A asked about X"
+    );
+    let x_at_a = a.peers().get(NodeId(3)).expect("known");
+    assert_ne!(
+        x_at_a.state,
+        PeerState::Unreachable,
+        "6 s of direct silence, yet vouched"
+    );
+    assert!(x_at_a.last_alive > at(1000), "the vouch moved X's liveness");
+    assert!(a.stats().vouch_saves >= 1);
+    let never_unreachable = std::iter::from_fn(|| a.poll_event()).all(|event| {
+        !matches!(
+            event,
+            Event::PeerStateChanged {
+                to: PeerState::Unreachable,
+                ..
+            }
+        )
+    });
+    assert!(never_unreachable);
+    assert!(a
+        .peers()
+        .get(NodeId(3))
+        .is_some_and(|p| p.last_direct == at(1)));
+}
