@@ -8,6 +8,11 @@
 //! Modules: [`wire`] (frames and messages), [`peers`] (neighbors and the
 //! failure detector), [`store`] (points and anti-entropy), [`time`], [`rand`].
 
+#![cfg_attr(
+    not(test),
+    warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
 pub mod peers;
 pub mod rand;
 pub mod store;
@@ -320,6 +325,9 @@ pub struct Node {
     next_beacon: Instant,
     last_beacon: Option<Instant>,
     next_digest: Instant,
+    /// The neighbor to pull from when `next_digest` comes: the one whose
+    /// beacon showed the most progress among those differing from us.
+    pull_from: Option<(NodeId, SocketAddr, u64)>,
     vouch_requests: BTreeMap<NodeId, VouchRequest>,
     leaving: bool,
     stats: Stats,
@@ -359,6 +367,7 @@ impl Node {
             next_beacon: now + Duration::from_millis(phase),
             last_beacon: None,
             next_digest: now,
+            pull_from: None,
             vouch_requests: BTreeMap::new(),
             leaving: false,
             stats: Stats::default(),
@@ -421,12 +430,13 @@ impl Node {
         if self.leaving {
             return None;
         }
+        let pull = self.pull_from.map(|_| self.next_digest);
         self.peers
             .iter()
             .filter_map(|peer| peer.next_deadline(&self.timing))
-            .fold(Some(self.next_beacon), |earliest, at| {
-                earliest.map(|e| e.min(at))
-            })
+            .chain(pull)
+            .fold(self.next_beacon, Instant::min)
+            .into()
     }
 
     /// Time passed: send due beacons, update neighbor states.
@@ -437,6 +447,9 @@ impl Node {
         self.refresh_states(now);
         if now >= self.next_beacon {
             self.send_beacon(now);
+        }
+        if self.pull_from.is_some() && now >= self.next_digest {
+            self.pull(now);
         }
     }
 
@@ -587,13 +600,37 @@ impl Node {
         for vouch in &beacon.vouches {
             self.apply_vouch(now, vouch);
         }
-        // Anti-entropy: the side that knows less (or as much) asks.
-        if beacon.store_hash != my_hash && my_progress <= beacon.progress && now >= self.next_digest
-        {
-            self.next_digest = now + self.config.beacon_interval;
-            for digest in self.store.digest(true) {
-                self.send(Destination::Unicast(from), &Message::Digest(digest));
+        // Anti-entropy: the side that knows less (or as much) asks, at most
+        // once per interval, the neighbor that knows the most.
+        if beacon.store_hash != my_hash && my_progress <= beacon.progress {
+            let better = self
+                .pull_from
+                .is_none_or(|(_, _, progress)| beacon.progress > progress);
+            if better {
+                self.pull_from = Some((sender, from, beacon.progress));
             }
+            if now >= self.next_digest {
+                self.pull(now);
+            }
+        }
+    }
+
+    /// Sends our digest to the best pull candidate, if it still differs.
+    fn pull(&mut self, now: Instant) {
+        let Some((candidate, addr, _)) = self.pull_from.take() else {
+            return;
+        };
+        let my_hash = self.store.hash();
+        let still_differs = self
+            .peers
+            .get(candidate)
+            .is_some_and(|peer| peer.store_hash != my_hash && peer.state != PeerState::Left);
+        if !still_differs {
+            return;
+        }
+        self.next_digest = now + self.config.beacon_interval;
+        for digest in self.store.digest(true) {
+            self.send(Destination::Unicast(addr), &Message::Digest(digest));
         }
     }
 
@@ -696,11 +733,12 @@ impl Node {
             }
         }
         let vouches = self.collect_vouches(now);
-        let meta = if self.stats.beacons_sent < 3 || self.stats.beacons_sent % META_EVERY == 0 {
-            self.config.meta.clone()
-        } else {
-            None
-        };
+        let meta =
+            if self.stats.beacons_sent < 3 || self.stats.beacons_sent.is_multiple_of(META_EVERY) {
+                self.config.meta.clone()
+            } else {
+                None
+            };
         let beacon = Beacon {
             name: self.name.clone(),
             store_hash: self.store.hash(),

@@ -197,6 +197,9 @@ impl fmt::Display for Value {
 }
 
 /// Every message of the protocol. Append only: see the module docs.
+// A decoded `Delta` is a few KB of fixed-capacity lists. It stays on the stack
+// on purpose: boxing it would allocate for every datagram a stranger sends.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Message {
     /// The heartbeat, broadcast every beacon interval.

@@ -1,0 +1,202 @@
+//! Fault scenarios in the simulator: asymmetric links, duplication, frozen
+//! processes, misconfigured restarts, gateways, limits, and replay.
+
+use shoal::node::peers::PeerState;
+use shoal::node::time::Instant;
+use shoal::node::DropReason;
+use shoal_tests::sim::{SimConfig, SimNet};
+use std::time::Duration;
+
+const INTERVAL: Duration = Duration::from_secs(1);
+
+fn all(n: usize) -> Vec<usize> {
+    (0..n).collect()
+}
+
+#[test]
+fn a_broken_direct_link_is_bridged_by_vouches_for_minutes() {
+    let mut sim = SimNet::new(SimConfig::lan(20, 61));
+    sim.run_for(Duration::from_secs(5));
+    sim.set_link_loss(3, 9, 1.0);
+    sim.run_for(Duration::from_secs(120));
+    let between: Vec<_> = sim
+        .transitions_to(PeerState::Unreachable, Instant::ZERO)
+        .collect();
+    assert!(between.is_empty(), "{between:?}");
+    assert!(sim.node(3).stats().vouch_saves >= 1);
+    assert!(sim.node(9).stats().vouch_saves >= 1);
+    assert!(sim.points_converged(&all(20)));
+}
+
+#[test]
+fn duplicated_datagrams_are_dropped_as_replays_and_change_nothing() {
+    let mut config = SimConfig::lan(20, 62).with_loss(0.05);
+    config.duplicate = 0.2;
+    let mut sim = SimNet::new(config);
+    sim.run_for(Duration::from_secs(60));
+    let replays: u64 = (0..20)
+        .map(|i| sim.node(i).stats().dropped(DropReason::Replayed))
+        .sum();
+    assert!(replays > 1000, "{replays} replays dropped");
+    assert_eq!(
+        sim.transitions_to(PeerState::Unreachable, Instant::ZERO)
+            .count(),
+        0
+    );
+    sim.run_until("converged", INTERVAL * 10, |sim| {
+        sim.points_converged(&all(20))
+    })
+    .unwrap_or_else(|failure| panic!("{failure}"));
+}
+
+#[test]
+fn a_frozen_node_that_resumes_is_healthy_again_with_its_state() {
+    let mut sim = SimNet::new(SimConfig::lan(10, 63));
+    sim.run_for(Duration::from_secs(10));
+    sim.crash(4);
+    sim.run_for(Duration::from_secs(10));
+    assert!((0..10)
+        .filter(|&i| i != 4)
+        .all(|i| sim.state(i, 4) == Some(PeerState::Unreachable)));
+    sim.resume(4);
+    sim.run_until("resumed node healthy everywhere", INTERVAL * 2, |sim| {
+        (0..10)
+            .filter(|&i| i != 4)
+            .all(|i| sim.state(i, 4) == Some(PeerState::Healthy))
+    })
+    .unwrap_or_else(|failure| panic!("{failure}"));
+    assert_eq!(sim.node(4).incarnation(), 1);
+    sim.run_until("stores converged", INTERVAL * 5, |sim| {
+        sim.points_converged(&all(10))
+    })
+    .unwrap_or_else(|failure| panic!("{failure}"));
+}
+
+#[test]
+fn a_restart_that_reuses_its_incarnation_is_refused_as_replay() {
+    // Why the shell must persist and bump the incarnation: without it, the
+    // restarted node's counters repeat old ones and peers drop its frames.
+    let mut sim = SimNet::new(SimConfig::lan(5, 64));
+    sim.run_for(Duration::from_secs(120));
+    let before = sim.node(0).stats().dropped(DropReason::Replayed);
+    sim.restart_same_incarnation(2);
+    sim.run_for(Duration::from_secs(10));
+    let after = sim.node(0).stats().dropped(DropReason::Replayed);
+    assert!(after - before >= 5, "replays dropped: {}", after - before);
+    assert_ne!(sim.state(0, 2), Some(PeerState::Healthy));
+    // Bumping the incarnation fixes it at once.
+    sim.restart(2);
+    sim.run_until("healthy after a proper restart", INTERVAL * 2, |sim| {
+        (0..5)
+            .filter(|&i| i != 2)
+            .all(|i| sim.state(i, 2) == Some(PeerState::Healthy))
+    })
+    .unwrap_or_else(|failure| panic!("{failure}"));
+}
+
+#[test]
+fn points_cross_a_gateway_between_two_lans() {
+    // Nodes 0-9 on LAN 1, 10-19 on LAN 2, node 20 on both: the gateway.
+    let mut sim = SimNet::new(SimConfig::lan(21, 65));
+    for i in 0..10 {
+        sim.set_lans(i, &[1]);
+    }
+    for i in 10..20 {
+        sim.set_lans(i, &[2]);
+    }
+    sim.set_lans(20, &[1, 2]);
+    sim.run_until("every point on both LANs", INTERVAL * 5, |sim| {
+        sim.points_converged(&all(21))
+    })
+    .unwrap_or_else(|failure| panic!("{failure}"));
+    // LAN 1 never hears LAN 2 directly.
+    assert!(sim.node(0).peers().get(sim.node(15).id()).is_none());
+    let id = sim.node(3).id();
+    sim.run_for(Duration::from_secs(3));
+    sim.publish(3, "door", shoal::node::wire::Value::Bool(true));
+    sim.run_until("the door reaches LAN 2", INTERVAL * 3, |sim| {
+        (10..20).all(|i| sim.node(i).store().point(id, "door").is_some())
+    })
+    .unwrap_or_else(|failure| panic!("{failure}"));
+}
+
+#[test]
+fn a_mesh_larger_than_the_limits_stays_within_them() {
+    let mut config = SimConfig::lan(40, 66);
+    config.node.max_nodes = 32;
+    let mut sim = SimNet::new(config);
+    sim.run_for(Duration::from_secs(30));
+    for i in 0..40 {
+        let node = sim.node(i);
+        assert!(node.peers().len() <= 32, "peers {}", node.peers().len());
+        assert!(node.store().origins().len() <= 32);
+    }
+    let refused: u64 = (0..40)
+        .map(|i| {
+            let stats = sim.node(i).stats();
+            stats.dropped(DropReason::PeerTableFull) + stats.store_limit_drops
+        })
+        .sum();
+    assert!(refused > 0, "the limits were hit and counted");
+}
+
+#[test]
+fn five_crashes_under_loss_are_all_detected_and_nobody_else_is_blamed() {
+    let mut sim = SimNet::new(SimConfig::lan(50, 67).with_loss(0.1));
+    sim.run_for(Duration::from_secs(20));
+    let victims = [3, 14, 25, 36, 47];
+    for &victim in &victims {
+        sim.crash(victim);
+    }
+    let crashed_at = sim.now;
+    let survivors: Vec<usize> = (0..50).filter(|i| !victims.contains(i)).collect();
+    let limit = sim.config().node.unreachable_after + INTERVAL;
+    sim.run_until("all victims UNREACHABLE everywhere", limit, |sim| {
+        survivors.iter().all(|&s| {
+            victims
+                .iter()
+                .all(|&v| sim.state(s, v) == Some(PeerState::Unreachable))
+        })
+    })
+    .unwrap_or_else(|failure| panic!("{failure}"));
+    sim.run_for(Duration::from_secs(60));
+    assert!(sim
+        .transitions_to(PeerState::Unreachable, crashed_at)
+        .all(|t| victims.contains(&t.subject)));
+}
+
+#[test]
+fn no_datagram_ever_exceeds_the_frame_limit() {
+    let mut config = SimConfig::lan(30, 68);
+    config.points_per_node = 40;
+    config.node.max_points_per_node = 40;
+    let mut sim = SimNet::new(config);
+    sim.run_for(Duration::from_secs(5));
+    sim.crash(0);
+    sim.run_for(Duration::from_secs(5));
+    sim.restart(0);
+    sim.run_until("restarted node caught up", INTERVAL * 5, |sim| {
+        sim.points_converged(&all(30))
+    })
+    .unwrap_or_else(|failure| panic!("{failure}"));
+    assert_eq!(sim.net.too_large, 0);
+}
+
+#[test]
+fn the_same_seed_replays_the_same_run() {
+    let run = |seed| {
+        let mut sim = SimNet::new(SimConfig::lan(15, seed).with_loss(0.15));
+        sim.run_for(Duration::from_secs(30));
+        sim.crash(2);
+        sim.run_for(Duration::from_secs(10));
+        (
+            sim.transitions.clone(),
+            sim.net.sent,
+            sim.net.lost,
+            sim.node(0).store().clone().hash(),
+        )
+    };
+    let first = run(69);
+    assert_eq!(first, run(69));
+    assert_ne!(first.1, run(70).1);
+}
