@@ -200,3 +200,22 @@ fn the_same_seed_replays_the_same_run() {
     assert_eq!(first, run(69));
     assert_ne!(first.1, run(70).1);
 }
+
+#[test]
+fn an_idle_mesh_settles_to_beacons_only() {
+    let mut config = SimConfig::lan(20, 70);
+    config.points_per_node = 0;
+    let mut sim = SimNet::new(config);
+    sim.run_for(Duration::from_secs(10));
+    let digests = |sim: &SimNet| -> u64 { (0..20).map(|i| sim.node(i).stats().digests_sent).sum() };
+    let before = digests(&sim);
+    let sent_before = sim.net.sent;
+    sim.run_for(Duration::from_secs(60));
+    assert_eq!(digests(&sim), before, "no anti-entropy once stores agree");
+    let per_node_per_second = (sim.net.sent - sent_before) as f64 / (20.0 * 60.0);
+    // Beacons come every 85-95 % of the interval: about 1.1 per second.
+    assert!(
+        (1.0..1.2).contains(&per_node_per_second),
+        "{per_node_per_second} datagrams per node per second"
+    );
+}

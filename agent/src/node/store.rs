@@ -392,6 +392,10 @@ impl Store {
                 continue;
             }
             let limits = self.limits;
+            if !self.origins.contains_key(&chunk.origin) {
+                // A new origin changes the version vector even without points.
+                self.summary = None;
+            }
             let origin = self.origins.entry(chunk.origin).or_insert_with(|| Origin {
                 name: chunk.origin_name.clone(),
                 incarnation: chunk.incarnation,

@@ -334,3 +334,15 @@ fn reincarnation_renumbers_own_points() {
     assert_eq!(a.point(NodeId(1), "h").map(|p| p.seq), Some(1));
     assert_eq!(a.point(NodeId(1), "t").map(|p| p.seq), Some(2));
 }
+
+#[test]
+fn origins_without_points_still_make_equal_hashes() {
+    let mut a = store(1);
+    let mut b = store(2);
+    // Compute (and cache) the hashes before the exchange.
+    let _ = (a.hash(), b.hash());
+    sync(&a, &mut b);
+    sync(&b, &mut a);
+    assert_eq!(a.origins().len(), 2);
+    assert_eq!(a.hash(), b.hash());
+}
