@@ -722,16 +722,21 @@ impl Node {
     }
 
     fn send_beacon(&mut self, now: Instant) {
-        let mut suspects = heapless::Vec::<Liveness, MAX_GOSSIP>::new();
-        for peer in self.peers.iter().filter(|p| p.state == PeerState::Suspect) {
-            let liveness = Liveness {
+        // The most urgent first: the suspects closest to UNREACHABLE.
+        let mut suspected: Vec<&peers::Peer> = self
+            .peers
+            .iter()
+            .filter(|p| p.state == PeerState::Suspect)
+            .collect();
+        suspected.sort_by_key(|p| (p.last_alive, p.id));
+        let suspects: heapless::Vec<Liveness, MAX_GOSSIP> = suspected
+            .iter()
+            .take(MAX_GOSSIP)
+            .map(|peer| Liveness {
                 node: peer.id,
                 counter: peer.alive,
-            };
-            if suspects.push(liveness).is_err() {
-                break;
-            }
-        }
+            })
+            .collect();
         let vouches = self.collect_vouches(now);
         let meta =
             if self.stats.beacons_sent < 3 || self.stats.beacons_sent.is_multiple_of(META_EVERY) {
@@ -761,9 +766,18 @@ impl Node {
         let expiry = self.config.beacon_interval * 2;
         self.vouch_requests
             .retain(|_, request| now.saturating_since(request.asked_at) <= expiry);
+        // The oldest questions first: their askers are closest to giving up.
+        let mut pending: Vec<(Instant, NodeId)> = self
+            .vouch_requests
+            .iter()
+            .map(|(node, request)| (request.asked_at, *node))
+            .collect();
+        pending.sort();
         let mut vouches = heapless::Vec::new();
-        for (node, request) in self.vouch_requests.iter_mut() {
-            let Some(peer) = self.peers.get(*node) else {
+        for (_, node) in pending {
+            let (Some(peer), Some(request)) =
+                (self.peers.get(node), self.vouch_requests.get_mut(&node))
+            else {
                 continue;
             };
             let left = peer.left.is_some();
@@ -773,7 +787,7 @@ impl Node {
             let age = now.saturating_since(peer.last_alive);
             let vouch = Vouch {
                 liveness: Liveness {
-                    node: *node,
+                    node,
                     counter: peer.alive,
                 },
                 age_ms: u32::try_from(age.as_millis()).unwrap_or(u32::MAX),

@@ -84,7 +84,7 @@ pub const MAX_UNIT: usize = 8;
 /// Longest text value, in bytes.
 pub const MAX_TEXT: usize = 32;
 /// Most suspects or vouches in one beacon.
-pub const MAX_GOSSIP: usize = 8;
+pub const MAX_GOSSIP: usize = 16;
 /// Most origins in one digest frame.
 pub const MAX_DIGEST_ENTRIES: usize = 96;
 /// Most origin chunks in one delta frame.
