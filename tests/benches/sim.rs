@@ -1,1 +1,446 @@
-fn main() {}
+//! `cargo bench -p shoal-tests`: the mesh core's figures, measured.
+//!
+//! Prints a Markdown report: simulator speed, convergence, failure detection,
+//! loss tolerance, partitions, wire sizes and hot-path timings. Scenario
+//! figures are simulated time (deterministic per seed, min/median/max over
+//! seeds); only the speed and hot-path lines are wall-clock.
+#![allow(clippy::print_stdout)]
+
+use shoal::node::peers::PeerState;
+use shoal::node::time::Instant as SimInstant;
+use shoal::node::wire::{self, Cipher, Counter, Header, MeshKey, Message, NodeId};
+use shoal::node::{Destination, Via};
+use shoal_tests::sim::{SimConfig, SimNet};
+use std::time::{Duration, Instant};
+
+const SEEDS: [u64; 5] = [101, 102, 103, 104, 105];
+
+fn summary(mut values: Vec<f64>) -> String {
+    values.sort_by(f64::total_cmp);
+    let median = values[values.len() / 2];
+    format!(
+        "{:.3} / {:.3} / {:.3}",
+        values[0],
+        median,
+        values[values.len() - 1]
+    )
+}
+
+fn seconds(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+fn convergence(nodes: usize, loss: f64, seed: u64) -> f64 {
+    let mut sim = SimNet::new(SimConfig::lan(nodes, seed).with_loss(loss));
+    let everyone: Vec<usize> = (0..nodes).collect();
+    let at = sim
+        .run_until("converged", Duration::from_secs(60), |sim| {
+            sim.all_see(&everyone, PeerState::Healthy) && sim.points_converged(&everyone)
+        })
+        .unwrap_or_else(|failure| panic!("{failure}"));
+    at.as_millis() as f64 / 1000.0
+}
+
+/// First and last survivor's detection of a crash, and the rejoin time.
+fn crash_and_rejoin(nodes: usize, loss: f64, seed: u64) -> (f64, f64, f64) {
+    let mut sim = SimNet::new(SimConfig::lan(nodes, seed).with_loss(loss));
+    sim.run_for(Duration::from_secs(20));
+    let victim = nodes / 3;
+    sim.crash(victim);
+    let crashed = sim.now;
+    let survivors: Vec<usize> = (0..nodes).filter(|&i| i != victim).collect();
+    sim.run_until("detected", Duration::from_secs(30), |sim| {
+        survivors
+            .iter()
+            .all(|&s| sim.state(s, victim) == Some(PeerState::Unreachable))
+    })
+    .unwrap_or_else(|failure| panic!("{failure}"));
+    let times: Vec<SimInstant> = sim
+        .transitions_to(PeerState::Unreachable, crashed)
+        .filter(|t| t.subject == victim)
+        .map(|t| t.at)
+        .collect();
+    let first = times
+        .iter()
+        .min()
+        .map_or(0.0, |t| seconds(t.saturating_since(crashed)));
+    let last = times
+        .iter()
+        .max()
+        .map_or(0.0, |t| seconds(t.saturating_since(crashed)));
+    sim.run_for(Duration::from_secs(5));
+    sim.restart(victim);
+    let restarted = sim.now;
+    let id = sim.node(victim).id();
+    let at = sim
+        .run_until("rejoined", Duration::from_secs(30), |sim| {
+            let fresh = sim.node(victim).store().origin(id).cloned();
+            survivors.iter().all(|&s| {
+                sim.state(s, victim) == Some(PeerState::Healthy)
+                    && sim.node(s).store().origin(id).is_some_and(|o| {
+                        fresh.as_ref().is_some_and(|f| {
+                            o.incarnation == f.incarnation && o.watermark >= f.watermark
+                        })
+                    })
+            })
+        })
+        .unwrap_or_else(|failure| panic!("{failure}"));
+    (first, last, seconds(at.saturating_since(restarted)))
+}
+
+fn propagation(nodes: usize, loss: f64, seed: u64) -> f64 {
+    let mut sim = SimNet::new(SimConfig::lan(nodes, seed).with_loss(loss));
+    sim.run_for(Duration::from_secs(15));
+    sim.publish(1, "probe", wire::Value::Int(1));
+    let id = sim.node(1).id();
+    let start = sim.now;
+    let at = sim
+        .run_until("probe everywhere", Duration::from_secs(30), |sim| {
+            (0..nodes).all(|i| sim.node(i).store().point(id, "probe").is_some())
+        })
+        .unwrap_or_else(|failure| panic!("{failure}"));
+    seconds(at.saturating_since(start))
+}
+
+fn partition_heal(seed: u64) -> f64 {
+    let mut sim = SimNet::new(SimConfig::lan(50, seed));
+    sim.run_for(Duration::from_secs(10));
+    let left: Vec<usize> = (0..25).collect();
+    let right: Vec<usize> = (25..50).collect();
+    sim.partition(&[&left, &right]);
+    sim.run_for(Duration::from_secs(60));
+    sim.heal();
+    let healed = sim.now;
+    let everyone: Vec<usize> = (0..50).collect();
+    let at = sim
+        .run_until("identical", Duration::from_secs(30), |sim| {
+            sim.stores_identical(&everyone) && sim.points_converged(&everyone)
+        })
+        .unwrap_or_else(|failure| panic!("{failure}"));
+    seconds(at.saturating_since(healed))
+}
+
+fn leave(seed: u64) -> f64 {
+    let mut sim = SimNet::new(SimConfig::lan(50, seed));
+    sim.run_for(Duration::from_secs(5));
+    sim.leave(7);
+    let start = sim.now;
+    let at = sim
+        .run_until("left", Duration::from_secs(30), |sim| {
+            (0..50)
+                .filter(|&i| i != 7)
+                .all(|i| sim.state(i, 7) == Some(PeerState::Left))
+        })
+        .unwrap_or_else(|failure| panic!("{failure}"));
+    seconds(at.saturating_since(start))
+}
+
+fn soak(loss: f64, seed: u64, minutes: u64) -> (usize, usize, u64) {
+    let mut sim = SimNet::new(SimConfig::lan(50, seed).with_loss(loss));
+    sim.run_for(Duration::from_secs(60 * minutes));
+    let suspects = sim
+        .transitions_to(PeerState::Suspect, SimInstant::ZERO)
+        .count();
+    let unreachable = sim
+        .transitions_to(PeerState::Unreachable, SimInstant::ZERO)
+        .count();
+    let saves = (0..50).map(|i| sim.node(i).stats().vouch_saves).sum();
+    (suspects, unreachable, saves)
+}
+
+/// Idle traffic per node: bytes and datagrams per second, readings off.
+fn idle_traffic(nodes: usize) -> (f64, f64) {
+    let mut config = SimConfig::lan(nodes, 7);
+    config.points_per_node = 0;
+    let mut sim = SimNet::new(config);
+    sim.run_for(Duration::from_secs(10));
+    let (bytes, sent) = (sim.net.bytes_sent, sim.net.sent);
+    sim.run_for(Duration::from_secs(60));
+    let per = 60.0 * nodes as f64;
+    (
+        (sim.net.bytes_sent - bytes) as f64 / per,
+        (sim.net.sent - sent) as f64 / per,
+    )
+}
+
+fn speed(nodes: usize, minutes: u64) -> (f64, f64) {
+    let mut sim = SimNet::new(SimConfig::lan(nodes, 9));
+    let start = Instant::now();
+    sim.run_for(Duration::from_secs(60 * minutes));
+    let wall = start.elapsed().as_secs_f64();
+    (wall, (nodes as u64 * 60 * minutes) as f64 / wall)
+}
+
+fn time_per_op(iterations: u32, mut op: impl FnMut()) -> f64 {
+    for _ in 0..iterations / 10 {
+        op();
+    }
+    let start = Instant::now();
+    for _ in 0..iterations {
+        op();
+    }
+    start.elapsed().as_nanos() as f64 / f64::from(iterations)
+}
+
+fn hot_paths() {
+    let cipher = Cipher::new(&MeshKey([7; 32]));
+    let header = Header {
+        mesh_id: 1,
+        sender: NodeId(42),
+        counter: Counter {
+            incarnation: 1,
+            seq: 1,
+        },
+    };
+    // Real frames from a node: a beacon and a full catch-up delta.
+    let mut sim = SimNet::new({
+        let mut config = SimConfig::lan(1, 5);
+        config.points_per_node = 46;
+        config.node.max_points_per_node = 46;
+        config
+    });
+    sim.run_for(Duration::from_secs(3));
+    let store = sim.node(0).store().clone();
+    let beacon = Message::Beacon(wire::Beacon {
+        name: wire::name("node-12").expect("valid"),
+        store_hash: 1,
+        progress: 1000,
+        suspects: heapless::Vec::new(),
+        vouches: heapless::Vec::new(),
+        meta: None,
+    });
+    let clear_beacon = wire::encode(&header, &beacon, None).expect("fits");
+    let sealed_beacon = wire::encode(&header, &beacon, Some(&cipher)).expect("fits");
+    println!("| frame | bytes |");
+    println!("|---|---|");
+    println!(
+        "| beacon, name `node-12`, no key | {} |",
+        clear_beacon.len()
+    );
+    println!(
+        "| beacon, name `node-12`, with key | {} |",
+        sealed_beacon.len()
+    );
+
+    // A delta as a newcomer receives it: all 46 points of node 0.
+    let own = sim.node(0).id();
+    let origin = store.origin(own).expect("own origin");
+    let delta_frames = delta_frames_of(&mut sim, own);
+    let points: usize = origin.points.len();
+    let delta_bytes: usize = delta_frames.iter().map(Vec::len).sum();
+    println!(
+        "| full delta, {points} realistic points, with key | {delta_bytes} in {} frame(s), {:.1} per point |",
+        delta_frames.len(),
+        delta_bytes as f64 / points as f64
+    );
+    println!();
+
+    let iterations = 200_000;
+    let encode_clear = time_per_op(iterations, || {
+        std::hint::black_box(wire::encode(&header, &beacon, None).expect("fits"));
+    });
+    let encode_sealed = time_per_op(iterations, || {
+        std::hint::black_box(wire::encode(&header, &beacon, Some(&cipher)).expect("fits"));
+    });
+    let decode_clear = time_per_op(iterations, || {
+        let parsed = Header::parse(&clear_beacon, 1).expect("header");
+        std::hint::black_box(wire::decode_body(&parsed, &clear_beacon, None).expect("decodes"));
+    });
+    let decode_sealed = time_per_op(iterations, || {
+        let parsed = Header::parse(&sealed_beacon, 1).expect("header");
+        std::hint::black_box(
+            wire::decode_body(&parsed, &sealed_beacon, Some(&cipher)).expect("decodes"),
+        );
+    });
+    let delta = delta_frames[0].clone();
+    let delta_header = Header::parse(&delta, sim.config().node.mesh_id).expect("header");
+    let delta_cipher = Cipher::new(sim.config().node.key.as_ref().expect("keyed"));
+    let decode_delta = time_per_op(20_000, || {
+        std::hint::black_box(
+            wire::decode_body(&delta_header, &delta, Some(&delta_cipher)).expect("decodes"),
+        );
+    });
+    // Merge: a fresh node takes in the full delta (decode + apply).
+    let merge = time_per_op(2_000, || {
+        let mut receiver = SimNet::new({
+            let mut config = SimConfig::lan(1, 8);
+            config.points_per_node = 0;
+            config
+        });
+        let node = receiver.node_mut(0);
+        node.handle_datagram(
+            SimInstant::ZERO,
+            "127.0.0.2:20195".parse().expect("addr"),
+            Via::Unicast,
+            &delta,
+        );
+        std::hint::black_box(node.store().len());
+    });
+    let empty_node = time_per_op(2_000, || {
+        let receiver = SimNet::new({
+            let mut config = SimConfig::lan(1, 8);
+            config.points_per_node = 0;
+            config
+        });
+        std::hint::black_box(receiver.now);
+    });
+    println!("| operation | time per op |");
+    println!("|---|---|");
+    println!("| encode beacon, no key | {encode_clear:.0} ns |");
+    println!("| encode beacon, XChaCha20-Poly1305 | {encode_sealed:.0} ns |");
+    println!("| decode beacon, no key | {decode_clear:.0} ns |");
+    println!("| decode beacon, XChaCha20-Poly1305 | {decode_sealed:.0} ns |");
+    println!("| decode full delta frame ({points} points), keyed | {decode_delta:.0} ns |");
+    println!(
+        "| merge full delta into a fresh store (decode + apply) | {:.0} ns |",
+        (merge - empty_node).max(0.0)
+    );
+    println!();
+}
+
+/// The delta frames node 0 of `sim` sends about `origin` to a newcomer whose
+/// digest is empty (a response digest, so node 0 does not ask back).
+fn delta_frames_of(sim: &mut SimNet, origin: NodeId) -> Vec<Vec<u8>> {
+    let now = sim.now;
+    let node = sim.node_mut(0);
+    while node.poll_transmit().is_some() {}
+    let mesh_id = node.config().mesh_id;
+    let cipher = node.config().key.as_ref().map(Cipher::new);
+    let empty_digest = Message::Digest(wire::Digest {
+        request: false,
+        first: NodeId(0),
+        last: NodeId(u64::MAX),
+        entries: heapless::Vec::new(),
+    });
+    let header = Header {
+        mesh_id,
+        sender: NodeId(999),
+        counter: Counter {
+            incarnation: 1,
+            seq: 1,
+        },
+    };
+    let frame = wire::encode(&header, &empty_digest, cipher.as_ref()).expect("fits");
+    node.handle_datagram(
+        now,
+        "127.0.0.99:20195".parse().expect("addr"),
+        Via::Unicast,
+        &frame,
+    );
+    let mut frames = Vec::new();
+    while let Some(transmit) = node.poll_transmit() {
+        if transmit.destination == Destination::Broadcast {
+            continue;
+        }
+        let header = Header::parse(&transmit.payload, mesh_id).expect("own frame");
+        if let Ok(Message::Delta(delta)) =
+            wire::decode_body(&header, &transmit.payload, cipher.as_ref())
+        {
+            if delta.chunks.iter().any(|c| c.origin == origin) {
+                frames.push(transmit.payload.to_vec());
+            }
+        }
+    }
+    frames
+}
+
+fn main() {
+    // `cargo test --benches` runs this with `--bench` absent: keep that cheap.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let started = Instant::now();
+    println!("# shoal mesh core: measured figures\n");
+    println!(
+        "Simulated figures are min / median / max over seeds {SEEDS:?}, in simulated seconds; \
+         defaults: beacon 1 s, suspect 2 s, unreachable 3 s, 3 sensors per node read every 10 s, \
+         1-5 ms latency, encrypted frames.\n"
+    );
+    if quick {
+        println!("(quick mode: run `cargo bench -p shoal-tests` for the full report)");
+        println!("convergence 5 nodes: {:.3} s", convergence(5, 0.0, 1));
+        return;
+    }
+    println!("## Wire sizes and hot paths (wall clock for times)\n");
+    hot_paths();
+
+    println!("## Scenarios (simulated time)\n");
+    println!("| scenario | nodes | loss | min / median / max (s) |");
+    println!("|---|---|---|---|");
+    for (nodes, loss) in [(50, 0.0), (50, 0.2), (100, 0.0)] {
+        let values = SEEDS.iter().map(|&s| convergence(nodes, loss, s)).collect();
+        println!(
+            "| every node knows every node and point | {nodes} | {:.0}% | {} |",
+            loss * 100.0,
+            summary(values)
+        );
+    }
+    for (nodes, loss) in [(50, 0.0), (50, 0.1)] {
+        let runs: Vec<(f64, f64, f64)> = SEEDS
+            .iter()
+            .map(|&s| crash_and_rejoin(nodes, loss, s))
+            .collect();
+        let pct = loss * 100.0;
+        println!(
+            "| crash: first survivor marks UNREACHABLE | {nodes} | {pct:.0}% | {} |",
+            summary(runs.iter().map(|r| r.0).collect())
+        );
+        println!(
+            "| crash: last survivor marks UNREACHABLE | {nodes} | {pct:.0}% | {} |",
+            summary(runs.iter().map(|r| r.1).collect())
+        );
+        println!(
+            "| restart: HEALTHY with new points everywhere | {nodes} | {pct:.0}% | {} |",
+            summary(runs.iter().map(|r| r.2).collect())
+        );
+    }
+    for (nodes, loss) in [(50, 0.0), (50, 0.1), (50, 0.2)] {
+        let values = SEEDS.iter().map(|&s| propagation(nodes, loss, s)).collect();
+        println!(
+            "| one new reading reaches every node | {nodes} | {:.0}% | {} |",
+            loss * 100.0,
+            summary(values)
+        );
+    }
+    let values = SEEDS.iter().map(|&s| partition_heal(s)).collect();
+    println!(
+        "| partition 25/25 for 60 s, heal: identical stores | 50 | 0% | {} |",
+        summary(values)
+    );
+    let values = SEEDS.iter().map(|&s| leave(s)).collect();
+    println!(
+        "| graceful leave: LEFT everywhere | 50 | 0% | {} |",
+        summary(values)
+    );
+    println!();
+
+    println!("## Loss soak: 50 nodes, 10 simulated minutes, no real failure\n");
+    println!("| loss | seed | false SUSPECT | false UNREACHABLE | vouch saves (naive detector's false UNREACHABLE) |");
+    println!("|---|---|---|---|---|");
+    for loss in [0.1, 0.2] {
+        for seed in [201, 202, 203] {
+            let (suspects, unreachable, saves) = soak(loss, seed, 10);
+            println!(
+                "| {:.0}% | {seed} | {suspects} | {unreachable} | {saves} |",
+                loss * 100.0
+            );
+        }
+    }
+    println!();
+
+    println!("## Idle traffic per node (sensors off, simulated)\n");
+    println!("| nodes | bytes/s | datagrams/s |");
+    println!("|---|---|---|");
+    for nodes in [5, 20, 50] {
+        let (bytes, datagrams) = idle_traffic(nodes);
+        println!("| {nodes} | {bytes:.1} | {datagrams:.2} |");
+    }
+    println!();
+
+    println!("## Simulator speed (wall clock)\n");
+    println!("| nodes | simulated | wall | node-seconds per wall second |");
+    println!("|---|---|---|---|");
+    for (nodes, minutes) in [(50, 10), (100, 10)] {
+        let (wall, rate) = speed(nodes, minutes);
+        println!("| {nodes} | {minutes} min | {wall:.2} s | {rate:.0} |");
+    }
+    println!("\nreport took {:.1} s", started.elapsed().as_secs_f64());
+}
