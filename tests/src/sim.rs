@@ -182,6 +182,7 @@ pub struct SimNet {
     order: u64,
     blocked: BTreeSet<(usize, usize)>,
     link_loss: BTreeMap<(usize, usize), f64>,
+    link_latency: BTreeMap<(usize, usize), Duration>,
     by_addr: BTreeMap<SocketAddr, usize>,
     by_id: BTreeMap<NodeId, usize>,
     trace: VecDeque<String>,
@@ -228,6 +229,7 @@ impl SimNet {
             order: 0,
             blocked: BTreeSet::new(),
             link_loss: BTreeMap::new(),
+            link_latency: BTreeMap::new(),
             by_addr,
             by_id,
             trace: VecDeque::new(),
@@ -330,6 +332,13 @@ impl SimNet {
     pub fn set_link_loss(&mut self, a: usize, b: usize, loss: f64) {
         self.link_loss.insert((a, b), loss);
         self.link_loss.insert((b, a), loss);
+    }
+
+    /// Sets the fixed one-way latency of the link between `a` and `b`, both
+    /// directions (the jitter still adds to it).
+    pub fn set_link_latency(&mut self, a: usize, b: usize, latency: Duration) {
+        self.link_latency.insert((a, b), latency);
+        self.link_latency.insert((b, a), latency);
     }
 
     /// Cuts every link between nodes of different groups.
@@ -578,9 +587,14 @@ impl SimNet {
         } else {
             1
         };
+        let latency = self
+            .link_latency
+            .get(&(from, to))
+            .copied()
+            .unwrap_or(self.config.latency);
         for _ in 0..copies {
             let jitter = self.rng.range(0, self.config.jitter.as_millis() as u64 + 1);
-            let at = self.now + self.config.latency + Duration::from_millis(jitter);
+            let at = self.now + latency + Duration::from_millis(jitter);
             self.order += 1;
             self.queue.push(Reverse(Delivery {
                 at,

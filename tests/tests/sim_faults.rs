@@ -219,3 +219,21 @@ fn an_idle_mesh_settles_to_beacons_only() {
         "{per_node_per_second} datagrams per node per second"
     );
 }
+
+#[test]
+fn a_slow_link_delays_but_never_breaks_membership() {
+    // A 400 ms link (a congested Wi-Fi hop) between two nodes of ten.
+    let mut sim = SimNet::new(SimConfig::lan(10, 71).with_loss(0.05));
+    sim.set_link_latency(2, 7, Duration::from_millis(400));
+    sim.run_for(Duration::from_secs(120));
+    assert_eq!(
+        sim.transitions_to(PeerState::Unreachable, Instant::ZERO)
+            .count(),
+        0
+    );
+    assert_eq!(sim.state(2, 7), Some(PeerState::Healthy));
+    sim.run_until("converged", INTERVAL * 5, |sim| {
+        sim.points_converged(&all(10))
+    })
+    .unwrap_or_else(|failure| panic!("{failure}"));
+}

@@ -115,26 +115,27 @@ fn a_crashed_node_is_unreachable_on_time_and_rejoins_with_new_points() {
 
 #[test]
 fn ten_minutes_at_ten_percent_loss_never_declares_a_live_node_unreachable() {
-    let mut sim = SimNet::new(SimConfig::lan(50, 31).with_loss(0.1));
-    sim.run_for(Duration::from_secs(600));
-    let false_suspects = sim
-        .transitions_to(PeerState::Suspect, Default::default())
-        .count();
-    let false_unreachable: Vec<_> = sim
-        .transitions_to(PeerState::Unreachable, Default::default())
-        .collect();
-    eprintln!(
-        "50 nodes, 10% loss, 600 s: {false_suspects} false SUSPECT, {} false UNREACHABLE",
-        false_unreachable.len()
-    );
-    assert!(false_unreachable.is_empty(), "{false_unreachable:?}");
-    assert!(
-        sim.all_see(&all(50), PeerState::Healthy)
-            || sim
-                .transitions_to(PeerState::Unreachable, Default::default())
-                .count()
-                == 0
-    );
+    // Seed 201 is a regression: vouches were suppressed after the first one,
+    // so one lost vouch plus a lost beacon made a live node UNREACHABLE.
+    for seed in [31, 201] {
+        let mut sim = SimNet::new(SimConfig::lan(50, seed).with_loss(0.1));
+        sim.run_for(Duration::from_secs(600));
+        let false_suspects = sim
+            .transitions_to(PeerState::Suspect, Default::default())
+            .count();
+        let false_unreachable: Vec<_> = sim
+            .transitions_to(PeerState::Unreachable, Default::default())
+            .collect();
+        eprintln!(
+            "seed {seed}: 50 nodes, 10% loss, 600 s: {false_suspects} false SUSPECT, {} false UNREACHABLE",
+            false_unreachable.len()
+        );
+        assert!(
+            false_unreachable.is_empty(),
+            "seed {seed}: {false_unreachable:?}"
+        );
+        assert!(false_suspects > 0, "the loss was real");
+    }
 }
 
 #[test]

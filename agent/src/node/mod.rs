@@ -295,12 +295,20 @@ const META_EVERY: u64 = 30;
 /// Leave is sent this many times, so one lost datagram does not hide it.
 const LEAVE_COPIES: usize = 3;
 
+/// Others stay silent once this many vouches answered a question: enough
+/// that the asker gets one despite loss, few enough to keep beacons small.
+const ENOUGH_VOUCHES: u8 = 3;
+
 /// Someone asked about a node; we may know it is alive.
 #[derive(Debug, Clone, Copy)]
 struct VouchRequest {
     asked_at: Instant,
-    /// Newest counter of the node the mesh has already heard about.
-    best: Counter,
+    /// The oldest counter an asker has of the node: a vouch must beat it.
+    asked: Counter,
+    /// Vouches of others beating `asked`, heard since the question.
+    heard: u8,
+    /// We answered this question.
+    answered: bool,
 }
 
 /// One agent's protocol state.
@@ -584,16 +592,27 @@ impl Node {
                 self.pull_beacon(now);
             } else if self.peers.get(suspect.node).is_some() {
                 let max_requests = self.config.max_nodes;
-                if self.vouch_requests.len() < max_requests
-                    || self.vouch_requests.contains_key(&suspect.node)
-                {
-                    self.vouch_requests.insert(
-                        suspect.node,
-                        VouchRequest {
-                            asked_at: now,
-                            best: suspect.counter,
-                        },
-                    );
+                let known = self.vouch_requests.contains_key(&suspect.node);
+                let room = known || self.vouch_requests.len() < max_requests;
+                match self.vouch_requests.get_mut(&suspect.node) {
+                    // An open question asked again: serve the neediest asker.
+                    Some(open) if !open.answered => {
+                        open.asked = open.asked.min(suspect.counter);
+                    }
+                    // A new question, or asked again after we answered: the
+                    // asker still does not know, so answer again.
+                    _ if room => {
+                        self.vouch_requests.insert(
+                            suspect.node,
+                            VouchRequest {
+                                asked_at: now,
+                                asked: suspect.counter,
+                                heard: 0,
+                                answered: false,
+                            },
+                        );
+                    }
+                    _ => {}
                 }
             }
         }
@@ -641,7 +660,9 @@ impl Node {
             return;
         }
         if let Some(request) = self.vouch_requests.get_mut(&node) {
-            request.best = request.best.max(counter);
+            if counter > request.asked {
+                request.heard = request.heard.saturating_add(1);
+            }
         }
         let Some(peer) = self.peers.get_mut(node) else {
             return;
@@ -781,7 +802,8 @@ impl Node {
                 continue;
             };
             let left = peer.left.is_some();
-            if peer.alive <= request.best && !(left && peer.alive >= request.best) {
+            let news = peer.alive > request.asked || (left && peer.alive >= request.asked);
+            if request.answered || request.heard >= ENOUGH_VOUCHES || !news {
                 continue;
             }
             let age = now.saturating_since(peer.last_alive);
@@ -796,11 +818,7 @@ impl Node {
             if vouches.push(vouch).is_err() {
                 break;
             }
-            request.best = peer.alive;
-            if left {
-                // Said once; the asker marks it LEFT on receipt.
-                request.best.seq = request.best.seq.saturating_add(1);
-            }
+            request.answered = true;
         }
         vouches
     }
