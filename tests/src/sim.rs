@@ -20,6 +20,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::Duration;
 
 /// How a simulated mesh is built.
@@ -89,6 +90,10 @@ pub struct SimNode {
     pub lans: BTreeSet<u32>,
     sensors: Vec<(Name, SimSensor)>,
     next_reading: Instant,
+    /// Cached earliest of the core's timeout and the next reading, refreshed
+    /// whenever the node is touched (scanning every node's peers at every
+    /// step made the simulator quadratic).
+    wake: Option<Instant>,
     started: Instant,
     /// The node's core state is kept while crashed, for `resume`.
     frozen: Option<Node>,
@@ -116,7 +121,8 @@ struct Delivery {
     from: usize,
     to: usize,
     via_broadcast: bool,
-    payload: Vec<u8>,
+    /// Shared by every recipient of one broadcast.
+    payload: Rc<[u8]>,
 }
 
 /// Traffic figures of a run.
@@ -215,6 +221,7 @@ impl SimNet {
                 lans: BTreeSet::from([0]),
                 sensors: Vec::new(),
                 next_reading: Instant::ZERO,
+                wake: None,
                 started: Instant::ZERO,
                 frozen: None,
             });
@@ -294,6 +301,7 @@ impl SimNet {
         sim_node.started = now;
         sim_node.node = Some(node);
         sim_node.frozen = None;
+        self.refresh_wake(index);
     }
 
     fn note(&mut self, line: String) {
@@ -365,6 +373,7 @@ impl SimNet {
     /// Kills node `index` without a goodbye; its state is kept for `resume`.
     pub fn crash(&mut self, index: usize) {
         self.nodes[index].frozen = self.nodes[index].node.take();
+        self.refresh_wake(index);
         self.note(format!("crash node-{index}"));
     }
 
@@ -391,6 +400,7 @@ impl SimNet {
     pub fn resume(&mut self, index: usize) {
         if let Some(node) = self.nodes[index].frozen.take() {
             self.nodes[index].node = Some(node);
+            self.refresh_wake(index);
             self.note(format!("resume node-{index}"));
         }
     }
@@ -403,6 +413,7 @@ impl SimNet {
         }
         self.drain(index);
         self.nodes[index].node = None;
+        self.refresh_wake(index);
         self.note(format!("leave node-{index}"));
     }
 
@@ -421,18 +432,19 @@ impl SimNet {
         self.drain(index);
     }
 
+    /// Recomputes node `index`'s cached wake-up time.
+    fn refresh_wake(&mut self, index: usize) {
+        let sim_node = &mut self.nodes[index];
+        sim_node.wake = sim_node.node.as_ref().and_then(|node| {
+            let reading = (!sim_node.sensors.is_empty()).then_some(sim_node.next_reading);
+            [node.poll_timeout(), reading].into_iter().flatten().min()
+        });
+    }
+
     /// The next moment anything happens.
     fn next_time(&self) -> Option<Instant> {
         let delivery = self.queue.peek().map(|Reverse(d)| d.at);
-        let timers = self
-            .nodes
-            .iter()
-            .filter_map(|n| {
-                let node = n.node.as_ref()?;
-                let reading = (!n.sensors.is_empty()).then_some(n.next_reading);
-                [node.poll_timeout(), reading].into_iter().flatten().min()
-            })
-            .min();
+        let timers = self.nodes.iter().filter_map(|n| n.wake).min();
         [delivery, timers].into_iter().flatten().min()
     }
 
@@ -465,24 +477,18 @@ impl SimNet {
             self.drain(to);
         }
         for index in 0..self.nodes.len() {
-            let due = self.nodes[index]
-                .node
-                .as_ref()
-                .and_then(Node::poll_timeout)
-                .is_some_and(|t| t <= now);
-            if due {
-                if let Some(node) = self.nodes[index].node.as_mut() {
+            if self.nodes[index].wake.is_none_or(|t| t > now) {
+                continue;
+            }
+            if self.nodes[index].next_reading <= now && !self.nodes[index].sensors.is_empty() {
+                self.read_sensors(index);
+            }
+            if let Some(node) = self.nodes[index].node.as_mut() {
+                if node.poll_timeout().is_some_and(|t| t <= now) {
                     node.handle_timeout(now);
                 }
-                self.drain(index);
             }
-            if self.nodes[index].node.is_some()
-                && !self.nodes[index].sensors.is_empty()
-                && self.nodes[index].next_reading <= now
-            {
-                self.read_sensors(index);
-                self.drain(index);
-            }
+            self.drain(index);
         }
         true
     }
@@ -515,6 +521,7 @@ impl SimNet {
     /// Moves node `index`'s queued datagrams onto the network and its events
     /// into the transition log.
     fn drain(&mut self, index: usize) {
+        self.refresh_wake(index);
         let now = self.now;
         let mut transmits = Vec::new();
         let mut events = Vec::new();
@@ -545,7 +552,7 @@ impl SimNet {
         for transmit in transmits {
             self.net.sent += 1;
             self.net.bytes_sent += transmit.payload.len() as u64;
-            let payload = transmit.payload.to_vec();
+            let payload: Rc<[u8]> = Rc::from(transmit.payload.as_slice());
             match transmit.destination {
                 Destination::Broadcast => {
                     let lans = self.nodes[index].lans.clone();
@@ -564,7 +571,7 @@ impl SimNet {
         }
     }
 
-    fn deliver(&mut self, from: usize, to: usize, via_broadcast: bool, payload: &[u8]) {
+    fn deliver(&mut self, from: usize, to: usize, via_broadcast: bool, payload: &Rc<[u8]>) {
         if payload.len() > self.config.mtu {
             self.net.too_large += 1;
             return;
@@ -602,7 +609,7 @@ impl SimNet {
                 from,
                 to,
                 via_broadcast,
-                payload: payload.to_vec(),
+                payload: Rc::clone(payload),
             }));
         }
     }

@@ -21,7 +21,7 @@ pub mod wire;
 
 use peers::{PeerState, PeerTable, Timing};
 use rand::Rng;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 use store::{PublishError, Range, Store, StoreLimits};
@@ -252,8 +252,8 @@ pub struct Stats {
     pub digests_sent: u64,
     /// Delta frames queued.
     pub deltas_sent: u64,
-    /// Dropped datagrams, by reason.
-    pub dropped: BTreeMap<String, u64>,
+    /// Dropped datagrams, by reason (the names `DropReason::name` gives).
+    pub dropped: BTreeMap<&'static str, u64>,
     /// Point updates or origins refused at a store limit.
     pub store_limit_drops: u64,
     /// Datagrams not queued because the transmit queue was full.
@@ -269,25 +269,27 @@ pub struct Stats {
 impl Stats {
     /// Datagrams dropped for `reason`.
     pub fn dropped(&self, reason: DropReason) -> u64 {
-        self.dropped.get(&drop_key(reason)).copied().unwrap_or(0)
+        self.dropped.get(reason.name()).copied().unwrap_or(0)
     }
 }
 
-fn drop_key(reason: DropReason) -> String {
-    match reason {
-        DropReason::Decode(DecodeError::Truncated) => "truncated",
-        DropReason::Decode(DecodeError::TooLarge) => "too_large",
-        DropReason::Decode(DecodeError::BadMagic) => "bad_magic",
-        DropReason::Decode(DecodeError::UnsupportedVersion(_)) => "unsupported_version",
-        DropReason::Decode(DecodeError::WrongMesh) => "wrong_mesh",
-        DropReason::Decode(DecodeError::BadTag) => "bad_tag",
-        DropReason::Decode(DecodeError::UnknownMessage) => "unknown_message",
-        DropReason::Decode(DecodeError::Malformed) => "malformed",
-        DropReason::Replayed => "replayed",
-        DropReason::FromSelf => "from_self",
-        DropReason::PeerTableFull => "peer_table_full",
+impl DropReason {
+    /// A stable snake_case name, for metrics labels and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::Decode(DecodeError::Truncated) => "truncated",
+            DropReason::Decode(DecodeError::TooLarge) => "too_large",
+            DropReason::Decode(DecodeError::BadMagic) => "bad_magic",
+            DropReason::Decode(DecodeError::UnsupportedVersion(_)) => "unsupported_version",
+            DropReason::Decode(DecodeError::WrongMesh) => "wrong_mesh",
+            DropReason::Decode(DecodeError::BadTag) => "bad_tag",
+            DropReason::Decode(DecodeError::UnknownMessage) => "unknown_message",
+            DropReason::Decode(DecodeError::Malformed) => "malformed",
+            DropReason::Replayed => "replayed",
+            DropReason::FromSelf => "from_self",
+            DropReason::PeerTableFull => "peer_table_full",
+        }
     }
-    .to_owned()
 }
 
 /// Beacons that carry metadata: the first few, then one in this many.
@@ -337,6 +339,10 @@ pub struct Node {
     /// beacon showed the most progress among those differing from us.
     pull_from: Option<(NodeId, SocketAddr, u64)>,
     vouch_requests: BTreeMap<NodeId, VouchRequest>,
+    /// Every neighbor's next deadline, ordered: the first is the next to pass.
+    deadlines: BTreeSet<(Instant, NodeId)>,
+    /// Neighbors never heard by broadcast: our broadcasts do not reach them.
+    unicast_only: BTreeSet<NodeId>,
     leaving: bool,
     stats: Stats,
 }
@@ -377,6 +383,8 @@ impl Node {
             next_digest: now,
             pull_from: None,
             vouch_requests: BTreeMap::new(),
+            deadlines: BTreeSet::new(),
+            unicast_only: BTreeSet::new(),
             leaving: false,
             stats: Stats::default(),
             config,
@@ -439,12 +447,11 @@ impl Node {
             return None;
         }
         let pull = self.pull_from.map(|_| self.next_digest);
-        self.peers
-            .iter()
-            .filter_map(|peer| peer.next_deadline(&self.timing))
-            .chain(pull)
-            .fold(self.next_beacon, Instant::min)
-            .into()
+        let neighbor = self.deadlines.first().map(|&(at, _)| at);
+        [Some(self.next_beacon), pull, neighbor]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Time passed: send due beacons, update neighbor states.
@@ -452,7 +459,7 @@ impl Node {
         if self.leaving {
             return;
         }
-        self.refresh_states(now);
+        self.expire(now);
         if now >= self.next_beacon {
             self.send_beacon(now);
         }
@@ -463,6 +470,7 @@ impl Node {
 
     /// Publishes a reading of this node and pushes it to the neighbors.
     pub fn handle_reading(&mut self, now: Instant, reading: Reading) -> Result<(), PublishError> {
+        self.expire(now);
         let seq = self.store.publish(
             reading.name.clone(),
             reading.value,
@@ -479,7 +487,7 @@ impl Node {
             upto: seq,
         }];
         for delta in self.store.deltas(&ranges) {
-            self.send_everywhere(now, &Message::Delta(delta), None);
+            self.send_everywhere(&Message::Delta(delta), None);
         }
         Ok(())
     }
@@ -489,8 +497,9 @@ impl Node {
         if self.leaving {
             return;
         }
+        self.expire(now);
         for _ in 0..LEAVE_COPIES {
-            self.send_everywhere(now, &Message::Leave, None);
+            self.send_everywhere(&Message::Leave, None);
         }
         self.leaving = true;
     }
@@ -509,66 +518,108 @@ impl Node {
         if header.sender == self.id {
             return self.drop_frame(DropReason::FromSelf, from);
         }
-        let counter = header.counter;
         if let Some(peer) = self.peers.get(header.sender) {
-            if !peer.window.is_fresh(counter.as_u64()) {
+            if !peer.window.is_fresh(header.counter.as_u64()) {
                 return self.drop_frame(DropReason::Replayed, from);
             }
         }
-        let message = match wire::decode_body(&header, frame, self.cipher.as_ref()) {
-            Ok(message) => message,
+        let mut buf = [0u8; wire::MAX_FRAME];
+        let (kind, encoded) = match wire::open(&header, frame, self.cipher.as_ref(), &mut buf) {
+            Ok(opened) => opened,
             Err(error) => return self.drop_frame(DropReason::Decode(error), from),
         };
-        // Authenticated and fresh: the sender is a neighbor.
-        let known = self.peers.get(header.sender).is_some();
-        let Ok(peer) = self.peers.insert(now, header.sender, from, counter) else {
-            return self.drop_frame(DropReason::PeerTableFull, from);
+        // Decode only the kind this frame holds: the largest (a delta) is
+        // several KB of fixed-capacity lists, too much to move for a beacon.
+        let sender = header.sender;
+        let result = match kind {
+            wire::kind::BEACON => wire::decode_part::<Beacon>(encoded).map(|beacon| {
+                if self.accept_frame(now, &header, from, via) {
+                    self.on_beacon(now, sender, from, beacon);
+                }
+            }),
+            wire::kind::DIGEST => wire::decode_part::<Digest>(encoded).map(|digest| {
+                if self.accept_frame(now, &header, from, via) {
+                    self.on_digest(from, &digest);
+                }
+            }),
+            wire::kind::DELTA => wire::decode_part::<Delta>(encoded).map(|delta| {
+                if self.accept_frame(now, &header, from, via) {
+                    self.on_delta(sender, &delta);
+                }
+            }),
+            _ => {
+                if self.accept_frame(now, &header, from, via) {
+                    self.update_peer(now, sender, |peer| peer.left = Some(header.counter));
+                }
+                Ok(())
+            }
         };
-        peer.window.accept(counter.as_u64());
-        peer.addr = from;
-        peer.frames_in += 1;
-        peer.last_direct = now;
-        if via == Via::Broadcast {
-            peer.last_broadcast = Some(now);
+        if let Err(error) = result {
+            self.drop_frame(DropReason::Decode(error), from);
         }
-        let restarted = known && counter.incarnation > peer.incarnation;
-        if restarted {
-            peer.incarnation = counter.incarnation;
+    }
+
+    /// Bookkeeping for an authenticated, fresh, valid frame: its sender is a
+    /// neighbor, alive now. False if the table is full of live neighbors.
+    fn accept_frame(&mut self, now: Instant, header: &Header, from: SocketAddr, via: Via) -> bool {
+        let sender = header.sender;
+        let counter = header.counter;
+        let known = self.peers.get(sender).is_some();
+        match self.peers.insert(now, sender, from, counter) {
+            Err(_) => {
+                self.drop_frame(DropReason::PeerTableFull, from);
+                return false;
+            }
+            Ok(Some(evicted)) => {
+                self.unicast_only.remove(&evicted);
+                self.vouch_requests.remove(&evicted);
+            }
+            Ok(None) => {}
         }
-        peer.observe(counter, now);
-        let peer_name = peer.name.clone();
+        let mut restarted = false;
+        self.update_peer(now, sender, |peer| {
+            peer.window.accept(counter.as_u64());
+            peer.addr = from;
+            peer.frames_in += 1;
+            peer.last_direct = now;
+            if via == Via::Broadcast {
+                peer.last_broadcast = Some(now);
+            }
+            restarted = known && counter.incarnation > peer.incarnation;
+            if restarted {
+                peer.incarnation = counter.incarnation;
+            }
+            peer.observe(counter, now);
+        });
+        let peer = self.peers.get(sender);
+        let peer_name = peer.and_then(|p| p.name.clone());
+        if peer.is_some_and(|p| p.is_lan()) {
+            self.unicast_only.remove(&sender);
+        } else {
+            self.unicast_only.insert(sender);
+        }
         if !known {
             self.push_event(Event::PeerDiscovered {
-                peer: header.sender,
+                peer: sender,
                 addr: from,
             });
         }
         if restarted {
             if let Some(name) = &peer_name {
                 self.store
-                    .observe_incarnation(header.sender, name, counter.incarnation);
+                    .observe_incarnation(sender, name, counter.incarnation);
             }
             self.push_event(Event::PeerRestarted {
-                peer: header.sender,
+                peer: sender,
                 incarnation: counter.incarnation,
             });
         }
-        match message {
-            Message::Beacon(beacon) => self.on_beacon(now, header.sender, from, beacon),
-            Message::Digest(digest) => self.on_digest(from, &digest),
-            Message::Delta(delta) => self.on_delta(now, header.sender, &delta),
-            Message::Leave => {
-                if let Some(peer) = self.peers.get_mut(header.sender) {
-                    peer.left = Some(counter);
-                }
-            }
-        }
-        self.refresh_states(now);
+        true
     }
 
     fn drop_frame(&mut self, reason: DropReason, from: SocketAddr) {
         log::debug!("dropped a frame from {from}: {reason:?}");
-        *self.stats.dropped.entry(drop_key(reason)).or_insert(0) += 1;
+        *self.stats.dropped.entry(reason.name()).or_insert(0) += 1;
     }
 
     fn on_beacon(&mut self, now: Instant, sender: NodeId, from: SocketAddr, beacon: Beacon) {
@@ -664,18 +715,15 @@ impl Node {
                 request.heard = request.heard.saturating_add(1);
             }
         }
-        let Some(peer) = self.peers.get_mut(node) else {
-            return;
-        };
-        if vouch.left {
-            if counter >= peer.alive && peer.left.is_none() {
+        let heard_at = now - Duration::from_millis(u64::from(vouch.age_ms));
+        self.update_peer(now, node, |peer| {
+            if !vouch.left {
+                peer.observe(counter, heard_at);
+            } else if counter >= peer.alive && peer.left.is_none() {
                 peer.alive = counter;
                 peer.left = Some(counter);
             }
-        } else {
-            let heard_at = now - Duration::from_millis(u64::from(vouch.age_ms));
-            peer.observe(counter, heard_at);
-        }
+        });
     }
 
     fn on_digest(&mut self, from: SocketAddr, digest: &Digest) {
@@ -693,13 +741,15 @@ impl Node {
         }
     }
 
-    fn on_delta(&mut self, now: Instant, sender: NodeId, delta: &Delta) {
+    fn on_delta(&mut self, sender: NodeId, delta: &Delta) {
         let applied = self.store.apply(delta);
         self.stats.store_limit_drops += applied.dropped;
         for (origin, name) in applied.changed {
             self.push_event(Event::PointChanged { origin, name });
         }
-        if applied.news.is_empty() {
+        let sender_on_lan = self.peers.get(sender).is_some_and(|peer| peer.is_lan());
+        let nobody_else = sender_on_lan && self.unicast_targets(false, Some(sender)).is_empty();
+        if applied.news.is_empty() || nobody_else {
             return;
         }
         // Relay what was new to neighbors the sender's broadcast cannot reach.
@@ -713,33 +763,42 @@ impl Node {
             })
             .collect();
         for relay in self.store.deltas(&ranges) {
-            self.send_everywhere(now, &Message::Delta(relay), Some(sender));
+            self.send_everywhere(&Message::Delta(relay), Some(sender));
         }
     }
 
-    /// Sends to the LAN by broadcast and to every non-LAN neighbor by unicast.
-    /// With `relayed_from`, the LAN is skipped when the sender is on it (it
-    /// reached the LAN itself), and the sender gets nothing back.
-    fn send_everywhere(&mut self, now: Instant, message: &Message, relayed_from: Option<NodeId>) {
+    /// Sends to the LAN by broadcast and to every non-LAN neighbor by unicast
+    /// (beacons even to unreachable ones, so they can come back; data only to
+    /// live ones). With `relayed_from`, the LAN is skipped when the sender is
+    /// on it (it reached the LAN itself), and the sender gets nothing back.
+    fn send_everywhere(&mut self, message: &Message, relayed_from: Option<NodeId>) {
         let sender_on_lan = relayed_from
             .and_then(|id| self.peers.get(id))
-            .is_some_and(|peer| peer.is_lan(now, &self.timing));
+            .is_some_and(|peer| peer.is_lan());
         if !sender_on_lan {
             self.send(Destination::Broadcast, message);
         }
-        let unicast: Vec<SocketAddr> = self
-            .peers
-            .iter()
-            .filter(|peer| {
-                Some(peer.id) != relayed_from
-                    && peer.state != PeerState::Left
-                    && !peer.is_lan(now, &self.timing)
-            })
-            .map(|peer| peer.addr)
-            .collect();
+        let is_beacon = matches!(message, Message::Beacon(_));
+        let unicast = self.unicast_targets(is_beacon, relayed_from);
         for addr in unicast {
             self.send(Destination::Unicast(addr), message);
         }
+    }
+
+    /// The unicast-only neighbors a message goes to: beacons even to
+    /// unreachable ones (so they can come back), data only to live ones.
+    fn unicast_targets(&self, is_beacon: bool, except: Option<NodeId>) -> Vec<SocketAddr> {
+        self.unicast_only
+            .iter()
+            .filter(|&&id| Some(id) != except)
+            .filter_map(|&id| self.peers.get(id))
+            .filter(|peer| match peer.state {
+                PeerState::Left => false,
+                PeerState::Unreachable => is_beacon,
+                PeerState::Healthy | PeerState::Suspect => true,
+            })
+            .map(|peer| peer.addr)
+            .collect()
     }
 
     fn send_beacon(&mut self, now: Instant) {
@@ -774,7 +833,7 @@ impl Node {
             meta,
         };
         self.stats.beacons_sent += 1;
-        self.send_everywhere(now, &Message::Beacon(beacon), None);
+        self.send_everywhere(&Message::Beacon(beacon), None);
         self.last_beacon = Some(now);
         // 85-95 % of the interval: one lost beacon never reaches suspect_after.
         let interval = time::duration_ms(self.config.beacon_interval);
@@ -832,48 +891,74 @@ impl Node {
         self.next_beacon = self.next_beacon.min(earliest);
     }
 
-    fn refresh_states(&mut self, now: Instant) {
-        let mut changes = Vec::new();
-        for peer in self.peers.iter_mut() {
-            let state = peer.evaluate(now, &self.timing);
-            let directly_silent =
-                now.saturating_since(peer.last_direct) >= self.timing.unreachable_after;
-            if directly_silent
-                && !peer.directly_silent
-                && !matches!(state, PeerState::Unreachable | PeerState::Left)
-            {
-                self.stats.vouch_saves += 1;
-            }
-            peer.directly_silent = directly_silent;
-            if state != peer.state {
-                changes.push(Event::PeerStateChanged {
-                    peer: peer.id,
-                    name: peer.name.clone(),
-                    from: peer.state,
-                    to: state,
-                });
-                peer.state = state;
-                peer.state_since = now;
+    /// Changes one neighbor, then re-evaluates its state and re-indexes its
+    /// deadline. Every change of a neighbor's liveness goes through here, so
+    /// `deadlines` always holds each neighbor's next deadline.
+    fn update_peer(&mut self, now: Instant, id: NodeId, change: impl FnOnce(&mut peers::Peer)) {
+        let timing = self.timing;
+        let Some(peer) = self.peers.get_mut(id) else {
+            return;
+        };
+        let old_deadline = peer.next_deadline(&timing);
+        change(peer);
+        let state = peer.evaluate(now, &timing);
+        let directly_silent = now.saturating_since(peer.last_direct) >= timing.unreachable_after;
+        let saved = directly_silent
+            && !peer.directly_silent
+            && !matches!(state, PeerState::Unreachable | PeerState::Left);
+        peer.directly_silent = directly_silent;
+        let transition = (state != peer.state).then(|| Event::PeerStateChanged {
+            peer: id,
+            name: peer.name.clone(),
+            from: peer.state,
+            to: state,
+        });
+        if transition.is_some() {
+            peer.state = state;
+            peer.state_since = now;
+        }
+        let new_deadline = peer.next_deadline(&timing);
+        // Unconditional: a neighbor just added has no entry yet.
+        if let Some(at) = old_deadline {
+            self.deadlines.remove(&(at, id));
+        }
+        if let Some(at) = new_deadline {
+            self.deadlines.insert((at, id));
+        }
+        if saved {
+            self.stats.vouch_saves += 1;
+        }
+        if let Some(Event::PeerStateChanged { name, from, to, .. }) = &transition {
+            let label = name
+                .as_ref()
+                .map_or_else(|| id.to_string(), |n| n.to_string());
+            log::info!("node {label}: {from} -> {to}");
+            if *to == PeerState::Suspect {
+                // Ask the others at once: their vouches must beat unreachable_after.
+                self.pull_beacon(now);
             }
         }
-        for change in changes {
-            if let Event::PeerStateChanged {
-                peer,
-                name,
-                from,
-                to,
-            } = &change
-            {
-                let label = name
-                    .as_ref()
-                    .map_or_else(|| peer.to_string(), |n| n.to_string());
-                log::info!("node {label}: {from} -> {to}");
-                if *to == PeerState::Suspect {
-                    // Ask the others at once: their vouches must beat unreachable_after.
-                    self.pull_beacon(now);
-                }
+        if let Some(event) = transition {
+            self.push_event(event);
+        }
+    }
+
+    /// Applies every neighbor deadline that has passed.
+    fn expire(&mut self, now: Instant) {
+        // Each neighbor passes at most three deadlines (naive silence, SUSPECT,
+        // UNREACHABLE); the budget only guards against a bookkeeping bug.
+        let mut budget = 3 * self.peers.len() + 3;
+        while let Some(&(at, id)) = self.deadlines.first() {
+            if at > now || budget == 0 {
+                break;
             }
-            self.push_event(change);
+            budget -= 1;
+            let before = self.deadlines.len();
+            self.update_peer(now, id, |_| {});
+            if self.deadlines.first() == Some(&(at, id)) && self.deadlines.len() == before {
+                // Not moved: drop the stale entry rather than spin.
+                self.deadlines.remove(&(at, id));
+            }
         }
     }
 

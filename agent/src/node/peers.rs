@@ -133,20 +133,27 @@ impl Peer {
         }
     }
 
-    /// When its state will next change if nothing is heard.
+    /// When it must next be looked at if nothing is heard: its state changes,
+    /// or its direct silence reaches `unreachable_after` (counted as a vouch
+    /// save if others keep it alive).
     pub(crate) fn next_deadline(&self, timing: &Timing) -> Option<Instant> {
-        match self.state {
+        let state_change = match self.state {
             PeerState::Healthy => Some(self.last_alive + timing.suspect_after),
             PeerState::Suspect => Some(self.last_alive + timing.unreachable_after),
             PeerState::Unreachable | PeerState::Left => None,
-        }
+        };
+        let direct_silence = (!self.directly_silent
+            && matches!(self.state, PeerState::Healthy | PeerState::Suspect))
+        .then(|| self.last_direct + timing.unreachable_after);
+        [state_change, direct_silence].into_iter().flatten().min()
     }
 
-    /// Whether it shares a broadcast domain with us: a broadcast frame of it
-    /// arrived within `unreachable_after`.
-    pub fn is_lan(&self, now: Instant, timing: &Timing) -> bool {
-        self.last_broadcast
-            .is_some_and(|at| now.saturating_since(at) < timing.unreachable_after)
+    /// Whether it shares a broadcast domain with us: one of its broadcasts
+    /// reached us. A LAN neighbor that falls silent stays one (our broadcasts
+    /// still cover it); only a neighbor never heard by broadcast (a static
+    /// peer across a router or VPN) is sent to by unicast.
+    pub fn is_lan(&self) -> bool {
+        self.last_broadcast.is_some()
     }
 
     /// Notes proof of life: counter `counter` was current at `at`.
@@ -218,16 +225,18 @@ impl PeerTable {
         self.peers.is_empty()
     }
 
-    /// Adds a neighbor first heard at `now`. When the table is full, the
-    /// stalest UNREACHABLE or LEFT neighbor makes room; live ones are never
-    /// evicted, so then the newcomer is refused.
+    /// Adds a neighbor first heard at `now` (nothing if it is known). When the
+    /// table is full, the stalest UNREACHABLE or LEFT neighbor makes room and
+    /// its id is returned; live ones are never evicted, so then the newcomer
+    /// is refused.
     pub(crate) fn insert(
         &mut self,
         now: Instant,
         id: NodeId,
         addr: SocketAddr,
         counter: Counter,
-    ) -> Result<&mut Peer, TableFull> {
+    ) -> Result<Option<NodeId>, TableFull> {
+        let mut evicted = None;
         if !self.peers.contains_key(&id) && self.peers.len() >= self.capacity {
             let stalest = self
                 .peers
@@ -237,11 +246,12 @@ impl PeerTable {
                 .map(|p| p.id)
                 .ok_or(TableFull)?;
             self.peers.remove(&stalest);
+            evicted = Some(stalest);
         }
-        Ok(self
-            .peers
+        self.peers
             .entry(id)
-            .or_insert_with(|| Peer::new(now, id, addr, counter)))
+            .or_insert_with(|| Peer::new(now, id, addr, counter));
+        Ok(evicted)
     }
 }
 

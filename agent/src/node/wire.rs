@@ -213,7 +213,7 @@ pub enum Message {
 }
 
 /// Number of [`Message`] variants this version knows.
-const KNOWN_MESSAGES: u8 = 4;
+const KNOWN_MESSAGES: u8 = kind::LEAVE + 1;
 
 /// The heartbeat. Without suspects, vouches and metadata it is 58 bytes
 /// with a key for a 7-character name (see the size tests).
@@ -497,23 +497,35 @@ pub fn encode(
     Datagram::from_slice(&buf[..end]).map_err(|_| EncodeError::TooLarge)
 }
 
-/// Opens and decodes the body of `frame`, whose header `header` was already
-/// parsed (and checked against the replay window) by the caller.
+/// The variant index of each [`Message`] on the wire (one varint byte).
+pub mod kind {
+    /// [`super::Message::Beacon`].
+    pub const BEACON: u8 = 0;
+    /// [`super::Message::Digest`].
+    pub const DIGEST: u8 = 1;
+    /// [`super::Message::Delta`].
+    pub const DELTA: u8 = 2;
+    /// [`super::Message::Leave`].
+    pub const LEAVE: u8 = 3;
+}
+
+/// Authenticates and decrypts the body of `frame` (whose header `header`
+/// the caller parsed and checked against the replay window) into `buf`, and
+/// splits off the message kind: `(kind, encoded message)`.
 ///
-/// Never panics and never allocates: bodies decode into fixed-capacity types
-/// and a copy of the frame on the stack.
-pub fn decode_body(
+/// Never panics and never allocates.
+pub fn open<'b>(
     header: &Header,
     frame: &[u8],
     cipher: Option<&Cipher>,
-) -> Result<Message, DecodeError> {
+    buf: &'b mut [u8; MAX_FRAME],
+) -> Result<(u8, &'b [u8]), DecodeError> {
     if frame.len() > MAX_FRAME {
         return Err(DecodeError::TooLarge);
     }
     let Some((head, body)) = frame.split_first_chunk::<HEADER_LEN>() else {
         return Err(DecodeError::Truncated);
     };
-    let mut buf = [0u8; MAX_FRAME];
     let plain: &[u8] = match cipher {
         Some(cipher) => {
             let Some((sealed, tag)) = body.split_last_chunk::<TAG_LEN>() else {
@@ -527,62 +539,101 @@ pub fn decode_body(
                 .map_err(|_| DecodeError::BadTag)?;
             plain
         }
-        None => body,
+        None => {
+            let plain = &mut buf[..body.len()];
+            plain.copy_from_slice(body);
+            plain
+        }
     };
-    match plain.first() {
-        None => return Err(DecodeError::Malformed),
+    match plain.split_first() {
+        None => Err(DecodeError::Malformed),
         // The variant index is a varint; every known index fits in one byte.
-        Some(&tag) if tag >= KNOWN_MESSAGES => return Err(DecodeError::UnknownMessage),
-        Some(_) => {}
+        Some((&kind, _)) if kind >= KNOWN_MESSAGES => Err(DecodeError::UnknownMessage),
+        Some((&kind, rest)) => Ok((kind, rest)),
     }
-    // Trailing bytes are fields from a newer revision: ignored (rule 2).
-    let (message, _newer_fields) =
-        postcard::take_from_bytes::<Message>(plain).map_err(|_| DecodeError::Malformed)?;
-    if message.is_valid() {
-        Ok(message)
+}
+
+/// A message part that carries values serde cannot check.
+pub trait Checked {
+    /// Names, finite values, consistent counts and ranges.
+    fn is_valid(&self) -> bool;
+}
+
+/// Decodes one message of the kind [`open`] returned, and validates it.
+/// Trailing bytes are fields of a newer revision and are ignored (rule 2).
+pub fn decode_part<T: serde::de::DeserializeOwned + Checked>(
+    encoded: &[u8],
+) -> Result<T, DecodeError> {
+    let (part, _newer_fields) =
+        postcard::take_from_bytes::<T>(encoded).map_err(|_| DecodeError::Malformed)?;
+    if part.is_valid() {
+        Ok(part)
     } else {
         Err(DecodeError::Malformed)
     }
 }
 
-impl Message {
-    /// Checks what serde cannot: names, finite values, consistent counts.
-    fn is_valid(&self) -> bool {
-        match self {
-            Message::Beacon(beacon) => is_valid_name(&beacon.name),
-            Message::Digest(digest) => {
-                digest.first <= digest.last
-                    && digest
-                        .entries
-                        .iter()
-                        .all(|e| digest.first <= e.origin && e.origin <= digest.last)
-                    && digest.entries.windows(2).all(|w| w[0].origin < w[1].origin)
-            }
-            Message::Delta(delta) => {
-                let claimed: usize = delta.chunks.iter().map(|c| usize::from(c.n_points)).sum();
-                let mut points = delta.points.iter();
-                claimed == delta.points.len()
-                    && delta.chunks.iter().all(|c| {
-                        // The points' seqs must stay inside the claimed range.
-                        let last_seq = points
-                            .by_ref()
-                            .take(usize::from(c.n_points))
-                            .fold(u64::from(c.after), |seq, p| seq + u64::from(p.seq_gap));
-                        is_valid_name(&c.origin_name)
-                            && c.after <= c.upto
-                            && last_seq <= u64::from(c.upto)
-                    })
-                    && delta.points.iter().all(|p| {
-                        p.seq_gap >= 1
-                            && is_valid_name(&p.name)
-                            && p.value.is_valid()
-                            && unit(&p.unit).is_some()
-                    })
-            }
-            Message::Leave => true,
-        }
-    }
+/// Opens and decodes a whole frame body into a [`Message`].
+///
+/// Never panics and never allocates: bodies decode into fixed-capacity types
+/// and a copy of the frame on the stack. (The agent itself decodes only the
+/// kind a frame holds, with [`open`] and [`decode_part`], to avoid moving
+/// the largest variant for every beacon.)
+pub fn decode_body(
+    header: &Header,
+    frame: &[u8],
+    cipher: Option<&Cipher>,
+) -> Result<Message, DecodeError> {
+    let mut buf = [0u8; MAX_FRAME];
+    let (kind, encoded) = open(header, frame, cipher, &mut buf)?;
+    Ok(match kind {
+        kind::BEACON => Message::Beacon(decode_part(encoded)?),
+        kind::DIGEST => Message::Digest(decode_part(encoded)?),
+        kind::DELTA => Message::Delta(decode_part(encoded)?),
+        _ => Message::Leave,
+    })
+}
 
+impl Checked for Beacon {
+    fn is_valid(&self) -> bool {
+        is_valid_name(&self.name)
+    }
+}
+
+impl Checked for Digest {
+    fn is_valid(&self) -> bool {
+        self.first <= self.last
+            && self
+                .entries
+                .iter()
+                .all(|e| self.first <= e.origin && e.origin <= self.last)
+            && self.entries.windows(2).all(|w| w[0].origin < w[1].origin)
+    }
+}
+
+impl Checked for Delta {
+    fn is_valid(&self) -> bool {
+        let claimed: usize = self.chunks.iter().map(|c| usize::from(c.n_points)).sum();
+        let mut points = self.points.iter();
+        claimed == self.points.len()
+            && self.chunks.iter().all(|c| {
+                // The points' seqs must stay inside the claimed range.
+                let last_seq = points
+                    .by_ref()
+                    .take(usize::from(c.n_points))
+                    .fold(u64::from(c.after), |seq, p| seq + u64::from(p.seq_gap));
+                is_valid_name(&c.origin_name) && c.after <= c.upto && last_seq <= u64::from(c.upto)
+            })
+            && self.points.iter().all(|p| {
+                p.seq_gap >= 1
+                    && is_valid_name(&p.name)
+                    && p.value.is_valid()
+                    && unit(&p.unit).is_some()
+            })
+    }
+}
+
+impl Message {
     /// The encoded size of the message body alone.
     pub fn body_len(&self) -> usize {
         encoded_len(self)
