@@ -237,3 +237,24 @@ fn a_slow_link_delays_but_never_breaks_membership() {
     })
     .unwrap_or_else(|failure| panic!("{failure}"));
 }
+
+#[test]
+fn a_partition_does_not_multiply_traffic() {
+    // Silent LAN neighbors stay covered by broadcast: no unicast copies of
+    // every beacon to the unreachable half.
+    let mut config = SimConfig::lan(20, 72);
+    config.points_per_node = 0;
+    let mut sim = SimNet::new(config);
+    sim.run_for(Duration::from_secs(10));
+    let left: Vec<usize> = (0..10).collect();
+    let right: Vec<usize> = (10..20).collect();
+    sim.partition(&[&left, &right]);
+    sim.run_for(Duration::from_secs(10));
+    let sent_before = sim.net.sent;
+    sim.run_for(Duration::from_secs(60));
+    let per_node_per_second = (sim.net.sent - sent_before) as f64 / (20.0 * 60.0);
+    assert!(
+        per_node_per_second < 1.2,
+        "{per_node_per_second} datagrams per node per second while partitioned"
+    );
+}
