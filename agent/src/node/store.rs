@@ -64,6 +64,59 @@ pub struct Origin {
     pub watermark: u32,
     /// The points, by name.
     pub points: BTreeMap<Name, Point>,
+    /// Complete ranges `(after, upto]` received above the watermark (out of
+    /// order), absorbed into it once the gap below them closes. At most
+    /// [`MAX_PENDING_RANGES`]; beyond that the highest is forgotten and
+    /// anti-entropy fills in.
+    pending: BTreeMap<u32, u32>,
+}
+
+/// Most out-of-order ranges remembered per origin.
+pub const MAX_PENDING_RANGES: usize = 16;
+
+impl Origin {
+    fn new(name: Name, incarnation: u32) -> Origin {
+        Origin {
+            name,
+            incarnation,
+            watermark: 0,
+            points: BTreeMap::new(),
+            pending: BTreeMap::new(),
+        }
+    }
+
+    /// Forgets everything of an older incarnation.
+    fn reset(&mut self, incarnation: u32) {
+        self.incarnation = incarnation;
+        self.watermark = 0;
+        self.points.clear();
+        self.pending.clear();
+    }
+
+    /// Records that `(after, upto]` is held; returns whether the watermark moved.
+    fn hold(&mut self, after: u32, upto: u32) -> bool {
+        if upto <= self.watermark {
+            return false;
+        }
+        if after > self.watermark {
+            let entry = self.pending.entry(after).or_insert(upto);
+            *entry = (*entry).max(upto);
+            if self.pending.len() > MAX_PENDING_RANGES {
+                self.pending.pop_last();
+            }
+            return false;
+        }
+        self.watermark = upto;
+        // Absorb every remembered range the watermark now reaches.
+        while let Some(entry) = self.pending.first_entry() {
+            if *entry.key() > self.watermark {
+                break;
+            }
+            let (_, upto) = entry.remove_entry();
+            self.watermark = self.watermark.max(upto);
+        }
+        true
+    }
 }
 
 /// Why a reading of this node could not be stored. Nothing changed.
@@ -125,15 +178,7 @@ impl Store {
     /// An empty store for node `own`, named `own_name`, in `incarnation`.
     pub fn new(own: NodeId, own_name: Name, incarnation: u32, limits: StoreLimits) -> Store {
         let mut origins = BTreeMap::new();
-        origins.insert(
-            own,
-            Origin {
-                name: own_name,
-                incarnation,
-                watermark: 0,
-                points: BTreeMap::new(),
-            },
-        );
+        origins.insert(own, Origin::new(own_name, incarnation));
         Store {
             own,
             limits,
@@ -241,9 +286,7 @@ impl Store {
         }
         if let Some(known) = self.origins.get_mut(&origin) {
             if incarnation > known.incarnation {
-                known.incarnation = incarnation;
-                known.watermark = 0;
-                known.points.clear();
+                known.reset(incarnation);
                 known.name = name.clone();
                 self.summary = None;
             }
@@ -396,20 +439,16 @@ impl Store {
                 // A new origin changes the version vector even without points.
                 self.summary = None;
             }
-            let origin = self.origins.entry(chunk.origin).or_insert_with(|| Origin {
-                name: chunk.origin_name.clone(),
-                incarnation: chunk.incarnation,
-                watermark: 0,
-                points: BTreeMap::new(),
-            });
+            let origin = self
+                .origins
+                .entry(chunk.origin)
+                .or_insert_with(|| Origin::new(chunk.origin_name.clone(), chunk.incarnation));
             if chunk.incarnation < origin.incarnation {
                 chunk_points.for_each(drop);
                 continue;
             }
             if chunk.incarnation > origin.incarnation {
-                origin.incarnation = chunk.incarnation;
-                origin.watermark = 0;
-                origin.points.clear();
+                origin.reset(chunk.incarnation);
                 self.summary = None;
             }
             origin.name = chunk.origin_name.clone();
@@ -440,8 +479,7 @@ impl Store {
                 applied.changed.push((chunk.origin, update.name.clone()));
                 learned = true;
             }
-            if chunk.after <= origin.watermark && chunk.upto > origin.watermark {
-                origin.watermark = chunk.upto;
+            if origin.hold(chunk.after, chunk.upto) {
                 self.summary = None;
                 learned = true;
             }

@@ -108,7 +108,7 @@ fn a_digest_exchange_copies_everything_missing() {
 }
 
 #[test]
-fn out_of_order_updates_apply_but_hold_the_watermark_until_the_gap_closes() {
+fn out_of_order_updates_apply_at_once_and_the_watermark_closes_over_them() {
     let mut a = store(1);
     let mut b = store(2);
     publish(&mut a, "t", 1.0);
@@ -127,9 +127,7 @@ fn out_of_order_updates_apply_but_hold_the_watermark_until_the_gap_closes() {
         upto: 1,
     }]);
     b.apply(&first[0]);
-    assert_eq!(b.origin(NodeId(1)).map(|o| o.watermark), Some(1));
-    // The digest round finds the rest.
-    sync(&a, &mut b);
+    // The gap closed: the remembered range (1, 2] is absorbed at once.
     assert_eq!(b.origin(NodeId(1)).map(|o| o.watermark), Some(2));
     sync(&b, &mut a);
     assert_eq!(a.hash(), b.hash());
@@ -234,16 +232,16 @@ fn large_ranges_split_into_frames_that_each_claim_a_complete_range() {
         }
     }
     assert_eq!(next_after, 128);
-    // Applied in reverse, the watermark waits; in order, it reaches the end.
+    // Applied in reverse, the watermark waits for the first frame, then
+    // absorbs the ranges remembered above it; in order, it just advances.
     let mut b = Store::new(NodeId(2), n("node-2"), 1, limits);
-    for delta in frames.iter().rev() {
+    for delta in frames.iter().skip(1).rev() {
         b.apply(delta);
     }
+    assert_eq!(b.origin(NodeId(1)).map(|o| o.watermark), Some(0));
+    b.apply(&frames[0]);
     assert_eq!(b.origin(NodeId(1)).map(|o| o.points.len()), Some(128));
-    assert_eq!(
-        b.origin(NodeId(1)).map(|o| o.watermark),
-        Some(frames[0].chunks[0].upto)
-    );
+    assert_eq!(b.origin(NodeId(1)).map(|o| o.watermark), Some(128));
     let mut c = Store::new(NodeId(3), n("node-3"), 1, limits);
     for delta in &frames {
         c.apply(delta);
@@ -345,4 +343,43 @@ fn origins_without_points_still_make_equal_hashes() {
     sync(&b, &mut a);
     assert_eq!(a.origins().len(), 2);
     assert_eq!(a.hash(), b.hash());
+}
+
+#[test]
+fn out_of_order_ranges_are_remembered_up_to_a_limit() {
+    let mut a = store(1);
+    for i in 0..(MAX_PENDING_RANGES as u32 + 5) {
+        publish(&mut a, "t", f64::from(i));
+    }
+    let last = MAX_PENDING_RANGES as u32 + 5;
+    let mut b = store(2);
+    // Every single-update range but the first, newest first.
+    for seq in (2..=last).rev() {
+        let delta = a.deltas(&[Range {
+            origin: NodeId(1),
+            after: seq - 1,
+            upto: seq,
+        }]);
+        if let Some(delta) = delta.first() {
+            b.apply(delta);
+        }
+    }
+    let origin = b.origin(NodeId(1)).expect("known");
+    assert_eq!(origin.watermark, 0);
+    assert_eq!(origin.pending.len(), MAX_PENDING_RANGES, "bounded");
+    b.apply(
+        &a.deltas(&[Range {
+            origin: NodeId(1),
+            after: 0,
+            upto: 1,
+        }])[0],
+    );
+    // The lowest ranges were kept: the watermark climbs as far as they reach,
+    // anti-entropy fills the rest.
+    assert_eq!(
+        b.origin(NodeId(1)).map(|o| o.watermark),
+        Some(MAX_PENDING_RANGES as u32 + 1)
+    );
+    sync(&a, &mut b);
+    assert_eq!(b.origin(NodeId(1)).map(|o| o.watermark), Some(last));
 }
