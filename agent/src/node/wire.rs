@@ -646,18 +646,29 @@ pub fn encoded_len<T: Serialize>(value: &T) -> usize {
     postcard::to_slice(value, &mut scratch).map_or(0, |bytes| bytes.len())
 }
 
-/// Anti-replay state for one sender: the highest counter accepted and a
-/// bitmap of the 64 counters below it (RFC 6479 style, one word).
+/// Words of the replay bitmap.
+const REPLAY_WORDS: usize = 16;
+
+/// How many counters below the highest are still accepted once. A node's
+/// counter is shared by all its destinations, so a burst of unicast replies
+/// to many peers advances it by hundreds between two frames to one peer;
+/// with ordinary reordering, a 64-frame window dropped real frames.
+pub const REPLAY_WINDOW: u64 = ((REPLAY_WORDS - 1) * 64) as u64;
+
+/// Anti-replay state for one sender (RFC 6479): the highest counter accepted
+/// and a ring bitmap of the counters below it, 128 bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ReplayWindow {
     highest: Option<u64>,
-    seen: u64,
+    bitmap: [u64; REPLAY_WORDS],
 }
 
-/// How many counters below the highest are still accepted once.
-pub const REPLAY_WINDOW: u64 = 64;
-
 impl ReplayWindow {
+    fn slot(counter: u64) -> (usize, u64) {
+        let word = (counter / 64) as usize % REPLAY_WORDS;
+        (word, 1u64 << (counter % 64))
+    }
+
     /// Whether a frame with `counter` would be new.
     pub fn is_fresh(&self, counter: u64) -> bool {
         let Some(highest) = self.highest else {
@@ -666,34 +677,38 @@ impl ReplayWindow {
         if counter > highest {
             return true;
         }
-        let behind = highest - counter;
-        behind < REPLAY_WINDOW && self.seen & (1u64 << behind) == 0
+        if highest - counter >= REPLAY_WINDOW {
+            return false;
+        }
+        let (word, bit) = Self::slot(counter);
+        self.bitmap[word] & bit == 0
     }
 
-    /// Records `counter` as seen; call only after the frame authenticated.
+    /// Records `counter` as seen; call only after the frame authenticated
+    /// and `is_fresh` said yes.
     pub fn accept(&mut self, counter: u64) {
         match self.highest {
-            None => {
-                self.highest = Some(counter);
-                self.seen = 1;
-            }
-            Some(highest) if counter > highest => {
-                let shift = counter - highest;
-                self.seen = if shift >= REPLAY_WINDOW {
-                    0
-                } else {
-                    self.seen << shift
-                };
-                self.seen |= 1;
-                self.highest = Some(counter);
-            }
-            Some(highest) => {
-                let behind = highest - counter;
-                if behind < REPLAY_WINDOW {
-                    self.seen |= 1u64 << behind;
+            Some(highest) if counter <= highest => {
+                if highest - counter >= REPLAY_WINDOW {
+                    return;
                 }
             }
+            Some(highest) => {
+                // Clear the words the window slides over (all, past a full turn).
+                let from_word = highest / 64 + 1;
+                let to_word = counter / 64;
+                let steps = (to_word + 1)
+                    .saturating_sub(from_word)
+                    .min(REPLAY_WORDS as u64);
+                for step in 0..steps {
+                    self.bitmap[((from_word + step) as usize) % REPLAY_WORDS] = 0;
+                }
+                self.highest = Some(counter);
+            }
+            None => self.highest = Some(counter),
         }
+        let (word, bit) = Self::slot(counter);
+        self.bitmap[word] |= bit;
     }
 }
 

@@ -374,16 +374,58 @@ fn replay_window_accepts_each_counter_once_and_rejects_old_ones() {
     window.accept(99);
     assert!(!window.is_fresh(99));
     assert!(window.is_fresh(101));
-    window.accept(200);
+    window.accept(100 + REPLAY_WINDOW + 10);
     assert!(!window.is_fresh(100), "fell out of the window");
-    assert!(window.is_fresh(150) && !window.is_fresh(136));
-    window.accept(150);
-    assert!(!window.is_fresh(150));
+    assert!(!window.is_fresh(105), "fell out of the window");
+    let edge = 100 + 10;
+    assert!(window.is_fresh(edge + 1) && !window.is_fresh(edge));
+    window.accept(edge + 1);
+    assert!(!window.is_fresh(edge + 1));
     let new_incarnation = Counter {
         incarnation: 1,
         seq: 1,
     };
     assert!(window.is_fresh(new_incarnation.as_u64()));
+}
+
+#[test]
+fn replay_window_survives_a_burst_to_other_peers() {
+    // A sender replies to 200 other peers between two frames to us, and the
+    // older frame arrives last: it is still accepted, once.
+    let mut window = ReplayWindow::default();
+    window.accept(1);
+    window.accept(202);
+    assert!(window.is_fresh(2));
+    window.accept(2);
+    assert!(!window.is_fresh(2) && !window.is_fresh(202) && !window.is_fresh(1));
+}
+
+#[test]
+fn replay_window_matches_a_simple_model() {
+    // Against a set of every counter ever accepted, over a long random walk.
+    let mut window = ReplayWindow::default();
+    let mut accepted = std::collections::BTreeSet::new();
+    let mut rng = crate::node::rand::Rng::new(11);
+    let mut highest = 0u64;
+    for _ in 0..50_000 {
+        let counter = if rng.chance(0.5) {
+            highest + rng.range(1, 300)
+        } else {
+            highest.saturating_sub(rng.range(0, REPLAY_WINDOW + 200))
+        };
+        let model_fresh = !accepted.contains(&counter)
+            && (accepted.is_empty() || counter > highest || highest - counter < REPLAY_WINDOW);
+        assert_eq!(
+            window.is_fresh(counter),
+            model_fresh,
+            "counter {counter}, highest {highest}"
+        );
+        if model_fresh {
+            window.accept(counter);
+            accepted.insert(counter);
+            highest = highest.max(counter);
+        }
+    }
 }
 
 #[test]
