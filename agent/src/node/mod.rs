@@ -932,7 +932,13 @@ impl Node {
             let label = name
                 .as_ref()
                 .map_or_else(|| id.to_string(), |n| n.to_string());
-            log::info!("node {label}: {from} -> {to}");
+            // SUSPECT comes and goes under loss; only the verdicts are news.
+            let level = match (from, to) {
+                (PeerState::Healthy, PeerState::Suspect)
+                | (PeerState::Suspect, PeerState::Healthy) => log::Level::Debug,
+                _ => log::Level::Info,
+            };
+            log::log!(level, "node {label}: {from} -> {to}");
             if *to == PeerState::Suspect {
                 // Ask the others at once: their vouches must beat unreachable_after.
                 self.pull_beacon(now);
