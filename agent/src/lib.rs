@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub mod node;
+pub mod shell;
 
 /// The running binary's version, target and protocol, for `shoal --version`.
 pub fn version_line() -> String {

@@ -27,3 +27,12 @@ pub const HISTORY_PER_POINT: usize = 32;
 pub const MAX_PENDING_TRANSMITS: usize = 1024;
 /// Most events waiting to be read before new ones are dropped.
 pub const MAX_PENDING_EVENTS: usize = 4096;
+
+/// HTTP API port (on `api.listen`, loopback by default).
+pub const API_PORT: u16 = 8080;
+/// File holding the API token for writes and exec.
+pub const API_TOKEN_FILE: &str = "/var/lib/shoal/api.token";
+/// State directory: node id, incarnation, peers, last values.
+pub const STATE_DIR: &str = "/var/lib/shoal";
+/// Default sampling interval of a sensor.
+pub const SENSOR_INTERVAL: Duration = Duration::from_secs(10);

@@ -5,12 +5,22 @@
 //! Durations are written as strings such as `"500ms"`, `"5s"`, `"2m"`, `"1h"`
 //! and parsed by [`parse_duration`].
 //!
-//! This crate never touches the network or the hardware; the only I/O it will
-//! ever do is reading the configuration file.
+//! The file is validated by [`parse`] / [`load`], which report every problem
+//! at once as `file:line:col: message` ([`Problems`]); [`embedded`] is the
+//! configuration used when no file exists (loopback only, simulated sensors).
+//!
+//! This crate never touches the network or the hardware; its only I/O is
+//! reading the configuration file in [`load`].
 #![warn(missing_docs)]
 #![warn(clippy::unwrap_used)]
 
 pub mod defaults;
 mod duration;
+mod file;
 
 pub use duration::{format_duration, parse_duration, DurationError};
+pub use file::{
+    embedded, is_valid_name, load, parse, Action, ActuatorSection, ApiSection, Broadcast,
+    ComputeSection, Config, ExecutorSection, LimitsSection, LoadError, MeshSection, NodeSection,
+    Problem, Problems, RuleSection, SensorSection, Setting, StateSection, EMBEDDED,
+};

@@ -1,0 +1,115 @@
+//! The command line: parses arguments, runs a command, returns the exit code.
+//!
+//! Exit codes (INTERFACE.md): 0 ok, 1 runtime failure, 2 bad usage or bad
+//! config, 3 agent not reachable. Errors go to stderr as one clear sentence.
+#![allow(clippy::print_stdout)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Where `shoal run` and `shoal check` look without `--config`.
+pub const DEFAULT_CONFIG: &str = "/etc/shoal/shoal.toml";
+
+const USAGE: &str = "usage: shoal <command> [options]
+
+commands:
+  check [--config PATH]   validate a configuration (default /etc/shoal/shoal.toml)
+  --version               version, target and protocol
+
+The agent commands (run, demo, status, get, watch, peers, exec) arrive with
+the networking shell.";
+
+/// Runs the command line `args` (without the program name).
+pub fn run(args: &[String]) -> ExitCode {
+    match args.first().map(String::as_str) {
+        Some("--version" | "-V") => {
+            println!("{}", crate::version_line());
+            ExitCode::SUCCESS
+        }
+        Some("--help" | "-h" | "help") => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Some("check") => match config_flag(&args[1..]) {
+            Ok(path) => check(path),
+            Err(message) => usage_error(&message),
+        },
+        Some(other) => usage_error(&format!("unknown command {other:?}")),
+        None => usage_error("no command given"),
+    }
+}
+
+fn usage_error(message: &str) -> ExitCode {
+    eprintln!("shoal: {message}\n\n{USAGE}");
+    ExitCode::from(2)
+}
+
+/// Parses `[--config PATH]`.
+fn config_flag(args: &[String]) -> Result<Option<PathBuf>, String> {
+    let mut path = None;
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--config" | "-c" => match rest.next() {
+                Some(value) => path = Some(PathBuf::from(value)),
+                None => return Err("--config needs a path".to_owned()),
+            },
+            other => match other.strip_prefix("--config=") {
+                Some(value) => path = Some(PathBuf::from(value)),
+                None => return Err(format!("unexpected argument {other:?}")),
+            },
+        }
+    }
+    Ok(path)
+}
+
+/// `shoal check`: 0 if valid, 2 with one `file:line:col: message` per problem.
+fn check(path: Option<PathBuf>) -> ExitCode {
+    let explicit = path.is_some();
+    let path = path.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+    if !explicit && !path.exists() {
+        let config = shoal_config::embedded();
+        println!(
+            "{}: not found; shoal run would use the embedded defaults (loopback only, {} simulated sensors), which are valid",
+            path.display(),
+            config.sensors.len()
+        );
+        return ExitCode::SUCCESS;
+    }
+    match shoal_config::load(&path) {
+        Ok(config) => {
+            println!(
+                "{}: ok ({}, {}, {}, {}, {})",
+                path.display(),
+                count(config.sensors.len(), "sensor"),
+                count(config.actuators.len(), "actuator"),
+                count(config.executors.len(), "executor"),
+                count(config.rules.len(), "rule"),
+                count(config.computes.len(), "computed point")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(shoal_config::LoadError::Invalid(problems)) => {
+            eprintln!("{problems}");
+            eprintln!(
+                "shoal: {} in {}",
+                count(problems.problems.len(), "problem"),
+                path.display()
+            );
+            ExitCode::from(2)
+        }
+        Err(error) => {
+            eprintln!("shoal: {error}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// "1 sensor", "3 sensors".
+fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}

@@ -1,0 +1,5 @@
+//! The shell: everything that touches the OS (command line today; sockets,
+//! timers, signals and files as the agent grows). The protocol decisions stay
+//! in [`crate::node`].
+
+pub mod cli;

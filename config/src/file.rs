@@ -1,0 +1,1339 @@
+//! The configuration file: its typed form, and the validator that turns TOML
+//! text into it while collecting every problem with its line and column.
+//!
+//! Parsing keeps spans (`toml::de::DeTable`), then a schema walk checks key
+//! names, types and values, applies defaults, and finally cross-checks
+//! (a rule naming a missing executor, duplicate names, timings that cannot
+//! work together). Nothing stops at the first error.
+
+use crate::defaults as d;
+use crate::duration::parse_duration;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+/// One problem in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column (in characters).
+    pub col: usize,
+    /// One sentence.
+    pub message: String,
+}
+
+/// Every problem found in a file, in file order. `Display` prints one
+/// `file:line:col: message` line per problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problems {
+    /// The file the problems are in.
+    pub file: PathBuf,
+    /// The problems, by position.
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, problem) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file.display(),
+                problem.line,
+                problem.col,
+                problem.message
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Problems {}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file was read and is wrong; every problem is listed.
+    #[error("{0}")]
+    Invalid(Problems),
+}
+
+/// Where beacons are broadcast.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Broadcast {
+    /// Every up IPv4 interface's directed broadcast address.
+    Auto,
+    /// One explicit address, e.g. `127.255.255.255`.
+    Address(Ipv4Addr),
+}
+
+/// `[node]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeSection {
+    /// The node's name; `None`: the hostname.
+    pub name: Option<String>,
+}
+
+/// `[mesh]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeshSection {
+    /// UDP beacon port.
+    pub port: u16,
+    /// Unicast address for sync traffic.
+    pub bind: IpAddr,
+    /// Unicast sync port.
+    pub sync_port: u16,
+    /// Where beacons go.
+    pub broadcast: Vec<Broadcast>,
+    /// Static peers beyond the LAN, `host:port`.
+    pub peers: Vec<String>,
+    /// Time between beacons.
+    pub beacon_interval: Duration,
+    /// Silence before SUSPECT.
+    pub suspect_after: Duration,
+    /// Silence before UNREACHABLE.
+    pub unreachable_after: Duration,
+    /// Mesh key file; `None`: an open mesh.
+    pub key_file: Option<PathBuf>,
+}
+
+/// `[api]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiSection {
+    /// HTTP listen address.
+    pub listen: SocketAddr,
+    /// Token needed for writes and exec.
+    pub token_file: PathBuf,
+}
+
+/// `[state]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateSection {
+    /// Where node id, incarnation, peers and last values live.
+    pub dir: PathBuf,
+}
+
+/// `[limits]`: the bounds of every table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitsSection {
+    /// Most nodes tracked.
+    pub max_nodes: usize,
+    /// Most points per node.
+    pub max_points_per_node: usize,
+    /// Most past values per point.
+    pub history_per_point: usize,
+}
+
+/// A scalar setting of a sensor or actuator, kept for its driver to read.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Setting {
+    /// A string.
+    Text(String),
+    /// An integer.
+    Int(i64),
+    /// A float.
+    Float(f64),
+    /// A boolean.
+    Bool(bool),
+    /// A duration string, parsed.
+    Duration(Duration),
+}
+
+/// `[[sensor]]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SensorSection {
+    /// Point name within the node.
+    pub name: String,
+    /// Driver name.
+    pub driver: String,
+    /// Sampling interval.
+    pub interval: Duration,
+    /// Minimum change worth publishing.
+    pub deadband: f64,
+    /// Driver settings (validated by name and type here, by value in `hal`).
+    pub settings: BTreeMap<String, Setting>,
+}
+
+/// `[[actuator]]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActuatorSection {
+    /// Name.
+    pub name: String,
+    /// Driver name.
+    pub driver: String,
+    /// Driver settings.
+    pub settings: BTreeMap<String, Setting>,
+}
+
+/// What an executor does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Set an actuator.
+    Actuator {
+        /// The actuator's name.
+        actuator: String,
+        /// The value to set.
+        set: bool,
+    },
+    /// Run a program (argv, no shell).
+    Command(Vec<String>),
+    /// POST to a URL.
+    Webhook(String),
+}
+
+/// `[[executor]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecutorSection {
+    /// Name.
+    pub name: String,
+    /// What it does.
+    pub action: Action,
+    /// Callable from other nodes.
+    pub remote: bool,
+}
+
+/// `[[rule]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleSection {
+    /// Name.
+    pub name: String,
+    /// The condition (parsed by the rules engine).
+    pub when: String,
+    /// How long the condition must hold.
+    pub hold_for: Duration,
+    /// Executor run when it becomes true.
+    pub run: String,
+    /// Executor run when it becomes false.
+    pub otherwise: Option<String>,
+    /// Inputs older than this are unknown.
+    pub stale_after: Option<Duration>,
+    /// Executor run while an input is unknown.
+    pub on_unknown: Option<String>,
+}
+
+/// `[[compute]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComputeSection {
+    /// Published as this node's point of this name.
+    pub name: String,
+    /// The expression.
+    pub expr: String,
+}
+
+/// A whole, valid configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// `[node]`.
+    pub node: NodeSection,
+    /// `[mesh]`.
+    pub mesh: MeshSection,
+    /// `[api]`.
+    pub api: ApiSection,
+    /// `[state]`.
+    pub state: StateSection,
+    /// `[limits]`.
+    pub limits: LimitsSection,
+    /// `[[sensor]]`s.
+    pub sensors: Vec<SensorSection>,
+    /// `[[actuator]]`s.
+    pub actuators: Vec<ActuatorSection>,
+    /// `[[executor]]`s.
+    pub executors: Vec<ExecutorSection>,
+    /// `[[rule]]`s.
+    pub rules: Vec<RuleSection>,
+    /// `[[compute]]`s.
+    pub computes: Vec<ComputeSection>,
+}
+
+/// The configuration used when no file exists: loopback-only networking
+/// (broadcast to 127.255.255.255, API on 127.0.0.1), state under the system
+/// state directory, and three simulated sensors so something works at once.
+pub const EMBEDDED: &str = include_str!("embedded.toml");
+
+/// Reads and validates `path`.
+pub fn load(path: &Path) -> Result<Config, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse(&text, path).map_err(LoadError::Invalid)
+}
+
+/// The embedded default configuration.
+pub fn embedded() -> Config {
+    match parse(EMBEDDED, Path::new("<embedded>")) {
+        Ok(config) => config,
+        Err(problems) => unreachable!("the embedded config is tested to be valid: {problems}"),
+    }
+}
+
+/// Validates `text` (named `file` in messages).
+pub fn parse(text: &str, file: &Path) -> Result<Config, Problems> {
+    let mut walker = Walker {
+        text,
+        problems: Vec::new(),
+    };
+    let (document, syntax) = DeTable::parse_recoverable(text);
+    for error in &syntax {
+        let span = error.span().unwrap_or(0..0);
+        let message = error.message().trim().trim_end_matches('.').to_owned();
+        walker.problem(span, format!("TOML syntax: {message}"));
+    }
+    // A broken file's recovered tree only yields misleading follow-on errors.
+    let config = if syntax.is_empty() {
+        walker.document(document.get_ref(), document.span())
+    } else {
+        None
+    };
+    if walker.problems.is_empty() {
+        if let Some(config) = config {
+            return Ok(config);
+        }
+    }
+    let mut problems = walker.problems;
+    problems.sort_by_key(|p| (p.line, p.col));
+    problems.dedup();
+    Err(Problems {
+        file: file.to_owned(),
+        problems,
+    })
+}
+
+const SENSOR_DRIVERS: &[(&str, &[&str])] = &[
+    (
+        "sim",
+        &["waveform", "min", "max", "period", "unit", "seed", "value"],
+    ),
+    ("soc_temp", &["zone"]),
+    ("system", &[]),
+    ("bme280", &["bus", "address"]),
+    ("bmp280", &["bus", "address"]),
+    ("sht3x", &["bus", "address"]),
+    ("bh1750", &["bus", "address"]),
+    (
+        "ads1115",
+        &["bus", "address", "channels", "gain", "scale", "unit"],
+    ),
+    ("ds18b20", &["device"]),
+    ("gpio_in", &["pin", "pull", "debounce", "mode"]),
+];
+const SENSOR_COMMON: &[&str] = &[
+    "name",
+    "driver",
+    "interval",
+    "deadband",
+    "max_interval",
+    "timeout",
+];
+const ACTUATOR_DRIVERS: &[(&str, &[&str])] = &[
+    ("gpio_out", &["pin", "active_low", "pulse"]),
+    ("pwm", &["channel", "pin", "frequency"]),
+    ("sim", &[]),
+];
+
+struct Walker<'t> {
+    text: &'t str,
+    problems: Vec<Problem>,
+}
+
+type Value<'i> = Spanned<DeValue<'i>>;
+
+/// A rule with its span and the executor names it refers to, with theirs.
+type LocatedRule = (RuleSection, Range<usize>, Vec<(String, Range<usize>)>);
+
+fn kind(value: &DeValue<'_>) -> &'static str {
+    match value {
+        DeValue::String(_) => "a string",
+        DeValue::Integer(_) => "an integer",
+        DeValue::Float(_) => "a float",
+        DeValue::Boolean(_) => "a boolean",
+        DeValue::Datetime(_) => "a date",
+        DeValue::Array(_) => "an array",
+        DeValue::Table(_) => "a table",
+    }
+}
+
+impl Walker<'_> {
+    fn problem(&mut self, span: Range<usize>, message: String) {
+        let start = span.start.min(self.text.len());
+        let before = &self.text[..start];
+        let line = before.matches('\n').count() + 1;
+        let col = before
+            .rsplit_once('\n')
+            .map_or(before, |(_, tail)| tail)
+            .chars()
+            .count()
+            + 1;
+        self.problems.push(Problem { line, col, message });
+    }
+
+    fn document(&mut self, root: &DeTable<'_>, span: Range<usize>) -> Option<Config> {
+        self.known_keys(
+            root,
+            "",
+            &[
+                "node", "mesh", "api", "state", "limits", "sensor", "actuator", "executor", "rule",
+                "compute",
+            ],
+        );
+        let empty = DeTable::new();
+        let node = self.section(root, "node");
+        let node_table = node.unwrap_or(&empty);
+        self.known_keys(node_table, "node.", &["name"]);
+        let node_name = self.string(node_table, "node.", "name");
+        if let Some((name, name_span)) = &node_name {
+            if !is_valid_name(name) {
+                self.problem(
+                    name_span.clone(),
+                    format!("node.name {name:?} must be 1 to 32 of A-Z a-z 0-9 _ - ."),
+                );
+            }
+        }
+
+        let mesh = self.section(root, "mesh").unwrap_or(&empty);
+        let mesh = self.mesh(mesh);
+        let api = self.section(root, "api").unwrap_or(&empty);
+        self.known_keys(api, "api.", &["listen", "token_file"]);
+        let listen = self
+            .parsed::<SocketAddr>(api, "api.", "listen", "an address like 127.0.0.1:8080")
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], d::API_PORT)));
+        let token_file = self.string(api, "api.", "token_file").map_or_else(
+            || PathBuf::from(d::API_TOKEN_FILE),
+            |(s, _)| PathBuf::from(s),
+        );
+        let state = self.section(root, "state").unwrap_or(&empty);
+        self.known_keys(state, "state.", &["dir"]);
+        let dir = self
+            .string(state, "state.", "dir")
+            .map_or_else(|| PathBuf::from(d::STATE_DIR), |(s, _)| PathBuf::from(s));
+        let limits = self.section(root, "limits").unwrap_or(&empty);
+        let limits = self.limits(limits);
+
+        let sensors = self.array_of_tables(root, "sensor");
+        let sensors: Vec<(SensorSection, Range<usize>)> = sensors
+            .iter()
+            .filter_map(|(t, s)| self.sensor(t, s.clone()))
+            .collect();
+        let actuators = self.array_of_tables(root, "actuator");
+        let actuators: Vec<(ActuatorSection, Range<usize>)> = actuators
+            .iter()
+            .filter_map(|(t, s)| self.actuator(t, s.clone()))
+            .collect();
+        let executors = self.array_of_tables(root, "executor");
+        let executors: Vec<(ExecutorSection, Range<usize>, Option<Range<usize>>)> = executors
+            .iter()
+            .filter_map(|(t, s)| self.executor(t, s.clone()))
+            .collect();
+        let rules = self.array_of_tables(root, "rule");
+        let rules: Vec<LocatedRule> = rules
+            .iter()
+            .filter_map(|(t, s)| self.rule(t, s.clone()))
+            .collect();
+        let computes = self.array_of_tables(root, "compute");
+        let computes: Vec<(ComputeSection, Range<usize>)> = computes
+            .iter()
+            .filter_map(|(t, s)| self.compute(t, s.clone()))
+            .collect();
+
+        // Cross-checks.
+        self.unique(
+            "sensor",
+            sensors
+                .iter()
+                .map(|(s, span)| (s.name.as_str(), span.clone())),
+        );
+        self.unique(
+            "actuator",
+            actuators
+                .iter()
+                .map(|(a, span)| (a.name.as_str(), span.clone())),
+        );
+        self.unique(
+            "executor",
+            executors
+                .iter()
+                .map(|(e, span, _)| (e.name.as_str(), span.clone())),
+        );
+        self.unique(
+            "rule",
+            rules
+                .iter()
+                .map(|(r, span, _)| (r.name.as_str(), span.clone())),
+        );
+        let points: Vec<(&str, Range<usize>)> = sensors
+            .iter()
+            .map(|(s, span)| (s.name.as_str(), span.clone()))
+            .chain(
+                computes
+                    .iter()
+                    .map(|(c, span)| (c.name.as_str(), span.clone())),
+            )
+            .collect();
+        self.unique("point (sensor or compute)", points.into_iter());
+        let actuator_names: BTreeSet<&str> =
+            actuators.iter().map(|(a, _)| a.name.as_str()).collect();
+        for (executor, _, actuator_span) in &executors {
+            if let Action::Actuator { actuator, .. } = &executor.action {
+                if !actuator_names.contains(actuator.as_str()) {
+                    self.problem(
+                        actuator_span.clone().unwrap_or(0..0),
+                        format!(
+                            "executor {:?} sets actuator {actuator:?}, which is not defined",
+                            executor.name
+                        ),
+                    );
+                }
+            }
+        }
+        let executor_names: BTreeSet<&str> =
+            executors.iter().map(|(e, _, _)| e.name.as_str()).collect();
+        for (rule, _, references) in &rules {
+            for (executor, span) in references {
+                if !executor_names.contains(executor.as_str()) {
+                    self.problem(
+                        span.clone(),
+                        format!(
+                            "rule {:?} names executor {executor:?}, which is not defined",
+                            rule.name
+                        ),
+                    );
+                }
+            }
+        }
+        let _ = span;
+        Some(Config {
+            node: NodeSection {
+                name: node_name.map(|(name, _)| name),
+            },
+            mesh: mesh?,
+            api: ApiSection { listen, token_file },
+            state: StateSection { dir },
+            limits,
+            sensors: sensors.into_iter().map(|(s, _)| s).collect(),
+            actuators: actuators.into_iter().map(|(a, _)| a).collect(),
+            executors: executors.into_iter().map(|(e, _, _)| e).collect(),
+            rules: rules.into_iter().map(|(r, _, _)| r).collect(),
+            computes: computes.into_iter().map(|(c, _)| c).collect(),
+        })
+    }
+
+    fn mesh(&mut self, table: &DeTable<'_>) -> Option<MeshSection> {
+        let p = "mesh.";
+        self.known_keys(
+            table,
+            p,
+            &[
+                "port",
+                "bind",
+                "sync_port",
+                "broadcast",
+                "peers",
+                "beacon_interval",
+                "suspect_after",
+                "unreachable_after",
+                "key_file",
+            ],
+        );
+        let port = self.port(table, p, "port").unwrap_or(d::MESH_PORT);
+        let sync_port = self.port(table, p, "sync_port").unwrap_or(d::SYNC_PORT);
+        if port == sync_port {
+            if let Some(span) = self.span_of(table, "sync_port") {
+                self.problem(
+                    span,
+                    format!("mesh.sync_port must differ from mesh.port ({port})"),
+                );
+            }
+        }
+        let bind = self
+            .parsed::<IpAddr>(table, p, "bind", "an IP address like 0.0.0.0")
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let mut broadcast = Vec::new();
+        match self.strings(table, p, "broadcast") {
+            None => broadcast.push(Broadcast::Auto),
+            Some(items) => {
+                for (item, span) in items {
+                    if item == "auto" {
+                        broadcast.push(Broadcast::Auto);
+                    } else {
+                        match item.parse::<Ipv4Addr>() {
+                            Ok(address) => broadcast.push(Broadcast::Address(address)),
+                            Err(_) => self.problem(
+                                span,
+                                format!("mesh.broadcast entry {item:?} must be \"auto\" or an IPv4 address"),
+                            ),
+                        }
+                    }
+                }
+            }
+        }
+        let mut peers = Vec::new();
+        for (peer, span) in self.strings(table, p, "peers").unwrap_or_default() {
+            let valid = peer.rsplit_once(':').is_some_and(|(host, port)| {
+                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+            });
+            if valid {
+                peers.push(peer);
+            } else {
+                self.problem(span, format!("mesh.peers entry {peer:?} must be host:port"));
+            }
+        }
+        let beacon_interval = self
+            .duration(table, p, "beacon_interval")
+            .unwrap_or(d::BEACON_INTERVAL);
+        let suspect_after = self
+            .duration(table, p, "suspect_after")
+            .unwrap_or(d::SUSPECT_AFTER);
+        let unreachable_after = self
+            .duration(table, p, "unreachable_after")
+            .unwrap_or(d::UNREACHABLE_AFTER);
+        if beacon_interval.is_zero() {
+            let span = self.span_of(table, "beacon_interval").unwrap_or(0..0);
+            self.problem(span, "mesh.beacon_interval must be above zero".to_owned());
+        } else if suspect_after < beacon_interval * 2 {
+            let span = self
+                .span_of(table, "suspect_after")
+                .or_else(|| self.span_of(table, "beacon_interval"))
+                .unwrap_or(0..0);
+            self.problem(
+                span,
+                format!(
+                    "mesh.suspect_after ({}) must be at least twice mesh.beacon_interval ({}), or one lost beacon looks like a failure",
+                    crate::format_duration(suspect_after),
+                    crate::format_duration(beacon_interval)
+                ),
+            );
+        }
+        if unreachable_after <= suspect_after {
+            let span = self
+                .span_of(table, "unreachable_after")
+                .or_else(|| self.span_of(table, "suspect_after"))
+                .unwrap_or(0..0);
+            self.problem(
+                span,
+                format!(
+                    "mesh.unreachable_after ({}) must be later than mesh.suspect_after ({})",
+                    crate::format_duration(unreachable_after),
+                    crate::format_duration(suspect_after)
+                ),
+            );
+        }
+        let key_file = self
+            .string(table, p, "key_file")
+            .map(|(s, _)| PathBuf::from(s));
+        Some(MeshSection {
+            port,
+            bind,
+            sync_port,
+            broadcast,
+            peers,
+            beacon_interval,
+            suspect_after,
+            unreachable_after,
+            key_file,
+        })
+    }
+
+    fn limits(&mut self, table: &DeTable<'_>) -> LimitsSection {
+        let p = "limits.";
+        self.known_keys(
+            table,
+            p,
+            &["max_nodes", "max_points_per_node", "history_per_point"],
+        );
+        let count = |walker: &mut Self, key: &str, default: usize, min: i64| {
+            walker
+                .integer(table, p, key)
+                .and_then(|(value, span)| {
+                    if (min..=1_000_000).contains(&value) {
+                        Some(value as usize)
+                    } else {
+                        walker.problem(span, format!("{p}{key} must be between {min} and 1000000"));
+                        None
+                    }
+                })
+                .unwrap_or(default)
+        };
+        LimitsSection {
+            max_nodes: count(self, "max_nodes", d::MAX_NODES, 1),
+            max_points_per_node: count(self, "max_points_per_node", d::MAX_POINTS_PER_NODE, 1),
+            history_per_point: count(self, "history_per_point", d::HISTORY_PER_POINT, 0),
+        }
+    }
+
+    fn sensor(
+        &mut self,
+        table: &DeTable<'_>,
+        span: Range<usize>,
+    ) -> Option<(SensorSection, Range<usize>)> {
+        let p = "sensor.";
+        let name = self.required_name(table, p, span.clone());
+        let driver = self.required_string(table, p, "driver", span.clone());
+        let driver_keys = driver.as_ref().and_then(|(driver, driver_span)| {
+            let keys = SENSOR_DRIVERS
+                .iter()
+                .find(|(name, _)| name == driver)
+                .map(|(_, keys)| *keys);
+            if keys.is_none() {
+                let known: Vec<&str> = SENSOR_DRIVERS.iter().map(|(name, _)| *name).collect();
+                self.problem(
+                    driver_span.clone(),
+                    format!(
+                        "unknown sensor driver {driver:?}; known: {}",
+                        known.join(", ")
+                    ),
+                );
+            }
+            keys
+        });
+        let allowed: Vec<&str> = SENSOR_COMMON
+            .iter()
+            .chain(driver_keys.unwrap_or(&[]).iter())
+            .copied()
+            .collect();
+        if driver_keys.is_some() {
+            self.known_keys(table, p, &allowed);
+        }
+        let interval = self
+            .duration(table, p, "interval")
+            .unwrap_or(d::SENSOR_INTERVAL);
+        if interval.is_zero() {
+            let span = self.span_of(table, "interval").unwrap_or(span.clone());
+            self.problem(span, "sensor.interval must be above zero".to_owned());
+        }
+        let deadband = self.float(table, p, "deadband").unwrap_or(0.0);
+        if deadband < 0.0 {
+            let span = self.span_of(table, "deadband").unwrap_or(span.clone());
+            self.problem(span, "sensor.deadband must not be negative".to_owned());
+        }
+        let settings = self.settings(
+            table,
+            p,
+            &allowed,
+            &["name", "driver", "interval", "deadband"],
+        );
+        if let Some((driver, _)) = &driver {
+            if driver == "sim" {
+                self.check_sim(table, &settings, span.clone());
+            }
+        }
+        Some((
+            SensorSection {
+                name: name?.0,
+                driver: driver?.0,
+                interval,
+                deadband,
+                settings,
+            },
+            span,
+        ))
+    }
+
+    fn check_sim(
+        &mut self,
+        table: &DeTable<'_>,
+        settings: &BTreeMap<String, Setting>,
+        span: Range<usize>,
+    ) {
+        let waveform = match settings.get("waveform") {
+            Some(Setting::Text(w)) => w.as_str(),
+            _ => "sine",
+        };
+        if !["sine", "walk", "step", "constant"].contains(&waveform) {
+            let span = self.span_of(table, "waveform").unwrap_or(span.clone());
+            self.problem(
+                span,
+                format!("sensor.waveform {waveform:?} must be sine, walk, step or constant"),
+            );
+        }
+        let number = |key: &str| match settings.get(key) {
+            Some(Setting::Float(v)) => Some(*v),
+            Some(Setting::Int(v)) => Some(*v as f64),
+            _ => None,
+        };
+        if waveform == "constant" {
+            if number("value").is_none() {
+                self.problem(span, "a constant simulated sensor needs `value`".to_owned());
+            }
+        } else if let (Some(min), Some(max)) = (number("min"), number("max")) {
+            if min >= max {
+                let span = self.span_of(table, "max").unwrap_or(span);
+                self.problem(
+                    span,
+                    format!("sensor.max ({max}) must be above sensor.min ({min})"),
+                );
+            }
+        }
+    }
+
+    fn actuator(
+        &mut self,
+        table: &DeTable<'_>,
+        span: Range<usize>,
+    ) -> Option<(ActuatorSection, Range<usize>)> {
+        let p = "actuator.";
+        let name = self.required_name(table, p, span.clone());
+        let driver = self.required_string(table, p, "driver", span.clone());
+        let driver_keys = driver.as_ref().and_then(|(driver, driver_span)| {
+            let keys = ACTUATOR_DRIVERS
+                .iter()
+                .find(|(name, _)| name == driver)
+                .map(|(_, keys)| *keys);
+            if keys.is_none() {
+                self.problem(
+                    driver_span.clone(),
+                    format!("unknown actuator driver {driver:?}; known: gpio_out, pwm, sim"),
+                );
+            }
+            keys
+        });
+        let allowed: Vec<&str> = ["name", "driver"]
+            .iter()
+            .chain(driver_keys.unwrap_or(&[]).iter())
+            .copied()
+            .collect();
+        if driver_keys.is_some() {
+            self.known_keys(table, p, &allowed);
+        }
+        let settings = self.settings(table, p, &allowed, &["name", "driver"]);
+        Some((
+            ActuatorSection {
+                name: name?.0,
+                driver: driver?.0,
+                settings,
+            },
+            span,
+        ))
+    }
+
+    fn executor(
+        &mut self,
+        table: &DeTable<'_>,
+        span: Range<usize>,
+    ) -> Option<(ExecutorSection, Range<usize>, Option<Range<usize>>)> {
+        let p = "executor.";
+        self.known_keys(table, p, &["name", "action", "remote", "timeout", "policy"]);
+        let name = self.required_name(table, p, span.clone());
+        let remote = self.boolean(table, p, "remote").unwrap_or(false);
+        let mut actuator_span = None;
+        let action = match table.get("action").map(|v| (v.get_ref(), v.span())) {
+            None => {
+                self.problem(span.clone(), "executor needs `action`".to_owned());
+                None
+            }
+            Some((DeValue::Table(action), action_span)) => {
+                let q = "executor.action.";
+                self.known_keys(action, q, &["actuator", "set", "command", "webhook"]);
+                let actuator = self.string(action, q, "actuator");
+                let command = self.strings(action, q, "command");
+                let webhook = self.string(action, q, "webhook");
+                let set = self.boolean(action, q, "set");
+                let kinds = usize::from(actuator.is_some())
+                    + usize::from(command.is_some())
+                    + usize::from(webhook.is_some());
+                if kinds != 1 {
+                    self.problem(
+                        action_span,
+                        "executor.action needs exactly one of actuator, command or webhook"
+                            .to_owned(),
+                    );
+                    None
+                } else if let Some((actuator, a_span)) = actuator {
+                    actuator_span = Some(a_span);
+                    match set {
+                        Some(set) => Some(Action::Actuator { actuator, set }),
+                        None => {
+                            self.problem(
+                                action_span,
+                                "executor.action with actuator needs `set`".to_owned(),
+                            );
+                            None
+                        }
+                    }
+                } else if let Some(argv) = command {
+                    if argv.is_empty() {
+                        self.problem(
+                            action_span,
+                            "executor.action.command must not be empty".to_owned(),
+                        );
+                        None
+                    } else {
+                        Some(Action::Command(argv.into_iter().map(|(s, _)| s).collect()))
+                    }
+                } else if let Some((url, url_span)) = webhook {
+                    if url.starts_with("http://") || url.starts_with("https://") {
+                        Some(Action::Webhook(url))
+                    } else {
+                        self.problem(url_span, format!("executor.action.webhook {url:?} must be an http:// or https:// URL"));
+                        None
+                    }
+                } else {
+                    None
+                }
+            }
+            Some((other, action_span)) => {
+                self.problem(
+                    action_span,
+                    format!("executor.action must be a table, not {}", kind(other)),
+                );
+                None
+            }
+        };
+        Some((
+            ExecutorSection {
+                name: name?.0,
+                action: action?,
+                remote,
+            },
+            span,
+            actuator_span,
+        ))
+    }
+
+    fn rule(&mut self, table: &DeTable<'_>, span: Range<usize>) -> Option<LocatedRule> {
+        let p = "rule.";
+        self.known_keys(
+            table,
+            p,
+            &[
+                "name",
+                "when",
+                "for",
+                "do",
+                "else",
+                "stale_after",
+                "on_unknown",
+                "until",
+            ],
+        );
+        let name = self.required_name(table, p, span.clone());
+        let when = self.required_string(table, p, "when", span.clone());
+        let run = self.required_string(table, p, "do", span.clone());
+        let otherwise = self.string(table, p, "else");
+        let on_unknown = self.string(table, p, "on_unknown");
+        let hold_for = self.duration(table, p, "for").unwrap_or(Duration::ZERO);
+        let stale_after = self.duration(table, p, "stale_after");
+        if let Some((when, when_span)) = &when {
+            if when.trim().is_empty() {
+                self.problem(when_span.clone(), "rule.when must not be empty".to_owned());
+            }
+        }
+        let references: Vec<(String, Range<usize>)> = [&run, &otherwise, &on_unknown]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        Some((
+            RuleSection {
+                name: name?.0,
+                when: when?.0,
+                hold_for,
+                run: run?.0,
+                otherwise: otherwise.map(|(s, _)| s),
+                stale_after,
+                on_unknown: on_unknown.map(|(s, _)| s),
+            },
+            span,
+            references,
+        ))
+    }
+
+    fn compute(
+        &mut self,
+        table: &DeTable<'_>,
+        span: Range<usize>,
+    ) -> Option<(ComputeSection, Range<usize>)> {
+        let p = "compute.";
+        self.known_keys(table, p, &["name", "expr"]);
+        let name = self.required_name(table, p, span.clone());
+        let expr = self.required_string(table, p, "expr", span.clone());
+        Some((
+            ComputeSection {
+                name: name?.0,
+                expr: expr?.0,
+            },
+            span,
+        ))
+    }
+
+    // ----- building blocks -----
+
+    fn unique<'a>(&mut self, what: &str, names: impl Iterator<Item = (&'a str, Range<usize>)>) {
+        let mut seen = BTreeSet::new();
+        for (name, span) in names {
+            if !seen.insert(name) {
+                self.problem(span, format!("duplicate {what} name {name:?}"));
+            }
+        }
+    }
+
+    fn known_keys(&mut self, table: &DeTable<'_>, prefix: &str, allowed: &[&str]) {
+        for (key, _) in table.iter() {
+            if !allowed.contains(&key.get_ref().as_ref()) {
+                let mut sorted = allowed.to_vec();
+                sorted.sort_unstable();
+                self.problem(
+                    key.span(),
+                    format!(
+                        "unknown key `{prefix}{}`; expected one of: {}",
+                        key.get_ref(),
+                        sorted.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+
+    fn span_of(&self, table: &DeTable<'_>, key: &str) -> Option<Range<usize>> {
+        table.get(key).map(Spanned::span)
+    }
+
+    fn section<'a, 'i>(&mut self, root: &'a DeTable<'i>, key: &str) -> Option<&'a DeTable<'i>> {
+        match root.get(key).map(|v| (v.get_ref(), v.span())) {
+            None => None,
+            Some((DeValue::Table(table), _)) => Some(table),
+            Some((other, span)) => {
+                self.problem(
+                    span,
+                    format!("[{key}] must be a table, not {}", kind(other)),
+                );
+                None
+            }
+        }
+    }
+
+    fn array_of_tables<'a, 'i>(
+        &mut self,
+        root: &'a DeTable<'i>,
+        key: &str,
+    ) -> Vec<(&'a DeTable<'i>, Range<usize>)> {
+        match root.get(key).map(|v| (v.get_ref(), v.span())) {
+            None => Vec::new(),
+            Some((DeValue::Array(items), _)) => items
+                .iter()
+                .filter_map(|item| match item.get_ref() {
+                    DeValue::Table(table) => Some((table, item.span())),
+                    other => {
+                        self.problem(
+                            item.span(),
+                            format!("[[{key}]] entries must be tables, not {}", kind(other)),
+                        );
+                        None
+                    }
+                })
+                .collect(),
+            Some((other, span)) => {
+                self.problem(
+                    span,
+                    format!("`{key}` must be written [[{key}]], not {}", kind(other)),
+                );
+                Vec::new()
+            }
+        }
+    }
+
+    fn get<'a, 'i>(&self, table: &'a DeTable<'i>, key: &str) -> Option<&'a Value<'i>> {
+        table.get(key)
+    }
+
+    fn wrong_type(&mut self, value: &Value<'_>, prefix: &str, key: &str, expected: &str) {
+        self.problem(
+            value.span(),
+            format!(
+                "{prefix}{key} must be {expected}, not {}",
+                kind(value.get_ref())
+            ),
+        );
+    }
+
+    fn string(
+        &mut self,
+        table: &DeTable<'_>,
+        prefix: &str,
+        key: &str,
+    ) -> Option<(String, Range<usize>)> {
+        let value = self.get(table, key)?;
+        match value.get_ref() {
+            DeValue::String(s) => Some((s.to_string(), value.span())),
+            _ => {
+                self.wrong_type(value, prefix, key, "a string");
+                None
+            }
+        }
+    }
+
+    fn required_string(
+        &mut self,
+        table: &DeTable<'_>,
+        prefix: &str,
+        key: &str,
+        table_span: Range<usize>,
+    ) -> Option<(String, Range<usize>)> {
+        if table.get(key).is_none() {
+            let what = prefix.trim_end_matches('.');
+            self.problem(table_span, format!("{what} needs `{key}`"));
+            return None;
+        }
+        self.string(table, prefix, key)
+    }
+
+    fn required_name(
+        &mut self,
+        table: &DeTable<'_>,
+        prefix: &str,
+        table_span: Range<usize>,
+    ) -> Option<(String, Range<usize>)> {
+        let (name, span) = self.required_string(table, prefix, "name", table_span)?;
+        if is_valid_name(&name) {
+            Some((name, span))
+        } else {
+            self.problem(
+                span,
+                format!("{prefix}name {name:?} must be 1 to 32 of A-Z a-z 0-9 _ - ."),
+            );
+            None
+        }
+    }
+
+    fn strings(
+        &mut self,
+        table: &DeTable<'_>,
+        prefix: &str,
+        key: &str,
+    ) -> Option<Vec<(String, Range<usize>)>> {
+        let value = self.get(table, key)?;
+        match value.get_ref() {
+            DeValue::Array(items) => {
+                let mut out = Vec::new();
+                for item in items.iter() {
+                    match item.get_ref() {
+                        DeValue::String(s) => out.push((s.to_string(), item.span())),
+                        other => self.problem(
+                            item.span(),
+                            format!("{prefix}{key} entries must be strings, not {}", kind(other)),
+                        ),
+                    }
+                }
+                Some(out)
+            }
+            _ => {
+                self.wrong_type(value, prefix, key, "an array of strings");
+                None
+            }
+        }
+    }
+
+    fn integer(
+        &mut self,
+        table: &DeTable<'_>,
+        prefix: &str,
+        key: &str,
+    ) -> Option<(i64, Range<usize>)> {
+        let value = self.get(table, key)?;
+        match value.get_ref() {
+            DeValue::Integer(integer) => {
+                let digits = integer.as_str().replace('_', "");
+                let parsed = match integer.radix() {
+                    10 => digits.parse::<i64>().ok(),
+                    radix => {
+                        let unprefixed = ["0x", "0o", "0b"]
+                            .iter()
+                            .find_map(|prefix| digits.strip_prefix(prefix))
+                            .unwrap_or(&digits);
+                        i64::from_str_radix(unprefixed, radix).ok()
+                    }
+                };
+                match parsed {
+                    Some(v) => Some((v, value.span())),
+                    None => {
+                        self.problem(value.span(), format!("{prefix}{key} is out of range"));
+                        None
+                    }
+                }
+            }
+            _ => {
+                self.wrong_type(value, prefix, key, "an integer");
+                None
+            }
+        }
+    }
+
+    fn float(&mut self, table: &DeTable<'_>, prefix: &str, key: &str) -> Option<f64> {
+        let value = self.get(table, key)?;
+        match value.get_ref() {
+            DeValue::Float(float) => match float.as_str().replace('_', "").parse::<f64>() {
+                Ok(v) if v.is_finite() => Some(v),
+                _ => {
+                    self.problem(
+                        value.span(),
+                        format!("{prefix}{key} must be a finite number"),
+                    );
+                    None
+                }
+            },
+            DeValue::Integer(_) => self.integer(table, prefix, key).map(|(v, _)| v as f64),
+            _ => {
+                self.wrong_type(value, prefix, key, "a number");
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, table: &DeTable<'_>, prefix: &str, key: &str) -> Option<bool> {
+        let value = self.get(table, key)?;
+        match value.get_ref() {
+            DeValue::Boolean(b) => Some(*b),
+            _ => {
+                self.wrong_type(value, prefix, key, "true or false");
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, table: &DeTable<'_>, prefix: &str, key: &str) -> Option<Duration> {
+        let (text, span) = match self.get(table, key)?.get_ref() {
+            DeValue::String(_) => self.string(table, prefix, key)?,
+            _ => {
+                let value = self.get(table, key)?;
+                self.wrong_type(value, prefix, key, "a duration string like \"5s\"");
+                return None;
+            }
+        };
+        match parse_duration(&text) {
+            Ok(duration) => Some(duration),
+            Err(error) => {
+                self.problem(span, format!("{prefix}{key}: {error}"));
+                None
+            }
+        }
+    }
+
+    fn port(&mut self, table: &DeTable<'_>, prefix: &str, key: &str) -> Option<u16> {
+        let (value, span) = self.integer(table, prefix, key)?;
+        match u16::try_from(value) {
+            Ok(port) if port > 0 => Some(port),
+            _ => {
+                self.problem(
+                    span,
+                    format!("{prefix}{key} must be a port between 1 and 65535, not {value}"),
+                );
+                None
+            }
+        }
+    }
+
+    fn parsed<T: std::str::FromStr>(
+        &mut self,
+        table: &DeTable<'_>,
+        prefix: &str,
+        key: &str,
+        expected: &str,
+    ) -> Option<T> {
+        let (text, span) = self.string(table, prefix, key)?;
+        match text.parse::<T>() {
+            Ok(value) => Some(value),
+            Err(_) => {
+                self.problem(span, format!("{prefix}{key} {text:?} must be {expected}"));
+                None
+            }
+        }
+    }
+
+    /// Driver settings: every allowed key but the common ones, as scalars.
+    fn settings(
+        &mut self,
+        table: &DeTable<'_>,
+        prefix: &str,
+        allowed: &[&str],
+        common: &[&str],
+    ) -> BTreeMap<String, Setting> {
+        let mut settings = BTreeMap::new();
+        for (key, value) in table.iter() {
+            let key = key.get_ref().as_ref();
+            if common.contains(&key) || !allowed.contains(&key) {
+                continue;
+            }
+            let setting = match value.get_ref() {
+                DeValue::String(s) => match parse_duration(s) {
+                    Ok(duration)
+                        if ["period", "max_interval", "timeout", "debounce", "pulse"]
+                            .contains(&key) =>
+                    {
+                        Some(Setting::Duration(duration))
+                    }
+                    Err(error)
+                        if ["period", "max_interval", "timeout", "debounce", "pulse"]
+                            .contains(&key) =>
+                    {
+                        self.problem(value.span(), format!("{prefix}{key}: {error}"));
+                        None
+                    }
+                    _ => Some(Setting::Text(s.to_string())),
+                },
+                DeValue::Integer(_) => self
+                    .integer(table, prefix, key)
+                    .map(|(v, _)| Setting::Int(v)),
+                DeValue::Float(_) => self.float(table, prefix, key).map(Setting::Float),
+                DeValue::Boolean(b) => Some(Setting::Bool(*b)),
+                DeValue::Array(items) => {
+                    // Lists (e.g. ads1115 channels) are kept as comma-joined text.
+                    let mut parts = Vec::new();
+                    for item in items.iter() {
+                        match item.get_ref() {
+                            DeValue::String(s) => parts.push(s.to_string()),
+                            DeValue::Integer(i) => parts.push(i.as_str().replace('_', "")),
+                            DeValue::Float(f) => parts.push(f.as_str().replace('_', "")),
+                            other => self.problem(
+                                item.span(),
+                                format!(
+                                    "{prefix}{key} entries must be scalars, not {}",
+                                    kind(other)
+                                ),
+                            ),
+                        }
+                    }
+                    Some(Setting::Text(parts.join(",")))
+                }
+                other => {
+                    self.problem(
+                        value.span(),
+                        format!("{prefix}{key} must be a scalar, not {}", kind(other)),
+                    );
+                    None
+                }
+            };
+            if let Some(setting) = setting {
+                settings.insert(key.to_owned(), setting);
+            }
+        }
+        settings
+    }
+}
+
+/// Node, point, sensor, executor and rule names: 1 to 32 of `A-Z a-z 0-9 _ - .`.
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 32
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,269 @@
+use super::*;
+
+fn check(text: &str) -> Result<Config, Problems> {
+    parse(text, Path::new("test.toml"))
+}
+
+/// `line:col: message` lines of a file that must be invalid.
+fn problems(text: &str) -> Vec<String> {
+    match check(text) {
+        Ok(config) => panic!("expected problems, got {config:?}"),
+        Err(problems) => problems
+            .problems
+            .iter()
+            .map(|p| format!("{}:{}: {}", p.line, p.col, p.message))
+            .collect(),
+    }
+}
+
+#[test]
+fn the_embedded_config_is_valid_and_loopback_only() {
+    let config = embedded();
+    assert_eq!(config.mesh.bind, IpAddr::V4(Ipv4Addr::LOCALHOST));
+    assert_eq!(
+        config.mesh.broadcast,
+        vec![Broadcast::Address(Ipv4Addr::new(127, 255, 255, 255))]
+    );
+    assert!(config.api.listen.ip().is_loopback());
+    assert_eq!(config.sensors.len(), 3);
+    assert!(config.sensors.iter().all(|s| s.driver == "sim"));
+}
+
+#[test]
+fn the_shipped_example_config_is_valid() {
+    let text = include_str!("../../shoal.example.toml");
+    let config = check(text).unwrap_or_else(|problems| panic!("{problems}"));
+    assert_eq!(config.node.name.as_deref(), Some("livingroom"));
+    assert_eq!(config.rules[0].run, "fan_on");
+    assert_eq!(config.rules[0].hold_for, Duration::from_secs(30));
+    assert_eq!(
+        config.sensors[0].settings.get("address"),
+        Some(&Setting::Int(0x76))
+    );
+    assert_eq!(
+        config.executors[0].action,
+        Action::Actuator {
+            actuator: "fan".into(),
+            set: true
+        }
+    );
+}
+
+#[test]
+fn an_empty_file_means_every_default() {
+    let config = check("").expect("valid");
+    assert_eq!(config.mesh.port, d::MESH_PORT);
+    assert_eq!(config.mesh.sync_port, d::SYNC_PORT);
+    assert_eq!(config.mesh.broadcast, vec![Broadcast::Auto]);
+    assert_eq!(config.mesh.beacon_interval, d::BEACON_INTERVAL);
+    assert_eq!(config.mesh.suspect_after, d::SUSPECT_AFTER);
+    assert_eq!(config.mesh.unreachable_after, d::UNREACHABLE_AFTER);
+    assert_eq!(config.limits.max_nodes, d::MAX_NODES);
+    assert_eq!(config.state.dir, PathBuf::from(d::STATE_DIR));
+    assert_eq!(config.api.listen, SocketAddr::from(([127, 0, 0, 1], 8080)));
+    assert!(config.sensors.is_empty() && config.mesh.key_file.is_none());
+}
+
+#[test]
+fn every_problem_is_reported_at_once_with_its_position() {
+    let text = r#"[mesh]
+port = 0
+colour = "blue"
+beacon_interval = "5s"
+
+[[sensor]]
+name = "t"
+driver = "sim"
+
+[[sensor]]
+name = "t"
+driver = "bme999"
+
+[[executor]]
+name = "fan_on"
+action = { command = ["/bin/true"] }
+
+[[rule]]
+name = "cool"
+when = "t > 1"
+do = "fan_of"
+"#;
+    assert_eq!(
+        problems(text),
+        vec![
+            "2:8: mesh.port must be a port between 1 and 65535, not 0",
+            "3:1: unknown key `mesh.colour`; expected one of: beacon_interval, bind, broadcast, key_file, peers, port, suspect_after, sync_port, unreachable_after",
+            "4:19: mesh.suspect_after (2s) must be at least twice mesh.beacon_interval (5s), or one lost beacon looks like a failure",
+            "10:1: duplicate sensor name \"t\"",
+            "10:1: duplicate point (sensor or compute) name \"t\"",
+            "12:10: unknown sensor driver \"bme999\"; known: sim, soc_temp, system, bme280, bmp280, sht3x, bh1750, ads1115, ds18b20, gpio_in",
+            "21:6: rule \"cool\" names executor \"fan_of\", which is not defined",
+        ]
+    );
+}
+
+#[test]
+fn wrong_types_name_the_key_and_what_was_expected() {
+    let text = "[mesh]\nport = \"20194\"\nbroadcast = \"auto\"\nsuspect_after = 2\n[api]\nlisten = \"localhost\"\n";
+    assert_eq!(
+        problems(text),
+        vec![
+            "2:8: mesh.port must be an integer, not a string",
+            "3:13: mesh.broadcast must be an array of strings, not a string",
+            "4:17: mesh.suspect_after must be a duration string like \"5s\", not an integer",
+            "6:10: api.listen \"localhost\" must be an address like 127.0.0.1:8080",
+        ]
+    );
+}
+
+#[test]
+fn syntax_errors_have_positions_too() {
+    let found = problems("[mesh]\nport = 20194\nbind = \n");
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].starts_with("3:"), "{found:?}");
+    assert!(found[0].contains("TOML syntax"), "{found:?}");
+}
+
+#[test]
+fn durations_names_and_addresses_are_checked() {
+    let text = r#"[node]
+name = "living room"
+[mesh]
+unreachable_after = "3 seconds"
+broadcast = ["auto", "10.0.0.255", "everywhere"]
+peers = ["gateway:20195", "nohost", "x:0"]
+sync_port = 20194
+"#;
+    assert_eq!(
+        problems(text),
+        vec![
+            "2:8: node.name \"living room\" must be 1 to 32 of A-Z a-z 0-9 _ - .",
+            "4:21: mesh.unreachable_after: missing or unknown unit in \"3 seconds\": use ms, s, m or h, e.g. \"500ms\"",
+            "5:36: mesh.broadcast entry \"everywhere\" must be \"auto\" or an IPv4 address",
+            "6:27: mesh.peers entry \"nohost\" must be host:port",
+            "6:37: mesh.peers entry \"x:0\" must be host:port",
+            "7:13: mesh.sync_port must differ from mesh.port (20194)",
+        ]
+    );
+}
+
+#[test]
+fn executors_and_rules_are_cross_checked() {
+    let text = r#"[[actuator]]
+name = "fan"
+driver = "gpio_out"
+pin = 17
+
+[[executor]]
+name = "heat"
+action = { actuator = "heater", set = true }
+
+[[executor]]
+name = "both"
+action = { command = ["x"], webhook = "http://x" }
+
+[[executor]]
+name = "hook"
+action = { webhook = "ftp://x" }
+
+[[rule]]
+name = "r"
+do = "heat"
+"#;
+    assert_eq!(
+        problems(text),
+        vec![
+            "8:23: executor \"heat\" sets actuator \"heater\", which is not defined",
+            "12:10: executor.action needs exactly one of actuator, command or webhook",
+            "16:22: executor.action.webhook \"ftp://x\" must be an http:// or https:// URL",
+            "18:1: rule needs `when`",
+        ]
+    );
+}
+
+#[test]
+fn simulated_sensors_are_checked() {
+    let text = r#"[[sensor]]
+name = "a"
+driver = "sim"
+waveform = "square"
+
+[[sensor]]
+name = "b"
+driver = "sim"
+min = 5.0
+max = 1.0
+
+[[sensor]]
+name = "c"
+driver = "sim"
+waveform = "constant"
+
+[[sensor]]
+name = "d"
+driver = "sim"
+period = "soon"
+bus = 1
+"#;
+    assert_eq!(
+        problems(text),
+        vec![
+            "4:12: sensor.waveform \"square\" must be sine, walk, step or constant",
+            "10:7: sensor.max (1) must be above sensor.min (5)",
+            "12:1: a constant simulated sensor needs `value`",
+            "20:10: sensor.period: malformed number in \"soon\"",
+            "21:1: unknown key `sensor.bus`; expected one of: deadband, driver, interval, max, max_interval, min, name, period, seed, timeout, unit, value, waveform",
+        ]
+    );
+}
+
+#[test]
+fn display_prints_file_line_col_message() {
+    let problems = check("[mesh]\nport = 0\n").expect_err("invalid");
+    assert_eq!(
+        problems.to_string(),
+        "test.toml:2:8: mesh.port must be a port between 1 and 65535, not 0"
+    );
+}
+
+#[test]
+fn load_reports_an_unreadable_file() {
+    let error = load(Path::new("/nonexistent/shoal.toml")).expect_err("missing");
+    assert!(matches!(error, LoadError::Read { .. }));
+    assert!(error
+        .to_string()
+        .starts_with("cannot read /nonexistent/shoal.toml:"));
+}
+
+#[test]
+fn limits_are_bounded() {
+    assert_eq!(
+        problems("[limits]\nmax_nodes = 0\nhistory_per_point = 0\n"),
+        vec!["2:13: limits.max_nodes must be between 1 and 1000000"]
+    );
+}
+
+#[test]
+fn garbage_never_panics() {
+    let samples = [
+        "\u{0}\u{1}",
+        "[[[",
+        "a = [1, [2, {x = 3}]]",
+        "[mesh]\nport = 99999999999999999999",
+        "[[sensor]]\n[[sensor]]\nname = 5",
+        "sensor = 3",
+        "[node]\n[node]",
+        "[mesh.sub]\nx=1",
+    ];
+    for text in samples {
+        assert!(check(text).is_err(), "{text:?} should be invalid");
+    }
+}
+
+#[test]
+fn unreachable_must_come_after_suspect() {
+    assert_eq!(
+        problems("[mesh]\nsuspect_after = \"3s\"\nunreachable_after = \"3s\"\n"),
+        vec!["3:21: mesh.unreachable_after (3s) must be later than mesh.suspect_after (3s)"]
+    );
+}
