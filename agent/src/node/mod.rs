@@ -533,24 +533,24 @@ impl Node {
         let sender = header.sender;
         let result = match kind {
             wire::kind::BEACON => wire::decode_part::<Beacon>(encoded).map(|beacon| {
-                if self.accept_frame(now, &header, from, via) {
+                if self.accept_frame(now, &header, kind, from, via) {
                     self.on_beacon(now, sender, from, beacon);
                 }
             }),
             wire::kind::DIGEST => wire::decode_part::<Digest>(encoded).map(|digest| {
-                if self.accept_frame(now, &header, from, via) {
+                if self.accept_frame(now, &header, kind, from, via) {
                     self.on_digest(from, &digest);
                 }
             }),
             wire::kind::DELTA => wire::decode_part::<Delta>(encoded).map(|delta| {
-                if self.accept_frame(now, &header, from, via) {
+                if self.accept_frame(now, &header, kind, from, via) {
                     self.on_delta(sender, &delta);
                 }
             }),
             _ => {
-                if self.accept_frame(now, &header, from, via) {
-                    self.update_peer(now, sender, |peer| peer.left = Some(header.counter));
-                }
+                // The goodbye is applied with the frame's liveness, in one
+                // update: each copy's newer counter must not revive it first.
+                self.accept_frame(now, &header, kind, from, via);
                 Ok(())
             }
         };
@@ -561,7 +561,14 @@ impl Node {
 
     /// Bookkeeping for an authenticated, fresh, valid frame: its sender is a
     /// neighbor, alive now. False if the table is full of live neighbors.
-    fn accept_frame(&mut self, now: Instant, header: &Header, from: SocketAddr, via: Via) -> bool {
+    fn accept_frame(
+        &mut self,
+        now: Instant,
+        header: &Header,
+        kind: u8,
+        from: SocketAddr,
+        via: Via,
+    ) -> bool {
         let sender = header.sender;
         let counter = header.counter;
         let known = self.peers.get(sender).is_some();
@@ -590,6 +597,9 @@ impl Node {
                 peer.incarnation = counter.incarnation;
             }
             peer.observe(counter, now);
+            if kind == wire::kind::LEAVE {
+                peer.left = Some(counter);
+            }
         });
         let peer = self.peers.get(sender);
         let peer_name = peer.and_then(|p| p.name.clone());

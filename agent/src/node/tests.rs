@@ -335,12 +335,24 @@ fn leaving_sends_three_goodbyes_and_goes_quiet() {
     let goodbyes = drain(&mut a);
     assert_eq!(goodbyes.len(), 3);
     assert_eq!(a.poll_timeout(), None);
+    while b.poll_event().is_some() {}
     for goodbye in &goodbyes {
         b.handle_datagram(at(501), addr(1), Via::Broadcast, &goodbye.payload);
     }
     assert_eq!(
         b.peers().get(NodeId(1)).map(|p| p.state),
         Some(PeerState::Left)
+    );
+    // Three copies, one transition: a later copy must not revive it first.
+    let transitions: std::vec::Vec<Event> = std::iter::from_fn(|| b.poll_event()).collect();
+    assert_eq!(
+        transitions,
+        vec![Event::PeerStateChanged {
+            peer: NodeId(1),
+            name: name("node-1"),
+            from: PeerState::Healthy,
+            to: PeerState::Left,
+        }]
     );
     a.handle_timeout(at(5000));
     assert!(a.poll_transmit().is_none());

@@ -13,11 +13,13 @@ pub const DEFAULT_CONFIG: &str = "/etc/shoal/shoal.toml";
 const USAGE: &str = "usage: shoal <command> [options]
 
 commands:
+  run [--config PATH]     run the agent (default /etc/shoal/shoal.toml; without
+                          a file: embedded defaults, loopback only, simulated sensors)
   check [--config PATH]   validate a configuration (default /etc/shoal/shoal.toml)
   --version               version, target and protocol
 
-The agent commands (run, demo, status, get, watch, peers, exec) arrive with
-the networking shell.";
+Logging: RUST_LOG=debug|info|warn (default info).
+The commands demo, status, get, watch, peers and exec arrive with the API.";
 
 /// Runs the command line `args` (without the program name).
 pub fn run(args: &[String]) -> ExitCode {
@@ -32,6 +34,10 @@ pub fn run(args: &[String]) -> ExitCode {
         }
         Some("check") => match config_flag(&args[1..]) {
             Ok(path) => check(path),
+            Err(message) => usage_error(&message),
+        },
+        Some("run") => match config_flag(&args[1..]) {
+            Ok(path) => run_agent(path),
             Err(message) => usage_error(&message),
         },
         Some(other) => usage_error(&format!("unknown command {other:?}")),
@@ -61,6 +67,63 @@ fn config_flag(args: &[String]) -> Result<Option<PathBuf>, String> {
         }
     }
     Ok(path)
+}
+
+/// `shoal run`: 0 after a graceful stop, 1 on a runtime failure, 2 on a bad
+/// configuration.
+fn run_agent(path: Option<PathBuf>) -> ExitCode {
+    init_logging();
+    let explicit = path.is_some();
+    let path = path.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+    let config = if !explicit && !path.exists() {
+        let mut config = shoal_config::embedded();
+        log::info!(
+            "{} not found: using the embedded defaults (loopback only, simulated sensors)",
+            path.display()
+        );
+        if std::fs::create_dir_all(&config.state.dir).is_err() {
+            if let Some(home) = std::env::var_os("HOME") {
+                config.state.dir = PathBuf::from(home).join(".local/state/shoal");
+                log::info!(
+                    "{} is not writable: keeping state in {}",
+                    shoal_config::defaults::STATE_DIR,
+                    config.state.dir.display()
+                );
+            }
+        }
+        config
+    } else {
+        match shoal_config::load(&path) {
+            Ok(config) => config,
+            Err(error) => {
+                eprintln!("{error}");
+                eprintln!(
+                    "shoal: not started: fix the configuration (shoal check --config {})",
+                    path.display()
+                );
+                return ExitCode::from(2);
+            }
+        }
+    };
+    match crate::shell::run::run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("shoal: {error}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `RUST_LOG` (default `info`); no timestamps under journald, which adds its own.
+fn init_logging() {
+    let env = env_logger::Env::default().default_filter_or("info");
+    let mut builder = env_logger::Builder::from_env(env);
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        builder.format_timestamp(None);
+    } else {
+        builder.format_timestamp_millis();
+    }
+    let _ = builder.try_init();
 }
 
 /// `shoal check`: 0 if valid, 2 with one `file:line:col: message` per problem.

@@ -3,3 +3,5 @@
 //! in [`crate::node`].
 
 pub mod cli;
+pub mod run;
+pub mod state;

@@ -1,0 +1,432 @@
+//! `shoal run`: the agent on real sockets.
+//!
+//! One task owns the [`Node`]. It races the beacon socket, the sync socket,
+//! the next deadline (core timers and sensor readings) and SIGTERM/SIGINT,
+//! feeds the one input that won into the core, then drains every datagram
+//! and event the core produced. No locks, no shared state.
+//!
+//! Sockets: the beacon socket listens on `0.0.0.0:port` with SO_REUSEADDR
+//! and SO_REUSEPORT, so several agents on one host all receive each
+//! broadcast; the sync socket is bound to `bind:sync_port` and sends
+//! everything, beacons included, so a datagram's source address is always
+//! its sender's unicast address.
+
+use super::state::{self, StateDir, StateError};
+use crate::node::time::Instant;
+use crate::node::wire::{self, Name, Value};
+use crate::node::{self, Destination, Event, Node, Reading, Via};
+use async_signal::{Signal, Signals};
+use futures_lite::{future, StreamExt};
+use shoal_config::{Broadcast, Config, SensorSection, Setting};
+use shoal_hal::sim::{SimSensor, Waveform};
+use smol::net::UdpSocket;
+use socket2::{Domain, Protocol, Socket, Type};
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Why the agent stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The state directory or the mesh key.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// A socket could not be opened.
+    #[error("cannot open the {what} socket on {addr}: {source}")]
+    Socket {
+        /// Which socket.
+        what: &'static str,
+        /// Its address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// Signal handling could not be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(io::Error),
+    /// A setting the core refuses (validated earlier; kept for safety).
+    #[error("invalid mesh settings: {0}")]
+    Core(#[from] node::ConfigError),
+    /// No usable node name.
+    #[error("{0}")]
+    Name(String),
+    /// A socket failed while running.
+    #[error("the {what} socket failed: {source}")]
+    Io {
+        /// Which socket.
+        what: &'static str,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+/// One simulated sensor and its schedule.
+struct Sampler {
+    name: Name,
+    unit: wire::Unit,
+    sensor: SimSensor,
+    interval: Duration,
+    deadband: f64,
+    max_interval: Duration,
+    next: Instant,
+    last: Option<(f64, Instant)>,
+}
+
+/// Runs the agent until SIGTERM or SIGINT.
+pub fn run(config: Config) -> Result<(), RunError> {
+    let name = node_name(&config)?;
+    let mut state_dir = StateDir::open(&config.state.dir)?;
+    let (identity, found) = state_dir.next_identity()?;
+    match found {
+        state::Found::Valid => {}
+        state::Found::Missing => log::info!(
+            "new node: identity created in {}",
+            state_dir.path().display()
+        ),
+        state::Found::Corrupt(reason) => log::warn!(
+            "state file {}/identity was unreadable ({reason}); starting as a new node",
+            state_dir.path().display()
+        ),
+    }
+    let key = match &config.mesh.key_file {
+        Some(path) => Some(state::read_key(path)?),
+        None => {
+            log::warn!("no mesh key configured: frames are neither encrypted nor authenticated");
+            None
+        }
+    };
+    let core_config = node::Config {
+        mesh_id: state::mesh_id(key.as_ref()),
+        key,
+        beacon_interval: config.mesh.beacon_interval,
+        suspect_after: config.mesh.suspect_after,
+        unreachable_after: config.mesh.unreachable_after,
+        max_nodes: config.limits.max_nodes,
+        max_points_per_node: config.limits.max_points_per_node,
+        history_per_point: config.limits.history_per_point,
+        ..node::Config::default()
+    };
+    let seed = state::random_u64()?;
+    let started = std::time::Instant::now();
+    let mut node = Node::new(
+        node::Identity {
+            id: identity.id,
+            name: name.clone(),
+            incarnation: identity.incarnation,
+        },
+        core_config,
+        seed,
+        Instant::ZERO,
+    )?;
+    let mut samplers = samplers(&config);
+    log::info!(
+        "node {name} ({}) incarnation {} starting: beacons on port {}, sync on {}:{}, {} sensors",
+        identity.id,
+        identity.incarnation,
+        config.mesh.port,
+        config.mesh.bind,
+        config.mesh.sync_port,
+        samplers.len()
+    );
+    smol::block_on(async {
+        let beacon_addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, config.mesh.port));
+        let beacon = udp_socket(beacon_addr, true).map_err(|source| RunError::Socket {
+            what: "beacon",
+            addr: beacon_addr,
+            source,
+        })?;
+        let sync_addr = SocketAddr::new(config.mesh.bind, config.mesh.sync_port);
+        let sync = udp_socket(sync_addr, false).map_err(|source| RunError::Socket {
+            what: "sync",
+            addr: sync_addr,
+            source,
+        })?;
+        let broadcasts = broadcast_addresses(&config.mesh.broadcast, config.mesh.port);
+        if broadcasts.is_empty() {
+            log::warn!("no broadcast address: only static peers will hear this node");
+        }
+        let mut signals = Signals::new([Signal::Term, Signal::Int]).map_err(RunError::Signals)?;
+        let mut beacon_buf = [0u8; 2048];
+        let mut sync_buf = [0u8; 2048];
+        loop {
+            let now = elapsed(started);
+            let sensor_due = samplers.iter().map(|s| s.next).min();
+            let wake = [node.poll_timeout(), sensor_due]
+                .into_iter()
+                .flatten()
+                .min();
+            let timer = async {
+                match wake {
+                    Some(at) => {
+                        let delay =
+                            Duration::from_millis(at.as_millis().saturating_sub(now.as_millis()));
+                        smol::Timer::after(delay).await;
+                    }
+                    None => future::pending::<()>().await,
+                }
+                Input::Timer
+            };
+            let from_beacon = async {
+                match beacon.recv_from(&mut beacon_buf).await {
+                    Ok((len, from)) => Input::Datagram(Via::Broadcast, len, from),
+                    Err(error) => Input::Failed("beacon", error),
+                }
+            };
+            let from_sync = async {
+                match sync.recv_from(&mut sync_buf).await {
+                    Ok((len, from)) => Input::Datagram(Via::Unicast, len, from),
+                    Err(error) => Input::Failed("sync", error),
+                }
+            };
+            let signal = async {
+                match signals.next().await {
+                    Some(_) => Input::Stop,
+                    None => future::pending().await,
+                }
+            };
+            let input = future::or(
+                future::or(from_beacon, from_sync),
+                future::or(timer, signal),
+            )
+            .await;
+            let now = elapsed(started);
+            match input {
+                Input::Datagram(via, len, from) => {
+                    let buf = if via == Via::Broadcast {
+                        &beacon_buf
+                    } else {
+                        &sync_buf
+                    };
+                    node.handle_datagram(now, from, via, &buf[..len]);
+                }
+                Input::Timer => {
+                    node.handle_timeout(now);
+                    sample(&mut node, &mut samplers, now, started);
+                }
+                Input::Stop => {
+                    log::info!("stopping: saying goodbye to the mesh");
+                    node.handle_leave(now);
+                    flush(&mut node, &sync, &broadcasts).await;
+                    log::info!("stopped ({} state writes this run)", state_dir.writes());
+                    return Ok(());
+                }
+                Input::Failed(what, source) => {
+                    // Transient errors (ICMP unreachable reported on a UDP
+                    // socket) are normal; anything else ends the agent.
+                    if is_transient(&source) {
+                        log::debug!("{what} socket: {source}");
+                    } else {
+                        return Err(RunError::Io { what, source });
+                    }
+                }
+            }
+            flush(&mut node, &sync, &broadcasts).await;
+        }
+    })
+}
+
+enum Input {
+    Datagram(Via, usize, SocketAddr),
+    Timer,
+    Stop,
+    Failed(&'static str, io::Error),
+}
+
+fn is_transient(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+    )
+}
+
+fn elapsed(started: std::time::Instant) -> Instant {
+    Instant::from_millis(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Sends every queued datagram and logs every event.
+async fn flush(node: &mut Node, sync: &UdpSocket, broadcasts: &[SocketAddr]) {
+    while let Some(transmit) = node.poll_transmit() {
+        let targets: &[SocketAddr] = match &transmit.destination {
+            Destination::Broadcast => broadcasts,
+            Destination::Unicast(addr) => std::slice::from_ref(addr),
+        };
+        for target in targets {
+            if let Err(error) = sync.send_to(&transmit.payload, target).await {
+                log::debug!("send to {target} failed: {error}");
+            }
+        }
+    }
+    while let Some(event) = node.poll_event() {
+        match event {
+            Event::PeerDiscovered { peer, addr } => log::info!("discovered node {peer} at {addr}"),
+            Event::PeerRestarted { peer, incarnation } => {
+                log::info!("node {peer} restarted (incarnation {incarnation})");
+            }
+            Event::IncarnationChanged { incarnation } => {
+                log::warn!("frame counter exhausted: now incarnation {incarnation}");
+            }
+            // State changes are logged by the core; point changes are not news.
+            Event::PeerStateChanged { .. } | Event::PointChanged { .. } => {}
+        }
+    }
+}
+
+fn udp_socket(addr: SocketAddr, shared: bool) -> io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_broadcast(true)?;
+    if shared {
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::try_from(std::net::UdpSocket::from(socket))
+}
+
+/// The broadcast targets: explicit addresses, or every up IPv4 interface's
+/// directed broadcast for `auto`.
+fn broadcast_addresses(config: &[Broadcast], port: u16) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    for entry in config {
+        match entry {
+            Broadcast::Address(ip) => out.push(SocketAddr::from((*ip, port))),
+            Broadcast::Auto => match if_addrs::get_if_addrs() {
+                Ok(interfaces) => {
+                    for interface in interfaces {
+                        if let if_addrs::IfAddr::V4(v4) = interface.addr {
+                            if let Some(broadcast) = v4.broadcast.filter(|_| !v4.ip.is_loopback()) {
+                                out.push(SocketAddr::from((broadcast, port)));
+                            }
+                        }
+                    }
+                }
+                Err(error) => log::warn!("cannot list network interfaces: {error}"),
+            },
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The configured name, or the hostname cut down to a valid name.
+fn node_name(config: &Config) -> Result<Name, RunError> {
+    let text = match &config.node.name {
+        Some(name) => name.clone(),
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+            .unwrap_or_default()
+            .trim()
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+            .take(wire::MAX_NAME)
+            .collect(),
+    };
+    wire::name(&text).ok_or_else(|| {
+        RunError::Name(format!(
+            "no usable node name (got {text:?}): set node.name in the configuration"
+        ))
+    })
+}
+
+fn samplers(config: &Config) -> Vec<Sampler> {
+    config
+        .sensors
+        .iter()
+        .filter_map(|sensor| match build_sampler(sensor) {
+            Ok(sampler) => Some(sampler),
+            Err(reason) => {
+                log::warn!("sensor {}: {reason}; skipped", sensor.name);
+                None
+            }
+        })
+        .collect()
+}
+
+fn build_sampler(sensor: &SensorSection) -> Result<Sampler, String> {
+    if sensor.driver != "sim" {
+        return Err(format!(
+            "driver {:?} is not available in this build yet (only sim)",
+            sensor.driver
+        ));
+    }
+    let number = |key: &str, default: f64| match sensor.settings.get(key) {
+        Some(Setting::Float(v)) => *v,
+        Some(Setting::Int(v)) => *v as f64,
+        _ => default,
+    };
+    let waveform = match sensor.settings.get("waveform") {
+        Some(Setting::Text(w)) if w == "walk" => Waveform::Walk,
+        Some(Setting::Text(w)) if w == "step" => Waveform::Step,
+        Some(Setting::Text(w)) if w == "constant" => Waveform::Constant(number("value", 0.0)),
+        _ => Waveform::Sine,
+    };
+    let period = match sensor.settings.get("period") {
+        Some(Setting::Duration(d)) => *d,
+        _ => Duration::from_secs(600),
+    };
+    let max_interval = match sensor.settings.get("max_interval") {
+        Some(Setting::Duration(d)) => *d,
+        _ => Duration::from_secs(60).max(sensor.interval),
+    };
+    let seed = match sensor.settings.get("seed") {
+        Some(Setting::Int(s)) => *s as u64,
+        _ => sensor
+            .name
+            .bytes()
+            .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b))),
+    };
+    let unit = match sensor.settings.get("unit") {
+        Some(Setting::Text(u)) => u.clone(),
+        _ => String::new(),
+    };
+    let (min, max) = match waveform {
+        Waveform::Constant(v) => (v - 1.0, v + 1.0),
+        _ => (number("min", 0.0), number("max", 100.0)),
+    };
+    Ok(Sampler {
+        name: wire::name(&sensor.name).ok_or("invalid name")?,
+        unit: wire::unit(&unit).ok_or("unit longer than 8 bytes")?,
+        sensor: SimSensor::new(waveform, min, max, period, seed).map_err(|e| e.to_string())?,
+        interval: sensor.interval,
+        deadband: sensor.deadband,
+        max_interval,
+        next: Instant::ZERO,
+        last: None,
+    })
+}
+
+/// Reads every due sensor; publishes a reading that moved more than its
+/// deadband, or any reading once `max_interval` passed without one.
+fn sample(node: &mut Node, samplers: &mut [Sampler], now: Instant, started: std::time::Instant) {
+    for sampler in samplers.iter_mut().filter(|s| s.next <= now) {
+        sampler.next = now + sampler.interval;
+        let value = (sampler.sensor.sample(started.elapsed()) * 100.0).round() / 100.0;
+        let publish = match sampler.last {
+            None => true,
+            Some((last, at)) => {
+                (value - last).abs() > sampler.deadband
+                    || now.saturating_since(at) >= sampler.max_interval
+            }
+        };
+        if !publish {
+            continue;
+        }
+        let ts_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let reading = Reading {
+            name: sampler.name.clone(),
+            value: Value::Float(value),
+            unit: sampler.unit.clone(),
+            ts_ms,
+        };
+        match node.handle_reading(now, reading) {
+            Ok(()) => sampler.last = Some((value, now)),
+            Err(error) => log::warn!("sensor {}: reading refused: {error}", sampler.name),
+        }
+    }
+}

@@ -1,0 +1,325 @@
+//! The state directory: who this node is, and how often it started.
+//!
+//! `identity` holds the node id and the incarnation, bumped and written at
+//! every start *before* the first frame is sent: reusing an incarnation would
+//! reuse frame counters, which peers drop as replays (and which would reuse
+//! AEAD nonces). Writes are atomic (temporary file, fsync, rename, fsync of
+//! the directory) and counted. A corrupt or truncated file is reported and
+//! replaced, never fatal: the node then starts as a new node.
+
+use crate::node::wire::{MeshKey, NodeId};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+/// Why the state directory cannot be used. The agent does not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The directory could not be created.
+    #[error("cannot create state directory {path}: {source}")]
+    Create {
+        /// The directory.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// A file in it could not be written (read-only, full, permissions).
+    #[error("cannot write {path}: {source} (is the state directory writable by this user?)")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The system's random source failed.
+    #[error("cannot read /dev/urandom: {0}")]
+    Random(io::Error),
+    /// The mesh key file is missing or malformed.
+    #[error("mesh key {path}: {reason}")]
+    Key {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// This node's persistent identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    /// Random, kept for the node's life.
+    pub id: NodeId,
+    /// Starts so far, this one included.
+    pub incarnation: u32,
+}
+
+/// What loading the identity found, for the start-up log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    /// A valid identity file.
+    Valid,
+    /// No file: a new node.
+    Missing,
+    /// A file that did not parse: replaced by a new identity.
+    Corrupt(String),
+}
+
+/// The state directory.
+#[derive(Debug)]
+pub struct StateDir {
+    dir: PathBuf,
+    writes: u64,
+}
+
+const IDENTITY: &str = "identity";
+const HEADER: &str = "shoal-state 1";
+
+impl StateDir {
+    /// Opens (creating if needed) the directory `dir`.
+    pub fn open(dir: &Path) -> Result<StateDir, StateError> {
+        fs::create_dir_all(dir).map_err(|source| StateError::Create {
+            path: dir.to_owned(),
+            source,
+        })?;
+        Ok(StateDir {
+            dir: dir.to_owned(),
+            writes: 0,
+        })
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Files written since opening.
+    pub fn writes(&self) -> u64 {
+        self.writes
+    }
+
+    /// Loads the identity, bumps the incarnation, and persists it before
+    /// returning. A missing or corrupt file yields a new random id.
+    pub fn next_identity(&mut self) -> Result<(Identity, Found), StateError> {
+        let path = self.dir.join(IDENTITY);
+        let (previous, found) = match fs::read_to_string(&path) {
+            Ok(text) => match parse_identity(&text) {
+                Ok(identity) => (Some(identity), Found::Valid),
+                Err(reason) => (None, Found::Corrupt(reason)),
+            },
+            Err(error) if error.kind() == io::ErrorKind::NotFound => (None, Found::Missing),
+            Err(error) => (None, Found::Corrupt(error.to_string())),
+        };
+        let identity = match previous {
+            Some(previous) => Identity {
+                id: previous.id,
+                incarnation: previous.incarnation.saturating_add(1),
+            },
+            None => Identity {
+                id: NodeId(random_u64()?),
+                incarnation: 1,
+            },
+        };
+        let text = format!(
+            "{HEADER}\nnode_id={}\nincarnation={}\nend\n",
+            identity.id, identity.incarnation
+        );
+        self.write_atomic(IDENTITY, text.as_bytes())?;
+        Ok((identity, found))
+    }
+
+    /// Writes `name` atomically: a reader sees the old or the new file, never half.
+    pub fn write_atomic(&mut self, name: &str, bytes: &[u8]) -> Result<(), StateError> {
+        let path = self.dir.join(name);
+        let temporary = self.dir.join(format!(".{name}.tmp"));
+        let error = |source| StateError::Write {
+            path: path.clone(),
+            source,
+        };
+        let mut file = File::create(&temporary).map_err(error)?;
+        file.write_all(bytes).map_err(error)?;
+        file.sync_all().map_err(error)?;
+        fs::rename(&temporary, &path).map_err(error)?;
+        // The rename is durable once the directory entry is.
+        if let Ok(dir) = File::open(&self.dir) {
+            let _ = dir.sync_all();
+        }
+        self.writes += 1;
+        Ok(())
+    }
+}
+
+fn parse_identity(text: &str) -> Result<Identity, String> {
+    let mut lines = text.lines();
+    if lines.next() != Some(HEADER) {
+        return Err("unknown format".to_owned());
+    }
+    let mut id = None;
+    let mut incarnation = None;
+    let mut complete = false;
+    for line in lines {
+        match line.split_once('=') {
+            Some(("node_id", value)) => id = u64::from_str_radix(value, 16).ok(),
+            Some(("incarnation", value)) => incarnation = value.parse::<u32>().ok(),
+            _ if line == "end" => complete = true,
+            _ => return Err(format!("unexpected line {line:?}")),
+        }
+    }
+    match (id, incarnation, complete) {
+        (Some(id), Some(incarnation), true) if incarnation > 0 => Ok(Identity {
+            id: NodeId(id),
+            incarnation,
+        }),
+        (_, _, false) => Err("truncated".to_owned()),
+        _ => Err("missing or malformed node_id or incarnation".to_owned()),
+    }
+}
+
+/// 64 random bits from the kernel.
+pub fn random_u64() -> Result<u64, StateError> {
+    let mut bytes = [0u8; 8];
+    File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(StateError::Random)?;
+    Ok(u64::from_le_bytes(bytes))
+}
+
+/// Reads a mesh key file: 64 hex digits (whitespace ignored).
+pub fn read_key(path: &Path) -> Result<MeshKey, StateError> {
+    let key_error = |reason: String| StateError::Key {
+        path: path.to_owned(),
+        reason,
+    };
+    let text = fs::read_to_string(path).map_err(|e| key_error(e.to_string()))?;
+    let hex: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    if hex.len() != 64 {
+        return Err(key_error(format!(
+            "expected 64 hex digits, found {}",
+            hex.len()
+        )));
+    }
+    let mut key = [0u8; 32];
+    for (i, byte) in key.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
+            .map_err(|_| key_error("not hexadecimal".to_owned()))?;
+    }
+    Ok(MeshKey(key))
+}
+
+/// Writes a new random mesh key to `path` (mode 0600), refusing to overwrite.
+pub fn create_key(path: &Path) -> Result<(), StateError> {
+    let mut bytes = [0u8; 32];
+    File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(StateError::Random)?;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path).map_err(|source| StateError::Write {
+        path: path.to_owned(),
+        source,
+    })?;
+    file.write_all(format!("{hex}\n").as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|source| StateError::Write {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// A 32-bit mesh id derived from the key (FNV-1a), so meshes with different
+/// keys drop each other's frames by header, before any decryption; open
+/// meshes share one id.
+pub fn mesh_id(key: Option<&MeshKey>) -> u32 {
+    match key {
+        None => 0x5348_0000,
+        Some(key) => {
+            key.0.iter().fold(0x811c_9dc5u32, |hash, byte| {
+                (hash ^ u32::from(*byte)).wrapping_mul(0x0100_0193)
+            }) | 1
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("shoal-state-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn the_incarnation_grows_at_every_start_and_the_id_stays() {
+        let dir = scratch("grow");
+        let mut state = StateDir::open(&dir).expect("created");
+        let (first, found) = state.next_identity().expect("written");
+        assert_eq!((first.incarnation, found), (1, Found::Missing));
+        let mut again = StateDir::open(&dir).expect("opened");
+        let (second, found) = again.next_identity().expect("written");
+        assert_eq!(found, Found::Valid);
+        assert_eq!((second.id, second.incarnation), (first.id, 2));
+        assert_eq!(again.writes(), 1);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_corrupt_or_truncated_identity_is_reported_and_replaced() {
+        for (case, text) in [
+            ("garbage", "\u{0}\u{1}binary"),
+            ("truncated", "shoal-state 1\nnode_id=abc\n"),
+            ("bad", "shoal-state 1\nnode_id=xyz\nincarnation=1\nend\n"),
+            ("zero", "shoal-state 1\nnode_id=ab\nincarnation=0\nend\n"),
+        ] {
+            let dir = scratch(case);
+            fs::create_dir_all(&dir).expect("dir");
+            fs::write(dir.join(IDENTITY), text).expect("written");
+            let mut state = StateDir::open(&dir).expect("opened");
+            let (identity, found) = state.next_identity().expect("replaced");
+            assert!(matches!(found, Found::Corrupt(_)), "{case}: {found:?}");
+            assert_eq!(identity.incarnation, 1);
+            let (next, found) = state.next_identity().expect("written");
+            assert_eq!((found, next.id), (Found::Valid, identity.id), "{case}");
+            let _ = fs::remove_dir_all(&dir);
+        }
+    }
+
+    #[test]
+    fn an_unwritable_directory_is_a_clear_error() {
+        let error = StateDir::open(Path::new("/proc/shoal-cannot-exist")).expect_err("unwritable");
+        assert!(error
+            .to_string()
+            .starts_with("cannot create state directory /proc/shoal-cannot-exist"));
+    }
+
+    #[test]
+    fn keys_round_trip_and_bad_keys_are_explained() {
+        let dir = scratch("key");
+        fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("mesh.key");
+        create_key(&path).expect("created");
+        assert!(create_key(&path).is_err(), "never overwrites a key");
+        let key = read_key(&path).expect("valid");
+        assert_ne!(mesh_id(Some(&key)), mesh_id(None));
+        fs::write(&path, "abcd").expect("written");
+        let error = read_key(&path).expect_err("short");
+        assert!(
+            error
+                .to_string()
+                .contains("expected 64 hex digits, found 4"),
+            "{error}"
+        );
+        fs::write(&path, "zz".repeat(32)).expect("written");
+        assert!(read_key(&path)
+            .expect_err("not hex")
+            .to_string()
+            .contains("not hexadecimal"));
+        let _ = fs::remove_dir_all(&dir);
+    }
+}
