@@ -752,6 +752,14 @@ impl Node {
     }
 
     fn on_delta(&mut self, sender: NodeId, delta: &Delta) {
+        // A sender's own chunk names it: known before its first beacon.
+        if let Some(own) = delta.chunks.iter().find(|chunk| chunk.origin == sender) {
+            if let Some(peer) = self.peers.get_mut(sender) {
+                if peer.name.is_none() {
+                    peer.name = Some(own.origin_name.clone());
+                }
+            }
+        }
         let applied = self.store.apply(delta);
         self.stats.store_limit_drops += applied.dropped;
         for (origin, name) in applied.changed {

@@ -253,6 +253,11 @@ fn a_reading_is_pushed_by_broadcast_at_once() {
     deliver(at(12), &mut a, &mut [&mut b]);
     let point = b.store().point(NodeId(1), "temperature").expect("pushed");
     assert_eq!(point.value, Value::Float(21.5));
+    // The push named its sender before any beacon did.
+    assert_eq!(
+        b.peers().get(NodeId(1)).and_then(|p| p.name.as_deref()),
+        Some("node-1")
+    );
     assert_eq!(
         b.store().origin(NodeId(1)).map(|o| o.name.as_str()),
         Some("node-1")

@@ -1,0 +1,323 @@
+//! Real `shoal run` processes on loopback: distinct 127.0.0.x addresses,
+//! broadcast to 127.255.255.255, nothing leaves the machine.
+//!
+//! Observation is through the agents' logs (the HTTP API comes later). Every
+//! wait is bounded; every process started is killed by its guard, also when
+//! a test fails; every test has its own ports.
+
+use std::io::{BufRead, BufReader};
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+struct Agent {
+    name: String,
+    child: Option<Child>,
+    log: Arc<Mutex<Vec<String>>>,
+    config: PathBuf,
+}
+
+impl Agent {
+    fn start(name: &str, config: &Path) -> Agent {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .args(["run", "--config", config.to_str().expect("utf-8 path")])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("shoal starts");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().expect("piped");
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().expect("log lock").push(line);
+            }
+        });
+        Agent {
+            name: name.to_owned(),
+            child: Some(child),
+            log,
+            config: config.to_owned(),
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    fn logged(&self, text: &str) -> bool {
+        self.log
+            .lock()
+            .expect("log lock")
+            .iter()
+            .any(|line| line.contains(text))
+    }
+
+    fn count(&self, text: &str) -> usize {
+        self.log
+            .lock()
+            .expect("log lock")
+            .iter()
+            .filter(|line| line.contains(text))
+            .count()
+    }
+
+    fn dump(&self) -> String {
+        format!(
+            "--- {}\n{}",
+            self.name,
+            self.log.lock().expect("log lock").join("\n")
+        )
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
+    /// Waits (bounded) for the process to exit; its exit code.
+    fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                self.child = None;
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    fn restart(&mut self) {
+        self.kill();
+        let mut fresh = Agent::start(&self.name, &self.config);
+        self.child = fresh.child.take();
+        self.log = Arc::clone(&fresh.log);
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A test's private mesh: agents, ports, a scratch directory.
+struct Mesh {
+    dir: PathBuf,
+    port: u16,
+    agents: Vec<Agent>,
+}
+
+impl Mesh {
+    /// `slot` separates tests of this binary; the PID separates runs.
+    fn new(slot: u16) -> Mesh {
+        let port = 30_000 + (std::process::id() % 500) as u16 * 40 + slot * 4;
+        let dir = std::env::temp_dir().join(format!("shoal-process-{}-{slot}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        Mesh {
+            dir,
+            port,
+            agents: Vec::new(),
+        }
+    }
+
+    /// Starts agent `n` on 127.0.0.`host`, with `key` (hex) or an open mesh.
+    fn add(&mut self, n: usize, host: u8, key: Option<&str>) -> usize {
+        let name = format!("agent-{n}");
+        let state = self.dir.join(&name);
+        let key_line = match key {
+            Some(hex) => {
+                let path = self.dir.join(format!("{name}.key"));
+                std::fs::write(&path, hex).expect("key written");
+                format!("key_file = \"{}\"\n", path.display())
+            }
+            None => String::new(),
+        };
+        let config = self.dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "[node]\nname = \"{name}\"\n[mesh]\nport = {}\nsync_port = {}\nbind = \"127.0.0.{host}\"\nbroadcast = [\"127.255.255.255\"]\n{key_line}[state]\ndir = \"{}\"\n[[sensor]]\nname = \"temperature\"\ndriver = \"sim\"\nmin = 18.0\nmax = 24.0\ninterval = \"1s\"\n",
+                self.port,
+                self.port + 1,
+                state.display()
+            ),
+        )
+        .expect("config written");
+        self.agents.push(Agent::start(&name, &config));
+        self.agents.len() - 1
+    }
+
+    /// Waits up to `limit` for `done`; on timeout panics with every log.
+    fn wait_for(&self, what: &str, limit: Duration, done: impl Fn(&Mesh) -> bool) -> Duration {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if done(self) {
+                return start.elapsed();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let logs: Vec<String> = self.agents.iter().map(Agent::dump).collect();
+        panic!(
+            "timed out after {limit:?} waiting for {what}\n{}",
+            logs.join("\n")
+        );
+    }
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        self.agents.clear();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+const INTERVAL: Duration = Duration::from_secs(1);
+
+#[test]
+fn five_agents_find_each_other_and_see_a_graceful_leave() {
+    let mut mesh = Mesh::new(0);
+    for n in 1..=5 {
+        mesh.add(n, 10 + n as u8, None);
+    }
+    let took = mesh.wait_for("everyone discovers everyone", INTERVAL * 2, |m| {
+        m.agents.iter().all(|a| a.count("discovered node") >= 4)
+    });
+    eprintln!("5 agents discovered each other in {took:?}");
+    // SIGTERM: the agent says goodbye and exits 0 within a second.
+    mesh.agents[4].signal("TERM");
+    let code = mesh.agents[4].wait_exit(Duration::from_secs(1));
+    assert_eq!(code, Some(0), "{}", mesh.agents[4].dump());
+    mesh.wait_for("LEFT everywhere", INTERVAL, |m| {
+        m.agents[..4]
+            .iter()
+            .all(|a| a.logged("node agent-5: HEALTHY -> LEFT"))
+    });
+    // One transition, not a flap per goodbye copy.
+    assert!(mesh.agents[..4]
+        .iter()
+        .all(|a| a.count("node agent-5:") == 1));
+}
+
+#[test]
+fn a_killed_agent_is_unreachable_then_rejoins_with_a_higher_incarnation() {
+    let mut mesh = Mesh::new(1);
+    for n in 1..=3 {
+        mesh.add(n, 20 + n as u8, None);
+    }
+    mesh.wait_for("discovery", INTERVAL * 2, |m| {
+        m.agents.iter().all(|a| a.count("discovered node") >= 2)
+    });
+    let killed = Instant::now();
+    mesh.agents[2].kill();
+    let took = mesh.wait_for("UNREACHABLE at the survivors", INTERVAL * 4, |m| {
+        m.agents[..2]
+            .iter()
+            .all(|a| a.logged("node agent-3: SUSPECT -> UNREACHABLE"))
+    });
+    eprintln!(
+        "kill -9 seen UNREACHABLE after {:?}",
+        killed.elapsed().min(took + Duration::from_secs(0))
+    );
+    mesh.agents[2].restart();
+    mesh.wait_for("HEALTHY again, new incarnation", INTERVAL * 2, |m| {
+        m.agents[..2].iter().all(|a| {
+            a.logged("node agent-3: UNREACHABLE -> HEALTHY")
+                && a.logged("restarted (incarnation 2)")
+        })
+    });
+    assert!(mesh.agents[2].logged("incarnation 2 starting"));
+}
+
+#[test]
+fn meshes_with_different_keys_ignore_each_other() {
+    let mut mesh = Mesh::new(2);
+    let key_a = "11".repeat(32);
+    let key_b = "22".repeat(32);
+    mesh.add(1, 31, Some(&key_a));
+    mesh.add(2, 32, Some(&key_a));
+    mesh.add(3, 33, Some(&key_b));
+    mesh.add(4, 34, Some(&key_b));
+    mesh.wait_for("each pair finds its partner", INTERVAL * 2, |m| {
+        m.agents.iter().all(|a| a.count("discovered node") >= 1)
+    });
+    std::thread::sleep(INTERVAL * 2);
+    for agent in &mesh.agents {
+        assert_eq!(agent.count("discovered node"), 1, "{}", agent.dump());
+    }
+}
+
+#[test]
+fn a_flood_of_garbage_leaves_agents_running_with_flat_memory() {
+    let mut mesh = Mesh::new(3);
+    mesh.add(1, 41, None);
+    mesh.add(2, 42, None);
+    mesh.wait_for("discovery", INTERVAL * 2, |m| {
+        m.agents.iter().all(|a| a.count("discovered node") >= 1)
+    });
+    let rss = |agent: &Agent| -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", agent.pid()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            })
+            .unwrap_or(0)
+    };
+    let before = rss(&mesh.agents[0]);
+    let sender = UdpSocket::bind("127.0.0.49:0").expect("bind on loopback");
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let targets = [
+        format!("127.255.255.255:{}", mesh.port),
+        format!("127.0.0.41:{}", mesh.port + 1),
+    ];
+    sender.set_broadcast(true).expect("broadcast");
+    for i in 0..100_000u32 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let len = (state % 1300) as usize;
+        let mut frame: Vec<u8> = (0..len).map(|k| (state >> (k % 56)) as u8).collect();
+        if i % 3 == 0 && len > 3 {
+            frame[..3].copy_from_slice(&[0x53, 0x48, 0x01]);
+        }
+        let _ = sender.send_to(&frame, &targets[(i % 2) as usize]);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let after = rss(&mesh.agents[0]);
+    eprintln!("RSS before {before} kB, after 100k garbage datagrams {after} kB");
+    assert!(
+        after < before + 2048,
+        "RSS grew from {before} kB to {after} kB"
+    );
+    for agent in &mesh.agents {
+        assert!(agent.child.is_some(), "{}", agent.dump());
+    }
+    // Still a working mesh: a graceful stop is seen by the other.
+    mesh.agents[1].signal("TERM");
+    assert_eq!(mesh.agents[1].wait_exit(Duration::from_secs(1)), Some(0));
+    mesh.wait_for("LEFT after the flood", INTERVAL * 2, |m| {
+        m.agents[0].logged("node agent-2: HEALTHY -> LEFT")
+    });
+}
