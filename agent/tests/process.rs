@@ -23,7 +23,7 @@ impl Agent {
     fn start(name: &str, config: &Path) -> Agent {
         let mut child = Command::new(env!("CARGO_BIN_EXE_shoal"))
             .args(["run", "--config", config.to_str().expect("utf-8 path")])
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "info,shoal::shell=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -143,6 +143,18 @@ impl Mesh {
 
     /// Starts agent `n` on 127.0.0.`host`, with `key` (hex) or an open mesh.
     fn add(&mut self, n: usize, host: u8, key: Option<&str>) -> usize {
+        self.add_with(n, host, key, "[\"127.255.255.255\"]", "[]")
+    }
+
+    /// The same with explicit broadcast and static peer lists (TOML arrays).
+    fn add_with(
+        &mut self,
+        n: usize,
+        host: u8,
+        key: Option<&str>,
+        broadcast: &str,
+        peers: &str,
+    ) -> usize {
         let name = format!("agent-{n}");
         let state = self.dir.join(&name);
         let key_line = match key {
@@ -157,7 +169,7 @@ impl Mesh {
         std::fs::write(
             &config,
             format!(
-                "[node]\nname = \"{name}\"\n[mesh]\nport = {}\nsync_port = {}\nbind = \"127.0.0.{host}\"\nbroadcast = [\"127.255.255.255\"]\n{key_line}[state]\ndir = \"{}\"\n[[sensor]]\nname = \"temperature\"\ndriver = \"sim\"\nmin = 18.0\nmax = 24.0\ninterval = \"1s\"\n",
+                "[node]\nname = \"{name}\"\n[mesh]\nport = {}\nsync_port = {}\nbind = \"127.0.0.{host}\"\nbroadcast = {broadcast}\npeers = {peers}\n{key_line}[state]\ndir = \"{}\"\n[[sensor]]\nname = \"temperature\"\ndriver = \"sim\"\nmin = 18.0\nmax = 24.0\ninterval = \"1s\"\n",
                 self.port,
                 self.port + 1,
                 state.display()
@@ -319,5 +331,64 @@ fn a_flood_of_garbage_leaves_agents_running_with_flat_memory() {
     assert_eq!(mesh.agents[1].wait_exit(Duration::from_secs(1)), Some(0));
     mesh.wait_for("LEFT after the flood", INTERVAL * 2, |m| {
         m.agents[0].logged("node agent-2: HEALTHY -> LEFT")
+    });
+}
+
+#[test]
+fn a_reading_reaches_every_agent_within_a_second() {
+    let mut mesh = Mesh::new(4);
+    for n in 1..=5 {
+        mesh.add(n, 50 + n as u8, None);
+    }
+    mesh.wait_for("discovery", INTERVAL * 2, |m| {
+        m.agents.iter().all(|a| a.count("discovered node") >= 4)
+    });
+    // Each agent reads its simulated sensor every second and publishes what
+    // moved past the deadband; find a value agent-1 publishes from now on and
+    // check the others log the same line within a second.
+    let start = Instant::now();
+    let mut checked = 0;
+    while checked < 3 && start.elapsed() < Duration::from_secs(15) {
+        let published: Vec<String> = mesh.agents[0]
+            .log
+            .lock()
+            .expect("log lock")
+            .iter()
+            .filter_map(|l| {
+                l.split_once("point agent-1/temperature = ")
+                    .map(|(_, v)| v.to_owned())
+            })
+            .collect();
+        let Some(value) = published.last().cloned() else {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        };
+        let line = format!("point agent-1/temperature = {value}");
+        mesh.wait_for("the reading everywhere", Duration::from_secs(1), |m| {
+            m.agents[1..].iter().all(|a| a.logged(&line))
+        });
+        checked += 1;
+        let seen = published.len();
+        mesh.wait_for("the next reading", Duration::from_secs(5), |m| {
+            m.agents[0].count("point agent-1/temperature = ") > seen
+        });
+    }
+    assert_eq!(checked, 3);
+}
+
+#[test]
+fn a_static_peer_is_found_without_broadcast_and_found_again_after_a_restart() {
+    // No broadcast at all: agent-1 knows agent-2's address, agent-2 knows nobody.
+    let mut mesh = Mesh::new(5);
+    let peer = format!("[\"127.0.0.62:{}\"]", mesh.port + 1);
+    mesh.add_with(1, 61, None, "[]", &peer);
+    mesh.add_with(2, 62, None, "[]", "[]");
+    mesh.wait_for("both discover each other", INTERVAL * 2, |m| {
+        m.agents.iter().all(|a| a.count("discovered node") >= 1)
+    });
+    // agent-2 loses everything it knew; agent-1 keeps knocking.
+    mesh.agents[1].restart();
+    mesh.wait_for("agent-2 finds agent-1 again", INTERVAL * 2, |m| {
+        m.agents[1].logged("discovered node")
     });
 }

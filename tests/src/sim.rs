@@ -336,6 +336,14 @@ impl SimNet {
         self.nodes[index].lans = lans.iter().copied().collect();
     }
 
+    /// Gives node `index` the unicast addresses of `peers` as static peers.
+    pub fn set_static_peers(&mut self, index: usize, peers: &[usize]) {
+        let addrs = peers.iter().map(|&p| self.nodes[p].addr).collect();
+        if let Some(node) = self.nodes[index].node.as_mut() {
+            node.set_static_peers(addrs);
+        }
+    }
+
     /// Sets the loss rate of the link between `a` and `b`, both directions.
     pub fn set_link_loss(&mut self, a: usize, b: usize, loss: f64) {
         self.link_loss.insert((a, b), loss);

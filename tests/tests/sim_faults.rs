@@ -258,3 +258,34 @@ fn a_partition_does_not_multiply_traffic() {
         "{per_node_per_second} datagrams per node per second while partitioned"
     );
 }
+
+#[test]
+fn a_static_peer_joins_two_lans_without_a_gateway() {
+    // LAN 1: nodes 0-4; LAN 2: nodes 5-9; only node 0 knows node 5's address.
+    let mut sim = SimNet::new(SimConfig::lan(10, 73));
+    for i in 0..5 {
+        sim.set_lans(i, &[1]);
+    }
+    for i in 5..10 {
+        sim.set_lans(i, &[2]);
+    }
+    sim.set_static_peers(0, &[5]);
+    sim.run_until("every point on both LANs", INTERVAL * 5, |sim| {
+        sim.points_converged(&all(10))
+    })
+    .unwrap_or_else(|failure| panic!("{failure}"));
+    assert_eq!(
+        sim.state(5, 0),
+        Some(PeerState::Healthy),
+        "5 learned 0 from its beacons"
+    );
+    // Cut the link for a while: both sides find each other again by themselves.
+    sim.set_link_loss(0, 5, 1.0);
+    sim.run_for(Duration::from_secs(10));
+    assert_eq!(sim.state(0, 5), Some(PeerState::Unreachable));
+    sim.set_link_loss(0, 5, 0.0);
+    sim.run_until("re-bootstrapped", INTERVAL * 2, |sim| {
+        sim.state(0, 5) == Some(PeerState::Healthy) && sim.state(5, 0) == Some(PeerState::Healthy)
+    })
+    .unwrap_or_else(|failure| panic!("{failure}"));
+}

@@ -343,6 +343,9 @@ pub struct Node {
     deadlines: BTreeSet<(Instant, NodeId)>,
     /// Neighbors never heard by broadcast: our broadcasts do not reach them.
     unicast_only: BTreeSet<NodeId>,
+    /// Configured addresses beyond the LAN: they get every beacon by unicast,
+    /// so a node finds them (again) by itself.
+    static_peers: Vec<SocketAddr>,
     leaving: bool,
     stats: Stats,
 }
@@ -385,6 +388,7 @@ impl Node {
             vouch_requests: BTreeMap::new(),
             deadlines: BTreeSet::new(),
             unicast_only: BTreeSet::new(),
+            static_peers: Vec::new(),
             leaving: false,
             stats: Stats::default(),
             config,
@@ -429,6 +433,16 @@ impl Node {
     /// The configuration in use.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Sets the static peers: addresses beyond the LAN (another subnet, a
+    /// VPN) that get a unicast beacon every interval until they answer, and
+    /// after. At most `max_nodes` are kept.
+    pub fn set_static_peers(&mut self, mut addrs: Vec<SocketAddr>) {
+        addrs.sort();
+        addrs.dedup();
+        addrs.truncate(self.config.max_nodes);
+        self.static_peers = addrs;
     }
 
     /// The next datagram to send.
@@ -851,7 +865,25 @@ impl Node {
             meta,
         };
         self.stats.beacons_sent += 1;
-        self.send_everywhere(&Message::Beacon(beacon), None);
+        let message = Message::Beacon(beacon);
+        self.send_everywhere(&message, None);
+        // Static peers not already reached by broadcast or as a known
+        // unicast-only neighbor.
+        let covered: BTreeSet<SocketAddr> = self
+            .peers
+            .iter()
+            .filter(|peer| peer.is_lan() || self.unicast_only.contains(&peer.id))
+            .map(|peer| peer.addr)
+            .collect();
+        let missing: Vec<SocketAddr> = self
+            .static_peers
+            .iter()
+            .copied()
+            .filter(|addr| !covered.contains(addr))
+            .collect();
+        for addr in missing {
+            self.send(Destination::Unicast(addr), &message);
+        }
         self.last_beacon = Some(now);
         // 85-95 % of the interval: one lost beacon never reaches suspect_after.
         let interval = time::duration_ms(self.config.beacon_interval);

@@ -118,6 +118,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         seed,
         Instant::ZERO,
     )?;
+    node.set_static_peers(resolve_peers(&config.mesh.peers));
     let mut samplers = samplers(&config);
     log::info!(
         "node {name} ({}) incarnation {} starting: beacons on port {}, sync on {}:{}, {} sensors",
@@ -268,8 +269,23 @@ async fn flush(node: &mut Node, sync: &UdpSocket, broadcasts: &[SocketAddr]) {
             Event::IncarnationChanged { incarnation } => {
                 log::warn!("frame counter exhausted: now incarnation {incarnation}");
             }
-            // State changes are logged by the core; point changes are not news.
-            Event::PeerStateChanged { .. } | Event::PointChanged { .. } => {}
+            Event::PointChanged { origin, name } => {
+                if log::log_enabled!(log::Level::Debug) {
+                    let store = node.store();
+                    if let (Some(owner), Some(point)) =
+                        (store.origin(origin), store.point(origin, &name))
+                    {
+                        log::debug!(
+                            "point {}/{name} = {}{}",
+                            owner.name,
+                            point.value,
+                            point.unit
+                        );
+                    }
+                }
+            }
+            // State changes are logged by the core.
+            Event::PeerStateChanged { .. } => {}
         }
     }
 }
@@ -309,6 +325,23 @@ fn broadcast_addresses(config: &[Broadcast], port: u16) -> Vec<SocketAddr> {
     }
     out.sort();
     out.dedup();
+    out
+}
+
+/// Resolves the static peers (`host:port`); one that does not resolve is
+/// reported and skipped.
+fn resolve_peers(peers: &[String]) -> Vec<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    let mut out = Vec::new();
+    for peer in peers {
+        match peer.to_socket_addrs() {
+            Ok(addrs) => match addrs.into_iter().find(SocketAddr::is_ipv4) {
+                Some(addr) => out.push(addr),
+                None => log::warn!("static peer {peer} has no IPv4 address; skipped"),
+            },
+            Err(error) => log::warn!("cannot resolve static peer {peer}: {error}; skipped"),
+        }
+    }
     out
 }
 
