@@ -346,6 +346,14 @@ fn a_reading_reaches_every_agent_within_a_second() {
     // Each agent reads its simulated sensor every second and publishes what
     // moved past the deadband; find a value agent-1 publishes from now on and
     // check the others log the same line within a second.
+    // Only readings published once every agent runs count (earlier ones
+    // reach late starters through anti-entropy, not the push).
+    let mut seen = mesh.agents[0].count("point agent-1/temperature = ");
+    mesh.wait_for(
+        "a reading after everyone is up",
+        Duration::from_secs(5),
+        |m| m.agents[0].count("point agent-1/temperature = ") > seen,
+    );
     let start = Instant::now();
     let mut checked = 0;
     while checked < 3 && start.elapsed() < Duration::from_secs(15) {
@@ -368,7 +376,7 @@ fn a_reading_reaches_every_agent_within_a_second() {
             m.agents[1..].iter().all(|a| a.logged(&line))
         });
         checked += 1;
-        let seen = published.len();
+        seen = published.len();
         mesh.wait_for("the next reading", Duration::from_secs(5), |m| {
             m.agents[0].count("point agent-1/temperature = ") > seen
         });
@@ -391,4 +399,68 @@ fn a_static_peer_is_found_without_broadcast_and_found_again_after_a_restart() {
     mesh.wait_for("agent-2 finds agent-1 again", INTERVAL * 2, |m| {
         m.agents[1].logged("discovered node")
     });
+}
+
+#[test]
+fn the_demo_starts_a_mesh_and_cleans_up_on_sigterm() {
+    let port = 30_000 + (std::process::id() % 500) as u16 * 40 + 24;
+    let mut demo = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["demo", "--nodes", "3", "--port", &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("demo starts");
+    let pid = demo.id();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    for stream in [
+        Box::new(demo.stdout.take().expect("piped")) as Box<dyn std::io::Read + Send>,
+        Box::new(demo.stderr.take().expect("piped")),
+    ] {
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                sink.lock().expect("log lock").push(line);
+            }
+        });
+    }
+    let count = |text: &str| {
+        log.lock()
+            .expect("log lock")
+            .iter()
+            .filter(|l| l.contains(text))
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while count("discovered node demo-") < 6 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let found = count("discovered node demo-");
+    let dir = std::env::temp_dir().join(format!("shoal-demo-{pid}"));
+    assert!(
+        dir.exists(),
+        "the demo keeps its state in {}",
+        dir.display()
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut code = None;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = demo.try_wait() {
+            code = status.code();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if code.is_none() {
+        let _ = demo.kill();
+        let _ = demo.wait();
+    }
+    let all = log.lock().expect("log lock").join("\n");
+    assert_eq!(found, 6, "each of 3 agents discovers 2 others\n{all}");
+    assert_eq!(code, Some(0), "{all}");
+    assert_eq!(count("saying goodbye"), 3, "{all}");
+    assert!(!dir.exists(), "the demo removed {}", dir.display());
 }

@@ -15,11 +15,13 @@ const USAGE: &str = "usage: shoal <command> [options]
 commands:
   run [--config PATH]     run the agent (default /etc/shoal/shoal.toml; without
                           a file: embedded defaults, loopback only, simulated sensors)
+  demo [--nodes N]        a local mesh of N (default 3) agents on 127.0.0.x with
+                          simulated sensors; Ctrl-C stops it and removes everything
   check [--config PATH]   validate a configuration (default /etc/shoal/shoal.toml)
   --version               version, target and protocol
 
 Logging: RUST_LOG=debug|info|warn (default info).
-The commands demo, status, get, watch, peers and exec arrive with the API.";
+The commands status, get, watch, peers and exec arrive with the API.";
 
 /// Runs the command line `args` (without the program name).
 pub fn run(args: &[String]) -> ExitCode {
@@ -36,6 +38,10 @@ pub fn run(args: &[String]) -> ExitCode {
             Ok(path) => check(path),
             Err(message) => usage_error(&message),
         },
+        Some("demo") => match demo_flags(&args[1..]) {
+            Ok((nodes, port)) => crate::shell::demo::run(nodes, port),
+            Err(message) => usage_error(&message),
+        },
         Some("run") => match config_flag(&args[1..]) {
             Ok(path) => run_agent(path),
             Err(message) => usage_error(&message),
@@ -48,6 +54,43 @@ pub fn run(args: &[String]) -> ExitCode {
 fn usage_error(message: &str) -> ExitCode {
     eprintln!("shoal: {message}\n\n{USAGE}");
     ExitCode::from(2)
+}
+
+/// Parses `[--nodes N] [--port P]` (`--port`: the demo's beacon port).
+fn demo_flags(args: &[String]) -> Result<(usize, u16), String> {
+    let mut nodes = 3;
+    let mut port = crate::shell::demo::DEMO_PORT;
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        let value = rest.next();
+        match (arg.as_str(), value) {
+            ("--nodes" | "-n", Some(v)) => {
+                nodes = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=crate::shell::demo::MAX_DEMO_NODES).contains(n))
+                    .ok_or_else(|| {
+                        format!(
+                            "--nodes must be 1 to {}",
+                            crate::shell::demo::MAX_DEMO_NODES
+                        )
+                    })?;
+            }
+            ("--port", Some(v)) => {
+                port = v
+                    .parse()
+                    .ok()
+                    .filter(|p| (1024..65535).contains(p))
+                    .ok_or("--port must be 1024 to 65534")?;
+            }
+            (flag, _) => {
+                return Err(format!(
+                    "unexpected argument {flag:?} (demo takes --nodes N)"
+                ))
+            }
+        }
+    }
+    Ok((nodes, port))
 }
 
 /// Parses `[--config PATH]`.

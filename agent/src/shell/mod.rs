@@ -3,5 +3,6 @@
 //! in [`crate::node`].
 
 pub mod cli;
+pub mod demo;
 pub mod run;
 pub mod state;

@@ -262,9 +262,14 @@ async fn flush(node: &mut Node, sync: &UdpSocket, broadcasts: &[SocketAddr]) {
     }
     while let Some(event) = node.poll_event() {
         match event {
-            Event::PeerDiscovered { peer, addr } => log::info!("discovered node {peer} at {addr}"),
+            Event::PeerDiscovered { peer, addr } => {
+                log::info!("discovered node {} at {addr}", label(node, peer));
+            }
             Event::PeerRestarted { peer, incarnation } => {
-                log::info!("node {peer} restarted (incarnation {incarnation})");
+                log::info!(
+                    "node {} restarted (incarnation {incarnation})",
+                    label(node, peer)
+                );
             }
             Event::IncarnationChanged { incarnation } => {
                 log::warn!("frame counter exhausted: now incarnation {incarnation}");
@@ -287,6 +292,14 @@ async fn flush(node: &mut Node, sync: &UdpSocket, broadcasts: &[SocketAddr]) {
             // State changes are logged by the core.
             Event::PeerStateChanged { .. } => {}
         }
+    }
+}
+
+/// "name (id)" once the name is known, else the id.
+fn label(node: &Node, peer: wire::NodeId) -> String {
+    match node.peers().get(peer).and_then(|p| p.name.as_ref()) {
+        Some(name) => format!("{name} ({peer})"),
+        None => peer.to_string(),
     }
 }
 
