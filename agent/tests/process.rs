@@ -456,8 +456,8 @@ fn the_demo_starts_a_mesh_and_cleans_up_on_sigterm() {
     }
     if code.is_none() {
         let _ = demo.kill();
-        let _ = demo.wait();
     }
+    let _ = demo.wait();
     let all = log.lock().expect("log lock").join("\n");
     assert_eq!(found, 6, "each of 3 agents discovers 2 others\n{all}");
     assert_eq!(code, Some(0), "{all}");
