@@ -332,6 +332,20 @@ fn a_flood_of_garbage_leaves_agents_running_with_flat_memory() {
     mesh.wait_for("LEFT after the flood", INTERVAL * 2, |m| {
         m.agents[0].logged("node agent-2: HEALTHY -> LEFT")
     });
+    // The garbage was counted by reason (the shutdown summary).
+    let summary = mesh.agents[1]
+        .log
+        .lock()
+        .expect("log lock")
+        .iter()
+        .find(|l| l.contains("dropped: "))
+        .cloned()
+        .unwrap_or_default();
+    eprintln!("{summary}");
+    assert!(
+        summary.contains("bad_magic") && summary.contains("wrong_mesh"),
+        "{summary}"
+    );
 }
 
 #[test]
@@ -463,4 +477,37 @@ fn the_demo_starts_a_mesh_and_cleans_up_on_sigterm() {
     assert_eq!(code, Some(0), "{all}");
     assert_eq!(count("saying goodbye"), 3, "{all}");
     assert!(!dir.exists(), "the demo removed {}", dir.display());
+}
+
+#[test]
+fn a_rebooted_agent_knocks_on_its_remembered_peers() {
+    // No broadcast anywhere. agent-2 first knows agent-1 as a static peer,
+    // leaves, and restarts with no peers configured: only its state
+    // directory can bring them together again (agent-1 never contacts a node
+    // that said goodbye).
+    let mut mesh = Mesh::new(6);
+    let peer = format!("[\"127.0.0.71:{}\"]", mesh.port + 1);
+    mesh.add_with(1, 71, None, "[]", "[]");
+    mesh.add_with(2, 72, None, "[]", &peer);
+    mesh.wait_for("the pair meets", INTERVAL * 2, |m| {
+        m.agents.iter().all(|a| a.count("discovered node") >= 1)
+    });
+    mesh.agents[1].signal("TERM");
+    assert_eq!(mesh.agents[1].wait_exit(Duration::from_secs(1)), Some(0));
+    mesh.wait_for("agent-1 sees it leave", INTERVAL, |m| {
+        m.agents[0].logged("node agent-2: HEALTHY -> LEFT")
+    });
+    let config = mesh.agents[1].config.clone();
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        text.replace(&format!("peers = {peer}"), "peers = []"),
+    )
+    .expect("rewritten");
+    mesh.agents[1].restart();
+    mesh.wait_for("agent-2 finds agent-1 from memory", INTERVAL * 2, |m| {
+        m.agents[1].logged("knocking on 1 remembered peers")
+            && m.agents[1].logged("discovered node agent-1")
+            && m.agents[0].logged("node agent-2: LEFT -> HEALTHY")
+    });
 }

@@ -118,7 +118,10 @@ pub fn run(config: Config) -> Result<(), RunError> {
         seed,
         Instant::ZERO,
     )?;
-    node.set_static_peers(resolve_peers(&config.mesh.peers));
+    let mut known = Known::load(&state_dir);
+    let mut static_peers = resolve_peers(&config.mesh.peers);
+    static_peers.extend(known.peers.keys().copied());
+    node.set_static_peers(static_peers);
     let mut samplers = samplers(&config);
     log::info!(
         "node {name} ({}) incarnation {} starting: beacons on port {}, sync on {}:{}, {} sensors",
@@ -207,7 +210,9 @@ pub fn run(config: Config) -> Result<(), RunError> {
                 Input::Stop => {
                     log::info!("stopping: saying goodbye to the mesh");
                     node.handle_leave(now);
-                    flush(&mut node, &sync, &broadcasts).await;
+                    flush(&mut node, &sync, &broadcasts, &mut known).await;
+                    known.save(&node, &mut state_dir);
+                    log_stats(&node);
                     log::info!("stopped ({} state writes this run)", state_dir.writes());
                     return Ok(());
                 }
@@ -221,9 +226,143 @@ pub fn run(config: Config) -> Result<(), RunError> {
                     }
                 }
             }
-            flush(&mut node, &sync, &broadcasts).await;
+            flush(&mut node, &sync, &broadcasts, &mut known).await;
+            known.maybe_save(&node, &mut state_dir);
         }
     })
+}
+
+/// Remembered neighbors, written to the state directory rarely (SD cards
+/// wear out): at most once a minute when the set of neighbors changed,
+/// otherwise every ten minutes, and at shutdown.
+struct Known {
+    peers: std::collections::BTreeMap<SocketAddr, state::KnownPeer>,
+    /// Successes stored before this run, per address.
+    base: std::collections::BTreeMap<SocketAddr, u64>,
+    changed: bool,
+    last_save: std::time::Instant,
+}
+
+/// Known peers not heard for this long are forgotten.
+const KNOWN_PEER_TTL: Duration = Duration::from_secs(3600);
+const SAVE_CHANGES_EVERY: Duration = Duration::from_secs(60);
+const SAVE_ANYWAY_EVERY: Duration = Duration::from_secs(600);
+
+impl Known {
+    fn load(state_dir: &StateDir) -> Known {
+        let (list, found) = state_dir.load_peers();
+        if let state::Found::Corrupt(reason) = found {
+            log::warn!(
+                "state file {}/peers was unreadable ({reason}); it will be rewritten",
+                state_dir.path().display()
+            );
+        }
+        let now = unix_seconds();
+        let peers: std::collections::BTreeMap<SocketAddr, state::KnownPeer> = list
+            .into_iter()
+            .filter(|p| now.saturating_sub(p.last_seen) < KNOWN_PEER_TTL.as_secs())
+            .map(|p| (p.addr, p))
+            .collect();
+        if !peers.is_empty() {
+            log::info!("knocking on {} remembered peers", peers.len());
+        }
+        Known {
+            base: peers.iter().map(|(a, p)| (*a, p.successes)).collect(),
+            peers,
+            changed: false,
+            last_save: std::time::Instant::now(),
+        }
+    }
+
+    fn note_failure(&mut self, addr: SocketAddr) {
+        if let Some(peer) = self.peers.get_mut(&addr) {
+            peer.failures += 1;
+            self.changed = true;
+        }
+    }
+
+    /// Copies the healthy neighbors in; marks a change when a new one appears.
+    fn update(&mut self, node: &Node) {
+        let now = unix_seconds();
+        for peer in node.peers().iter() {
+            if peer.state != crate::node::peers::PeerState::Healthy {
+                continue;
+            }
+            let base = self.base.get(&peer.addr).copied().unwrap_or(0);
+            let name = peer
+                .name
+                .as_ref()
+                .map_or_else(|| peer.id.to_string(), |n| n.to_string());
+            let entry = self.peers.entry(peer.addr).or_insert_with(|| {
+                self.changed = true;
+                state::KnownPeer {
+                    addr: peer.addr,
+                    name: name.clone(),
+                    last_seen: now,
+                    successes: 0,
+                    failures: 0,
+                }
+            });
+            entry.name = name;
+            entry.last_seen = now;
+            entry.successes = base + peer.frames_in;
+        }
+        self.peers
+            .retain(|_, p| now.saturating_sub(p.last_seen) < KNOWN_PEER_TTL.as_secs());
+    }
+
+    fn maybe_save(&mut self, node: &Node, state_dir: &mut StateDir) {
+        let since = self.last_save.elapsed();
+        if since < SAVE_CHANGES_EVERY {
+            return;
+        }
+        let new_neighbor = node.peers().iter().any(|p| {
+            p.state == crate::node::peers::PeerState::Healthy && !self.peers.contains_key(&p.addr)
+        });
+        if self.changed || new_neighbor || since >= SAVE_ANYWAY_EVERY {
+            self.save(node, state_dir);
+        }
+    }
+
+    fn save(&mut self, node: &Node, state_dir: &mut StateDir) {
+        self.update(node);
+        let list: Vec<state::KnownPeer> = self.peers.values().cloned().collect();
+        match state_dir.save_peers(&list) {
+            Ok(()) => log::debug!("saved {} known peers", list.len()),
+            Err(error) => log::warn!("{error}"),
+        }
+        self.changed = false;
+        self.last_save = std::time::Instant::now();
+    }
+}
+
+fn unix_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// One line of what the node did and refused, at shutdown.
+fn log_stats(node: &Node) {
+    let stats = node.stats();
+    let dropped: Vec<String> = stats
+        .dropped
+        .iter()
+        .filter(|(reason, _)| **reason != "from_self")
+        .map(|(reason, count)| format!("{reason} {count}"))
+        .collect();
+    log::info!(
+        "frames in {} out {}, bytes in {} out {}, dropped: {}",
+        stats.frames_in,
+        stats.frames_out,
+        stats.bytes_in,
+        stats.bytes_out,
+        if dropped.is_empty() {
+            "none".to_owned()
+        } else {
+            dropped.join(", ")
+        }
+    );
 }
 
 enum Input {
@@ -248,7 +387,7 @@ fn elapsed(started: std::time::Instant) -> Instant {
 }
 
 /// Sends every queued datagram and logs every event.
-async fn flush(node: &mut Node, sync: &UdpSocket, broadcasts: &[SocketAddr]) {
+async fn flush(node: &mut Node, sync: &UdpSocket, broadcasts: &[SocketAddr], known: &mut Known) {
     while let Some(transmit) = node.poll_transmit() {
         let targets: &[SocketAddr] = match &transmit.destination {
             Destination::Broadcast => broadcasts,
@@ -289,8 +428,14 @@ async fn flush(node: &mut Node, sync: &UdpSocket, broadcasts: &[SocketAddr]) {
                     }
                 }
             }
-            // State changes are logged by the core.
-            Event::PeerStateChanged { .. } => {}
+            // State changes are logged by the core; failures are remembered.
+            Event::PeerStateChanged { peer, to, .. } => {
+                if to == crate::node::peers::PeerState::Unreachable {
+                    if let Some(addr) = node.peers().get(peer).map(|p| p.addr) {
+                        known.note_failure(addr);
+                    }
+                }
+            }
         }
     }
 }

@@ -174,6 +174,80 @@ fn parse_identity(text: &str) -> Result<Identity, String> {
     }
 }
 
+/// A neighbor remembered across restarts, so a rebooted node (or one that
+/// lost every neighbor) knocks on its door at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownPeer {
+    /// Its unicast address.
+    pub addr: std::net::SocketAddr,
+    /// Its name when last heard.
+    pub name: String,
+    /// When it was last heard healthy, seconds since the Unix epoch.
+    pub last_seen: u64,
+    /// Frames received from it, summed over runs.
+    pub successes: u64,
+    /// Times it became UNREACHABLE.
+    pub failures: u64,
+}
+
+const PEERS: &str = "peers";
+const PEERS_HEADER: &str = "shoal-peers 1";
+
+impl StateDir {
+    /// The remembered peers; a corrupt file is reported and ignored.
+    pub fn load_peers(&self) -> (Vec<KnownPeer>, Found) {
+        match fs::read_to_string(self.dir.join(PEERS)) {
+            Ok(text) => match parse_peers(&text) {
+                Ok(peers) => (peers, Found::Valid),
+                Err(reason) => (Vec::new(), Found::Corrupt(reason)),
+            },
+            Err(error) if error.kind() == io::ErrorKind::NotFound => (Vec::new(), Found::Missing),
+            Err(error) => (Vec::new(), Found::Corrupt(error.to_string())),
+        }
+    }
+
+    /// Writes the remembered peers atomically.
+    pub fn save_peers(&mut self, peers: &[KnownPeer]) -> Result<(), StateError> {
+        let mut text = format!("{PEERS_HEADER}\n");
+        for peer in peers {
+            text.push_str(&format!(
+                "{} {} {} {} {}\n",
+                peer.addr, peer.name, peer.last_seen, peer.successes, peer.failures
+            ));
+        }
+        text.push_str("end\n");
+        self.write_atomic(PEERS, text.as_bytes())
+    }
+}
+
+fn parse_peers(text: &str) -> Result<Vec<KnownPeer>, String> {
+    let mut lines = text.lines();
+    if lines.next() != Some(PEERS_HEADER) {
+        return Err("unknown format".to_owned());
+    }
+    let mut peers = Vec::new();
+    for line in lines {
+        if line == "end" {
+            return Ok(peers);
+        }
+        let fields: Vec<&str> = line.split(' ').collect();
+        let parsed = match fields.as_slice() {
+            [addr, name, last_seen, successes, failures] => (|| {
+                Some(KnownPeer {
+                    addr: addr.parse().ok()?,
+                    name: (*name).to_owned(),
+                    last_seen: last_seen.parse().ok()?,
+                    successes: successes.parse().ok()?,
+                    failures: failures.parse().ok()?,
+                })
+            })(),
+            _ => None,
+        };
+        peers.push(parsed.ok_or_else(|| format!("malformed line {line:?}"))?);
+    }
+    Err("truncated".to_owned())
+}
+
 /// 64 random bits from the kernel.
 pub fn random_u64() -> Result<u64, StateError> {
     let mut bytes = [0u8; 8];
@@ -288,6 +362,35 @@ mod tests {
             assert_eq!((found, next.id), (Found::Valid, identity.id), "{case}");
             let _ = fs::remove_dir_all(&dir);
         }
+    }
+
+    #[test]
+    fn known_peers_round_trip_and_a_corrupt_list_is_ignored() {
+        let dir = scratch("peers");
+        let mut state = StateDir::open(&dir).expect("created");
+        assert_eq!(state.load_peers(), (Vec::new(), Found::Missing));
+        let peers = vec![KnownPeer {
+            addr: "127.0.0.12:20195".parse().expect("addr"),
+            name: "kitchen".into(),
+            last_seen: 1_763_800_000,
+            successes: 42,
+            failures: 1,
+        }];
+        state.save_peers(&peers).expect("written");
+        assert_eq!(state.load_peers(), (peers, Found::Valid));
+        fs::write(
+            dir.join(PEERS),
+            "shoal-peers 1\n127.0.0.12:20195 kitchen 17",
+        )
+        .expect("written");
+        assert!(matches!(state.load_peers(), (list, Found::Corrupt(_)) if list.is_empty()));
+        fs::write(
+            dir.join(PEERS),
+            "shoal-peers 1\n127.0.0.12:20195 kitchen 1 2 3\n",
+        )
+        .expect("written");
+        assert_eq!(state.load_peers().1, Found::Corrupt("truncated".into()));
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]
