@@ -277,6 +277,18 @@ fn meshes_with_different_keys_ignore_each_other() {
     for agent in &mesh.agents {
         assert_eq!(agent.count("discovered node"), 1, "{}", agent.dump());
     }
+    // The other mesh's frames were counted, not silently ignored.
+    mesh.agents[0].signal("TERM");
+    assert_eq!(mesh.agents[0].wait_exit(Duration::from_secs(1)), Some(0));
+    let summary = mesh.agents[0]
+        .log
+        .lock()
+        .expect("log lock")
+        .iter()
+        .find(|l| l.contains("dropped: "))
+        .cloned()
+        .unwrap_or_default();
+    assert!(summary.contains("wrong_mesh"), "{summary}");
 }
 
 #[test]
@@ -510,4 +522,45 @@ fn a_rebooted_agent_knocks_on_its_remembered_peers() {
             && m.agents[1].logged("discovered node agent-1")
             && m.agents[0].logged("node agent-2: LEFT -> HEALTHY")
     });
+}
+
+#[test]
+fn an_agent_republishes_its_last_values_after_a_restart() {
+    // agent-2 measures a constant 42; it restarts without any sensor, so a
+    // value its peer sees under the new incarnation can only be the saved one.
+    let mut mesh = Mesh::new(7);
+    mesh.add(1, 81, None);
+    mesh.add(2, 82, None);
+    let config = mesh.agents[1].config.clone();
+    let text = std::fs::read_to_string(&config).expect("config");
+    let constant = text.replace(
+        "name = \"temperature\"\ndriver = \"sim\"\nmin = 18.0\nmax = 24.0\n",
+        "name = \"level\"\ndriver = \"sim\"\nwaveform = \"constant\"\nvalue = 42.0\n",
+    );
+    assert_ne!(constant, text, "the sensor was replaced");
+    std::fs::write(&config, &constant).expect("rewritten");
+    mesh.agents[1].restart();
+    mesh.wait_for("agent-1 sees the level", INTERVAL * 3, |m| {
+        m.agents[0].logged("point agent-2/level = 42")
+    });
+    mesh.agents[1].signal("TERM");
+    assert_eq!(mesh.agents[1].wait_exit(Duration::from_secs(1)), Some(0));
+    let sensorless = constant
+        .split("[[sensor]]")
+        .next()
+        .expect("head")
+        .to_owned();
+    std::fs::write(&config, sensorless).expect("rewritten");
+    let before = mesh.agents[0].count("point agent-2/level = 42");
+    let restarts = mesh.agents[0].count("node agent-2 (");
+    mesh.agents[1].restart();
+    mesh.wait_for(
+        "the saved level arrives under the new incarnation",
+        INTERVAL * 2,
+        |m| {
+            m.agents[1].logged("restored the last values of 1 own points")
+                && m.agents[0].count("node agent-2 (") > restarts
+                && m.agents[0].count("point agent-2/level = 42") > before
+        },
+    );
 }

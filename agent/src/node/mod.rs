@@ -405,6 +405,11 @@ impl Node {
         &self.name
     }
 
+    /// Whether `handle_leave` was called.
+    pub fn is_leaving(&self) -> bool {
+        self.leaving
+    }
+
     /// This node's current incarnation.
     pub fn incarnation(&self) -> u32 {
         self.counter.incarnation

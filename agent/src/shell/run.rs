@@ -122,6 +122,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
     let mut static_peers = resolve_peers(&config.mesh.peers);
     static_peers.extend(known.peers.keys().copied());
     node.set_static_peers(static_peers);
+    restore_points(&mut node, &state_dir);
     let mut samplers = samplers(&config);
     log::info!(
         "node {name} ({}) incarnation {} starting: beacons on port {}, sync on {}:{}, {} sensors",
@@ -241,6 +242,7 @@ struct Known {
     base: std::collections::BTreeMap<SocketAddr, u64>,
     changed: bool,
     last_save: std::time::Instant,
+    last_points_save: std::time::Instant,
 }
 
 /// Known peers not heard for this long are forgotten.
@@ -271,6 +273,7 @@ impl Known {
             peers,
             changed: false,
             last_save: std::time::Instant::now(),
+            last_points_save: std::time::Instant::now(),
         }
     }
 
@@ -325,6 +328,10 @@ impl Known {
     }
 
     fn save(&mut self, node: &Node, state_dir: &mut StateDir) {
+        if self.last_points_save.elapsed() >= SAVE_ANYWAY_EVERY || node.is_leaving() {
+            save_points(node, state_dir);
+            self.last_points_save = std::time::Instant::now();
+        }
         self.update(node);
         let list: Vec<state::KnownPeer> = self.peers.values().cloned().collect();
         match state_dir.save_peers(&list) {
@@ -333,6 +340,55 @@ impl Known {
         }
         self.changed = false;
         self.last_save = std::time::Instant::now();
+    }
+}
+
+/// Republishes the last values of this node's own points, saved by the
+/// previous run, under the new incarnation.
+fn restore_points(node: &mut Node, state_dir: &StateDir) {
+    let (points, found) = state_dir.load_points();
+    if let state::Found::Corrupt(reason) = found {
+        log::warn!(
+            "state file {}/points was unreadable ({reason}); it will be rewritten",
+            state_dir.path().display()
+        );
+    }
+    let mut restored = 0;
+    for point in points {
+        let (Some(name), Some(unit)) = (wire::name(&point.name), wire::unit(&point.unit)) else {
+            continue;
+        };
+        let reading = Reading {
+            name,
+            value: point.value,
+            unit,
+            ts_ms: point.ts_ms,
+        };
+        if node.handle_reading(Instant::ZERO, reading).is_ok() {
+            restored += 1;
+        }
+    }
+    if restored > 0 {
+        log::info!("restored the last values of {restored} own points");
+    }
+}
+
+fn save_points(node: &Node, state_dir: &mut StateDir) {
+    let Some(own) = node.store().origin(node.id()) else {
+        return;
+    };
+    let points: Vec<state::SavedPoint> = own
+        .points
+        .iter()
+        .map(|(name, point)| state::SavedPoint {
+            name: name.to_string(),
+            value: point.value.clone(),
+            unit: point.unit.to_string(),
+            ts_ms: point.ts_ms,
+        })
+        .collect();
+    if let Err(error) = state_dir.save_points(&points) {
+        log::warn!("{error}");
     }
 }
 

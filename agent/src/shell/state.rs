@@ -248,6 +248,91 @@ fn parse_peers(text: &str) -> Result<Vec<KnownPeer>, String> {
     Err("truncated".to_owned())
 }
 
+/// The last value of one of this node's own points.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SavedPoint {
+    /// Point name.
+    pub name: String,
+    /// Its value.
+    pub value: crate::node::wire::Value,
+    /// Its unit.
+    pub unit: String,
+    /// Origin timestamp, ms since the Unix epoch.
+    pub ts_ms: u64,
+}
+
+const POINTS: &str = "points";
+const POINTS_HEADER: &str = "shoal-points 1";
+
+impl StateDir {
+    /// This node's saved points; a corrupt file is reported and ignored.
+    pub fn load_points(&self) -> (Vec<SavedPoint>, Found) {
+        match fs::read_to_string(self.dir.join(POINTS)) {
+            Ok(text) => match parse_points(&text) {
+                Ok(points) => (points, Found::Valid),
+                Err(reason) => (Vec::new(), Found::Corrupt(reason)),
+            },
+            Err(error) if error.kind() == io::ErrorKind::NotFound => (Vec::new(), Found::Missing),
+            Err(error) => (Vec::new(), Found::Corrupt(error.to_string())),
+        }
+    }
+
+    /// Writes this node's points atomically (tab-separated; names, units and
+    /// texts never contain control characters).
+    pub fn save_points(&mut self, points: &[SavedPoint]) -> Result<(), StateError> {
+        use crate::node::wire::Value;
+        let mut text = format!("{POINTS_HEADER}\n");
+        for point in points {
+            let value = match &point.value {
+                Value::Float(v) => format!("f:{v}"),
+                Value::Int(v) => format!("i:{v}"),
+                Value::Bool(v) => format!("b:{v}"),
+                Value::Text(v) => format!("t:{v}"),
+            };
+            text.push_str(&format!(
+                "{}\t{value}\t{}\t{}\n",
+                point.name, point.unit, point.ts_ms
+            ));
+        }
+        text.push_str("end\n");
+        self.write_atomic(POINTS, text.as_bytes())
+    }
+}
+
+fn parse_points(text: &str) -> Result<Vec<SavedPoint>, String> {
+    use crate::node::wire::Value;
+    let mut lines = text.lines();
+    if lines.next() != Some(POINTS_HEADER) {
+        return Err("unknown format".to_owned());
+    }
+    let mut points = Vec::new();
+    for line in lines {
+        if line == "end" {
+            return Ok(points);
+        }
+        let parsed = match line.split('\t').collect::<Vec<_>>().as_slice() {
+            [name, value, unit, ts_ms] => (|| {
+                let value = match value.split_once(':')? {
+                    ("f", v) => Value::Float(v.parse().ok().filter(|v: &f64| v.is_finite())?),
+                    ("i", v) => Value::Int(v.parse().ok()?),
+                    ("b", v) => Value::Bool(v.parse().ok()?),
+                    ("t", v) => Value::Text(heapless::String::try_from(v).ok()?),
+                    _ => return None,
+                };
+                Some(SavedPoint {
+                    name: (*name).to_owned(),
+                    value,
+                    unit: (*unit).to_owned(),
+                    ts_ms: ts_ms.parse().ok()?,
+                })
+            })(),
+            _ => None,
+        };
+        points.push(parsed.ok_or_else(|| format!("malformed line {line:?}"))?);
+    }
+    Err("truncated".to_owned())
+}
+
 /// 64 random bits from the kernel.
 pub fn random_u64() -> Result<u64, StateError> {
     let mut bytes = [0u8; 8];
@@ -390,6 +475,44 @@ mod tests {
         )
         .expect("written");
         assert_eq!(state.load_peers().1, Found::Corrupt("truncated".into()));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn own_points_round_trip_and_a_corrupt_list_is_ignored() {
+        use crate::node::wire::Value;
+        let dir = scratch("points");
+        let mut state = StateDir::open(&dir).expect("created");
+        let points = vec![
+            SavedPoint {
+                name: "t".into(),
+                value: Value::Float(21.5),
+                unit: "°C".into(),
+                ts_ms: 1,
+            },
+            SavedPoint {
+                name: "n".into(),
+                value: Value::Int(-3),
+                unit: String::new(),
+                ts_ms: 2,
+            },
+            SavedPoint {
+                name: "door".into(),
+                value: Value::Bool(true),
+                unit: String::new(),
+                ts_ms: 3,
+            },
+            SavedPoint {
+                name: "mode".into(),
+                value: Value::Text(heapless::String::try_from("eco: on").expect("fits")),
+                unit: String::new(),
+                ts_ms: 4,
+            },
+        ];
+        state.save_points(&points).expect("written");
+        assert_eq!(state.load_points(), (points, Found::Valid));
+        fs::write(dir.join(POINTS), "shoal-points 1\nt\tf:NaN\t\t1\nend\n").expect("written");
+        assert!(matches!(state.load_points(), (list, Found::Corrupt(_)) if list.is_empty()));
         let _ = fs::remove_dir_all(&dir);
     }
 
