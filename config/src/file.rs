@@ -683,33 +683,8 @@ impl Walker<'_> {
         span: Range<usize>,
     ) -> Option<(SensorSection, Range<usize>)> {
         let p = "sensor.";
-        let name = self.required_name(table, p, span.clone());
-        let driver = self.required_string(table, p, "driver", span.clone());
-        let driver_keys = driver.as_ref().and_then(|(driver, driver_span)| {
-            let keys = SENSOR_DRIVERS
-                .iter()
-                .find(|(name, _)| name == driver)
-                .map(|(_, keys)| *keys);
-            if keys.is_none() {
-                let known: Vec<&str> = SENSOR_DRIVERS.iter().map(|(name, _)| *name).collect();
-                self.problem(
-                    driver_span.clone(),
-                    format!(
-                        "unknown sensor driver {driver:?}; known: {}",
-                        known.join(", ")
-                    ),
-                );
-            }
-            keys
-        });
-        let allowed: Vec<&str> = SENSOR_COMMON
-            .iter()
-            .chain(driver_keys.unwrap_or(&[]).iter())
-            .copied()
-            .collect();
-        if driver_keys.is_some() {
-            self.known_keys(table, p, &allowed);
-        }
+        let (name, driver, allowed) =
+            self.device(table, span.clone(), "sensor", SENSOR_DRIVERS, SENSOR_COMMON);
         let interval = self
             .duration(table, p, "interval")
             .unwrap_or(d::SENSOR_INTERVAL);
@@ -743,6 +718,53 @@ impl Walker<'_> {
             },
             span,
         ))
+    }
+
+    /// The part sensors and actuators share: a valid name, a known driver,
+    /// and only the keys that driver (plus `common`) takes. Returns the name,
+    /// the driver and the allowed keys.
+    #[allow(clippy::type_complexity)]
+    fn device(
+        &mut self,
+        table: &DeTable<'_>,
+        span: Range<usize>,
+        what: &str,
+        drivers: &[(&str, &[&'static str])],
+        common: &[&'static str],
+    ) -> (
+        Option<(String, Range<usize>)>,
+        Option<(String, Range<usize>)>,
+        Vec<&'static str>,
+    ) {
+        let prefix = format!("{what}.");
+        let name = self.required_name(table, &prefix, span.clone());
+        let driver = self.required_string(table, &prefix, "driver", span);
+        let driver_keys = driver.as_ref().and_then(|(driver, driver_span)| {
+            let keys = drivers
+                .iter()
+                .find(|(name, _)| name == driver)
+                .map(|(_, keys)| *keys);
+            if keys.is_none() {
+                let known: Vec<&str> = drivers.iter().map(|(name, _)| *name).collect();
+                self.problem(
+                    driver_span.clone(),
+                    format!(
+                        "unknown {what} driver {driver:?}; known: {}",
+                        known.join(", ")
+                    ),
+                );
+            }
+            keys
+        });
+        let allowed: Vec<&'static str> = common
+            .iter()
+            .chain(driver_keys.unwrap_or(&[]).iter())
+            .copied()
+            .collect();
+        if driver_keys.is_some() {
+            self.known_keys(table, &prefix, &allowed);
+        }
+        (name, driver, allowed)
     }
 
     fn check_sim(
@@ -788,29 +810,13 @@ impl Walker<'_> {
         span: Range<usize>,
     ) -> Option<(ActuatorSection, Range<usize>)> {
         let p = "actuator.";
-        let name = self.required_name(table, p, span.clone());
-        let driver = self.required_string(table, p, "driver", span.clone());
-        let driver_keys = driver.as_ref().and_then(|(driver, driver_span)| {
-            let keys = ACTUATOR_DRIVERS
-                .iter()
-                .find(|(name, _)| name == driver)
-                .map(|(_, keys)| *keys);
-            if keys.is_none() {
-                self.problem(
-                    driver_span.clone(),
-                    format!("unknown actuator driver {driver:?}; known: gpio_out, pwm, sim"),
-                );
-            }
-            keys
-        });
-        let allowed: Vec<&str> = ["name", "driver"]
-            .iter()
-            .chain(driver_keys.unwrap_or(&[]).iter())
-            .copied()
-            .collect();
-        if driver_keys.is_some() {
-            self.known_keys(table, p, &allowed);
-        }
+        let (name, driver, allowed) = self.device(
+            table,
+            span.clone(),
+            "actuator",
+            ACTUATOR_DRIVERS,
+            &["name", "driver"],
+        );
         let settings = self.settings(table, p, &allowed, &["name", "driver"]);
         Some((
             ActuatorSection {

@@ -196,9 +196,18 @@ const PEERS_HEADER: &str = "shoal-peers 1";
 impl StateDir {
     /// The remembered peers; a corrupt file is reported and ignored.
     pub fn load_peers(&self) -> (Vec<KnownPeer>, Found) {
-        match fs::read_to_string(self.dir.join(PEERS)) {
-            Ok(text) => match parse_peers(&text) {
-                Ok(peers) => (peers, Found::Valid),
+        self.load_list(PEERS, parse_peers)
+    }
+
+    /// Reads a list file of the state directory; missing or corrupt: empty.
+    fn load_list<T>(
+        &self,
+        name: &str,
+        parse: fn(&str) -> Result<Vec<T>, String>,
+    ) -> (Vec<T>, Found) {
+        match fs::read_to_string(self.dir.join(name)) {
+            Ok(text) => match parse(&text) {
+                Ok(list) => (list, Found::Valid),
                 Err(reason) => (Vec::new(), Found::Corrupt(reason)),
             },
             Err(error) if error.kind() == io::ErrorKind::NotFound => (Vec::new(), Found::Missing),
@@ -267,14 +276,7 @@ const POINTS_HEADER: &str = "shoal-points 1";
 impl StateDir {
     /// This node's saved points; a corrupt file is reported and ignored.
     pub fn load_points(&self) -> (Vec<SavedPoint>, Found) {
-        match fs::read_to_string(self.dir.join(POINTS)) {
-            Ok(text) => match parse_points(&text) {
-                Ok(points) => (points, Found::Valid),
-                Err(reason) => (Vec::new(), Found::Corrupt(reason)),
-            },
-            Err(error) if error.kind() == io::ErrorKind::NotFound => (Vec::new(), Found::Missing),
-            Err(error) => (Vec::new(), Found::Corrupt(error.to_string())),
-        }
+        self.load_list(POINTS, parse_points)
     }
 
     /// Writes this node's points atomically (tab-separated; names, units and
