@@ -279,13 +279,46 @@ fn a_static_peer_joins_two_lans_without_a_gateway() {
         Some(PeerState::Healthy),
         "5 learned 0 from its beacons"
     );
-    // Cut the link for a while: both sides find each other again by themselves.
-    sim.set_link_loss(0, 5, 1.0);
+    // Cut the WAN between the LANs for a while (peer exchange has linked
+    // every pair by now): both sides find each other again by themselves.
+    let wan = |sim: &mut SimNet, loss: f64| {
+        for a in 0..5 {
+            for b in 5..10 {
+                sim.set_link_loss(a, b, loss);
+            }
+        }
+    };
+    wan(&mut sim, 1.0);
     sim.run_for(Duration::from_secs(10));
     assert_eq!(sim.state(0, 5), Some(PeerState::Unreachable));
-    sim.set_link_loss(0, 5, 0.0);
+    wan(&mut sim, 0.0);
     sim.run_until("re-bootstrapped", INTERVAL * 2, |sim| {
         sim.state(0, 5) == Some(PeerState::Healthy) && sim.state(5, 0) == Some(PeerState::Healthy)
     })
     .unwrap_or_else(|failure| panic!("{failure}"));
+}
+
+#[test]
+fn a_node_with_one_static_peer_ends_up_knowing_the_whole_mesh() {
+    // Nodes 0-8 share LAN 1; node 9 sits alone on LAN 2 (another subnet) and
+    // knows only node 0's address. Peer exchange brings it everyone else.
+    let mut sim = SimNet::new(SimConfig::lan(10, 74));
+    for i in 0..9 {
+        sim.set_lans(i, &[1]);
+    }
+    sim.set_lans(9, &[2]);
+    sim.set_static_peers(9, &[0]);
+    let everyone = all(10);
+    sim.run_until("everyone knows everyone", INTERVAL * 3, |sim| {
+        sim.all_see(&everyone, PeerState::Healthy)
+    })
+    .unwrap_or_else(|failure| panic!("{failure}"));
+    sim.run_until("and every point", INTERVAL * 3, |sim| {
+        sim.points_converged(&everyone)
+    })
+    .unwrap_or_else(|failure| panic!("{failure}"));
+    // Candidates that never answer are forgotten, so they cost nothing forever.
+    sim.crash(4);
+    sim.run_for(Duration::from_secs(120));
+    assert_eq!(sim.state(9, 4), Some(PeerState::Unreachable));
 }

@@ -294,6 +294,8 @@ impl DropReason {
 
 /// Beacons that carry metadata: the first few, then one in this many.
 const META_EVERY: u64 = 30;
+/// Neighbors beyond the LAN get our peer list this often (in beacons).
+const PEER_LIST_EVERY: u64 = 60;
 /// Leave is sent this many times, so one lost datagram does not hide it.
 const LEAVE_COPIES: usize = 3;
 
@@ -346,6 +348,9 @@ pub struct Node {
     /// Configured addresses beyond the LAN: they get every beacon by unicast,
     /// so a node finds them (again) by itself.
     static_peers: Vec<SocketAddr>,
+    /// Addresses learned by peer exchange, knocked on by unicast beacon until
+    /// they answer or expire.
+    candidates: BTreeMap<SocketAddr, Instant>,
     leaving: bool,
     stats: Stats,
 }
@@ -389,6 +394,7 @@ impl Node {
             deadlines: BTreeSet::new(),
             unicast_only: BTreeSet::new(),
             static_peers: Vec::new(),
+            candidates: BTreeMap::new(),
             leaving: false,
             stats: Stats::default(),
             config,
@@ -566,6 +572,11 @@ impl Node {
                     self.on_delta(sender, &delta);
                 }
             }),
+            wire::kind::PEERS => wire::decode_part::<wire::PeerList>(encoded).map(|list| {
+                if self.accept_frame(now, &header, kind, from, via) {
+                    self.on_peers(now, &list);
+                }
+            }),
             _ => {
                 // The goodbye is applied with the frame's liveness, in one
                 // update: each copy's newer counter must not revive it first.
@@ -632,6 +643,10 @@ impl Node {
                 peer: sender,
                 addr: from,
             });
+            if via == Via::Unicast {
+                // Beyond our LAN: tell it whom we know.
+                self.send_peer_list(from, sender);
+            }
         }
         if restarted {
             if let Some(name) = &peer_name {
@@ -753,6 +768,46 @@ impl Node {
                 peer.left = Some(counter);
             }
         });
+    }
+
+    /// Peer exchange: unknown addresses become candidates, knocked on by
+    /// unicast beacon for `10 × unreachable_after`.
+    fn on_peers(&mut self, now: Instant, list: &wire::PeerList) {
+        let expires = now + self.config.unreachable_after * 10;
+        for entry in &list.peers {
+            let addr = SocketAddr::from((entry.ip, entry.port));
+            let known = entry.node == self.id || self.peers.get(entry.node).is_some();
+            if known {
+                continue;
+            }
+            if self.candidates.len() < self.config.max_nodes || self.candidates.contains_key(&addr)
+            {
+                self.candidates.insert(addr, expires);
+            }
+        }
+    }
+
+    /// Sends `to` (node `except`) the healthy neighbors we know.
+    fn send_peer_list(&mut self, to: SocketAddr, except: NodeId) {
+        let entries: Vec<wire::PeerAddress> = self
+            .peers
+            .iter()
+            .filter(|peer| peer.id != except && peer.state == PeerState::Healthy)
+            .filter_map(|peer| match peer.addr {
+                SocketAddr::V4(v4) => Some(wire::PeerAddress {
+                    node: peer.id,
+                    ip: v4.ip().octets(),
+                    port: v4.port(),
+                }),
+                SocketAddr::V6(_) => None,
+            })
+            .collect();
+        for chunk in entries.chunks(wire::MAX_PEER_ADDRESSES) {
+            let list = wire::PeerList {
+                peers: chunk.iter().copied().collect(),
+            };
+            self.send(Destination::Unicast(to), &Message::Peers(list));
+        }
     }
 
     fn on_digest(&mut self, from: SocketAddr, digest: &Digest) {
@@ -880,14 +935,29 @@ impl Node {
             .filter(|peer| peer.is_lan() || self.unicast_only.contains(&peer.id))
             .map(|peer| peer.addr)
             .collect();
-        let missing: Vec<SocketAddr> = self
+        self.candidates
+            .retain(|addr, expires| *expires > now && !covered.contains(addr));
+        let missing: BTreeSet<SocketAddr> = self
             .static_peers
             .iter()
+            .chain(self.candidates.keys())
             .copied()
             .filter(|addr| !covered.contains(addr))
             .collect();
         for addr in missing {
             self.send(Destination::Unicast(addr), &message);
+        }
+        if self.stats.beacons_sent.is_multiple_of(PEER_LIST_EVERY) {
+            let remote: Vec<(SocketAddr, NodeId)> = self
+                .unicast_only
+                .iter()
+                .filter_map(|&id| self.peers.get(id))
+                .filter(|peer| peer.state == PeerState::Healthy)
+                .map(|peer| (peer.addr, peer.id))
+                .collect();
+            for (addr, id) in remote {
+                self.send_peer_list(addr, id);
+            }
         }
         self.last_beacon = Some(now);
         // 85-95 % of the interval: one lost beacon never reaches suspect_after.
@@ -1066,7 +1136,7 @@ impl Node {
             Message::Beacon(_) => {}
             Message::Digest(_) => self.stats.digests_sent += 1,
             Message::Delta(_) => self.stats.deltas_sent += 1,
-            Message::Leave => {}
+            Message::Leave | Message::Peers(_) => {}
         }
         if let Destination::Unicast(addr) = destination {
             if let Some(peer) = self.peers.iter_mut().find(|p| p.addr == addr) {

@@ -32,6 +32,7 @@
 //! | 1 | [`Digest`] | unicast, when a beacon's store hash differs from ours | per origin `(incarnation, watermark)` for one range of origin ids |
 //! | 2 | [`Delta`] | broadcast on a new reading; unicast in answer to a digest; relayed | point updates of one or more origins, each chunk a complete seq range |
 //! | 3 | [`Message::Leave`] | broadcast three times on graceful shutdown | nothing: the header says who and which incarnation |
+//! | 4 | [`Message::Peers`] | unicast to a neighbor beyond the LAN when first heard, then every 60 beacons | ids and IPv4 unicast addresses of healthy neighbors |
 //!
 //! Anti-entropy between `A` (whose beacon `B` hears) and `B`:
 //!
@@ -210,10 +211,34 @@ pub enum Message {
     Delta(Delta),
     /// The sender shuts down gracefully.
     Leave,
+    /// Neighbors the sender knows, so a node beyond the LAN (one static
+    /// peer) can reach the whole mesh.
+    Peers(PeerList),
+}
+
+/// Most addresses in one [`PeerList`] frame.
+pub const MAX_PEER_ADDRESSES: usize = 48;
+
+/// Neighbors of the sender with their unicast IPv4 addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerList {
+    /// The neighbors.
+    pub peers: Vec<PeerAddress, MAX_PEER_ADDRESSES>,
+}
+
+/// One neighbor's id and unicast address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerAddress {
+    /// Its id.
+    pub node: NodeId,
+    /// Its IPv4 address.
+    pub ip: [u8; 4],
+    /// Its sync port.
+    pub port: u16,
 }
 
 /// Number of [`Message`] variants this version knows.
-const KNOWN_MESSAGES: u8 = kind::LEAVE + 1;
+const KNOWN_MESSAGES: u8 = kind::PEERS + 1;
 
 /// The heartbeat. Without suspects, vouches and metadata it is 58 bytes
 /// with a key for a 7-character name (see the size tests).
@@ -507,6 +532,8 @@ pub mod kind {
     pub const DELTA: u8 = 2;
     /// [`super::Message::Leave`].
     pub const LEAVE: u8 = 3;
+    /// [`super::Message::Peers`].
+    pub const PEERS: u8 = 4;
 }
 
 /// Authenticates and decrypts the body of `frame` (whose header `header`
@@ -590,6 +617,7 @@ pub fn decode_body(
         kind::BEACON => Message::Beacon(decode_part(encoded)?),
         kind::DIGEST => Message::Digest(decode_part(encoded)?),
         kind::DELTA => Message::Delta(decode_part(encoded)?),
+        kind::PEERS => Message::Peers(decode_part(encoded)?),
         _ => Message::Leave,
     })
 }
@@ -630,6 +658,12 @@ impl Checked for Delta {
                     && p.value.is_valid()
                     && unit(&p.unit).is_some()
             })
+    }
+}
+
+impl Checked for PeerList {
+    fn is_valid(&self) -> bool {
+        self.peers.iter().all(|p| p.port != 0 && p.ip != [0; 4])
     }
 }
 

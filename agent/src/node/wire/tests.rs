@@ -132,6 +132,15 @@ fn sample_messages() -> std::vec::Vec<Message> {
         Message::Digest(digest),
         Message::Delta(full_delta()),
         Message::Leave,
+        Message::Peers(PeerList {
+            peers: [PeerAddress {
+                node: NodeId(9),
+                ip: [192, 168, 1, 20],
+                port: 20195,
+            }]
+            .into_iter()
+            .collect(),
+        }),
     ]
 }
 
@@ -477,7 +486,7 @@ proptest! {
 
     #[test]
     fn mutated_frames_never_panic(
-        which in 0usize..5,
+        which in 0usize..6,
         flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
         cut in any::<usize>(),
     ) {
