@@ -17,6 +17,8 @@ pub const SUSPECT_AFTER: Duration = Duration::from_secs(2);
 /// neighbor can vouch for it either.
 pub const UNREACHABLE_AFTER: Duration = Duration::from_secs(3);
 
+/// An UNREACHABLE or LEFT neighbor is forgotten after this long.
+pub const PRUNE_AFTER: Duration = Duration::from_secs(3600);
 /// Most nodes one agent keeps track of (neighbors and origins of data).
 pub const MAX_NODES: usize = 256;
 /// Most points one origin node may publish.

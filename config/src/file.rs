@@ -110,6 +110,8 @@ pub struct MeshSection {
     pub suspect_after: Duration,
     /// Silence before UNREACHABLE.
     pub unreachable_after: Duration,
+    /// Time UNREACHABLE or LEFT before a neighbor is forgotten.
+    pub prune_after: Duration,
     /// Mesh key file; `None`: an open mesh.
     pub key_file: Option<PathBuf>,
 }
@@ -548,6 +550,7 @@ impl Walker<'_> {
                 "beacon_interval",
                 "suspect_after",
                 "unreachable_after",
+                "prune_after",
                 "key_file",
             ],
         );
@@ -634,6 +637,20 @@ impl Walker<'_> {
                 ),
             );
         }
+        let prune_after = self
+            .duration(table, p, "prune_after")
+            .unwrap_or(d::PRUNE_AFTER);
+        if prune_after < unreachable_after {
+            let span = self.span_of(table, "prune_after").unwrap_or(0..0);
+            self.problem(
+                span,
+                format!(
+                    "mesh.prune_after ({}) must be at least mesh.unreachable_after ({})",
+                    crate::format_duration(prune_after),
+                    crate::format_duration(unreachable_after)
+                ),
+            );
+        }
         let key_file = self
             .string(table, p, "key_file")
             .map(|(s, _)| PathBuf::from(s));
@@ -646,6 +663,7 @@ impl Walker<'_> {
             beacon_interval,
             suspect_after,
             unreachable_after,
+            prune_after,
             key_file,
         })
     }

@@ -44,6 +44,8 @@ pub struct Config {
     pub suspect_after: Duration,
     /// Silence after which a neighbor is UNREACHABLE (no vouch either).
     pub unreachable_after: Duration,
+    /// Time in UNREACHABLE or LEFT after which a neighbor is forgotten.
+    pub prune_after: Duration,
     /// Most nodes tracked (neighbors; origins of data).
     pub max_nodes: usize,
     /// Most points per origin.
@@ -67,6 +69,7 @@ impl Default for Config {
             beacon_interval: d::BEACON_INTERVAL,
             suspect_after: d::SUSPECT_AFTER,
             unreachable_after: d::UNREACHABLE_AFTER,
+            prune_after: d::PRUNE_AFTER,
             max_nodes: d::MAX_NODES,
             max_points_per_node: d::MAX_POINTS_PER_NODE,
             history_per_point: d::HISTORY_PER_POINT,
@@ -89,6 +92,9 @@ pub enum ConfigError {
     /// UNREACHABLE needs time for vouches after SUSPECT.
     #[error("unreachable_after must be later than suspect_after")]
     UnreachableTooEarly,
+    /// Forgetting a node before it can even be UNREACHABLE.
+    #[error("prune_after must be at least unreachable_after")]
+    PruneTooEarly,
     /// A capacity of zero.
     #[error("limit {0} must be at least 1")]
     ZeroLimit(&'static str),
@@ -105,6 +111,9 @@ impl Config {
         }
         if self.unreachable_after <= self.suspect_after {
             return Err(ConfigError::UnreachableTooEarly);
+        }
+        if self.prune_after < self.unreachable_after {
+            return Err(ConfigError::PruneTooEarly);
         }
         for (name, value) in [
             ("max_nodes", self.max_nodes),
@@ -123,6 +132,7 @@ impl Config {
         Timing {
             suspect_after: self.suspect_after,
             unreachable_after: self.unreachable_after,
+            prune_after: self.prune_after,
         }
     }
 }
@@ -200,6 +210,11 @@ pub enum Event {
         origin: NodeId,
         /// The point's name.
         name: Name,
+    },
+    /// A neighbor UNREACHABLE or LEFT for `prune_after` was forgotten.
+    PeerPruned {
+        /// The node.
+        peer: NodeId,
     },
     /// This node used up its frame counter and moved to a new incarnation,
     /// which the shell must persist.
@@ -1071,6 +1086,20 @@ impl Node {
         }
         if let Some(event) = transition {
             self.push_event(event);
+        }
+        if self
+            .peers
+            .get(id)
+            .is_some_and(|p| p.is_prunable(now, &timing))
+        {
+            if let Some(peer) = self.peers.remove(id) {
+                if let Some(at) = peer.next_deadline(&timing) {
+                    self.deadlines.remove(&(at, id));
+                }
+            }
+            self.unicast_only.remove(&id);
+            self.vouch_requests.remove(&id);
+            self.push_event(Event::PeerPruned { peer: id });
         }
     }
 

@@ -140,12 +140,18 @@ impl Peer {
         let state_change = match self.state {
             PeerState::Healthy => Some(self.last_alive + timing.suspect_after),
             PeerState::Suspect => Some(self.last_alive + timing.unreachable_after),
-            PeerState::Unreachable | PeerState::Left => None,
+            PeerState::Unreachable | PeerState::Left => Some(self.state_since + timing.prune_after),
         };
         let direct_silence = (!self.directly_silent
             && matches!(self.state, PeerState::Healthy | PeerState::Suspect))
         .then(|| self.last_direct + timing.unreachable_after);
         [state_change, direct_silence].into_iter().flatten().min()
+    }
+
+    /// Whether it has been UNREACHABLE or LEFT for `prune_after` at `now`.
+    pub(crate) fn is_prunable(&self, now: Instant, timing: &Timing) -> bool {
+        matches!(self.state, PeerState::Unreachable | PeerState::Left)
+            && now.saturating_since(self.state_since) >= timing.prune_after
     }
 
     /// Whether it shares a broadcast domain with us: one of its broadcasts
@@ -175,6 +181,8 @@ pub struct Timing {
     pub suspect_after: Duration,
     /// Silence after which a neighbor is UNREACHABLE.
     pub unreachable_after: Duration,
+    /// Time in UNREACHABLE or LEFT after which a neighbor is forgotten.
+    pub prune_after: Duration,
 }
 
 /// The table is full of live neighbors; the newcomer was not added.
@@ -225,6 +233,11 @@ impl PeerTable {
         self.peers.is_empty()
     }
 
+    /// Forgets a neighbor.
+    pub(crate) fn remove(&mut self, id: NodeId) -> Option<Peer> {
+        self.peers.remove(&id)
+    }
+
     /// Adds a neighbor first heard at `now` (nothing if it is known). When the
     /// table is full, the stalest UNREACHABLE or LEFT neighbor makes room and
     /// its id is returned; live ones are never evicted, so then the newcomer
@@ -262,6 +275,7 @@ mod tests {
     const TIMING: Timing = Timing {
         suspect_after: Duration::from_secs(2),
         unreachable_after: Duration::from_secs(3),
+        prune_after: Duration::from_secs(60),
     };
 
     fn addr() -> SocketAddr {

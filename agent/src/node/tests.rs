@@ -90,7 +90,46 @@ fn invalid_timings_and_limits_are_refused() {
         bad(|c| c.max_nodes = 0),
         Err(ConfigError::ZeroLimit("max_nodes"))
     );
+    assert_eq!(
+        bad(|c| c.prune_after = Duration::from_secs(1)),
+        Err(ConfigError::PruneTooEarly)
+    );
     assert_eq!(config().validate(), Ok(()));
+}
+
+#[test]
+fn a_dead_neighbor_is_forgotten_after_prune_after() {
+    let quick = Config {
+        prune_after: Duration::from_secs(10),
+        ..config()
+    };
+    let mut a = node_with(1, 1, quick);
+    let mut b = node(2);
+    let beacon = beacon_of(&mut b, at(0));
+    a.handle_datagram(at(1), addr(2), Via::Broadcast, &beacon);
+    // B falls silent: UNREACHABLE at 3 s, forgotten 10 s later.
+    let _ = advance(&mut a, at(3_001));
+    assert_eq!(
+        a.peers().get(NodeId(2)).map(|p| p.state),
+        Some(PeerState::Unreachable)
+    );
+    let _ = advance(&mut a, at(13_000));
+    assert!(a.peers().get(NodeId(2)).is_some(), "not before prune_after");
+    let _ = advance(&mut a, at(13_002));
+    assert!(a.peers().get(NodeId(2)).is_none(), "forgotten");
+    assert!(
+        std::iter::from_fn(|| a.poll_event()).any(|e| e == Event::PeerPruned { peer: NodeId(2) })
+    );
+    // The deadline index holds nothing of it: the next wake-up is a beacon.
+    let next = a.poll_timeout().expect("beacons go on");
+    assert!(next <= at(14_000));
+    // If it comes back, it is simply new again.
+    let beacon = beacon_of(&mut b, at(20_000));
+    a.handle_datagram(at(20_001), addr(2), Via::Broadcast, &beacon);
+    assert_eq!(
+        a.peers().get(NodeId(2)).map(|p| p.state),
+        Some(PeerState::Healthy)
+    );
 }
 
 #[test]

@@ -101,6 +101,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         beacon_interval: config.mesh.beacon_interval,
         suspect_after: config.mesh.suspect_after,
         unreachable_after: config.mesh.unreachable_after,
+        prune_after: config.mesh.prune_after,
         max_nodes: config.limits.max_nodes,
         max_points_per_node: config.limits.max_points_per_node,
         history_per_point: config.limits.history_per_point,
@@ -465,6 +466,9 @@ async fn flush(node: &mut Node, sync: &UdpSocket, broadcasts: &[SocketAddr], kno
                     "node {} restarted (incarnation {incarnation})",
                     label(node, peer)
                 );
+            }
+            Event::PeerPruned { peer } => {
+                log::info!("forgot node {peer}: gone longer than mesh.prune_after");
             }
             Event::IncarnationChanged { incarnation } => {
                 log::warn!("frame counter exhausted: now incarnation {incarnation}");

@@ -92,7 +92,7 @@ do = "fan_of"
         problems(text),
         vec![
             "2:8: mesh.port must be a port between 1 and 65535, not 0",
-            "3:1: unknown key `mesh.colour`; expected one of: beacon_interval, bind, broadcast, key_file, peers, port, suspect_after, sync_port, unreachable_after",
+            "3:1: unknown key `mesh.colour`; expected one of: beacon_interval, bind, broadcast, key_file, peers, port, prune_after, suspect_after, sync_port, unreachable_after",
             "4:19: mesh.suspect_after (2s) must be at least twice mesh.beacon_interval (5s), or one lost beacon looks like a failure",
             "10:1: duplicate sensor name \"t\"",
             "10:1: duplicate point (sensor or compute) name \"t\"",
@@ -258,6 +258,15 @@ fn garbage_never_panics() {
     for text in samples {
         assert!(check(text).is_err(), "{text:?} should be invalid");
     }
+}
+
+#[test]
+fn pruning_cannot_come_before_unreachable() {
+    assert_eq!(
+        problems("[mesh]\nprune_after = \"2s\"\n"),
+        vec!["2:15: mesh.prune_after (2s) must be at least mesh.unreachable_after (3s)"]
+    );
+    assert_eq!(check("").expect("valid").mesh.prune_after, d::PRUNE_AFTER);
 }
 
 #[test]
