@@ -309,6 +309,9 @@ impl DropReason {
 
 /// Beacons that carry metadata: the first few, then one in this many.
 const META_EVERY: u64 = 30;
+/// Longest wait between two knocks on a silent static or learned address,
+/// in beacon intervals.
+const KNOCK_BACKOFF_MAX: u32 = 16;
 /// Neighbors beyond the LAN get our peer list this often (in beacons).
 const PEER_LIST_EVERY: u64 = 60;
 /// Leave is sent this many times, so one lost datagram does not hide it.
@@ -366,6 +369,8 @@ pub struct Node {
     /// Addresses learned by peer exchange, knocked on by unicast beacon until
     /// they answer or expire.
     candidates: BTreeMap<SocketAddr, Instant>,
+    /// Next knock and current backoff of each address that has not answered.
+    knocks: BTreeMap<SocketAddr, (Instant, Duration)>,
     leaving: bool,
     stats: Stats,
 }
@@ -410,6 +415,7 @@ impl Node {
             unicast_only: BTreeSet::new(),
             static_peers: Vec::new(),
             candidates: BTreeMap::new(),
+            knocks: BTreeMap::new(),
             leaving: false,
             stats: Stats::default(),
             config,
@@ -959,7 +965,17 @@ impl Node {
             .copied()
             .filter(|addr| !covered.contains(addr))
             .collect();
+        // Addresses that never answered are knocked on with backoff: every
+        // interval at first, doubling up to KNOCK_BACKOFF_MAX intervals.
+        self.knocks.retain(|addr, _| missing.contains(addr));
+        let interval = self.config.beacon_interval;
         for addr in missing {
+            let knock = self.knocks.entry(addr).or_insert((now, interval));
+            if now < knock.0 {
+                continue;
+            }
+            knock.1 = (knock.1 * 2).min(interval * KNOCK_BACKOFF_MAX);
+            knock.0 = now + knock.1;
             self.send(Destination::Unicast(addr), &message);
         }
         if self.stats.beacons_sent.is_multiple_of(PEER_LIST_EVERY) {

@@ -133,6 +133,48 @@ fn a_dead_neighbor_is_forgotten_after_prune_after() {
 }
 
 #[test]
+fn a_silent_static_peer_is_knocked_on_with_backoff() {
+    let mut a = node(1);
+    let far: SocketAddr = "10.1.2.3:20195".parse().expect("addr");
+    a.set_static_peers(vec![far]);
+    let knocks: std::vec::Vec<Instant> = (0..)
+        .map_while(|_| {
+            let deadline = a.poll_timeout().filter(|&t| t <= at(120_000))?;
+            a.handle_timeout(deadline);
+            Some((deadline, drain(&mut a)))
+        })
+        .filter(|(_, sent)| {
+            sent.iter()
+                .any(|t| t.destination == Destination::Unicast(far))
+        })
+        .map(|(at, _)| at)
+        .collect();
+    // 1, 2, 4, 8, 16, 16 ... intervals apart: far fewer than 120 beacons.
+    assert!(
+        knocks.len() >= 5 && knocks.len() <= 14,
+        "{} knocks",
+        knocks.len()
+    );
+    let gaps: std::vec::Vec<u64> = knocks
+        .windows(2)
+        .map(|w| w[1].as_millis() - w[0].as_millis())
+        .collect();
+    assert!(
+        gaps.windows(2).all(|g| g[1] + 1_000 >= g[0]),
+        "never shorter: {gaps:?}"
+    );
+    assert!(gaps.iter().all(|&g| g <= 17_000), "capped: {gaps:?}");
+    // Once it answers, it is a neighbor: no more backoff state for it.
+    let mut b = node(2);
+    let beacon = beacon_of(&mut b, at(0));
+    a.handle_datagram(at(120_001), far, Via::Unicast, &beacon);
+    assert_eq!(
+        a.peers().get(NodeId(2)).map(|p| p.state),
+        Some(PeerState::Healthy)
+    );
+}
+
+#[test]
 fn the_first_beacon_goes_out_within_a_tenth_of_the_interval() {
     let mut a = node(1);
     let first = a.poll_timeout().expect("a deadline");
