@@ -276,3 +276,42 @@ fn unreachable_must_come_after_suspect() {
         vec!["3:21: mesh.unreachable_after (3s) must be later than mesh.suspect_after (3s)"]
     );
 }
+
+mod never_panics {
+    use super::*;
+    use proptest::prelude::*;
+
+    const EXAMPLE: &str = include_str!("../../shoal.example.toml");
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1500))]
+
+        #[test]
+        fn arbitrary_text(text in "\\PC{0,400}") {
+            let _ = check(&text);
+        }
+
+        #[test]
+        fn toml_shaped_text(text in "(\\[{1,2}[a-z.]{0,8}\\]{1,2}\n|[a-z_]{1,12} = (\"[^\"\n]{0,12}\"|-?[0-9]{1,22}|[0-9.e+-]{1,8}|true|\\[[0-9, \"a-z]{0,20}\\]|\\{[a-z =\",0-9]{0,20}\\})\n){0,30}") {
+            let _ = check(&text);
+        }
+
+        #[test]
+        fn mutated_example(cuts in proptest::collection::vec((any::<usize>(), any::<char>()), 1..6)) {
+            let mut text: Vec<char> = EXAMPLE.chars().collect();
+            for (position, replacement) in cuts {
+                let index = position % text.len();
+                text[index] = replacement;
+            }
+            let text: String = text.into_iter().collect();
+            if let Err(problems) = check(&text) {
+                // Every problem has a real position and a sentence.
+                for problem in &problems.problems {
+                    prop_assert!(problem.line >= 1 && problem.col >= 1);
+                    prop_assert!(!problem.message.is_empty());
+                    prop_assert!(problem.line <= text.lines().count() + 1);
+                }
+            }
+        }
+    }
+}
