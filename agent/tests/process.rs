@@ -66,6 +66,17 @@ impl Agent {
             .count()
     }
 
+    /// The first logged line containing `text`, or "".
+    fn line_with(&self, text: &str) -> String {
+        self.log
+            .lock()
+            .expect("log lock")
+            .iter()
+            .find(|line| line.contains(text))
+            .cloned()
+            .unwrap_or_default()
+    }
+
     fn dump(&self) -> String {
         format!(
             "--- {}\n{}",
@@ -276,14 +287,7 @@ fn meshes_with_different_keys_ignore_each_other() {
     // The other mesh's frames were counted, not silently ignored.
     mesh.agents[0].signal("TERM");
     assert_eq!(mesh.agents[0].wait_exit(Duration::from_secs(1)), Some(0));
-    let summary = mesh.agents[0]
-        .log
-        .lock()
-        .expect("log lock")
-        .iter()
-        .find(|l| l.contains("dropped: "))
-        .cloned()
-        .unwrap_or_default();
+    let summary = mesh.agents[0].line_with("dropped: ");
     assert!(summary.contains("wrong_mesh"), "{summary}");
 }
 
@@ -341,14 +345,7 @@ fn a_flood_of_garbage_leaves_agents_running_with_flat_memory() {
         m.agents[0].logged("node agent-2: HEALTHY -> LEFT")
     });
     // The garbage was counted by reason (the shutdown summary).
-    let summary = mesh.agents[1]
-        .log
-        .lock()
-        .expect("log lock")
-        .iter()
-        .find(|l| l.contains("dropped: "))
-        .cloned()
-        .unwrap_or_default();
+    let summary = mesh.agents[1].line_with("dropped: ");
     eprintln!("{summary}");
     assert!(
         summary.contains("bad_magic") && summary.contains("wrong_mesh"),
