@@ -146,6 +146,7 @@ fn supervise(children: &mut [(String, Child)]) -> ExitCode {
         eprintln!("shoal demo: cannot install signal handlers");
         return ExitCode::from(1);
     };
+    let mut exited = vec![false; children.len()];
     smol::block_on(async {
         loop {
             let signal = async { signals.next().await.is_some() };
@@ -156,10 +157,18 @@ fn supervise(children: &mut [(String, Child)]) -> ExitCode {
             if future::or(signal, tick).await {
                 return ExitCode::SUCCESS;
             }
-            for (name, child) in children.iter_mut() {
+            for ((name, child), reported) in children.iter_mut().zip(exited.iter_mut()) {
+                if *reported {
+                    continue;
+                }
                 if let Ok(Some(status)) = child.try_wait() {
                     eprintln!("demo: agent {name} exited ({status})");
+                    *reported = true;
                 }
+            }
+            if exited.iter().all(|&gone| gone) {
+                eprintln!("demo: every agent has exited");
+                return ExitCode::from(1);
             }
         }
     })
