@@ -11,7 +11,7 @@ use super::state;
 use async_signal::{Signal, Signals};
 use futures_lite::{future, StreamExt};
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
@@ -193,9 +193,4 @@ fn stop(children: &mut [(String, Child)]) {
         }
         let _ = child.wait();
     }
-}
-
-/// The state directory a demo with this PID uses (for tests).
-pub fn demo_dir(pid: u32) -> PathBuf {
-    std::env::temp_dir().join(format!("shoal-demo-{pid}"))
 }

@@ -230,29 +230,37 @@ impl StateDir {
 }
 
 fn parse_peers(text: &str) -> Result<Vec<KnownPeer>, String> {
+    parse_list(text, PEERS_HEADER, |line| {
+        match line.split(' ').collect::<Vec<_>>().as_slice() {
+            [addr, name, last_seen, successes, failures] => Some(KnownPeer {
+                addr: addr.parse().ok()?,
+                name: (*name).to_owned(),
+                last_seen: last_seen.parse().ok()?,
+                successes: successes.parse().ok()?,
+                failures: failures.parse().ok()?,
+            }),
+            _ => None,
+        }
+    })
+}
+
+/// A state list file: `header`, one item per line, then `end` (a missing
+/// `end` means the file was cut short).
+fn parse_list<T>(
+    text: &str,
+    header: &str,
+    parse_line: impl Fn(&str) -> Option<T>,
+) -> Result<Vec<T>, String> {
     let mut lines = text.lines();
-    if lines.next() != Some(PEERS_HEADER) {
+    if lines.next() != Some(header) {
         return Err("unknown format".to_owned());
     }
-    let mut peers = Vec::new();
+    let mut items = Vec::new();
     for line in lines {
         if line == "end" {
-            return Ok(peers);
+            return Ok(items);
         }
-        let fields: Vec<&str> = line.split(' ').collect();
-        let parsed = match fields.as_slice() {
-            [addr, name, last_seen, successes, failures] => (|| {
-                Some(KnownPeer {
-                    addr: addr.parse().ok()?,
-                    name: (*name).to_owned(),
-                    last_seen: last_seen.parse().ok()?,
-                    successes: successes.parse().ok()?,
-                    failures: failures.parse().ok()?,
-                })
-            })(),
-            _ => None,
-        };
-        peers.push(parsed.ok_or_else(|| format!("malformed line {line:?}"))?);
+        items.push(parse_line(line).ok_or_else(|| format!("malformed line {line:?}"))?);
     }
     Err("truncated".to_owned())
 }
@@ -303,17 +311,9 @@ impl StateDir {
 
 fn parse_points(text: &str) -> Result<Vec<SavedPoint>, String> {
     use crate::node::wire::Value;
-    let mut lines = text.lines();
-    if lines.next() != Some(POINTS_HEADER) {
-        return Err("unknown format".to_owned());
-    }
-    let mut points = Vec::new();
-    for line in lines {
-        if line == "end" {
-            return Ok(points);
-        }
-        let parsed = match line.split('\t').collect::<Vec<_>>().as_slice() {
-            [name, value, unit, ts_ms] => (|| {
+    parse_list(text, POINTS_HEADER, |line| {
+        match line.split('\t').collect::<Vec<_>>().as_slice() {
+            [name, value, unit, ts_ms] => {
                 let value = match value.split_once(':')? {
                     ("f", v) => Value::Float(v.parse().ok().filter(|v: &f64| v.is_finite())?),
                     ("i", v) => Value::Int(v.parse().ok()?),
@@ -327,12 +327,10 @@ fn parse_points(text: &str) -> Result<Vec<SavedPoint>, String> {
                     unit: (*unit).to_owned(),
                     ts_ms: ts_ms.parse().ok()?,
                 })
-            })(),
+            }
             _ => None,
-        };
-        points.push(parsed.ok_or_else(|| format!("malformed line {line:?}"))?);
-    }
-    Err("truncated".to_owned())
+        }
+    })
 }
 
 /// 64 random bits from the kernel.
