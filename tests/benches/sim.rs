@@ -216,6 +216,8 @@ fn hot_paths() {
         suspects: heapless::Vec::new(),
         vouches: heapless::Vec::new(),
         meta: None,
+        heard: 12,
+        view: 0x1234_5678,
     });
     let clear_beacon = wire::encode(&header, &beacon, None).expect("fits");
     let sealed_beacon = wire::encode(&header, &beacon, Some(&cipher)).expect("fits");

@@ -10,11 +10,12 @@
 //!
 //! No socket is opened: the addresses below are labels, never bound.
 
+use shoal::node::command::ExecError;
 use shoal::node::peers::PeerState;
 use shoal::node::rand::Rng;
 use shoal::node::time::Instant;
-use shoal::node::wire::{self, MeshKey, Name, NodeId, Value};
-use shoal::node::{Config, Destination, Event, Identity, Node, Reading, Via};
+use shoal::node::wire::{self, MeshKey, Name, NodeId, Outcome, Value};
+use shoal::node::{Config, Destination, Event, Identity, Node, Reach, Reading, Via};
 use shoal_hal::sim::{SimSensor, Waveform};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
@@ -192,6 +193,29 @@ pub struct SimNet {
     by_addr: BTreeMap<SocketAddr, usize>,
     by_id: BTreeMap<NodeId, usize>,
     trace: VecDeque<String>,
+    /// Unicast crosses only a shared LAN or a static-peer link (subnets
+    /// without a router between them); otherwise it goes anywhere.
+    isolated: bool,
+    wan: BTreeSet<(usize, usize)>,
+    /// Every command answer received, in order.
+    pub finished: Vec<Finished>,
+}
+
+/// A command answer received by a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished {
+    /// When.
+    pub at: Instant,
+    /// The asker.
+    pub node: usize,
+    /// Its request number.
+    pub id: u32,
+    /// Where it ran.
+    pub target: NodeId,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Its output.
+    pub output: String,
 }
 
 impl SimNet {
@@ -240,6 +264,9 @@ impl SimNet {
             by_addr,
             by_id,
             trace: VecDeque::new(),
+            isolated: false,
+            wan: BTreeSet::new(),
+            finished: Vec::new(),
             config,
         };
         for index in 0..sim.nodes.len() {
@@ -336,8 +363,20 @@ impl SimNet {
         self.nodes[index].lans = lans.iter().copied().collect();
     }
 
-    /// Gives node `index` the unicast addresses of `peers` as static peers.
+    /// From now on, unicast reaches only nodes on a shared LAN or across a
+    /// static-peer link: the LANs are subnets with no router between them,
+    /// and only nodes on two of them (gateways) carry the mesh across.
+    pub fn isolate_lans(&mut self) {
+        self.isolated = true;
+    }
+
+    /// Gives node `index` the unicast addresses of `peers` as static peers
+    /// (and, with isolated LANs, a link to each).
     pub fn set_static_peers(&mut self, index: usize, peers: &[usize]) {
+        for &p in peers {
+            self.wan.insert((index, p));
+            self.wan.insert((p, index));
+        }
         let addrs = peers.iter().map(|&p| self.nodes[p].addr).collect();
         if let Some(node) = self.nodes[index].node.as_mut() {
             node.set_static_peers(addrs);
@@ -541,7 +580,32 @@ impl SimNet {
                 events.push(event);
             }
         }
+        let mut answers = Vec::new();
         for event in events {
+            if let Event::CommandRequested {
+                origin,
+                id,
+                executor,
+            } = &event
+            {
+                answers.push((*origin, *id, self.run_executor(index, *origin, executor)));
+            }
+            if let Event::CommandFinished {
+                id,
+                target,
+                outcome,
+                output,
+            } = &event
+            {
+                self.finished.push(Finished {
+                    at: now,
+                    node: index,
+                    id: *id,
+                    target: *target,
+                    outcome: *outcome,
+                    output: output.clone(),
+                });
+            }
             if let Event::PeerStateChanged { peer, from, to, .. } = event {
                 if let Some(subject) = self.index_of(peer) {
                     self.transitions.push(Transition {
@@ -555,6 +619,12 @@ impl SimNet {
                         self.note(format!("node-{index} sees node-{subject} {from} -> {to}"));
                     }
                 }
+            }
+        }
+        let again = !answers.is_empty();
+        if let Some(node) = self.nodes[index].node.as_mut() {
+            for (origin, id, (outcome, output)) in answers {
+                node.complete_command(now, origin, id, outcome, &output);
             }
         }
         for transmit in transmits {
@@ -577,6 +647,39 @@ impl SimNet {
                 }
             }
         }
+        if again {
+            self.drain(index);
+        }
+    }
+
+    /// Every simulated node has two executors: `ping` (remote) answers
+    /// `pong from node-N`; `local_only` runs only for the node itself.
+    fn run_executor(&self, index: usize, origin: NodeId, executor: &str) -> (Outcome, String) {
+        let own = origin == self.nodes[index].identity.id;
+        match executor {
+            "ping" => (Outcome::Exited(0), format!("pong from node-{index}")),
+            "local_only" if own => (Outcome::Exited(0), String::new()),
+            "local_only" => (Outcome::NotRemote, String::new()),
+            _ => (Outcome::UnknownExecutor, String::new()),
+        }
+    }
+
+    /// Node `from` asks node `target` to run `executor`.
+    pub fn exec(&mut self, from: usize, target: usize, executor: &str) -> Result<u32, ExecError> {
+        let now = self.now;
+        let target_id = self.nodes[target].identity.id;
+        let name = wire::name(executor).expect("valid executor name");
+        let result = match self.nodes[from].node.as_mut() {
+            Some(node) => node.exec(now, target_id, name, Duration::from_secs(5)),
+            None => Err(ExecError::Leaving),
+        };
+        self.drain(from);
+        result
+    }
+
+    /// The answer node `node` got to its request `id`.
+    pub fn answer(&self, node: usize, id: u32) -> Option<&Finished> {
+        self.finished.iter().find(|f| f.node == node && f.id == id)
     }
 
     fn deliver(&mut self, from: usize, to: usize, via_broadcast: bool, payload: &Rc<[u8]>) {
@@ -585,6 +688,14 @@ impl SimNet {
             return;
         }
         if from != to && self.blocked.contains(&(from, to)) {
+            self.net.blocked += 1;
+            return;
+        }
+        let unrouted = self.isolated
+            && !via_broadcast
+            && self.nodes[from].lans.is_disjoint(&self.nodes[to].lans)
+            && !self.wan.contains(&(from, to));
+        if unrouted {
             self.net.blocked += 1;
             return;
         }
@@ -673,6 +784,98 @@ impl SimNet {
     pub fn state(&self, observer: usize, subject: usize) -> Option<PeerState> {
         let id = self.nodes[subject].identity.id;
         self.node(observer).peers().get(id).map(|peer| peer.state)
+    }
+
+    /// How `observer` reaches `subject` (through any path).
+    pub fn reach(&self, observer: usize, subject: usize) -> Option<Reach> {
+        let id = self.nodes[subject].identity.id;
+        self.node(observer).reach(self.now, id)
+    }
+
+    /// Whether every running node of `group` reaches every other running
+    /// node of it, HEALTHY.
+    pub fn all_reach(&self, group: &[usize]) -> bool {
+        let up: Vec<usize> = group.iter().copied().filter(|&i| self.is_up(i)).collect();
+        up.iter().all(|&observer| {
+            up.iter().all(|&subject| {
+                self.reach(observer, subject)
+                    .is_some_and(|r| r.state == PeerState::Healthy)
+            })
+        })
+    }
+
+    /// The hop-by-hop path from `from` to `to` as the next hops of the
+    /// running nodes say: `Ok(path)` when it arrives, `Ok(partial)` when a
+    /// node on the way has no route (a black hole, not a loop), `Err` with
+    /// the path when it comes back to a node it passed: a routing loop.
+    pub fn path(&self, from: usize, to: usize) -> Result<Vec<usize>, Vec<usize>> {
+        let target = self.nodes[to].identity.id;
+        let mut path = vec![from];
+        let mut at = from;
+        while at != to {
+            let Some(node) = self.nodes[at].node.as_ref() else {
+                break;
+            };
+            let Some(reach) = node.reach(self.now, target) else {
+                break;
+            };
+            if matches!(reach.state, PeerState::Unreachable | PeerState::Left) {
+                break;
+            }
+            let next = match reach.via {
+                None => to,
+                Some(via) => match self.index_of(via) {
+                    Some(next) => next,
+                    None => break,
+                },
+            };
+            if path.contains(&next) {
+                path.push(next);
+                return Err(path);
+            }
+            path.push(next);
+            at = next;
+        }
+        Ok(path)
+    }
+
+    /// The first routing loop among the running nodes, if any: the
+    /// destination and the path that came back on itself.
+    pub fn find_loop(&self) -> Option<(usize, Vec<usize>)> {
+        let up = self.up_nodes();
+        for &from in &up {
+            for to in 0..self.nodes.len() {
+                if from != to {
+                    if let Err(path) = self.path(from, to) {
+                        return Some((to, path));
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Runs for `duration`, checking `check` after every step; fails with
+    /// the seed, the time and the trace at the first violation.
+    pub fn run_checked(
+        &mut self,
+        duration: Duration,
+        mut check: impl FnMut(&SimNet) -> Result<(), String>,
+    ) -> Result<(), SimFailure> {
+        let end = self.now + duration;
+        while self.next_time().is_some_and(|t| t <= end) {
+            self.step();
+            if let Err(what) = check(self) {
+                return Err(SimFailure {
+                    what,
+                    seed: self.config.seed,
+                    at: self.now,
+                    trace: self.trace.iter().cloned().collect(),
+                });
+            }
+        }
+        self.now = self.now.max(end);
+        Ok(())
     }
 
     /// Whether every running node sees every other node of `group` in `state`.

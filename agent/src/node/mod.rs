@@ -13,14 +13,18 @@
     warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod command;
 pub mod peers;
 pub mod rand;
+mod relay;
+pub mod routes;
 pub mod store;
 pub mod time;
 pub mod wire;
 
 use peers::{PeerState, PeerTable, Timing};
 use rand::Rng;
+use routes::RouteTable;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -211,6 +215,37 @@ pub enum Event {
         /// The point's name.
         name: Name,
     },
+    /// The route to a node changed: a new next hop or hop count, or none.
+    /// (A node beyond one hop also gets `PeerStateChanged` events, from the
+    /// heartbeats its route brings; a neighbor's come from direct contact.)
+    RouteChanged {
+        /// The node.
+        node: NodeId,
+        /// Next hop and hop count; `None`: no route through others.
+        route: Option<(NodeId, u8)>,
+    },
+    /// A node asked this one to run an executor: the shell runs it (if it
+    /// exists and, for another node, is marked remote) and answers with
+    /// [`Node::complete_command`].
+    CommandRequested {
+        /// Who asked (this node itself for a local `exec`).
+        origin: NodeId,
+        /// The asker's request number.
+        id: u32,
+        /// The executor's name.
+        executor: Name,
+    },
+    /// A command this node sent with [`Node::exec`] ended.
+    CommandFinished {
+        /// The request number `exec` returned.
+        id: u32,
+        /// Where it ran.
+        target: NodeId,
+        /// How it ended.
+        outcome: wire::Outcome,
+        /// The start of its output.
+        output: String,
+    },
     /// A neighbor UNREACHABLE or LEFT for `prune_after` was forgotten.
     PeerPruned {
         /// The node.
@@ -279,6 +314,26 @@ pub struct Stats {
     /// others vouched it alive: each is a false UNREACHABLE that a detector
     /// counting only its own missed beacons would have declared.
     pub vouch_saves: u64,
+    /// Route advertisement frames queued.
+    pub routes_sent: u64,
+    /// Route entries refused: a counter implausibly far ahead.
+    pub routes_implausible: u64,
+    /// Route entries refused: the route table is full of live destinations.
+    pub routes_table_full: u64,
+    /// Commands this node asked for.
+    pub commands_sent: u64,
+    /// Commands and results relayed for others.
+    pub commands_relayed: u64,
+    /// Commands and results dropped: seen before (a loop or a duplicate).
+    pub commands_duplicate: u64,
+    /// Commands and results dropped: hop limit used up.
+    pub commands_hop_limit: u64,
+    /// Commands refused: too many from one asker.
+    pub commands_rate_limited: u64,
+    /// Commands and results with no route onwards.
+    pub commands_no_route: u64,
+    /// Our commands that got no answer in time.
+    pub commands_unanswered: u64,
 }
 
 impl Stats {
@@ -316,6 +371,16 @@ const KNOCK_BACKOFF_MAX: u32 = 16;
 const PEER_LIST_EVERY: u64 = 60;
 /// Leave is sent this many times, so one lost datagram does not hide it.
 const LEAVE_COPIES: usize = 3;
+/// A node counts in our view (see `Beacon::view`) while heard directly
+/// within this many `unreachable_after`: long enough that loss never
+/// changes views, so only real topology makes a node a bridge.
+const VIEW_WINDOW: u32 = 10;
+/// Nodes whose view differs from a neighbor's but are not clearly the bridge
+/// advertise their routes anyway this often (in beacons), so unusual
+/// topologies are found too.
+const ROUTE_PROBE_EVERY: u64 = 30;
+/// Names ride in route advertisements the first few times, then this often.
+const ROUTE_NAMES_EVERY: u64 = 10;
 
 /// Others stay silent once this many vouches answered a question: enough
 /// that the asker gets one despite loss, few enough to keep beacons small.
@@ -371,8 +436,55 @@ pub struct Node {
     candidates: BTreeMap<SocketAddr, Instant>,
     /// Next knock and current backoff of each address that has not answered.
     knocks: BTreeMap<SocketAddr, (Instant, Duration)>,
+    /// Routes to nodes beyond one hop.
+    routes: RouteTable,
+    /// When routes must be re-selected at the latest.
+    next_route_check: Option<Instant>,
+    /// Something routes depend on changed: re-select before returning.
+    routes_dirty: bool,
+    /// Our last beacon found us bridging parts of the mesh: we advertise
+    /// routes and relay pushed data to the LAN.
+    bridging: bool,
+    /// Beacons in a row that found our view differing from a neighbor's.
+    bridge_streak: u8,
+    commands: command::Commands,
+    /// When this node started: route counters older than that may have been
+    /// routed through our previous incarnation and are refused.
+    started: Instant,
     leaving: bool,
     stats: Stats,
+}
+
+/// The neighbors as route selection sees them.
+struct Usable<'a> {
+    peers: &'a PeerTable,
+    timing: Timing,
+    now: Instant,
+}
+
+impl routes::Neighbors for Usable<'_> {
+    fn usable(&self, id: NodeId) -> Option<bool> {
+        let peer = self.peers.get(id)?;
+        (peer.is_direct(self.now, &self.timing)
+            && matches!(peer.state, PeerState::Healthy | PeerState::Suspect))
+        .then_some(peer.state == PeerState::Healthy)
+    }
+
+    fn direct(&self, id: NodeId) -> bool {
+        self.usable(id).is_some()
+    }
+}
+
+/// How this node reaches another, for people and for forwarding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reach {
+    /// Its state: from direct contact for a neighbor, from the heartbeats
+    /// its route brings otherwise.
+    pub state: PeerState,
+    /// Hops: 0 for this node, 1 for a direct neighbor.
+    pub hops: u8,
+    /// The next hop, when it is not a direct neighbor.
+    pub via: Option<NodeId>,
 }
 
 impl Node {
@@ -416,6 +528,13 @@ impl Node {
             static_peers: Vec::new(),
             candidates: BTreeMap::new(),
             knocks: BTreeMap::new(),
+            routes: RouteTable::new(config.max_nodes),
+            next_route_check: None,
+            routes_dirty: false,
+            bridging: false,
+            bridge_streak: 0,
+            commands: command::Commands::default(),
+            started: now,
             leaving: false,
             stats: Stats::default(),
             config,
@@ -494,10 +613,16 @@ impl Node {
         }
         let pull = self.pull_from.map(|_| self.next_digest);
         let neighbor = self.deadlines.first().map(|&(at, _)| at);
-        [Some(self.next_beacon), pull, neighbor]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            Some(self.next_beacon),
+            pull,
+            neighbor,
+            self.next_route_check,
+            self.commands.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Time passed: send due beacons, update neighbor states.
@@ -506,6 +631,11 @@ impl Node {
             return;
         }
         self.expire(now);
+        if self.next_route_check.is_some_and(|at| now >= at) {
+            self.routes_dirty = true;
+        }
+        self.refresh_routes(now);
+        self.expire_commands(now);
         if now >= self.next_beacon {
             self.send_beacon(now);
         }
@@ -535,6 +665,7 @@ impl Node {
         for delta in self.store.deltas(&ranges) {
             self.send_everywhere(&Message::Delta(delta), None);
         }
+        self.refresh_routes(now);
         Ok(())
     }
 
@@ -598,6 +729,25 @@ impl Node {
                     self.on_peers(now, &list);
                 }
             }),
+            wire::kind::ROUTES => wire::decode_part::<wire::RouteList>(encoded).map(|list| {
+                if self.accept_frame(now, &header, kind, from, via) {
+                    self.on_routes(now, sender, list);
+                }
+            }),
+            wire::kind::COMMAND => wire::decode_part::<wire::Command>(encoded).map(|command| {
+                if self.accept_frame(now, &header, kind, from, via) {
+                    self.refresh_routes(now);
+                    self.on_command(now, command);
+                }
+            }),
+            wire::kind::COMMAND_RESULT => {
+                wire::decode_part::<wire::CommandResult>(encoded).map(|result| {
+                    if self.accept_frame(now, &header, kind, from, via) {
+                        self.refresh_routes(now);
+                        self.on_command_result(now, result);
+                    }
+                })
+            }
             _ => {
                 // The goodbye is applied with the frame's liveness, in one
                 // update: each copy's newer counter must not revive it first.
@@ -608,6 +758,7 @@ impl Node {
         if let Err(error) = result {
             self.drop_frame(DropReason::Decode(error), from);
         }
+        self.refresh_routes(now);
     }
 
     /// Bookkeeping for an authenticated, fresh, valid frame: its sender is a
@@ -631,6 +782,7 @@ impl Node {
             Ok(Some(evicted)) => {
                 self.unicast_only.remove(&evicted);
                 self.vouch_requests.remove(&evicted);
+                self.routes.remove_via(evicted);
             }
             Ok(None) => {}
         }
@@ -670,6 +822,9 @@ impl Node {
             }
         }
         if restarted {
+            // Its routes came from its previous life.
+            self.routes.remove_via(sender);
+            self.routes_dirty = true;
             if let Some(name) = &peer_name {
                 self.store
                     .observe_incarnation(sender, name, counter.incarnation);
@@ -701,6 +856,8 @@ impl Node {
             }
             peer.store_hash = beacon.store_hash;
             peer.progress = beacon.progress;
+            peer.heard = beacon.heard;
+            peer.view = beacon.view;
         }
         for suspect in &beacon.suspects {
             if suspect.node == self.id {
@@ -860,8 +1017,11 @@ impl Node {
         for (origin, name) in applied.changed {
             self.push_event(Event::PointChanged { origin, name });
         }
+        // A bridge relays to the LAN too: the sender's broadcast reached only
+        // its own part of the mesh (duplicates are dropped by version).
         let sender_on_lan = self.peers.get(sender).is_some_and(|peer| peer.is_lan());
-        let nobody_else = sender_on_lan && self.unicast_targets(false, Some(sender)).is_empty();
+        let nobody_else =
+            sender_on_lan && !self.bridging && self.unicast_targets(false, Some(sender)).is_empty();
         if applied.news.is_empty() || nobody_else {
             return;
         }
@@ -885,9 +1045,10 @@ impl Node {
     /// live ones). With `relayed_from`, the LAN is skipped when the sender is
     /// on it (it reached the LAN itself), and the sender gets nothing back.
     fn send_everywhere(&mut self, message: &Message, relayed_from: Option<NodeId>) {
-        let sender_on_lan = relayed_from
-            .and_then(|id| self.peers.get(id))
-            .is_some_and(|peer| peer.is_lan());
+        let sender_on_lan = !self.bridging
+            && relayed_from
+                .and_then(|id| self.peers.get(id))
+                .is_some_and(|peer| peer.is_lan());
         if !sender_on_lan {
             self.send(Destination::Broadcast, message);
         }
@@ -937,6 +1098,7 @@ impl Node {
             } else {
                 None
             };
+        let (heard, view) = self.view(now);
         let beacon = Beacon {
             name: self.name.clone(),
             store_hash: self.store.hash(),
@@ -944,10 +1106,16 @@ impl Node {
             suspects,
             vouches,
             meta,
+            heard,
+            view,
         };
         self.stats.beacons_sent += 1;
         let message = Message::Beacon(beacon);
         self.send_everywhere(&message, None);
+        self.bridging = self.is_bridge(heard, view);
+        if self.bridging {
+            self.send_routes(now);
+        }
         // Static peers not already reached by broadcast or as a known
         // unicast-only neighbor.
         let covered: BTreeSet<SocketAddr> = self
@@ -1062,6 +1230,9 @@ impl Node {
         let saved = directly_silent
             && !peer.directly_silent
             && !matches!(state, PeerState::Unreachable | PeerState::Left);
+        if peer.directly_silent != directly_silent {
+            self.routes_dirty = true;
+        }
         peer.directly_silent = directly_silent;
         let transition = (state != peer.state).then(|| Event::PeerStateChanged {
             peer: id,
@@ -1072,6 +1243,11 @@ impl Node {
         if transition.is_some() {
             peer.state = state;
             peer.state_since = now;
+            self.routes_dirty = true;
+            if matches!(state, PeerState::Unreachable | PeerState::Left) {
+                // Withdrawal: nothing goes through a neighbor we lost.
+                self.routes.remove_via(id);
+            }
         }
         let new_deadline = peer.next_deadline(&timing);
         // Unconditional: a neighbor just added has no entry yet.
@@ -1115,6 +1291,7 @@ impl Node {
             }
             self.unicast_only.remove(&id);
             self.vouch_requests.remove(&id);
+            self.routes.remove_via(id);
             self.push_event(Event::PeerPruned { peer: id });
         }
     }
@@ -1181,7 +1358,11 @@ impl Node {
             Message::Beacon(_) => {}
             Message::Digest(_) => self.stats.digests_sent += 1,
             Message::Delta(_) => self.stats.deltas_sent += 1,
-            Message::Leave | Message::Peers(_) => {}
+            Message::Leave
+            | Message::Peers(_)
+            | Message::Routes(_)
+            | Message::Command(_)
+            | Message::CommandResult(_) => {}
         }
         if let Destination::Unicast(addr) = destination {
             if let Some(peer) = self.peers.iter_mut().find(|p| p.addr == addr) {

@@ -89,6 +89,10 @@ pub struct Peer {
     pub progress: u64,
     /// Its metadata, once sent.
     pub meta: Option<Meta>,
+    /// Nodes it heard directly lately, by its last beacon (0: no beacon yet).
+    pub heard: u16,
+    /// Fingerprint of those nodes, by its last beacon.
+    pub view: u32,
     pub(crate) window: ReplayWindow,
     /// Silent to us (no direct frame) for `unreachable_after`.
     pub(crate) directly_silent: bool,
@@ -113,6 +117,8 @@ impl Peer {
             store_hash: 0,
             progress: 0,
             meta: None,
+            heard: 0,
+            view: 0,
             window: ReplayWindow::default(),
             directly_silent: false,
         }
@@ -160,6 +166,12 @@ impl Peer {
     /// peer across a router or VPN) is sent to by unicast.
     pub fn is_lan(&self) -> bool {
         self.last_broadcast.is_some()
+    }
+
+    /// Whether a frame sent to it now has a fair chance: heard directly
+    /// within `unreachable_after` and not gone.
+    pub fn is_direct(&self, now: Instant, timing: &Timing) -> bool {
+        self.left.is_none() && now.saturating_since(self.last_direct) < timing.unreachable_after
     }
 
     /// Notes proof of life: counter `counter` was current at `at`.

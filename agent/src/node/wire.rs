@@ -33,6 +33,9 @@
 //! | 2 | [`Delta`] | broadcast on a new reading; unicast in answer to a digest; relayed | point updates of one or more origins, each chunk a complete seq range |
 //! | 3 | [`Message::Leave`] | broadcast three times on graceful shutdown | nothing: the header says who and which incarnation |
 //! | 4 | [`Message::Peers`] | unicast to a neighbor beyond the LAN when first heard, then every 60 beacons | ids and IPv4 unicast addresses of healthy neighbors |
+//! | 5 | [`RouteList`] | after each beacon, only by nodes that bridge parts of the mesh (see `routes`) | per reachable node: counter, hops, age; withdrawals |
+//! | 6 | [`Command`] | unicast to the next hop towards the target | asker, request number, target, hop limit, executor |
+//! | 7 | [`CommandResult`] | unicast to the next hop back towards the asker | request number, outcome, the start of the output |
 //!
 //! Anti-entropy between `A` (whose beacon `B` hears) and `B`:
 //!
@@ -214,6 +217,98 @@ pub enum Message {
     /// Neighbors the sender knows, so a node beyond the LAN (one static
     /// peer) can reach the whole mesh.
     Peers(PeerList),
+    /// Nodes the sender can reach, sent by nodes that bridge parts of the mesh.
+    Routes(RouteList),
+    /// Run an executor on a node, relayed hop by hop.
+    Command(Command),
+    /// The outcome of a [`Command`], relayed back to whoever asked.
+    CommandResult(CommandResult),
+}
+
+/// Most entries one [`RouteList`] can hold (frames are packed by size).
+pub const MAX_ROUTE_ENTRIES: usize = 64;
+/// Most bytes of a command's output carried back in a [`CommandResult`].
+pub const MAX_OUTPUT: usize = 480;
+
+/// The destinations the sender can reach.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteList {
+    /// One entry per destination.
+    pub entries: Vec<RouteEntry, MAX_ROUTE_ENTRIES>,
+}
+
+/// "I reach `node` in `metric` hops; its counter `counter` was current
+/// `age_ms` ago." A metric of 16 or more withdraws the route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteEntry {
+    /// The destination.
+    pub node: NodeId,
+    /// The destination's newest counter the sender has: the route's
+    /// sequence number and the destination's heartbeat.
+    pub counter: Counter,
+    /// The sender's distance in hops.
+    pub metric: u8,
+    /// How long ago the counter was current at the destination.
+    pub age_ms: u32,
+    /// The destination said goodbye.
+    pub left: bool,
+    /// Its name, in the first advertisements and then now and then.
+    pub name: Option<Name>,
+}
+
+/// Run `executor` on `target`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    /// Who asked: the result goes back there.
+    pub origin: NodeId,
+    /// The asker's request number.
+    pub id: u32,
+    /// Where it runs.
+    pub target: NodeId,
+    /// Relays left before it is dropped.
+    pub hops_left: u8,
+    /// The executor's name on the target.
+    pub executor: Name,
+}
+
+/// How a command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// It ran and exited with this code (0: success).
+    Exited(i32),
+    /// It ran and failed without an exit code (killed, a webhook error...).
+    Failed,
+    /// It did not finish in time and was stopped.
+    TimedOut,
+    /// The target has no executor of that name.
+    UnknownExecutor,
+    /// The executor exists but is not marked `remote = true`.
+    NotRemote,
+    /// The executor is running and its policy refuses a second run.
+    Busy,
+    /// Too many commands from the asker: refused by the rate limit.
+    RateLimited,
+    /// A node on the way had no route to the target.
+    NoRoute,
+    /// Nothing came back in time (set by the asker, never sent).
+    NoAnswer,
+}
+
+/// The outcome of a command, on its way back to the asker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandResult {
+    /// Who asked (where this goes).
+    pub origin: NodeId,
+    /// The asker's request number.
+    pub id: u32,
+    /// Who answers: the target, or the relay that gave up.
+    pub target: NodeId,
+    /// Relays left before it is dropped.
+    pub hops_left: u8,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// The start of its output (the rest is in the target's log).
+    pub output: String<MAX_OUTPUT>,
 }
 
 /// Most addresses in one [`PeerList`] frame.
@@ -238,7 +333,7 @@ pub struct PeerAddress {
 }
 
 /// Number of [`Message`] variants this version knows.
-const KNOWN_MESSAGES: u8 = kind::PEERS + 1;
+const KNOWN_MESSAGES: u8 = kind::COMMAND_RESULT + 1;
 
 /// The heartbeat. Without suspects, vouches and metadata it is 58 bytes
 /// with a key for a 7-character name (see the size tests).
@@ -258,6 +353,13 @@ pub struct Beacon {
     pub vouches: Vec<Vouch, MAX_GOSSIP>,
     /// Sent in the first beacons and then every 30th.
     pub meta: Option<Meta>,
+    /// How many nodes the sender heard directly lately.
+    pub heard: u16,
+    /// Fingerprint of the set of nodes the sender heard directly lately,
+    /// itself included: equal on every node of a LAN where all hear all, so
+    /// a difference tells a bridge between parts of the mesh.
+    #[serde(with = "postcard::fixint::le")]
+    pub view: u32,
 }
 
 /// A node and the newest counter someone has of it.
@@ -534,6 +636,12 @@ pub mod kind {
     pub const LEAVE: u8 = 3;
     /// [`super::Message::Peers`].
     pub const PEERS: u8 = 4;
+    /// [`super::Message::Routes`].
+    pub const ROUTES: u8 = 5;
+    /// [`super::Message::Command`].
+    pub const COMMAND: u8 = 6;
+    /// [`super::Message::CommandResult`].
+    pub const COMMAND_RESULT: u8 = 7;
 }
 
 /// Authenticates and decrypts the body of `frame` (whose header `header`
@@ -618,6 +726,9 @@ pub fn decode_body(
         kind::DIGEST => Message::Digest(decode_part(encoded)?),
         kind::DELTA => Message::Delta(decode_part(encoded)?),
         kind::PEERS => Message::Peers(decode_part(encoded)?),
+        kind::ROUTES => Message::Routes(decode_part(encoded)?),
+        kind::COMMAND => Message::Command(decode_part(encoded)?),
+        kind::COMMAND_RESULT => Message::CommandResult(decode_part(encoded)?),
         _ => Message::Leave,
     })
 }
@@ -664,6 +775,26 @@ impl Checked for Delta {
 impl Checked for PeerList {
     fn is_valid(&self) -> bool {
         self.peers.iter().all(|p| p.port != 0 && p.ip != [0; 4])
+    }
+}
+
+impl Checked for RouteList {
+    fn is_valid(&self) -> bool {
+        self.entries
+            .iter()
+            .all(|e| e.name.as_ref().is_none_or(|n| is_valid_name(n)))
+    }
+}
+
+impl Checked for Command {
+    fn is_valid(&self) -> bool {
+        is_valid_name(&self.executor)
+    }
+}
+
+impl Checked for CommandResult {
+    fn is_valid(&self) -> bool {
+        true
     }
 }
 

@@ -470,6 +470,17 @@ async fn flush(node: &mut Node, sync: &UdpSocket, broadcasts: &[SocketAddr], kno
             Event::PeerPruned { peer } => {
                 log::info!("forgot node {peer}: gone longer than mesh.prune_after");
             }
+            Event::CommandRequested { .. } | Event::CommandFinished { .. } => {
+                // TODO(executors): wired in the next commit.
+            }
+            Event::RouteChanged { node: dest, route } => match route {
+                Some((via, hops)) => log::info!(
+                    "route to {}: {hops} hops via {}",
+                    label(node, dest),
+                    label(node, via)
+                ),
+                None => log::info!("route to {}: none through others", label(node, dest)),
+            },
             Event::IncarnationChanged { incarnation } => {
                 log::warn!("frame counter exhausted: now incarnation {incarnation}");
             }
@@ -502,7 +513,7 @@ async fn flush(node: &mut Node, sync: &UdpSocket, broadcasts: &[SocketAddr], kno
 
 /// "name (id)" once the name is known, else the id.
 fn label(node: &Node, peer: wire::NodeId) -> String {
-    match node.peers().get(peer).and_then(|p| p.name.as_ref()) {
+    match node.node_name(peer) {
         Some(name) => format!("{name} ({peer})"),
         None => peer.to_string(),
     }

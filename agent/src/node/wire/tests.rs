@@ -26,6 +26,8 @@ fn beacon(name_text: &str) -> Beacon {
         suspects: Vec::new(),
         vouches: Vec::new(),
         meta: None,
+        heard: 4,
+        view: 0x0102_0304,
     }
 }
 
@@ -141,7 +143,84 @@ fn sample_messages() -> std::vec::Vec<Message> {
             .into_iter()
             .collect(),
         }),
+        Message::Routes(RouteList {
+            entries: [
+                RouteEntry {
+                    node: NodeId(9),
+                    counter: Counter {
+                        incarnation: 2,
+                        seq: 300,
+                    },
+                    metric: 2,
+                    age_ms: 1500,
+                    left: false,
+                    name: name("gw-1"),
+                },
+                RouteEntry {
+                    node: NodeId(10),
+                    counter: Counter::default(),
+                    metric: 16,
+                    age_ms: 0,
+                    left: false,
+                    name: None,
+                },
+            ]
+            .into_iter()
+            .collect(),
+        }),
+        Message::Command(Command {
+            origin: NodeId(1),
+            id: 7,
+            target: NodeId(9),
+            hops_left: 15,
+            executor: name("fan_on").expect("valid"),
+        }),
+        Message::CommandResult(CommandResult {
+            origin: NodeId(1),
+            id: 7,
+            target: NodeId(9),
+            hops_left: 15,
+            outcome: Outcome::Exited(3),
+            output: String::try_from("ok\n").expect("fits"),
+        }),
     ]
+}
+
+#[test]
+fn a_route_frame_of_the_largest_entries_fits() {
+    let entry = RouteEntry {
+        node: NodeId(u64::MAX),
+        counter: Counter {
+            incarnation: u32::MAX,
+            seq: u32::MAX,
+        },
+        metric: u8::MAX,
+        age_ms: u32::MAX,
+        left: true,
+        name: name(&"n".repeat(MAX_NAME)),
+    };
+    // The node packs by size: as many as fit in MAX_BODY - 8.
+    let one = encoded_len(&entry);
+    let mut list = RouteList {
+        entries: Vec::new(),
+    };
+    let mut size = 2;
+    while size + one <= MAX_BODY - 8 && list.entries.push(entry.clone()).is_ok() {
+        size += one;
+    }
+    assert!(list.entries.len() >= 15, "{} entries", list.entries.len());
+    let frame = encode(&header(1), &Message::Routes(list), Some(&key())).expect("fits");
+    assert!(frame.len() <= MAX_FRAME);
+    let result = CommandResult {
+        origin: NodeId(u64::MAX),
+        id: u32::MAX,
+        target: NodeId(u64::MAX),
+        hops_left: u8::MAX,
+        outcome: Outcome::Exited(i32::MIN),
+        output: String::try_from("é".repeat(MAX_OUTPUT / 2).as_str()).expect("fits"),
+    };
+    let frame = encode(&header(1), &Message::CommandResult(result), Some(&key())).expect("fits");
+    assert!(frame.len() <= MAX_FRAME);
 }
 
 #[test]
@@ -171,6 +250,8 @@ fn golden_bytes_of_a_clear_beacon_and_leave() {
         0xef, 0xbe, 0xad, 0xde, // store hash, fixed little-endian
         0xd2, 0x09, // progress 1234 as varint
         0x00, 0x00, 0x00, // no suspects, no vouches, no meta
+        0x04, // heard 4
+        0x04, 0x03, 0x02, 0x01, // view, fixed little-endian
     ];
     assert_eq!(frame.as_slice(), expected);
     let leave = encode(&header(2), &Message::Leave, None).expect("fits");
@@ -203,8 +284,8 @@ fn golden_bytes_of_a_point_update_and_digest_entry() {
 
 #[test]
 fn a_beacon_without_gossip_is_at_most_64_bytes() {
-    // Names up to 13 bytes keep an encrypted beacon within 64 bytes.
-    for node_name in ["node-1", "livingroom", "node-12345678"] {
+    // Names up to 9 bytes keep an encrypted beacon within 64 bytes.
+    for node_name in ["node-1", "pi-garage", "bedroom-2"] {
         let frame = encode(
             &header(u32::MAX),
             &Message::Beacon(beacon(node_name)),

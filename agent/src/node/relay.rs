@@ -1,0 +1,379 @@
+//! The node's side of multi-hop: when to advertise routes, applying
+//! neighbors' advertisements, and how another node is reached. The route
+//! table itself and its loop-freedom argument are in [`super::routes`].
+
+use super::peers::PeerState;
+use super::routes::{RemoteTiming, RouteRefusal, RouteTable, INFINITY};
+use super::time::{duration_ms, Instant};
+use super::wire::{self, Message, NodeId, RouteEntry, RouteList};
+use super::{Event, Node, Reach, Usable, ROUTE_NAMES_EVERY, ROUTE_PROBE_EVERY, VIEW_WINDOW};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Mixes a node id into a fingerprint contribution.
+fn mix(id: NodeId) -> u32 {
+    let mut z = id.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    (z ^ (z >> 32)) as u32
+}
+
+impl Node {
+    /// The route table.
+    pub fn routes(&self) -> &RouteTable {
+        &self.routes
+    }
+
+    /// Whether this node bridges parts of the mesh (and so advertises routes).
+    pub fn is_bridging(&self) -> bool {
+        self.bridging
+    }
+
+    /// How this node reaches `id` now, if it knows it at all.
+    pub fn reach(&self, now: Instant, id: NodeId) -> Option<Reach> {
+        if id == self.id {
+            return Some(Reach {
+                state: PeerState::Healthy,
+                hops: 0,
+                via: None,
+            });
+        }
+        let peer = self.peers.get(id);
+        let dest = self.routes.get(id);
+        let routed = dest.and_then(|d| d.route().map(|r| (d.state, r.hops(), r.via)));
+        if let Some(peer) = peer {
+            let direct = peer.is_direct(now, &self.timing);
+            let fresh = now.saturating_since(peer.last_direct) < self.timing.suspect_after;
+            let routed_healthy = routed.is_some_and(|(state, _, _)| state == PeerState::Healthy);
+            if direct && (fresh || !routed_healthy) {
+                return Some(Reach {
+                    state: peer.state,
+                    hops: 1,
+                    via: None,
+                });
+            }
+        }
+        if let Some((state, hops, via)) = routed {
+            return Some(Reach {
+                state,
+                hops,
+                via: Some(via),
+            });
+        }
+        if let Some(peer) = peer {
+            return Some(Reach {
+                state: peer.state,
+                hops: 1,
+                via: None,
+            });
+        }
+        dest.map(|d| Reach {
+            state: d.state,
+            hops: INFINITY,
+            via: None,
+        })
+    }
+
+    /// Every node this node knows (itself, neighbors, nodes beyond), by id,
+    /// with how it is reached.
+    pub fn nodes(&self, now: Instant) -> Vec<(NodeId, Reach)> {
+        let mut ids: Vec<NodeId> = std::iter::once(self.id)
+            .chain(self.peers.iter().map(|p| p.id))
+            .chain(self.routes.iter().map(|(id, _)| *id))
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids.into_iter()
+            .filter_map(|id| self.reach(now, id).map(|reach| (id, reach)))
+            .collect()
+    }
+
+    /// The name of any node this node knows.
+    pub fn node_name(&self, id: NodeId) -> Option<wire::Name> {
+        if id == self.id {
+            return Some(self.name.clone());
+        }
+        self.peers
+            .get(id)
+            .and_then(|p| p.name.clone())
+            .or_else(|| self.routes.get(id).and_then(|d| d.name.clone()))
+            .or_else(|| self.store.origin(id).map(|o| o.name.clone()))
+    }
+
+    /// The unicast address of the next hop towards `id`.
+    pub(super) fn next_hop(&self, now: Instant, id: NodeId) -> Option<SocketAddr> {
+        let reach = self.reach(now, id)?;
+        if matches!(reach.state, PeerState::Unreachable | PeerState::Left) || reach.hops == 0 {
+            return None;
+        }
+        let hop = reach.via.unwrap_or(id);
+        self.peers.get(hop).map(|p| p.addr)
+    }
+
+    pub(super) fn remote_timing(&self) -> RemoteTiming {
+        RemoteTiming {
+            suspect_after: self.timing.suspect_after,
+            unreachable_after: self.timing.unreachable_after,
+            beacon_interval: self.config.beacon_interval,
+            prune_after: self.timing.prune_after,
+        }
+    }
+
+    /// Nodes heard directly lately (see `VIEW_WINDOW`), and their fingerprint
+    /// with ours.
+    pub(super) fn view(&self, now: Instant) -> (u16, u32) {
+        let window = self.timing.unreachable_after * VIEW_WINDOW;
+        let mut heard: u16 = 0;
+        let mut view = mix(self.id);
+        for peer in self.peers.iter() {
+            if peer.left.is_none() && now.saturating_since(peer.last_direct) < window {
+                heard = heard.saturating_add(1);
+                view ^= mix(peer.id);
+            }
+        }
+        (heard, view)
+    }
+
+    /// Whether we may be the only path between some of our neighbors: a
+    /// neighbor beyond the LAN, or a live neighbor whose view differs from
+    /// ours while it hears no more nodes than we do. Now and then, any
+    /// difference at all.
+    pub(super) fn is_bridge(&mut self, heard: u16, view: u32) -> bool {
+        let live = |p: &&super::peers::Peer| {
+            matches!(p.state, PeerState::Healthy | PeerState::Suspect) && p.heard > 0
+        };
+        let remote = self.unicast_only.iter().any(|id| {
+            self.peers
+                .get(*id)
+                .is_some_and(|p| matches!(p.state, PeerState::Healthy | PeerState::Suspect))
+        });
+        let probe = self.stats.beacons_sent.is_multiple_of(ROUTE_PROBE_EVERY);
+        let differs = self
+            .peers
+            .iter()
+            .filter(live)
+            .any(|p| p.view != view && (p.heard <= heard || probe));
+        // Views differ for a moment while nodes discover each other: only a
+        // difference seen in two beacons in a row counts.
+        self.bridge_streak = if differs {
+            self.bridge_streak.saturating_add(1)
+        } else {
+            0
+        };
+        remote || self.bridge_streak >= 2
+    }
+
+    /// Advertises every node we reach, and withdrawals of those just lost.
+    pub(super) fn send_routes(&mut self, now: Instant) {
+        let with_names = self.stats.routes_sent < 3
+            || (self.stats.routes_sent / 3).is_multiple_of(ROUTE_NAMES_EVERY);
+        let age_ms =
+            |at: Instant| u32::try_from(duration_ms(now.saturating_since(at))).unwrap_or(u32::MAX);
+        let mut entries: Vec<RouteEntry> = Vec::new();
+        let left_window = self.timing.unreachable_after * 2;
+        let name = |id: NodeId| if with_names { self.node_name(id) } else { None };
+        let mut ids: Vec<NodeId> = self
+            .peers
+            .iter()
+            .map(|p| p.id)
+            .chain(self.routes.iter().map(|(id, _)| *id))
+            .collect();
+        ids.sort();
+        ids.dedup();
+        // Advertise exactly the route in use, so what others learn from us
+        // is what we forward along.
+        for id in ids {
+            let reach = self.reach(now, id);
+            let peer = self.peers.get(id);
+            let dest = self.routes.get(id);
+            let live =
+                reach.is_some_and(|r| matches!(r.state, PeerState::Healthy | PeerState::Suspect));
+            let entry = match (reach, peer, dest.and_then(|d| d.route())) {
+                (Some(r), Some(peer), _) if live && r.via.is_none() => RouteEntry {
+                    node: id,
+                    counter: peer.alive,
+                    metric: 1,
+                    age_ms: age_ms(peer.last_alive),
+                    left: false,
+                    name: name(id),
+                },
+                (Some(r), _, Some(route)) if live && r.via.is_some() => RouteEntry {
+                    node: id,
+                    counter: route.counter,
+                    metric: route.hops(),
+                    age_ms: age_ms(route.heard_at),
+                    left: false,
+                    name: name(id),
+                },
+                (_, Some(peer), _)
+                    if peer.state == PeerState::Left
+                        && now.saturating_since(peer.state_since) < left_window =>
+                {
+                    RouteEntry {
+                        node: id,
+                        counter: peer.alive,
+                        metric: 1,
+                        age_ms: age_ms(peer.last_alive),
+                        left: true,
+                        name: None,
+                    }
+                }
+                (_, _, _) if dest.is_some_and(|d| d.withdrawals > 0) => RouteEntry {
+                    node: id,
+                    counter: dest
+                        .and_then(|d| d.newest)
+                        .map(|(c, _)| c)
+                        .unwrap_or_default(),
+                    metric: INFINITY,
+                    age_ms: 0,
+                    left: false,
+                    name: None,
+                },
+                _ => continue,
+            };
+            entries.push(entry);
+        }
+        // Feasibility distances follow what we advertise.
+        for entry in &entries {
+            if entry.metric >= INFINITY {
+                if let Some(dest) = self.routes.get_mut(entry.node) {
+                    dest.withdrawals = dest.withdrawals.saturating_sub(1);
+                }
+                continue;
+            }
+            if self.routes.get(entry.node).is_none() {
+                let _ = self.routes.ensure(now, entry.node);
+            }
+            if let Some(dest) = self.routes.get_mut(entry.node) {
+                dest.advertised(entry.counter, entry.metric);
+            }
+        }
+        // Pack by size: names and counters vary in length.
+        let mut list = RouteList {
+            entries: heapless::Vec::new(),
+        };
+        let mut size = 2;
+        for entry in entries {
+            let len = wire::encoded_len(&entry);
+            if size + len > wire::MAX_BODY - 8 || list.entries.is_full() {
+                self.flush_routes(&mut list);
+                size = 2;
+            }
+            size += len;
+            if list.entries.push(entry).is_err() {
+                break;
+            }
+        }
+        self.flush_routes(&mut list);
+        // A tighter feasibility distance may rule out a selected route.
+        self.routes_dirty = true;
+        self.refresh_routes(now);
+    }
+
+    fn flush_routes(&mut self, list: &mut RouteList) {
+        if list.entries.is_empty() {
+            return;
+        }
+        let message = Message::Routes(std::mem::replace(
+            list,
+            RouteList {
+                entries: heapless::Vec::new(),
+            },
+        ));
+        self.stats.routes_sent += 1;
+        self.send_everywhere(&message, None);
+    }
+
+    /// A neighbor's advertisement.
+    pub(super) fn on_routes(&mut self, now: Instant, sender: NodeId, list: RouteList) {
+        for entry in list.entries {
+            if entry.node == self.id || entry.node == sender {
+                continue;
+            }
+            let known = self.peers.get(entry.node).map(|p| p.alive);
+            let age = Duration::from_millis(u64::from(entry.age_ms));
+            if age > now.saturating_since(self.started) {
+                // Older than this incarnation: it may have been routed
+                // through our previous life, which left no feasibility
+                // distances behind. Fresher counters follow within a beacon.
+                continue;
+            }
+            let result = self.routes.update(
+                now,
+                sender,
+                entry.node,
+                entry.counter,
+                entry.metric,
+                age,
+                entry.left,
+                entry.name,
+                known,
+            );
+            match result {
+                Ok(()) => {}
+                Err(RouteRefusal::Implausible) => {
+                    self.stats.routes_implausible += 1;
+                    log::debug!(
+                        "refused a route to {} from {sender}: implausible counter",
+                        entry.node
+                    );
+                }
+                Err(RouteRefusal::TableFull) => self.stats.routes_table_full += 1,
+            }
+        }
+        self.routes_dirty = true;
+    }
+
+    /// Re-selects routes if anything they depend on changed, and reports
+    /// the changes.
+    pub(super) fn refresh_routes(&mut self, now: Instant) {
+        if !self.routes_dirty || self.routes.is_empty() {
+            self.routes_dirty = false;
+            return;
+        }
+        self.routes_dirty = false;
+        let timing = self.remote_timing();
+        let usable = Usable {
+            peers: &self.peers,
+            timing: self.timing,
+            now,
+        };
+        let (changes, next) = self.routes.select(now, &timing, &usable);
+        self.next_route_check = next;
+        for change in changes {
+            let name = self.node_name(change.node);
+            let label = name
+                .as_ref()
+                .map_or_else(|| change.node.to_string(), |n| n.to_string());
+            let neighbor = self.peers.get(change.node).is_some();
+            if let Some((from, to)) = change.state {
+                if !neighbor {
+                    let level = match (from, to) {
+                        (PeerState::Healthy, PeerState::Suspect)
+                        | (PeerState::Suspect, PeerState::Healthy) => log::Level::Debug,
+                        _ => log::Level::Info,
+                    };
+                    log::log!(level, "node {label}: {from} -> {to} (beyond one hop)");
+                    self.push_event(Event::PeerStateChanged {
+                        peer: change.node,
+                        name: name.clone(),
+                        from,
+                        to,
+                    });
+                }
+            }
+            log::debug!(
+                "route to {label}: {}",
+                match change.route {
+                    Some((via, hops)) => format!("{hops} hops via {via}"),
+                    None => "none".to_owned(),
+                }
+            );
+            self.push_event(Event::RouteChanged {
+                node: change.node,
+                route: change.route,
+            });
+        }
+    }
+}
