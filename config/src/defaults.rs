@@ -32,9 +32,14 @@ pub const MAX_PENDING_EVENTS: usize = 4096;
 
 /// HTTP API port (on `api.listen`, loopback by default).
 pub const API_PORT: u16 = 8080;
-/// File holding the API token for writes and exec.
+/// File holding the API token for writes and exec (default: `api.token` in
+/// the state directory).
 pub const API_TOKEN_FILE: &str = "/var/lib/shoal/api.token";
 /// State directory: node id, incarnation, peers, last values.
 pub const STATE_DIR: &str = "/var/lib/shoal";
 /// Default sampling interval of a sensor.
 pub const SENSOR_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Longest an executor may run before it is stopped (its whole process
+/// group killed).
+pub const EXECUTOR_TIMEOUT: Duration = Duration::from_secs(30);

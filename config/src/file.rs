@@ -209,6 +209,20 @@ pub struct ExecutorSection {
     pub action: Action,
     /// Callable from other nodes.
     pub remote: bool,
+    /// Longest run before it is stopped.
+    pub timeout: Duration,
+    /// What a second run does while one is running.
+    pub policy: Policy,
+}
+
+/// What a run of an executor does while another run of it is going on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Policy {
+    /// Refused as busy (the default: a command never runs twice at once).
+    #[default]
+    Refuse,
+    /// Waits for the running one to end, then runs.
+    Queue,
 }
 
 /// `[[rule]]`.
@@ -416,15 +430,15 @@ impl Walker<'_> {
         let listen = self
             .parsed::<SocketAddr>(api, "api.", "listen", "an address like 127.0.0.1:8080")
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], d::API_PORT)));
-        let token_file = self.string(api, "api.", "token_file").map_or_else(
-            || PathBuf::from(d::API_TOKEN_FILE),
-            |(s, _)| PathBuf::from(s),
-        );
+        let token_file = self.string(api, "api.", "token_file");
         let state = self.section(root, "state").unwrap_or(&empty);
         self.known_keys(state, "state.", &["dir"]);
         let dir = self
             .string(state, "state.", "dir")
             .map_or_else(|| PathBuf::from(d::STATE_DIR), |(s, _)| PathBuf::from(s));
+        // Without its own setting, the token lives in the state directory.
+        let token_file =
+            token_file.map_or_else(|| dir.join("api.token"), |(s, _)| PathBuf::from(s));
         let limits = self.section(root, "limits").unwrap_or(&empty);
         let limits = self.limits(limits);
 
@@ -855,6 +869,21 @@ impl Walker<'_> {
         self.known_keys(table, p, &["name", "action", "remote", "timeout", "policy"]);
         let name = self.required_name(table, p, span.clone());
         let remote = self.boolean(table, p, "remote").unwrap_or(false);
+        let timeout = self
+            .duration(table, p, "timeout")
+            .unwrap_or(d::EXECUTOR_TIMEOUT);
+        let policy = match self.string(table, p, "policy") {
+            None => Policy::Refuse,
+            Some((text, _)) if text == "refuse" => Policy::Refuse,
+            Some((text, _)) if text == "queue" => Policy::Queue,
+            Some((text, span)) => {
+                self.problem(
+                    span,
+                    format!("executor.policy {text:?} must be \"refuse\" or \"queue\""),
+                );
+                Policy::Refuse
+            }
+        };
         let mut actuator_span = None;
         let action = match table.get("action").map(|v| (v.get_ref(), v.span())) {
             None => {
@@ -924,6 +953,8 @@ impl Walker<'_> {
                 name: name?.0,
                 action: action?,
                 remote,
+                timeout,
+                policy,
             },
             span,
             actuator_span,

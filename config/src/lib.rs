@@ -22,5 +22,5 @@ pub use duration::{format_duration, parse_duration, DurationError};
 pub use file::{
     embedded, is_valid_name, load, parse, Action, ActuatorSection, ApiSection, Broadcast,
     ComputeSection, Config, ExecutorSection, LimitsSection, LoadError, MeshSection, NodeSection,
-    Problem, Problems, RuleSection, SensorSection, Setting, StateSection, EMBEDDED,
+    Policy, Problem, Problems, RuleSection, SensorSection, Setting, StateSection, EMBEDDED,
 };
