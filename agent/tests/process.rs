@@ -180,9 +180,10 @@ impl Mesh {
         std::fs::write(
             &config,
             format!(
-                "[node]\nname = \"{name}\"\n[mesh]\nport = {}\nsync_port = {}\nbind = \"127.0.0.{host}\"\nbroadcast = {broadcast}\npeers = {peers}\n{key_line}[state]\ndir = \"{}\"\n[[sensor]]\nname = \"temperature\"\ndriver = \"sim\"\nmin = 18.0\nmax = 24.0\ninterval = \"1s\"\n",
+                "[node]\nname = \"{name}\"\n[mesh]\nport = {}\nsync_port = {}\nbind = \"127.0.0.{host}\"\nbroadcast = {broadcast}\npeers = {peers}\n{key_line}[api]\nlisten = \"127.0.0.{host}:{}\"\n[state]\ndir = \"{}\"\n[[sensor]]\nname = \"temperature\"\ndriver = \"sim\"\nmin = 18.0\nmax = 24.0\ninterval = \"1s\"\n[[executor]]\nname = \"hello\"\naction = {{ command = [\"/bin/sh\", \"-c\", \"echo hello from $SHOAL_NODE for $SHOAL_CALLER\"] }}\nremote = true\n[[executor]]\nname = \"private\"\naction = {{ command = [\"/bin/true\"] }}\n",
                 self.port,
                 self.port + 1,
+                self.port + 2,
                 state.display()
             ),
         )
@@ -555,5 +556,112 @@ fn an_agent_republishes_its_last_values_after_a_restart() {
                 && m.agents[0].count("node agent-2 (") > restarts
                 && m.agents[0].count("point agent-2/level = 42") > before
         },
+    );
+}
+
+/// Runs the `shoal` CLI: exit code, stdout, stderr.
+fn cli(args: &[&str]) -> (Option<i32>, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(args)
+        .env_remove("SHOAL_TOKEN")
+        .output()
+        .expect("shoal runs");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn status_peers_and_exec_through_the_api() {
+    let mut mesh = Mesh::new(9);
+    let key = "33".repeat(32);
+    for n in 1..=3 {
+        mesh.add(n, 90 + n as u8, Some(&key));
+    }
+    mesh.wait_for("discovery", INTERVAL * 2, |m| {
+        m.agents.iter().all(|a| a.count("discovered node") >= 2)
+    });
+    let api = format!("127.0.0.91:{}", mesh.port + 2);
+    // The agents keep the beacon's names; wait until all three are named.
+    let mut status = String::new();
+    for _ in 0..50 {
+        let (code, out, err) = cli(&["status", "--api", &api]);
+        assert_eq!(code, Some(0), "{err}");
+        status = out;
+        if status.contains("agent-3: HEALTHY") && status.contains("agent-2: HEALTHY") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        status.starts_with("[Mesh Online] - 3/3 nodes active\n"),
+        "{status}"
+    );
+    assert!(
+        status.contains("  agent-1: HEALTHY (route: 0 hops)\n"),
+        "{status}"
+    );
+    assert!(
+        status.contains("  agent-2: HEALTHY (route: 1 hop via agent-1)\n"),
+        "{status}"
+    );
+    let (code, json, _) = cli(&["status", "--api", &api, "--json"]);
+    assert_eq!(code, Some(0));
+    assert!(json.contains("\"mesh\":\"online\""), "{json}");
+    assert!(json.contains("\"self\":\"agent-1\""), "{json}");
+    let (code, peers, _) = cli(&["peers", "--healthy", "--api", &api]);
+    assert_eq!(code, Some(0));
+    assert!(peers.contains("agent-2: HEALTHY at 127.0.0.92:"), "{peers}");
+
+    // exec: with the token the agent created in its state directory.
+    let token = std::fs::read_to_string(mesh.dir.join("agent-1/api.token")).expect("token created");
+    let token = token.trim();
+    let (code, out, err) = cli(&["exec", "agent-3", "hello", "--api", &api, "--token", token]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, "hello from agent-3 for agent-1\n");
+    assert!(mesh.agents[2].logged("executor hello for agent-1: exited 0"));
+    // Clear refusals, each one sentence on stderr, exit 1.
+    let (code, _, err) = cli(&[
+        "exec", "agent-3", "private", "--api", &api, "--token", token,
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("executor private on agent-3 is not marked remote = true"),
+        "{err}"
+    );
+    let (code, _, err) = cli(&[
+        "exec", "agent-3", "nothing", "--api", &api, "--token", token,
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("agent-3 has no executor nothing"), "{err}");
+    let (code, _, err) = cli(&["exec", "agent-9", "hello", "--api", &api, "--token", token]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("unknown node \"agent-9\""), "{err}");
+    let (code, _, err) = cli(&[
+        "exec", "agent-3", "hello", "--api", &api, "--token", "wrong",
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("the agent refused"), "{err}");
+    // A private executor runs for its own node.
+    let api3 = format!("127.0.0.93:{}", mesh.port + 2);
+    let token3 = std::fs::read_to_string(mesh.dir.join("agent-3/api.token")).expect("token");
+    let (code, _, err) = cli(&[
+        "exec",
+        "agent-3",
+        "private",
+        "--api",
+        &api3,
+        "--token",
+        token3.trim(),
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    // No agent there: exit 3 and the address tried.
+    let (code, _, err) = cli(&["status", "--api", "127.0.0.1:9"]);
+    assert_eq!(code, Some(3));
+    assert!(
+        err.contains("cannot reach the agent at 127.0.0.1:9"),
+        "{err}"
     );
 }

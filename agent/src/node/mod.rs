@@ -798,6 +798,8 @@ impl Node {
             restarted = known && counter.incarnation > peer.incarnation;
             if restarted {
                 peer.incarnation = counter.incarnation;
+                peer.first_heard = now;
+                peer.beacons_in = 0;
             }
             peer.observe(counter, now);
             if kind == wire::kind::LEAVE {
@@ -858,6 +860,7 @@ impl Node {
             peer.progress = beacon.progress;
             peer.heard = beacon.heard;
             peer.view = beacon.view;
+            peer.beacons_in += 1;
         }
         for suspect in &beacon.suspects {
             if suspect.node == self.id {

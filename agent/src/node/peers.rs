@@ -89,6 +89,10 @@ pub struct Peer {
     pub progress: u64,
     /// Its metadata, once sent.
     pub meta: Option<Meta>,
+    /// Its beacons that reached us directly.
+    pub beacons_in: u64,
+    /// When we first heard it (in this incarnation of it).
+    pub first_heard: Instant,
     /// Nodes it heard directly lately, by its last beacon (0: no beacon yet).
     pub heard: u16,
     /// Fingerprint of those nodes, by its last beacon.
@@ -117,6 +121,8 @@ impl Peer {
             store_hash: 0,
             progress: 0,
             meta: None,
+            beacons_in: 0,
+            first_heard: now,
             heard: 0,
             view: 0,
             window: ReplayWindow::default(),
@@ -166,6 +172,18 @@ impl Peer {
     /// peer across a router or VPN) is sent to by unicast.
     pub fn is_lan(&self) -> bool {
         self.last_broadcast.is_some()
+    }
+
+    /// Share of its beacons that reached us since we first heard it: it
+    /// sends one every 85-95 % of `interval` (0.9 on average). At most 1.
+    pub fn beacon_rate(&self, now: Instant, interval: Duration) -> f64 {
+        let period = interval.as_secs_f64() * 0.9;
+        let known = now.saturating_since(self.first_heard).as_secs_f64();
+        let expected = (known / period).floor() + 1.0;
+        if period <= 0.0 {
+            return 1.0;
+        }
+        (self.beacons_in as f64 / expected).min(1.0)
     }
 
     /// Whether a frame sent to it now has a fair chance: heard directly

@@ -6,6 +6,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// Where `shoal run` and `shoal check` look without `--config`.
 pub const DEFAULT_CONFIG: &str = "/etc/shoal/shoal.toml";
@@ -18,10 +19,18 @@ commands:
   demo [--nodes N]        a local mesh of N (default 3) agents on 127.0.0.x with
                           simulated sensors; Ctrl-C stops it and removes everything
   check [--config PATH]   validate a configuration (default /etc/shoal/shoal.toml)
+  status [--api ADDR] [--json]
+                          the mesh as the agent at ADDR (default 127.0.0.1:8080) sees it
+  peers [--healthy] [--api ADDR] [--json]
+                          direct peers with health figures
+  exec NODE EXECUTOR [--api ADDR] [--token TOKEN] [--config PATH] [--json]
+                          run an executor on any node of the mesh, routed through it;
+                          the API token comes from --token, $SHOAL_TOKEN, or the
+                          api.token_file of the configuration
   --version               version, target and protocol
 
-Logging: RUST_LOG=debug|info|warn (default info).
-The commands status, get, watch, peers and exec arrive with the API.";
+Exit codes: 0 ok, 1 failure, 2 bad usage or configuration, 3 agent not reachable.
+Logging: RUST_LOG=debug|info|warn (default info).";
 
 /// Runs the command line `args` (without the program name).
 pub fn run(args: &[String]) -> ExitCode {
@@ -44,6 +53,10 @@ pub fn run(args: &[String]) -> ExitCode {
         },
         Some("run") => match config_flag(&args[1..]) {
             Ok(path) => run_agent(path),
+            Err(message) => usage_error(&message),
+        },
+        Some(command @ ("status" | "peers" | "exec")) => match client_flags(&args[1..]) {
+            Ok(flags) => client_command(command, &flags),
             Err(message) => usage_error(&message),
         },
         Some(other) => usage_error(&format!("unknown command {other:?}")),
@@ -127,6 +140,8 @@ fn run_agent(path: Option<PathBuf>) -> ExitCode {
         if std::fs::create_dir_all(&config.state.dir).is_err() {
             if let Some(home) = std::env::var_os("HOME") {
                 config.state.dir = PathBuf::from(home).join(".local/state/shoal");
+                config.api.token_file = config.state.dir.join("api.token");
+                let _ = std::fs::create_dir_all(&config.state.dir);
                 log::info!(
                     "{} is not writable: keeping state in {}",
                     shoal_config::defaults::STATE_DIR,
@@ -218,4 +233,146 @@ fn count(n: usize, noun: &str) -> String {
     } else {
         format!("{n} {noun}s")
     }
+}
+
+/// Options of the commands that talk to an agent.
+#[derive(Debug, Default)]
+struct ClientFlags {
+    api: Option<String>,
+    json: bool,
+    healthy: bool,
+    token: Option<String>,
+    config: Option<PathBuf>,
+    positional: Vec<String>,
+}
+
+fn client_flags(args: &[String]) -> Result<ClientFlags, String> {
+    let mut flags = ClientFlags::default();
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        let mut value = |name: &str| {
+            rest.next()
+                .cloned()
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        match arg.as_str() {
+            "--api" => flags.api = Some(value("--api")?),
+            "--token" => flags.token = Some(value("--token")?),
+            "--config" | "-c" => flags.config = Some(PathBuf::from(value("--config")?)),
+            "--json" => flags.json = true,
+            "--healthy" => flags.healthy = true,
+            flag if flag.starts_with('-') => return Err(format!("unexpected option {flag:?}")),
+            _ => flags.positional.push(arg.clone()),
+        }
+    }
+    Ok(flags)
+}
+
+/// `status`, `peers`, `exec`: exit 3 when no agent answers.
+fn client_command(command: &str, flags: &ClientFlags) -> ExitCode {
+    use crate::shell::client;
+    let api = flags.api.as_deref().unwrap_or(client::DEFAULT_API);
+    let (method, path, token, wait) = match (command, flags.positional.as_slice()) {
+        ("status", []) => (
+            "GET",
+            "/api/status".to_owned(),
+            None,
+            Duration::from_secs(10),
+        ),
+        ("peers", []) => {
+            let query = if flags.healthy { "?healthy=true" } else { "" };
+            (
+                "GET",
+                format!("/api/peers{query}"),
+                None,
+                Duration::from_secs(10),
+            )
+        }
+        ("exec", [node, executor]) => (
+            "POST",
+            format!("/api/exec/{node}/{executor}"),
+            api_token(flags),
+            crate::shell::api::EXEC_WAIT + Duration::from_secs(5),
+        ),
+        ("exec", _) => return usage_error("exec needs NODE and EXECUTOR"),
+        (_, [extra, ..]) => return usage_error(&format!("unexpected argument {extra:?}")),
+        _ => return usage_error("unknown command"),
+    };
+    let reply = match client::request(api, method, &path, token.as_deref(), wait) {
+        Ok(reply) => reply,
+        Err(error @ client::ClientError::Unreachable { .. }) => {
+            eprintln!("shoal: {error} (is `shoal run` running there? see --api)");
+            return ExitCode::from(3);
+        }
+        Err(error @ client::ClientError::BadAddress(_)) => return usage_error(&error.to_string()),
+        Err(error) => {
+            eprintln!("shoal: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    if reply.status == 401 {
+        eprintln!(
+            "shoal: the agent refused: {} (pass --token, set SHOAL_TOKEN, or run where the token file is readable)",
+            reply.error()
+        );
+        return ExitCode::from(1);
+    }
+    if reply.status != 200 {
+        eprintln!("shoal: {}", reply.error());
+        return ExitCode::from(1);
+    }
+    if flags.json {
+        println!("{}", reply.body);
+    } else {
+        match command {
+            "status" => print!("{}", client::format_status(&reply.body)),
+            "peers" => print!("{}", client::format_peers(&reply.body)),
+            _ => {
+                let output = reply.body["output"].as_str().unwrap_or("");
+                print!("{output}");
+                if !output.is_empty() && !output.ends_with('\n') {
+                    println!();
+                }
+            }
+        }
+    }
+    if command == "exec" {
+        let outcome = reply.body["outcome"].as_str().unwrap_or("");
+        let code = reply.body["exit_code"].as_i64();
+        if outcome != "exited" || code != Some(0) {
+            eprintln!(
+                "shoal: {} on {}: {}",
+                reply.body["executor"].as_str().unwrap_or("?"),
+                reply.body["node"].as_str().unwrap_or("?"),
+                match (outcome, code) {
+                    ("exited", Some(code)) => format!("exited with code {code}"),
+                    ("timed_out", _) => "timed out and was stopped".to_owned(),
+                    _ => "failed".to_owned(),
+                }
+            );
+            return ExitCode::from(1);
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// The API token: `--token`, `$SHOAL_TOKEN`, or the configuration's token
+/// file (`--config`, else /etc/shoal/shoal.toml, else the default path).
+fn api_token(flags: &ClientFlags) -> Option<String> {
+    if let Some(token) = &flags.token {
+        return Some(token.clone());
+    }
+    if let Ok(token) = std::env::var("SHOAL_TOKEN") {
+        return Some(token);
+    }
+    let config_path = flags
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+    let token_file = shoal_config::load(&config_path)
+        .map(|config| config.api.token_file)
+        .unwrap_or_else(|_| PathBuf::from(shoal_config::defaults::API_TOKEN_FILE));
+    std::fs::read_to_string(token_file)
+        .ok()
+        .map(|text| text.trim().to_owned())
 }

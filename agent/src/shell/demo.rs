@@ -43,6 +43,7 @@ fn start(dir: &Path, nodes: usize, port: u16) -> Result<Vec<(String, Child)>, St
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let key = dir.join("mesh.key");
     state::create_key(&key).map_err(|e| e.to_string())?;
+    state::create_key(&dir.join("api.token")).map_err(|e| e.to_string())?;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the shoal binary: {e}"))?;
     let mut children = Vec::new();
     for n in 1..=nodes {
@@ -74,6 +75,13 @@ fn start(dir: &Path, nodes: usize, port: u16) -> Result<Vec<(String, Child)>, St
         10 + nodes,
         dir.display()
     );
+    println!(
+        "demo: see the mesh with `shoal status --api 127.0.0.11:{api}`; run an executor on another node with \
+         `SHOAL_TOKEN=$(cat {token}) shoal exec demo-{last} hello --api 127.0.0.11:{api}`",
+        api = port + 2,
+        token = dir.join("api.token").display(),
+        last = nodes,
+    );
     println!("demo: their logs follow; stop one with `kill -TERM PID` to see it leave; Ctrl-C ends the demo");
     for (name, child) in &children {
         println!("demo: {name} is PID {}", child.id());
@@ -94,8 +102,17 @@ bind = "127.0.0.{host}"
 broadcast = ["127.255.255.255"]
 key_file = "{key}"
 
+[api]
+listen = "127.0.0.{host}:{api_port}"
+token_file = "{token}"
+
 [state]
 dir = "{state}"
+
+[[executor]]
+name = "hello"
+action = {{ command = ["/bin/sh", "-c", "echo hello from $SHOAL_NODE, asked by $SHOAL_CALLER"] }}
+remote = true
 
 [[sensor]]
 name = "temperature"
@@ -132,6 +149,8 @@ unit = "lx"
 interval = "2s"
 "#,
         sync = port + 1,
+        api_port = port + 2,
+        token = key.with_file_name("api.token").display(),
         key = key.display(),
         state = state_dir.display(),
         tmin = 17 + n % 4,

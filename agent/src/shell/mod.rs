@@ -2,7 +2,10 @@
 //! timers, signals and files as the agent grows). The protocol decisions stay
 //! in [`crate::node`].
 
+pub mod api;
 pub mod cli;
+pub mod client;
 pub mod demo;
+pub mod executor;
 pub mod run;
 pub mod state;

@@ -11,6 +11,8 @@
 //! everything, beacons included, so a datagram's source address is always
 //! its sender's unicast address.
 
+use super::api::{self, Answer, ApiCall, ApiStats};
+use super::executor::{self, Caller, Executors};
 use super::state::{self, StateDir, StateError};
 use crate::node::time::Instant;
 use crate::node::wire::{self, Name, Value};
@@ -19,10 +21,13 @@ use async_signal::{Signal, Signals};
 use futures_lite::{future, StreamExt};
 use shoal_config::{Broadcast, Config, SensorSection, Setting};
 use shoal_hal::sim::{SimSensor, Waveform};
-use smol::net::UdpSocket;
+use smol::channel::Sender;
+use smol::net::{TcpListener, UdpSocket};
 use socket2::{Domain, Protocol, Socket, Type};
+use std::collections::BTreeMap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Why the agent stopped with an error.
@@ -125,6 +130,22 @@ pub fn run(config: Config) -> Result<(), RunError> {
     node.set_static_peers(static_peers);
     restore_points(&mut node, &state_dir);
     let mut samplers = samplers(&config);
+    let executors = Executors::new(&config.executors, &name);
+    let token = match state::read_or_create_token(&config.api.token_file) {
+        Ok((token, created)) => {
+            if created {
+                log::info!(
+                    "created the API token in {} (needed for writes and exec)",
+                    config.api.token_file.display()
+                );
+            }
+            Some(token)
+        }
+        Err(error) => {
+            log::warn!("{error}: writes and exec through the API are refused");
+            None
+        }
+    };
     log::info!(
         "node {name} ({}) incarnation {} starting: beacons on port {}, sync on {}:{}, {} sensors",
         identity.id,
@@ -134,7 +155,27 @@ pub fn run(config: Config) -> Result<(), RunError> {
         config.mesh.sync_port,
         samplers.len()
     );
-    smol::block_on(async {
+    let ex = smol::LocalExecutor::new();
+    smol::block_on(ex.run(async {
+        let api_listener = TcpListener::bind(config.api.listen)
+            .await
+            .map_err(|source| RunError::Socket {
+                what: "api",
+                addr: config.api.listen,
+                source,
+            })?;
+        let (calls_tx, calls) = smol::channel::bounded::<ApiCall>(64);
+        let api_stats = Rc::new(ApiStats::default());
+        ex.spawn(api::serve(
+            api_listener,
+            calls_tx,
+            token,
+            Rc::clone(&api_stats),
+        ))
+        .detach();
+        log::info!("API on http://{}", config.api.listen);
+        let (done_tx, done) = smol::channel::unbounded::<Completed>();
+        let mut pending: BTreeMap<u32, PendingExec> = BTreeMap::new();
         let beacon_addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, config.mesh.port));
         let beacon = udp_socket(beacon_addr, true).map_err(|source| RunError::Socket {
             what: "beacon",
@@ -190,9 +231,21 @@ pub fn run(config: Config) -> Result<(), RunError> {
                     None => future::pending().await,
                 }
             };
+            let call = async {
+                match calls.recv().await {
+                    Ok(call) => Input::Call(call),
+                    Err(_) => future::pending().await,
+                }
+            };
+            let completed = async {
+                match done.recv().await {
+                    Ok(completed) => Input::Completed(completed),
+                    Err(_) => future::pending().await,
+                }
+            };
             let input = future::or(
                 future::or(from_beacon, from_sync),
-                future::or(timer, signal),
+                future::or(future::or(timer, signal), future::or(call, completed)),
             )
             .await;
             let now = elapsed(started);
@@ -209,10 +262,22 @@ pub fn run(config: Config) -> Result<(), RunError> {
                     node.handle_timeout(now);
                     sample(&mut node, &mut samplers, now, started);
                 }
+                Input::Call(call) => answer_call(&mut node, now, call, &mut pending),
+                Input::Completed(completed) => {
+                    let label = api::label(&node, completed.origin);
+                    log_run(&completed.executor, &label, &completed.finished);
+                    node.complete_command(
+                        now,
+                        completed.origin,
+                        completed.id,
+                        completed.finished.outcome,
+                        executor::summary(&completed.finished.output),
+                    );
+                }
                 Input::Stop => {
                     log::info!("stopping: saying goodbye to the mesh");
                     node.handle_leave(now);
-                    flush(&mut node, &sync, &broadcasts, &mut known).await;
+                    let _ = flush(&mut node, &sync, &broadcasts, &mut known).await;
                     known.save(&node, &mut state_dir);
                     log_stats(&node);
                     log::info!("stopped ({} state writes this run)", state_dir.writes());
@@ -228,10 +293,225 @@ pub fn run(config: Config) -> Result<(), RunError> {
                     }
                 }
             }
-            flush(&mut node, &sync, &broadcasts, &mut known).await;
+            // Command events may produce more datagrams: bounded rounds.
+            for _ in 0..4 {
+                let commands = flush(&mut node, &sync, &broadcasts, &mut known).await;
+                if commands.is_empty() {
+                    break;
+                }
+                let now = elapsed(started);
+                for event in commands {
+                    on_command_event(
+                        &ex,
+                        &mut node,
+                        now,
+                        event,
+                        &executors,
+                        &done_tx,
+                        &mut pending,
+                    );
+                }
+            }
             known.maybe_save(&node, &mut state_dir);
         }
-    })
+    }))
+}
+
+/// An executor run finished, for the loop to answer.
+struct Completed {
+    origin: wire::NodeId,
+    id: u32,
+    executor: String,
+    finished: executor::Finished,
+}
+
+/// An `exec` from the API awaiting its answer.
+struct PendingExec {
+    reply: Sender<Answer>,
+    node: String,
+    executor: String,
+}
+
+/// Answers an API call from the core's state.
+fn answer_call(
+    node: &mut Node,
+    now: Instant,
+    call: ApiCall,
+    pending: &mut BTreeMap<u32, PendingExec>,
+) {
+    match call {
+        ApiCall::Status(reply) => {
+            let _ = reply.try_send(api::status(node, now));
+        }
+        ApiCall::Peers { healthy, reply } => {
+            let _ = reply.try_send(api::peers(node, now, healthy));
+        }
+        ApiCall::Exec {
+            node: target_name,
+            executor,
+            reply,
+        } => {
+            let Some(executor_name) = wire::name(&executor) else {
+                let _ = reply.try_send(Answer::error(
+                    400,
+                    format!("{executor:?} is not a valid executor name"),
+                ));
+                return;
+            };
+            let Some(target) = node.find_node(&target_name) else {
+                let _ = reply.try_send(Answer::error(404, format!("unknown node {target_name:?}: not in this mesh (shoal status lists the nodes)")));
+                return;
+            };
+            match node.exec(now, target, executor_name, api::EXEC_WAIT) {
+                Ok(id) => {
+                    log::info!("exec {executor} on {target_name} (request {id})");
+                    pending.insert(
+                        id,
+                        PendingExec {
+                            reply,
+                            node: target_name,
+                            executor,
+                        },
+                    );
+                }
+                Err(error) => {
+                    let status = match error {
+                        node::command::ExecError::UnknownNode => 404,
+                        node::command::ExecError::TooManyPending => 429,
+                        node::command::ExecError::Unreachable
+                        | node::command::ExecError::Leaving => 503,
+                    };
+                    let _ = reply.try_send(Answer::error(
+                        status,
+                        format!("cannot run {executor} on {target_name}: {error}"),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Runs what a command asks for, or hands a finished command to its asker.
+fn on_command_event(
+    ex: &smol::LocalExecutor<'_>,
+    node: &mut Node,
+    now: Instant,
+    event: Event,
+    executors: &Executors,
+    done_tx: &Sender<Completed>,
+    pending: &mut BTreeMap<u32, PendingExec>,
+) {
+    match event {
+        Event::CommandRequested {
+            origin,
+            id,
+            executor: name,
+        } => {
+            let caller = Caller {
+                node: api::label(node, origin),
+                local: origin == node.id(),
+            };
+            if let Err(outcome) = executors.check(&name, &caller) {
+                log::info!("refused executor {name} for {}: {outcome:?}", caller.node);
+                node.complete_command(now, origin, id, outcome, "");
+                return;
+            }
+            let executors = executors.clone();
+            let done_tx = done_tx.clone();
+            ex.spawn(async move {
+                let finished = executors.run(&name, &caller).await;
+                let _ = done_tx
+                    .send(Completed {
+                        origin,
+                        id,
+                        executor: name.to_string(),
+                        finished,
+                    })
+                    .await;
+            })
+            .detach();
+        }
+        Event::CommandFinished {
+            id,
+            target,
+            outcome,
+            output,
+        } => {
+            let Some(waiting) = pending.remove(&id) else {
+                return;
+            };
+            let answer = exec_answer(&waiting, &api::label(node, target), outcome, output);
+            let _ = waiting.reply.try_send(answer);
+        }
+        _ => {}
+    }
+}
+
+/// The HTTP answer to an exec: 200 when the executor ran (whatever its exit
+/// code), an error status when it did not.
+fn exec_answer(
+    waiting: &PendingExec,
+    target: &str,
+    outcome: wire::Outcome,
+    output: String,
+) -> Answer {
+    use wire::Outcome as O;
+    let (node, executor) = (&waiting.node, &waiting.executor);
+    let refusal = match outcome {
+        O::Exited(_) | O::Failed | O::TimedOut => None,
+        O::UnknownExecutor => Some((404, format!("{node} has no executor {executor}"))),
+        O::NotRemote => Some((
+            403,
+            format!("executor {executor} on {node} is not marked remote = true"),
+        )),
+        O::Busy => Some((
+            409,
+            format!("executor {executor} on {node} is running already"),
+        )),
+        O::RateLimited => Some((
+            429,
+            format!("{target} refused: too many commands from this node"),
+        )),
+        O::NoRoute => Some((503, format!("{target} has no route to {node}"))),
+        O::NoAnswer => Some((
+            504,
+            format!(
+                "no answer from {node} within {}",
+                shoal_config::format_duration(api::EXEC_WAIT)
+            ),
+        )),
+    };
+    if let Some((status, message)) = refusal {
+        return Answer::error(status, message);
+    }
+    let (name, code) = match outcome {
+        O::Exited(code) => ("exited", Some(code)),
+        O::TimedOut => ("timed_out", None),
+        _ => ("failed", None),
+    };
+    Answer {
+        status: 200,
+        body: serde_json::json!({
+            "node": node,
+            "executor": executor,
+            "outcome": name,
+            "exit_code": code,
+            "output": output,
+        }),
+    }
+}
+
+fn log_run(executor: &str, caller: &str, finished: &executor::Finished) {
+    let took = shoal_config::format_duration(finished.duration);
+    match finished.outcome {
+        wire::Outcome::Exited(0) => {
+            log::info!("executor {executor} for {caller}: exited 0 after {took}")
+        }
+        outcome => log::warn!("executor {executor} for {caller}: {outcome:?} after {took}"),
+    }
+    for line in finished.output.lines().take(20) {
+        log::info!("executor {executor}: {line}");
+    }
 }
 
 /// Remembered neighbors, written to the state directory rarely (SD cards
@@ -425,6 +705,8 @@ fn log_stats(node: &Node) {
 enum Input {
     Datagram(Via, usize, SocketAddr),
     Timer,
+    Call(ApiCall),
+    Completed(Completed),
     Stop,
     Failed(&'static str, io::Error),
 }
@@ -443,8 +725,15 @@ fn elapsed(started: std::time::Instant) -> Instant {
     Instant::from_millis(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Sends every queued datagram and logs every event.
-async fn flush(node: &mut Node, sync: &UdpSocket, broadcasts: &[SocketAddr], known: &mut Known) {
+/// Sends every queued datagram and logs every event; returns the command
+/// events, for the caller to act on.
+async fn flush(
+    node: &mut Node,
+    sync: &UdpSocket,
+    broadcasts: &[SocketAddr],
+    known: &mut Known,
+) -> Vec<Event> {
+    let mut commands = Vec::new();
     while let Some(transmit) = node.poll_transmit() {
         let targets: &[SocketAddr] = match &transmit.destination {
             Destination::Broadcast => broadcasts,
@@ -471,7 +760,7 @@ async fn flush(node: &mut Node, sync: &UdpSocket, broadcasts: &[SocketAddr], kno
                 log::info!("forgot node {peer}: gone longer than mesh.prune_after");
             }
             Event::CommandRequested { .. } | Event::CommandFinished { .. } => {
-                // TODO(executors): wired in the next commit.
+                commands.push(event);
             }
             Event::RouteChanged { node: dest, route } => match route {
                 Some((via, hops)) => log::info!(
@@ -509,6 +798,7 @@ async fn flush(node: &mut Node, sync: &UdpSocket, broadcasts: &[SocketAddr], kno
             }
         }
     }
+    commands
 }
 
 /// "name (id)" once the name is known, else the id.

@@ -42,6 +42,17 @@ pub enum StateError {
         /// What is wrong.
         reason: String,
     },
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The API token file holds no usable token.
+    #[error("API token file {0} is empty or holds whitespace inside the token")]
+    BadToken(PathBuf),
 }
 
 /// This node's persistent identity.
@@ -388,6 +399,33 @@ pub fn create_key(path: &Path) -> Result<(), StateError> {
             path: path.to_owned(),
             source,
         })
+}
+
+/// The API token in `path`, created (random, mode 0600) if the file does
+/// not exist; `true` when it was created.
+pub fn read_or_create_token(path: &Path) -> Result<(String, bool), StateError> {
+    let created = match std::fs::metadata(path) {
+        Ok(_) => false,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            create_key(path)?;
+            true
+        }
+        Err(source) => {
+            return Err(StateError::Read {
+                path: path.to_owned(),
+                source,
+            })
+        }
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| StateError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let token = text.trim().to_owned();
+    if token.is_empty() || token.chars().any(char::is_whitespace) {
+        return Err(StateError::BadToken(path.to_owned()));
+    }
+    Ok((token, created))
 }
 
 /// A 32-bit mesh id derived from the key (FNV-1a), so meshes with different

@@ -1,0 +1,349 @@
+//! The HTTP API on `api.listen` (hyper 1 over smol, through smol-hyper).
+//!
+//! The server never touches the [`Node`]: each request becomes an
+//! [`ApiCall`] sent to the agent's one loop, which answers from the core's
+//! state. Reads are open; `POST` needs `Authorization: Bearer <token>` (the
+//! token in `api.token_file`). Limits: 64 connections at once, 10 s to send
+//! the headers, 64 KB of body.
+//!
+//! Endpoints so far: `GET /api/status`, `GET /api/peers[?healthy=true]`,
+//! `POST /api/exec/NODE/EXECUTOR`.
+
+use crate::node::peers::PeerState;
+use crate::node::time::Instant;
+use crate::node::wire::NodeId;
+use crate::node::Node;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::{json, Value};
+use smol::channel::{Receiver, Sender};
+use smol::net::TcpListener;
+use smol_hyper::rt::{FuturesIo, SmolTimer};
+use std::cell::Cell;
+use std::convert::Infallible;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Most connections served at once; more are closed at once.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Most bytes of a request body.
+pub const MAX_BODY: usize = 64 * 1024;
+/// Longest wait for a command's answer.
+pub const EXEC_WAIT: Duration = Duration::from_secs(60);
+
+/// A request for the agent's loop.
+#[derive(Debug)]
+pub enum ApiCall {
+    /// `GET /api/status`.
+    Status(Sender<Value>),
+    /// `GET /api/peers`.
+    Peers {
+        /// Only HEALTHY ones.
+        healthy: bool,
+        /// Where the answer goes.
+        reply: Sender<Value>,
+    },
+    /// `POST /api/exec/NODE/EXECUTOR`.
+    Exec {
+        /// The node's name.
+        node: String,
+        /// The executor's name.
+        executor: String,
+        /// Where the answer goes.
+        reply: Sender<Answer>,
+    },
+}
+
+/// An HTTP status and a JSON body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    /// The status code.
+    pub status: u16,
+    /// The body.
+    pub body: Value,
+}
+
+impl Answer {
+    /// An error answer: `{"error": message}`.
+    pub fn error(status: u16, message: impl Into<String>) -> Answer {
+        Answer {
+            status,
+            body: json!({ "error": message.into() }),
+        }
+    }
+}
+
+/// Counters of the API, shared with the agent's loop.
+#[derive(Debug, Default)]
+pub struct ApiStats {
+    /// Requests answered.
+    pub requests: Cell<u64>,
+    /// Writes refused for a missing or wrong token.
+    pub unauthorized: Cell<u64>,
+    /// Connections closed at once because too many were open.
+    pub refused_connections: Cell<u64>,
+}
+
+struct Context {
+    calls: Sender<ApiCall>,
+    token: Option<String>,
+    stats: Rc<ApiStats>,
+}
+
+/// Serves `listener` until the agent stops.
+pub async fn serve(
+    listener: TcpListener,
+    calls: Sender<ApiCall>,
+    token: Option<String>,
+    stats: Rc<ApiStats>,
+) {
+    let context = Rc::new(Context {
+        calls,
+        token,
+        stats,
+    });
+    let open = Rc::new(Cell::new(0usize));
+    let ex = smol::LocalExecutor::new();
+    ex.run(async {
+        loop {
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    log::warn!("api: accept failed: {error}");
+                    smol::Timer::after(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            if open.get() >= MAX_CONNECTIONS {
+                let stats = &context.stats;
+                stats
+                    .refused_connections
+                    .set(stats.refused_connections.get() + 1);
+                continue;
+            }
+            open.set(open.get() + 1);
+            let context = Rc::clone(&context);
+            let open = Rc::clone(&open);
+            ex.spawn(async move {
+                let service = hyper::service::service_fn(move |request| {
+                    let context = Rc::clone(&context);
+                    async move { Ok::<_, Infallible>(handle(request, &context).await) }
+                });
+                let served = hyper::server::conn::http1::Builder::new()
+                    .timer(SmolTimer::new())
+                    .header_read_timeout(Duration::from_secs(10))
+                    .serve_connection(FuturesIo::new(stream), service)
+                    .await;
+                if let Err(error) = served {
+                    log::debug!("api: connection ended: {error}");
+                }
+                open.set(open.get() - 1);
+            })
+            .detach();
+        }
+    })
+    .await;
+}
+
+async fn handle(request: Request<Incoming>, context: &Context) -> Response<Full<Bytes>> {
+    let stats = &context.stats;
+    stats.requests.set(stats.requests.get() + 1);
+    let path = request.uri().path().to_owned();
+    let query = request.uri().query().unwrap_or("").to_owned();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let method = request.method().clone();
+    let answer = match (&method, segments.as_slice()) {
+        (&Method::GET, ["api", "status"]) => ask(context, ApiCall::Status).await,
+        (&Method::GET, ["api", "peers"]) => {
+            let healthy = query_flag(&query, "healthy");
+            ask(context, |reply| ApiCall::Peers { healthy, reply }).await
+        }
+        (&Method::POST, ["api", "exec", node, executor]) => {
+            if !authorized(&request, context) {
+                stats.unauthorized.set(stats.unauthorized.get() + 1);
+                Answer::error(
+                    401,
+                    "this needs the API token: Authorization: Bearer <token>",
+                )
+            } else {
+                // The body is not used; read (bounded) so keep-alive works.
+                let _ = Limited::new(request.into_body(), MAX_BODY).collect().await;
+                let (reply, answer) = smol::channel::bounded(1);
+                let call = ApiCall::Exec {
+                    node: percent_decode(node),
+                    executor: percent_decode(executor),
+                    reply,
+                };
+                match context.calls.send(call).await {
+                    Ok(()) => answer
+                        .recv()
+                        .await
+                        .unwrap_or_else(|_| Answer::error(503, "the agent is stopping")),
+                    Err(_) => Answer::error(503, "the agent is stopping"),
+                }
+            }
+        }
+        (_, ["api", "status" | "peers"]) | (_, ["api", "exec", _, _]) => {
+            Answer::error(405, format!("{method} is not allowed on {path}"))
+        }
+        _ => Answer::error(404, format!("no such endpoint: {path}")),
+    };
+    respond(answer)
+}
+
+async fn ask(context: &Context, call: impl FnOnce(Sender<Value>) -> ApiCall) -> Answer {
+    let (reply, answer) = smol::channel::bounded(1);
+    if context.calls.send(call(reply)).await.is_err() {
+        return Answer::error(503, "the agent is stopping");
+    }
+    match answer.recv().await {
+        Ok(body) => Answer { status: 200, body },
+        Err(_) => Answer::error(503, "the agent is stopping"),
+    }
+}
+
+fn respond(answer: Answer) -> Response<Full<Bytes>> {
+    let mut body = answer.body.to_string();
+    body.push('\n');
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn authorized(request: &Request<Incoming>, context: &Context) -> bool {
+    let Some(token) = context.token.as_deref() else {
+        return false;
+    };
+    let given = request
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    constant_time_eq(given.as_bytes(), token.as_bytes())
+}
+
+/// Compares without an early exit, so timing does not leak the token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = u8::from(a.len() != b.len());
+    for (i, &x) in a.iter().enumerate() {
+        diff |= x ^ b.get(i).copied().unwrap_or(0);
+    }
+    diff == 0
+}
+
+fn query_flag(query: &str, name: &str) -> bool {
+    query
+        .split('&')
+        .any(|pair| pair == name || pair == format!("{name}=true") || pair == format!("{name}=1"))
+}
+
+/// Decodes `%XX` escapes (names are plain ASCII, but clients may escape).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = |b: u8| (b as char).to_digit(16);
+            if let (Some(high), Some(low)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((high * 16 + low) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Receives the next call (for the agent's loop).
+pub async fn next_call(calls: &Receiver<ApiCall>) -> Option<ApiCall> {
+    calls.recv().await.ok()
+}
+
+/// The name of node `id`, or its id.
+pub fn label(node: &Node, id: NodeId) -> String {
+    node.node_name(id)
+        .map_or_else(|| id.to_string(), |name| name.to_string())
+}
+
+/// `GET /api/status`: the mesh as this node sees it.
+pub fn status(node: &Node, now: Instant) -> Value {
+    let ms = |at: Instant| u64::try_from(now.saturating_since(at).as_millis()).unwrap_or(u64::MAX);
+    let mut nodes = Vec::new();
+    let mut active = 0;
+    for (id, reach) in node.nodes(now) {
+        let live = matches!(reach.state, PeerState::Healthy | PeerState::Suspect);
+        if reach.state == PeerState::Healthy {
+            active += 1;
+        }
+        let peer = node.peers().get(id);
+        let last_seen = if id == node.id() {
+            Some(0)
+        } else if reach.via.is_some() {
+            node.routes()
+                .get(id)
+                .and_then(|d| d.route())
+                .map(|r| ms(r.heard_at))
+        } else {
+            peer.map(|p| ms(p.last_alive))
+        };
+        let meta = if id == node.id() {
+            node.config().meta.clone()
+        } else {
+            peer.and_then(|p| p.meta.clone())
+        };
+        nodes.push(json!({
+            "name": label(node, id),
+            "id": id.to_string(),
+            "state": reach.state.as_str(),
+            "hops": live.then_some(reach.hops),
+            "via": reach.via.map(|via| label(node, via)),
+            "last_seen_ms": last_seen,
+            "version": meta.as_ref().map(|m| m.version.to_string()),
+            "model": meta.as_ref().map(|m| m.model.to_string()),
+        }));
+    }
+    let total = nodes.len();
+    json!({
+        "mesh": if active == total { "online" } else { "degraded" },
+        "active": active,
+        "total": total,
+        "self": node.name().to_string(),
+        "nodes": nodes,
+    })
+}
+
+/// `GET /api/peers`: direct neighbors with health figures.
+pub fn peers(node: &Node, now: Instant, healthy_only: bool) -> Value {
+    let list: Vec<Value> = node
+        .peers()
+        .iter()
+        .filter(|p| !healthy_only || p.state == PeerState::Healthy)
+        .map(|p| {
+            json!({
+                "name": label(node, p.id),
+                "id": p.id.to_string(),
+                "address": p.addr.to_string(),
+                "state": p.state.as_str(),
+                "last_seen_ms": u64::try_from(now.saturating_since(p.last_alive).as_millis()).unwrap_or(u64::MAX),
+                "frames_in": p.frames_in,
+                "frames_out": p.frames_out,
+                "success_rate": p.beacon_rate(now, node.config().beacon_interval),
+                "lan": p.is_lan(),
+            })
+        })
+        .collect();
+    Value::Array(list)
+}
+
+#[cfg(test)]
+mod tests;

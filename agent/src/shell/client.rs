@@ -1,0 +1,206 @@
+//! The CLI's side of the API: `shoal status`, `peers` and `exec` talk to a
+//! running agent over HTTP/1.1 on loopback (one request per connection, so a
+//! plain blocking socket is enough and costs no dependency).
+
+use serde_json::Value;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+/// Where the CLI looks for the agent without `--api`.
+pub const DEFAULT_API: &str = "127.0.0.1:8080";
+/// Longest answer accepted.
+const MAX_REPLY: u64 = 4 * 1024 * 1024;
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No agent answered (exit code 3).
+    #[error("cannot reach the agent at {addr}: {source}")]
+    Unreachable {
+        /// The address tried.
+        addr: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// The address does not resolve.
+    #[error("{0:?} is not an address like 127.0.0.1:8080")]
+    BadAddress(String),
+    /// The answer was not HTTP or not JSON.
+    #[error("the agent at {addr} sent an answer that is not understood: {reason}")]
+    Protocol {
+        /// The address.
+        addr: String,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+/// An answer: status and JSON body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    /// The HTTP status.
+    pub status: u16,
+    /// The JSON body (`Null` if empty).
+    pub body: Value,
+}
+
+impl Reply {
+    /// The `error` field of an error answer, or the status.
+    pub fn error(&self) -> String {
+        self.body
+            .get("error")
+            .and_then(Value::as_str)
+            .map_or_else(|| format!("HTTP status {}", self.status), str::to_owned)
+    }
+}
+
+/// Sends one request to the agent at `api` and reads the whole answer.
+pub fn request(
+    api: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    timeout: Duration,
+) -> Result<Reply, ClientError> {
+    let addr: SocketAddr = api
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| ClientError::BadAddress(api.to_owned()))?;
+    let unreachable = |source| ClientError::Unreachable {
+        addr: addr.to_string(),
+        source,
+    };
+    let mut stream =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(unreachable)?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(unreachable)?;
+    let auth = token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).map_err(unreachable)?;
+    let mut raw = Vec::new();
+    stream
+        .take(MAX_REPLY)
+        .read_to_end(&mut raw)
+        .map_err(|source| ClientError::Protocol {
+            addr: addr.to_string(),
+            reason: format!("reading failed: {source}"),
+        })?;
+    parse_reply(&raw).map_err(|reason| ClientError::Protocol {
+        addr: addr.to_string(),
+        reason,
+    })
+}
+
+/// Parses an HTTP/1.1 answer (plain or chunked body) with a JSON body.
+pub fn parse_reply(raw: &[u8]) -> Result<Reply, String> {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("no end of headers")?;
+    let head = std::str::from_utf8(&raw[..split]).map_err(|_| "headers are not text")?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or("");
+    let status: u16 = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("bad status line {status_line:?}"))?;
+    let chunked = lines.any(|line| {
+        let line = line.to_ascii_lowercase();
+        line.starts_with("transfer-encoding:") && line.contains("chunked")
+    });
+    let mut body = raw[split + 4..].to_vec();
+    if chunked {
+        body = dechunk(&body).ok_or("bad chunked body")?;
+    }
+    let body = if body.iter().all(u8::is_ascii_whitespace) {
+        Value::Null
+    } else {
+        serde_json::from_slice(&body).map_err(|e| format!("body is not JSON: {e}"))?
+    };
+    Ok(Reply { status, body })
+}
+
+fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(&data[..line_end]).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(data.get(..size)?);
+        data = data.get(size + 2..)?;
+    }
+}
+
+/// `shoal status` for people: the mesh line, then one line per node.
+pub fn format_status(status: &Value) -> String {
+    let active = status["active"].as_u64().unwrap_or(0);
+    let total = status["total"].as_u64().unwrap_or(0);
+    let mesh = if status["mesh"] == "online" {
+        "Online"
+    } else {
+        "Degraded"
+    };
+    let own = status["self"].as_str().unwrap_or("?");
+    let mut out = format!("[Mesh {mesh}] - {active}/{total} nodes active\n");
+    let empty = Vec::new();
+    let nodes = status["nodes"].as_array().unwrap_or(&empty);
+    // This node first, then by name.
+    let mut nodes: Vec<&Value> = nodes.iter().collect();
+    nodes.sort_by_key(|n| {
+        (
+            n["name"] != own,
+            n["name"].as_str().unwrap_or("").to_owned(),
+        )
+    });
+    for node in nodes {
+        let name = node["name"].as_str().unwrap_or("?");
+        let state = node["state"].as_str().unwrap_or("?");
+        out.push_str(&format!("  {name}: {state}"));
+        if let Some(hops) = node["hops"].as_u64() {
+            let unit = if hops == 1 { "hop" } else { "hops" };
+            match (hops, node["via"].as_str()) {
+                (0, _) => out.push_str(" (route: 0 hops)"),
+                (_, Some(via)) => out.push_str(&format!(" (route: {hops} {unit} via {via})")),
+                (_, None) => out.push_str(&format!(" (route: {hops} {unit} via {own})")),
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// `shoal peers` for people: one line per direct neighbor.
+pub fn format_peers(peers: &Value) -> String {
+    let empty = Vec::new();
+    let peers = peers.as_array().unwrap_or(&empty);
+    if peers.is_empty() {
+        return "no direct peers\n".to_owned();
+    }
+    let mut out = String::new();
+    for peer in peers {
+        let rate = peer["success_rate"].as_f64().unwrap_or(0.0) * 100.0;
+        out.push_str(&format!(
+            "  {}: {} at {}, last seen {} ms ago, {} frames in, {} out, {rate:.0}% of beacons heard\n",
+            peer["name"].as_str().unwrap_or("?"),
+            peer["state"].as_str().unwrap_or("?"),
+            peer["address"].as_str().unwrap_or("?"),
+            peer["last_seen_ms"].as_u64().unwrap_or(0),
+            peer["frames_in"].as_u64().unwrap_or(0),
+            peer["frames_out"].as_u64().unwrap_or(0),
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,258 @@
+//! Executors: what a node runs when a rule or a command (local or from
+//! another node) asks.
+//!
+//! A `command` executor runs its argv without a shell, in a process group
+//! of its own, with `SHOAL_*` variables in its environment. When it outlives
+//! its `timeout` the whole group is killed, so a script's children go too.
+//! Its output (stdout, then stderr) is logged; the first
+//! [`wire::MAX_OUTPUT`] bytes travel back to whoever asked. A second run of
+//! an executor while one is going on is refused as busy, or waits its turn
+//! (`policy = "queue"`).
+
+use crate::node::wire::{self, Outcome};
+use futures_lite::{future, AsyncReadExt};
+use shoal_config::{Action, ExecutorSection, Policy};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
+use std::process::Stdio;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// Most bytes of output read from a command; the rest is discarded.
+pub const MAX_CAPTURE: usize = 64 * 1024;
+
+/// How one run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished {
+    /// The outcome.
+    pub outcome: Outcome,
+    /// Its output, cut at [`MAX_CAPTURE`] bytes.
+    pub output: String,
+    /// How long it ran.
+    pub duration: Duration,
+}
+
+/// Who asked for a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The asking node's name (this node's own for a local run).
+    pub node: String,
+    /// Whether it is this node itself.
+    pub local: bool,
+}
+
+/// The executors of one node.
+#[derive(Debug, Clone)]
+pub struct Executors {
+    by_name: BTreeMap<String, ExecutorSection>,
+    /// Executors running now, with the number of runs waiting (queue policy).
+    running: Rc<RefCell<BTreeMap<String, usize>>>,
+    node_name: String,
+}
+
+impl Executors {
+    /// The configured executors of node `node_name`.
+    pub fn new(sections: &[ExecutorSection], node_name: &str) -> Executors {
+        Executors {
+            by_name: sections
+                .iter()
+                .map(|section| (section.name.clone(), section.clone()))
+                .collect(),
+            running: Rc::default(),
+            node_name: node_name.to_owned(),
+        }
+    }
+
+    /// Whether `name` may run for `caller` now; `Err` is the refusal.
+    pub fn check(&self, name: &str, caller: &Caller) -> Result<(), Outcome> {
+        let section = self.by_name.get(name).ok_or(Outcome::UnknownExecutor)?;
+        if !caller.local && !section.remote {
+            return Err(Outcome::NotRemote);
+        }
+        if section.policy == Policy::Refuse && self.running.borrow().contains_key(name) {
+            return Err(Outcome::Busy);
+        }
+        Ok(())
+    }
+
+    /// Runs `name` for `caller` (after [`Executors::check`]).
+    pub async fn run(&self, name: &str, caller: &Caller) -> Finished {
+        let started = Instant::now();
+        if let Err(outcome) = self.check(name, caller) {
+            return Finished {
+                outcome,
+                output: String::new(),
+                duration: Duration::ZERO,
+            };
+        }
+        let Some(section) = self.by_name.get(name).cloned() else {
+            return refused(Outcome::UnknownExecutor);
+        };
+        // Queue policy: wait for the running one, bounded by the timeout.
+        while self.running.borrow().contains_key(name) {
+            if started.elapsed() >= section.timeout {
+                return refused(Outcome::Busy);
+            }
+            smol::Timer::after(Duration::from_millis(50)).await;
+        }
+        self.running.borrow_mut().insert(name.to_owned(), 0);
+        let (outcome, output) = match &section.action {
+            Action::Command(argv) => {
+                run_command(argv, section.timeout, &self.env(name, caller)).await
+            }
+            Action::Actuator { actuator, .. } => (
+                Outcome::Failed,
+                format!("actuator {actuator:?}: actuator executors need the hal actuator drivers, which this build does not have yet"),
+            ),
+            Action::Webhook(url) => (
+                Outcome::Failed,
+                format!("webhook {url}: webhook executors are not in this build yet"),
+            ),
+        };
+        self.running.borrow_mut().remove(name);
+        Finished {
+            outcome,
+            output,
+            duration: started.elapsed(),
+        }
+    }
+
+    fn env(&self, name: &str, caller: &Caller) -> Vec<(String, String)> {
+        vec![
+            ("SHOAL_EXECUTOR".to_owned(), name.to_owned()),
+            ("SHOAL_NODE".to_owned(), self.node_name.clone()),
+            ("SHOAL_CALLER".to_owned(), caller.node.clone()),
+        ]
+    }
+}
+
+fn refused(outcome: Outcome) -> Finished {
+    Finished {
+        outcome,
+        output: String::new(),
+        duration: Duration::ZERO,
+    }
+}
+
+/// Runs `argv` in its own process group; kills the group after `timeout`.
+pub async fn run_command(
+    argv: &[String],
+    timeout: Duration,
+    env: &[(String, String)],
+) -> (Outcome, String) {
+    let Some((program, args)) = argv.split_first() else {
+        return (Outcome::Failed, "empty command".to_owned());
+    };
+    let mut command = std::process::Command::new(program);
+    command
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .process_group(0);
+    // async-process tracks the pipes itself: set them on its command.
+    let mut command = smol::process::Command::from(command);
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(error) => return (Outcome::Failed, format!("cannot start {program}: {error}")),
+    };
+    let pid = child.id();
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    // Both pipes at once: a child filling one while we wait on the other
+    // would block forever.
+    let outputs = future::zip(
+        async {
+            match stdout {
+                Some(pipe) => capture(pipe).await,
+                None => Vec::new(),
+            }
+        },
+        async {
+            match stderr {
+                Some(pipe) => capture(pipe).await,
+                None => Vec::new(),
+            }
+        },
+    );
+    let work = async {
+        let ((out, err), status) = future::zip(outputs, child.status()).await;
+        Some((out, err, status))
+    };
+    let deadline = async {
+        smol::Timer::after(timeout).await;
+        None
+    };
+    match future::or(work, deadline).await {
+        Some((out, err, status)) => {
+            let mut text = String::from_utf8_lossy(&out).into_owned();
+            text.push_str(&String::from_utf8_lossy(&err));
+            let outcome = match status {
+                Ok(status) => match status.code() {
+                    Some(code) => Outcome::Exited(code),
+                    None => Outcome::Failed,
+                },
+                Err(error) => {
+                    text.push_str(&format!("cannot wait for {program}: {error}"));
+                    Outcome::Failed
+                }
+            };
+            (outcome, text)
+        }
+        None => {
+            kill_group(pid);
+            // Reap it so no zombie is left.
+            let _ = child.status().await;
+            (
+                Outcome::TimedOut,
+                format!(
+                    "{program} ran longer than {}; its process group was killed",
+                    shoal_config::format_duration(timeout)
+                ),
+            )
+        }
+    }
+}
+
+/// Reads a pipe to its end, keeping the first [`MAX_CAPTURE`] bytes.
+async fn capture(mut pipe: impl futures_lite::AsyncRead + Unpin) -> Vec<u8> {
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match pipe.read(&mut buf).await {
+            Ok(0) | Err(_) => return kept,
+            Ok(n) => {
+                let room = MAX_CAPTURE.saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
+            }
+        }
+    }
+}
+
+fn kill_group(pid: u32) {
+    let group = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw);
+    if let Some(group) = group {
+        if let Err(error) =
+            rustix::process::kill_process_group(group, rustix::process::Signal::KILL)
+        {
+            log::warn!("cannot kill process group {pid}: {error}");
+        }
+    }
+}
+
+/// The part of an output that travels back in a command result.
+pub fn summary(output: &str) -> &str {
+    let mut end = output.len().min(wire::MAX_OUTPUT);
+    while !output.is_char_boundary(end) {
+        end -= 1;
+    }
+    &output[..end]
+}
+
+#[cfg(test)]
+mod tests;

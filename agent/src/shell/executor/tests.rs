@@ -1,0 +1,191 @@
+use super::*;
+
+fn section(
+    name: &str,
+    argv: &[&str],
+    remote: bool,
+    timeout_ms: u64,
+    policy: Policy,
+) -> ExecutorSection {
+    ExecutorSection {
+        name: name.to_owned(),
+        action: Action::Command(argv.iter().map(|s| (*s).to_owned()).collect()),
+        remote,
+        timeout: Duration::from_millis(timeout_ms),
+        policy,
+    }
+}
+
+fn local() -> Caller {
+    Caller {
+        node: "here".to_owned(),
+        local: true,
+    }
+}
+
+fn remote_caller() -> Caller {
+    Caller {
+        node: "far-away".to_owned(),
+        local: false,
+    }
+}
+
+#[test]
+fn a_command_that_succeeds_returns_its_output_and_sees_its_environment() {
+    let executors = Executors::new(
+        &[section(
+            "hello",
+            &[
+                "/bin/sh",
+                "-c",
+                "echo \"$SHOAL_EXECUTOR on $SHOAL_NODE for $SHOAL_CALLER\"; echo warn >&2",
+            ],
+            true,
+            5000,
+            Policy::Refuse,
+        )],
+        "pi-1",
+    );
+    let done = smol::block_on(executors.run("hello", &remote_caller()));
+    assert_eq!(done.outcome, Outcome::Exited(0));
+    assert_eq!(done.output, "hello on pi-1 for far-away\nwarn\n");
+}
+
+#[test]
+fn a_non_zero_exit_is_reported_with_its_code() {
+    let executors = Executors::new(
+        &[section(
+            "fail",
+            &["/bin/sh", "-c", "exit 3"],
+            false,
+            5000,
+            Policy::Refuse,
+        )],
+        "pi-1",
+    );
+    let done = smol::block_on(executors.run("fail", &local()));
+    assert_eq!(done.outcome, Outcome::Exited(3));
+}
+
+#[test]
+fn a_missing_program_is_a_failure_with_a_reason() {
+    let executors = Executors::new(
+        &[section(
+            "ghost",
+            &["/nonexistent/program"],
+            false,
+            5000,
+            Policy::Refuse,
+        )],
+        "pi-1",
+    );
+    let done = smol::block_on(executors.run("ghost", &local()));
+    assert_eq!(done.outcome, Outcome::Failed);
+    assert!(
+        done.output.contains("cannot start /nonexistent/program"),
+        "{}",
+        done.output
+    );
+}
+
+#[test]
+fn a_timeout_kills_the_whole_process_group() {
+    let dir = std::env::temp_dir().join(format!("shoal-exec-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let pidfile = dir.join("child.pid");
+    let script = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
+    let executors = Executors::new(
+        &[section(
+            "hang",
+            &["/bin/sh", "-c", &script],
+            false,
+            300,
+            Policy::Refuse,
+        )],
+        "pi-1",
+    );
+    let done = smol::block_on(executors.run("hang", &local()));
+    assert_eq!(done.outcome, Outcome::TimedOut);
+    assert!(
+        done.duration < Duration::from_secs(5),
+        "{:?}",
+        done.duration
+    );
+    let pid = std::fs::read_to_string(&pidfile).expect("pid written");
+    let proc_dir = format!("/proc/{}", pid.trim());
+    // The grandchild is gone (or a zombie being reaped by init) within a moment.
+    let gone = (0..50).any(|_| {
+        let alive = std::fs::read_to_string(format!("{proc_dir}/stat"))
+            .is_ok_and(|stat| !stat.contains(") Z "));
+        if alive {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        !alive
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(gone, "the background sleep {} survived", pid.trim());
+}
+
+#[test]
+fn huge_output_is_cut_and_the_command_is_not_blocked_by_it() {
+    let executors = Executors::new(
+        &[section(
+            "loud",
+            &["/bin/sh", "-c", "head -c 2000000 /dev/zero | tr '\\\\0' x; head -c 2000000 /dev/zero | tr '\\\\0' y >&2"],
+            false,
+            10_000,
+            Policy::Refuse,
+        )],
+        "pi-1",
+    );
+    let done = smol::block_on(executors.run("loud", &local()));
+    assert_eq!(done.outcome, Outcome::Exited(0));
+    assert_eq!(done.output.len(), 2 * MAX_CAPTURE);
+    assert!(summary(&done.output).len() <= wire::MAX_OUTPUT);
+}
+
+#[test]
+fn refusals_unknown_not_remote_and_busy() {
+    let executors = Executors::new(
+        &[
+            section("private", &["/bin/true"], false, 5000, Policy::Refuse),
+            section("slow", &["/bin/sleep", "1"], true, 5000, Policy::Refuse),
+            section("queued", &["/bin/sleep", "0.2"], true, 5000, Policy::Queue),
+        ],
+        "pi-1",
+    );
+    assert_eq!(
+        executors.check("nope", &local()),
+        Err(Outcome::UnknownExecutor)
+    );
+    assert_eq!(
+        executors.check("private", &remote_caller()),
+        Err(Outcome::NotRemote)
+    );
+    assert_eq!(executors.check("private", &local()), Ok(()));
+    let me = local();
+    smol::block_on(async {
+        let first = executors.run("slow", &me);
+        let second = async {
+            smol::Timer::after(Duration::from_millis(100)).await;
+            executors.run("slow", &local()).await
+        };
+        let (first, second) = future::zip(first, second).await;
+        assert_eq!(first.outcome, Outcome::Exited(0));
+        assert_eq!(second.outcome, Outcome::Busy);
+        // With the queue policy the second waits and runs.
+        let first = executors.run("queued", &me);
+        let second = async {
+            smol::Timer::after(Duration::from_millis(50)).await;
+            executors.run("queued", &local()).await
+        };
+        let (first, second) = future::zip(first, second).await;
+        assert_eq!(first.outcome, Outcome::Exited(0));
+        assert_eq!(second.outcome, Outcome::Exited(0));
+        assert!(
+            second.duration >= Duration::from_millis(250),
+            "{:?}",
+            second.duration
+        );
+    });
+}
