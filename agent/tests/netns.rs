@@ -46,8 +46,11 @@ struct Lab {
 
 impl Lab {
     fn new() -> Lab {
-        let prefix = format!("sh{}", std::process::id() % 100_000);
-        let dir = std::env::temp_dir().join(format!("shoal-netns-{}", std::process::id()));
+        // Unique per run and per lab: tests of this binary run in parallel.
+        static LABS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let lab = LABS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let prefix = format!("sh{}x{lab}", std::process::id() % 100_000);
+        let dir = std::env::temp_dir().join(format!("shoal-netns-{}-{lab}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("scratch dir");
         Lab {
@@ -94,22 +97,79 @@ impl Lab {
         }
     }
 
+    /// Two subnets with no router between them: 10.78.1.0/24 on bridge
+    /// `br1` and 10.78.2.0/24 on `br2`. `a` hosts on subnet 1, `b` hosts on
+    /// subnet 2, and `gateways` dual-homed (eth1 on 1, eth2 on 2); the
+    /// namespaces are named after the hosts.
+    fn build_two_subnets(&mut self, a: &[&str], b: &[&str], gateways: &[&str]) {
+        self.add_namespace("br");
+        let br = self.ns("br");
+        for bridge in ["br1", "br2"] {
+            assert!(ip(&["-n", &br, "link", "add", bridge, "type", "bridge"]));
+            assert!(ip(&["-n", &br, "link", "set", bridge, "up"]));
+        }
+        let mut host_number = 10u8;
+        let mut attach = |lab: &mut Lab, name: &str, subnet: u8| {
+            host_number += 1;
+            let ns = lab.ns(name);
+            let outer = format!("v{}{subnet}", name.replace('-', ""));
+            let inner = format!("eth{subnet}");
+            assert!(ip(&[
+                "-n", &br, "link", "add", &outer, "type", "veth", "peer", "name", &inner, "netns",
+                &ns
+            ]));
+            assert!(ip(&[
+                "-n",
+                &br,
+                "link",
+                "set",
+                &outer,
+                "master",
+                &format!("br{subnet}")
+            ]));
+            assert!(ip(&["-n", &br, "link", "set", &outer, "up"]));
+            let address = format!("10.78.{subnet}.{host_number}/24");
+            assert!(ip(&[
+                "-n", &ns, "addr", "add", &address, "brd", "+", "dev", &inner
+            ]));
+            assert!(ip(&["-n", &ns, "link", "set", &inner, "up"]));
+        };
+        for (names, subnets) in [(a, &[1u8][..]), (b, &[2][..]), (gateways, &[1, 2][..])] {
+            for name in names {
+                self.add_namespace(name);
+                for &subnet in subnets {
+                    attach(self, name, subnet);
+                }
+            }
+        }
+    }
+
     fn start(&mut self, host: u8) -> usize {
-        let config = self.dir.join(format!("h{host}.toml"));
+        let ns = self.ns(&format!("h{host}"));
+        self.start_in(&format!("host-{host}"), &ns)
+    }
+
+    /// Starts agent `name` in namespace `ns`: auto broadcast, the API on the
+    /// namespace's own loopback, a remote `hello` executor, a sensor.
+    fn start_in(&mut self, name: &str, ns: &str) -> usize {
+        let config = self.dir.join(format!("{name}.toml"));
+        let state = self.dir.join(format!("state-{name}"));
         std::fs::write(
             &config,
             format!(
-                "[node]\nname = \"host-{host}\"\n[mesh]\nbind = \"0.0.0.0\"\nbroadcast = [\"auto\"]\n[state]\ndir = \"{}\"\n",
-                self.dir.join(format!("state{host}")).display()
+                "[node]\nname = \"{name}\"\n[mesh]\nbind = \"0.0.0.0\"\nbroadcast = [\"auto\"]\n[state]\ndir = \"{}\"\n\
+                 [[sensor]]\nname = \"temperature\"\ndriver = \"sim\"\nwaveform = \"sine\"\nperiod = \"4s\"\nmin = 0.0\nmax = 100.0\ninterval = \"500ms\"\ndeadband = 0.0\n\
+                 [[executor]]\nname = \"hello\"\naction = {{ command = [\"/bin/sh\", \"-c\", \"echo hello from $SHOAL_NODE\"] }}\nremote = true\n",
+                state.display()
             ),
         )
         .expect("config");
         let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.ns(&format!("h{host}"))])
+            .args(["netns", "exec", ns])
             .arg(env!("CARGO_BIN_EXE_shoal"))
             .args(["run", "--config"])
             .arg(&config)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "info,shoal::shell=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -125,6 +185,45 @@ impl Lab {
         });
         self.agents.push((child, log));
         self.agents.len() - 1
+    }
+
+    /// Runs the `shoal` CLI inside namespace `ns`: exit code and stdout.
+    fn cli(&self, ns: &str, args: &[&str]) -> (Option<i32>, String, String) {
+        let output = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .arg(env!("CARGO_BIN_EXE_shoal"))
+            .args(args)
+            .output()
+            .expect("shoal runs");
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
+    /// The status the agent in `ns` reports, parsed.
+    fn status(&self, ns: &str) -> Option<serde_json::Value> {
+        let (code, out, _) = self.cli(ns, &["status", "--json"]);
+        (code == Some(0))
+            .then(|| serde_json::from_str(&out).ok())
+            .flatten()
+    }
+
+    /// Lines of agent `agent`'s log so far.
+    fn log_len(&self, agent: usize) -> usize {
+        self.agents[agent].1.lock().expect("log lock").len()
+    }
+
+    /// Whether agent `agent` logged `text` after its first `from` lines.
+    fn logged_since(&self, agent: usize, from: usize, text: &str) -> bool {
+        self.agents[agent]
+            .1
+            .lock()
+            .expect("log lock")
+            .iter()
+            .skip(from)
+            .any(|l| l.contains(text))
     }
 
     fn logged(&self, agent: usize, text: &str) -> bool {
@@ -202,4 +301,130 @@ fn auto_broadcast_finds_neighbors_and_a_downed_link_heals() {
         lab.logged(0, "node host-3: UNREACHABLE -> HEALTHY")
             && lab.logged(1, "node host-3: UNREACHABLE -> HEALTHY")
     });
+}
+
+/// Nodes of `status` by name: (state, hops, via).
+fn routes_of(status: &serde_json::Value) -> Vec<(String, String, Option<u64>, Option<String>)> {
+    status["nodes"]
+        .as_array()
+        .map(|nodes| {
+            nodes
+                .iter()
+                .map(|n| {
+                    (
+                        n["name"].as_str().unwrap_or("").to_owned(),
+                        n["state"].as_str().unwrap_or("").to_owned(),
+                        n["hops"].as_u64(),
+                        n["via"].as_str().map(str::to_owned),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn two_subnets_joined_by_two_gateways_fail_over_for_exec_and_sync() {
+    if let Err(reason) = can_make_namespaces() {
+        eprintln!("SKIPPED two_subnets_joined_by_two_gateways_fail_over_for_exec_and_sync: {reason}; it needs root and iproute2");
+        return;
+    }
+    let a = ["a-1", "a-2", "a-3"];
+    let b = ["b-1", "b-2"];
+    let gateways = ["gw-1", "gw-2"];
+    let mut lab = Lab::new();
+    lab.build_two_subnets(&a, &b, &gateways);
+    let mut index = std::collections::BTreeMap::new();
+    for name in a.iter().chain(&b).chain(&gateways) {
+        let ns = lab.ns(name);
+        index.insert(*name, lab.start_in(name, &ns));
+    }
+    let a1 = lab.ns("a-1");
+    let b1 = lab.ns("b-1");
+    let took = lab.wait_for("all 7 see each other", Duration::from_secs(10), |lab| {
+        [&a1, &b1].iter().all(|ns| {
+            lab.status(ns)
+                .is_some_and(|s| s["active"] == 7 && s["total"] == 7)
+        })
+    });
+    eprintln!("7 agents on two subnets see each other after {took:?}");
+    let status = lab.status(&a1).expect("status");
+    let to_b2 = routes_of(&status)
+        .into_iter()
+        .find(|(name, ..)| name == "b-2")
+        .expect("b-2 listed");
+    assert_eq!(to_b2.2, Some(2), "{status}");
+    let via = to_b2.3.clone().expect("routed via a gateway");
+    assert!(gateways.contains(&via.as_str()), "{status}");
+    let (_, text, _) = lab.cli(&a1, &["status"]);
+    assert!(
+        text.contains(&format!("b-2: HEALTHY (route: 2 hops via {via})")),
+        "{text}"
+    );
+
+    // exec from subnet A on a node of subnet B, through a gateway.
+    let token = std::fs::read_to_string(lab.dir.join("state-a-1/api.token")).expect("token");
+    let token = token.trim().to_owned();
+    let exec = |lab: &Lab| lab.cli(&a1, &["exec", "b-2", "hello", "--token", &token]);
+    let (code, out, err) = exec(&lab);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, "hello from b-2\n");
+
+    // Take the subnet-B link of the gateway in use down.
+    let other = if via == "gw-1" { "gw-2" } else { "gw-1" };
+    let gw_ns = lab.ns(&via);
+    let a1_agent = index["a-1"];
+    let mark = lab.log_len(a1_agent);
+    let down_at = Instant::now();
+    assert!(ip(&["-n", &gw_ns, "link", "set", "eth2", "down"]));
+    let mut exec_back = None;
+    while down_at.elapsed() < Duration::from_secs(10) {
+        let (code, out, _) = exec(&lab);
+        if code == Some(0) && out == "hello from b-2\n" {
+            let status = lab.status(&a1).expect("status");
+            let now_via = routes_of(&status)
+                .into_iter()
+                .find(|(name, ..)| name == "b-2")
+                .and_then(|r| r.3);
+            if now_via.as_deref() == Some(other) {
+                exec_back = Some(down_at.elapsed());
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let exec_back = exec_back.expect("exec works through the other gateway");
+    eprintln!("gateway {via} lost subnet B: a-1 routes to b-2 via {other}, exec works again, {exec_back:?} after the link went down");
+    assert!(
+        exec_back <= Duration::from_secs(4) + Duration::from_millis(500),
+        "{exec_back:?}"
+    );
+    // Sync keeps flowing: a fresh reading of b-1 reaches a-1 after the
+    // failover (b-1 publishes a new value every 500 ms).
+    let failed_over = lab.log_len(a1_agent);
+    let sync_back = lab.wait_for("a new b-1 reading at a-1", Duration::from_secs(4), |lab| {
+        lab.logged_since(a1_agent, failed_over, "point b-1/temperature = ")
+    });
+    eprintln!("a reading of b-1 reached a-1 {sync_back:?} after the failover");
+    // Nothing in B was ever thought unreachable by a-1.
+    assert!(!lab.logged_since(a1_agent, mark, "node b-1: HEALTHY -> UNREACHABLE"));
+    assert!(!lab.logged_since(a1_agent, mark, "node b-2: HEALTHY -> UNREACHABLE"));
+
+    // Link back up: the gateway reaches subnet B directly again.
+    assert!(ip(&["-n", &gw_ns, "link", "set", "eth2", "up"]));
+    let back = lab.wait_for(
+        "routes return through the healed gateway",
+        Duration::from_secs(6),
+        |lab| {
+            lab.status(&gw_ns).is_some_and(|s| {
+                routes_of(&s)
+                    .iter()
+                    .filter(|(name, ..)| name.starts_with("b-"))
+                    .all(|(_, state, hops, _)| state == "HEALTHY" && *hops == Some(1))
+            }) && lab.status(&a1).is_some_and(|s| s["active"] == 7)
+        },
+    );
+    eprintln!("routes through {via} returned {back:?} after its link came back");
+    let (code, _, err) = exec(&lab);
+    assert_eq!(code, Some(0), "{err}");
 }

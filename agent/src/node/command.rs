@@ -8,7 +8,11 @@
 //! ```
 //!
 //! Each relay decrements `hops_left` and drops the message at zero (counted);
-//! a message seen before (a loop, a duplicated datagram) is dropped too. The
+//! a message seen before (a loop, a duplicated datagram) is dropped too.
+//! Datagrams get lost and routes change, so the asker sends its command
+//! again every beacon interval until the answer comes (a new `attempt`,
+//! the same `id`): the target runs a command once, and answers a repeated
+//! attempt from a small cache of its results. The
 //! target and every relay limit commands per asker with a token bucket, so a
 //! flood from one node cannot monopolise another. The core never runs
 //! anything: the target's shell gets [`Event::CommandRequested`], runs the
@@ -28,6 +32,8 @@ use std::time::Duration;
 pub const MAX_PENDING_COMMANDS: usize = 64;
 /// Commands (and results) remembered for the loop guard.
 const SEEN_COMMANDS: usize = 256;
+/// Commands run here for others, remembered to answer repeated attempts.
+const SERVED_COMMANDS: usize = 64;
 /// Commands a node may send through or to us in a burst...
 pub const COMMAND_BURST: u32 = 10;
 /// ...and then one per this long.
@@ -56,23 +62,47 @@ struct Bucket {
     refilled: Instant,
 }
 
+/// One of our commands awaiting its answer.
+#[derive(Debug, Clone)]
+struct Pending {
+    target: NodeId,
+    executor: Name,
+    deadline: Instant,
+    /// When to send it again (never for a command to ourselves).
+    next_try: Option<Instant>,
+    attempt: u8,
+}
+
+/// A command run here for another node: its last attempt and, once done,
+/// its result.
+#[derive(Debug, Clone)]
+struct Served {
+    attempt: u8,
+    result: Option<CommandResult>,
+}
+
+/// Loop-guard key: origin, id, attempt, is a result.
+type SeenKey = (NodeId, u32, u8, bool);
+
 /// The command bookkeeping of one node, bounded.
 #[derive(Debug, Default)]
 pub(super) struct Commands {
     next_id: u32,
-    /// Our commands awaiting an answer: target and deadline.
-    pending: BTreeMap<u32, (NodeId, Instant)>,
-    /// Commands we ran or relayed, to drop a second copy: (origin, id, is
-    /// result).
-    seen: BTreeSet<(NodeId, u32, bool)>,
-    seen_order: VecDeque<(NodeId, u32, bool)>,
+    /// Our commands awaiting an answer.
+    pending: BTreeMap<u32, Pending>,
+    /// Messages we handled, to drop a second copy (a loop, a duplicate).
+    seen: BTreeSet<SeenKey>,
+    seen_order: VecDeque<SeenKey>,
+    /// Commands run here for others, by (origin, id).
+    served: BTreeMap<(NodeId, u32), Served>,
+    served_order: VecDeque<(NodeId, u32)>,
     /// Per-asker rate limit.
     buckets: BTreeMap<NodeId, Bucket>,
 }
 
 impl Commands {
     /// Notes a message; false if it was seen before.
-    fn first_sight(&mut self, key: (NodeId, u32, bool)) -> bool {
+    fn first_sight(&mut self, key: SeenKey) -> bool {
         if !self.seen.insert(key) {
             return false;
         }
@@ -116,9 +146,30 @@ impl Commands {
         true
     }
 
-    /// The earliest deadline of a pending command.
+    /// Remembers a command run here for another node.
+    fn serve(&mut self, key: (NodeId, u32), attempt: u8) {
+        self.served.insert(
+            key,
+            Served {
+                attempt,
+                result: None,
+            },
+        );
+        self.served_order.push_back(key);
+        if self.served_order.len() > SERVED_COMMANDS {
+            if let Some(old) = self.served_order.pop_front() {
+                self.served.remove(&old);
+            }
+        }
+    }
+
+    /// The earliest deadline or retry of a pending command.
     pub(super) fn next_deadline(&self) -> Option<Instant> {
-        self.pending.values().map(|&(_, at)| at).min()
+        self.pending
+            .values()
+            .flat_map(|p| [Some(p.deadline), p.next_try])
+            .flatten()
+            .min()
     }
 }
 
@@ -184,8 +235,18 @@ impl Node {
         };
         self.commands.next_id = self.commands.next_id.wrapping_add(1);
         let id = self.commands.next_id;
-        self.commands.pending.insert(id, (target, now + timeout));
-        self.commands.first_sight((self.id, id, false));
+        let retry = self.config.beacon_interval;
+        self.commands.pending.insert(
+            id,
+            Pending {
+                target,
+                executor: executor.clone(),
+                deadline: now + timeout,
+                next_try: hop.map(|_| now + retry),
+                attempt: 0,
+            },
+        );
+        self.commands.first_sight((self.id, id, 0, false));
         self.stats.commands_sent += 1;
         match hop {
             None => self.push_event(Event::CommandRequested {
@@ -200,6 +261,7 @@ impl Node {
                     target,
                     hops_left: INFINITY,
                     executor,
+                    attempt: 0,
                 };
                 self.send(Destination::Unicast(addr), &Message::Command(command));
             }
@@ -217,6 +279,10 @@ impl Node {
         outcome: Outcome,
         output: &str,
     ) {
+        let attempt = match self.commands.served.get_mut(&(origin, id)) {
+            Some(served) => served.attempt,
+            None => 0,
+        };
         let result = CommandResult {
             origin,
             id,
@@ -224,18 +290,52 @@ impl Node {
             hops_left: INFINITY,
             outcome,
             output: truncate_output(output),
+            attempt,
         };
+        if let Some(served) = self.commands.served.get_mut(&(origin, id)) {
+            served.result = Some(result.clone());
+        }
         self.route_result(now, result);
     }
 
-    /// Pending commands whose time is up get their `NoAnswer`.
+    /// Pending commands whose time is up get their `NoAnswer`; the others
+    /// due for a retry are sent again, along the route of now.
     pub(super) fn expire_commands(&mut self, now: Instant) {
+        let retry = self.config.beacon_interval;
+        let due: Vec<(u32, Pending)> = self
+            .commands
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline > now && p.next_try.is_some_and(|at| at <= now))
+            .map(|(&id, p)| (id, p.clone()))
+            .collect();
+        for (id, pending) in due {
+            let attempt = pending.attempt.saturating_add(1);
+            if let Some(entry) = self.commands.pending.get_mut(&id) {
+                entry.attempt = attempt;
+                entry.next_try = Some(now + retry);
+            }
+            let Some(addr) = self.next_hop(now, pending.target) else {
+                continue;
+            };
+            self.commands.first_sight((self.id, id, attempt, false));
+            self.stats.commands_retried += 1;
+            let command = Command {
+                origin: self.id,
+                id,
+                target: pending.target,
+                hops_left: INFINITY,
+                executor: pending.executor,
+                attempt,
+            };
+            self.send(Destination::Unicast(addr), &Message::Command(command));
+        }
         let expired: Vec<(u32, NodeId)> = self
             .commands
             .pending
             .iter()
-            .filter(|(_, &(_, at))| at <= now)
-            .map(|(&id, &(target, _))| (id, target))
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(&id, p)| (id, p.target))
             .collect();
         for (id, target) in expired {
             self.commands.pending.remove(&id);
@@ -250,10 +350,8 @@ impl Node {
     }
 
     pub(super) fn on_command(&mut self, now: Instant, command: Command) {
-        if !self
-            .commands
-            .first_sight((command.origin, command.id, false))
-        {
+        let key = (command.origin, command.id, command.attempt, false);
+        if !self.commands.first_sight(key) {
             self.stats.commands_duplicate += 1;
             return;
         }
@@ -267,11 +365,26 @@ impl Node {
             return;
         }
         if command.target == self.id {
-            self.push_event(Event::CommandRequested {
-                origin: command.origin,
-                id: command.id,
-                executor: command.executor,
-            });
+            let key = (command.origin, command.id);
+            match self.commands.served.get_mut(&key) {
+                // Run once; a repeated attempt gets the same answer.
+                Some(served) => {
+                    served.attempt = command.attempt;
+                    if let Some(mut result) = served.result.clone() {
+                        result.attempt = command.attempt;
+                        self.stats.commands_answered_again += 1;
+                        self.route_result(now, result);
+                    }
+                }
+                None => {
+                    self.commands.serve(key, command.attempt);
+                    self.push_event(Event::CommandRequested {
+                        origin: command.origin,
+                        id: command.id,
+                        executor: command.executor,
+                    });
+                }
+            }
             return;
         }
         let Some(hops_left) = command.hops_left.checked_sub(1).filter(|&h| h > 0) else {
@@ -296,6 +409,7 @@ impl Node {
                     hops_left: INFINITY,
                     outcome: Outcome::NoRoute,
                     output: truncate_output(&format!("{} has no route to the target", self.name)),
+                    attempt: command.attempt,
                 };
                 self.route_result(now, result);
             }
@@ -303,7 +417,10 @@ impl Node {
     }
 
     pub(super) fn on_command_result(&mut self, now: Instant, result: CommandResult) {
-        if !self.commands.first_sight((result.origin, result.id, true)) {
+        if !self
+            .commands
+            .first_sight((result.origin, result.id, result.attempt, true))
+        {
             self.stats.commands_duplicate += 1;
             return;
         }
@@ -327,10 +444,10 @@ impl Node {
     /// Delivers a result here, or sends it one hop closer to its asker.
     fn route_result(&mut self, now: Instant, result: CommandResult) {
         if result.origin == self.id {
-            if let Some((target, _)) = self.commands.pending.remove(&result.id) {
+            if let Some(pending) = self.commands.pending.remove(&result.id) {
                 self.push_event(Event::CommandFinished {
                     id: result.id,
-                    target,
+                    target: pending.target,
                     outcome: result.outcome,
                     output: result.output.as_str().to_owned(),
                 });

@@ -334,6 +334,10 @@ pub struct Stats {
     pub commands_no_route: u64,
     /// Our commands that got no answer in time.
     pub commands_unanswered: u64,
+    /// Our commands sent again because no answer came yet.
+    pub commands_retried: u64,
+    /// Repeated attempts answered from the cache, without running again.
+    pub commands_answered_again: u64,
 }
 
 impl Stats {

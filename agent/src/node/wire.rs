@@ -269,6 +269,9 @@ pub struct Command {
     pub hops_left: u8,
     /// The executor's name on the target.
     pub executor: Name,
+    /// Sending attempt: the asker sends again (same `id`) until answered;
+    /// the target runs a command once and answers every attempt.
+    pub attempt: u8,
 }
 
 /// How a command ended.
@@ -309,6 +312,8 @@ pub struct CommandResult {
     pub outcome: Outcome,
     /// The start of its output (the rest is in the target's log).
     pub output: String<MAX_OUTPUT>,
+    /// The attempt of the command this answers.
+    pub attempt: u8,
 }
 
 /// Most addresses in one [`PeerList`] frame.

@@ -49,7 +49,22 @@ fn command(origin: u64, id: u32, target: u64, hops_left: u8) -> Message {
         target: NodeId(target),
         hops_left,
         executor: wire::name("fan_on").expect("valid"),
+        attempt: 0,
     })
+}
+
+/// A harmless frame that proves its sender alive.
+fn alive() -> Message {
+    Message::Routes(wire::RouteList {
+        entries: heapless::Vec::new(),
+    })
+}
+
+fn attempt(message: Message, attempt: u8) -> Message {
+    match message {
+        Message::Command(command) => Message::Command(Command { attempt, ..command }),
+        other => other,
+    }
 }
 
 fn events(node: &mut Node) -> Vec<Event> {
@@ -225,4 +240,72 @@ fn output_is_cut_on_a_character_boundary() {
     assert!(cut.len() <= MAX_OUTPUT && cut.len() >= MAX_OUTPUT - 1);
     assert!(cut.chars().all(|c| c == 'é'));
     assert_eq!(truncate_output("short").as_str(), "short");
+}
+
+#[test]
+fn a_repeated_attempt_is_answered_again_without_running_again() {
+    let mut n = node(1, 16);
+    let first = command(9, 1, 1, 16);
+    n.handle_datagram(at(0), addr(2), Via::Unicast, &frame(2, 1, &first));
+    assert_eq!(requested(&events(&mut n)), 1);
+    // Still running: a second attempt is not run again, and not answered yet.
+    n.handle_datagram(
+        at(900),
+        addr(2),
+        Via::Unicast,
+        &frame(2, 2, &attempt(first.clone(), 1)),
+    );
+    assert_eq!(requested(&events(&mut n)), 0);
+    n.complete_command(at(1000), NodeId(9), 1, Outcome::Exited(0), "ok");
+    // The answer got lost; the third attempt is answered from the cache.
+    std::iter::from_fn(|| n.poll_transmit()).for_each(drop);
+    n.handle_datagram(
+        at(1900),
+        addr(2),
+        Via::Unicast,
+        &frame(2, 3, &attempt(first, 2)),
+    );
+    assert_eq!(requested(&events(&mut n)), 0);
+    assert_eq!(n.stats().commands_answered_again, 1);
+}
+
+#[test]
+fn an_unanswered_command_is_sent_again_every_interval_until_its_deadline() {
+    let mut n = node(1, 16);
+    let hello = frame(2, 1, &alive());
+    n.handle_datagram(at(0), addr(2), Via::Broadcast, &hello);
+    events(&mut n);
+    let executor = wire::name("fan_on").expect("valid");
+    n.exec(at(10), NodeId(2), executor, Duration::from_millis(3500))
+        .expect("sent");
+    let commands = |n: &mut Node| {
+        std::iter::from_fn(|| n.poll_transmit())
+            .filter(|t| t.destination == Destination::Unicast(addr(2)))
+            .count()
+    };
+    assert_eq!(commands(&mut n), 1);
+    let mut sent = 0;
+    let mut t = 10;
+    while let Some(next) = n.poll_timeout() {
+        if next > at(3510) {
+            break;
+        }
+        t = next.as_millis().max(t);
+        // Keep node 2 alive, so the route stays.
+        let beat = frame(2, 10 + t as u32, &alive());
+        n.handle_datagram(at(t), addr(2), Via::Broadcast, &beat);
+        n.handle_timeout(at(t));
+        sent += commands(&mut n);
+    }
+    assert_eq!(n.stats().commands_retried, 3, "sent {sent}");
+    let ended = events(&mut n).into_iter().any(|e| {
+        matches!(
+            e,
+            Event::CommandFinished {
+                outcome: Outcome::NoAnswer,
+                ..
+            }
+        )
+    });
+    assert!(ended);
 }

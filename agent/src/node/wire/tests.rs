@@ -174,6 +174,7 @@ fn sample_messages() -> std::vec::Vec<Message> {
             target: NodeId(9),
             hops_left: 15,
             executor: name("fan_on").expect("valid"),
+            attempt: 2,
         }),
         Message::CommandResult(CommandResult {
             origin: NodeId(1),
@@ -182,6 +183,7 @@ fn sample_messages() -> std::vec::Vec<Message> {
             hops_left: 15,
             outcome: Outcome::Exited(3),
             output: String::try_from("ok\n").expect("fits"),
+            attempt: 2,
         }),
     ]
 }
@@ -218,6 +220,7 @@ fn a_route_frame_of_the_largest_entries_fits() {
         hops_left: u8::MAX,
         outcome: Outcome::Exited(i32::MIN),
         output: String::try_from("é".repeat(MAX_OUTPUT / 2).as_str()).expect("fits"),
+        attempt: u8::MAX,
     };
     let frame = encode(&header(1), &Message::CommandResult(result), Some(&key())).expect("fits");
     assert!(frame.len() <= MAX_FRAME);
