@@ -11,6 +11,7 @@ use shoal::node::time::Instant as SimInstant;
 use shoal::node::wire::{self, Cipher, Counter, Header, MeshKey, Message, NodeId};
 use shoal::node::{Destination, Via};
 use shoal_tests::sim::{SimConfig, SimNet};
+use shoal_tests::topology::{self, three_subnets};
 use std::time::{Duration, Instant};
 
 const SEEDS: [u64; 5] = [101, 102, 103, 104, 105];
@@ -160,6 +161,96 @@ fn idle_traffic(nodes: usize) -> (f64, f64) {
     (
         (sim.net.bytes_sent - bytes) as f64 / per,
         (sim.net.sent - sent) as f64 / per,
+    )
+}
+
+/// Three subnets: time until every node reaches every node.
+fn routed_convergence(loss: f64, seed: u64) -> f64 {
+    let mut sim = three_subnets(SimConfig::lan(topology::NODES, seed).with_loss(loss));
+    let everyone: Vec<usize> = (0..topology::NODES).collect();
+    let at = sim
+        .run_until("all reach all", Duration::from_secs(60), |sim| {
+            sim.all_reach(&everyone)
+        })
+        .unwrap_or_else(|failure| panic!("{failure}"));
+    seconds(at.saturating_since(SimInstant::ZERO))
+}
+
+/// Three subnets: the gateway subnet A routes through crashes; time until
+/// every A node routes to every farther node through the other gateway.
+fn gateway_failover(loss: f64, seed: u64) -> f64 {
+    let mut sim = three_subnets(SimConfig::lan(topology::NODES, seed).with_loss(loss));
+    let everyone: Vec<usize> = (0..topology::NODES).collect();
+    sim.run_until("all reach all", Duration::from_secs(60), |sim| {
+        sim.all_reach(&everyone)
+    })
+    .unwrap_or_else(|failure| panic!("{failure}"));
+    sim.run_for(Duration::from_secs(5));
+    let dead = sim.path(0, 8).expect("no loop")[1];
+    let other = if dead == topology::GW_AB[0] {
+        topology::GW_AB[1]
+    } else {
+        topology::GW_AB[0]
+    };
+    let crashed = sim.now;
+    sim.crash(dead);
+    let far: Vec<usize> = topology::B
+        .iter()
+        .chain(&topology::C)
+        .chain([&topology::GW_BC])
+        .copied()
+        .collect();
+    let at = sim
+        .run_until("failover", Duration::from_secs(30), |sim| {
+            topology::A.iter().all(|&a| {
+                far.iter().all(|&f| {
+                    sim.path(a, f)
+                        .is_ok_and(|p| p.last() == Some(&f) && p[1] == other)
+                })
+            })
+        })
+        .unwrap_or_else(|failure| panic!("{failure}"));
+    seconds(at.saturating_since(crashed))
+}
+
+/// Three subnets: an exec from subnet A to subnet C and its answer.
+fn routed_exec(seed: u64) -> f64 {
+    let mut sim = three_subnets(SimConfig::lan(topology::NODES, seed));
+    let everyone: Vec<usize> = (0..topology::NODES).collect();
+    sim.run_until("all reach all", Duration::from_secs(60), |sim| {
+        sim.all_reach(&everyone)
+    })
+    .unwrap_or_else(|failure| panic!("{failure}"));
+    let asked = sim.now;
+    let id = sim.exec(0, 9, "ping").expect("sent");
+    let at = sim
+        .run_until("answer", Duration::from_secs(10), |sim| {
+            sim.answer(0, id).is_some()
+        })
+        .unwrap_or_else(|failure| panic!("{failure}"));
+    seconds(at.saturating_since(asked))
+}
+
+/// Three subnets, sensors off: bytes per second sent by a gateway and by a
+/// node inside a subnet, and the route frames among them.
+fn routed_idle_traffic() -> (f64, f64, f64) {
+    let mut config = SimConfig::lan(topology::NODES, 9);
+    config.points_per_node = 0;
+    let mut sim = three_subnets(config);
+    sim.run_for(Duration::from_secs(10));
+    let bytes_of = |sim: &SimNet, i: usize| sim.node(i).stats().bytes_out;
+    let gateway = topology::GW_AB[0];
+    let inner = topology::A[0];
+    let (g0, i0, r0) = (
+        bytes_of(&sim, gateway),
+        bytes_of(&sim, inner),
+        sim.node(gateway).stats().routes_sent,
+    );
+    sim.run_for(Duration::from_secs(60));
+    (
+        (bytes_of(&sim, gateway) - g0) as f64 / 60.0,
+        (bytes_of(&sim, inner) - i0) as f64 / 60.0,
+        (sim.node(gateway).stats().routes_sent - r0) as f64 / 60.0,
     )
 }
 
@@ -421,6 +512,37 @@ fn main() {
         summary(values)
     );
     println!();
+
+    println!("## Multi-hop: three subnets chained by gateways (simulated time)\n");
+    println!("A (3 nodes) = 2 gateways = B (2 nodes) = 1 gateway = C (2 nodes); no router between the subnets.\n");
+    println!("| scenario | loss | min / median / max (s) |");
+    println!("|---|---|---|");
+    for loss in [0.0, 0.1] {
+        let values = SEEDS.iter().map(|&s| routed_convergence(loss, s)).collect();
+        println!(
+            "| every node reaches every node (up to 3 hops) | {:.0}% | {} |",
+            loss * 100.0,
+            summary(values)
+        );
+    }
+    for loss in [0.0, 0.1] {
+        let values = SEEDS.iter().map(|&s| gateway_failover(loss, s)).collect();
+        println!(
+            "| gateway crash: all of A routes through the other one | {:.0}% | {} |",
+            loss * 100.0,
+            summary(values)
+        );
+    }
+    let values = SEEDS.iter().map(|&s| routed_exec(s)).collect();
+    println!(
+        "| exec from A on C (3 hops) and its answer back | 0% | {} |",
+        summary(values)
+    );
+    let (gateway, inner, route_frames) = routed_idle_traffic();
+    println!(
+        "\nIdle traffic, sensors off: a gateway sends {gateway:.1} B/s ({route_frames:.2} route frames/s), \
+         a node inside a subnet {inner:.1} B/s.\n"
+    );
 
     println!("## Loss soak: 50 nodes, 10 simulated minutes, no real failure\n");
     println!("| loss | seed | false SUSPECT | false UNREACHABLE | vouch saves (naive detector's false UNREACHABLE) |");

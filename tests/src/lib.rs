@@ -7,3 +7,4 @@
 #![warn(missing_docs)]
 
 pub mod sim;
+pub mod topology;

@@ -4,39 +4,11 @@
 
 use shoal::node::peers::PeerState;
 use shoal_tests::sim::{SimConfig, SimNet};
+use shoal_tests::topology::{three_subnets, A, B, C, GW_AB, GW_BC, NODES};
 use std::time::Duration;
 
 const INTERVAL: Duration = Duration::from_secs(1);
 const UNREACHABLE_AFTER: Duration = Duration::from_secs(3);
-
-/// Subnet A: nodes 0, 1, 2. Gateways 3 and 4 on A and B.
-/// Subnet B: nodes 5, 6. Gateway 7 on B and C. Subnet C: nodes 8, 9.
-/// No router between the subnets: only the gateways carry the mesh across.
-const A: [usize; 3] = [0, 1, 2];
-const GW_AB: [usize; 2] = [3, 4];
-const B: [usize; 2] = [5, 6];
-const GW_BC: usize = 7;
-const C: [usize; 2] = [8, 9];
-const NODES: usize = 10;
-
-fn three_subnets(config: SimConfig) -> SimNet {
-    let mut sim = SimNet::new(config);
-    for i in A {
-        sim.set_lans(i, &[1]);
-    }
-    for i in GW_AB {
-        sim.set_lans(i, &[1, 2]);
-    }
-    for i in B {
-        sim.set_lans(i, &[2]);
-    }
-    sim.set_lans(GW_BC, &[2, 3]);
-    for i in C {
-        sim.set_lans(i, &[3]);
-    }
-    sim.isolate_lans();
-    sim
-}
 
 fn all() -> Vec<usize> {
     (0..NODES).collect()

@@ -315,3 +315,49 @@ mod never_panics {
         }
     }
 }
+
+#[test]
+fn executor_timeout_and_policy_have_defaults_and_are_checked() {
+    let config = check(
+        r#"[[executor]]
+name = "a"
+action = { command = ["/bin/true"] }
+
+[[executor]]
+name = "b"
+action = { command = ["/bin/true"] }
+remote = true
+timeout = "2m"
+policy = "queue"
+"#,
+    )
+    .expect("valid");
+    assert_eq!(config.executors[0].timeout, d::EXECUTOR_TIMEOUT);
+    assert_eq!(config.executors[0].policy, Policy::Refuse);
+    assert!(!config.executors[0].remote);
+    assert_eq!(config.executors[1].timeout, Duration::from_secs(120));
+    assert_eq!(config.executors[1].policy, Policy::Queue);
+    assert!(config.executors[1].remote);
+    assert_eq!(
+        problems(
+            r#"[[executor]]
+name = "a"
+action = { command = ["/bin/true"] }
+policy = "sometimes"
+timeout = "soon"
+"#
+        ),
+        vec![
+            "4:10: executor.policy \"sometimes\" must be \"refuse\" or \"queue\"",
+            "5:11: executor.timeout: malformed number in \"soon\"",
+        ]
+    );
+}
+
+#[test]
+fn the_api_token_lives_in_the_state_directory_unless_set() {
+    let config = check("[state]\ndir = \"/srv/shoal\"\n").expect("valid");
+    assert_eq!(config.api.token_file, Path::new("/srv/shoal/api.token"));
+    let config = check("[api]\ntoken_file = \"/etc/shoal/token\"\n").expect("valid");
+    assert_eq!(config.api.token_file, Path::new("/etc/shoal/token"));
+}
