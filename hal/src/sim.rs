@@ -108,6 +108,96 @@ impl SimSensor {
     }
 }
 
+/// A simulated device for the agent's sampling loop: a [`SimSensor`] read
+/// against the time since it was built, that fails now and then when
+/// `flaky` (a probability per read) is above zero.
+#[derive(Debug, Clone)]
+pub struct SimDevice {
+    sensor: SimSensor,
+    started: std::time::Instant,
+    flaky: f64,
+    reads: u64,
+}
+
+impl SimDevice {
+    /// `sensor`, failing a share `flaky` (0.0 to 1.0) of its reads.
+    pub fn new(sensor: SimSensor, flaky: f64) -> SimDevice {
+        SimDevice {
+            sensor,
+            started: std::time::Instant::now(),
+            flaky: flaky.clamp(0.0, 1.0),
+            reads: 0,
+        }
+    }
+
+    /// The read number `n` (from 0) fails: deterministic from the seed.
+    pub fn fails(&self, n: u64) -> bool {
+        self.flaky > 0.0 && unit_noise(self.sensor.seed ^ 0xf1a4, n) < self.flaky
+    }
+}
+
+impl crate::Sensor for SimDevice {
+    fn quantities(&self) -> &'static [&'static str] {
+        &["value"]
+    }
+
+    fn read(&mut self) -> Result<Vec<crate::Sample>, crate::HalError> {
+        let n = self.reads;
+        self.reads += 1;
+        if self.fails(n) {
+            return Err(crate::HalError::Device(format!(
+                "simulated failure (flaky = {})",
+                self.flaky
+            )));
+        }
+        let value = self.sensor.sample(self.started.elapsed());
+        Ok(vec![crate::Sample::new(
+            "value",
+            (value * 100.0).round() / 100.0,
+            crate::Unit::None,
+        )])
+    }
+}
+
+/// A simulated actuator: remembers its state, never fails.
+#[derive(Debug, Clone, Default)]
+pub struct SimActuator {
+    state: f64,
+    pulse_until: Option<std::time::Instant>,
+}
+
+impl crate::Actuator for SimActuator {
+    fn apply(&mut self, command: crate::ActuatorCommand) -> Result<f64, crate::HalError> {
+        use crate::ActuatorCommand as C;
+        self.state = match command {
+            C::Set(on) => f64::from(u8::from(on)),
+            C::Toggle => f64::from(u8::from(self.state == 0.0)),
+            C::Pulse(length) => {
+                self.pulse_until = Some(std::time::Instant::now() + length);
+                1.0
+            }
+            C::Duty(duty) if (0.0..=1.0).contains(&duty) => duty,
+            C::Duty(duty) => {
+                return Err(crate::HalError::Config(format!(
+                    "duty {duty} is not within 0.0 to 1.0"
+                )))
+            }
+        };
+        Ok(self.state)
+    }
+
+    fn tick(&mut self, now: std::time::Instant) -> Result<Option<f64>, crate::HalError> {
+        match self.pulse_until {
+            Some(until) if now >= until => {
+                self.pulse_until = None;
+                self.state = 0.0;
+                Ok(Some(0.0))
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
 /// A value in `[0, 1)` from a seed and a counter (SplitMix64 finaliser).
 fn unit_noise(seed: u64, counter: u64) -> f64 {
     let mut z = seed
@@ -175,6 +265,32 @@ mod tests {
         let step = sensor(Waveform::Step, 0);
         assert_eq!(step.sample(Duration::from_secs(10)), 15.0);
         assert_eq!(step.sample(Duration::from_secs(310)), 25.0);
+    }
+
+    #[test]
+    fn a_flaky_device_fails_the_configured_share_of_reads_deterministically() {
+        use crate::Sensor;
+        let device = SimDevice::new(sensor(Waveform::Sine, 9), 0.3);
+        let failures = (0..1000).filter(|&n| device.fails(n)).count();
+        assert!((250..350).contains(&failures), "{failures}");
+        let again = SimDevice::new(sensor(Waveform::Sine, 9), 0.3);
+        assert!((0..1000).all(|n| device.fails(n) == again.fails(n)));
+        let mut steady = SimDevice::new(sensor(Waveform::Sine, 9), 0.0);
+        assert!((0..100).all(|_| steady.read().is_ok()));
+    }
+
+    #[test]
+    fn a_simulated_actuator_keeps_its_state_and_ends_pulses() {
+        use crate::{Actuator, ActuatorCommand};
+        let mut fan = SimActuator::default();
+        assert_eq!(fan.apply(ActuatorCommand::Set(true)), Ok(1.0));
+        assert_eq!(fan.apply(ActuatorCommand::Toggle), Ok(0.0));
+        assert_eq!(fan.apply(ActuatorCommand::Pulse(Duration::ZERO)), Ok(1.0));
+        assert_eq!(
+            fan.tick(std::time::Instant::now() + Duration::from_millis(1)),
+            Ok(Some(0.0))
+        );
+        assert!(fan.apply(ActuatorCommand::Duty(2.0)).is_err());
     }
 
     #[test]
