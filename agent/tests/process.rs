@@ -166,6 +166,19 @@ impl Mesh {
         broadcast: &str,
         peers: &str,
     ) -> usize {
+        self.add_full(n, host, key, broadcast, peers, "")
+    }
+
+    /// The same with `extra` TOML appended (more sensors...).
+    fn add_full(
+        &mut self,
+        n: usize,
+        host: u8,
+        key: Option<&str>,
+        broadcast: &str,
+        peers: &str,
+        extra: &str,
+    ) -> usize {
         let name = format!("agent-{n}");
         let state = self.dir.join(&name);
         let key_line = match key {
@@ -180,7 +193,7 @@ impl Mesh {
         std::fs::write(
             &config,
             format!(
-                "[node]\nname = \"{name}\"\n[mesh]\nport = {}\nsync_port = {}\nbind = \"127.0.0.{host}\"\nbroadcast = {broadcast}\npeers = {peers}\n{key_line}[api]\nlisten = \"127.0.0.{host}:{}\"\n[state]\ndir = \"{}\"\n[[sensor]]\nname = \"temperature\"\ndriver = \"sim\"\nmin = 18.0\nmax = 24.0\ninterval = \"1s\"\n[[executor]]\nname = \"hello\"\naction = {{ command = [\"/bin/sh\", \"-c\", \"echo hello from $SHOAL_NODE for $SHOAL_CALLER\"] }}\nremote = true\n[[executor]]\nname = \"private\"\naction = {{ command = [\"/bin/true\"] }}\n",
+                "[node]\nname = \"{name}\"\n[mesh]\nport = {}\nsync_port = {}\nbind = \"127.0.0.{host}\"\nbroadcast = {broadcast}\npeers = {peers}\n{key_line}[api]\nlisten = \"127.0.0.{host}:{}\"\n[state]\ndir = \"{}\"\n[[sensor]]\nname = \"temperature\"\ndriver = \"sim\"\nmin = 18.0\nmax = 24.0\ninterval = \"1s\"\n[[executor]]\nname = \"hello\"\naction = {{ command = [\"/bin/sh\", \"-c\", \"echo hello from $SHOAL_NODE for $SHOAL_CALLER\"] }}\nremote = true\n[[executor]]\nname = \"private\"\naction = {{ command = [\"/bin/true\"] }}\n{extra}",
                 self.port,
                 self.port + 1,
                 self.port + 2,
@@ -664,4 +677,33 @@ fn status_peers_and_exec_through_the_api() {
         err.contains("cannot reach the agent at 127.0.0.1:9"),
         "{err}"
     );
+}
+
+#[test]
+fn a_flaky_sensor_shows_its_error_state_on_another_agent_and_recovers() {
+    let mut mesh = Mesh::new(8);
+    let sensors = "[[sensor]]\nname = \"flaky\"\ndriver = \"sim\"\nwaveform = \"sine\"\nperiod = \"2s\"\nmin = 0.0\nmax = 100.0\ninterval = \"200ms\"\nflaky = 0.5\nseed = 3\n\
+                   [[sensor]]\nname = \"steady\"\ndriver = \"sim\"\nwaveform = \"constant\"\nvalue = 42.0\nunit = \"lx\"\ninterval = \"200ms\"\n";
+    mesh.add_full(1, 81, None, "[\"127.255.255.255\"]", "[]", sensors);
+    mesh.add(2, 82, None);
+    mesh.wait_for(
+        "agent-2 sees the flaky sensor fail and read again",
+        INTERVAL * 10,
+        |m| {
+            let reader = &m.agents[1];
+            reader.logged("point agent-1/flaky = error: simulated failure")
+                && reader
+                    .log
+                    .lock()
+                    .expect("log lock")
+                    .iter()
+                    .any(|line| line.contains("point agent-1/flaky = ") && !line.contains("error"))
+                && reader.logged("point agent-1/steady = 42lx")
+        },
+    );
+    // The source says why, once per failure episode, and when it recovered.
+    assert!(mesh.agents[0].logged("sensor flaky: simulated failure (flaky = 0.5); retrying in"));
+    assert!(mesh.agents[0].logged("sensor flaky: reads again"));
+    // The steady sensor is not disturbed by the flaky one: one value only.
+    assert_eq!(mesh.agents[1].count("point agent-1/steady = "), 1);
 }

@@ -335,7 +335,9 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, Problems> {
 const SENSOR_DRIVERS: &[(&str, &[&str])] = &[
     (
         "sim",
-        &["waveform", "min", "max", "period", "unit", "seed", "value"],
+        &[
+            "waveform", "min", "max", "period", "unit", "seed", "value", "flaky",
+        ],
     ),
     ("soc_temp", &["zone"]),
     ("system", &[]),
@@ -345,7 +347,9 @@ const SENSOR_DRIVERS: &[(&str, &[&str])] = &[
     ("bh1750", &["bus", "address"]),
     (
         "ads1115",
-        &["bus", "address", "channels", "gain", "scale", "unit"],
+        &[
+            "bus", "address", "channels", "gain", "scale", "offset", "unit",
+        ],
     ),
     ("ds18b20", &["device"]),
     ("gpio_in", &["pin", "pull", "debounce", "mode"]),
@@ -357,7 +361,26 @@ const SENSOR_COMMON: &[&str] = &[
     "deadband",
     "max_interval",
     "timeout",
+    "quantities",
 ];
+/// I2C addresses each driver answers at (its datasheet's choices).
+const I2C_ADDRESSES: &[(&str, &[i64])] = &[
+    ("bme280", &[0x76, 0x77]),
+    ("bmp280", &[0x76, 0x77]),
+    ("sht3x", &[0x44, 0x45]),
+    ("bh1750", &[0x23, 0x5c]),
+    ("ads1115", &[0x48, 0x49, 0x4a, 0x4b]),
+];
+/// Quantities each sensor driver gives.
+const QUANTITIES: &[(&str, &[&str])] = &[
+    ("bme280", &["temperature", "humidity", "pressure"]),
+    ("bmp280", &["temperature", "pressure"]),
+    ("sht3x", &["temperature", "humidity"]),
+    ("system", &["load1", "memory_used", "uptime", "disk_free"]),
+    ("gpio_in", &["level", "count"]),
+];
+/// The ADS1115's full-scale ranges, in volts.
+const ADS1115_GAINS: &[f64] = &[6.144, 4.096, 2.048, 1.024, 0.512, 0.256];
 const ACTUATOR_DRIVERS: &[(&str, &[&str])] = &[
     ("gpio_out", &["pin", "active_low", "pulse"]),
     ("pwm", &["channel", "pin", "frequency"]),
@@ -739,6 +762,7 @@ impl Walker<'_> {
             if driver == "sim" {
                 self.check_sim(table, &settings, span.clone());
             }
+            self.check_hardware(table, driver, &settings, span.clone());
         }
         Some((
             SensorSection {
@@ -799,6 +823,141 @@ impl Walker<'_> {
         (name, driver, allowed)
     }
 
+    /// Values a driver's datasheet or the Pi allow: I2C addresses and bus
+    /// numbers, BCM pin numbers, ADC channels and gains, pulls, quantities.
+    fn check_hardware(
+        &mut self,
+        table: &DeTable<'_>,
+        driver: &str,
+        settings: &BTreeMap<String, Setting>,
+        span: Range<usize>,
+    ) {
+        let at = |walker: &Self, key: &str| walker.span_of(table, key).unwrap_or(span.clone());
+        if let Some(&(_, addresses)) = I2C_ADDRESSES.iter().find(|(d, _)| *d == driver) {
+            if let Some(Setting::Int(address)) = settings.get("address") {
+                if !addresses.contains(address) {
+                    let allowed: Vec<String> =
+                        addresses.iter().map(|a| format!("{a:#04x}")).collect();
+                    let message = format!(
+                        "sensor.address {address:#04x} is not an address a {driver} can have ({})",
+                        allowed.join(", ")
+                    );
+                    let span = at(self, "address");
+                    self.problem(span, message);
+                }
+            }
+            if let Some(Setting::Int(bus)) = settings.get("bus") {
+                if !(0..=22).contains(bus) {
+                    let span = at(self, "bus");
+                    self.problem(
+                        span,
+                        format!("sensor.bus {bus} is not an I2C bus number (0 to 22; 1 on a Pi)"),
+                    );
+                }
+            }
+        }
+        for key in ["pin"] {
+            if let Some(Setting::Int(pin)) = settings.get(key) {
+                if !(0..=27).contains(pin) {
+                    let span = at(self, key);
+                    self.problem(
+                        span,
+                        format!("sensor.pin {pin} is not a GPIO pin: BCM numbers 0 to 27"),
+                    );
+                }
+            }
+        }
+        if driver == "gpio_in" && !settings.contains_key("pin") {
+            self.problem(
+                span.clone(),
+                "a gpio_in sensor needs `pin` (BCM number)".to_owned(),
+            );
+        }
+        if let Some(Setting::Text(pull)) = settings.get("pull") {
+            if !["up", "down", "off"].contains(&pull.as_str()) {
+                let span = at(self, "pull");
+                self.problem(
+                    span,
+                    format!("sensor.pull {pull:?} must be up, down or off"),
+                );
+            }
+        }
+        if driver == "ads1115" {
+            let channels = match settings.get("channels") {
+                Some(Setting::Text(list)) => list.split(',').map(|c| c.trim().to_owned()).collect(),
+                Some(Setting::Int(c)) => vec![c.to_string()],
+                _ => Vec::new(),
+            };
+            if channels
+                .iter()
+                .any(|c| !matches!(c.as_str(), "0" | "1" | "2" | "3"))
+            {
+                let span = at(self, "channels");
+                self.problem(
+                    span,
+                    format!("sensor.channels {channels:?} must be inputs 0 to 3"),
+                );
+            }
+            let gain = match settings.get("gain") {
+                Some(Setting::Float(g)) => Some(*g),
+                Some(Setting::Int(g)) => Some(*g as f64),
+                _ => None,
+            };
+            if let Some(gain) = gain {
+                if !ADS1115_GAINS.iter().any(|g| (g - gain).abs() < 1e-9) {
+                    let span = at(self, "gain");
+                    self.problem(
+                        span,
+                        format!("sensor.gain {gain} must be a full-scale range in volts: 6.144, 4.096, 2.048, 1.024, 0.512 or 0.256"),
+                    );
+                }
+            }
+        }
+        if driver == "ds18b20" {
+            if let Some(Setting::Text(device)) = settings.get("device") {
+                if device != "auto" && !device.starts_with("28-") {
+                    let span = at(self, "device");
+                    self.problem(span, format!("sensor.device {device:?} must be a 1-wire id like \"28-00000a1b2c3d\" or \"auto\""));
+                }
+            }
+        }
+        if let Some(Setting::Float(flaky)) = settings.get("flaky") {
+            if !(0.0..=1.0).contains(flaky) {
+                let span = at(self, "flaky");
+                self.problem(
+                    span,
+                    format!("sensor.flaky {flaky} must be a probability, 0.0 to 1.0"),
+                );
+            }
+        }
+        if let Some(Setting::Text(list)) = settings.get("quantities") {
+            let known = QUANTITIES
+                .iter()
+                .find(|(d, _)| *d == driver)
+                .map(|(_, q)| *q);
+            match known {
+                None => {
+                    let span = at(self, "quantities");
+                    self.problem(
+                        span,
+                        format!("sensor.quantities: a {driver} gives one quantity only"),
+                    );
+                }
+                Some(known) => {
+                    for quantity in list.split(',').map(str::trim) {
+                        if !known.contains(&quantity) {
+                            let span = at(self, "quantities");
+                            self.problem(
+                                span,
+                                format!("sensor.quantities: a {driver} gives no {quantity:?} (it gives {})", known.join(", ")),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     fn check_sim(
         &mut self,
         table: &DeTable<'_>,
@@ -850,6 +1009,34 @@ impl Walker<'_> {
             &["name", "driver"],
         );
         let settings = self.settings(table, p, &allowed, &["name", "driver"]);
+        if let Some((driver, _)) = &driver {
+            let at = |walker: &Self, key: &str| walker.span_of(table, key).unwrap_or(span.clone());
+            match settings.get("pin") {
+                Some(Setting::Int(pin)) if !(0..=27).contains(pin) => {
+                    let span = at(self, "pin");
+                    self.problem(
+                        span,
+                        format!("actuator.pin {pin} is not a GPIO pin: BCM numbers 0 to 27"),
+                    );
+                }
+                None if driver == "gpio_out" => {
+                    self.problem(
+                        span.clone(),
+                        "a gpio_out actuator needs `pin` (BCM number)".to_owned(),
+                    );
+                }
+                _ => {}
+            }
+            if let Some(Setting::Int(channel)) = settings.get("channel") {
+                if !(0..=1).contains(channel) {
+                    let span = at(self, "channel");
+                    self.problem(
+                        span,
+                        format!("actuator.channel {channel} is not a PWM channel (0 or 1)"),
+                    );
+                }
+            }
+        }
         Some((
             ActuatorSection {
                 name: name?.0,

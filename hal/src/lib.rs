@@ -21,6 +21,7 @@
 pub mod bus;
 pub mod drivers;
 pub mod fake;
+pub mod probe;
 #[cfg(all(feature = "rpi", target_os = "linux"))]
 pub mod rpi;
 pub mod sim;

@@ -176,6 +176,9 @@ pub enum Value {
     Bool(bool),
     /// A short state text, at most 32 bytes.
     Text(String<MAX_TEXT>),
+    /// The sensor behind the point failed: why, in at most 32 bytes. A
+    /// point in error is not a measurement (rules treat it as unknown).
+    Error(String<MAX_TEXT>),
 }
 
 impl Value {
@@ -183,7 +186,7 @@ impl Value {
     pub fn is_valid(&self) -> bool {
         match self {
             Value::Float(v) => v.is_finite(),
-            Value::Text(text) => !text.chars().any(char::is_control),
+            Value::Text(text) | Value::Error(text) => !text.chars().any(char::is_control),
             Value::Int(_) | Value::Bool(_) => true,
         }
     }
@@ -196,6 +199,7 @@ impl fmt::Display for Value {
             Value::Int(v) => write!(f, "{v}"),
             Value::Bool(v) => write!(f, "{v}"),
             Value::Text(v) => write!(f, "{v:?}"),
+            Value::Error(v) => write!(f, "error: {v}"),
         }
     }
 }

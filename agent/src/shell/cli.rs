@@ -27,6 +27,8 @@ commands:
                           run an executor on any node of the mesh, routed through it;
                           the API token comes from --token, $SHOAL_TOKEN, or the
                           api.token_file of the configuration
+  probe [--bus N]         scan I2C bus N (default 1) and name the known sensors,
+                          with a [[sensor]] block to paste for each
   --version               version, target and protocol
 
 Exit codes: 0 ok, 1 failure, 2 bad usage or configuration, 3 agent not reachable.
@@ -53,6 +55,10 @@ pub fn run(args: &[String]) -> ExitCode {
         },
         Some("run") => match config_flag(&args[1..]) {
             Ok(path) => run_agent(path),
+            Err(message) => usage_error(&message),
+        },
+        Some("probe") => match probe_flags(&args[1..]) {
+            Ok(bus) => probe(bus),
             Err(message) => usage_error(&message),
         },
         Some(command @ ("status" | "peers" | "exec")) => match client_flags(&args[1..]) {
@@ -375,4 +381,110 @@ fn api_token(flags: &ClientFlags) -> Option<String> {
     std::fs::read_to_string(token_file)
         .ok()
         .map(|text| text.trim().to_owned())
+}
+
+fn probe_flags(args: &[String]) -> Result<u8, String> {
+    match args {
+        [] => Ok(1),
+        [flag, value] if flag == "--bus" => value
+            .parse()
+            .ok()
+            .filter(|bus| *bus <= 22)
+            .ok_or_else(|| format!("--bus {value:?} must be an I2C bus number, 0 to 22")),
+        _ => Err("probe takes [--bus N]".to_owned()),
+    }
+}
+
+/// `shoal probe`: 0 after a scan, 1 when the bus cannot be used.
+fn probe(bus: u8) -> ExitCode {
+    #[cfg(target_os = "linux")]
+    {
+        let mut i2c = match shoal_hal::rpi::RpiI2c::open(bus) {
+            Ok(i2c) => i2c,
+            Err(error) => {
+                eprintln!("shoal: {error}");
+                return ExitCode::from(1);
+            }
+        };
+        match shoal_hal::probe::scan(&mut i2c) {
+            Ok(found) => {
+                print!("{}", probe_report(bus, &found));
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("shoal: scanning /dev/i2c-{bus} failed: {error}");
+                ExitCode::from(1)
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        eprintln!("shoal: probe needs Linux I2C (/dev/i2c-{bus})");
+        ExitCode::from(1)
+    }
+}
+
+/// What `shoal probe` prints for the devices `found` on `bus`.
+pub fn probe_report(bus: u8, found: &[shoal_hal::probe::Found]) -> String {
+    if found.is_empty() {
+        return format!(
+            "I2C bus {bus}: no device answered (check the wiring: SDA to GPIO 2, SCL to GPIO 3, 3.3 V, GND)\n"
+        );
+    }
+    let mut out = format!("I2C bus {bus}: {}\n", count(found.len(), "device"));
+    for device in found {
+        out.push_str(&format!(
+            "  {:#04x}: {} ({})\n",
+            device.address,
+            device.driver.unwrap_or("unknown"),
+            device.evidence
+        ));
+    }
+    let blocks: Vec<String> = found.iter().filter_map(|d| d.sensor_block(bus)).collect();
+    if !blocks.is_empty() {
+        out.push_str("\nTo use them, add to /etc/shoal/shoal.toml (and rename as you like):\n\n");
+        out.push_str(&blocks.join("\n"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_hal::probe::Found;
+
+    #[test]
+    fn the_probe_report_lists_devices_and_blocks_that_pass_shoal_check() {
+        let found = [
+            Found {
+                address: 0x76,
+                driver: Some("bme280"),
+                evidence: "chip id 0x60".to_owned(),
+            },
+            Found {
+                address: 0x48,
+                driver: Some("ads1115"),
+                evidence: "config register 0x8583".to_owned(),
+            },
+            Found {
+                address: 0x50,
+                driver: None,
+                evidence: "answers".to_owned(),
+            },
+        ];
+        let report = probe_report(1, &found);
+        assert!(
+            report.starts_with("I2C bus 1: 3 devices\n  0x76: bme280 (chip id 0x60)\n"),
+            "{report}"
+        );
+        assert!(report.contains("  0x50: unknown (answers)\n"));
+        // The blocks, renamed apart, are a valid configuration.
+        let toml = report
+            .split_once("rename as you like):\n\n")
+            .map(|(_, blocks)| blocks)
+            .expect("blocks");
+        let config = shoal_config::parse(toml, std::path::Path::new("probe.toml"));
+        assert!(config.is_ok(), "{toml}\n{:?}", config.err());
+        assert!(probe_report(1, &[]).contains("no device answered"));
+    }
 }

@@ -12,6 +12,7 @@
 use crate::node::wire::{self, Outcome};
 use futures_lite::{future, AsyncReadExt};
 use shoal_config::{Action, ExecutorSection, Policy};
+use shoal_hal::{Actuator, ActuatorCommand};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
@@ -43,12 +44,26 @@ pub struct Caller {
 }
 
 /// The executors of one node.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Executors {
     by_name: BTreeMap<String, ExecutorSection>,
     /// Executors running now, with the number of runs waiting (queue policy).
     running: Rc<RefCell<BTreeMap<String, usize>>>,
+    /// The node's actuators, by name.
+    actuators: Rc<RefCell<BTreeMap<String, Box<dyn Actuator>>>>,
     node_name: String,
+}
+
+impl std::fmt::Debug for Executors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executors")
+            .field("executors", &self.by_name.keys().collect::<Vec<_>>())
+            .field(
+                "actuators",
+                &self.actuators.borrow().keys().cloned().collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 impl Executors {
@@ -60,8 +75,15 @@ impl Executors {
                 .map(|section| (section.name.clone(), section.clone()))
                 .collect(),
             running: Rc::default(),
+            actuators: Rc::default(),
             node_name: node_name.to_owned(),
         }
+    }
+
+    /// The same, switching `actuators`.
+    pub fn with_actuators(mut self, actuators: BTreeMap<String, Box<dyn Actuator>>) -> Executors {
+        self.actuators = Rc::new(RefCell::new(actuators));
+        self
     }
 
     /// Whether `name` may run for `caller` now; `Err` is the refusal.
@@ -101,10 +123,22 @@ impl Executors {
             Action::Command(argv) => {
                 run_command(argv, section.timeout, &self.env(name, caller)).await
             }
-            Action::Actuator { actuator, .. } => (
-                Outcome::Failed,
-                format!("actuator {actuator:?}: actuator executors need the hal actuator drivers, which this build does not have yet"),
-            ),
+            Action::Actuator { actuator, set } => {
+                let mut actuators = self.actuators.borrow_mut();
+                match actuators.get_mut(actuator) {
+                    Some(device) => match device.apply(ActuatorCommand::Set(*set)) {
+                        Ok(state) => (
+                            Outcome::Exited(0),
+                            format!("{actuator}: {}\n", if state > 0.0 { "on" } else { "off" }),
+                        ),
+                        Err(error) => (Outcome::Failed, format!("{actuator}: {error}\n")),
+                    },
+                    None => (
+                        Outcome::Failed,
+                        format!("actuator {actuator:?} is not available on this node (see the log at start)\n"),
+                    ),
+                }
+            }
             Action::Webhook(url) => (
                 Outcome::Failed,
                 format!("webhook {url}: webhook executors are not in this build yet"),

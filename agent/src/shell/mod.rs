@@ -8,4 +8,5 @@ pub mod client;
 pub mod demo;
 pub mod executor;
 pub mod run;
+pub mod sensors;
 pub mod state;

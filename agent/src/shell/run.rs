@@ -13,14 +13,14 @@
 
 use super::api::{self, Answer, ApiCall, ApiStats};
 use super::executor::{self, Caller, Executors};
+use super::sensors;
 use super::state::{self, StateDir, StateError};
 use crate::node::time::Instant;
-use crate::node::wire::{self, Name, Value};
+use crate::node::wire::{self, Name};
 use crate::node::{self, Destination, Event, Node, Reading, Via};
 use async_signal::{Signal, Signals};
 use futures_lite::{future, StreamExt};
-use shoal_config::{Broadcast, Config, SensorSection, Setting};
-use shoal_hal::sim::{SimSensor, Waveform};
+use shoal_config::{Broadcast, Config};
 use smol::channel::Sender;
 use smol::net::{TcpListener, UdpSocket};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -63,18 +63,6 @@ pub enum RunError {
         /// The OS error.
         source: io::Error,
     },
-}
-
-/// One simulated sensor and its schedule.
-struct Sampler {
-    name: Name,
-    unit: wire::Unit,
-    sensor: SimSensor,
-    interval: Duration,
-    deadband: f64,
-    max_interval: Duration,
-    next: Instant,
-    last: Option<(f64, Instant)>,
 }
 
 /// Runs the agent until SIGTERM or SIGINT.
@@ -129,8 +117,21 @@ pub fn run(config: Config) -> Result<(), RunError> {
     static_peers.extend(known.peers.keys().copied());
     node.set_static_peers(static_peers);
     restore_points(&mut node, &state_dir);
-    let mut samplers = samplers(&config);
-    let executors = Executors::new(&config.executors, &name);
+    let mut samplers = sensors::samplers(&config.sensors, Instant::ZERO);
+    let mut actuators = std::collections::BTreeMap::new();
+    for section in &config.actuators {
+        match sensors::actuator(section) {
+            Ok(device) => {
+                actuators.insert(section.name.clone(), device);
+            }
+            Err(reason) => log::warn!(
+                "actuator {} ({}): {reason}; executors using it will fail",
+                section.name,
+                section.driver
+            ),
+        }
+    }
+    let executors = Executors::new(&config.executors, &name).with_actuators(actuators);
     let token = match state::read_or_create_token(&config.api.token_file) {
         Ok((token, created)) => {
             if created {
@@ -175,6 +176,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         .detach();
         log::info!("API on http://{}", config.api.listen);
         let (done_tx, done) = smol::channel::unbounded::<Completed>();
+        let (reads_tx, reads) = smol::channel::unbounded::<SensorRead>();
         let mut pending: BTreeMap<u32, PendingExec> = BTreeMap::new();
         let beacon_addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, config.mesh.port));
         let beacon = udp_socket(beacon_addr, true).map_err(|source| RunError::Socket {
@@ -197,7 +199,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         let mut sync_buf = [0u8; 2048];
         loop {
             let now = elapsed(started);
-            let sensor_due = samplers.iter().map(|s| s.next).min();
+            let sensor_due = samplers.iter().filter_map(|s| s.deadline()).min();
             let wake = [node.poll_timeout(), sensor_due]
                 .into_iter()
                 .flatten()
@@ -243,9 +245,18 @@ pub fn run(config: Config) -> Result<(), RunError> {
                     Err(_) => future::pending().await,
                 }
             };
+            let read = async {
+                match reads.recv().await {
+                    Ok(read) => Input::Read(read),
+                    Err(_) => future::pending().await,
+                }
+            };
             let input = future::or(
                 future::or(from_beacon, from_sync),
-                future::or(future::or(timer, signal), future::or(call, completed)),
+                future::or(
+                    future::or(timer, signal),
+                    future::or(call, future::or(completed, read)),
+                ),
             )
             .await;
             let now = elapsed(started);
@@ -260,7 +271,14 @@ pub fn run(config: Config) -> Result<(), RunError> {
                 }
                 Input::Timer => {
                     node.handle_timeout(now);
-                    sample(&mut node, &mut samplers, now, started);
+                    start_reads(&ex, &mut node, &mut samplers, now, &reads_tx);
+                }
+                Input::Read((index, device, result)) => {
+                    if let Some(sampler) = samplers.get_mut(index) {
+                        let readings = sampler.finish(now, device, result);
+                        publish(&mut node, now, &sampler.name, readings);
+                    }
+                    start_reads(&ex, &mut node, &mut samplers, now, &reads_tx);
                 }
                 Input::Call(call) => answer_call(&mut node, now, call, &mut pending),
                 Input::Completed(completed) => {
@@ -315,6 +333,54 @@ pub fn run(config: Config) -> Result<(), RunError> {
             known.maybe_save(&node, &mut state_dir);
         }
     }))
+}
+
+/// A sensor read that returned: the sampler's index, its device back, and
+/// what it read.
+type SensorRead = (
+    usize,
+    Box<dyn shoal_hal::Sensor>,
+    Result<Vec<shoal_hal::Sample>, shoal_hal::HalError>,
+);
+
+/// Starts a read of every due sensor on a blocking thread, and turns reads
+/// stuck past their timeout into errors.
+fn start_reads(
+    ex: &smol::LocalExecutor<'_>,
+    node: &mut Node,
+    samplers: &mut [sensors::Sampler],
+    now: Instant,
+    reads: &Sender<SensorRead>,
+) {
+    for (index, sampler) in samplers.iter_mut().enumerate() {
+        let stuck = sampler.check_timeout(now);
+        publish(node, now, &sampler.name, stuck);
+        if !sampler.is_due(now) {
+            continue;
+        }
+        let Some(mut device) = sampler.start(now) else {
+            continue;
+        };
+        let reads = reads.clone();
+        ex.spawn(async move {
+            let (device, result) = smol::unblock(move || {
+                let result = device.read();
+                (device, result)
+            })
+            .await;
+            let _ = reads.send((index, device, result)).await;
+        })
+        .detach();
+    }
+}
+
+fn publish(node: &mut Node, now: Instant, sensor: &str, readings: Vec<Reading>) {
+    for reading in readings {
+        let name = reading.name.clone();
+        if let Err(error) = node.handle_reading(now, reading) {
+            log::warn!("sensor {sensor}: point {name} refused: {error}");
+        }
+    }
 }
 
 /// An executor run finished, for the loop to answer.
@@ -705,6 +771,7 @@ fn log_stats(node: &Node) {
 enum Input {
     Datagram(Via, usize, SocketAddr),
     Timer,
+    Read(SensorRead),
     Call(ApiCall),
     Completed(Completed),
     Stop,
@@ -882,103 +949,4 @@ fn node_name(config: &Config) -> Result<Name, RunError> {
             "no usable node name (got {text:?}): set node.name in the configuration"
         ))
     })
-}
-
-fn samplers(config: &Config) -> Vec<Sampler> {
-    config
-        .sensors
-        .iter()
-        .filter_map(|sensor| match build_sampler(sensor) {
-            Ok(sampler) => Some(sampler),
-            Err(reason) => {
-                log::warn!("sensor {}: {reason}; skipped", sensor.name);
-                None
-            }
-        })
-        .collect()
-}
-
-fn build_sampler(sensor: &SensorSection) -> Result<Sampler, String> {
-    if sensor.driver != "sim" {
-        return Err(format!(
-            "driver {:?} is not available in this build yet (only sim)",
-            sensor.driver
-        ));
-    }
-    let number = |key: &str, default: f64| match sensor.settings.get(key) {
-        Some(Setting::Float(v)) => *v,
-        Some(Setting::Int(v)) => *v as f64,
-        _ => default,
-    };
-    let waveform = match sensor.settings.get("waveform") {
-        Some(Setting::Text(w)) if w == "walk" => Waveform::Walk,
-        Some(Setting::Text(w)) if w == "step" => Waveform::Step,
-        Some(Setting::Text(w)) if w == "constant" => Waveform::Constant(number("value", 0.0)),
-        _ => Waveform::Sine,
-    };
-    let period = match sensor.settings.get("period") {
-        Some(Setting::Duration(d)) => *d,
-        _ => Duration::from_secs(600),
-    };
-    let max_interval = match sensor.settings.get("max_interval") {
-        Some(Setting::Duration(d)) => *d,
-        _ => Duration::from_secs(60).max(sensor.interval),
-    };
-    let seed = match sensor.settings.get("seed") {
-        Some(Setting::Int(s)) => *s as u64,
-        _ => sensor
-            .name
-            .bytes()
-            .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b))),
-    };
-    let unit = match sensor.settings.get("unit") {
-        Some(Setting::Text(u)) => u.clone(),
-        _ => String::new(),
-    };
-    let (min, max) = match waveform {
-        Waveform::Constant(v) => (v - 1.0, v + 1.0),
-        _ => (number("min", 0.0), number("max", 100.0)),
-    };
-    Ok(Sampler {
-        name: wire::name(&sensor.name).ok_or("invalid name")?,
-        unit: wire::unit(&unit).ok_or("unit longer than 8 bytes")?,
-        sensor: SimSensor::new(waveform, min, max, period, seed).map_err(|e| e.to_string())?,
-        interval: sensor.interval,
-        deadband: sensor.deadband,
-        max_interval,
-        next: Instant::ZERO,
-        last: None,
-    })
-}
-
-/// Reads every due sensor; publishes a reading that moved more than its
-/// deadband, or any reading once `max_interval` passed without one.
-fn sample(node: &mut Node, samplers: &mut [Sampler], now: Instant, started: std::time::Instant) {
-    for sampler in samplers.iter_mut().filter(|s| s.next <= now) {
-        sampler.next = now + sampler.interval;
-        let value = (sampler.sensor.sample(started.elapsed()) * 100.0).round() / 100.0;
-        let publish = match sampler.last {
-            None => true,
-            Some((last, at)) => {
-                (value - last).abs() > sampler.deadband
-                    || now.saturating_since(at) >= sampler.max_interval
-            }
-        };
-        if !publish {
-            continue;
-        }
-        let ts_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        let reading = Reading {
-            name: sampler.name.clone(),
-            value: Value::Float(value),
-            unit: sampler.unit.clone(),
-            ts_ms,
-        };
-        match node.handle_reading(now, reading) {
-            Ok(()) => sampler.last = Some((value, now)),
-            Err(error) => log::warn!("sensor {}: reading refused: {error}", sampler.name),
-        }
-    }
 }

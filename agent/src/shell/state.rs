@@ -309,6 +309,7 @@ impl StateDir {
                 Value::Int(v) => format!("i:{v}"),
                 Value::Bool(v) => format!("b:{v}"),
                 Value::Text(v) => format!("t:{v}"),
+                Value::Error(v) => format!("e:{v}"),
             };
             text.push_str(&format!(
                 "{}\t{value}\t{}\t{}\n",
@@ -330,6 +331,7 @@ fn parse_points(text: &str) -> Result<Vec<SavedPoint>, String> {
                     ("i", v) => Value::Int(v.parse().ok()?),
                     ("b", v) => Value::Bool(v.parse().ok()?),
                     ("t", v) => Value::Text(heapless::String::try_from(v).ok()?),
+                    ("e", v) => Value::Error(heapless::String::try_from(v).ok()?),
                     _ => return None,
                 };
                 Some(SavedPoint {

@@ -212,7 +212,7 @@ bus = 1
             "10:7: sensor.max (1) must be above sensor.min (5)",
             "12:1: a constant simulated sensor needs `value`",
             "20:10: sensor.period: malformed number in \"soon\"",
-            "21:1: unknown key `sensor.bus`; expected one of: deadband, driver, interval, max, max_interval, min, name, period, seed, timeout, unit, value, waveform",
+            "21:1: unknown key `sensor.bus`; expected one of: deadband, driver, flaky, interval, max, max_interval, min, name, period, quantities, seed, timeout, unit, value, waveform",
         ]
     );
 }
@@ -360,4 +360,74 @@ fn the_api_token_lives_in_the_state_directory_unless_set() {
     assert_eq!(config.api.token_file, Path::new("/srv/shoal/api.token"));
     let config = check("[api]\ntoken_file = \"/etc/shoal/token\"\n").expect("valid");
     assert_eq!(config.api.token_file, Path::new("/etc/shoal/token"));
+}
+
+#[test]
+fn hardware_settings_are_checked_against_the_datasheets() {
+    let text = r#"[[sensor]]
+name = "climate"
+driver = "bme280"
+bus = 1
+address = 0x40
+quantities = ["temperature", "lux"]
+
+[[sensor]]
+name = "door"
+driver = "gpio_in"
+pin = 40
+pull = "sideways"
+
+[[sensor]]
+name = "adc"
+driver = "ads1115"
+bus = 99
+channels = [0, 5]
+gain = 3.3
+
+[[sensor]]
+name = "probe"
+driver = "ds18b20"
+device = "10-abc"
+
+[[sensor]]
+name = "flappy"
+driver = "sim"
+flaky = 1.5
+
+[[sensor]]
+name = "motion"
+driver = "gpio_in"
+"#;
+    assert_eq!(
+        problems(text),
+        vec![
+            "5:11: sensor.address 0x40 is not an address a bme280 can have (0x76, 0x77)",
+            "6:14: sensor.quantities: a bme280 gives no \"lux\" (it gives temperature, humidity, pressure)",
+            "11:7: sensor.pin 40 is not a GPIO pin: BCM numbers 0 to 27",
+            "12:8: sensor.pull \"sideways\" must be up, down or off",
+            "17:7: sensor.bus 99 is not an I2C bus number (0 to 22; 1 on a Pi)",
+            "18:12: sensor.channels [\"0\", \"5\"] must be inputs 0 to 3",
+            "19:8: sensor.gain 3.3 must be a full-scale range in volts: 6.144, 4.096, 2.048, 1.024, 0.512 or 0.256",
+            "24:10: sensor.device \"10-abc\" must be a 1-wire id like \"28-00000a1b2c3d\" or \"auto\"",
+            "29:9: sensor.flaky 1.5 must be a probability, 0.0 to 1.0",
+            "31:1: a gpio_in sensor needs `pin` (BCM number)",
+        ]
+    );
+    // The same sensors done right.
+    let fixed = r#"[[sensor]]
+name = "climate"
+driver = "bme280"
+address = 0x77
+quantities = ["temperature", "humidity"]
+
+[[sensor]]
+name = "adc"
+driver = "ads1115"
+address = 0x49
+channels = [0, 3]
+gain = 4.096
+scale = 25.0
+unit = "ppm"
+"#;
+    assert!(check(fixed).is_ok(), "{:?}", check(fixed).err());
 }

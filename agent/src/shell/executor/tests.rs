@@ -189,3 +189,47 @@ fn refusals_unknown_not_remote_and_busy() {
         );
     });
 }
+
+#[test]
+fn an_actuator_executor_switches_its_actuator() {
+    let sections = [
+        ExecutorSection {
+            name: "fan_on".to_owned(),
+            action: Action::Actuator {
+                actuator: "fan".to_owned(),
+                set: true,
+            },
+            remote: true,
+            timeout: Duration::from_secs(1),
+            policy: Policy::Refuse,
+        },
+        ExecutorSection {
+            name: "pump_on".to_owned(),
+            action: Action::Actuator {
+                actuator: "pump".to_owned(),
+                set: true,
+            },
+            remote: true,
+            timeout: Duration::from_secs(1),
+            policy: Policy::Refuse,
+        },
+    ];
+    let pin = shoal_hal::fake::FakePin::new();
+    let mut actuators: BTreeMap<String, Box<dyn Actuator>> = BTreeMap::new();
+    actuators.insert(
+        "fan".to_owned(),
+        Box::new(shoal_hal::drivers::gpio::GpioOut::new(pin.clone(), false).expect("pin")),
+    );
+    let executors = Executors::new(&sections, "pi-1").with_actuators(actuators);
+    let done = smol::block_on(executors.run("fan_on", &remote_caller()));
+    assert_eq!(done.outcome, Outcome::Exited(0));
+    assert_eq!(done.output, "fan: on\n");
+    assert!(pin.get());
+    let missing = smol::block_on(executors.run("pump_on", &local()));
+    assert_eq!(missing.outcome, Outcome::Failed);
+    assert!(
+        missing.output.contains("not available"),
+        "{}",
+        missing.output
+    );
+}

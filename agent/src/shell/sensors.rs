@@ -1,0 +1,576 @@
+//! The sampling loop's bookkeeping: from `[[sensor]]` sections to hal
+//! devices, and from their samples to mesh readings.
+//!
+//! Each sensor has its own interval. A reading enters the store when it
+//! moved more than `deadband` since the last one published, or when
+//! `max_interval` passed (so a stable room sends next to nothing). A read
+//! runs on a blocking thread (`smol::unblock`) so a slow bus never stalls the
+//! agent; one that outlives `timeout` marks the sensor in error and the
+//! sensor is not read again until that read returns. A failing sensor
+//! publishes `Value::Error` on its points once (visible everywhere, not a
+//! silent gap), is retried with backoff (interval × 2, 4, 8... up to a
+//! minute), and publishes fresh values as soon as it reads again.
+
+use crate::node::time::Instant;
+use crate::node::wire::{self, Name, Unit, Value};
+use crate::node::Reading;
+use shoal_config::{SensorSection, Setting};
+use shoal_hal::bus::RootFs;
+use shoal_hal::drivers::{self, ads1115, bh1750, bme280, ds18b20, gpio, sht3x, system};
+use shoal_hal::sim::{SimDevice, SimSensor, Waveform};
+use shoal_hal::{HalError, Sample, Sensor, UnitLabel};
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Longest wait between retries of a failing sensor (unless its interval
+/// is longer).
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Default time a read may take.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One configured sensor and its schedule.
+pub struct Sampler {
+    /// The sensor's name.
+    pub name: String,
+    device: Option<Box<dyn Sensor>>,
+    /// Points by quantity: point name and unit override.
+    points: Vec<(&'static str, Name)>,
+    unit: Option<Unit>,
+    interval: Duration,
+    deadband: f64,
+    max_interval: Duration,
+    timeout: Duration,
+    /// When the next read is due.
+    pub next: Instant,
+    last: BTreeMap<&'static str, (f64, Instant)>,
+    failures: u32,
+    /// The error published, while in error.
+    error: Option<String>,
+    /// A read in flight since then.
+    reading_since: Option<Instant>,
+}
+
+impl std::fmt::Debug for Sampler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sampler")
+            .field("name", &self.name)
+            .field("next", &self.next)
+            .field("error", &self.error)
+            .finish_non_exhaustive()
+    }
+}
+
+fn number(sensor: &SensorSection, key: &str) -> Option<f64> {
+    match sensor.settings.get(key) {
+        Some(Setting::Float(v)) => Some(*v),
+        Some(Setting::Int(v)) => Some(*v as f64),
+        _ => None,
+    }
+}
+
+fn int(sensor: &SensorSection, key: &str) -> Option<i64> {
+    match sensor.settings.get(key) {
+        Some(Setting::Int(v)) => Some(*v),
+        _ => None,
+    }
+}
+
+fn text<'s>(sensor: &'s SensorSection, key: &str) -> Option<&'s str> {
+    match sensor.settings.get(key) {
+        Some(Setting::Text(v)) => Some(v),
+        _ => None,
+    }
+}
+
+fn duration(sensor: &SensorSection, key: &str) -> Option<Duration> {
+    match sensor.settings.get(key) {
+        Some(Setting::Duration(v)) => Some(*v),
+        _ => None,
+    }
+}
+
+/// A comma-separated list setting (arrays are kept as comma-joined text).
+fn list(sensor: &SensorSection, key: &str) -> Option<Vec<String>> {
+    match sensor.settings.get(key) {
+        Some(Setting::Text(v)) => Some(v.split(',').map(|s| s.trim().to_owned()).collect()),
+        Some(Setting::Int(v)) => Some(vec![v.to_string()]),
+        _ => None,
+    }
+}
+
+/// The I2C address, or the driver's first one.
+fn address(sensor: &SensorSection) -> u8 {
+    let default = drivers::I2C_ADDRESSES
+        .iter()
+        .find(|(driver, _)| *driver == sensor.driver)
+        .map_or(0, |(_, addresses)| addresses[0]);
+    int(sensor, "address")
+        .and_then(|a| u8::try_from(a).ok())
+        .unwrap_or(default)
+}
+
+/// An I2C bus opened at first use, and again after a failure: a bus that
+/// is missing at start (I2C not enabled yet, an adapter unplugged) is a
+/// sensor error that heals, not a sensor left out.
+#[cfg(target_os = "linux")]
+#[derive(Debug)]
+struct LazyI2c {
+    bus: u8,
+    open: Option<shoal_hal::rpi::RpiI2c>,
+}
+
+#[cfg(target_os = "linux")]
+impl LazyI2c {
+    fn get(&mut self) -> Result<&mut shoal_hal::rpi::RpiI2c, shoal_hal::bus::BusError> {
+        if self.open.is_none() {
+            self.open = Some(shoal_hal::rpi::RpiI2c::open(self.bus)?);
+        }
+        self.open
+            .as_mut()
+            .ok_or_else(|| shoal_hal::bus::BusError::Io("bus not open".to_owned()))
+    }
+
+    fn after<T>(
+        &mut self,
+        result: Result<T, shoal_hal::bus::BusError>,
+    ) -> Result<T, shoal_hal::bus::BusError> {
+        if matches!(result, Err(shoal_hal::bus::BusError::Io(_))) {
+            self.open = None;
+        }
+        result
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl shoal_hal::bus::I2c for LazyI2c {
+    fn write(&mut self, address: u8, bytes: &[u8]) -> Result<(), shoal_hal::bus::BusError> {
+        let result = self.get().and_then(|bus| bus.write(address, bytes));
+        self.after(result)
+    }
+
+    fn write_read(
+        &mut self,
+        address: u8,
+        bytes: &[u8],
+        buf: &mut [u8],
+    ) -> Result<(), shoal_hal::bus::BusError> {
+        let result = self
+            .get()
+            .and_then(|bus| bus.write_read(address, bytes, buf));
+        self.after(result)
+    }
+
+    fn read(&mut self, address: u8, buf: &mut [u8]) -> Result<(), shoal_hal::bus::BusError> {
+        let result = self.get().and_then(|bus| bus.read(address, buf));
+        self.after(result)
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn i2c_bus(sensor: &SensorSection) -> Result<LazyI2c, String> {
+    let bus = int(sensor, "bus")
+        .and_then(|b| u8::try_from(b).ok())
+        .unwrap_or(1);
+    Ok(LazyI2c { bus, open: None })
+}
+
+/// Builds the hal device of a `[[sensor]]` section.
+pub fn device(sensor: &SensorSection) -> Result<Box<dyn Sensor>, String> {
+    let fs = || RootFs::new("/");
+    Ok(match sensor.driver.as_str() {
+        "sim" => {
+            let waveform = match text(sensor, "waveform") {
+                Some("walk") => Waveform::Walk,
+                Some("step") => Waveform::Step,
+                Some("constant") => Waveform::Constant(number(sensor, "value").unwrap_or(0.0)),
+                _ => Waveform::Sine,
+            };
+            let (min, max) = match waveform {
+                Waveform::Constant(v) => (v - 1.0, v + 1.0),
+                _ => (
+                    number(sensor, "min").unwrap_or(0.0),
+                    number(sensor, "max").unwrap_or(100.0),
+                ),
+            };
+            let period = duration(sensor, "period").unwrap_or(Duration::from_secs(600));
+            let seed = int(sensor, "seed").map_or_else(
+                || {
+                    sensor
+                        .name
+                        .bytes()
+                        .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)))
+                },
+                |s| s as u64,
+            );
+            let sim =
+                SimSensor::new(waveform, min, max, period, seed).map_err(|e| e.to_string())?;
+            Box::new(SimDevice::new(sim, number(sensor, "flaky").unwrap_or(0.0)))
+        }
+        "soc_temp" => Box::new(system::SocTemp::new(
+            fs(),
+            int(sensor, "zone")
+                .and_then(|z| u32::try_from(z).ok())
+                .unwrap_or(0),
+        )),
+        "system" => Box::new(system::System::new(fs(), "/")),
+        "ds18b20" => Box::new(ds18b20::Ds18b20::new(
+            fs(),
+            text(sensor, "device")
+                .filter(|d| *d != "auto")
+                .map(str::to_owned),
+        )),
+        #[cfg(target_os = "linux")]
+        "bme280" => Box::new(bme280::Bme280::new(
+            i2c_bus(sensor)?,
+            address(sensor),
+            bme280::Chip::Bme280,
+        )),
+        #[cfg(target_os = "linux")]
+        "bmp280" => Box::new(bme280::Bme280::new(
+            i2c_bus(sensor)?,
+            address(sensor),
+            bme280::Chip::Bmp280,
+        )),
+        #[cfg(target_os = "linux")]
+        "sht3x" => Box::new(sht3x::Sht3x::new(i2c_bus(sensor)?, address(sensor))),
+        #[cfg(target_os = "linux")]
+        "bh1750" => Box::new(bh1750::Bh1750::new(i2c_bus(sensor)?, address(sensor))),
+        #[cfg(target_os = "linux")]
+        "ads1115" => {
+            let channels: Vec<u8> = list(sensor, "channels")
+                .unwrap_or_else(|| vec!["0".to_owned()])
+                .iter()
+                .filter_map(|c| c.parse().ok())
+                .collect();
+            let unit = text(sensor, "unit").map_or(UnitLabel::Typed(shoal_hal::Unit::Volt), |u| {
+                UnitLabel::Custom(u.to_owned())
+            });
+            Box::new(
+                ads1115::Ads1115::new(
+                    i2c_bus(sensor)?,
+                    address(sensor),
+                    &channels,
+                    number(sensor, "gain").unwrap_or(4.096),
+                    number(sensor, "scale").unwrap_or(1.0),
+                    number(sensor, "offset").unwrap_or(0.0),
+                    unit,
+                )
+                .map_err(|e| e.to_string())?,
+            )
+        }
+        #[cfg(target_os = "linux")]
+        "gpio_in" => {
+            let pin = int(sensor, "pin")
+                .and_then(|p| u8::try_from(p).ok())
+                .ok_or("gpio_in needs `pin`")?;
+            let pull = match text(sensor, "pull") {
+                Some("down") => shoal_hal::rpi::Pull::Down,
+                Some("off") => shoal_hal::rpi::Pull::Off,
+                _ => shoal_hal::rpi::Pull::Up,
+            };
+            let input = shoal_hal::rpi::RpiInput::open(pin, pull).map_err(|e| e.to_string())?;
+            Box::new(gpio::GpioIn::new(
+                input,
+                duration(sensor, "debounce").unwrap_or(Duration::from_millis(50)),
+            ))
+        }
+        other => return Err(format!("driver {other:?} is not available on this system")),
+    })
+}
+
+/// Builds the hal device of an `[[actuator]]` section.
+pub fn actuator(
+    section: &shoal_config::ActuatorSection,
+) -> Result<Box<dyn shoal_hal::Actuator>, String> {
+    let int = |key: &str| match section.settings.get(key) {
+        Some(Setting::Int(v)) => Some(*v),
+        _ => None,
+    };
+    Ok(match section.driver.as_str() {
+        "sim" => Box::new(shoal_hal::sim::SimActuator::default()),
+        #[cfg(target_os = "linux")]
+        "gpio_out" => {
+            let pin = int("pin")
+                .and_then(|p| u8::try_from(p).ok())
+                .ok_or("gpio_out needs `pin`")?;
+            let active_low = matches!(
+                section.settings.get("active_low"),
+                Some(Setting::Bool(true))
+            );
+            let output = shoal_hal::rpi::RpiOutput::open(pin).map_err(|e| e.to_string())?;
+            Box::new(gpio::GpioOut::new(output, active_low).map_err(|e| e.to_string())?)
+        }
+        #[cfg(target_os = "linux")]
+        "pwm" => {
+            let channel = int("channel")
+                .and_then(|c| u8::try_from(c).ok())
+                .unwrap_or(0);
+            let frequency = match section.settings.get("frequency") {
+                Some(Setting::Float(f)) => *f,
+                Some(Setting::Int(f)) => *f as f64,
+                _ => 1000.0,
+            };
+            let pwm =
+                shoal_hal::rpi::RpiPwm::open(channel, frequency).map_err(|e| e.to_string())?;
+            Box::new(gpio::PwmOut::new(pwm).map_err(|e| e.to_string())?)
+        }
+        other => {
+            return Err(format!(
+                "actuator driver {other:?} is not available on this system"
+            ))
+        }
+    })
+}
+
+/// The point names of a sensor: one quantity is published under the
+/// sensor's name; several as `NAME.QUANTITY`, or as plain `QUANTITY` when
+/// the sensor is named after one of them (a `bme280` named `temperature`
+/// publishes `temperature`, `humidity` and `pressure`).
+pub fn point_names(sensor: &str, quantities: &[&'static str]) -> Vec<(&'static str, String)> {
+    if quantities.len() == 1 {
+        return vec![(quantities[0], sensor.to_owned())];
+    }
+    let plain = quantities.contains(&sensor);
+    quantities
+        .iter()
+        .map(|&q| {
+            (
+                q,
+                if plain {
+                    q.to_owned()
+                } else {
+                    format!("{sensor}.{q}")
+                },
+            )
+        })
+        .collect()
+}
+
+/// The quantities a section publishes: the driver's, narrowed by
+/// `quantities` (and by `channels` for the ads1115).
+fn quantities(sensor: &SensorSection, device: &dyn Sensor) -> Vec<&'static str> {
+    let all = device.quantities();
+    let wanted: Option<Vec<String>> = if sensor.driver == "ads1115" {
+        list(sensor, "channels")
+            .map(|channels| channels.iter().map(|c| format!("a{c}")).collect())
+            .or_else(|| Some(vec!["a0".to_owned()]))
+    } else {
+        list(sensor, "quantities")
+    };
+    match wanted {
+        Some(wanted) => all
+            .iter()
+            .copied()
+            .filter(|q| wanted.iter().any(|w| w == q))
+            .collect(),
+        None => all.to_vec(),
+    }
+}
+
+impl Sampler {
+    /// A sampler for `sensor` around `device`, first read at `now`.
+    pub fn new(
+        sensor: &SensorSection,
+        device: Box<dyn Sensor>,
+        now: Instant,
+    ) -> Result<Sampler, String> {
+        let points = point_names(&sensor.name, &quantities(sensor, device.as_ref()))
+            .into_iter()
+            .map(|(q, name)| {
+                wire::name(&name).map(|n| (q, n)).ok_or_else(|| {
+                    format!("point name {name:?} is not valid (at most 32 of A-Z a-z 0-9 _ - .)")
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let unit = match (sensor.driver.as_str(), text(sensor, "unit")) {
+            ("sim", Some(unit)) => Some(wire::unit(unit).ok_or("unit longer than 8 bytes")?),
+            _ => None,
+        };
+        Ok(Sampler {
+            name: sensor.name.clone(),
+            device: Some(device),
+            points,
+            unit,
+            interval: sensor.interval,
+            deadband: sensor.deadband,
+            max_interval: duration(sensor, "max_interval")
+                .unwrap_or(Duration::from_secs(60).max(sensor.interval)),
+            timeout: duration(sensor, "timeout").unwrap_or(DEFAULT_TIMEOUT),
+            next: now,
+            last: BTreeMap::new(),
+            failures: 0,
+            error: None,
+            reading_since: None,
+        })
+    }
+
+    /// Whether a read should start now.
+    pub fn is_due(&self, now: Instant) -> bool {
+        self.device.is_some() && now >= self.next
+    }
+
+    /// When this sampler needs attention next: its next read, or the
+    /// timeout of the read in flight.
+    pub fn deadline(&self) -> Option<Instant> {
+        match (&self.device, self.reading_since) {
+            (Some(_), _) => Some(self.next),
+            (None, Some(since)) if self.error.is_none() => Some(since + self.timeout),
+            _ => None,
+        }
+    }
+
+    /// Hands the device out for a read at `now`.
+    pub fn start(&mut self, now: Instant) -> Option<Box<dyn Sensor>> {
+        let device = self.device.take()?;
+        self.reading_since = Some(now);
+        Some(device)
+    }
+
+    /// A read in flight for longer than `timeout`: the sensor is in error
+    /// until it returns. Returns the error readings to publish.
+    pub fn check_timeout(&mut self, now: Instant) -> Vec<Reading> {
+        match self.reading_since {
+            Some(since)
+                if self.device.is_none() && now >= since + self.timeout && self.error.is_none() =>
+            {
+                let message = format!(
+                    "read timed out after {}",
+                    shoal_config::format_duration(self.timeout)
+                );
+                self.fail(now, message)
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// The read started by [`Sampler::start`] returned: the device comes
+    /// back, and the readings to publish go out.
+    pub fn finish(
+        &mut self,
+        now: Instant,
+        device: Box<dyn Sensor>,
+        result: Result<Vec<Sample>, HalError>,
+    ) -> Vec<Reading> {
+        self.device = Some(device);
+        self.reading_since = None;
+        match result {
+            Ok(samples) => self.succeed(now, &samples),
+            Err(error) => self.fail(now, error.to_string()),
+        }
+    }
+
+    fn succeed(&mut self, now: Instant, samples: &[Sample]) -> Vec<Reading> {
+        let recovered = self.error.take();
+        if let Some(error) = &recovered {
+            log::info!("sensor {}: reads again (was: {error})", self.name);
+        }
+        self.failures = 0;
+        self.next = now + self.interval;
+        let mut readings = Vec::new();
+        for sample in samples {
+            let Some((_, point)) = self.points.iter().find(|(q, _)| *q == sample.quantity) else {
+                continue;
+            };
+            if !sample.value.is_finite() {
+                continue;
+            }
+            let publish = recovered.is_some()
+                || match self.last.get(sample.quantity) {
+                    None => true,
+                    Some((last, at)) => {
+                        (sample.value - last).abs() > self.deadband
+                            || now.saturating_since(*at) >= self.max_interval
+                    }
+                };
+            if !publish {
+                continue;
+            }
+            let unit = self
+                .unit
+                .clone()
+                .or_else(|| wire::unit(sample.unit.symbol()))
+                .unwrap_or_default();
+            self.last.insert(sample.quantity, (sample.value, now));
+            readings.push(reading(point.clone(), Value::Float(sample.value), unit));
+        }
+        readings
+    }
+
+    fn fail(&mut self, now: Instant, message: String) -> Vec<Reading> {
+        self.failures = self.failures.saturating_add(1);
+        let factor = 1u32 << (self.failures - 1).min(10);
+        let backoff = (self.interval * factor).min(MAX_BACKOFF.max(self.interval));
+        self.next = now + backoff;
+        if self.error.as_deref() == Some(message.as_str()) {
+            log::debug!("sensor {}: still failing: {message}", self.name);
+            return Vec::new();
+        }
+        log::warn!(
+            "sensor {}: {message}; retrying in {}",
+            self.name,
+            shoal_config::format_duration(backoff)
+        );
+        self.error = Some(message.clone());
+        self.last.clear();
+        let short = short_error(&message);
+        self.points
+            .iter()
+            .map(|(_, point)| reading(point.clone(), Value::Error(short.clone()), Unit::new()))
+            .collect()
+    }
+
+    /// Whether the sensor is in error now.
+    pub fn error(&self) -> Option<&str> {
+        self.error.as_deref()
+    }
+}
+
+/// The first 32 bytes of an error, for the point value (the log has it all).
+fn short_error(message: &str) -> heapless::String<{ wire::MAX_TEXT }> {
+    let mut end = message.len().min(wire::MAX_TEXT);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cleaned: String = message[..end]
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    heapless::String::try_from(cleaned.as_str()).unwrap_or_default()
+}
+
+fn reading(name: Name, value: Value, unit: Unit) -> Reading {
+    let ts_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    Reading {
+        name,
+        value,
+        unit,
+        ts_ms,
+    }
+}
+
+/// Samplers for every configured sensor; a sensor whose device cannot be
+/// built is logged and left out.
+pub fn samplers(sensors: &[SensorSection], now: Instant) -> Vec<Sampler> {
+    sensors
+        .iter()
+        .filter_map(|sensor| {
+            let built = device(sensor).and_then(|device| Sampler::new(sensor, device, now));
+            match built {
+                Ok(sampler) => Some(sampler),
+                Err(reason) => {
+                    log::warn!(
+                        "sensor {} ({}): {reason}; not sampled",
+                        sensor.name,
+                        sensor.driver
+                    );
+                    None
+                }
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,175 @@
+use super::*;
+use std::collections::VecDeque;
+
+/// A device answering from a script.
+struct Scripted {
+    answers: VecDeque<Result<Vec<Sample>, HalError>>,
+}
+
+impl Sensor for Scripted {
+    fn quantities(&self) -> &'static [&'static str] {
+        &["temperature", "humidity"]
+    }
+    fn read(&mut self) -> Result<Vec<Sample>, HalError> {
+        self.answers
+            .pop_front()
+            .unwrap_or_else(|| Err(HalError::Device("script ended".into())))
+    }
+}
+
+fn section(name: &str, interval_s: u64, deadband: f64) -> SensorSection {
+    let mut settings = BTreeMap::new();
+    settings.insert(
+        "max_interval".to_owned(),
+        Setting::Duration(Duration::from_secs(60)),
+    );
+    SensorSection {
+        name: name.to_owned(),
+        driver: "bme280".to_owned(),
+        interval: Duration::from_secs(interval_s),
+        deadband,
+        settings,
+    }
+}
+
+fn climate(t: f64, h: f64) -> Result<Vec<Sample>, HalError> {
+    Ok(vec![
+        Sample::new("temperature", t, shoal_hal::Unit::Celsius),
+        Sample::new("humidity", h, shoal_hal::Unit::Percent),
+    ])
+}
+
+fn at(s: u64) -> Instant {
+    Instant::from_millis(s * 1000)
+}
+
+/// One read at `now` through start/finish; the published (name, value).
+fn read(
+    sampler: &mut Sampler,
+    now: Instant,
+    result: Result<Vec<Sample>, HalError>,
+) -> Vec<(String, String)> {
+    let device = sampler.start(now).expect("idle");
+    sampler
+        .finish(now, device, result)
+        .into_iter()
+        .map(|r| (r.name.to_string(), r.value.to_string()))
+        .collect()
+}
+
+fn empty() -> Box<dyn Sensor> {
+    Box::new(Scripted {
+        answers: VecDeque::new(),
+    })
+}
+
+#[test]
+fn point_names_follow_the_sensor_name() {
+    assert_eq!(
+        point_names("outdoor", &["value"]),
+        [("value", "outdoor".to_owned())]
+    );
+    assert_eq!(
+        point_names("climate", &["temperature", "humidity"]),
+        [
+            ("temperature", "climate.temperature".to_owned()),
+            ("humidity", "climate.humidity".to_owned())
+        ]
+    );
+    assert_eq!(
+        point_names("temperature", &["temperature", "humidity"]),
+        [
+            ("temperature", "temperature".to_owned()),
+            ("humidity", "humidity".to_owned())
+        ]
+    );
+}
+
+#[test]
+fn a_stable_room_sends_nothing_until_max_interval() {
+    let mut sampler = Sampler::new(&section("climate", 10, 0.5), empty(), at(0)).expect("valid");
+    assert_eq!(read(&mut sampler, at(0), climate(21.0, 40.0)).len(), 2);
+    // Within the deadband: nothing.
+    assert!(read(&mut sampler, at(10), climate(21.3, 40.2)).is_empty());
+    // Temperature moved: only it.
+    assert_eq!(
+        read(&mut sampler, at(20), climate(21.6, 40.2)),
+        [("climate.temperature".to_owned(), "21.6".to_owned())]
+    );
+    // A minute without publishing humidity: it goes out anyway.
+    assert_eq!(
+        read(&mut sampler, at(60), climate(21.6, 40.1)),
+        [("climate.humidity".to_owned(), "40.1".to_owned())]
+    );
+}
+
+#[test]
+fn a_failing_sensor_publishes_its_error_once_backs_off_and_recovers() {
+    let mut sampler = Sampler::new(&section("climate", 10, 0.5), empty(), at(0)).expect("valid");
+    read(&mut sampler, at(0), climate(21.0, 40.0));
+    let unplugged = || Err(HalError::Bus(shoal_hal::bus::BusError::Nack(0x76)));
+    let published = read(&mut sampler, at(10), unplugged());
+    assert_eq!(published.len(), 2);
+    assert!(
+        published[0]
+            .1
+            .starts_with("error: no device answers at I2C"),
+        "{published:?}"
+    );
+    assert_eq!(sampler.next, at(20));
+    // Still failing: nothing new published; the wait doubles.
+    assert!(read(&mut sampler, at(20), unplugged()).is_empty());
+    assert_eq!(sampler.next, at(40));
+    assert!(read(&mut sampler, at(40), unplugged()).is_empty());
+    assert_eq!(sampler.next, at(80));
+    // Plugged back: fresh values at once, even within the deadband.
+    assert_eq!(read(&mut sampler, at(80), climate(21.0, 40.0)).len(), 2);
+    assert_eq!(sampler.next, at(90));
+    assert_eq!(sampler.error(), None);
+}
+
+#[test]
+fn backoff_is_capped() {
+    let mut sampler = Sampler::new(&section("climate", 10, 0.5), empty(), at(0)).expect("valid");
+    let mut now = 0;
+    for _ in 0..20 {
+        read(
+            &mut sampler,
+            at(now),
+            Err(HalError::Device("broken".into())),
+        );
+        now = sampler.next.as_millis() / 1000;
+    }
+    let wait = sampler.next.saturating_since(at(now - 60));
+    assert_eq!(wait, MAX_BACKOFF);
+}
+
+#[test]
+fn a_hung_read_is_an_error_after_its_timeout_and_blocks_no_one() {
+    let mut sampler = Sampler::new(&section("climate", 10, 0.5), empty(), at(0)).expect("valid");
+    let device = sampler.start(at(0)).expect("idle");
+    assert!(
+        !sampler.is_due(at(100)),
+        "no second read while one is in flight"
+    );
+    assert_eq!(sampler.deadline(), Some(at(0) + DEFAULT_TIMEOUT));
+    assert!(sampler.check_timeout(at(4)).is_empty());
+    let published = sampler.check_timeout(at(5));
+    assert_eq!(published.len(), 2);
+    assert_eq!(
+        published[0].value.to_string(),
+        "error: read timed out after 5s"
+    );
+    assert!(sampler.check_timeout(at(6)).is_empty(), "published once");
+    // The read finally returns: values again.
+    assert_eq!(sampler.finish(at(30), device, climate(20.0, 30.0)).len(), 2);
+}
+
+#[test]
+fn errors_are_cut_to_fit_a_point() {
+    let long = "é".repeat(40);
+    let short = short_error(&long);
+    assert!(short.len() <= wire::MAX_TEXT);
+    assert!(short.chars().all(|c| c == 'é'));
+    assert_eq!(short_error("line\nbreak").as_str(), "line break");
+}
