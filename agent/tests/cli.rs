@@ -69,7 +69,11 @@ fn check_lists_every_problem_with_its_location_and_exits_2() {
         )),
         "{stderr}"
     );
-    assert!(stderr.contains("3 problems in"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{shown}:7:9: rule.when: unknown word \"x\"")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("4 problems in"), "{stderr}");
     assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"));
 }
 

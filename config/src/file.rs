@@ -242,6 +242,9 @@ pub struct RuleSection {
     pub stale_after: Option<Duration>,
     /// Executor run while an input is unknown.
     pub on_unknown: Option<String>,
+    /// Hysteresis: once active, the rule stays active until this holds
+    /// (without it, until `when` is false).
+    pub until: Option<String>,
 }
 
 /// `[[compute]]`.
@@ -1171,10 +1174,12 @@ impl Walker<'_> {
         let on_unknown = self.string(table, p, "on_unknown");
         let hold_for = self.duration(table, p, "for").unwrap_or(Duration::ZERO);
         let stale_after = self.duration(table, p, "stale_after");
+        let until = self.string(table, p, "until");
         if let Some((when, when_span)) = &when {
-            if when.trim().is_empty() {
-                self.problem(when_span.clone(), "rule.when must not be empty".to_owned());
-            }
+            self.check_expr("rule.when", when, when_span.clone());
+        }
+        if let Some((until, until_span)) = &until {
+            self.check_expr("rule.until", until, until_span.clone());
         }
         let references: Vec<(String, Range<usize>)> = [&run, &otherwise, &on_unknown]
             .into_iter()
@@ -1190,10 +1195,27 @@ impl Walker<'_> {
                 otherwise: otherwise.map(|(s, _)| s),
                 stale_after,
                 on_unknown: on_unknown.map(|(s, _)| s),
+                until: until.map(|(s, _)| s),
             },
             span,
             references,
         ))
+    }
+
+    /// Parses an expression; an error points at its character in the file
+    /// (exact for strings without escapes).
+    fn check_expr(&mut self, key: &str, text: &str, span: Range<usize>) {
+        if let Err(error) = crate::expr::parse(text) {
+            let raw = self.text.get(span.clone()).unwrap_or("");
+            let quote = if raw.starts_with("\"\"\"") || raw.starts_with("'''") {
+                3
+            } else {
+                1
+            };
+            let at =
+                (span.start + quote + error.at).min(span.end.saturating_sub(1).max(span.start));
+            self.problem(at..at + 1, format!("{key}: {}", error.message));
+        }
     }
 
     fn compute(
@@ -1205,6 +1227,9 @@ impl Walker<'_> {
         self.known_keys(table, p, &["name", "expr"]);
         let name = self.required_name(table, p, span.clone());
         let expr = self.required_string(table, p, "expr", span.clone());
+        if let Some((text, expr_span)) = &expr {
+            self.check_expr("compute.expr", text, expr_span.clone());
+        }
         Some((
             ComputeSection {
                 name: name?.0,

@@ -16,6 +16,7 @@
 
 pub mod defaults;
 mod duration;
+pub mod expr;
 mod file;
 
 pub use duration::{format_duration, parse_duration, DurationError};

@@ -18,6 +18,7 @@ pub mod peers;
 pub mod rand;
 mod relay;
 pub mod routes;
+pub mod rules;
 pub mod store;
 pub mod time;
 pub mod wire;

@@ -97,6 +97,7 @@ do = "fan_of"
             "10:1: duplicate sensor name \"t\"",
             "10:1: duplicate point (sensor or compute) name \"t\"",
             "12:10: unknown sensor driver \"bme999\"; known: sim, soc_temp, system, bme280, bmp280, sht3x, bh1750, ads1115, ds18b20, gpio_in",
+            "20:9: rule.when: unknown word \"t\": a point is NODE/NAME (self/NAME on this node)",
             "21:6: rule \"cool\" names executor \"fan_of\", which is not defined",
         ]
     );

@@ -1,0 +1,193 @@
+use super::*;
+use shoal_config::expr::parse;
+use std::collections::BTreeMap;
+
+/// Points by "node/name": `None` is a known-unknown point (an error, a dead
+/// origin).
+#[derive(Default)]
+struct Map(BTreeMap<String, Option<f64>>);
+
+impl Map {
+    fn set(&mut self, key: &str, value: Option<f64>) {
+        self.0.insert(key.to_owned(), value);
+    }
+}
+
+impl Points for Map {
+    fn lookup(&self, pattern: &Pattern, _stale_after: Option<Duration>) -> Vec<Option<f64>> {
+        self.0
+            .iter()
+            .filter(|(key, _)| {
+                let (node, name) = key.split_once('/').expect("node/name");
+                pattern.matches("me", node, name)
+            })
+            .map(|(_, v)| *v)
+            .collect()
+    }
+}
+
+fn val(text: &str, points: &Map) -> Val {
+    eval(&parse(text).expect("parses"), points, None)
+}
+
+fn house() -> Map {
+    let mut m = Map::default();
+    m.set("living/temperature", Some(27.0));
+    m.set("bed/temperature", Some(22.0));
+    m.set("attic/temperature", None);
+    m.set("hall/door", Some(1.0));
+    m
+}
+
+#[test]
+fn arithmetic_comparisons_and_aggregates() {
+    let m = house();
+    assert_eq!(val("living/temperature > 26", &m), Val::Bool(true));
+    assert_eq!(
+        val("(living/temperature + bed/temperature) / 2", &m),
+        Val::Num(24.5)
+    );
+    // Aggregates skip unknown points; count counts the known ones.
+    assert_eq!(val("avg(*/temperature)", &m), Val::Num(24.5));
+    assert_eq!(val("min(*/temperature)", &m), Val::Num(22.0));
+    assert_eq!(val("max(*/temperature)", &m), Val::Num(27.0));
+    assert_eq!(val("sum(*/temperature)", &m), Val::Num(49.0));
+    assert_eq!(val("count(*/temperature)", &m), Val::Num(2.0));
+    assert_eq!(val("any(*/door)", &m), Val::Bool(true));
+    assert_eq!(val("all(*/temperature)", &m), Val::Bool(true));
+    assert_eq!(val("avg(*/humidity)", &m), Val::Unknown);
+    assert_eq!(val("count(*/humidity)", &m), Val::Num(0.0));
+    assert_eq!(val("-living/temperature * 2", &m), Val::Num(-54.0));
+}
+
+#[test]
+fn unknown_spreads_but_kleene_logic_decides_when_it_can() {
+    let m = house();
+    assert_eq!(val("attic/temperature > 30", &m), Val::Unknown);
+    assert_eq!(val("nowhere/x + 1", &m), Val::Unknown);
+    assert_eq!(
+        val("attic/temperature > 30 and bed/temperature > 30", &m),
+        Val::Bool(false)
+    );
+    assert_eq!(
+        val("attic/temperature > 30 or living/temperature > 26", &m),
+        Val::Bool(true)
+    );
+    assert_eq!(
+        val("attic/temperature > 30 or bed/temperature > 30", &m),
+        Val::Unknown
+    );
+    assert_eq!(val("not attic/temperature", &m), Val::Unknown);
+    assert_eq!(val("living/temperature / 0", &m), Val::Unknown);
+}
+
+fn rule(when: &str, hold_for: u64) -> RuleSpec {
+    RuleSpec {
+        name: "cool".to_owned(),
+        when: parse(when).expect("parses"),
+        until: None,
+        hold_for: Duration::from_secs(hold_for),
+        run: "ac_on".to_owned(),
+        otherwise: Some("ac_off".to_owned()),
+        on_unknown: Some("ac_safe".to_owned()),
+        stale_after: None,
+    }
+}
+
+fn at(s: u64) -> Instant {
+    Instant::from_millis(s * 1000)
+}
+
+fn run(rules: &mut Rules, now: Instant, m: &Map) -> Vec<String> {
+    rules
+        .evaluate(now, m)
+        .0
+        .into_iter()
+        .map(|a| a.executor)
+        .collect()
+}
+
+#[test]
+fn actions_are_edge_triggered_and_for_delays_them() {
+    let mut m = Map::default();
+    m.set("living/temperature", Some(25.0));
+    let mut rules = Rules::new(vec![rule("living/temperature > 26", 30)], at(0));
+    // The first known state runs its action: the AC is off.
+    assert_eq!(run(&mut rules, at(0), &m), ["ac_off"]);
+    assert!(run(&mut rules, at(1), &m).is_empty(), "nothing twice");
+    m.set("living/temperature", Some(27.0));
+    let (actions, due) = rules.evaluate(at(10), &m);
+    assert!(actions.is_empty());
+    assert_eq!(due, Some(at(40)));
+    assert_eq!(
+        rules.statuses().next().map(|(_, s)| s.state),
+        Some(RuleState::Pending)
+    );
+    // A dip before 30 s resets the wait, with no action.
+    m.set("living/temperature", Some(25.0));
+    assert!(run(&mut rules, at(20), &m).is_empty());
+    m.set("living/temperature", Some(27.0));
+    assert!(run(&mut rules, at(25), &m).is_empty());
+    assert!(run(&mut rules, at(54), &m).is_empty());
+    assert_eq!(run(&mut rules, at(55), &m), ["ac_on"]);
+    assert!(run(&mut rules, at(60), &m).is_empty());
+    m.set("living/temperature", Some(25.0));
+    assert_eq!(run(&mut rules, at(70), &m), ["ac_off"]);
+}
+
+#[test]
+fn an_unknown_input_runs_the_fail_safe_once() {
+    let mut m = Map::default();
+    m.set("living/temperature", Some(27.0));
+    let mut rules = Rules::new(vec![rule("living/temperature > 26", 0)], at(0));
+    assert_eq!(run(&mut rules, at(0), &m), ["ac_on"]);
+    m.set("living/temperature", None);
+    assert_eq!(run(&mut rules, at(5), &m), ["ac_safe"]);
+    assert!(run(&mut rules, at(6), &m).is_empty());
+    let status = rules.statuses().next().expect("one rule").1.clone();
+    assert_eq!(status.state, RuleState::Unknown);
+    assert_eq!(status.last_action, Some((at(5), "ac_safe".to_owned())));
+    // Back: the state is re-established by its action.
+    m.set("living/temperature", Some(27.0));
+    assert_eq!(run(&mut rules, at(9), &m), ["ac_on"]);
+}
+
+#[test]
+fn hysteresis_a_value_oscillating_around_the_threshold_triggers_once() {
+    let mut m = Map::default();
+    let mut spec = rule("living/temperature > 26", 0);
+    spec.until = Some(parse("living/temperature < 25").expect("parses"));
+    let mut rules = Rules::new(vec![spec], at(0));
+    let mut without = Rules::new(vec![rule("living/temperature > 26", 0)], at(0));
+    let mut with_actions = Vec::new();
+    let mut without_actions = Vec::new();
+    for (i, t) in [25.8, 26.2, 25.9, 26.3, 25.7, 26.1, 25.95, 26.4]
+        .into_iter()
+        .enumerate()
+    {
+        m.set("living/temperature", Some(t));
+        with_actions.extend(run(&mut rules, at(i as u64), &m));
+        without_actions.extend(run(&mut without, at(i as u64), &m));
+    }
+    assert_eq!(with_actions, ["ac_off", "ac_on"]);
+    assert_eq!(without_actions.len(), 8, "{without_actions:?}");
+    // Below the band it ends.
+    m.set("living/temperature", Some(24.9));
+    assert_eq!(run(&mut rules, at(20), &m), ["ac_off"]);
+}
+
+#[test]
+fn computes_are_unknown_without_inputs() {
+    let m = house();
+    let specs = vec![
+        ComputeSpec {
+            name: "avg_temperature".to_owned(),
+            expr: parse("avg(*/temperature)").expect("parses"),
+        },
+        ComputeSpec {
+            name: "nothing".to_owned(),
+            expr: parse("avg(*/humidity)").expect("parses"),
+        },
+    ];
+    assert_eq!(computes(&specs, &m), [Some(24.5), None]);
+}
