@@ -463,12 +463,14 @@ impl Parser {
                     "count" => Aggregate::Count,
                     "any" => Aggregate::Any,
                     "all" => Aggregate::All,
-                    _ => return Err(ExprError {
-                        at,
-                        message: format!(
+                    _ => {
+                        return Err(ExprError {
+                            at,
+                            message: format!(
                             "unknown word {word:?}: a point is NODE/NAME (self/NAME on this node)"
                         ),
-                    }),
+                        })
+                    }
                 };
                 if !self.is_symbol("(") {
                     return self.error(format!("{word} needs `(NODE/NAME)`"));

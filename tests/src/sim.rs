@@ -13,6 +13,7 @@
 use shoal::node::command::ExecError;
 use shoal::node::peers::PeerState;
 use shoal::node::rand::Rng;
+use shoal::node::rules::{ComputeSpec, RuleSpec, Rules};
 use shoal::node::time::Instant;
 use shoal::node::wire::{self, MeshKey, Name, NodeId, Outcome, Value};
 use shoal::node::{Config, Destination, Event, Identity, Node, Reach, Reading, Via};
@@ -199,6 +200,10 @@ pub struct SimNet {
     wan: BTreeSet<(usize, usize)>,
     /// Every command answer received, in order.
     pub finished: Vec<Finished>,
+    /// Every rule action asked for: when, which node, rule, executor.
+    pub actions: Vec<(Instant, usize, String, String)>,
+    /// Rules and derived points installed on a node at every (re)start.
+    automation: BTreeMap<usize, (Vec<RuleSpec>, Vec<ComputeSpec>)>,
 }
 
 /// A command answer received by a node.
@@ -267,6 +272,8 @@ impl SimNet {
             isolated: false,
             wan: BTreeSet::new(),
             finished: Vec::new(),
+            actions: Vec::new(),
+            automation: BTreeMap::new(),
             config,
         };
         for index in 0..sim.nodes.len() {
@@ -329,6 +336,7 @@ impl SimNet {
         sim_node.node = Some(node);
         sim_node.frozen = None;
         self.refresh_wake(index);
+        self.install_rules(index);
     }
 
     fn note(&mut self, line: String) {
@@ -606,6 +614,11 @@ impl SimNet {
                     output: output.clone(),
                 });
             }
+            if let Event::RuleAction { rule, executor, .. } = &event {
+                self.actions
+                    .push((now, index, rule.clone(), executor.clone()));
+                self.note(format!("node-{index} rule {rule} runs {executor}"));
+            }
             if let Event::PeerStateChanged { peer, from, to, .. } = event {
                 if let Some(subject) = self.index_of(peer) {
                     self.transitions.push(Transition {
@@ -662,6 +675,25 @@ impl SimNet {
             "local_only" => (Outcome::NotRemote, String::new()),
             _ => (Outcome::UnknownExecutor, String::new()),
         }
+    }
+
+    /// Installs rules and derived points on node `index`, now and at every
+    /// restart (simulated readings carry wall-clock 1_700_000_000_000 + t).
+    pub fn set_rules(&mut self, index: usize, rules: Vec<RuleSpec>, computes: Vec<ComputeSpec>) {
+        self.automation.insert(index, (rules, computes));
+        self.install_rules(index);
+    }
+
+    fn install_rules(&mut self, index: usize) {
+        let now = self.now;
+        let Some((rules, computes)) = self.automation.get(&index).cloned() else {
+            return;
+        };
+        if let Some(node) = self.nodes[index].node.as_mut() {
+            node.set_wall_clock(now, 1_700_000_000_000 + now.as_millis());
+            node.set_rules(Rules::new(rules, now), computes);
+        }
+        self.drain(index);
     }
 
     /// Node `from` asks node `target` to run `executor`.

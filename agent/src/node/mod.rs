@@ -13,6 +13,7 @@
     warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+mod automation;
 pub mod command;
 pub mod peers;
 pub mod rand;
@@ -247,6 +248,16 @@ pub enum Event {
         /// The start of its output.
         output: String,
     },
+    /// A rule asks for an executor of this node (edge-triggered: once per
+    /// transition of the rule).
+    RuleAction {
+        /// The rule.
+        rule: String,
+        /// The executor.
+        executor: String,
+        /// The rule's new state.
+        cause: rules::RuleState,
+    },
     /// A neighbor UNREACHABLE or LEFT for `prune_after` was forgotten.
     PeerPruned {
         /// The node.
@@ -453,6 +464,7 @@ pub struct Node {
     /// Beacons in a row that found our view differing from a neighbor's.
     bridge_streak: u8,
     commands: command::Commands,
+    automation: automation::Automation,
     /// When this node started: route counters older than that may have been
     /// routed through our previous incarnation and are refused.
     started: Instant,
@@ -539,6 +551,7 @@ impl Node {
             bridging: false,
             bridge_streak: 0,
             commands: command::Commands::default(),
+            automation: automation::Automation::default(),
             started: now,
             leaving: false,
             stats: Stats::default(),
@@ -624,6 +637,7 @@ impl Node {
             neighbor,
             self.next_route_check,
             self.commands.next_deadline(),
+            self.automation.next,
         ]
         .into_iter()
         .flatten()
@@ -647,11 +661,18 @@ impl Node {
         if self.pull_from.is_some() && now >= self.next_digest {
             self.pull(now);
         }
+        self.run_rules(now);
     }
 
     /// Publishes a reading of this node and pushes it to the neighbors.
     pub fn handle_reading(&mut self, now: Instant, reading: Reading) -> Result<(), PublishError> {
         self.expire(now);
+        let result = self.publish_reading(now, reading);
+        self.run_rules(now);
+        result
+    }
+
+    fn publish_reading(&mut self, now: Instant, reading: Reading) -> Result<(), PublishError> {
         let seq = self.store.publish(
             reading.name.clone(),
             reading.value,
@@ -764,6 +785,7 @@ impl Node {
             self.drop_frame(DropReason::Decode(error), from);
         }
         self.refresh_routes(now);
+        self.run_rules(now);
     }
 
     /// Bookkeeping for an authenticated, fresh, valid frame: its sender is a
@@ -1324,6 +1346,15 @@ impl Node {
     }
 
     fn push_event(&mut self, event: Event) {
+        if matches!(
+            event,
+            Event::PointChanged { .. }
+                | Event::PeerStateChanged { .. }
+                | Event::RouteChanged { .. }
+        ) {
+            // Rules read points and their origins' liveness.
+            self.automation.dirty = true;
+        }
         if self.events.len() >= self.config.max_pending_events {
             self.stats.events_dropped += 1;
             return;

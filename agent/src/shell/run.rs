@@ -112,6 +112,16 @@ pub fn run(config: Config) -> Result<(), RunError> {
         seed,
         Instant::ZERO,
     )?;
+    node.set_wall_clock(Instant::ZERO, unix_ms());
+    let (rules, computes) = rules_of(&config);
+    if !rules.is_empty() || !computes.is_empty() {
+        log::info!(
+            "{} rules, {} derived points",
+            config.rules.len(),
+            computes.len()
+        );
+    }
+    node.set_rules(rules, computes);
     let mut known = Known::load(&state_dir);
     let mut static_peers = resolve_peers(&config.mesh.peers);
     static_peers.extend(known.peers.keys().copied());
@@ -282,15 +292,16 @@ pub fn run(config: Config) -> Result<(), RunError> {
                 }
                 Input::Call(call) => answer_call(&mut node, now, call, &mut pending),
                 Input::Completed(completed) => {
-                    let label = api::label(&node, completed.origin);
-                    log_run(&completed.executor, &label, &completed.finished);
-                    node.complete_command(
-                        now,
-                        completed.origin,
-                        completed.id,
-                        completed.finished.outcome,
-                        executor::summary(&completed.finished.output),
-                    );
+                    log_run(&completed.executor, &completed.caller, &completed.finished);
+                    if let Some((origin, id)) = completed.request {
+                        node.complete_command(
+                            now,
+                            origin,
+                            id,
+                            completed.finished.outcome,
+                            executor::summary(&completed.finished.output),
+                        );
+                    }
                 }
                 Input::Stop => {
                     log::info!("stopping: saying goodbye to the mesh");
@@ -385,8 +396,10 @@ fn publish(node: &mut Node, now: Instant, sensor: &str, readings: Vec<Reading>) 
 
 /// An executor run finished, for the loop to answer.
 struct Completed {
-    origin: wire::NodeId,
-    id: u32,
+    /// The command it answers; `None` for a rule's action.
+    request: Option<(wire::NodeId, u32)>,
+    /// Who asked, for the log.
+    caller: String,
     executor: String,
     finished: executor::Finished,
 }
@@ -482,20 +495,29 @@ fn on_command_event(
                 node.complete_command(now, origin, id, outcome, "");
                 return;
             }
-            let executors = executors.clone();
-            let done_tx = done_tx.clone();
-            ex.spawn(async move {
-                let finished = executors.run(&name, &caller).await;
-                let _ = done_tx
-                    .send(Completed {
-                        origin,
-                        id,
-                        executor: name.to_string(),
-                        finished,
-                    })
-                    .await;
-            })
-            .detach();
+            spawn_run(
+                ex,
+                executors,
+                done_tx,
+                name.to_string(),
+                caller,
+                Some((origin, id)),
+            );
+        }
+        Event::RuleAction {
+            rule,
+            executor: name,
+            cause,
+        } => {
+            let caller = Caller {
+                node: format!("rule {rule} ({})", cause.as_str()),
+                local: true,
+            };
+            if let Err(outcome) = executors.check(&name, &caller) {
+                log::warn!("rule {rule}: executor {name} refused: {outcome:?}");
+                return;
+            }
+            spawn_run(ex, executors, done_tx, name, caller, None);
         }
         Event::CommandFinished {
             id,
@@ -511,6 +533,31 @@ fn on_command_event(
         }
         _ => {}
     }
+}
+
+/// Runs executor `name` on a task; its end comes back through `done_tx`.
+fn spawn_run(
+    ex: &smol::LocalExecutor<'_>,
+    executors: &Executors,
+    done_tx: &Sender<Completed>,
+    name: String,
+    caller: Caller,
+    request: Option<(wire::NodeId, u32)>,
+) {
+    let executors = executors.clone();
+    let done_tx = done_tx.clone();
+    ex.spawn(async move {
+        let finished = executors.run(&name, &caller).await;
+        let _ = done_tx
+            .send(Completed {
+                request,
+                caller: caller.node,
+                executor: name,
+                finished,
+            })
+            .await;
+    })
+    .detach();
 }
 
 /// The HTTP answer to an exec: 200 when the executor ran (whatever its exit
@@ -739,6 +786,56 @@ fn save_points(node: &Node, state_dir: &mut StateDir) {
     }
 }
 
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The rules and derived points of the configuration, parsed (the file was
+/// validated, so a parse error here is a bug: logged, and the rule skipped).
+fn rules_of(config: &Config) -> (node::rules::Rules, Vec<node::rules::ComputeSpec>) {
+    use shoal_config::expr::parse;
+    let mut specs = Vec::new();
+    for rule in &config.rules {
+        let until = match rule.until.as_deref().map(parse).transpose() {
+            Ok(until) => until,
+            Err(error) => {
+                log::error!("rule {}: until: {error}; rule skipped", rule.name);
+                continue;
+            }
+        };
+        match parse(&rule.when) {
+            Ok(when) => specs.push(node::rules::RuleSpec {
+                name: rule.name.clone(),
+                when,
+                until,
+                hold_for: rule.hold_for,
+                run: rule.run.clone(),
+                otherwise: rule.otherwise.clone(),
+                on_unknown: rule.on_unknown.clone(),
+                stale_after: rule.stale_after,
+            }),
+            Err(error) => log::error!("rule {}: when: {error}; rule skipped", rule.name),
+        }
+    }
+    let computes = config
+        .computes
+        .iter()
+        .filter_map(|compute| match parse(&compute.expr) {
+            Ok(expr) => Some(node::rules::ComputeSpec {
+                name: compute.name.clone(),
+                expr,
+            }),
+            Err(error) => {
+                log::error!("compute {}: {error}; skipped", compute.name);
+                None
+            }
+        })
+        .collect();
+    (node::rules::Rules::new(specs, Instant::ZERO), computes)
+}
+
 fn unix_seconds() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -826,7 +923,9 @@ async fn flush(
             Event::PeerPruned { peer } => {
                 log::info!("forgot node {peer}: gone longer than mesh.prune_after");
             }
-            Event::CommandRequested { .. } | Event::CommandFinished { .. } => {
+            Event::CommandRequested { .. }
+            | Event::CommandFinished { .. }
+            | Event::RuleAction { .. } => {
                 commands.push(event);
             }
             Event::RouteChanged { node: dest, route } => match route {

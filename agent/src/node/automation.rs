@@ -1,0 +1,150 @@
+//! The node's side of rules and derived points: where expressions find
+//! points (the store, with each origin's liveness), when rules are
+//! evaluated, and how derived points are published.
+
+use super::peers::PeerState;
+use super::rules::{self, ComputeSpec, Points, RuleAction, Rules};
+use super::time::Instant;
+use super::wire::{self, Value};
+use super::{Event, Node, Reading};
+use shoal_config::expr::Pattern;
+use std::time::Duration;
+
+/// Rules are evaluated at least this often (staleness needs no input to
+/// change).
+const RULES_EVERY: Duration = Duration::from_secs(1);
+
+/// The rules and derived points of a node.
+#[derive(Debug, Default)]
+pub(super) struct Automation {
+    rules: Rules,
+    computes: Vec<ComputeSpec>,
+    /// What each compute last published (`None`: unknown).
+    published: Vec<Option<Option<f64>>>,
+    /// Something changed since the last evaluation.
+    pub(super) dirty: bool,
+    /// When a pending rule becomes due, or the periodic evaluation.
+    pub(super) next: Option<Instant>,
+    /// Wall-clock ms at core time zero (for `stale_after` against the
+    /// origins' timestamps).
+    pub(super) wall_offset_ms: u64,
+}
+
+/// The store as expressions see it at one moment.
+struct StorePoints<'a> {
+    node: &'a Node,
+    now: Instant,
+}
+
+impl Points for StorePoints<'_> {
+    fn lookup(&self, pattern: &Pattern, stale_after: Option<Duration>) -> Vec<Option<f64>> {
+        let node = self.node;
+        let own = node.name.as_str();
+        let wall_ms = self.now.as_millis() + node.automation.wall_offset_ms;
+        let mut out = Vec::new();
+        for (id, origin) in node.store.origins() {
+            let live = *id == node.id
+                || node
+                    .reach(self.now, *id)
+                    .is_some_and(|r| matches!(r.state, PeerState::Healthy | PeerState::Suspect));
+            for (name, point) in &origin.points {
+                if !pattern.matches(own, &origin.name, name) {
+                    continue;
+                }
+                let fresh = stale_after.is_none_or(|limit| {
+                    wall_ms.saturating_sub(point.ts_ms)
+                        <= u64::try_from(limit.as_millis()).unwrap_or(u64::MAX)
+                });
+                let value = match point.value {
+                    Value::Float(v) => Some(v),
+                    Value::Int(v) => Some(v as f64),
+                    Value::Bool(b) => Some(if b { 1.0 } else { 0.0 }),
+                    Value::Text(_) | Value::Error(_) => None,
+                };
+                out.push(value.filter(|_| live && fresh));
+            }
+        }
+        out
+    }
+}
+
+impl Node {
+    /// Installs the node's rules and derived points (replacing any).
+    pub fn set_rules(&mut self, rules: Rules, computes: Vec<ComputeSpec>) {
+        self.automation.published = vec![None; computes.len()];
+        self.automation.rules = rules;
+        self.automation.computes = computes;
+        self.automation.dirty = true;
+        self.automation.next = None;
+    }
+
+    /// Tells the core the wall clock: `wall_ms` (ms since the Unix epoch)
+    /// is `now`. Used for `stale_after` against origin timestamps.
+    pub fn set_wall_clock(&mut self, now: Instant, wall_ms: u64) {
+        self.automation.wall_offset_ms = wall_ms.saturating_sub(now.as_millis());
+    }
+
+    /// Each rule's name and status.
+    pub fn rules(&self) -> impl Iterator<Item = (&str, &rules::RuleStatus)> {
+        self.automation.rules.statuses()
+    }
+
+    /// Evaluates rules and derived points if anything changed or one is due.
+    pub(super) fn run_rules(&mut self, now: Instant) {
+        let automation = &self.automation;
+        if automation.rules.is_empty() && automation.computes.is_empty() {
+            return;
+        }
+        let due = automation.next.is_some_and(|at| now >= at);
+        if !automation.dirty && !due {
+            return;
+        }
+        self.automation.dirty = false;
+        let mut rules = std::mem::take(&mut self.automation.rules);
+        let (actions, pending) = {
+            let points = StorePoints { node: self, now };
+            rules.evaluate(now, &points)
+        };
+        self.automation.rules = rules;
+        let values = {
+            let points = StorePoints { node: self, now };
+            rules::computes(&self.automation.computes, &points)
+        };
+        let periodic = now + RULES_EVERY;
+        self.automation.next = Some(pending.map_or(periodic, |at| at.min(periodic)));
+        for RuleAction {
+            rule,
+            executor,
+            cause,
+        } in actions
+        {
+            self.push_event(Event::RuleAction {
+                rule,
+                executor,
+                cause,
+            });
+        }
+        for (index, value) in values.into_iter().enumerate() {
+            if self.automation.published.get(index) == Some(&Some(value)) {
+                continue;
+            }
+            let Some(name) = wire::name(&self.automation.computes[index].name) else {
+                continue;
+            };
+            let reading = Reading {
+                name,
+                value: match value {
+                    Some(v) => Value::Float((v * 1000.0).round() / 1000.0),
+                    None => Value::Error(
+                        heapless::String::try_from("unknown inputs").unwrap_or_default(),
+                    ),
+                },
+                unit: wire::Unit::new(),
+                ts_ms: now.as_millis() + self.automation.wall_offset_ms,
+            };
+            if self.publish_reading(now, reading).is_ok() {
+                self.automation.published[index] = Some(value);
+            }
+        }
+    }
+}
