@@ -141,7 +141,9 @@ struct Mesh {
 impl Mesh {
     /// `slot` separates tests of this binary; the PID separates runs.
     fn new(slot: u16) -> Mesh {
-        let port = 30_000 + (std::process::id() % 500) as u16 * 40 + slot * 4;
+        // 20 slots of 4 ports per run; the PID spreads runs over 30000-49999.
+        assert!(slot < 20, "slots 0 to 19");
+        let port = 30_000 + (std::process::id() % 250) as u16 * 80 + slot * 4;
         let dir = std::env::temp_dir().join(format!("shoal-process-{}-{slot}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("scratch dir");
@@ -706,4 +708,36 @@ fn a_flaky_sensor_shows_its_error_state_on_another_agent_and_recovers() {
     assert!(mesh.agents[0].logged("sensor flaky: reads again"));
     // The steady sensor is not disturbed by the flaky one: one value only.
     assert_eq!(mesh.agents[1].count("point agent-1/steady = "), 1);
+}
+
+#[test]
+fn a_sensor_on_one_agent_drives_an_actuator_on_another() {
+    let mut mesh = Mesh::new(10);
+    let sensor = "[[sensor]]\nname = \"heat\"\ndriver = \"sim\"\nwaveform = \"step\"\nperiod = \"3s\"\nmin = 20.0\nmax = 30.0\ninterval = \"200ms\"\n";
+    let actor = "[[actuator]]\nname = \"ac\"\ndriver = \"sim\"\n\
+                 [[executor]]\nname = \"ac_on\"\naction = { actuator = \"ac\", set = true }\n\
+                 [[executor]]\nname = \"ac_off\"\naction = { actuator = \"ac\", set = false }\n\
+                 [[rule]]\nname = \"cool\"\nwhen = \"agent-1/heat > 26\"\ndo = \"ac_on\"\nelse = \"ac_off\"\non_unknown = \"ac_off\"\n\
+                 [[compute]]\nname = \"hottest\"\nexpr = \"max(*/heat)\"\n";
+    mesh.add_full(1, 101, None, "[\"127.255.255.255\"]", "[]", sensor);
+    mesh.add_full(2, 102, None, "[\"127.255.255.255\"]", "[]", actor);
+    mesh.wait_for(
+        "the AC switched on and off by the other agent's sensor",
+        INTERVAL * 10,
+        |m| {
+            let a = &m.agents[1];
+            a.logged("executor ac_on for rule cool (active): exited 0")
+                && a.logged("executor ac_off for rule cool (inactive): exited 0")
+                && a.logged("executor ac_on: ac: on")
+        },
+    );
+    // The derived point is published and synced back to the sensor's agent.
+    mesh.wait_for("the derived point reaches agent-1", INTERVAL * 3, |m| {
+        m.agents[0].logged("point agent-2/hottest = ")
+    });
+    // The sensor's agent dies: the fail-safe runs.
+    mesh.agents[0].kill();
+    mesh.wait_for("the fail-safe", INTERVAL * 5, |m| {
+        m.agents[1].logged("executor ac_off for rule cool (unknown): exited 0")
+    });
 }
