@@ -731,6 +731,26 @@ fn a_sensor_on_one_agent_drives_an_actuator_on_another() {
                 && a.logged("executor ac_on: ac: on")
         },
     );
+    // The rule's state and the runs are visible in the API.
+    let api = format!("127.0.0.102:{}", mesh.port + 2);
+    let reply =
+        shoal::shell::client::request(&api, "GET", "/api/rules", None, Duration::from_secs(5))
+            .expect("agent answers");
+    assert_eq!(reply.status, 200);
+    let rule = &reply.body["rules"][0];
+    assert_eq!(rule["name"], "cool");
+    assert!(
+        ["active", "inactive"].contains(&rule["state"].as_str().unwrap_or("")),
+        "{}",
+        reply.body
+    );
+    let runs = reply.body["runs"].as_array().expect("runs");
+    assert!(
+        runs.iter()
+            .any(|r| r["executor"] == "ac_on" && r["outcome"] == "Exited(0)"),
+        "{}",
+        reply.body
+    );
     // The derived point is published and synced back to the sensor's agent.
     mesh.wait_for("the derived point reaches agent-1", INTERVAL * 3, |m| {
         m.agents[0].logged("point agent-2/hottest = ")

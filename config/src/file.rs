@@ -185,7 +185,7 @@ pub struct ActuatorSection {
 }
 
 /// What an executor does.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// Set an actuator.
     Actuator {
@@ -198,10 +198,17 @@ pub enum Action {
     Command(Vec<String>),
     /// POST to a URL.
     Webhook(String),
+    /// Set a point of this node.
+    Publish {
+        /// The point's name.
+        point: String,
+        /// The value.
+        value: f64,
+    },
 }
 
 /// `[[executor]]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ExecutorSection {
     /// Name.
     pub name: String,
@@ -559,6 +566,7 @@ impl Walker<'_> {
                 }
             }
         }
+        self.compute_cycles(&computes, node_name.as_ref().map(|(n, _)| n.as_str()));
         let _ = span;
         Some(Config {
             node: NodeSection {
@@ -574,6 +582,65 @@ impl Walker<'_> {
             rules: rules.into_iter().map(|(r, _, _)| r).collect(),
             computes: computes.into_iter().map(|(c, _)| c).collect(),
         })
+    }
+
+    /// A derived point that reads itself, directly or through others, can
+    /// never settle: an error at the first compute of each cycle.
+    fn compute_cycles(&mut self, computes: &[(ComputeSection, Range<usize>)], own: Option<&str>) {
+        let reads: Vec<Vec<usize>> = computes
+            .iter()
+            .map(|(compute, _)| {
+                let Ok(expr) = crate::expr::parse(&compute.expr) else {
+                    return Vec::new();
+                };
+                let patterns = expr.patterns();
+                computes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, (other, _))| {
+                        patterns.iter().any(|p| {
+                            let on_self = p.node == "self"
+                                || p.node.contains(['*', '?'])
+                                || own.is_some_and(|own| p.node == own);
+                            on_self && crate::expr::glob(p.name.as_bytes(), other.name.as_bytes())
+                        })
+                    })
+                    .map(|(i, _)| i)
+                    .collect()
+            })
+            .collect();
+        let mut reported = BTreeSet::new();
+        for start in 0..computes.len() {
+            // Depth-first search for a path back to `start`.
+            let mut stack = vec![(start, vec![start])];
+            let mut seen = BTreeSet::new();
+            while let Some((at, path)) = stack.pop() {
+                for &next in &reads[at] {
+                    if next == start {
+                        if path.iter().all(|i| !reported.contains(i)) {
+                            reported.extend(path.iter().copied());
+                            let names: Vec<&str> = path
+                                .iter()
+                                .chain([&start])
+                                .map(|&i| computes[i].0.name.as_str())
+                                .collect();
+                            self.problem(
+                                computes[start].1.clone(),
+                                format!(
+                                    "compute {:?} depends on itself: {}",
+                                    computes[start].0.name,
+                                    names.join(" -> ")
+                                ),
+                            );
+                        }
+                    } else if seen.insert(next) {
+                        let mut longer = path.clone();
+                        longer.push(next);
+                        stack.push((next, longer));
+                    }
+                }
+            }
+        }
     }
 
     fn mesh(&mut self, table: &DeTable<'_>) -> Option<MeshSection> {
@@ -1082,21 +1149,44 @@ impl Walker<'_> {
             }
             Some((DeValue::Table(action), action_span)) => {
                 let q = "executor.action.";
-                self.known_keys(action, q, &["actuator", "set", "command", "webhook"]);
+                self.known_keys(
+                    action,
+                    q,
+                    &["actuator", "set", "command", "webhook", "publish", "value"],
+                );
                 let actuator = self.string(action, q, "actuator");
                 let command = self.strings(action, q, "command");
                 let webhook = self.string(action, q, "webhook");
+                let publish = self.string(action, q, "publish");
                 let set = self.boolean(action, q, "set");
                 let kinds = usize::from(actuator.is_some())
                     + usize::from(command.is_some())
-                    + usize::from(webhook.is_some());
+                    + usize::from(webhook.is_some())
+                    + usize::from(publish.is_some());
                 if kinds != 1 {
                     self.problem(
                         action_span,
-                        "executor.action needs exactly one of actuator, command or webhook"
+                        "executor.action needs exactly one of actuator, command, webhook or publish"
                             .to_owned(),
                     );
                     None
+                } else if let Some((point, point_span)) = publish {
+                    let value = self.float(action, q, "value");
+                    if !is_valid_name(&point) {
+                        self.problem(
+                            point_span,
+                            format!("executor.action.publish {point:?} is not a valid point name"),
+                        );
+                        None
+                    } else if let Some(value) = value {
+                        Some(Action::Publish { point, value })
+                    } else {
+                        self.problem(
+                            action_span,
+                            "executor.action with publish needs a number `value`".to_owned(),
+                        );
+                        None
+                    }
                 } else if let Some((actuator, a_span)) = actuator {
                     actuator_span = Some(a_span);
                     match set {

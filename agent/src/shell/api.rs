@@ -7,7 +7,7 @@
 //! the headers, 64 KB of body.
 //!
 //! Endpoints so far: `GET /api/status`, `GET /api/peers[?healthy=true]`,
-//! `POST /api/exec/NODE/EXECUTOR`.
+//! `GET /api/rules`, `POST /api/exec/NODE/EXECUTOR`.
 
 use crate::node::peers::PeerState;
 use crate::node::time::Instant;
@@ -44,6 +44,8 @@ pub enum ApiCall {
         /// Where the answer goes.
         reply: Sender<Value>,
     },
+    /// `GET /api/rules`: rule states and the last executor runs.
+    Rules(Sender<Value>),
     /// `POST /api/exec/NODE/EXECUTOR`.
     Exec {
         /// The node's name.
@@ -155,6 +157,7 @@ async fn handle(request: Request<Incoming>, context: &Context) -> Response<Full<
     let method = request.method().clone();
     let answer = match (&method, segments.as_slice()) {
         (&Method::GET, ["api", "status"]) => ask(context, ApiCall::Status).await,
+        (&Method::GET, ["api", "rules"]) => ask(context, ApiCall::Rules).await,
         (&Method::GET, ["api", "peers"]) => {
             let healthy = query_flag(&query, "healthy");
             ask(context, |reply| ApiCall::Peers { healthy, reply }).await
@@ -184,7 +187,7 @@ async fn handle(request: Request<Incoming>, context: &Context) -> Response<Full<
                 }
             }
         }
-        (_, ["api", "status" | "peers"]) | (_, ["api", "exec", _, _]) => {
+        (_, ["api", "status" | "peers" | "rules"]) | (_, ["api", "exec", _, _]) => {
             Answer::error(405, format!("{method} is not allowed on {path}"))
         }
         _ => Answer::error(404, format!("no such endpoint: {path}")),
@@ -320,6 +323,54 @@ pub fn status(node: &Node, now: Instant) -> Value {
         "self": node.name().to_string(),
         "nodes": nodes,
     })
+}
+
+/// One executor run, for `GET /api/rules`.
+#[derive(Debug, Clone)]
+pub struct RunRecord {
+    /// When it ended, ms since the Unix epoch.
+    pub at_ms: u64,
+    /// The executor.
+    pub executor: String,
+    /// Who asked: a rule, a node, this node.
+    pub caller: String,
+    /// How it ended.
+    pub outcome: String,
+    /// How long it ran.
+    pub duration_ms: u64,
+}
+
+/// `GET /api/rules`: each rule's state, and the last runs (newest first).
+pub fn rules(node: &Node, now: Instant, runs: &std::collections::VecDeque<RunRecord>) -> Value {
+    let ms = |at: Instant| u64::try_from(now.saturating_since(at).as_millis()).unwrap_or(u64::MAX);
+    let rules: Vec<Value> = node
+        .rules()
+        .map(|(name, status)| {
+            json!({
+                "name": name,
+                "state": status.state.as_str(),
+                "since_ms": ms(status.since),
+                "last_action": status.last_action.as_ref().map(|(at, executor)| json!({
+                    "executor": executor,
+                    "ago_ms": ms(*at),
+                })),
+            })
+        })
+        .collect();
+    let runs: Vec<Value> = runs
+        .iter()
+        .rev()
+        .map(|run| {
+            json!({
+                "at_ms": run.at_ms,
+                "executor": run.executor,
+                "caller": run.caller,
+                "outcome": run.outcome,
+                "duration_ms": run.duration_ms,
+            })
+        })
+        .collect();
+    json!({ "rules": rules, "runs": runs })
 }
 
 /// `GET /api/peers`: direct neighbors with health figures.

@@ -89,8 +89,37 @@ fn start(dir: &Path, nodes: usize, port: u16) -> Result<Vec<(String, Child)>, St
     Ok(children)
 }
 
+/// The first agent of the demo also runs a rule over every agent's
+/// temperature, with a simulated fan, and publishes the average.
+const DEMO_RULE: &str = r#"
+[[actuator]]
+name = "fan"
+driver = "sim"
+
+[[executor]]
+name = "fan_on"
+action = { actuator = "fan", set = true }
+
+[[executor]]
+name = "fan_off"
+action = { actuator = "fan", set = false }
+
+[[rule]]
+name = "cool"
+when = "avg(*/temperature) > 20.5"
+until = "avg(*/temperature) < 20"
+do = "fan_on"
+else = "fan_off"
+on_unknown = "fan_off"
+
+[[compute]]
+name = "avg_temperature"
+expr = "avg(*/temperature)"
+"#;
+
 fn config_text(n: usize, port: u16, key: &Path, state_dir: &Path) -> String {
     let host = 10 + n;
+    let rule = if n == 1 { DEMO_RULE } else { "" };
     format!(
         r#"[node]
 name = "demo-{n}"
@@ -156,7 +185,7 @@ interval = "2s"
         tmin = 17 + n % 4,
         tmax = 23 + n % 4,
         seed2 = 100 + n,
-    )
+    ) + rule
 }
 
 /// Waits for Ctrl-C or SIGTERM, reporting agents that die meanwhile.

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 pub const MAX_CAPTURE: usize = 64 * 1024;
 
 /// How one run ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Finished {
     /// The outcome.
     pub outcome: Outcome,
@@ -32,6 +32,8 @@ pub struct Finished {
     pub output: String,
     /// How long it ran.
     pub duration: Duration,
+    /// A point this node must publish (`publish` executors).
+    pub publish: Option<(String, f64)>,
 }
 
 /// Who asked for a run.
@@ -102,11 +104,7 @@ impl Executors {
     pub async fn run(&self, name: &str, caller: &Caller) -> Finished {
         let started = Instant::now();
         if let Err(outcome) = self.check(name, caller) {
-            return Finished {
-                outcome,
-                output: String::new(),
-                duration: Duration::ZERO,
-            };
+            return refused(outcome);
         }
         let Some(section) = self.by_name.get(name).cloned() else {
             return refused(Outcome::UnknownExecutor);
@@ -119,6 +117,7 @@ impl Executors {
             smol::Timer::after(Duration::from_millis(50)).await;
         }
         self.running.borrow_mut().insert(name.to_owned(), 0);
+        let mut publish = None;
         let (outcome, output) = match &section.action {
             Action::Command(argv) => {
                 run_command(argv, section.timeout, &self.env(name, caller)).await
@@ -139,16 +138,28 @@ impl Executors {
                     ),
                 }
             }
-            Action::Webhook(url) => (
-                Outcome::Failed,
-                format!("webhook {url}: webhook executors are not in this build yet"),
-            ),
+            Action::Webhook(url) => {
+                let body = serde_json::json!({
+                    "node": self.node_name,
+                    "executor": name,
+                    "caller": caller.node,
+                    "time_ms": std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as u64),
+                });
+                webhook(url, &body.to_string(), section.timeout).await
+            }
+            Action::Publish { point, value } => {
+                publish = Some((point.clone(), *value));
+                (Outcome::Exited(0), format!("{point} = {value}\n"))
+            }
         };
         self.running.borrow_mut().remove(name);
         Finished {
             outcome,
             output,
             duration: started.elapsed(),
+            publish,
         }
     }
 
@@ -166,6 +177,76 @@ fn refused(outcome: Outcome) -> Finished {
         outcome,
         output: String::new(),
         duration: Duration::ZERO,
+        publish: None,
+    }
+}
+
+/// POSTs `body` (JSON) to an `http://` URL; 2xx is success. (No TLS in this
+/// build: an `https://` webhook is refused with a reason.)
+pub async fn webhook(url: &str, body: &str, timeout: Duration) -> (Outcome, String) {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return (
+            Outcome::Failed,
+            format!("{url}: only http:// webhooks are supported (no TLS in this build); use a local relay for https"),
+        );
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let path = if path.is_empty() { "/" } else { path };
+    let host_port = if authority.contains(':') {
+        authority.to_owned()
+    } else {
+        format!("{authority}:80")
+    };
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\nUser-Agent: shoal/{}\r\n\r\n{body}",
+        body.len(),
+        env!("CARGO_PKG_VERSION")
+    );
+    let exchange = async {
+        use futures_lite::AsyncWriteExt;
+        let mut stream = smol::net::TcpStream::connect(host_port.as_str()).await?;
+        stream.write_all(request.as_bytes()).await?;
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 || answer.len() >= MAX_CAPTURE {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+        }
+        Ok::<Vec<u8>, std::io::Error>(answer)
+    };
+    let deadline = async {
+        smol::Timer::after(timeout).await;
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "no answer in time",
+        ))
+    };
+    match future::or(exchange, deadline).await {
+        Err(error) if error.kind() == std::io::ErrorKind::TimedOut => (
+            Outcome::TimedOut,
+            format!(
+                "{url}: no answer within {}",
+                shoal_config::format_duration(timeout)
+            ),
+        ),
+        Err(error) => (Outcome::Failed, format!("{url}: {error}")),
+        Ok(answer) => {
+            let text = String::from_utf8_lossy(&answer);
+            let status_line = text.lines().next().unwrap_or("").trim().to_owned();
+            let status: u16 = status_line
+                .split(' ')
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            if (200..300).contains(&status) {
+                (Outcome::Exited(0), format!("{status_line}\n"))
+            } else {
+                (Outcome::Failed, format!("{url}: {status_line}\n"))
+            }
+        }
     }
 }
 

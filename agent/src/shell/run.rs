@@ -188,6 +188,8 @@ pub fn run(config: Config) -> Result<(), RunError> {
         let (done_tx, done) = smol::channel::unbounded::<Completed>();
         let (reads_tx, reads) = smol::channel::unbounded::<SensorRead>();
         let mut pending: BTreeMap<u32, PendingExec> = BTreeMap::new();
+        let mut runs: std::collections::VecDeque<api::RunRecord> =
+            std::collections::VecDeque::new();
         let beacon_addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, config.mesh.port));
         let beacon = udp_socket(beacon_addr, true).map_err(|source| RunError::Socket {
             what: "beacon",
@@ -290,9 +292,23 @@ pub fn run(config: Config) -> Result<(), RunError> {
                     }
                     start_reads(&ex, &mut node, &mut samplers, now, &reads_tx);
                 }
-                Input::Call(call) => answer_call(&mut node, now, call, &mut pending),
+                Input::Call(call) => answer_call(&mut node, now, call, &mut pending, &runs),
                 Input::Completed(completed) => {
                     log_run(&completed.executor, &completed.caller, &completed.finished);
+                    if runs.len() >= MAX_RUN_RECORDS {
+                        runs.pop_front();
+                    }
+                    runs.push_back(api::RunRecord {
+                        at_ms: unix_ms(),
+                        executor: completed.executor.clone(),
+                        caller: completed.caller.clone(),
+                        outcome: format!("{:?}", completed.finished.outcome),
+                        duration_ms: u64::try_from(completed.finished.duration.as_millis())
+                            .unwrap_or(u64::MAX),
+                    });
+                    if let Some((point, value)) = &completed.finished.publish {
+                        publish_value(&mut node, now, point, *value);
+                    }
                     if let Some((origin, id)) = completed.request {
                         node.complete_command(
                             now,
@@ -385,6 +401,26 @@ fn start_reads(
     }
 }
 
+/// Executor runs kept for `GET /api/rules`.
+const MAX_RUN_RECORDS: usize = 64;
+
+/// A `publish` executor's point.
+fn publish_value(node: &mut Node, now: Instant, point: &str, value: f64) {
+    let Some(name) = wire::name(point) else {
+        log::warn!("publish: {point:?} is not a valid point name");
+        return;
+    };
+    let reading = Reading {
+        name,
+        value: wire::Value::Float(value),
+        unit: wire::Unit::new(),
+        ts_ms: unix_ms(),
+    };
+    if let Err(error) = node.handle_reading(now, reading) {
+        log::warn!("publish {point}: refused: {error}");
+    }
+}
+
 fn publish(node: &mut Node, now: Instant, sensor: &str, readings: Vec<Reading>) {
     for reading in readings {
         let name = reading.name.clone();
@@ -417,6 +453,7 @@ fn answer_call(
     now: Instant,
     call: ApiCall,
     pending: &mut BTreeMap<u32, PendingExec>,
+    runs: &std::collections::VecDeque<api::RunRecord>,
 ) {
     match call {
         ApiCall::Status(reply) => {
@@ -424,6 +461,9 @@ fn answer_call(
         }
         ApiCall::Peers { healthy, reply } => {
             let _ = reply.try_send(api::peers(node, now, healthy));
+        }
+        ApiCall::Rules(reply) => {
+            let _ = reply.try_send(api::rules(node, now, runs));
         }
         ApiCall::Exec {
             node: target_name,

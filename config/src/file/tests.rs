@@ -175,7 +175,7 @@ do = "heat"
         problems(text),
         vec![
             "8:23: executor \"heat\" sets actuator \"heater\", which is not defined",
-            "12:10: executor.action needs exactly one of actuator, command or webhook",
+            "12:10: executor.action needs exactly one of actuator, command, webhook or publish",
             "16:22: executor.action.webhook \"ftp://x\" must be an http:// or https:// URL",
             "18:1: rule needs `when`",
         ]
@@ -431,4 +431,31 @@ scale = 25.0
 unit = "ppm"
 "#;
     assert!(check(fixed).is_ok(), "{:?}", check(fixed).err());
+}
+
+#[test]
+fn derived_points_that_read_themselves_are_refused() {
+    let text = r#"[[compute]]
+name = "a"
+expr = "self/b + 1"
+
+[[compute]]
+name = "b"
+expr = "avg(*/a)"
+
+[[compute]]
+name = "temperature"
+expr = "max(*/temperature)"
+
+[[compute]]
+name = "avg_temperature"
+expr = "avg(*/temperature)"
+"#;
+    assert_eq!(
+        problems(text),
+        vec![
+            "1:1: compute \"a\" depends on itself: a -> b -> a",
+            "9:1: compute \"temperature\" depends on itself: temperature -> temperature",
+        ]
+    );
 }

@@ -233,3 +233,98 @@ fn an_actuator_executor_switches_its_actuator() {
         missing.output
     );
 }
+
+/// A one-shot HTTP server on loopback answering `status`; returns its URL
+/// and the request it got.
+fn one_shot_server(
+    status: &'static str,
+    delay: Duration,
+) -> (String, std::sync::mpsc::Receiver<String>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!(
+        "http://{}/hook/lights",
+        listener.local_addr().expect("addr")
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        if let Ok((mut stream, _)) = listener.accept() {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut buf = [0u8; 4096];
+            let mut request = Vec::new();
+            while let Ok(n) = stream.read(&mut buf) {
+                request.extend_from_slice(&buf[..n]);
+                if n == 0 || request.windows(1).any(|w| w == b"}") {
+                    break;
+                }
+            }
+            let _ = tx.send(String::from_utf8_lossy(&request).into_owned());
+            std::thread::sleep(delay);
+            let _ = write!(stream, "HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n");
+        }
+    });
+    (url, rx)
+}
+
+#[test]
+fn a_webhook_posts_json_and_reports_the_status() {
+    let (url, request) = one_shot_server("200 OK", Duration::ZERO);
+    let (outcome, output) = smol::block_on(webhook(&url, "{\"a\":1}", Duration::from_secs(5)));
+    assert_eq!(outcome, Outcome::Exited(0), "{output}");
+    assert_eq!(output, "HTTP/1.1 200 OK\n");
+    let request = request
+        .recv_timeout(Duration::from_secs(2))
+        .expect("request seen");
+    assert!(
+        request.starts_with("POST /hook/lights HTTP/1.1\r\n"),
+        "{request}"
+    );
+    assert!(request.contains("Content-Type: application/json\r\n"));
+    assert!(request.ends_with("{\"a\":1}"));
+
+    let (url, _) = one_shot_server("500 Internal Server Error", Duration::ZERO);
+    let (outcome, output) = smol::block_on(webhook(&url, "{}", Duration::from_secs(5)));
+    assert_eq!(outcome, Outcome::Failed);
+    assert!(output.contains("500 Internal Server Error"), "{output}");
+}
+
+#[test]
+fn a_webhook_that_hangs_times_out_and_one_nobody_serves_fails() {
+    let (url, _) = one_shot_server("200 OK", Duration::from_secs(3));
+    let (outcome, output) = smol::block_on(webhook(&url, "{}", Duration::from_millis(300)));
+    assert_eq!(outcome, Outcome::TimedOut, "{output}");
+    let (outcome, output) = smol::block_on(webhook(
+        "http://127.0.0.1:9/x",
+        "{}",
+        Duration::from_secs(2),
+    ));
+    assert_eq!(outcome, Outcome::Failed);
+    assert!(output.contains("refused"), "{output}");
+    let (outcome, output) = smol::block_on(webhook(
+        "https://example.com/x",
+        "{}",
+        Duration::from_secs(2),
+    ));
+    assert_eq!(outcome, Outcome::Failed);
+    assert!(output.contains("only http://"), "{output}");
+}
+
+#[test]
+fn a_publish_executor_hands_its_point_to_the_agent() {
+    let executors = Executors::new(
+        &[ExecutorSection {
+            name: "away".to_owned(),
+            action: Action::Publish {
+                point: "mode".to_owned(),
+                value: 2.0,
+            },
+            remote: false,
+            timeout: Duration::from_secs(1),
+            policy: Policy::Refuse,
+        }],
+        "pi-1",
+    );
+    let done = smol::block_on(executors.run("away", &local()));
+    assert_eq!(done.outcome, Outcome::Exited(0));
+    assert_eq!(done.publish, Some(("mode".to_owned(), 2.0)));
+}
