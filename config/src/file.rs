@@ -187,12 +187,12 @@ pub struct ActuatorSection {
 /// What an executor does.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
-    /// Set an actuator.
+    /// Drive an actuator.
     Actuator {
         /// The actuator's name.
         actuator: String,
-        /// The value to set.
-        set: bool,
+        /// What to do with it.
+        command: ActuatorAction,
     },
     /// Run a program (argv, no shell).
     Command(Vec<String>),
@@ -205,6 +205,20 @@ pub enum Action {
         /// The value.
         value: f64,
     },
+}
+
+/// What an actuator executor does: `set = true`, `toggle = true`,
+/// `pulse = "2s"` (on, then off again) or `duty = 0.4` (PWM).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ActuatorAction {
+    /// On or off.
+    Set(bool),
+    /// The other state.
+    Toggle,
+    /// On for this long, then off.
+    Pulse(Duration),
+    /// A PWM duty cycle, 0.0 to 1.0.
+    Duty(f64),
 }
 
 /// `[[executor]]`.
@@ -286,6 +300,8 @@ pub struct Config {
     pub rules: Vec<RuleSection>,
     /// `[[compute]]`s.
     pub computes: Vec<ComputeSection>,
+    /// Things that work but are likely mistakes (`shoal check` shows them).
+    pub warnings: Vec<Problem>,
 }
 
 /// The configuration used when no file exists: loopback-only networking
@@ -315,6 +331,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, Problems> {
     let mut walker = Walker {
         text,
         problems: Vec::new(),
+        warnings: Vec::new(),
     };
     let (document, syntax) = DeTable::parse_recoverable(text);
     for error in &syntax {
@@ -329,7 +346,8 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, Problems> {
         None
     };
     if walker.problems.is_empty() {
-        if let Some(config) = config {
+        if let Some(mut config) = config {
+            config.warnings = walker.warnings;
             return Ok(config);
         }
     }
@@ -400,9 +418,13 @@ const ACTUATOR_DRIVERS: &[(&str, &[&str])] = &[
 struct Walker<'t> {
     text: &'t str,
     problems: Vec<Problem>,
+    warnings: Vec<Problem>,
 }
 
 type Value<'i> = Spanned<DeValue<'i>>;
+
+/// An executor with its span and its actuator's span.
+type LocatedExecutor = (ExecutorSection, Range<usize>, Option<Range<usize>>);
 
 /// A rule with its span and the executor names it refers to, with theirs.
 type LocatedRule = (RuleSection, Range<usize>, Vec<(String, Range<usize>)>);
@@ -420,6 +442,16 @@ fn kind(value: &DeValue<'_>) -> &'static str {
 }
 
 impl Walker<'_> {
+    fn warning(&mut self, span: Range<usize>, message: String) {
+        let before = self.problems.len();
+        self.problem(span, message);
+        if let Some(problem) = self.problems.pop() {
+            if self.problems.len() == before {
+                self.warnings.push(problem);
+            }
+        }
+    }
+
     fn problem(&mut self, span: Range<usize>, message: String) {
         let start = span.start.min(self.text.len());
         let before = &self.text[..start];
@@ -486,7 +518,7 @@ impl Walker<'_> {
             .filter_map(|(t, s)| self.actuator(t, s.clone()))
             .collect();
         let executors = self.array_of_tables(root, "executor");
-        let executors: Vec<(ExecutorSection, Range<usize>, Option<Range<usize>>)> = executors
+        let executors: Vec<LocatedExecutor> = executors
             .iter()
             .filter_map(|(t, s)| self.executor(t, s.clone()))
             .collect();
@@ -567,6 +599,7 @@ impl Walker<'_> {
             }
         }
         self.compute_cycles(&computes, node_name.as_ref().map(|(n, _)| n.as_str()));
+        self.unmatched_local_patterns(&sensors, &executors, &rules, &computes);
         let _ = span;
         Some(Config {
             node: NodeSection {
@@ -581,7 +614,84 @@ impl Walker<'_> {
             executors: executors.into_iter().map(|(e, _, _)| e).collect(),
             rules: rules.into_iter().map(|(r, _, _)| r).collect(),
             computes: computes.into_iter().map(|(c, _)| c).collect(),
+            warnings: Vec::new(),
         })
+    }
+
+    /// Patterns on this node (`self/...`) that match none of its points:
+    /// likely a typo. Only this node's points are known at check time.
+    fn unmatched_local_patterns(
+        &mut self,
+        sensors: &[(SensorSection, Range<usize>)],
+        executors: &[LocatedExecutor],
+        rules: &[LocatedRule],
+        computes: &[(ComputeSection, Range<usize>)],
+    ) {
+        const QUANTITY_NAMES: &[&str] = &[
+            "temperature",
+            "humidity",
+            "pressure",
+            "lux",
+            "a0",
+            "a1",
+            "a2",
+            "a3",
+            "load1",
+            "memory_used",
+            "uptime",
+            "disk_free",
+            "level",
+            "count",
+            "value",
+        ];
+        let mut local: Vec<String> = QUANTITY_NAMES.iter().map(|q| (*q).to_owned()).collect();
+        for (sensor, _) in sensors {
+            local.push(sensor.name.clone());
+            local.extend(
+                QUANTITY_NAMES
+                    .iter()
+                    .map(|q| format!("{}.{q}", sensor.name)),
+            );
+        }
+        local.extend(computes.iter().map(|(c, _)| c.name.clone()));
+        for (executor, _, _) in executors {
+            if let Action::Publish { point, .. } = &executor.action {
+                local.push(point.clone());
+            }
+        }
+        let texts = rules
+            .iter()
+            .flat_map(|(rule, span, _)| {
+                [Some(&rule.when), rule.until.as_ref()]
+                    .into_iter()
+                    .flatten()
+                    .map(move |text| (format!("rule {:?}", rule.name), text.clone(), span.clone()))
+            })
+            .chain(computes.iter().map(|(c, span)| {
+                (
+                    format!("compute {:?}", c.name),
+                    c.expr.clone(),
+                    span.clone(),
+                )
+            }))
+            .collect::<Vec<_>>();
+        for (owner, text, span) in texts {
+            let Ok(expr) = crate::expr::parse(&text) else {
+                continue;
+            };
+            for pattern in expr.patterns() {
+                let matches = pattern.node != "self"
+                    || local
+                        .iter()
+                        .any(|name| crate::expr::glob(pattern.name.as_bytes(), name.as_bytes()));
+                if !matches {
+                    self.warning(
+                        span.clone(),
+                        format!("{owner} reads {pattern}, which matches no point of this node"),
+                    );
+                }
+            }
+        }
     }
 
     /// A derived point that reads itself, directly or through others, can
@@ -1121,7 +1231,7 @@ impl Walker<'_> {
         &mut self,
         table: &DeTable<'_>,
         span: Range<usize>,
-    ) -> Option<(ExecutorSection, Range<usize>, Option<Range<usize>>)> {
+    ) -> Option<LocatedExecutor> {
         let p = "executor.";
         self.known_keys(table, p, &["name", "action", "remote", "timeout", "policy"]);
         let name = self.required_name(table, p, span.clone());
@@ -1152,7 +1262,10 @@ impl Walker<'_> {
                 self.known_keys(
                     action,
                     q,
-                    &["actuator", "set", "command", "webhook", "publish", "value"],
+                    &[
+                        "actuator", "set", "toggle", "pulse", "duty", "command", "webhook",
+                        "publish", "value",
+                    ],
                 );
                 let actuator = self.string(action, q, "actuator");
                 let command = self.strings(action, q, "command");
@@ -1189,12 +1302,36 @@ impl Walker<'_> {
                     }
                 } else if let Some((actuator, a_span)) = actuator {
                     actuator_span = Some(a_span);
-                    match set {
-                        Some(set) => Some(Action::Actuator { actuator, set }),
+                    let toggle = self.boolean(action, q, "toggle").filter(|t| *t);
+                    let pulse = self.duration(action, q, "pulse");
+                    let duty = self.float(action, q, "duty");
+                    let chosen = usize::from(set.is_some())
+                        + usize::from(toggle.is_some())
+                        + usize::from(pulse.is_some())
+                        + usize::from(duty.is_some());
+                    let command = match (set, toggle, pulse, duty) {
+                        _ if chosen != 1 => None,
+                        (Some(set), ..) => Some(ActuatorAction::Set(set)),
+                        (_, Some(_), ..) => Some(ActuatorAction::Toggle),
+                        (_, _, Some(pulse), _) => Some(ActuatorAction::Pulse(pulse)),
+                        (.., Some(duty)) if (0.0..=1.0).contains(&duty) => {
+                            Some(ActuatorAction::Duty(duty))
+                        }
+                        _ => {
+                            self.problem(
+                                action_span.clone(),
+                                "executor.action.duty must be within 0.0 and 1.0".to_owned(),
+                            );
+                            return None;
+                        }
+                    };
+                    match command {
+                        Some(command) => Some(Action::Actuator { actuator, command }),
                         None => {
                             self.problem(
                                 action_span,
-                                "executor.action with actuator needs `set`".to_owned(),
+                                "executor.action with actuator needs one of set, toggle, pulse or duty"
+                                    .to_owned(),
                             );
                             None
                         }

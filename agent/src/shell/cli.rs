@@ -205,6 +205,15 @@ fn check(path: Option<PathBuf>) -> ExitCode {
     }
     match shoal_config::load(&path) {
         Ok(config) => {
+            for warning in &config.warnings {
+                eprintln!(
+                    "{}:{}:{}: warning: {}",
+                    path.display(),
+                    warning.line,
+                    warning.col,
+                    warning.message
+                );
+            }
             println!(
                 "{}: ok ({}, {}, {}, {}, {})",
                 path.display(),

@@ -11,7 +11,7 @@
 
 use crate::node::wire::{self, Outcome};
 use futures_lite::{future, AsyncReadExt};
-use shoal_config::{Action, ExecutorSection, Policy};
+use shoal_config::{Action, ActuatorAction, ExecutorSection, Policy};
 use shoal_hal::{Actuator, ActuatorCommand};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -122,22 +122,7 @@ impl Executors {
             Action::Command(argv) => {
                 run_command(argv, section.timeout, &self.env(name, caller)).await
             }
-            Action::Actuator { actuator, set } => {
-                let mut actuators = self.actuators.borrow_mut();
-                match actuators.get_mut(actuator) {
-                    Some(device) => match device.apply(ActuatorCommand::Set(*set)) {
-                        Ok(state) => (
-                            Outcome::Exited(0),
-                            format!("{actuator}: {}\n", if state > 0.0 { "on" } else { "off" }),
-                        ),
-                        Err(error) => (Outcome::Failed, format!("{actuator}: {error}\n")),
-                    },
-                    None => (
-                        Outcome::Failed,
-                        format!("actuator {actuator:?} is not available on this node (see the log at start)\n"),
-                    ),
-                }
-            }
+            Action::Actuator { actuator, command } => self.drive(actuator, *command).await,
             Action::Webhook(url) => {
                 let body = serde_json::json!({
                     "node": self.node_name,
@@ -160,6 +145,55 @@ impl Executors {
             output,
             duration: started.elapsed(),
             publish,
+        }
+    }
+
+    /// Drives actuator `name`; a pulse returns when it has ended.
+    async fn drive(&self, name: &str, action: ActuatorAction) -> (Outcome, String) {
+        let command = match action {
+            ActuatorAction::Set(on) => ActuatorCommand::Set(on),
+            ActuatorAction::Toggle => ActuatorCommand::Toggle,
+            ActuatorAction::Pulse(length) => ActuatorCommand::Pulse(length),
+            ActuatorAction::Duty(duty) => ActuatorCommand::Duty(duty),
+        };
+        let describe = |state: f64| match action {
+            ActuatorAction::Duty(_) => format!("{name}: duty {state}\n"),
+            _ => format!("{name}: {}\n", if state > 0.0 { "on" } else { "off" }),
+        };
+        let applied =
+            match self.actuators.borrow_mut().get_mut(name) {
+                Some(device) => device.apply(command),
+                None => return (
+                    Outcome::Failed,
+                    format!(
+                        "actuator {name:?} is not available on this node (see the log at start)\n"
+                    ),
+                ),
+            };
+        let state = match applied {
+            Ok(state) => state,
+            Err(error) => return (Outcome::Failed, format!("{name}: {error}\n")),
+        };
+        let ActuatorAction::Pulse(length) = action else {
+            return (Outcome::Exited(0), describe(state));
+        };
+        smol::Timer::after(length).await;
+        let ended = match self.actuators.borrow_mut().get_mut(name) {
+            Some(device) => device.tick(std::time::Instant::now()),
+            None => Ok(None),
+        };
+        match ended {
+            Ok(_) => (
+                Outcome::Exited(0),
+                format!(
+                    "{name}: on for {}, then off\n",
+                    shoal_config::format_duration(length)
+                ),
+            ),
+            Err(error) => (
+                Outcome::Failed,
+                format!("{name}: ending the pulse: {error}\n"),
+            ),
         }
     }
 

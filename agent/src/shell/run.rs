@@ -68,6 +68,14 @@ pub enum RunError {
 /// Runs the agent until SIGTERM or SIGINT.
 pub fn run(config: Config) -> Result<(), RunError> {
     let name = node_name(&config)?;
+    for warning in &config.warnings {
+        log::warn!(
+            "configuration {}:{}: {}",
+            warning.line,
+            warning.col,
+            warning.message
+        );
+    }
     let mut state_dir = StateDir::open(&config.state.dir)?;
     let (identity, found) = state_dir.next_identity()?;
     match found {

@@ -44,7 +44,7 @@ fn the_shipped_example_config_is_valid() {
         config.executors[0].action,
         Action::Actuator {
             actuator: "fan".into(),
-            set: true
+            command: ActuatorAction::Set(true)
         }
     );
 }
@@ -457,5 +457,90 @@ expr = "avg(*/temperature)"
             "1:1: compute \"a\" depends on itself: a -> b -> a",
             "9:1: compute \"temperature\" depends on itself: temperature -> temperature",
         ]
+    );
+}
+
+#[test]
+fn actuator_actions_set_toggle_pulse_and_duty() {
+    let text = r#"[[actuator]]
+name = "fan"
+driver = "sim"
+
+[[executor]]
+name = "a"
+action = { actuator = "fan", toggle = true }
+
+[[executor]]
+name = "b"
+action = { actuator = "fan", pulse = "2s" }
+
+[[executor]]
+name = "c"
+action = { actuator = "fan", duty = 0.25 }
+"#;
+    let config = check(text).expect("valid");
+    let commands: Vec<Action> = config.executors.iter().map(|e| e.action.clone()).collect();
+    assert_eq!(
+        commands,
+        [
+            Action::Actuator {
+                actuator: "fan".into(),
+                command: ActuatorAction::Toggle
+            },
+            Action::Actuator {
+                actuator: "fan".into(),
+                command: ActuatorAction::Pulse(Duration::from_secs(2))
+            },
+            Action::Actuator {
+                actuator: "fan".into(),
+                command: ActuatorAction::Duty(0.25)
+            },
+        ]
+    );
+    let bad = r#"[[actuator]]
+name = "fan"
+driver = "sim"
+
+[[executor]]
+name = "a"
+action = { actuator = "fan", set = true, toggle = true }
+
+[[executor]]
+name = "b"
+action = { actuator = "fan", duty = 1.5 }
+"#;
+    assert_eq!(
+        problems(bad),
+        vec![
+            "7:10: executor.action with actuator needs one of set, toggle, pulse or duty",
+            "11:10: executor.action.duty must be within 0.0 and 1.0",
+        ]
+    );
+}
+
+#[test]
+fn a_local_pattern_matching_nothing_is_a_warning_not_an_error() {
+    let text = r#"[[sensor]]
+name = "temperature"
+driver = "sim"
+
+[[executor]]
+name = "x"
+action = { command = ["/bin/true"] }
+
+[[rule]]
+name = "r"
+when = "self/temprature > 1 and self/temperature > 2 and other/anything > 3"
+do = "x"
+"#;
+    let config = check(text).expect("valid, with a warning");
+    let warnings: Vec<String> = config
+        .warnings
+        .iter()
+        .map(|w| format!("{}:{}: {}", w.line, w.col, w.message))
+        .collect();
+    assert_eq!(
+        warnings,
+        ["9:1: rule \"r\" reads self/temprature, which matches no point of this node"]
     );
 }

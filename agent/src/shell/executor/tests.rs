@@ -1,4 +1,5 @@
 use super::*;
+use shoal_config::ActuatorAction;
 
 fn section(
     name: &str,
@@ -197,7 +198,7 @@ fn an_actuator_executor_switches_its_actuator() {
             name: "fan_on".to_owned(),
             action: Action::Actuator {
                 actuator: "fan".to_owned(),
-                set: true,
+                command: ActuatorAction::Set(true),
             },
             remote: true,
             timeout: Duration::from_secs(1),
@@ -207,7 +208,7 @@ fn an_actuator_executor_switches_its_actuator() {
             name: "pump_on".to_owned(),
             action: Action::Actuator {
                 actuator: "pump".to_owned(),
-                set: true,
+                command: ActuatorAction::Pulse(Duration::from_millis(50)),
             },
             remote: true,
             timeout: Duration::from_secs(1),
@@ -327,4 +328,56 @@ fn a_publish_executor_hands_its_point_to_the_agent() {
     let done = smol::block_on(executors.run("away", &local()));
     assert_eq!(done.outcome, Outcome::Exited(0));
     assert_eq!(done.publish, Some(("mode".to_owned(), 2.0)));
+}
+
+#[test]
+fn toggle_pulse_and_duty_actions() {
+    let action = |name: &str, command: ActuatorAction, actuator: &str| ExecutorSection {
+        name: name.to_owned(),
+        action: Action::Actuator {
+            actuator: actuator.to_owned(),
+            command,
+        },
+        remote: false,
+        timeout: Duration::from_secs(5),
+        policy: Policy::Refuse,
+    };
+    let sections = [
+        action("flip", ActuatorAction::Toggle, "light"),
+        action(
+            "bell",
+            ActuatorAction::Pulse(Duration::from_millis(100)),
+            "light",
+        ),
+        action("half", ActuatorAction::Duty(0.5), "fan"),
+    ];
+    let light = shoal_hal::fake::FakePin::new();
+    let fan = shoal_hal::fake::FakePin::new();
+    let mut actuators: BTreeMap<String, Box<dyn Actuator>> = BTreeMap::new();
+    actuators.insert(
+        "light".to_owned(),
+        Box::new(shoal_hal::drivers::gpio::GpioOut::new(light.clone(), false).expect("pin")),
+    );
+    actuators.insert(
+        "fan".to_owned(),
+        Box::new(shoal_hal::drivers::gpio::PwmOut::new(fan.clone()).expect("pwm")),
+    );
+    let executors = Executors::new(&sections, "pi-1").with_actuators(actuators);
+    let me = local();
+    let flipped = smol::block_on(executors.run("flip", &me));
+    assert_eq!(
+        (flipped.outcome, flipped.output.as_str()),
+        (Outcome::Exited(0), "light: on\n")
+    );
+    assert!(light.get());
+    let rang = smol::block_on(executors.run("bell", &me));
+    assert_eq!(rang.outcome, Outcome::Exited(0));
+    assert!(rang.duration >= Duration::from_millis(100));
+    assert!(!light.get(), "off after the pulse");
+    assert_eq!(
+        *light.history.lock().expect("lock"),
+        vec![false, true, true, false]
+    );
+    let half = smol::block_on(executors.run("half", &me));
+    assert_eq!(half.output, "fan: duty 0.5\n");
 }
