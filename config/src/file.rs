@@ -1227,11 +1227,7 @@ impl Walker<'_> {
         ))
     }
 
-    fn executor(
-        &mut self,
-        table: &DeTable<'_>,
-        span: Range<usize>,
-    ) -> Option<LocatedExecutor> {
+    fn executor(&mut self, table: &DeTable<'_>, span: Range<usize>) -> Option<LocatedExecutor> {
         let p = "executor.";
         self.known_keys(table, p, &["name", "action", "remote", "timeout", "policy"]);
         let name = self.required_name(table, p, span.clone());

@@ -116,12 +116,14 @@ impl Node {
             rule,
             executor,
             cause,
+            inputs,
         } in actions
         {
             self.push_event(Event::RuleAction {
                 rule,
                 executor,
                 cause,
+                inputs,
             });
         }
         for (index, value) in values.into_iter().enumerate() {

@@ -257,6 +257,8 @@ pub enum Event {
         executor: String,
         /// The rule's new state.
         cause: rules::RuleState,
+        /// Its inputs' values (see [`rules::RuleAction::inputs`]).
+        inputs: String,
     },
     /// A neighbor UNREACHABLE or LEFT for `prune_after` was forgotten.
     PeerPruned {

@@ -215,6 +215,39 @@ pub struct RuleAction {
     pub executor: String,
     /// Why: `active`, `inactive` or `unknown`.
     pub cause: RuleState,
+    /// The inputs of `when` at that moment, for people and commands:
+    /// `living/temperature=27 avg(*/temperature)=24.5 attic/t=unknown`.
+    pub inputs: String,
+}
+
+/// The points and aggregates `expr` reads, with their values now.
+pub fn inputs(expr: &Expr, points: &impl Points, stale_after: Option<Duration>) -> String {
+    fn walk(expr: &Expr, points: &dyn Fn(&Expr) -> Val, out: &mut Vec<String>) {
+        match expr {
+            Expr::Point(p) => out.push(format!("{p}={}", show(points(expr)))),
+            Expr::Aggregate(a, p) => {
+                let name = format!("{a:?}").to_lowercase();
+                out.push(format!("{name}({p})={}", show(points(expr))));
+            }
+            Expr::Neg(e) | Expr::Not(e) => walk(e, points, out),
+            Expr::Binary(_, a, b) => {
+                walk(a, points, out);
+                walk(b, points, out);
+            }
+            Expr::Number(_) | Expr::Bool(_) => {}
+        }
+    }
+    fn show(value: Val) -> String {
+        match value {
+            Val::Num(v) => format!("{v}"),
+            Val::Bool(b) => format!("{b}"),
+            Val::Unknown => "unknown".to_owned(),
+        }
+    }
+    let mut out = Vec::new();
+    walk(expr, &|e| eval(e, points, stale_after), &mut out);
+    out.dedup();
+    out.join(" ")
 }
 
 /// Every rule of a node, with its state.
@@ -320,6 +353,7 @@ impl Rules {
                     rule: spec.name.clone(),
                     executor,
                     cause: target,
+                    inputs: inputs(&spec.when, points, spec.stale_after),
                 });
             }
         }

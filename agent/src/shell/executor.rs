@@ -43,6 +43,8 @@ pub struct Caller {
     pub node: String,
     /// Whether it is this node itself.
     pub local: bool,
+    /// For a rule's action: its inputs' values (`SHOAL_INPUTS`).
+    pub inputs: String,
 }
 
 /// The executors of one node.
@@ -160,16 +162,17 @@ impl Executors {
             ActuatorAction::Duty(_) => format!("{name}: duty {state}\n"),
             _ => format!("{name}: {}\n", if state > 0.0 { "on" } else { "off" }),
         };
-        let applied =
-            match self.actuators.borrow_mut().get_mut(name) {
-                Some(device) => device.apply(command),
-                None => return (
+        let applied = match self.actuators.borrow_mut().get_mut(name) {
+            Some(device) => device.apply(command),
+            None => {
+                return (
                     Outcome::Failed,
                     format!(
                         "actuator {name:?} is not available on this node (see the log at start)\n"
                     ),
-                ),
-            };
+                )
+            }
+        };
         let state = match applied {
             Ok(state) => state,
             Err(error) => return (Outcome::Failed, format!("{name}: {error}\n")),
@@ -202,6 +205,7 @@ impl Executors {
             ("SHOAL_EXECUTOR".to_owned(), name.to_owned()),
             ("SHOAL_NODE".to_owned(), self.node_name.clone()),
             ("SHOAL_CALLER".to_owned(), caller.node.clone()),
+            ("SHOAL_INPUTS".to_owned(), caller.inputs.clone()),
         ]
     }
 }

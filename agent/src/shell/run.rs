@@ -537,6 +537,7 @@ fn on_command_event(
             let caller = Caller {
                 node: api::label(node, origin),
                 local: origin == node.id(),
+                inputs: String::new(),
             };
             if let Err(outcome) = executors.check(&name, &caller) {
                 log::info!("refused executor {name} for {}: {outcome:?}", caller.node);
@@ -556,10 +557,16 @@ fn on_command_event(
             rule,
             executor: name,
             cause,
+            inputs,
         } => {
+            log::info!(
+                "rule {rule} ({}): runs {name}; inputs: {inputs}",
+                cause.as_str()
+            );
             let caller = Caller {
                 node: format!("rule {rule} ({})", cause.as_str()),
                 local: true,
+                inputs,
             };
             if let Err(outcome) = executors.check(&name, &caller) {
                 log::warn!("rule {rule}: executor {name} refused: {outcome:?}");

@@ -191,3 +191,18 @@ fn computes_are_unknown_without_inputs() {
     ];
     assert_eq!(computes(&specs, &m), [Some(24.5), None]);
 }
+
+#[test]
+fn an_action_carries_the_values_of_its_inputs() {
+    let m = house();
+    let expr =
+        parse("avg(*/temperature) > 20 and attic/temperature > 1 or living/temperature > 26")
+            .expect("parses");
+    assert_eq!(
+        inputs(&expr, &m, None),
+        "avg(*/temperature)=24.5 attic/temperature=unknown living/temperature=27"
+    );
+    let mut rules = Rules::new(vec![rule("living/temperature > 26", 0)], at(0));
+    let (actions, _) = rules.evaluate(at(0), &m);
+    assert_eq!(actions[0].inputs, "living/temperature=27");
+}

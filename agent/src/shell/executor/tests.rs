@@ -21,6 +21,7 @@ fn local() -> Caller {
     Caller {
         node: "here".to_owned(),
         local: true,
+        inputs: String::new(),
     }
 }
 
@@ -28,6 +29,7 @@ fn remote_caller() -> Caller {
     Caller {
         node: "far-away".to_owned(),
         local: false,
+        inputs: "a/x=1".to_owned(),
     }
 }
 
@@ -39,7 +41,7 @@ fn a_command_that_succeeds_returns_its_output_and_sees_its_environment() {
             &[
                 "/bin/sh",
                 "-c",
-                "echo \"$SHOAL_EXECUTOR on $SHOAL_NODE for $SHOAL_CALLER\"; echo warn >&2",
+                "echo \"$SHOAL_EXECUTOR on $SHOAL_NODE for $SHOAL_CALLER ($SHOAL_INPUTS)\"; echo warn >&2",
             ],
             true,
             5000,
@@ -49,7 +51,7 @@ fn a_command_that_succeeds_returns_its_output_and_sees_its_environment() {
     );
     let done = smol::block_on(executors.run("hello", &remote_caller()));
     assert_eq!(done.outcome, Outcome::Exited(0));
-    assert_eq!(done.output, "hello on pi-1 for far-away\nwarn\n");
+    assert_eq!(done.output, "hello on pi-1 for far-away (a/x=1)\nwarn\n");
 }
 
 #[test]
