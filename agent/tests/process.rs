@@ -721,6 +721,7 @@ fn a_sensor_on_one_agent_drives_an_actuator_on_another() {
                  [[compute]]\nname = \"hottest\"\nexpr = \"max(*/heat)\"\n";
     mesh.add_full(1, 101, None, "[\"127.255.255.255\"]", "[]", sensor);
     mesh.add_full(2, 102, None, "[\"127.255.255.255\"]", "[]", actor);
+    let events = event_stream(&format!("127.0.0.102:{}", mesh.port + 2));
     mesh.wait_for(
         "the AC switched on and off by the other agent's sensor",
         INTERVAL * 10,
@@ -751,6 +752,13 @@ fn a_sensor_on_one_agent_drives_an_actuator_on_another() {
         "{}",
         reply.body
     );
+    // The same as server-sent events, live.
+    mesh.wait_for("the event stream", INTERVAL * 3, |_| {
+        let seen = events.lock().expect("lock");
+        seen.contains("event: point\ndata: {")
+            && seen.contains("\"executor\":\"ac_on\"")
+            && seen.contains("event: run\n")
+    });
     // The derived point is published and synced back to the sensor's agent.
     mesh.wait_for("the derived point reaches agent-1", INTERVAL * 3, |m| {
         m.agents[0].logged("point agent-2/hottest = ")
@@ -760,4 +768,44 @@ fn a_sensor_on_one_agent_drives_an_actuator_on_another() {
     mesh.wait_for("the fail-safe", INTERVAL * 5, |m| {
         m.agents[1].logged("executor ac_off for rule cool (unknown): exited 0")
     });
+    let seen = events.lock().expect("lock").clone();
+    assert!(
+        seen.contains(
+            "event: node\ndata: {\"from\":\"SUSPECT\",\"node\":\"agent-1\",\"to\":\"UNREACHABLE\"}"
+        ),
+        "{seen}"
+    );
+    assert!(seen.contains("\"state\":\"unknown\""), "{seen}");
+}
+
+/// Reads `GET /api/events` of the agent at `api` on a thread, into a string.
+fn event_stream(api: &str) -> Arc<Mutex<String>> {
+    use std::io::{Read, Write};
+    let seen = Arc::new(Mutex::new(String::new()));
+    let sink = Arc::clone(&seen);
+    let api = api.to_owned();
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut stream = loop {
+            match std::net::TcpStream::connect(&api) {
+                Ok(stream) => break stream,
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                Err(_) => return,
+            }
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(20)));
+        let _ = write!(stream, "GET /api/events HTTP/1.1\r\nHost: {api}\r\n\r\n");
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stream.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .expect("lock")
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    seen
 }

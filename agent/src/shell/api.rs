@@ -7,20 +7,22 @@
 //! the headers, 64 KB of body.
 //!
 //! Endpoints so far: `GET /api/status`, `GET /api/peers[?healthy=true]`,
-//! `GET /api/rules`, `POST /api/exec/NODE/EXECUTOR`.
+//! `GET /api/rules`, `GET /api/events` (server-sent events),
+//! `POST /api/exec/NODE/EXECUTOR`.
 
 use crate::node::peers::PeerState;
 use crate::node::time::Instant;
 use crate::node::wire::NodeId;
 use crate::node::Node;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::{Bytes, Incoming};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use hyper::body::{Bytes, Frame, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
 use smol::channel::{Receiver, Sender};
 use smol::net::TcpListener;
 use smol_hyper::rt::{FuturesIo, SmolTimer};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
 use std::rc::Rc;
 use std::time::Duration;
@@ -31,6 +33,16 @@ pub const MAX_CONNECTIONS: usize = 64;
 pub const MAX_BODY: usize = 64 * 1024;
 /// Longest wait for a command's answer.
 pub const EXEC_WAIT: Duration = Duration::from_secs(60);
+/// Most `/api/events` streams open at once.
+pub const MAX_SUBSCRIBERS: usize = 32;
+/// Events queued per stream; a client that falls this far behind misses
+/// events (counted).
+pub const SUBSCRIBER_QUEUE: usize = 256;
+
+/// The open `/api/events` streams, shared with the agent's loop.
+pub type Subscribers = Rc<RefCell<Vec<Sender<String>>>>;
+
+type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 /// A request for the agent's loop.
 #[derive(Debug)]
@@ -85,12 +97,33 @@ pub struct ApiStats {
     pub unauthorized: Cell<u64>,
     /// Connections closed at once because too many were open.
     pub refused_connections: Cell<u64>,
+    /// Events a slow `/api/events` client missed.
+    pub events_dropped: Cell<u64>,
+}
+
+/// Sends one server-sent event to every open `/api/events` stream; closed
+/// streams are forgotten.
+pub fn broadcast(subscribers: &Subscribers, stats: &ApiStats, event: &str, data: &Value) {
+    let mut subscribers = subscribers.borrow_mut();
+    if subscribers.is_empty() {
+        return;
+    }
+    let message = format!("event: {event}\ndata: {data}\n\n");
+    subscribers.retain(|subscriber| match subscriber.try_send(message.clone()) {
+        Ok(()) => true,
+        Err(smol::channel::TrySendError::Full(_)) => {
+            stats.events_dropped.set(stats.events_dropped.get() + 1);
+            true
+        }
+        Err(smol::channel::TrySendError::Closed(_)) => false,
+    });
 }
 
 struct Context {
     calls: Sender<ApiCall>,
     token: Option<String>,
     stats: Rc<ApiStats>,
+    subscribers: Subscribers,
 }
 
 /// Serves `listener` until the agent stops.
@@ -99,11 +132,13 @@ pub async fn serve(
     calls: Sender<ApiCall>,
     token: Option<String>,
     stats: Rc<ApiStats>,
+    subscribers: Subscribers,
 ) {
     let context = Rc::new(Context {
         calls,
         token,
         stats,
+        subscribers,
     });
     let open = Rc::new(Cell::new(0usize));
     let ex = smol::LocalExecutor::new();
@@ -148,7 +183,7 @@ pub async fn serve(
     .await;
 }
 
-async fn handle(request: Request<Incoming>, context: &Context) -> Response<Full<Bytes>> {
+async fn handle(request: Request<Incoming>, context: &Context) -> Response<Body> {
     let stats = &context.stats;
     stats.requests.set(stats.requests.get() + 1);
     let path = request.uri().path().to_owned();
@@ -158,6 +193,7 @@ async fn handle(request: Request<Incoming>, context: &Context) -> Response<Full<
     let answer = match (&method, segments.as_slice()) {
         (&Method::GET, ["api", "status"]) => ask(context, ApiCall::Status).await,
         (&Method::GET, ["api", "rules"]) => ask(context, ApiCall::Rules).await,
+        (&Method::GET, ["api", "events"]) => return events(context),
         (&Method::GET, ["api", "peers"]) => {
             let healthy = query_flag(&query, "healthy");
             ask(context, |reply| ApiCall::Peers { healthy, reply }).await
@@ -187,7 +223,7 @@ async fn handle(request: Request<Incoming>, context: &Context) -> Response<Full<
                 }
             }
         }
-        (_, ["api", "status" | "peers" | "rules"]) | (_, ["api", "exec", _, _]) => {
+        (_, ["api", "status" | "peers" | "rules" | "events"]) | (_, ["api", "exec", _, _]) => {
             Answer::error(405, format!("{method} is not allowed on {path}"))
         }
         _ => Answer::error(404, format!("no such endpoint: {path}")),
@@ -206,11 +242,43 @@ async fn ask(context: &Context, call: impl FnOnce(Sender<Value>) -> ApiCall) -> 
     }
 }
 
-fn respond(answer: Answer) -> Response<Full<Bytes>> {
+/// `GET /api/events`: a server-sent event stream of point changes
+/// (`point`), node state and route changes (`node`, `route`), rule actions
+/// (`rule`) and executor runs (`run`).
+fn events(context: &Context) -> Response<Body> {
+    let mut subscribers = context.subscribers.borrow_mut();
+    subscribers.retain(|s| !s.is_closed());
+    if subscribers.len() >= MAX_SUBSCRIBERS {
+        drop(subscribers);
+        return respond(Answer::error(
+            503,
+            format!("{MAX_SUBSCRIBERS} event streams are open already"),
+        ));
+    }
+    let (sender, receiver) = smol::channel::bounded::<String>(SUBSCRIBER_QUEUE);
+    let _ = sender.try_send(": connected\n\n".to_owned());
+    subscribers.push(sender);
+    let stream = futures_lite::StreamExt::map(receiver, |text| {
+        Ok::<_, Infallible>(Frame::data(Bytes::from(text)))
+    });
+    let mut response = Response::new(UnsyncBoxBody::new(StreamBody::new(stream)));
+    let headers = response.headers_mut();
+    headers.insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(
+        hyper::header::CACHE_CONTROL,
+        hyper::header::HeaderValue::from_static("no-cache"),
+    );
+    response
+}
+
+fn respond(answer: Answer) -> Response<Body> {
     let mut body = answer.body.to_string();
     body.push('\n');
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+    let mut response = Response::new(Full::new(Bytes::from(body)).boxed_unsync());
     *response.status_mut() = status;
     response.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
@@ -323,6 +391,18 @@ pub fn status(node: &Node, now: Instant) -> Value {
         "self": node.name().to_string(),
         "nodes": nodes,
     })
+}
+
+/// A point's value as JSON: a number, a truth, a text, or `{"error": ...}`.
+pub fn value_json(value: &crate::node::wire::Value) -> Value {
+    use crate::node::wire::Value as V;
+    match value {
+        V::Float(v) => json!(v),
+        V::Int(v) => json!(v),
+        V::Bool(b) => json!(b),
+        V::Text(t) => json!(t.as_str()),
+        V::Error(e) => json!({ "error": e.as_str() }),
+    }
 }
 
 /// One executor run, for `GET /api/rules`.

@@ -185,11 +185,17 @@ pub fn run(config: Config) -> Result<(), RunError> {
             })?;
         let (calls_tx, calls) = smol::channel::bounded::<ApiCall>(64);
         let api_stats = Rc::new(ApiStats::default());
+        let subscribers: api::Subscribers = Rc::default();
+        let sse = Sse {
+            subscribers: Rc::clone(&subscribers),
+            stats: Rc::clone(&api_stats),
+        };
         ex.spawn(api::serve(
             api_listener,
             calls_tx,
             token,
             Rc::clone(&api_stats),
+            subscribers,
         ))
         .detach();
         log::info!("API on http://{}", config.api.listen);
@@ -306,6 +312,15 @@ pub fn run(config: Config) -> Result<(), RunError> {
                     if runs.len() >= MAX_RUN_RECORDS {
                         runs.pop_front();
                     }
+                    sse.send(
+                        "run",
+                        &serde_json::json!({
+                            "executor": completed.executor,
+                            "caller": completed.caller,
+                            "outcome": format!("{:?}", completed.finished.outcome),
+                            "duration_ms": u64::try_from(completed.finished.duration.as_millis()).unwrap_or(u64::MAX),
+                        }),
+                    );
                     runs.push_back(api::RunRecord {
                         at_ms: unix_ms(),
                         executor: completed.executor.clone(),
@@ -330,7 +345,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
                 Input::Stop => {
                     log::info!("stopping: saying goodbye to the mesh");
                     node.handle_leave(now);
-                    let _ = flush(&mut node, &sync, &broadcasts, &mut known).await;
+                    let _ = flush(&mut node, &sync, &broadcasts, &mut known, &sse).await;
                     known.save(&node, &mut state_dir);
                     log_stats(&node);
                     log::info!("stopped ({} state writes this run)", state_dir.writes());
@@ -348,7 +363,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
             }
             // Command events may produce more datagrams: bounded rounds.
             for _ in 0..4 {
-                let commands = flush(&mut node, &sync, &broadcasts, &mut known).await;
+                let commands = flush(&mut node, &sync, &broadcasts, &mut known, &sse).await;
                 if commands.is_empty() {
                     break;
                 }
@@ -951,6 +966,7 @@ async fn flush(
     sync: &UdpSocket,
     broadcasts: &[SocketAddr],
     known: &mut Known,
+    sse: &Sse,
 ) -> Vec<Event> {
     let mut commands = Vec::new();
     while let Some(transmit) = node.poll_transmit() {
@@ -978,23 +994,60 @@ async fn flush(
             Event::PeerPruned { peer } => {
                 log::info!("forgot node {peer}: gone longer than mesh.prune_after");
             }
-            Event::CommandRequested { .. }
-            | Event::CommandFinished { .. }
-            | Event::RuleAction { .. } => {
+            Event::RuleAction {
+                ref rule,
+                ref executor,
+                cause,
+                ref inputs,
+            } => {
+                sse.send(
+                    "rule",
+                    &serde_json::json!({
+                        "rule": rule, "executor": executor, "state": cause.as_str(), "inputs": inputs,
+                    }),
+                );
                 commands.push(event);
             }
-            Event::RouteChanged { node: dest, route } => match route {
-                Some((via, hops)) => log::info!(
-                    "route to {}: {hops} hops via {}",
-                    label(node, dest),
-                    label(node, via)
-                ),
-                None => log::info!("route to {}: none through others", label(node, dest)),
-            },
+            Event::CommandRequested { .. } | Event::CommandFinished { .. } => {
+                commands.push(event);
+            }
+            Event::RouteChanged { node: dest, route } => {
+                sse.send(
+                    "route",
+                    &serde_json::json!({
+                        "node": api::label(node, dest),
+                        "hops": route.map(|(_, hops)| hops),
+                        "via": route.map(|(via, _)| api::label(node, via)),
+                    }),
+                );
+                match route {
+                    Some((via, hops)) => log::info!(
+                        "route to {}: {hops} hops via {}",
+                        label(node, dest),
+                        label(node, via)
+                    ),
+                    None => log::info!("route to {}: none through others", label(node, dest)),
+                }
+            }
             Event::IncarnationChanged { incarnation } => {
                 log::warn!("frame counter exhausted: now incarnation {incarnation}");
             }
             Event::PointChanged { origin, name } => {
+                let store = node.store();
+                if let (Some(owner), Some(point)) =
+                    (store.origin(origin), store.point(origin, &name))
+                {
+                    sse.send(
+                        "point",
+                        &serde_json::json!({
+                            "node": owner.name.as_str(),
+                            "name": name.as_str(),
+                            "value": api::value_json(&point.value),
+                            "unit": point.unit.as_str(),
+                            "ts_ms": point.ts_ms,
+                        }),
+                    );
+                }
                 if log::log_enabled!(log::Level::Debug) {
                     let store = node.store();
                     if let (Some(owner), Some(point)) =
@@ -1010,7 +1063,13 @@ async fn flush(
                 }
             }
             // State changes are logged by the core; failures are remembered.
-            Event::PeerStateChanged { peer, to, .. } => {
+            Event::PeerStateChanged { peer, from, to, .. } => {
+                sse.send(
+                    "node",
+                    &serde_json::json!({
+                        "node": api::label(node, peer), "from": from.as_str(), "to": to.as_str(),
+                    }),
+                );
                 if to == crate::node::peers::PeerState::Unreachable {
                     if let Some(addr) = node.peers().get(peer).map(|p| p.addr) {
                         known.note_failure(addr);
@@ -1020,6 +1079,18 @@ async fn flush(
         }
     }
     commands
+}
+
+/// The open `/api/events` streams.
+struct Sse {
+    subscribers: api::Subscribers,
+    stats: Rc<ApiStats>,
+}
+
+impl Sse {
+    fn send(&self, event: &str, data: &serde_json::Value) {
+        api::broadcast(&self.subscribers, &self.stats, event, data);
+    }
 }
 
 /// "name (id)" once the name is known, else the id.
