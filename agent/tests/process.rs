@@ -809,3 +809,128 @@ fn event_stream(api: &str) -> Arc<Mutex<String>> {
     });
     seen
 }
+
+#[test]
+fn points_stats_ingest_and_watch_through_the_api_and_cli() {
+    let mut mesh = Mesh::new(11);
+    mesh.add(1, 111, None);
+    mesh.add(2, 112, None);
+    mesh.wait_for("discovery", INTERVAL * 2, |m| {
+        m.agents.iter().all(|a| a.count("discovered node") >= 1)
+    });
+    let api = format!("127.0.0.111:{}", mesh.port + 2);
+    let token = std::fs::read_to_string(mesh.dir.join("agent-1/api.token")).expect("token");
+    let token = token.trim();
+    let request = |method: &str, path: &str, token: Option<&str>| {
+        shoal::shell::client::request(&api, method, path, token, Duration::from_secs(5))
+            .expect("answers")
+    };
+    // Both agents' temperatures, by glob.
+    let mut points = serde_json::Value::Null;
+    for _ in 0..50 {
+        points = request("GET", "/api/points?glob=*/temperature", None).body;
+        if points.as_array().is_some_and(|p| p.len() == 2) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let names: Vec<String> = points
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|p| {
+            format!(
+                "{}/{}",
+                p["node"].as_str().unwrap_or(""),
+                p["name"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        ["agent-1/temperature", "agent-2/temperature"],
+        "{points}"
+    );
+    // One point with history; unknown ones are 404.
+    let one = request("GET", "/api/points/agent-2/temperature", None);
+    assert_eq!(one.status, 200);
+    assert!(
+        one.body["history"]
+            .as_array()
+            .is_some_and(|h| !h.is_empty()),
+        "{}",
+        one.body
+    );
+    assert_eq!(
+        request("GET", "/api/points/agent-2/nothing", None).status,
+        404
+    );
+    assert_eq!(request("GET", "/api/nothing", None).status, 404);
+    // Ingest: token required, JSON checked.
+    let post = |body: &str, token: Option<&str>| {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&api).expect("connects");
+        let auth = token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
+        write!(
+            stream,
+            "POST /api/points HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .expect("writes");
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).expect("reads");
+        shoal::shell::client::parse_reply(&answer).expect("HTTP")
+    };
+    let reading = r#"[{"name": "outdoor_temp", "value": 21.5, "unit": "°C"}]"#;
+    assert_eq!(post(reading, None).status, 401);
+    assert_eq!(post(reading, Some("wrong")).status, 401);
+    assert_eq!(post("{not json", Some(token)).status, 400);
+    assert_eq!(
+        post(r#"[{"name": "bad name!", "value": 1}]"#, Some(token)).status,
+        400
+    );
+    let ok = post(reading, Some(token));
+    assert_eq!(
+        (ok.status, ok.body["accepted"].as_u64()),
+        (200, Some(1)),
+        "{}",
+        ok.body
+    );
+    // It is agent-1's point, synced to agent-2, and `shoal get` shows it.
+    let api2 = format!("127.0.0.112:{}", mesh.port + 2);
+    let mut shown = String::new();
+    for _ in 0..30 {
+        let (code, out, _) = cli(&["get", "*/outdoor_temp", "--api", &api2]);
+        assert_eq!(code, Some(0));
+        shown = out;
+        if shown.contains("agent-1/outdoor_temp = 21.5°C") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(shown.contains("agent-1/outdoor_temp = 21.5°C"), "{shown}");
+    // Stats count the refused writes.
+    let stats = request("GET", "/api/stats", None).body;
+    assert_eq!(stats["api_unauthorized"], 2, "{stats}");
+    assert!(
+        stats["healthy_peers"].as_u64() == Some(1) && stats["uptime"].as_u64().is_some(),
+        "{stats}"
+    );
+    // `shoal watch` streams changes until stopped.
+    let mut watch = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["watch", "*/temperature", "--api", &api2])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("watch starts");
+    std::thread::sleep(Duration::from_millis(2500));
+    let _ = watch.kill();
+    let output = watch.wait_with_output().expect("watch output");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("agent-1/temperature = ")),
+        "{text}"
+    );
+    assert!(!text.contains("outdoor_temp"), "the glob filters: {text}");
+}

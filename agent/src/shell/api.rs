@@ -58,6 +58,31 @@ pub enum ApiCall {
     },
     /// `GET /api/rules`: rule states and the last executor runs.
     Rules(Sender<Value>),
+    /// `GET /api/stats`.
+    Stats(Sender<Value>),
+    /// `GET /api/points[?glob=NODE/NAME]`.
+    Points {
+        /// The pattern (`*/*` for all).
+        glob: String,
+        /// Where the answer goes.
+        reply: Sender<Value>,
+    },
+    /// `GET /api/points/NODE/NAME`: one point with its history.
+    Point {
+        /// The node.
+        node: String,
+        /// The point.
+        name: String,
+        /// Where the answer goes.
+        reply: Sender<Answer>,
+    },
+    /// `POST /api/points`: readings from outside, as this node's points.
+    Ingest {
+        /// The readings.
+        readings: Vec<(String, f64, String)>,
+        /// Where the answer goes.
+        reply: Sender<Answer>,
+    },
     /// `POST /api/exec/NODE/EXECUTOR`.
     Exec {
         /// The node's name.
@@ -193,6 +218,36 @@ async fn handle(request: Request<Incoming>, context: &Context) -> Response<Body>
     let answer = match (&method, segments.as_slice()) {
         (&Method::GET, ["api", "status"]) => ask(context, ApiCall::Status).await,
         (&Method::GET, ["api", "rules"]) => ask(context, ApiCall::Rules).await,
+        (&Method::GET, ["api", "stats"]) => ask(context, ApiCall::Stats).await,
+        (&Method::GET, ["api", "points"]) => {
+            let glob = query_value(&query, "glob").unwrap_or_else(|| "*/*".to_owned());
+            ask(context, |reply| ApiCall::Points { glob, reply }).await
+        }
+        (&Method::GET, ["api", "points", node, name]) => {
+            let (node, name) = (percent_decode(node), percent_decode(name));
+            call(context, |reply| ApiCall::Point { node, name, reply }).await
+        }
+        (&Method::POST, ["api", "points"]) => {
+            if !authorized(&request, context) {
+                stats.unauthorized.set(stats.unauthorized.get() + 1);
+                Answer::error(
+                    401,
+                    "this needs the API token: Authorization: Bearer <token>",
+                )
+            } else {
+                match Limited::new(request.into_body(), MAX_BODY).collect().await {
+                    Err(_) => {
+                        Answer::error(413, format!("the body is larger than {MAX_BODY} bytes"))
+                    }
+                    Ok(body) => match parse_readings(&body.to_bytes()) {
+                        Err(message) => Answer::error(400, message),
+                        Ok(readings) => {
+                            call(context, |reply| ApiCall::Ingest { readings, reply }).await
+                        }
+                    },
+                }
+            }
+        }
         (&Method::GET, ["api", "events"]) => return events(context),
         (&Method::GET, ["api", "peers"]) => {
             let healthy = query_flag(&query, "healthy");
@@ -223,12 +278,69 @@ async fn handle(request: Request<Incoming>, context: &Context) -> Response<Body>
                 }
             }
         }
-        (_, ["api", "status" | "peers" | "rules" | "events"]) | (_, ["api", "exec", _, _]) => {
+        (_, ["api", "status" | "peers" | "rules" | "events" | "stats" | "points"])
+        | (_, ["api", "points", _, _])
+        | (_, ["api", "exec", _, _]) => {
             Answer::error(405, format!("{method} is not allowed on {path}"))
         }
         _ => Answer::error(404, format!("no such endpoint: {path}")),
     };
     respond(answer)
+}
+
+/// Sends a call whose answer carries its own status.
+async fn call(context: &Context, make: impl FnOnce(Sender<Answer>) -> ApiCall) -> Answer {
+    let (reply, answer) = smol::channel::bounded(1);
+    if context.calls.send(make(reply)).await.is_err() {
+        return Answer::error(503, "the agent is stopping");
+    }
+    answer
+        .recv()
+        .await
+        .unwrap_or_else(|_| Answer::error(503, "the agent is stopping"))
+}
+
+/// `POST /api/points` bodies: `[{"name": "outdoor_temp", "value": 21.5,
+/// "unit": "°C"}]` (a single object is accepted too).
+pub fn parse_readings(body: &[u8]) -> Result<Vec<(String, f64, String)>, String> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+    let items = match value {
+        Value::Array(items) => items,
+        object @ Value::Object(_) => vec![object],
+        _ => return Err("expected [{\"name\": ..., \"value\": ...}]".to_owned()),
+    };
+    if items.is_empty() || items.len() > 64 {
+        return Err("send 1 to 64 readings at a time".to_owned());
+    }
+    items
+        .iter()
+        .map(|item| {
+            let name = item["name"]
+                .as_str()
+                .filter(|n| shoal_config::is_valid_name(n))
+                .ok_or("each reading needs a \"name\" of 1-32 letters, digits, _ - .")?;
+            let value = item["value"]
+                .as_f64()
+                .filter(|v| v.is_finite())
+                .or_else(|| item["value"].as_bool().map(|b| if b { 1.0 } else { 0.0 }))
+                .ok_or_else(|| format!("reading {name:?} needs a numeric \"value\""))?;
+            let unit = item["unit"].as_str().unwrap_or("");
+            if crate::node::wire::unit(unit).is_none() {
+                return Err(format!(
+                    "reading {name:?}: unit {unit:?} is longer than 8 bytes"
+                ));
+            }
+            Ok((name.to_owned(), value, unit.to_owned()))
+        })
+        .collect()
+}
+
+fn query_value(query: &str, name: &str) -> Option<String> {
+    query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+        .map(percent_decode)
 }
 
 async fn ask(context: &Context, call: impl FnOnce(Sender<Value>) -> ApiCall) -> Answer {
@@ -403,6 +515,77 @@ pub fn value_json(value: &crate::node::wire::Value) -> Value {
         V::Text(t) => json!(t.as_str()),
         V::Error(e) => json!({ "error": e.as_str() }),
     }
+}
+
+/// `GET /api/points`: every point matching `glob` (`NODE/NAME`, or just
+/// `NAME` for any node), by node name, then point name.
+pub fn points(node: &Node, wall_ms: u64, glob: &str) -> Value {
+    let (node_glob, name_glob) = glob.split_once('/').unwrap_or(("*", glob));
+    let pattern = shoal_config::expr::Pattern {
+        node: node_glob.to_owned(),
+        name: name_glob.to_owned(),
+    };
+    let own = node.name().as_str();
+    let mut list = Vec::new();
+    let mut origins: Vec<_> = node.store().origins().values().collect();
+    origins.sort_by(|a, b| a.name.cmp(&b.name));
+    for origin in origins {
+        for (name, point) in &origin.points {
+            if pattern.matches(own, &origin.name, name) {
+                list.push(point_json(&origin.name, name, point, wall_ms, false));
+            }
+        }
+    }
+    Value::Array(list)
+}
+
+/// One point as JSON; with `history`, its recent values too.
+pub fn point_json(
+    node: &str,
+    name: &str,
+    point: &crate::node::store::Point,
+    wall_ms: u64,
+    history: bool,
+) -> Value {
+    let mut value = json!({
+        "node": node,
+        "name": name,
+        "value": value_json(&point.value),
+        "unit": point.unit.as_str(),
+        "ts_ms": point.ts_ms,
+        "age_ms": wall_ms.saturating_sub(point.ts_ms),
+    });
+    if history {
+        value["history"] = point
+            .history
+            .iter()
+            .map(|s| json!({ "ts_ms": s.ts_ms, "value": value_json(&s.value) }))
+            .collect();
+    }
+    value
+}
+
+/// `GET /api/stats`.
+pub fn stats(node: &Node, uptime: Duration, api: &ApiStats) -> Value {
+    let s = node.stats();
+    let peers = node.peers();
+    json!({
+        "total_peers": peers.len(),
+        "healthy_peers": peers.iter().filter(|p| p.state == PeerState::Healthy).count(),
+        "data_sent": s.bytes_out,
+        "data_received": s.bytes_in,
+        "frames_sent": s.frames_out,
+        "frames_received": s.frames_in,
+        "uptime": uptime.as_secs(),
+        "dropped": s.dropped,
+        "points": node.store().len(),
+        "routes_sent": s.routes_sent,
+        "commands_relayed": s.commands_relayed,
+        "commands_rate_limited": s.commands_rate_limited,
+        "api_requests": api.requests.get(),
+        "api_unauthorized": api.unauthorized.get(),
+        "api_events_dropped": api.events_dropped.get(),
+    })
 }
 
 /// One executor run, for `GET /api/rules`.

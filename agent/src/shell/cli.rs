@@ -19,6 +19,10 @@ commands:
   demo [--nodes N]        a local mesh of N (default 3) agents on 127.0.0.x with
                           simulated sensors; Ctrl-C stops it and removes everything
   check [--config PATH]   validate a configuration (default /etc/shoal/shoal.toml)
+  get [GLOB] [--api ADDR] [--json]
+                          current points, e.g. shoal get '*/temperature'
+  watch [GLOB] [--api ADDR]
+                          point and node changes as they happen; Ctrl-C stops
   status [--api ADDR] [--json]
                           the mesh as the agent at ADDR (default 127.0.0.1:8080) sees it
   peers [--healthy] [--api ADDR] [--json]
@@ -61,7 +65,11 @@ pub fn run(args: &[String]) -> ExitCode {
             Ok(bus) => probe(bus),
             Err(message) => usage_error(&message),
         },
-        Some(command @ ("status" | "peers" | "exec")) => match client_flags(&args[1..]) {
+        Some("watch") => match client_flags(&args[1..]) {
+            Ok(flags) => watch(&flags),
+            Err(message) => usage_error(&message),
+        },
+        Some(command @ ("status" | "peers" | "exec" | "get")) => match client_flags(&args[1..]) {
             Ok(flags) => client_command(command, &flags),
             Err(message) => usage_error(&message),
         },
@@ -294,6 +302,18 @@ fn client_command(command: &str, flags: &ClientFlags) -> ExitCode {
             None,
             Duration::from_secs(10),
         ),
+        ("get", globs) if globs.len() <= 1 => {
+            let glob = globs.first().map_or("*/*", String::as_str);
+            (
+                "GET",
+                format!(
+                    "/api/points?glob={}",
+                    glob.replace('*', "%2A").replace('?', "%3F")
+                ),
+                None,
+                Duration::from_secs(10),
+            )
+        }
         ("peers", []) => {
             let query = if flags.healthy { "?healthy=true" } else { "" };
             (
@@ -342,6 +362,7 @@ fn client_command(command: &str, flags: &ClientFlags) -> ExitCode {
         match command {
             "status" => print!("{}", client::format_status(&reply.body)),
             "peers" => print!("{}", client::format_peers(&reply.body)),
+            "get" => print!("{}", client::format_points(&reply.body)),
             _ => {
                 let output = reply.body["output"].as_str().unwrap_or("");
                 print!("{output}");
@@ -455,6 +476,38 @@ pub fn probe_report(bus: u8, found: &[shoal_hal::probe::Found]) -> String {
         out.push_str(&blocks.join("\n"));
     }
     out
+}
+
+/// `shoal watch`: one line per change until Ctrl-C or the agent stops.
+fn watch(flags: &ClientFlags) -> ExitCode {
+    use crate::shell::client;
+    let api = flags.api.as_deref().unwrap_or(client::DEFAULT_API);
+    if flags.positional.len() > 1 {
+        return usage_error("watch takes at most one GLOB");
+    }
+    let glob = flags.positional.first().map(String::as_str);
+    eprintln!("watching {api} (Ctrl-C stops)");
+    let result = client::follow_events(api, |event, data| {
+        if flags.json {
+            println!("{}", serde_json::json!({ "event": event, "data": data }));
+        } else if let Some(line) = client::format_event(event, data, glob) {
+            println!("{line}");
+        }
+    });
+    match result {
+        Ok(()) => {
+            eprintln!("shoal: the agent at {api} closed the stream");
+            ExitCode::SUCCESS
+        }
+        Err(error @ client::ClientError::Unreachable { .. }) => {
+            eprintln!("shoal: {error} (is `shoal run` running there? see --api)");
+            ExitCode::from(3)
+        }
+        Err(error) => {
+            eprintln!("shoal: {error}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 #[cfg(test)]

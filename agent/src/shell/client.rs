@@ -179,6 +179,178 @@ pub fn format_status(status: &Value) -> String {
     out
 }
 
+/// `shoal get` for people: one line per point.
+pub fn format_points(points: &Value) -> String {
+    let empty = Vec::new();
+    let points = points.as_array().unwrap_or(&empty);
+    if points.is_empty() {
+        return "no points match\n".to_owned();
+    }
+    let mut out = String::new();
+    for point in points {
+        out.push_str(&format!(
+            "{}/{} = {}  ({} ago)\n",
+            point["node"].as_str().unwrap_or("?"),
+            point["name"].as_str().unwrap_or("?"),
+            show_value(&point["value"], point["unit"].as_str().unwrap_or("")),
+            human_age(point["age_ms"].as_u64().unwrap_or(0)),
+        ));
+    }
+    out
+}
+
+fn show_value(value: &Value, unit: &str) -> String {
+    match value {
+        Value::Object(error) => format!(
+            "error: {}",
+            error.get("error").and_then(Value::as_str).unwrap_or("?")
+        ),
+        Value::String(text) => format!("{text:?}"),
+        other => format!(
+            "{other}{}{unit}",
+            if unit.is_empty() || unit.starts_with('°') || unit == "%" {
+                ""
+            } else {
+                " "
+            }
+        ),
+    }
+}
+
+fn human_age(ms: u64) -> String {
+    match ms {
+        0..=999 => format!("{ms} ms"),
+        1000..=119_999 => format!("{} s", ms / 1000),
+        _ => format!("{} min", ms / 60_000),
+    }
+}
+
+/// One line for a server-sent event of `shoal watch`, or `None` to skip it.
+pub fn format_event(event: &str, data: &Value, glob: Option<&str>) -> Option<String> {
+    match event {
+        "point" => {
+            let (node, name) = (data["node"].as_str()?, data["name"].as_str()?);
+            if let Some(glob) = glob {
+                let (node_glob, name_glob) = glob.split_once('/').unwrap_or(("*", glob));
+                let pattern = shoal_config::expr::Pattern {
+                    node: node_glob.to_owned(),
+                    name: name_glob.to_owned(),
+                };
+                if !pattern.matches("", node, name) {
+                    return None;
+                }
+            }
+            Some(format!(
+                "{node}/{name} = {}",
+                show_value(&data["value"], data["unit"].as_str().unwrap_or(""))
+            ))
+        }
+        "node" => Some(format!(
+            "node {}: {} -> {}",
+            data["node"].as_str()?,
+            data["from"].as_str()?,
+            data["to"].as_str()?
+        )),
+        "rule" => Some(format!(
+            "rule {} ({}): runs {}",
+            data["rule"].as_str()?,
+            data["state"].as_str()?,
+            data["executor"].as_str()?
+        )),
+        "run" => Some(format!(
+            "executor {} for {}: {}",
+            data["executor"].as_str()?,
+            data["caller"].as_str()?,
+            data["outcome"].as_str()?
+        )),
+        _ => None,
+    }
+}
+
+/// Follows `GET /api/events` of the agent at `api`, calling `on_event`
+/// with each event's name and data until the agent closes the stream.
+pub fn follow_events(api: &str, mut on_event: impl FnMut(&str, &Value)) -> Result<(), ClientError> {
+    let addr: SocketAddr = api
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| ClientError::BadAddress(api.to_owned()))?;
+    let unreachable = |source| ClientError::Unreachable {
+        addr: addr.to_string(),
+        source,
+    };
+    let mut stream =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(unreachable)?;
+    let head =
+        format!("GET /api/events HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n");
+    stream.write_all(head.as_bytes()).map_err(unreachable)?;
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut headers_done = false;
+    let mut text = String::new();
+    loop {
+        let n = stream
+            .read(&mut buf)
+            .map_err(|source| ClientError::Protocol {
+                addr: addr.to_string(),
+                reason: format!("reading failed: {source}"),
+            })?;
+        if n == 0 {
+            return Ok(());
+        }
+        raw.extend_from_slice(&buf[..n]);
+        if !headers_done {
+            let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+                continue;
+            };
+            let status = String::from_utf8_lossy(&raw[..end]).to_string();
+            if !status.starts_with("HTTP/1.1 200") {
+                return Err(ClientError::Protocol {
+                    addr: addr.to_string(),
+                    reason: status.lines().next().unwrap_or("").to_owned(),
+                });
+            }
+            raw.drain(..end + 4);
+            headers_done = true;
+        }
+        // The body is chunked: take every complete chunk.
+        while let Some(line_end) = raw.windows(2).position(|w| w == b"\r\n") {
+            let size_text = String::from_utf8_lossy(&raw[..line_end]).to_string();
+            let Ok(size) = usize::from_str_radix(size_text.trim(), 16) else {
+                return Err(ClientError::Protocol {
+                    addr: addr.to_string(),
+                    reason: format!("bad chunk size {size_text:?}"),
+                });
+            };
+            if size == 0 {
+                return Ok(());
+            }
+            if raw.len() < line_end + 2 + size + 2 {
+                break;
+            }
+            text.push_str(&String::from_utf8_lossy(
+                &raw[line_end + 2..line_end + 2 + size],
+            ));
+            raw.drain(..line_end + 2 + size + 2);
+        }
+        while let Some(end) = text.find("\n\n") {
+            let message: String = text.drain(..end + 2).collect();
+            let mut event = "message";
+            let mut data = String::new();
+            for line in message.lines() {
+                if let Some(name) = line.strip_prefix("event: ") {
+                    event = name;
+                } else if let Some(payload) = line.strip_prefix("data: ") {
+                    data.push_str(payload);
+                }
+            }
+            if let Ok(value) = serde_json::from_str::<Value>(&data) {
+                on_event(event, &value);
+            }
+        }
+    }
+}
+
 /// `shoal peers` for people: one line per direct neighbor.
 pub fn format_peers(peers: &Value) -> String {
     let empty = Vec::new();

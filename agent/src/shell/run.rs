@@ -306,7 +306,14 @@ pub fn run(config: Config) -> Result<(), RunError> {
                     }
                     start_reads(&ex, &mut node, &mut samplers, now, &reads_tx);
                 }
-                Input::Call(call) => answer_call(&mut node, now, call, &mut pending, &runs),
+                Input::Call(call) => {
+                    let context = CallContext {
+                        runs: &runs,
+                        uptime: started.elapsed(),
+                        api_stats: &api_stats,
+                    };
+                    answer_call(&mut node, now, call, &mut pending, &context);
+                }
                 Input::Completed(completed) => {
                     log_run(&completed.executor, &completed.caller, &completed.finished);
                     if runs.len() >= MAX_RUN_RECORDS {
@@ -470,13 +477,20 @@ struct PendingExec {
     executor: String,
 }
 
+/// What the loop holds besides the node, for answering API calls.
+struct CallContext<'a> {
+    runs: &'a std::collections::VecDeque<api::RunRecord>,
+    uptime: Duration,
+    api_stats: &'a ApiStats,
+}
+
 /// Answers an API call from the core's state.
 fn answer_call(
     node: &mut Node,
     now: Instant,
     call: ApiCall,
     pending: &mut BTreeMap<u32, PendingExec>,
-    runs: &std::collections::VecDeque<api::RunRecord>,
+    context: &CallContext<'_>,
 ) {
     match call {
         ApiCall::Status(reply) => {
@@ -486,7 +500,65 @@ fn answer_call(
             let _ = reply.try_send(api::peers(node, now, healthy));
         }
         ApiCall::Rules(reply) => {
-            let _ = reply.try_send(api::rules(node, now, runs));
+            let _ = reply.try_send(api::rules(node, now, context.runs));
+        }
+        ApiCall::Stats(reply) => {
+            let _ = reply.try_send(api::stats(node, context.uptime, context.api_stats));
+        }
+        ApiCall::Points { glob, reply } => {
+            let _ = reply.try_send(api::points(node, unix_ms(), &glob));
+        }
+        ApiCall::Point {
+            node: origin_name,
+            name,
+            reply,
+        } => {
+            let answer = node
+                .store()
+                .origins()
+                .values()
+                .find(|o| o.name.as_str() == origin_name)
+                .and_then(|o| o.points.get(name.as_str()).map(|p| (o, p)))
+                .map_or_else(
+                    || Answer::error(404, format!("no point {origin_name}/{name} in this mesh")),
+                    |(origin, point)| Answer {
+                        status: 200,
+                        body: api::point_json(&origin.name, &name, point, unix_ms(), true),
+                    },
+                );
+            let _ = reply.try_send(answer);
+        }
+        ApiCall::Ingest { readings, reply } => {
+            let mut accepted = 0;
+            let mut refused = Vec::new();
+            for (name, value, unit) in readings {
+                let (Some(point), Some(unit)) = (wire::name(&name), wire::unit(&unit)) else {
+                    refused.push(format!("{name}: invalid"));
+                    continue;
+                };
+                let reading = Reading {
+                    name: point,
+                    value: wire::Value::Float(value),
+                    unit,
+                    ts_ms: unix_ms(),
+                };
+                match node.handle_reading(now, reading) {
+                    Ok(()) => accepted += 1,
+                    Err(error) => refused.push(format!("{name}: {error}")),
+                }
+            }
+            let answer = if refused.is_empty() {
+                Answer {
+                    status: 200,
+                    body: serde_json::json!({ "accepted": accepted }),
+                }
+            } else {
+                Answer::error(
+                    422,
+                    format!("accepted {accepted}; refused: {}", refused.join("; ")),
+                )
+            };
+            let _ = reply.try_send(answer);
         }
         ApiCall::Exec {
             node: target_name,
