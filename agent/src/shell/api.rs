@@ -60,6 +60,8 @@ pub enum ApiCall {
     Rules(Sender<Value>),
     /// `GET /api/stats`.
     Stats(Sender<Value>),
+    /// `GET /metrics`: the Prometheus exposition.
+    Metrics(Sender<String>),
     /// `GET /api/points[?glob=NODE/NAME]`.
     Points {
         /// The pattern (`*/*` for all).
@@ -249,6 +251,19 @@ async fn handle(request: Request<Incoming>, context: &Context) -> Response<Body>
             }
         }
         (&Method::GET, ["api", "events"]) => return events(context),
+        (&Method::GET, ["metrics"]) => {
+            let (reply, answer) = smol::channel::bounded(1);
+            if context.calls.send(ApiCall::Metrics(reply)).await.is_err() {
+                Answer::error(503, "the agent is stopping")
+            } else {
+                match answer.recv().await {
+                    Ok(text) => {
+                        return text_response(text, "text/plain; version=0.0.4; charset=utf-8")
+                    }
+                    Err(_) => Answer::error(503, "the agent is stopping"),
+                }
+            }
+        }
         (&Method::GET, ["api", "peers"]) => {
             let healthy = query_flag(&query, "healthy");
             ask(context, |reply| ApiCall::Peers { healthy, reply }).await
@@ -382,6 +397,15 @@ fn events(context: &Context) -> Response<Body> {
     headers.insert(
         hyper::header::CACHE_CONTROL,
         hyper::header::HeaderValue::from_static("no-cache"),
+    );
+    response
+}
+
+fn text_response(text: String, content_type: &'static str) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(text)).boxed_unsync());
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(content_type),
     );
     response
 }

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod client;
 pub mod demo;
 pub mod executor;
+pub mod metrics;
 pub mod run;
 pub mod sensors;
 pub mod state;

@@ -189,6 +189,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         let sse = Sse {
             subscribers: Rc::clone(&subscribers),
             stats: Rc::clone(&api_stats),
+            counters: std::cell::RefCell::default(),
         };
         ex.spawn(api::serve(
             api_listener,
@@ -307,10 +308,12 @@ pub fn run(config: Config) -> Result<(), RunError> {
                     start_reads(&ex, &mut node, &mut samplers, now, &reads_tx);
                 }
                 Input::Call(call) => {
+                    let counters = sse.counters.borrow();
                     let context = CallContext {
                         runs: &runs,
                         uptime: started.elapsed(),
                         api_stats: &api_stats,
+                        counters: &counters,
                     };
                     answer_call(&mut node, now, call, &mut pending, &context);
                 }
@@ -319,6 +322,14 @@ pub fn run(config: Config) -> Result<(), RunError> {
                     if runs.len() >= MAX_RUN_RECORDS {
                         runs.pop_front();
                     }
+                    *sse.counters
+                        .borrow_mut()
+                        .executor_runs
+                        .entry((
+                            completed.executor.clone(),
+                            format!("{:?}", completed.finished.outcome),
+                        ))
+                        .or_insert(0) += 1;
                     sse.send(
                         "run",
                         &serde_json::json!({
@@ -482,6 +493,7 @@ struct CallContext<'a> {
     runs: &'a std::collections::VecDeque<api::RunRecord>,
     uptime: Duration,
     api_stats: &'a ApiStats,
+    counters: &'a super::metrics::Counters,
 }
 
 /// Answers an API call from the core's state.
@@ -501,6 +513,15 @@ fn answer_call(
         }
         ApiCall::Rules(reply) => {
             let _ = reply.try_send(api::rules(node, now, context.runs));
+        }
+        ApiCall::Metrics(reply) => {
+            let _ = reply.try_send(super::metrics::render(
+                node,
+                now,
+                context.counters,
+                context.api_stats.requests.get(),
+                context.api_stats.unauthorized.get(),
+            ));
         }
         ApiCall::Stats(reply) => {
             let _ = reply.try_send(api::stats(node, context.uptime, context.api_stats));
@@ -1072,6 +1093,11 @@ async fn flush(
                 cause,
                 ref inputs,
             } => {
+                *sse.counters
+                    .borrow_mut()
+                    .rule_actions
+                    .entry(rule.clone())
+                    .or_insert(0) += 1;
                 sse.send(
                     "rule",
                     &serde_json::json!({
@@ -1109,6 +1135,12 @@ async fn flush(
                 if let (Some(owner), Some(point)) =
                     (store.origin(origin), store.point(origin, &name))
                 {
+                    if origin != node.id() {
+                        let age_ms = unix_ms().saturating_sub(point.ts_ms);
+                        sse.counters
+                            .borrow_mut()
+                            .observe_latency(age_ms as f64 / 1000.0);
+                    }
                     sse.send(
                         "point",
                         &serde_json::json!({
@@ -1153,10 +1185,11 @@ async fn flush(
     commands
 }
 
-/// The open `/api/events` streams.
+/// The open `/api/events` streams, and the counters `/metrics` shows.
 struct Sse {
     subscribers: api::Subscribers,
     stats: Rc<ApiStats>,
+    counters: std::cell::RefCell<super::metrics::Counters>,
 }
 
 impl Sse {

@@ -1,0 +1,348 @@
+//! `GET /metrics`: the Prometheus text exposition (format 0.0.4), written by
+//! hand (a few `write!`s are lighter than any metrics crate).
+//!
+//! - every numeric point as a gauge of its quantity in its unit, e.g.
+//!   `shoal_temperature_celsius{node="hall",sensor="climate.temperature"}`;
+//!   points in error as `shoal_point_error{node,sensor} 1`;
+//! - `shoal_node_state{node,state}` 1 for each known node's state, and
+//!   `shoal_node_hops{node}`;
+//! - frames and bytes in and out, frames dropped by reason, route and
+//!   command counters (counters end in `_total`);
+//! - `shoal_sync_latency_seconds`: a histogram of how old a remote point's
+//!   value was when it arrived here;
+//! - rule actions and executor runs by outcome; API requests and refusals.
+
+use crate::node::peers::PeerState;
+use crate::node::time::Instant;
+use crate::node::wire::Value;
+use crate::node::Node;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+/// Upper bounds of the sync latency buckets, in seconds.
+const LATENCY_BUCKETS: [f64; 9] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// Counters the agent keeps for `/metrics` beyond the core's `Stats`.
+#[derive(Debug, Default, Clone)]
+pub struct Counters {
+    /// Sync latency: counts per bucket (the last is +Inf), sum and count.
+    latency_buckets: [u64; LATENCY_BUCKETS.len() + 1],
+    latency_sum: f64,
+    latency_count: u64,
+    /// Rule actions by rule.
+    pub rule_actions: BTreeMap<String, u64>,
+    /// Executor runs by (executor, outcome).
+    pub executor_runs: BTreeMap<(String, String), u64>,
+}
+
+impl Counters {
+    /// A remote point value arrived `seconds` after its reading.
+    pub fn observe_latency(&mut self, seconds: f64) {
+        if !seconds.is_finite() || seconds < 0.0 {
+            return;
+        }
+        let bucket = LATENCY_BUCKETS
+            .iter()
+            .position(|&bound| seconds <= bound)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.latency_buckets[bucket] += 1;
+        self.latency_sum += seconds;
+        self.latency_count += 1;
+    }
+}
+
+/// A metric or label name part: `[a-zA-Z0-9_]`, others become `_`.
+fn sanitize(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if out.starts_with(|c: char| c.is_ascii_digit()) {
+        out.insert(0, '_');
+    }
+    out
+}
+
+/// A label value, escaped.
+fn label(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The base unit suffix of a unit symbol.
+fn unit_suffix(unit: &str) -> &'static str {
+    match unit {
+        "°C" | "C" => "_celsius",
+        "%" => "_percent",
+        "hPa" => "_hectopascals",
+        "Pa" => "_pascals",
+        "lx" => "_lux",
+        "V" => "_volts",
+        "A" => "_amperes",
+        "W" => "_watts",
+        "s" => "_seconds",
+        "B" => "_bytes",
+        "ppm" => "_ppm",
+        _ => "",
+    }
+}
+
+/// Every family's samples, by family name: (help, type, samples).
+type Families = BTreeMap<String, (String, &'static str, Vec<String>)>;
+
+fn add(families: &mut Families, name: &str, help: &str, kind: &'static str, sample: String) {
+    families
+        .entry(name.to_owned())
+        .or_insert_with(|| (help.to_owned(), kind, Vec::new()))
+        .2
+        .push(sample);
+}
+
+/// The whole exposition.
+pub fn render(
+    node: &Node,
+    now: Instant,
+    counters: &Counters,
+    api_requests: u64,
+    api_unauthorized: u64,
+) -> String {
+    let mut families = Families::new();
+    for origin in node.store().origins().values() {
+        for (name, point) in &origin.points {
+            let labels = format!(
+                "node=\"{}\",sensor=\"{}\"",
+                label(&origin.name),
+                label(name)
+            );
+            let value = match &point.value {
+                Value::Float(v) => *v,
+                Value::Int(v) => *v as f64,
+                Value::Bool(b) => f64::from(u8::from(*b)),
+                Value::Error(_) => {
+                    add(
+                        &mut families,
+                        "shoal_point_error",
+                        "1 for a point whose sensor is failing",
+                        "gauge",
+                        format!("shoal_point_error{{{labels}}} 1"),
+                    );
+                    continue;
+                }
+                Value::Text(_) => continue,
+            };
+            let quantity = name.rsplit('.').next().unwrap_or(name);
+            let family = format!("shoal_{}{}", sanitize(quantity), unit_suffix(&point.unit));
+            let help = format!(
+                "Points named {quantity} in {}",
+                if point.unit.is_empty() {
+                    "no unit"
+                } else {
+                    point.unit.as_str()
+                }
+            );
+            add(
+                &mut families,
+                &family,
+                &help,
+                "gauge",
+                format!("{family}{{{labels}}} {value}"),
+            );
+        }
+    }
+    for (id, reach) in node.nodes(now) {
+        let name = label(
+            &node
+                .node_name(id)
+                .map_or_else(|| id.to_string(), |n| n.to_string()),
+        );
+        for state in [
+            PeerState::Healthy,
+            PeerState::Suspect,
+            PeerState::Unreachable,
+            PeerState::Left,
+        ] {
+            add(
+                &mut families,
+                "shoal_node_state",
+                "1 for the state each known node is in",
+                "gauge",
+                format!(
+                    "shoal_node_state{{node=\"{name}\",state=\"{}\"}} {}",
+                    state.as_str(),
+                    u8::from(state == reach.state)
+                ),
+            );
+        }
+        if matches!(reach.state, PeerState::Healthy | PeerState::Suspect) {
+            add(
+                &mut families,
+                "shoal_node_hops",
+                "Hops to each reachable node (0: this one)",
+                "gauge",
+                format!("shoal_node_hops{{node=\"{name}\"}} {}", reach.hops),
+            );
+        }
+    }
+    let stats = node.stats();
+    for (direction, frames, bytes) in [
+        ("in", stats.frames_in, stats.bytes_in),
+        ("out", stats.frames_out, stats.bytes_out),
+    ] {
+        add(
+            &mut families,
+            "shoal_frames_total",
+            "Datagrams received and sent",
+            "counter",
+            format!("shoal_frames_total{{direction=\"{direction}\"}} {frames}"),
+        );
+        add(
+            &mut families,
+            "shoal_bytes_total",
+            "Bytes received and sent",
+            "counter",
+            format!("shoal_bytes_total{{direction=\"{direction}\"}} {bytes}"),
+        );
+    }
+    for (reason, count) in &stats.dropped {
+        add(
+            &mut families,
+            "shoal_frames_dropped_total",
+            "Datagrams dropped, by reason",
+            "counter",
+            format!("shoal_frames_dropped_total{{reason=\"{reason}\"}} {count}"),
+        );
+    }
+    for (name, help, value) in [
+        (
+            "shoal_routes_sent_total",
+            "Route advertisement frames sent",
+            stats.routes_sent,
+        ),
+        (
+            "shoal_commands_relayed_total",
+            "Commands and results relayed for others",
+            stats.commands_relayed,
+        ),
+        (
+            "shoal_commands_rate_limited_total",
+            "Commands refused by the per-asker rate limit",
+            stats.commands_rate_limited,
+        ),
+        (
+            "shoal_commands_hop_limit_total",
+            "Commands dropped at their hop limit",
+            stats.commands_hop_limit,
+        ),
+        (
+            "shoal_api_requests_total",
+            "HTTP API requests",
+            api_requests,
+        ),
+        (
+            "shoal_api_unauthorized_total",
+            "API writes refused for a missing or wrong token",
+            api_unauthorized,
+        ),
+    ] {
+        add(
+            &mut families,
+            name,
+            help,
+            "counter",
+            format!("{name} {value}"),
+        );
+    }
+    for (rule, count) in &counters.rule_actions {
+        add(
+            &mut families,
+            "shoal_rule_actions_total",
+            "Executor actions asked for by each rule",
+            "counter",
+            format!(
+                "shoal_rule_actions_total{{rule=\"{}\"}} {count}",
+                label(rule)
+            ),
+        );
+    }
+    for ((executor, outcome), count) in &counters.executor_runs {
+        add(
+            &mut families,
+            "shoal_executor_runs_total",
+            "Executor runs, by outcome",
+            "counter",
+            format!(
+                "shoal_executor_runs_total{{executor=\"{}\",outcome=\"{}\"}} {count}",
+                label(executor),
+                label(outcome)
+            ),
+        );
+    }
+    let mut out = String::new();
+    for (name, (help, kind, samples)) in &families {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for sample in samples {
+            let _ = writeln!(out, "{sample}");
+        }
+    }
+    let name = "shoal_sync_latency_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Age of a remote point's value when it arrived here"
+    );
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    let mut cumulative = 0;
+    for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+        cumulative += counters.latency_buckets[i];
+        let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+    }
+    cumulative += counters.latency_buckets[LATENCY_BUCKETS.len()];
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+    let _ = writeln!(out, "{name}_sum {}", counters.latency_sum);
+    let _ = writeln!(out, "{name}_count {}", counters.latency_count);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_labels_are_made_valid() {
+        assert_eq!(sanitize("climate.temperature"), "climate_temperature");
+        assert_eq!(sanitize("2nd-floor"), "_2nd_floor");
+        assert_eq!(label("a\"b\\c"), "a\\\"b\\\\c");
+        assert_eq!(unit_suffix("°C"), "_celsius");
+    }
+
+    #[test]
+    fn the_latency_histogram_is_cumulative() {
+        let mut counters = Counters::default();
+        for seconds in [0.005, 0.2, 0.2, 30.0, f64::NAN, -1.0] {
+            counters.observe_latency(seconds);
+        }
+        let identity = crate::node::Identity {
+            id: crate::node::wire::NodeId(1),
+            name: crate::node::wire::name("me").expect("valid"),
+            incarnation: 1,
+        };
+        let node =
+            Node::new(identity, crate::node::Config::default(), 1, Instant::ZERO).expect("valid");
+        let text = render(&node, Instant::ZERO, &counters, 0, 0);
+        assert!(
+            text.contains("shoal_sync_latency_seconds_bucket{le=\"0.01\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("shoal_sync_latency_seconds_bucket{le=\"0.25\"} 3\n"));
+        assert!(text.contains("shoal_sync_latency_seconds_bucket{le=\"+Inf\"} 4\n"));
+        assert!(text.contains("shoal_sync_latency_seconds_count 4\n"));
+        assert!(text.contains("shoal_node_state{node=\"me\",state=\"HEALTHY\"} 1\n"));
+    }
+}
