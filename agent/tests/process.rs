@@ -1009,3 +1009,76 @@ fn metrics_of_a_three_agent_mesh_pass_promtool() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn the_dashboard_renders_the_mesh_live_in_a_real_browser() {
+    let browser = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| {
+            Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+    let Some(browser) = browser else {
+        eprintln!("SKIPPED the dashboard test: no chromium installed (.ci/run installs it)");
+        return;
+    };
+    let mut mesh = Mesh::new(13);
+    let extra = "[[sensor]]\nname = \"broken\"\ndriver = \"sim\"\nflaky = 1.0\ninterval = \"200ms\"\n\
+                 [[sensor]]\nname = \"climate\"\ndriver = \"sim\"\nwaveform = \"step\"\nperiod = \"1s\"\nunit = \"°C\"\ninterval = \"200ms\"\n\
+                 [[executor]]\nname = \"noop\"\naction = { command = [\"/bin/true\"] }\n\
+                 [[rule]]\nname = \"warm\"\nwhen = \"self/climate > 50\"\ndo = \"noop\"\nelse = \"noop\"\n";
+    mesh.add_full(1, 131, None, "[\"127.255.255.255\"]", "[]", extra);
+    mesh.add(2, 132, None);
+    mesh.wait_for("discovery", INTERVAL * 2, |m| {
+        m.agents.iter().all(|a| a.count("discovered node") >= 1)
+    });
+    let url = format!("http://127.0.0.131:{}/?probe", mesh.port + 2);
+    let profile = mesh.dir.join("chromium-profile");
+    let out = Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--timeout=4000",
+            "--window-size=390,844",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(&url)
+        .stderr(Stdio::null())
+        .output()
+        .expect("the browser runs");
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        dom.contains("<meta name=\"viewport\""),
+        "phone-readable viewport"
+    );
+    // Rendered by the page's script from the API, not in the served HTML.
+    assert!(dom.contains("Mesh online · 2/2 active"), "{dom}");
+    for row in [
+        "data-node=\"agent-1\"",
+        "data-node=\"agent-2\"",
+        "data-point=\"agent-2/temperature\"",
+        "data-rule=\"warm\"",
+    ] {
+        assert!(dom.contains(row), "no {row} in\n{dom}");
+    }
+    // Errors look different from values.
+    assert!(
+        dom.contains("class=\"value error\">error: simulated failure"),
+        "{dom}"
+    );
+    // And it updated itself from /api/events without a reload.
+    let events: u64 = dom
+        .split("data-events=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        dom.contains("data-live=\"true\"") && events >= 1,
+        "{events} events; {dom}"
+    );
+}

@@ -7,7 +7,9 @@
 //! the headers, 64 KB of body.
 //!
 //! Endpoints so far: `GET /api/status`, `GET /api/peers[?healthy=true]`,
-//! `GET /api/rules`, `GET /api/events` (server-sent events),
+//! `GET /` (the dashboard), `GET /api/rules`, `GET /api/events`
+//! (server-sent events), `GET /api/stats`, `GET /api/points`,
+//! `POST /api/points`, `GET /metrics`,
 //! `POST /api/exec/NODE/EXECUTOR`.
 
 use crate::node::peers::PeerState;
@@ -33,6 +35,9 @@ pub const MAX_CONNECTIONS: usize = 64;
 pub const MAX_BODY: usize = 64 * 1024;
 /// Longest wait for a command's answer.
 pub const EXEC_WAIT: Duration = Duration::from_secs(60);
+/// The dashboard: one page, no build step, no external resources.
+const DASHBOARD: &str = include_str!("dashboard.html");
+
 /// Most `/api/events` streams open at once.
 pub const MAX_SUBSCRIBERS: usize = 32;
 /// Events queued per stream; a client that falls this far behind misses
@@ -62,10 +67,12 @@ pub enum ApiCall {
     Stats(Sender<Value>),
     /// `GET /metrics`: the Prometheus exposition.
     Metrics(Sender<String>),
-    /// `GET /api/points[?glob=NODE/NAME]`.
+    /// `GET /api/points[?glob=NODE/NAME][&history=true]`.
     Points {
         /// The pattern (`*/*` for all).
         glob: String,
+        /// With each point's recent values.
+        history: bool,
         /// Where the answer goes.
         reply: Sender<Value>,
     },
@@ -223,7 +230,13 @@ async fn handle(request: Request<Incoming>, context: &Context) -> Response<Body>
         (&Method::GET, ["api", "stats"]) => ask(context, ApiCall::Stats).await,
         (&Method::GET, ["api", "points"]) => {
             let glob = query_value(&query, "glob").unwrap_or_else(|| "*/*".to_owned());
-            ask(context, |reply| ApiCall::Points { glob, reply }).await
+            let history = query_flag(&query, "history");
+            ask(context, |reply| ApiCall::Points {
+                glob,
+                history,
+                reply,
+            })
+            .await
         }
         (&Method::GET, ["api", "points", node, name]) => {
             let (node, name) = (percent_decode(node), percent_decode(name));
@@ -251,6 +264,9 @@ async fn handle(request: Request<Incoming>, context: &Context) -> Response<Body>
             }
         }
         (&Method::GET, ["api", "events"]) => return events(context),
+        (&Method::GET, [""]) => {
+            return text_response(DASHBOARD.to_owned(), "text/html; charset=utf-8")
+        }
         (&Method::GET, ["metrics"]) => {
             let (reply, answer) = smol::channel::bounded(1);
             if context.calls.send(ApiCall::Metrics(reply)).await.is_err() {
@@ -543,7 +559,7 @@ pub fn value_json(value: &crate::node::wire::Value) -> Value {
 
 /// `GET /api/points`: every point matching `glob` (`NODE/NAME`, or just
 /// `NAME` for any node), by node name, then point name.
-pub fn points(node: &Node, wall_ms: u64, glob: &str) -> Value {
+pub fn points(node: &Node, wall_ms: u64, glob: &str, history: bool) -> Value {
     let (node_glob, name_glob) = glob.split_once('/').unwrap_or(("*", glob));
     let pattern = shoal_config::expr::Pattern {
         node: node_glob.to_owned(),
@@ -556,7 +572,7 @@ pub fn points(node: &Node, wall_ms: u64, glob: &str) -> Value {
     for origin in origins {
         for (name, point) in &origin.points {
             if pattern.matches(own, &origin.name, name) {
-                list.push(point_json(&origin.name, name, point, wall_ms, false));
+                list.push(point_json(&origin.name, name, point, wall_ms, history));
             }
         }
     }

@@ -526,8 +526,12 @@ fn answer_call(
         ApiCall::Stats(reply) => {
             let _ = reply.try_send(api::stats(node, context.uptime, context.api_stats));
         }
-        ApiCall::Points { glob, reply } => {
-            let _ = reply.try_send(api::points(node, unix_ms(), &glob));
+        ApiCall::Points {
+            glob,
+            history,
+            reply,
+        } => {
+            let _ = reply.try_send(api::points(node, unix_ms(), &glob, history));
         }
         ApiCall::Point {
             node: origin_name,
