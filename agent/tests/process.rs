@@ -889,6 +889,10 @@ fn points_stats_ingest_and_watch_through_the_api_and_cli() {
         post(r#"[{"name": "bad name!", "value": 1}]"#, Some(token)).status,
         400
     );
+    let huge = format!("[{}]", vec![r#"{"name": "x", "value": 1}"#; 4000].join(","));
+    assert_eq!(post(&huge, Some(token)).status, 413);
+    assert_eq!(request("DELETE", "/api/points", Some(token)).status, 405);
+    assert_eq!(request("POST", "/api/status", None).status, 405);
     let ok = post(reading, Some(token));
     assert_eq!(
         (ok.status, ok.body["accepted"].as_u64()),
@@ -1026,37 +1030,58 @@ fn the_dashboard_renders_the_mesh_live_in_a_real_browser() {
     };
     let mut mesh = Mesh::new(13);
     let extra = "[[sensor]]\nname = \"broken\"\ndriver = \"sim\"\nflaky = 1.0\ninterval = \"200ms\"\n\
-                 [[sensor]]\nname = \"climate\"\ndriver = \"sim\"\nwaveform = \"step\"\nperiod = \"1s\"\nunit = \"°C\"\ninterval = \"200ms\"\n\
+                 [[sensor]]\nname = \"climate\"\ndriver = \"sim\"\nwaveform = \"step\"\nperiod = \"1s\"\nmin = 10.0\nmax = 90.0\nunit = \"°C\"\ninterval = \"100ms\"\n\
                  [[executor]]\nname = \"noop\"\naction = { command = [\"/bin/true\"] }\n\
                  [[rule]]\nname = \"warm\"\nwhen = \"self/climate > 50\"\ndo = \"noop\"\nelse = \"noop\"\n";
     mesh.add_full(1, 131, None, "[\"127.255.255.255\"]", "[]", extra);
     mesh.add(2, 132, None);
+    mesh.add(3, 133, None);
     mesh.wait_for("discovery", INTERVAL * 2, |m| {
-        m.agents.iter().all(|a| a.count("discovered node") >= 1)
+        m.agents.iter().all(|a| a.count("discovered node") >= 2)
     });
     let url = format!("http://127.0.0.131:{}/?probe", mesh.port + 2);
-    let profile = mesh.dir.join("chromium-profile");
-    let out = Command::new(browser)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--timeout=4000",
-            "--window-size=390,844",
-            "--dump-dom",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg(&url)
-        .stderr(Stdio::null())
-        .output()
-        .expect("the browser runs");
-    let dom = String::from_utf8_lossy(&out.stdout);
+    let run_browser =
+        |extra: &[&str], profile: &str, kill_after: Option<(Duration, &mut Agent)>| {
+            let mut child = Command::new(browser)
+                .args([
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--no-first-run",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    "--window-size=390,844",
+                ])
+                .args(extra)
+                .arg(format!(
+                    "--user-data-dir={}",
+                    mesh.dir.join(profile).display()
+                ))
+                .arg(&url)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("the browser runs");
+            if let Some((after, agent)) = kill_after {
+                std::thread::sleep(after);
+                agent.kill();
+            }
+            let out = child.wait_with_output().expect("the browser ends");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+    // Load the page; agent-3 dies while it is open (UNREACHABLE 3 s later).
+    let mut victim = mesh.agents.remove(2);
+    let dom = run_browser(
+        &["--timeout=6500", "--dump-dom"],
+        "profile-1",
+        Some((Duration::from_millis(1500), &mut victim)),
+    );
     assert!(
         dom.contains("<meta name=\"viewport\""),
         "phone-readable viewport"
     );
     // Rendered by the page's script from the API, not in the served HTML.
-    assert!(dom.contains("Mesh online · 2/2 active"), "{dom}");
     for row in [
         "data-node=\"agent-1\"",
         "data-node=\"agent-2\"",
@@ -1070,7 +1095,8 @@ fn the_dashboard_renders_the_mesh_live_in_a_real_browser() {
         dom.contains("class=\"value error\">error: simulated failure"),
         "{dom}"
     );
-    // And it updated itself from /api/events without a reload.
+    // It updated itself from /api/events without a reload: point changes
+    // (the climate steps between 10 and 90 every half second)...
     let events: u64 = dom
         .split("data-events=\"")
         .nth(1)
@@ -1078,7 +1104,123 @@ fn the_dashboard_renders_the_mesh_live_in_a_real_browser() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
     assert!(
-        dom.contains("data-live=\"true\"") && events >= 1,
+        dom.contains("data-live=\"true\"") && events >= 5,
         "{events} events; {dom}"
     );
+    // ...and the node that died while the page was open.
+    let agent3_row = dom.split("data-node=\"agent-3\"").nth(1).unwrap_or("");
+    assert!(
+        agent3_row
+            .split("</tr>")
+            .next()
+            .unwrap_or("")
+            .contains("UNREACHABLE"),
+        "agent-3 not UNREACHABLE on the page:\n{dom}"
+    );
+    assert!(dom.contains("Mesh degraded"), "{dom}");
+    // Its last value is shown as stale, not as a fresh one.
+    assert!(dom.contains("data-point=\"agent-3/temperature\"><td>agent-3/temperature</td><td class=\"value stale\">"), "{dom}");
+    // A screenshot for people (a test artifact, not committed).
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+    run_browser(
+        &[
+            "--timeout=3000",
+            &format!("--screenshot={}", shot.display()),
+        ],
+        "profile-2",
+        None,
+    );
+    assert!(
+        std::fs::metadata(&shot).is_ok_and(|m| m.len() > 1000),
+        "no screenshot at {}",
+        shot.display()
+    );
+    eprintln!("dashboard screenshot: {}", shot.display());
+}
+
+#[test]
+fn api_load_leaves_the_mesh_timing_undisturbed() {
+    // 20 server-sent-event clients and 200 requests/s on /api/points for
+    // 30 s against one agent of three: no neighbor may turn SUSPECT.
+    let mut mesh = Mesh::new(14);
+    for n in 1..=3 {
+        mesh.add(n, 140 + n as u8, None);
+    }
+    mesh.wait_for("discovery", INTERVAL * 2, |m| {
+        m.agents.iter().all(|a| a.count("discovered node") >= 2)
+    });
+    let api = format!("127.0.0.141:{}", mesh.port + 2);
+    let watchers: Vec<Arc<Mutex<String>>> = (0..20).map(|_| event_stream(&api)).collect();
+    let others = [
+        format!("127.0.0.142:{}", mesh.port + 2),
+        format!("127.0.0.143:{}", mesh.port + 2),
+    ];
+    let observers: Vec<Arc<Mutex<String>>> = others.iter().map(|a| event_stream(a)).collect();
+    let duration = Duration::from_secs(30);
+    let started = Instant::now();
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let api = api.clone();
+            std::thread::spawn(move || {
+                let mut latencies = Vec::new();
+                let mut failures = 0;
+                let mut next = Instant::now();
+                while started.elapsed() < duration {
+                    let t0 = Instant::now();
+                    match shoal::shell::client::request(
+                        &api,
+                        "GET",
+                        "/api/points",
+                        None,
+                        Duration::from_secs(5),
+                    ) {
+                        Ok(reply) if reply.status == 200 => latencies.push(t0.elapsed()),
+                        _ => failures += 1,
+                    }
+                    // 50 requests/s per worker.
+                    next += Duration::from_millis(20);
+                    if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                }
+                (latencies, failures)
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    let mut failures = 0;
+    for worker in workers {
+        let (l, f) = worker.join().expect("worker");
+        latencies.extend(l);
+        failures += f;
+    }
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+    let events: Vec<usize> = watchers
+        .iter()
+        .map(|w| w.lock().expect("lock").matches("event: point").count())
+        .collect();
+    eprintln!(
+        "api load: {} requests in {:?} ({:.0}/s), {failures} failed; latency p50 {:?} p99 {:?} max {:?}; \
+         20 event streams got {}..{} point events each",
+        latencies.len(),
+        started.elapsed(),
+        latencies.len() as f64 / started.elapsed().as_secs_f64(),
+        at(0.5),
+        at(0.99),
+        latencies.last().copied().unwrap_or_default(),
+        events.iter().min().unwrap_or(&0),
+        events.iter().max().unwrap_or(&0)
+    );
+    assert_eq!(failures, 0);
+    assert!(latencies.len() >= 5000, "{} requests", latencies.len());
+    assert!(events.iter().all(|&n| n > 0), "{events:?}");
+    // The loaded agent's neighbors never doubted it, nor it them.
+    for observer in observers.iter().chain(std::iter::once(&watchers[0])) {
+        let seen = observer.lock().expect("lock");
+        assert!(
+            !seen.contains("\"to\":\"SUSPECT\""),
+            "a false SUSPECT under load:\n{seen}"
+        );
+    }
 }

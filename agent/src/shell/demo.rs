@@ -75,6 +75,7 @@ fn start(dir: &Path, nodes: usize, port: u16) -> Result<Vec<(String, Child)>, St
         10 + nodes,
         dir.display()
     );
+    println!("demo: dashboard at http://127.0.0.11:{}/", port + 2);
     println!(
         "demo: see the mesh with `shoal status --api 127.0.0.11:{api}`; run an executor on another node with \
          `SHOAL_TOKEN=$(cat {token}) shoal exec demo-{last} hello --api 127.0.0.11:{api}`",
