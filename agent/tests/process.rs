@@ -1042,7 +1042,7 @@ fn the_dashboard_renders_the_mesh_live_in_a_real_browser() {
     let url = format!("http://127.0.0.131:{}/?probe", mesh.port + 2);
     let run_browser =
         |extra: &[&str], profile: &str, kill_after: Option<(Duration, &mut Agent)>| {
-            let mut child = Command::new(browser)
+            let child = Command::new(browser)
                 .args([
                     "--headless",
                     "--no-sandbox",
