@@ -1224,3 +1224,55 @@ fn api_load_leaves_the_mesh_timing_undisturbed() {
         );
     }
 }
+
+#[test]
+fn idle_connections_are_capped_and_timed_out() {
+    use std::io::Read;
+    let mut mesh = Mesh::new(15);
+    mesh.add(1, 151, None);
+    let api = format!("127.0.0.151:{}", mesh.port + 2);
+    mesh.wait_for("the API is up", INTERVAL * 3, |_| {
+        std::net::TcpStream::connect(&api).is_ok()
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    // 64 clients that connect and say nothing hold every slot...
+    let idle: Vec<std::net::TcpStream> = (0..64)
+        .map(|_| std::net::TcpStream::connect(&api).expect("connects"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // ...so the next is closed at once, without an answer.
+    let mut extra = std::net::TcpStream::connect(&api).expect("connects");
+    extra
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    let mut buf = [0u8; 64];
+    assert_eq!(
+        extra.read(&mut buf).ok(),
+        Some(0),
+        "the 65th connection is closed"
+    );
+    // The silent ones are dropped after the 10 s header timeout, and the
+    // agent answers again.
+    std::thread::sleep(Duration::from_secs(11));
+    for mut stream in idle {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .expect("timeout");
+        let mut rest = Vec::new();
+        // Closed by the agent: the read ends (perhaps after a 408), it does
+        // not time out.
+        match stream.read_to_end(&mut rest) {
+            Ok(_) => {}
+            Err(e) => assert_eq!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset,
+                "still open: {e}"
+            ),
+        }
+    }
+    let reply =
+        shoal::shell::client::request(&api, "GET", "/api/status", None, Duration::from_secs(5))
+            .expect("answers");
+    assert_eq!(reply.status, 200);
+    assert!(mesh.agents[0].logged("API on http://"));
+}
