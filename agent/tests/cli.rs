@@ -104,3 +104,52 @@ fn bad_usage_exits_2() {
     assert_eq!(shoal(&["check", "--config"]).status.code(), Some(2));
     assert_eq!(shoal(&["check", "--colour"]).status.code(), Some(2));
 }
+
+#[test]
+fn the_systemd_unit_verifies_and_is_hardened() {
+    let Ok(version) = Command::new("systemd-analyze").arg("--version").output() else {
+        eprintln!("SKIPPED the unit check: systemd-analyze is not installed");
+        return;
+    };
+    assert!(version.status.success());
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../systemd/shoal.service"
+    ))
+    .expect("systemd/shoal.service");
+    assert!(unit.contains("Type=notify") && unit.contains("WatchdogSec="));
+    // Verify it against the binary just built (the unit names /usr/bin/shoal).
+    let dir = std::env::temp_dir().join(format!("shoal-unit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("shoal.service");
+    std::fs::write(
+        &path,
+        unit.replace("/usr/bin/shoal", env!("CARGO_BIN_EXE_shoal")),
+    )
+    .expect("written");
+    let verify = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("runs");
+    let security = Command::new("systemd-analyze")
+        .args(["security", "--offline=true"])
+        .arg(&path)
+        .output()
+        .expect("runs");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    let report = String::from_utf8_lossy(&security.stdout);
+    let level: f64 = report
+        .lines()
+        .find_map(|l| l.split("Overall exposure level for shoal.service: ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("an exposure level");
+    eprintln!("systemd-analyze security: exposure {level}");
+    assert!(level < 2.5, "exposure {level}\n{report}");
+}

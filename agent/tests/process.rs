@@ -21,8 +21,13 @@ struct Agent {
 
 impl Agent {
     fn start(name: &str, config: &Path) -> Agent {
+        Agent::start_with_env(name, config, &[])
+    }
+
+    fn start_with_env(name: &str, config: &Path, env: &[(&str, &str)]) -> Agent {
         let mut child = Command::new(env!("CARGO_BIN_EXE_shoal"))
             .args(["run", "--config", config.to_str().expect("utf-8 path")])
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info,shoal::shell=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -1275,4 +1280,59 @@ fn idle_connections_are_capped_and_timed_out() {
             .expect("answers");
     assert_eq!(reply.status, 200);
     assert!(mesh.agents[0].logged("API on http://"));
+}
+
+#[test]
+fn systemd_gets_ready_and_watchdog_pings_that_stop_when_the_loop_stalls() {
+    use std::os::unix::net::UnixDatagram;
+    let mut mesh = Mesh::new(16);
+    mesh.add(1, 161, None);
+    // Replace the agent by one under a fake systemd.
+    let config = mesh.agents[0].config.clone();
+    mesh.agents.clear();
+    let socket_path = mesh.dir.join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).expect("fake systemd socket");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    let path = socket_path.to_str().expect("utf-8").to_owned();
+    mesh.agents.push(Agent::start_with_env(
+        "agent-1",
+        &config,
+        &[
+            ("NOTIFY_SOCKET", path.as_str()),
+            ("WATCHDOG_USEC", "400000"),
+        ],
+    ));
+    let collect = |socket: &UnixDatagram, how_long: Duration| {
+        let mut got = Vec::new();
+        let start = Instant::now();
+        let mut buf = [0u8; 256];
+        while start.elapsed() < how_long {
+            if let Ok(n) = socket.recv(&mut buf) {
+                got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+        got
+    };
+    let first = collect(&socket, Duration::from_millis(1500));
+    assert!(
+        first
+            .first()
+            .is_some_and(|m| m.starts_with("READY=1\nSTATUS=serving as agent-1")),
+        "{first:?}"
+    );
+    let pings = first.iter().filter(|m| *m == "WATCHDOG=1").count();
+    // Every 200 ms (half of WATCHDOG_USEC) for 1.5 s.
+    assert!((5..=9).contains(&pings), "{pings} pings: {first:?}");
+    // Freeze the process: its loop stalls, and so do the pings.
+    mesh.agents[0].signal("STOP");
+    let frozen = collect(&socket, Duration::from_millis(1000));
+    mesh.agents[0].signal("CONT");
+    assert!(frozen.is_empty(), "pings while stalled: {frozen:?}");
+    let resumed = collect(&socket, Duration::from_millis(600));
+    assert!(resumed.iter().any(|m| m == "WATCHDOG=1"), "{resumed:?}");
+    mesh.agents[0].signal("TERM");
+    let last = collect(&socket, Duration::from_millis(800));
+    assert!(last.iter().any(|m| m == "STOPPING=1"), "{last:?}");
 }

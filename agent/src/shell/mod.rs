@@ -8,6 +8,7 @@ pub mod client;
 pub mod demo;
 pub mod executor;
 pub mod metrics;
+pub mod notify;
 pub mod run;
 pub mod sensors;
 pub mod state;

@@ -224,10 +224,17 @@ pub fn run(config: Config) -> Result<(), RunError> {
         let mut signals = Signals::new([Signal::Term, Signal::Int]).map_err(RunError::Signals)?;
         let mut beacon_buf = [0u8; 2048];
         let mut sync_buf = [0u8; 2048];
+        let mut notifier = super::notify::Notifier::from_env();
+        notifier.ready(&format!("serving as {name}"));
         loop {
+            // Pinged from here only: a wedged loop stops the pings.
+            notifier.tick();
             let now = elapsed(started);
             let sensor_due = samplers.iter().filter_map(|s| s.deadline()).min();
-            let wake = [node.poll_timeout(), sensor_due]
+            let ping_due = notifier
+                .next_ping()
+                .map(|d| now + d.max(Duration::from_millis(10)));
+            let wake = [node.poll_timeout(), sensor_due, ping_due]
                 .into_iter()
                 .flatten()
                 .min();
@@ -361,6 +368,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
                     }
                 }
                 Input::Stop => {
+                    notifier.stopping();
                     log::info!("stopping: saying goodbye to the mesh");
                     node.handle_leave(now);
                     let _ = flush(&mut node, &sync, &broadcasts, &mut known, &sse).await;
