@@ -160,8 +160,17 @@ fn repo(path: &str) -> PathBuf {
 
 #[test]
 fn the_packaged_default_configuration_is_valid() {
-    let out = shoal(&["check", "--config", repo("systemd/shoal.toml").to_str().expect("utf-8")]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = shoal(&[
+        "check",
+        "--config",
+        repo("systemd/shoal.toml").to_str().expect("utf-8"),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Removes the test's package whatever happens.
@@ -181,48 +190,113 @@ fn the_deb_has_the_files_installs_and_removes_keeping_the_configuration() {
     }
     let dir = std::env::temp_dir().join(format!("shoal-deb-{}", std::process::id()));
     let built = Command::new(repo("cross/deb"))
-        .args(["--binary", env!("CARGO_BIN_EXE_shoal"), "--arch", "amd64", "--out"])
+        .args([
+            "--binary",
+            env!("CARGO_BIN_EXE_shoal"),
+            "--arch",
+            "amd64",
+            "--out",
+        ])
         .arg(&dir)
         .output()
         .expect("cross/deb runs");
-    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
     let deb = PathBuf::from(String::from_utf8_lossy(&built.stdout).trim());
-    let info = Command::new("dpkg-deb").arg("--info").arg(&deb).output().expect("info");
+    let info = Command::new("dpkg-deb")
+        .arg("--info")
+        .arg(&deb)
+        .output()
+        .expect("info");
     let info = String::from_utf8_lossy(&info.stdout);
-    for line in ["Package: shoal", "Architecture: amd64", "conffiles", "postinst"] {
+    for line in [
+        "Package: shoal",
+        "Architecture: amd64",
+        "conffiles",
+        "postinst",
+    ] {
         assert!(info.contains(line), "no {line:?} in\n{info}");
     }
-    let contents = Command::new("dpkg-deb").arg("--contents").arg(&deb).output().expect("contents");
+    let contents = Command::new("dpkg-deb")
+        .arg("--contents")
+        .arg(&deb)
+        .output()
+        .expect("contents");
     let contents = String::from_utf8_lossy(&contents.stdout);
-    for file in ["./usr/bin/shoal", "./lib/systemd/system/shoal.service", "./etc/shoal/shoal.toml"] {
+    for file in [
+        "./usr/bin/shoal",
+        "./lib/systemd/system/shoal.service",
+        "./etc/shoal/shoal.toml",
+    ] {
         assert!(contents.contains(file), "no {file} in\n{contents}");
     }
     // Installing touches this machine: only as root, and only if no shoal
     // is installed already.
-    let root = std::fs::read_to_string("/proc/self/status")
-        .is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")));
-    let installed = Command::new("dpkg").args(["-s", "shoal"]).output().is_ok_and(|o| o.status.success());
+    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+    });
+    let installed = Command::new("dpkg")
+        .args(["-s", "shoal"])
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !root || installed || PathBuf::from("/usr/bin/shoal").exists() {
         eprintln!("SKIPPED installing the .deb: needs root and no shoal installed");
         let _ = std::fs::remove_dir_all(&dir);
         return;
     }
     let _purge = Purge;
-    let install = Command::new("dpkg").arg("-i").arg(&deb).output().expect("dpkg -i");
-    assert!(install.status.success(), "{}", String::from_utf8_lossy(&install.stderr));
+    let install = Command::new("dpkg")
+        .arg("-i")
+        .arg(&deb)
+        .output()
+        .expect("dpkg -i");
+    assert!(
+        install.status.success(),
+        "{}",
+        String::from_utf8_lossy(&install.stderr)
+    );
     assert!(PathBuf::from("/lib/systemd/system/shoal.service").exists());
-    let version = Command::new("/usr/bin/shoal").arg("--version").output().expect("runs");
+    let version = Command::new("/usr/bin/shoal")
+        .arg("--version")
+        .output()
+        .expect("runs");
     assert!(String::from_utf8_lossy(&version.stdout).starts_with("shoal 0.1.0"));
     for group in ["gpio", "i2c"] {
-        let known = Command::new("getent").args(["group", group]).output().expect("getent");
+        let known = Command::new("getent")
+            .args(["group", group])
+            .output()
+            .expect("getent");
         assert!(known.status.success(), "group {group} created");
     }
-    let remove = Command::new("dpkg").args(["-r", "shoal"]).output().expect("dpkg -r");
-    assert!(remove.status.success(), "{}", String::from_utf8_lossy(&remove.stderr));
-    assert!(!PathBuf::from("/usr/bin/shoal").exists(), "the binary is gone");
-    assert!(PathBuf::from("/etc/shoal/shoal.toml").exists(), "the configuration stays");
-    let purge = Command::new("dpkg").args(["--purge", "shoal"]).output().expect("dpkg --purge");
+    let remove = Command::new("dpkg")
+        .args(["-r", "shoal"])
+        .output()
+        .expect("dpkg -r");
+    assert!(
+        remove.status.success(),
+        "{}",
+        String::from_utf8_lossy(&remove.stderr)
+    );
+    assert!(
+        !PathBuf::from("/usr/bin/shoal").exists(),
+        "the binary is gone"
+    );
+    assert!(
+        PathBuf::from("/etc/shoal/shoal.toml").exists(),
+        "the configuration stays"
+    );
+    let purge = Command::new("dpkg")
+        .args(["--purge", "shoal"])
+        .output()
+        .expect("dpkg --purge");
     assert!(purge.status.success());
-    assert!(!PathBuf::from("/etc/shoal/shoal.toml").exists(), "purge removes it");
+    assert!(
+        !PathBuf::from("/etc/shoal/shoal.toml").exists(),
+        "purge removes it"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
