@@ -297,6 +297,14 @@ pub async fn run_command(
     let Some((program, args)) = argv.split_first() else {
         return (Outcome::Failed, "empty command".to_owned());
     };
+    // Said plainly before spawning (some systems, qemu-user among them,
+    // report a failed exec only as exit code 127 of the child).
+    if !program_exists(program) {
+        return (
+            Outcome::Failed,
+            format!("cannot start {program}: no such program (a full path, or a name on $PATH)"),
+        );
+    }
     let mut command = std::process::Command::new(program);
     command
         .args(args)
@@ -368,6 +376,15 @@ pub async fn run_command(
             )
         }
     }
+}
+
+/// Whether `program` names an existing file, directly or on `$PATH`.
+fn program_exists(program: &str) -> bool {
+    if program.contains('/') {
+        return std::path::Path::new(program).is_file();
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }
 
 /// Reads a pipe to its end, keeping the first [`MAX_CAPTURE`] bytes.
