@@ -1174,8 +1174,10 @@ impl Node {
             if now < knock.0 {
                 continue;
             }
-            knock.1 = (knock.1 * 2).min(interval * KNOCK_BACKOFF_MAX);
+            // Waits of 1, 2, 4 ... intervals: a peer that starts a moment
+            // after us is found at the next beacon, not two later.
             knock.0 = now + knock.1;
+            knock.1 = (knock.1 * 2).min(interval * KNOCK_BACKOFF_MAX);
             self.send(Destination::Unicast(addr), &message);
         }
         if self.stats.beacons_sent.is_multiple_of(PEER_LIST_EVERY) {

@@ -164,6 +164,8 @@ fn a_silent_static_peer_is_knocked_on_with_backoff() {
         "never shorter: {gaps:?}"
     );
     assert!(gaps.iter().all(|&g| g <= 17_000), "capped: {gaps:?}");
+    // The first retry comes one interval later (at the next beacon after it).
+    assert!(gaps[0] < 2_000, "first retry after {} ms", gaps[0]);
     // Once it answers, it is a neighbor: no more backoff state for it.
     let mut b = node(2);
     let beacon = beacon_of(&mut b, at(0));
