@@ -431,12 +431,13 @@ fn a_static_peer_is_found_without_broadcast_and_found_again_after_a_restart() {
     let peer = format!("[\"127.0.0.62:{}\"]", mesh.port + 1);
     mesh.add_with(1, 61, None, "[]", &peer);
     mesh.add_with(2, 62, None, "[]", "[]");
-    mesh.wait_for("both discover each other", INTERVAL * 2, |m| {
+    // Knocks wait 1, 2, 4 intervals: agent-2 may start a moment late.
+    mesh.wait_for("both discover each other", INTERVAL * 4, |m| {
         m.agents.iter().all(|a| a.count("discovered node") >= 1)
     });
     // agent-2 loses everything it knew; agent-1 keeps knocking.
     mesh.agents[1].restart();
-    mesh.wait_for("agent-2 finds agent-1 again", INTERVAL * 2, |m| {
+    mesh.wait_for("agent-2 finds agent-1 again", INTERVAL * 4, |m| {
         m.agents[1].logged("discovered node")
     });
 }
