@@ -175,11 +175,17 @@ impl Commands {
 
 /// Cuts `text` to at most [`MAX_OUTPUT`] bytes on a character boundary.
 pub fn truncate_output(text: &str) -> heapless::String<MAX_OUTPUT> {
-    let mut end = text.len().min(MAX_OUTPUT);
+    heapless::String::try_from(cut(text, MAX_OUTPUT)).unwrap_or_default()
+}
+
+/// The longest start of `text` of at most `max` bytes that ends on a
+/// character boundary.
+pub fn cut(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    heapless::String::try_from(&text[..end]).unwrap_or_default()
+    &text[..end]
 }
 
 impl Node {

@@ -267,19 +267,10 @@ async fn handle(request: Request<Incoming>, context: &Context) -> Response<Body>
         (&Method::GET, [""]) => {
             return text_response(DASHBOARD.to_owned(), "text/html; charset=utf-8")
         }
-        (&Method::GET, ["metrics"]) => {
-            let (reply, answer) = smol::channel::bounded(1);
-            if context.calls.send(ApiCall::Metrics(reply)).await.is_err() {
-                Answer::error(503, "the agent is stopping")
-            } else {
-                match answer.recv().await {
-                    Ok(text) => {
-                        return text_response(text, "text/plain; version=0.0.4; charset=utf-8")
-                    }
-                    Err(_) => Answer::error(503, "the agent is stopping"),
-                }
-            }
-        }
+        (&Method::GET, ["metrics"]) => match round_trip(context, ApiCall::Metrics).await {
+            Some(text) => return text_response(text, "text/plain; version=0.0.4; charset=utf-8"),
+            None => stopping(),
+        },
         (&Method::GET, ["api", "peers"]) => {
             let healthy = query_flag(&query, "healthy");
             ask(context, |reply| ApiCall::Peers { healthy, reply }).await
@@ -294,19 +285,13 @@ async fn handle(request: Request<Incoming>, context: &Context) -> Response<Body>
             } else {
                 // The body is not used; read (bounded) so keep-alive works.
                 let _ = Limited::new(request.into_body(), MAX_BODY).collect().await;
-                let (reply, answer) = smol::channel::bounded(1);
-                let call = ApiCall::Exec {
-                    node: percent_decode(node),
-                    executor: percent_decode(executor),
+                let (node, executor) = (percent_decode(node), percent_decode(executor));
+                call(context, |reply| ApiCall::Exec {
+                    node,
+                    executor,
                     reply,
-                };
-                match context.calls.send(call).await {
-                    Ok(()) => answer
-                        .recv()
-                        .await
-                        .unwrap_or_else(|_| Answer::error(503, "the agent is stopping")),
-                    Err(_) => Answer::error(503, "the agent is stopping"),
-                }
+                })
+                .await
             }
         }
         (_, ["api", "status" | "peers" | "rules" | "events" | "stats" | "points"])
@@ -319,16 +304,21 @@ async fn handle(request: Request<Incoming>, context: &Context) -> Response<Body>
     respond(answer)
 }
 
+/// Hands a call to the agent's loop and waits for its answer; `None` when
+/// the agent is stopping.
+async fn round_trip<T>(context: &Context, make: impl FnOnce(Sender<T>) -> ApiCall) -> Option<T> {
+    let (reply, answer) = smol::channel::bounded(1);
+    context.calls.send(make(reply)).await.ok()?;
+    answer.recv().await.ok()
+}
+
+fn stopping() -> Answer {
+    Answer::error(503, "the agent is stopping")
+}
+
 /// Sends a call whose answer carries its own status.
 async fn call(context: &Context, make: impl FnOnce(Sender<Answer>) -> ApiCall) -> Answer {
-    let (reply, answer) = smol::channel::bounded(1);
-    if context.calls.send(make(reply)).await.is_err() {
-        return Answer::error(503, "the agent is stopping");
-    }
-    answer
-        .recv()
-        .await
-        .unwrap_or_else(|_| Answer::error(503, "the agent is stopping"))
+    round_trip(context, make).await.unwrap_or_else(stopping)
 }
 
 /// `POST /api/points` bodies: `[{"name": "outdoor_temp", "value": 21.5,
@@ -374,14 +364,11 @@ fn query_value(query: &str, name: &str) -> Option<String> {
         .map(percent_decode)
 }
 
-async fn ask(context: &Context, call: impl FnOnce(Sender<Value>) -> ApiCall) -> Answer {
-    let (reply, answer) = smol::channel::bounded(1);
-    if context.calls.send(call(reply)).await.is_err() {
-        return Answer::error(503, "the agent is stopping");
-    }
-    match answer.recv().await {
-        Ok(body) => Answer { status: 200, body },
-        Err(_) => Answer::error(503, "the agent is stopping"),
+/// Sends a call whose answer is a JSON body for a 200.
+async fn ask(context: &Context, make: impl FnOnce(Sender<Value>) -> ApiCall) -> Answer {
+    match round_trip(context, make).await {
+        Some(body) => Answer { status: 200, body },
+        None => stopping(),
     }
 }
 

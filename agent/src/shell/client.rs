@@ -55,6 +55,22 @@ impl Reply {
     }
 }
 
+/// Connects to the agent at `api` (3 s at most).
+fn connect(api: &str) -> Result<(TcpStream, SocketAddr), ClientError> {
+    let addr: SocketAddr = api
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| ClientError::BadAddress(api.to_owned()))?;
+    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(|source| {
+        ClientError::Unreachable {
+            addr: addr.to_string(),
+            source,
+        }
+    })?;
+    Ok((stream, addr))
+}
+
 /// Sends one request to the agent at `api` and reads the whole answer.
 pub fn request(
     api: &str,
@@ -63,17 +79,11 @@ pub fn request(
     token: Option<&str>,
     timeout: Duration,
 ) -> Result<Reply, ClientError> {
-    let addr: SocketAddr = api
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut addrs| addrs.next())
-        .ok_or_else(|| ClientError::BadAddress(api.to_owned()))?;
+    let (mut stream, addr) = connect(api)?;
     let unreachable = |source| ClientError::Unreachable {
         addr: addr.to_string(),
         source,
     };
-    let mut stream =
-        TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(unreachable)?;
     stream
         .set_read_timeout(Some(timeout))
         .map_err(unreachable)?;
@@ -270,17 +280,11 @@ pub fn format_event(event: &str, data: &Value, glob: Option<&str>) -> Option<Str
 /// Follows `GET /api/events` of the agent at `api`, calling `on_event`
 /// with each event's name and data until the agent closes the stream.
 pub fn follow_events(api: &str, mut on_event: impl FnMut(&str, &Value)) -> Result<(), ClientError> {
-    let addr: SocketAddr = api
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut addrs| addrs.next())
-        .ok_or_else(|| ClientError::BadAddress(api.to_owned()))?;
+    let (mut stream, addr) = connect(api)?;
     let unreachable = |source| ClientError::Unreachable {
         addr: addr.to_string(),
         source,
     };
-    let mut stream =
-        TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(unreachable)?;
     let head =
         format!("GET /api/events HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n");
     stream.write_all(head.as_bytes()).map_err(unreachable)?;

@@ -417,11 +417,7 @@ fn kill_group(pid: u32) {
 
 /// The part of an output that travels back in a command result.
 pub fn summary(output: &str) -> &str {
-    let mut end = output.len().min(wire::MAX_OUTPUT);
-    while !output.is_char_boundary(end) {
-        end -= 1;
-    }
-    &output[..end]
+    crate::node::command::cut(output, wire::MAX_OUTPUT)
 }
 
 #[cfg(test)]

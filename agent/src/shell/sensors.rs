@@ -527,11 +527,7 @@ impl Sampler {
 
 /// The first 32 bytes of an error, for the point value (the log has it all).
 fn short_error(message: &str) -> heapless::String<{ wire::MAX_TEXT }> {
-    let mut end = message.len().min(wire::MAX_TEXT);
-    while !message.is_char_boundary(end) {
-        end -= 1;
-    }
-    let cleaned: String = message[..end]
+    let cleaned: String = crate::node::command::cut(message, wire::MAX_TEXT)
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
