@@ -17,10 +17,9 @@ pub mod shell;
 /// The running binary's version, target and protocol, for `shoal --version`.
 pub fn version_line() -> String {
     format!(
-        "shoal {} ({}-{}, protocol {})",
+        "shoal {} ({}, protocol {})",
         env!("CARGO_PKG_VERSION"),
-        std::env::consts::ARCH,
-        std::env::consts::OS,
+        env!("SHOAL_TARGET"),
         node::wire::VERSION
     )
 }

@@ -28,7 +28,9 @@ fn version_names_the_protocol() {
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.starts_with("shoal ") && text.contains("protocol 1"),
+        text.starts_with("shoal ")
+            && text.contains("protocol 1")
+            && text.contains(&format!("{}-", std::env::consts::ARCH)),
         "{text}"
     );
 }

@@ -12,6 +12,22 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// The agent binary; under `SHOAL_TEST_RUNNER` (an emulator command line,
+/// as CI sets for the ARM builds under qemu-user) started through it, since
+/// there is no binfmt_misc to run a foreign binary directly.
+fn shoal_command() -> Command {
+    let runner = std::env::var("SHOAL_TEST_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    match words.next() {
+        Some(emulator) => {
+            let mut command = Command::new(emulator);
+            command.args(words).arg(env!("CARGO_BIN_EXE_shoal"));
+            command
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_shoal")),
+    }
+}
+
 struct Agent {
     name: String,
     child: Option<Child>,
@@ -25,7 +41,7 @@ impl Agent {
     }
 
     fn start_with_env(name: &str, config: &Path, env: &[(&str, &str)]) -> Agent {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        let mut child = shoal_command()
             .args(["run", "--config", config.to_str().expect("utf-8 path")])
             .envs(env.iter().copied())
             .env("RUST_LOG", "info,shoal::shell=debug")
