@@ -1,15 +1,14 @@
 //! `cargo bench -p shoal-tests`: the mesh core's figures, measured.
 //!
 //! Prints a Markdown report: simulator speed, convergence, failure detection,
-//! loss tolerance, partitions, wire sizes and hot-path timings. Scenario
-//! figures are simulated time (deterministic per seed, min/median/max over
-//! seeds); only the speed and hot-path lines are wall-clock.
+//! loss tolerance, partitions and routing. Scenario figures are simulated
+//! time (deterministic per seed, min/median/max over seeds); only the speed
+//! lines are wall-clock. Wire sizes and hot paths are `benches/hot.rs`.
 #![allow(clippy::print_stdout)]
 
 use shoal::node::peers::PeerState;
 use shoal::node::time::Instant as SimInstant;
-use shoal::node::wire::{self, Cipher, Counter, Header, MeshKey, Message, NodeId};
-use shoal::node::{Destination, Via};
+use shoal::node::wire;
 use shoal_tests::sim::{SimConfig, SimNet};
 use shoal_tests::topology::{self, three_subnets};
 use std::time::{Duration, Instant};
@@ -270,181 +269,6 @@ fn speed(nodes: usize, minutes: u64, keyed: bool) -> (f64, f64, u64) {
     )
 }
 
-fn time_per_op(iterations: u32, mut op: impl FnMut()) -> f64 {
-    for _ in 0..iterations / 10 {
-        op();
-    }
-    let start = Instant::now();
-    for _ in 0..iterations {
-        op();
-    }
-    start.elapsed().as_nanos() as f64 / f64::from(iterations)
-}
-
-fn hot_paths() {
-    let cipher = Cipher::new(&MeshKey([7; 32]));
-    let header = Header {
-        mesh_id: 1,
-        sender: NodeId(42),
-        counter: Counter {
-            incarnation: 1,
-            seq: 1,
-        },
-    };
-    // Real frames from a node: a beacon and a full catch-up delta.
-    let mut sim = SimNet::new({
-        let mut config = SimConfig::lan(1, 5);
-        config.points_per_node = 46;
-        config.node.max_points_per_node = 46;
-        config
-    });
-    sim.run_for(Duration::from_secs(3));
-    let store = sim.node(0).store().clone();
-    let beacon = Message::Beacon(wire::Beacon {
-        name: wire::name("node-12").expect("valid"),
-        store_hash: 1,
-        progress: 1000,
-        suspects: heapless::Vec::new(),
-        vouches: heapless::Vec::new(),
-        meta: None,
-        heard: 12,
-        view: 0x1234_5678,
-    });
-    let clear_beacon = wire::encode(&header, &beacon, None).expect("fits");
-    let sealed_beacon = wire::encode(&header, &beacon, Some(&cipher)).expect("fits");
-    println!("| frame | bytes |");
-    println!("|---|---|");
-    println!(
-        "| beacon, name `node-12`, no key | {} |",
-        clear_beacon.len()
-    );
-    println!(
-        "| beacon, name `node-12`, with key | {} |",
-        sealed_beacon.len()
-    );
-
-    // A delta as a newcomer receives it: all 46 points of node 0.
-    let own = sim.node(0).id();
-    let origin = store.origin(own).expect("own origin");
-    let delta_frames = delta_frames_of(&mut sim, own);
-    let points: usize = origin.points.len();
-    let delta_bytes: usize = delta_frames.iter().map(Vec::len).sum();
-    println!(
-        "| full delta, {points} realistic points, with key | {delta_bytes} in {} frame(s), {:.1} per point |",
-        delta_frames.len(),
-        delta_bytes as f64 / points as f64
-    );
-    println!();
-
-    let iterations = 200_000;
-    let encode_clear = time_per_op(iterations, || {
-        std::hint::black_box(wire::encode(&header, &beacon, None).expect("fits"));
-    });
-    let encode_sealed = time_per_op(iterations, || {
-        std::hint::black_box(wire::encode(&header, &beacon, Some(&cipher)).expect("fits"));
-    });
-    let decode_clear = time_per_op(iterations, || {
-        let parsed = Header::parse(&clear_beacon, 1).expect("header");
-        std::hint::black_box(wire::decode_body(&parsed, &clear_beacon, None).expect("decodes"));
-    });
-    let decode_sealed = time_per_op(iterations, || {
-        let parsed = Header::parse(&sealed_beacon, 1).expect("header");
-        std::hint::black_box(
-            wire::decode_body(&parsed, &sealed_beacon, Some(&cipher)).expect("decodes"),
-        );
-    });
-    let delta = delta_frames[0].clone();
-    let delta_header = Header::parse(&delta, sim.config().node.mesh_id).expect("header");
-    let delta_cipher = Cipher::new(sim.config().node.key.as_ref().expect("keyed"));
-    let decode_delta = time_per_op(20_000, || {
-        std::hint::black_box(
-            wire::decode_body(&delta_header, &delta, Some(&delta_cipher)).expect("decodes"),
-        );
-    });
-    // Merge: a fresh node takes in the full delta (decode + apply).
-    let merge = time_per_op(2_000, || {
-        let mut receiver = SimNet::new({
-            let mut config = SimConfig::lan(1, 8);
-            config.points_per_node = 0;
-            config
-        });
-        let node = receiver.node_mut(0);
-        node.handle_datagram(
-            SimInstant::ZERO,
-            "127.0.0.2:20195".parse().expect("addr"),
-            Via::Unicast,
-            &delta,
-        );
-        std::hint::black_box(node.store().len());
-    });
-    let empty_node = time_per_op(2_000, || {
-        let receiver = SimNet::new({
-            let mut config = SimConfig::lan(1, 8);
-            config.points_per_node = 0;
-            config
-        });
-        std::hint::black_box(receiver.now);
-    });
-    println!("| operation | time per op |");
-    println!("|---|---|");
-    println!("| encode beacon, no key | {encode_clear:.0} ns |");
-    println!("| encode beacon, XChaCha20-Poly1305 | {encode_sealed:.0} ns |");
-    println!("| decode beacon, no key | {decode_clear:.0} ns |");
-    println!("| decode beacon, XChaCha20-Poly1305 | {decode_sealed:.0} ns |");
-    println!("| decode full delta frame ({points} points), keyed | {decode_delta:.0} ns |");
-    println!(
-        "| merge full delta into a fresh store (decode + apply) | {:.0} ns |",
-        (merge - empty_node).max(0.0)
-    );
-    println!();
-}
-
-/// The delta frames node 0 of `sim` sends about `origin` to a newcomer whose
-/// digest is empty (a response digest, so node 0 does not ask back).
-fn delta_frames_of(sim: &mut SimNet, origin: NodeId) -> Vec<Vec<u8>> {
-    let now = sim.now;
-    let node = sim.node_mut(0);
-    while node.poll_transmit().is_some() {}
-    let mesh_id = node.config().mesh_id;
-    let cipher = node.config().key.as_ref().map(Cipher::new);
-    let empty_digest = Message::Digest(wire::Digest {
-        request: false,
-        first: NodeId(0),
-        last: NodeId(u64::MAX),
-        entries: heapless::Vec::new(),
-    });
-    let header = Header {
-        mesh_id,
-        sender: NodeId(999),
-        counter: Counter {
-            incarnation: 1,
-            seq: 1,
-        },
-    };
-    let frame = wire::encode(&header, &empty_digest, cipher.as_ref()).expect("fits");
-    node.handle_datagram(
-        now,
-        "127.0.0.99:20195".parse().expect("addr"),
-        Via::Unicast,
-        &frame,
-    );
-    let mut frames = Vec::new();
-    while let Some(transmit) = node.poll_transmit() {
-        if transmit.destination == Destination::Broadcast {
-            continue;
-        }
-        let header = Header::parse(&transmit.payload, mesh_id).expect("own frame");
-        if let Ok(Message::Delta(delta)) =
-            wire::decode_body(&header, &transmit.payload, cipher.as_ref())
-        {
-            if delta.chunks.iter().any(|c| c.origin == origin) {
-                frames.push(transmit.payload.to_vec());
-            }
-        }
-    }
-    frames
-}
-
 fn main() {
     // `cargo test --benches` runs this with `--bench` absent: keep that cheap.
     let quick = !std::env::args().any(|a| a == "--bench");
@@ -460,8 +284,6 @@ fn main() {
         println!("convergence 5 nodes: {:.3} s", convergence(5, 0.0, 1));
         return;
     }
-    println!("## Wire sizes and hot paths (wall clock for times)\n");
-    hot_paths();
 
     println!("## Scenarios (simulated time)\n");
     println!("| scenario | nodes | loss | min / median / max (s) |");
