@@ -223,10 +223,13 @@ fn no_routing_loop_at_any_step_over_many_seeded_runs_with_crashes_and_loss() {
 #[test]
 fn a_flat_lan_sends_no_route_advertisements_once_settled_even_under_loss() {
     let mut sim = SimNet::new(SimConfig::lan(20, 404).with_loss(0.2));
-    // While nodes discover each other their views differ for a moment.
+    // While nodes discover each other their views differ for a moment, and
+    // each discovery pulls a beacon forward: a few route frames per node
+    // at most (26 in all with this seed).
     sim.run_for(Duration::from_secs(10));
     let startup: Vec<u64> = (0..20).map(|i| sim.node(i).stats().routes_sent).collect();
-    assert!(startup.iter().sum::<u64>() <= 20, "{startup:?}");
+    assert!(startup.iter().sum::<u64>() <= 40, "{startup:?}");
+    assert!(startup.iter().all(|&n| n <= 4), "{startup:?}");
     sim.run_for(Duration::from_secs(300));
     for (i, before) in startup.iter().enumerate() {
         assert_eq!(sim.node(i).stats().routes_sent, *before, "node-{i}");

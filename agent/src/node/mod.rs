@@ -842,6 +842,13 @@ impl Node {
         } else {
             self.unicast_only.insert(sender);
         }
+        if !known || restarted {
+            // A newcomer (or a node back from a restart) that started after
+            // our last beacon would otherwise wait up to a whole interval to
+            // hear of us: beacon early (at most four per interval, so a
+            // crowd joining at once costs a few beacons, not one each).
+            self.pull_beacon(now);
+        }
         if !known {
             self.push_event(Event::PeerDiscovered {
                 peer: sender,

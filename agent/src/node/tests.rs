@@ -207,6 +207,38 @@ fn a_beacon_makes_a_healthy_named_neighbor() {
 }
 
 #[test]
+fn a_newcomer_hears_us_within_a_quarter_interval_not_a_whole_one() {
+    let mut a = node(1);
+    let mut b = node(2);
+    // a beacons at once and is then quiet for an interval...
+    let first = a.poll_timeout().expect("a deadline");
+    a.handle_timeout(first);
+    drain(&mut a);
+    let regular = a.poll_timeout().expect("next beacon");
+    // ...when b starts and beacons: a answers within a quarter interval.
+    let joined = first + Duration::from_millis(300);
+    let beacon = beacon_of(&mut b, joined);
+    a.handle_datagram(joined, addr(2), Via::Broadcast, &beacon);
+    let early = a.poll_timeout().expect("a deadline");
+    assert!(early < regular, "{early:?} vs {regular:?}");
+    assert!(early <= first + Duration::from_millis(300), "{early:?}");
+    a.handle_timeout(early);
+    let sent = drain(&mut a);
+    assert!(sent.iter().any(|t| t.destination == Destination::Broadcast));
+    // A known neighbor's next beacon changes nothing, and the early beacon
+    // did not make a burst: the one after is a whole interval later.
+    let again = beacon_of(&mut b, early + Duration::from_millis(10));
+    a.handle_datagram(
+        early + Duration::from_millis(10),
+        addr(2),
+        Via::Broadcast,
+        &again,
+    );
+    let next = a.poll_timeout().expect("a deadline");
+    assert!(next >= early + Duration::from_millis(850), "{next:?}");
+}
+
+#[test]
 fn every_bad_frame_is_counted_by_reason_and_the_node_keeps_working() {
     let mut a = node(1);
     let mut b = node(2);
