@@ -194,7 +194,18 @@ fn header(args: &Args) -> String {
          - {serf} (Debian package `serf`), `-profile=lan` (the default): memberlist's DefaultLANConfig, probe every 1 s, \
          probe timeout 500 ms, suspicion multiplier 4 (max 6×), 3 indirect checks, gossip to 3 nodes every 200 ms, \
          push/pull every 30 s; `serf event -coalesce=false`\n\
-         - {} repetitions; idle window {:.0} s; loss {:.0}% of packets dropped on arrival at each namespace's eth0 (iptables `statistic`)\n",
+         - {} repetitions; idle window {:.0} s; loss {:.0}% of packets dropped on arrival at each namespace's eth0 (iptables `statistic`)\n\n\
+         Method: the systems alternate within each repetition (shoal, then Serf, same N and network), so a noisy \
+         moment of the machine hits both. Times are when the bench reads each agent's log line (\"discovered node\", \
+         \"-> UNREACHABLE\", \"point ...\" for shoal; \"EventMemberJoin\", \"EventMemberFailed\", \"Received event\" \
+         for Serf), with one clock for both. Serf agents join the first one (`-join`, no mDNS), which is started first; \
+         convergence counts from its start. Propagation counts from the start of the client process on one agent \
+         (`curl` to shoal's API, `serf event`) until the last other agent logs the value; the Serf event handler row is \
+         the handler's own timestamp. Failure detection is `kill -9` of the last agent until the first and the last \
+         survivor declare it failed; rejoin is its restart until every other agent sees it alive. RSS is VmRSS, CPU is \
+         every thread's schedstat time over the idle window, bytes are what each namespace's bridge port received \
+         (namespaces only: on loopback there is no per-agent counter for Serf). False failures count every agent's \
+         failure verdicts while nothing fails.\n",
         args.command_line,
         options.reps,
         options.idle.as_secs_f64(),
