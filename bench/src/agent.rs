@@ -48,6 +48,21 @@ pub enum Seen {
 /// Most lines kept per agent; older ones are dropped (bounded memory).
 const MAX_EVENTS: usize = 100_000;
 
+/// PIDs of every agent running now, for [`kill_all`] when the bench panics
+/// (release builds abort on panic, so no destructor would run).
+static RUNNING: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+/// `kill -9` of every agent still running; for the panic hook.
+pub fn kill_all() {
+    let pids = std::mem::take(&mut *RUNNING.lock().unwrap_or_else(|e| e.into_inner()));
+    if !pids.is_empty() {
+        let _ = Command::new("kill")
+            .arg("-KILL")
+            .args(pids.iter().map(u32::to_string))
+            .status();
+    }
+}
+
 /// Reads `line` as `system` logs it.
 pub fn parse(system: System, line: &str) -> Option<Seen> {
     match system {
@@ -181,8 +196,19 @@ impl Agent {
                 }
             });
         }
+        RUNNING
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(child.id());
         self.child = Some(child);
         Ok(())
+    }
+
+    fn forget(pid: u32) {
+        RUNNING
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|&p| p != pid);
     }
 
     /// Its PID while running.
@@ -195,6 +221,7 @@ impl Agent {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+            Agent::forget(child.id());
         }
     }
 
@@ -207,6 +234,7 @@ impl Agent {
             let deadline = Instant::now() + Duration::from_secs(3);
             while Instant::now() < deadline {
                 if matches!(child.try_wait(), Ok(Some(_))) {
+                    Agent::forget(child.id());
                     self.child = None;
                     return;
                 }
@@ -319,6 +347,37 @@ mod tests {
             s("[INFO  shoal::shell::run] API on http://127.0.3.2:51002"),
             None
         );
+    }
+
+    #[test]
+    fn the_panic_hook_kills_every_running_agent() {
+        let start = |seconds: &str| {
+            Agent::start(
+                System::Shoal,
+                "sleeper",
+                "127.0.0.1",
+                vec!["sleep".into(), seconds.into()],
+                Vec::new(),
+                std::env::temp_dir(),
+            )
+            .expect("sleep starts")
+        };
+        let mut a = start("30");
+        let mut b = start("31");
+        let mut stopped = start("32");
+        stopped.kill();
+        kill_all();
+        for agent in [&mut a, &mut b] {
+            let child = agent.child.as_mut().expect("still owned");
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let mut exited = None;
+            while exited.is_none() && Instant::now() < deadline {
+                exited = child.try_wait().expect("waits");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            assert!(exited.is_some(), "killed by the hook");
+        }
+        assert!(RUNNING.lock().expect("lock").is_empty());
     }
 
     #[test]

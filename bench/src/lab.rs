@@ -42,6 +42,34 @@ pub fn unavailable() -> Option<String> {
     None
 }
 
+/// Every namespace existing now, for [`delete_all`] when the bench panics.
+static EXISTING: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+fn add_namespace(ns: &str) -> Result<(), String> {
+    run("ip", &["netns", "add", ns])?;
+    EXISTING
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(ns.to_owned());
+    Ok(())
+}
+
+fn delete_namespace(ns: &str) {
+    let _ = run("ip", &["netns", "del", ns]);
+    EXISTING
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|n| n != ns);
+}
+
+/// Deletes every namespace still there; for the panic hook.
+pub fn delete_all() {
+    let all = std::mem::take(&mut *EXISTING.lock().unwrap_or_else(|e| e.into_inner()));
+    for ns in all {
+        let _ = run("ip", &["netns", "del", &ns]);
+    }
+}
+
 /// The namespaces of one measurement.
 #[derive(Debug)]
 pub struct Lab {
@@ -59,12 +87,12 @@ impl Lab {
             hub: hub.clone(),
             hosts: Vec::new(),
         };
-        run("ip", &["netns", "add", &hub])?;
+        add_namespace(&hub)?;
         run("ip", &["-n", &hub, "link", "add", "br0", "type", "bridge"])?;
         run("ip", &["-n", &hub, "link", "set", "br0", "up"])?;
         for k in 1..=hosts {
             let ns = format!("{prefix}n{k}");
-            run("ip", &["netns", "add", &ns])?;
+            add_namespace(&ns)?;
             lab.hosts.push(ns.clone());
             run("ip", &["-n", &ns, "link", "set", "lo", "up"])?;
             let outer = format!("v{k}");
@@ -168,7 +196,7 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         for ns in self.hosts.iter().chain(std::iter::once(&self.hub)) {
-            let _ = run("ip", &["netns", "del", ns]);
+            delete_namespace(ns);
         }
     }
 }

@@ -225,6 +225,14 @@ fn main() -> ExitCode {
         eprintln!("shoal-bench: {error}");
         return ExitCode::from(2);
     }
+    // Release builds abort on panic, so no destructor would clean up: the
+    // hook kills the agents and deletes the namespaces first.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        shoal_bench::agent::kill_all();
+        lab::delete_all();
+        default_hook(info);
+    }));
     let _ = std::fs::create_dir_all(&args.options.setup.dir);
     let results = shoal_bench::run(&args.options);
     let _ = std::fs::remove_dir_all(&args.options.setup.dir);
