@@ -138,7 +138,7 @@ impl Results {
 
     /// The Markdown table: min / median / max per system, the ratio of the
     /// medians, and the target with its verdict. Rows are grouped by
-    /// network and size, scenarios in the order of [`ORDER`].
+    /// network and size, scenarios in a fixed order.
     pub fn markdown(&self) -> String {
         let rank = |scenario: &str| {
             ORDER
