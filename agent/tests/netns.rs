@@ -18,22 +18,12 @@ fn ip(args: &[&str]) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// Root and `ip`, checked the way the Serf benchmark checks them.
 fn can_make_namespaces() -> Result<(), String> {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(1).map(|uid| uid == "0"))
-        })
-        .unwrap_or(false);
-    if !root {
-        return Err("not root".into());
+    match shoal_bench::lab::unavailable_with(&[("ip", "iproute2")]) {
+        Some(reason) => Err(reason),
+        None => Ok(()),
     }
-    if !ip(&["-V"]) {
-        return Err("iproute2 (`ip`) is not installed".into());
-    }
-    Ok(())
 }
 
 /// Namespaces and agents of one test run; removed on drop, also on failure.

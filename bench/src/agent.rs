@@ -123,8 +123,6 @@ fn parse_serf(line: &str) -> Option<Seen> {
 pub struct Agent {
     /// Its node name.
     pub name: String,
-    /// Its address in the mesh (for joining and the API).
-    pub address: String,
     system: System,
     argv: Vec<String>,
     env: Vec<(String, String)>,
@@ -140,14 +138,12 @@ impl Agent {
     pub fn start(
         system: System,
         name: &str,
-        address: &str,
         argv: Vec<String>,
         env: Vec<(String, String)>,
         dir: PathBuf,
     ) -> Result<Agent, String> {
         let mut agent = Agent {
             name: name.to_owned(),
-            address: address.to_owned(),
             system,
             argv,
             env,
@@ -355,7 +351,6 @@ mod tests {
             Agent::start(
                 System::Shoal,
                 "sleeper",
-                "127.0.0.1",
                 vec!["sleep".into(), seconds.into()],
                 Vec::new(),
                 std::env::temp_dir(),

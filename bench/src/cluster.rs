@@ -5,7 +5,7 @@
 use crate::agent::{Agent, Seen, System};
 use crate::lab::Lab;
 use std::collections::{BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -217,24 +217,9 @@ impl Cluster {
             }
         };
         let argv = self.wrap(k, argv);
-        let agent = Agent::start(self.system, &name, &address, argv, env, state)?;
+        let agent = Agent::start(self.system, &name, argv, env, state)?;
         self.agents.push(agent);
         Ok(())
-    }
-
-    /// How many agents.
-    pub fn len(&self) -> usize {
-        self.agents.len()
-    }
-
-    /// True without agents.
-    pub fn is_empty(&self) -> bool {
-        self.agents.is_empty()
-    }
-
-    /// When the first agent was spawned.
-    pub fn started(&self) -> Instant {
-        self.started
     }
 
     /// shoal ids (as logged by each agent at start) to names.
@@ -520,10 +505,5 @@ impl Cluster {
             agent.stop();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
-    }
-
-    /// The scratch directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 }

@@ -24,6 +24,12 @@ fn run(program: &str, args: &[&str]) -> Result<String, String> {
 
 /// Why namespace scenarios cannot run here, if they cannot.
 pub fn unavailable() -> Option<String> {
+    unavailable_with(&[("ip", "iproute2"), ("iptables", "iptables")])
+}
+
+/// Why namespaces cannot be made here with `tools` (program, Debian
+/// package), if they cannot: not root, or a tool missing.
+pub fn unavailable_with(tools: &[(&str, &str)]) -> Option<String> {
     let root = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -34,7 +40,7 @@ pub fn unavailable() -> Option<String> {
     if !root {
         return Some("not root (namespaces need root)".into());
     }
-    for (tool, package) in [("ip", "iproute2"), ("iptables", "iptables")] {
+    for &(tool, package) in tools {
         if run(tool, &["-V"]).is_err() {
             return Some(format!("`{tool}` is missing (apt-get install {package})"));
         }
@@ -73,7 +79,6 @@ pub fn delete_all() {
 /// The namespaces of one measurement.
 #[derive(Debug)]
 pub struct Lab {
-    prefix: String,
     hub: String,
     hosts: Vec<String>,
 }
@@ -83,7 +88,6 @@ impl Lab {
     pub fn new(prefix: &str, hosts: usize) -> Result<Lab, String> {
         let hub = format!("{prefix}hub");
         let mut lab = Lab {
-            prefix: prefix.to_owned(),
             hub: hub.clone(),
             hosts: Vec::new(),
         };
@@ -123,7 +127,7 @@ impl Lab {
     }
 
     /// The namespace of host `k` (from 1).
-    pub fn namespace(&self, k: usize) -> &str {
+    fn namespace(&self, k: usize) -> &str {
         &self.hosts[k - 1]
     }
 
@@ -185,11 +189,6 @@ impl Lab {
         value[0]["stats64"]["rx"]["bytes"]
             .as_u64()
             .ok_or_else(|| format!("no rx bytes for v{k} in {json}"))
-    }
-
-    /// Its prefix (every namespace name starts with it).
-    pub fn prefix(&self) -> &str {
-        &self.prefix
     }
 }
 

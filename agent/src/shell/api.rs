@@ -244,11 +244,7 @@ async fn handle(request: Request<Incoming>, context: &Context) -> Response<Body>
         }
         (&Method::POST, ["api", "points"]) => {
             if !authorized(&request, context) {
-                stats.unauthorized.set(stats.unauthorized.get() + 1);
-                Answer::error(
-                    401,
-                    "this needs the API token: Authorization: Bearer <token>",
-                )
+                unauthorized(stats)
             } else {
                 match Limited::new(request.into_body(), MAX_BODY).collect().await {
                     Err(_) => {
@@ -277,11 +273,7 @@ async fn handle(request: Request<Incoming>, context: &Context) -> Response<Body>
         }
         (&Method::POST, ["api", "exec", node, executor]) => {
             if !authorized(&request, context) {
-                stats.unauthorized.set(stats.unauthorized.get() + 1);
-                Answer::error(
-                    401,
-                    "this needs the API token: Authorization: Bearer <token>",
-                )
+                unauthorized(stats)
             } else {
                 // The body is not used; read (bounded) so keep-alive works.
                 let _ = Limited::new(request.into_body(), MAX_BODY).collect().await;
@@ -424,6 +416,15 @@ fn respond(answer: Answer) -> Response<Body> {
         hyper::header::HeaderValue::from_static("application/json"),
     );
     response
+}
+
+/// The answer to a write without the token, counted.
+fn unauthorized(stats: &ApiStats) -> Answer {
+    stats.unauthorized.set(stats.unauthorized.get() + 1);
+    Answer::error(
+        401,
+        "this needs the API token: Authorization: Bearer <token>",
+    )
 }
 
 fn authorized(request: &Request<Incoming>, context: &Context) -> bool {
