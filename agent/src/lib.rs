@@ -1,17 +1,19 @@
 //! `shoal`: a lean mesh agent for Raspberry Pi class devices.
 //!
-//! The protocol lives in [`node`], a sans-io core: plain state machines fed
-//! with `(now, input)` that return datagrams, events and deadlines. It never
-//! reads a clock, opens a socket or spawns a thread, so the simulator in
-//! `shoal-tests` runs it deterministically with hundreds of nodes. The async
-//! shell that puts it on real sockets (`shell`) and the CLI build on top.
+//! The protocol lives in the `shoal-core` crate, a sans-io core: plain state
+//! machines fed with `(now, input)` that return datagrams, events and
+//! deadlines. This crate is the shell around it: sockets, timers, signals,
+//! sensors, executors, the HTTP API, the state directory and the command
+//! line ([`shell`]). The core is re-exported as [`core`] for callers of this
+//! library that need its types.
 //!
-//! Guarantees of the core: no panic on any datagram; every table and queue
-//! bounded by [`node::Config`]; every refused input counted in
-//! [`node::Stats`].
+//! Guarantees the shell adds: no input (datagram, API request, sensor, config
+//! file) panics the agent; every queue between the loop and its subsystems
+//! is bounded or drained every step.
 #![warn(missing_docs)]
 
-pub mod node;
+pub use shoal_core as core;
+
 pub mod shell;
 
 /// The running binary's version, target and protocol, for `shoal --version`.
@@ -20,6 +22,6 @@ pub fn version_line() -> String {
         "shoal {} ({}, protocol {})",
         env!("CARGO_PKG_VERSION"),
         env!("SHOAL_TARGET"),
-        node::wire::VERSION
+        shoal_core::wire::VERSION
     )
 }

@@ -1,7 +1,7 @@
-//! The benchmark against Serf (`bench/run`), smoke-sized: 5 agents of each
+//! The benchmark against Serf (`tests/bench/run`), smoke-sized: 5 agents of each
 //! system through every scenario, on loopback and, with root, in namespaces
 //! with 10% loss. It checks that every measurement completes with plausible
-//! values, not how fast: figures come from `bench/run` (BENCHMARKS.md).
+//! values, not how fast: figures come from `tests/bench/run` (BENCHMARKS.md).
 //!
 //! Without serf installed, the Serf half is skipped and says so; without
 //! root, iproute2 or iptables, the namespace half is. CI installs all.

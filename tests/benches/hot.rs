@@ -8,11 +8,11 @@
 //! iterations only.
 #![allow(clippy::print_stdout)]
 
-use shoal::node::rules::{self, Points, RuleSpec, Rules};
-use shoal::node::time::Instant as SimInstant;
-use shoal::node::wire::{self, Cipher, Counter, Header, MeshKey, Message, NodeId, Value};
-use shoal::node::{Destination, Reading, Via};
 use shoal_config::expr::{parse, Pattern};
+use shoal_core::rules::{self, Points, RuleSpec, Rules};
+use shoal_core::time::Instant as SimInstant;
+use shoal_core::wire::{self, Cipher, Counter, Header, MeshKey, Message, NodeId, Value};
+use shoal_core::{Destination, Reading, Via};
 use shoal_tests::sim::{SimConfig, SimNet};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -226,7 +226,7 @@ fn house_rules() -> Vec<RuleSpec> {
 }
 
 /// A store walked the way the core walks it, for [`rules::eval`] alone.
-struct Store<'a>(&'a shoal::node::store::Store);
+struct Store<'a>(&'a shoal_core::store::Store);
 
 impl Points for Store<'_> {
     fn lookup(&self, pattern: &Pattern, _stale_after: Option<Duration>) -> Vec<Option<f64>> {
@@ -272,7 +272,7 @@ fn rule_evaluation() {
     // rules dirty, with and without the 10 rules installed.
     let now = sim.now;
     let mut value = 0.0;
-    let mut reading = |node: &mut shoal::node::Node| {
+    let mut reading = |node: &mut shoal_core::Node| {
         value += 0.25;
         let reading = Reading {
             name: wire::name("temperature").expect("valid"),

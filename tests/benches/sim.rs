@@ -6,9 +6,9 @@
 //! lines are wall-clock. Wire sizes and hot paths are `benches/hot.rs`.
 #![allow(clippy::print_stdout)]
 
-use shoal::node::peers::PeerState;
-use shoal::node::time::Instant as SimInstant;
-use shoal::node::wire;
+use shoal_core::peers::PeerState;
+use shoal_core::time::Instant as SimInstant;
+use shoal_core::wire;
 use shoal_tests::sim::{SimConfig, SimNet};
 use shoal_tests::topology::{self, three_subnets};
 use std::time::{Duration, Instant};

@@ -1,6 +1,6 @@
 //! A deterministic in-process mesh simulator.
 //!
-//! Every node runs the real [`shoal::node::Node`]; every datagram is the real
+//! Every node runs the real [`shoal_core::Node`]; every datagram is the real
 //! encoded (and, with a key, encrypted) frame, delivered after a simulated
 //! latency unless the link loses it. Time is simulated: [`SimNet::step`] jumps
 //! to the next delivery, timer or sensor reading. Everything random (loss,
@@ -10,13 +10,13 @@
 //!
 //! No socket is opened: the addresses below are labels, never bound.
 
-use shoal::node::command::ExecError;
-use shoal::node::peers::PeerState;
-use shoal::node::rand::Rng;
-use shoal::node::rules::{ComputeSpec, RuleSpec, Rules};
-use shoal::node::time::Instant;
-use shoal::node::wire::{self, MeshKey, Name, NodeId, Outcome, Value};
-use shoal::node::{Config, Destination, Event, Identity, Node, Reach, Reading, Via};
+use shoal_core::command::ExecError;
+use shoal_core::peers::PeerState;
+use shoal_core::rand::Rng;
+use shoal_core::rules::{ComputeSpec, RuleSpec, Rules};
+use shoal_core::time::Instant;
+use shoal_core::wire::{self, MeshKey, Name, NodeId, Outcome, Value};
+use shoal_core::{Config, Destination, Event, Identity, Node, Reach, Reading, Via};
 use shoal_hal::sim::{SimSensor, Waveform};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};

@@ -1,9 +1,9 @@
 //! Fault scenarios in the simulator: asymmetric links, duplication, frozen
 //! processes, misconfigured restarts, gateways, limits, and replay.
 
-use shoal::node::peers::PeerState;
-use shoal::node::time::Instant;
-use shoal::node::DropReason;
+use shoal_core::peers::PeerState;
+use shoal_core::time::Instant;
+use shoal_core::DropReason;
 use shoal_tests::sim::{SimConfig, SimNet};
 use std::time::Duration;
 
@@ -113,7 +113,7 @@ fn points_cross_a_gateway_between_two_lans() {
     assert!(sim.node(0).peers().get(sim.node(15).id()).is_none());
     let id = sim.node(3).id();
     sim.run_for(Duration::from_secs(3));
-    sim.publish(3, "door", shoal::node::wire::Value::Bool(true));
+    sim.publish(3, "door", shoal_core::wire::Value::Bool(true));
     sim.run_until("the door reaches LAN 2", INTERVAL * 3, |sim| {
         (10..20).all(|i| sim.node(i).store().point(id, "door").is_some())
     })

@@ -1,7 +1,7 @@
 //! Scenario tests of the mesh core in the simulator, with the figures the
 //! core promises (see the issue "The mesh core").
 
-use shoal::node::peers::PeerState;
+use shoal_core::peers::PeerState;
 use shoal_tests::sim::{SimConfig, SimNet};
 use std::time::Duration;
 
@@ -39,14 +39,14 @@ fn fifty_nodes_at_twenty_percent_loss_get_every_point_within_ten_intervals() {
         // And a single update in a running mesh.
         sim.run_for(Duration::from_secs(25));
         let origin = 17;
-        sim.publish(origin, "probe", shoal::node::wire::Value::Int(42));
+        sim.publish(origin, "probe", shoal_core::wire::Value::Int(42));
         let id = sim.node(origin).id();
         sim.run_until("the probe everywhere", INTERVAL * 10, |sim| {
             everyone.iter().all(|&i| {
                 sim.node(i)
                     .store()
                     .point(id, "probe")
-                    .is_some_and(|p| p.value == shoal::node::wire::Value::Int(42))
+                    .is_some_and(|p| p.value == shoal_core::wire::Value::Int(42))
             })
         })
         .unwrap_or_else(|failure| panic!("{failure}"));

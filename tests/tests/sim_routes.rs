@@ -2,7 +2,7 @@
 //! failover between two gateways, partitions, and loop freedom checked at
 //! every step of many seeded runs with random crashes and loss.
 
-use shoal::node::peers::PeerState;
+use shoal_core::peers::PeerState;
 use shoal_tests::sim::{SimConfig, SimNet};
 use shoal_tests::topology::{three_subnets, A, B, C, GW_AB, GW_BC, NODES};
 use std::time::Duration;
@@ -150,8 +150,8 @@ fn partitioning_b_from_c_and_healing_converges_the_stores() {
     })
     .unwrap_or_else(|failure| panic!("{failure}"));
     // Both sides keep publishing while apart.
-    sim.publish(0, "during_partition", shoal::node::wire::Value::Float(1.0));
-    sim.publish(8, "during_partition", shoal::node::wire::Value::Float(2.0));
+    sim.publish(0, "during_partition", shoal_core::wire::Value::Float(1.0));
+    sim.publish(8, "during_partition", shoal_core::wire::Value::Float(2.0));
     sim.run_for(INTERVAL * 10);
     sim.heal();
     sim.run_checked(INTERVAL * 10, no_loop)
@@ -185,7 +185,7 @@ fn no_routing_loop_at_any_step_over_many_seeded_runs_with_crashes_and_loss() {
     for run in 0..runs {
         let seed = first_seed() + run;
         let mut sim = three_subnets(SimConfig::lan(NODES, seed).with_loss(0.1));
-        let mut rng = shoal::node::rand::Rng::new(seed);
+        let mut rng = shoal_core::rand::Rng::new(seed);
         sim.run_checked(INTERVAL * 5, no_loop)
             .unwrap_or_else(|failure| panic!("{failure}"));
         // Two random crashes (gateways are as likely as anyone), restarts.
@@ -263,7 +263,7 @@ fn a_chain_of_static_peers_across_routers_is_routed_end_to_end() {
 
 #[test]
 fn a_command_crosses_two_gateways_and_its_result_comes_back() {
-    use shoal::node::wire::Outcome;
+    use shoal_core::wire::Outcome;
     let mut sim = three_subnets(SimConfig::lan(NODES, 406));
     sim.run_until("every node reaches every node", INTERVAL * 10, |sim| {
         sim.all_reach(&all())
@@ -296,7 +296,7 @@ fn a_command_crosses_two_gateways_and_its_result_comes_back() {
 
 #[test]
 fn exec_keeps_working_through_the_other_gateway_within_the_failover_bound() {
-    use shoal::node::wire::Outcome;
+    use shoal_core::wire::Outcome;
     let mut sim = three_subnets(SimConfig::lan(NODES, 407));
     sim.run_until("every node reaches every node", INTERVAL * 10, |sim| {
         sim.all_reach(&all())
@@ -333,6 +333,6 @@ fn exec_keeps_working_through_the_other_gateway_within_the_failover_bound() {
     sim.run_for(UNREACHABLE_AFTER * 2);
     assert_eq!(
         sim.exec(1, dead, "ping"),
-        Err(shoal::node::command::ExecError::Unreachable)
+        Err(shoal_core::command::ExecError::Unreachable)
     );
 }

@@ -1,10 +1,10 @@
 //! Rules and derived points across the mesh, in the simulator: the
 //! distributed temperature example of the rules issue.
 
-use shoal::node::rules::{ComputeSpec, RuleSpec};
-use shoal::node::time::Instant;
-use shoal::node::wire::Value;
 use shoal_config::expr::parse;
+use shoal_core::rules::{ComputeSpec, RuleSpec};
+use shoal_core::time::Instant;
+use shoal_core::wire::Value;
 use shoal_tests::sim::{SimConfig, SimNet};
 use std::time::Duration;
 

@@ -45,7 +45,7 @@ fn the_core_never_touches_io_clocks_threads_or_async() {
         "async fn",
     ];
     let mut files = Vec::new();
-    rust_files(&workspace_root().join("agent/src/node"), &mut files);
+    rust_files(&workspace_root().join("agent/core/src"), &mut files);
     assert!(files.len() >= 6, "the core was found: {files:?}");
     for file in files {
         let text = fs::read_to_string(&file).expect("readable source");

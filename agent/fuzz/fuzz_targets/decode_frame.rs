@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shoal::node::wire::{decode_body, Cipher, Header, MeshKey};
+use shoal_core::wire::{decode_body, Cipher, Header, MeshKey};
 
 fuzz_target!(|data: &[u8]| {
     let cipher = Cipher::new(&MeshKey([7; 32]));

@@ -3,9 +3,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shoal::node::time::Instant;
-use shoal::node::wire::{name, NodeId};
-use shoal::node::{Config, Identity, Node, Via};
+use shoal_core::time::Instant;
+use shoal_core::wire::{name, NodeId};
+use shoal_core::{Config, Identity, Node, Via};
 use std::net::SocketAddr;
 
 fuzz_target!(|data: &[u8]| {

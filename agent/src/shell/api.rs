@@ -12,15 +12,15 @@
 //! `POST /api/points`, `GET /metrics`,
 //! `POST /api/exec/NODE/EXECUTOR`.
 
-use crate::node::peers::PeerState;
-use crate::node::time::Instant;
-use crate::node::wire::NodeId;
-use crate::node::Node;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited, StreamBody};
 use hyper::body::{Bytes, Frame, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
+use shoal_core::peers::PeerState;
+use shoal_core::time::Instant;
+use shoal_core::wire::NodeId;
+use shoal_core::Node;
 use smol::channel::{Receiver, Sender};
 use smol::net::TcpListener;
 use smol_hyper::rt::{FuturesIo, SmolTimer};
@@ -339,7 +339,7 @@ pub fn parse_readings(body: &[u8]) -> Result<Vec<(String, f64, String)>, String>
                 .or_else(|| item["value"].as_bool().map(|b| if b { 1.0 } else { 0.0 }))
                 .ok_or_else(|| format!("reading {name:?} needs a numeric \"value\""))?;
             let unit = item["unit"].as_str().unwrap_or("");
-            if crate::node::wire::unit(unit).is_none() {
+            if shoal_core::wire::unit(unit).is_none() {
                 return Err(format!(
                     "reading {name:?}: unit {unit:?} is longer than 8 bytes"
                 ));
@@ -534,8 +534,8 @@ pub fn status(node: &Node, now: Instant) -> Value {
 }
 
 /// A point's value as JSON: a number, a truth, a text, or `{"error": ...}`.
-pub fn value_json(value: &crate::node::wire::Value) -> Value {
-    use crate::node::wire::Value as V;
+pub fn value_json(value: &shoal_core::wire::Value) -> Value {
+    use shoal_core::wire::Value as V;
     match value {
         V::Float(v) => json!(v),
         V::Int(v) => json!(v),
@@ -571,7 +571,7 @@ pub fn points(node: &Node, wall_ms: u64, glob: &str, history: bool) -> Value {
 pub fn point_json(
     node: &str,
     name: &str,
-    point: &crate::node::store::Point,
+    point: &shoal_core::store::Point,
     wall_ms: u64,
     history: bool,
 ) -> Value {

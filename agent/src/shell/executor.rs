@@ -9,9 +9,9 @@
 //! an executor while one is going on is refused as busy, or waits its turn
 //! (`policy = "queue"`).
 
-use crate::node::wire::{self, Outcome};
 use futures_lite::{future, AsyncReadExt};
 use shoal_config::{Action, ActuatorAction, ExecutorSection, Policy};
+use shoal_core::wire::{self, Outcome};
 use shoal_hal::{Actuator, ActuatorCommand};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -417,7 +417,7 @@ fn kill_group(pid: u32) {
 
 /// The part of an output that travels back in a command result.
 pub fn summary(output: &str) -> &str {
-    crate::node::command::cut(output, wire::MAX_OUTPUT)
+    shoal_core::command::cut(output, wire::MAX_OUTPUT)
 }
 
 #[cfg(test)]

@@ -12,10 +12,10 @@
 //!   value was when it arrived here;
 //! - rule actions and executor runs by outcome; API requests and refusals.
 
-use crate::node::peers::PeerState;
-use crate::node::time::Instant;
-use crate::node::wire::Value;
-use crate::node::Node;
+use shoal_core::peers::PeerState;
+use shoal_core::time::Instant;
+use shoal_core::wire::Value;
+use shoal_core::Node;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
@@ -328,13 +328,13 @@ mod tests {
         for seconds in [0.005, 0.2, 0.2, 30.0, f64::NAN, -1.0] {
             counters.observe_latency(seconds);
         }
-        let identity = crate::node::Identity {
-            id: crate::node::wire::NodeId(1),
-            name: crate::node::wire::name("me").expect("valid"),
+        let identity = shoal_core::Identity {
+            id: shoal_core::wire::NodeId(1),
+            name: shoal_core::wire::name("me").expect("valid"),
             incarnation: 1,
         };
         let node =
-            Node::new(identity, crate::node::Config::default(), 1, Instant::ZERO).expect("valid");
+            Node::new(identity, shoal_core::Config::default(), 1, Instant::ZERO).expect("valid");
         let text = render(&node, Instant::ZERO, &counters, 0, 0);
         assert!(
             text.contains("shoal_sync_latency_seconds_bucket{le=\"0.01\"} 1\n"),

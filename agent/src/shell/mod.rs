@@ -1,6 +1,6 @@
 //! The shell: everything that touches the OS (command line today; sockets,
 //! timers, signals and files as the agent grows). The protocol decisions stay
-//! in [`crate::node`].
+//! in [`shoal_core`].
 
 pub mod api;
 pub mod cli;

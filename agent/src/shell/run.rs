@@ -15,12 +15,12 @@ use super::api::{self, Answer, ApiCall, ApiStats};
 use super::executor::{self, Caller, Executors};
 use super::sensors;
 use super::state::{self, StateDir, StateError};
-use crate::node::time::Instant;
-use crate::node::wire::{self, Name};
-use crate::node::{self, Destination, Event, Node, Reading, Via};
 use async_signal::{Signal, Signals};
 use futures_lite::{future, StreamExt};
 use shoal_config::{Broadcast, Config};
+use shoal_core::time::Instant;
+use shoal_core::wire::{self, Name};
+use shoal_core::{self as node, Destination, Event, Node, Reading, Via};
 use smol::channel::Sender;
 use smol::net::{TcpListener, UdpSocket};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -857,7 +857,7 @@ impl Known {
     fn update(&mut self, node: &Node) {
         let now = unix_seconds();
         for peer in node.peers().iter() {
-            if peer.state != crate::node::peers::PeerState::Healthy {
+            if peer.state != shoal_core::peers::PeerState::Healthy {
                 continue;
             }
             let base = self.base.get(&peer.addr).copied().unwrap_or(0);
@@ -889,7 +889,7 @@ impl Known {
             return;
         }
         let new_neighbor = node.peers().iter().any(|p| {
-            p.state == crate::node::peers::PeerState::Healthy && !self.peers.contains_key(&p.addr)
+            p.state == shoal_core::peers::PeerState::Healthy && !self.peers.contains_key(&p.addr)
         });
         if self.changed || new_neighbor || since >= SAVE_ANYWAY_EVERY {
             self.save(node, state_dir);
@@ -1186,7 +1186,7 @@ async fn flush(
                         "node": api::label(node, peer), "from": from.as_str(), "to": to.as_str(),
                     }),
                 );
-                if to == crate::node::peers::PeerState::Unreachable {
+                if to == shoal_core::peers::PeerState::Unreachable {
                     if let Some(addr) = node.peers().get(peer).map(|p| p.addr) {
                         known.note_failure(addr);
                     }

@@ -11,10 +11,10 @@
 //! silent gap), is retried with backoff (interval × 2, 4, 8... up to a
 //! minute), and publishes fresh values as soon as it reads again.
 
-use crate::node::time::Instant;
-use crate::node::wire::{self, Name, Unit, Value};
-use crate::node::Reading;
 use shoal_config::{SensorSection, Setting};
+use shoal_core::time::Instant;
+use shoal_core::wire::{self, Name, Unit, Value};
+use shoal_core::Reading;
 use shoal_hal::bus::RootFs;
 use shoal_hal::drivers::{self, ads1115, bh1750, bme280, ds18b20, gpio, sht3x, system};
 use shoal_hal::sim::{SimDevice, SimSensor, Waveform};
@@ -527,7 +527,7 @@ impl Sampler {
 
 /// The first 32 bytes of an error, for the point value (the log has it all).
 fn short_error(message: &str) -> heapless::String<{ wire::MAX_TEXT }> {
-    let cleaned: String = crate::node::command::cut(message, wire::MAX_TEXT)
+    let cleaned: String = shoal_core::command::cut(message, wire::MAX_TEXT)
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();

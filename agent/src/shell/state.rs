@@ -7,7 +7,7 @@
 //! the directory) and counted. A corrupt or truncated file is reported and
 //! replaced, never fatal: the node then starts as a new node.
 
-use crate::node::wire::{MeshKey, NodeId};
+use shoal_core::wire::{MeshKey, NodeId};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -282,7 +282,7 @@ pub struct SavedPoint {
     /// Point name.
     pub name: String,
     /// Its value.
-    pub value: crate::node::wire::Value,
+    pub value: shoal_core::wire::Value,
     /// Its unit.
     pub unit: String,
     /// Origin timestamp, ms since the Unix epoch.
@@ -301,7 +301,7 @@ impl StateDir {
     /// Writes this node's points atomically (tab-separated; names, units and
     /// texts never contain control characters).
     pub fn save_points(&mut self, points: &[SavedPoint]) -> Result<(), StateError> {
-        use crate::node::wire::Value;
+        use shoal_core::wire::Value;
         let mut text = format!("{POINTS_HEADER}\n");
         for point in points {
             let value = match &point.value {
@@ -322,7 +322,7 @@ impl StateDir {
 }
 
 fn parse_points(text: &str) -> Result<Vec<SavedPoint>, String> {
-    use crate::node::wire::Value;
+    use shoal_core::wire::Value;
     parse_list(text, POINTS_HEADER, |line| {
         match line.split('\t').collect::<Vec<_>>().as_slice() {
             [name, value, unit, ts_ms] => {
@@ -520,7 +520,7 @@ mod tests {
 
     #[test]
     fn own_points_round_trip_and_a_corrupt_list_is_ignored() {
-        use crate::node::wire::Value;
+        use shoal_core::wire::Value;
         let dir = scratch("points");
         let mut state = StateDir::open(&dir).expect("created");
         let points = vec![

@@ -1,5 +1,5 @@
 use super::*;
-use crate::node::{wire, Config, Identity};
+use shoal_core::{wire, Config, Identity};
 
 #[test]
 fn percent_escapes_are_decoded_and_bad_ones_kept() {

@@ -1,4 +1,4 @@
-//! `shoal-bench`: shoal against Serf on this machine; see `bench/run` for
+//! `shoal-bench`: shoal against Serf on this machine; see `tests/bench/run` for
 //! the one command that builds everything and regenerates BENCHMARKS.md.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -189,7 +189,7 @@ fn header(args: &Args) -> String {
         .unwrap_or_default();
     format!(
         "- date: {date}\n- machine: {nproc} CPUs ({cpu}), {memory} GiB RAM, Linux {kernel}\n\
-         - command: `bench/run` (this run: `{}`)\n- {shoal}, release build (size-tuned profile), default timings: beacon every 1 s, \
+         - command: `tests/bench/run` (this run: `{}`)\n- {shoal}, release build (size-tuned profile), default timings: beacon every 1 s, \
          SUSPECT after 2 s silent, UNREACHABLE after 3 s unless a neighbor vouches; no mesh key (Serf runs unencrypted too)\n\
          - {serf} (Debian package `serf`), `-profile=lan` (the default): memberlist's DefaultLANConfig, probe every 1 s, \
          probe timeout 500 ms, suspicion multiplier 4 (max 6×), 3 indirect checks, gossip to 3 nodes every 200 ms, \

@@ -1,5 +1,5 @@
 use super::*;
-use crate::node::wire::{self, Message, MAX_FRAME};
+use crate::wire::{self, Message, MAX_FRAME};
 
 const LIMITS: StoreLimits = StoreLimits {
     max_origins: 8,

@@ -498,7 +498,7 @@ fn replay_window_matches_a_simple_model() {
     // Against a set of every counter ever accepted, over a long random walk.
     let mut window = ReplayWindow::default();
     let mut accepted = std::collections::BTreeSet::new();
-    let mut rng = crate::node::rand::Rng::new(11);
+    let mut rng = crate::rand::Rng::new(11);
     let mut highest = 0u64;
     for _ in 0..50_000 {
         let counter = if rng.chance(0.5) {

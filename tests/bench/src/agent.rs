@@ -323,18 +323,18 @@ mod tests {
             Some(Seen::Alive("a70a096edc10481b".into()))
         );
         assert_eq!(
-            s("[INFO  shoal::node] node s-3: SUSPECT -> UNREACHABLE"),
+            s("[INFO  shoal_core] node s-3: SUSPECT -> UNREACHABLE"),
             Some(Seen::Dead("s-3".into()))
         );
         assert_eq!(
-            s("[INFO  shoal::node::relay] node s-3: UNREACHABLE -> HEALTHY (beyond one hop)"),
+            s("[INFO  shoal_core::relay] node s-3: UNREACHABLE -> HEALTHY (beyond one hop)"),
             Some(Seen::Alive("s-3".into()))
         );
         assert_eq!(
-            s("[INFO  shoal::node] node s-3: HEALTHY -> LEFT"),
+            s("[INFO  shoal_core] node s-3: HEALTHY -> LEFT"),
             Some(Seen::Dead("s-3".into()))
         );
-        assert_eq!(s("[INFO  shoal::node] node s-3: HEALTHY -> SUSPECT"), None);
+        assert_eq!(s("[INFO  shoal_core] node s-3: HEALTHY -> SUSPECT"), None);
         assert_eq!(
             s("[DEBUG shoal::shell::run] point s-1/bench = 42.5"),
             Some(Seen::Value("42.5".into()))

@@ -1,6 +1,6 @@
 use super::*;
-use crate::node::wire::{self, Counter, Header, MeshKey};
-use crate::node::{Config, Identity, Via};
+use crate::wire::{self, Counter, Header, MeshKey};
+use crate::{Config, Identity, Via};
 use std::net::SocketAddr;
 
 const MESH: u32 = 0x5348_0001;
