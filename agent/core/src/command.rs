@@ -200,7 +200,8 @@ impl Node {
             .find(|p| p.name.as_deref() == Some(name))
             .map(|p| p.id)
             .or_else(|| {
-                self.routes
+                self.relay
+                    .routes
                     .iter()
                     .find(|(_, d)| d.name.as_deref() == Some(name))
                     .map(|(id, _)| *id)

@@ -1,20 +1,36 @@
 //! The sans-io mesh core: one [`Node`] per agent.
 //!
-//! Nothing in this module reads a clock, opens a socket, spawns a thread or
-//! awaits. Inputs are plain values with the current time passed in; outputs
-//! are pulled. The same code runs under the async shell and, deterministically,
-//! under the simulator (`shoal-tests`).
+//! Nothing in this crate reads a clock, opens a socket or file, spawns a
+//! thread or awaits: its dependencies (`Cargo.toml`) leave no way to. Inputs
+//! are plain values with the current time passed in; outputs are pulled. The
+//! same code runs under the agent's async shell and, deterministically, under
+//! the simulator (`shoal-tests`).
 //!
-//! Modules: [`wire`] (frames and messages), [`peers`] (neighbors and the
-//! failure detector), [`store`] (points and anti-entropy), [`time`], [`rand`].
+//! Modules, by what they own:
+//! - [`wire`]: frames and messages (header, XChaCha20-Poly1305, the replay
+//!   window), documented as the protocol;
+//! - [`peers`]: what is known of each neighbor and the state it implies;
+//!   `detector`: deadlines, vouch requests, unicast-only neighbors;
+//! - `discovery`: static peers, peer exchange, knocks beyond the LAN;
+//! - [`store`]: every origin's points, digests and deltas; `anti_entropy`:
+//!   pushed deltas and the pull that repairs them;
+//! - [`routes`]: the distance-vector table; `relay`: bridging, route
+//!   advertisements and how any node is reached;
+//! - [`command`]: commands relayed hop by hop, with their results;
+//! - [`rules`]: expressions and rule state machines; `automation`: rules
+//!   fed from the store, derived points;
+//! - [`time`]: the core's `Instant`; [`rand`]: the seeded generator.
 
 #![cfg_attr(
     not(test),
     warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+mod anti_entropy;
 mod automation;
 pub mod command;
+mod detector;
+mod discovery;
 pub mod peers;
 pub mod rand;
 mod relay;
@@ -24,17 +40,20 @@ pub mod store;
 pub mod time;
 pub mod wire;
 
+use anti_entropy::AntiEntropy;
+use detector::{Detector, Verdict};
+use discovery::Discovery;
 use peers::{PeerState, PeerTable, Timing};
 use rand::Rng;
-use routes::RouteTable;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use relay::Relay;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 use store::{PublishError, Range, Store, StoreLimits};
 use time::Instant;
 use wire::{
     Beacon, Cipher, Counter, Datagram, DecodeError, Delta, Digest, Header, Liveness, MeshKey,
-    Message, Meta, Name, NodeId, Unit, Value, Vouch, MAX_GOSSIP,
+    Message, Meta, Name, NodeId, Unit, Value, MAX_GOSSIP,
 };
 
 /// How a node is tuned. Every default comes from `shoal_config::defaults`.
@@ -382,39 +401,8 @@ impl DropReason {
 
 /// Beacons that carry metadata: the first few, then one in this many.
 const META_EVERY: u64 = 30;
-/// Longest wait between two knocks on a silent static or learned address,
-/// in beacon intervals.
-const KNOCK_BACKOFF_MAX: u32 = 16;
-/// Neighbors beyond the LAN get our peer list this often (in beacons).
-const PEER_LIST_EVERY: u64 = 60;
 /// Leave is sent this many times, so one lost datagram does not hide it.
 const LEAVE_COPIES: usize = 3;
-/// A node counts in our view (see `Beacon::view`) while heard directly
-/// within this many `unreachable_after`: long enough that loss never
-/// changes views, so only real topology makes a node a bridge.
-const VIEW_WINDOW: u32 = 10;
-/// Nodes whose view differs from a neighbor's but are not clearly the bridge
-/// advertise their routes anyway this often (in beacons), so unusual
-/// topologies are found too.
-const ROUTE_PROBE_EVERY: u64 = 30;
-/// Names ride in route advertisements the first few times, then this often.
-const ROUTE_NAMES_EVERY: u64 = 10;
-
-/// Others stay silent once this many vouches answered a question: enough
-/// that the asker gets one despite loss, few enough to keep beacons small.
-const ENOUGH_VOUCHES: u8 = 3;
-
-/// Someone asked about a node; we may know it is alive.
-#[derive(Debug, Clone, Copy)]
-struct VouchRequest {
-    asked_at: Instant,
-    /// The oldest counter an asker has of the node: a vouch must beat it.
-    asked: Counter,
-    /// Vouches of others beating `asked`, heard since the question.
-    heard: u8,
-    /// We answered this question.
-    answered: bool,
-}
 
 /// One agent's protocol state.
 ///
@@ -432,66 +420,26 @@ pub struct Node {
     counter: Counter,
     rng: Rng,
     peers: PeerTable,
+    /// Deadlines, vouch requests, unicast-only neighbors.
+    detector: Detector,
+    /// Static peers, learned addresses, knocks.
+    discovery: Discovery,
     store: Store,
+    /// Whom to pull missing data from, and when.
+    anti_entropy: AntiEntropy,
+    /// Routes beyond one hop, and bridging.
+    relay: Relay,
+    commands: command::Commands,
+    automation: automation::Automation,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     next_beacon: Instant,
     last_beacon: Option<Instant>,
-    next_digest: Instant,
-    /// The neighbor to pull from when `next_digest` comes: the one whose
-    /// beacon showed the most progress among those differing from us.
-    pull_from: Option<(NodeId, SocketAddr, u64)>,
-    vouch_requests: BTreeMap<NodeId, VouchRequest>,
-    /// Every neighbor's next deadline, ordered: the first is the next to pass.
-    deadlines: BTreeSet<(Instant, NodeId)>,
-    /// Neighbors never heard by broadcast: our broadcasts do not reach them.
-    unicast_only: BTreeSet<NodeId>,
-    /// Configured addresses beyond the LAN: they get every beacon by unicast,
-    /// so a node finds them (again) by itself.
-    static_peers: Vec<SocketAddr>,
-    /// Addresses learned by peer exchange, knocked on by unicast beacon until
-    /// they answer or expire.
-    candidates: BTreeMap<SocketAddr, Instant>,
-    /// Next knock and current backoff of each address that has not answered.
-    knocks: BTreeMap<SocketAddr, (Instant, Duration)>,
-    /// Routes to nodes beyond one hop.
-    routes: RouteTable,
-    /// When routes must be re-selected at the latest.
-    next_route_check: Option<Instant>,
-    /// Something routes depend on changed: re-select before returning.
-    routes_dirty: bool,
-    /// Our last beacon found us bridging parts of the mesh: we advertise
-    /// routes and relay pushed data to the LAN.
-    bridging: bool,
-    /// Beacons in a row that found our view differing from a neighbor's.
-    bridge_streak: u8,
-    commands: command::Commands,
-    automation: automation::Automation,
     /// When this node started: route counters older than that may have been
     /// routed through our previous incarnation and are refused.
     started: Instant,
     leaving: bool,
     stats: Stats,
-}
-
-/// The neighbors as route selection sees them.
-struct Usable<'a> {
-    peers: &'a PeerTable,
-    timing: Timing,
-    now: Instant,
-}
-
-impl routes::Neighbors for Usable<'_> {
-    fn usable(&self, id: NodeId) -> Option<bool> {
-        let peer = self.peers.get(id)?;
-        (peer.is_direct(self.now, &self.timing)
-            && matches!(peer.state, PeerState::Healthy | PeerState::Suspect))
-        .then_some(peer.state == PeerState::Healthy)
-    }
-
-    fn direct(&self, id: NodeId) -> bool {
-        self.usable(id).is_some()
-    }
 }
 
 /// How this node reaches another, for people and for forwarding.
@@ -534,26 +482,17 @@ impl Node {
             },
             rng,
             peers: PeerTable::new(config.max_nodes),
+            detector: Detector::default(),
+            discovery: Discovery::default(),
             store: Store::new(identity.id, identity.name, identity.incarnation, limits),
+            anti_entropy: AntiEntropy::new(now),
+            relay: Relay::new(config.max_nodes),
+            commands: command::Commands::default(),
+            automation: automation::Automation::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             next_beacon: now + Duration::from_millis(phase),
             last_beacon: None,
-            next_digest: now,
-            pull_from: None,
-            vouch_requests: BTreeMap::new(),
-            deadlines: BTreeSet::new(),
-            unicast_only: BTreeSet::new(),
-            static_peers: Vec::new(),
-            candidates: BTreeMap::new(),
-            knocks: BTreeMap::new(),
-            routes: RouteTable::new(config.max_nodes),
-            next_route_check: None,
-            routes_dirty: false,
-            bridging: false,
-            bridge_streak: 0,
-            commands: command::Commands::default(),
-            automation: automation::Automation::default(),
             started: now,
             leaving: false,
             stats: Stats::default(),
@@ -606,16 +545,6 @@ impl Node {
         &self.config
     }
 
-    /// Sets the static peers: addresses beyond the LAN (another subnet, a
-    /// VPN) that get a unicast beacon every interval until they answer, and
-    /// after. At most `max_nodes` are kept.
-    pub fn set_static_peers(&mut self, mut addrs: Vec<SocketAddr>) {
-        addrs.sort();
-        addrs.dedup();
-        addrs.truncate(self.config.max_nodes);
-        self.static_peers = addrs;
-    }
-
     /// The next datagram to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
@@ -631,13 +560,11 @@ impl Node {
         if self.leaving {
             return None;
         }
-        let pull = self.pull_from.map(|_| self.next_digest);
-        let neighbor = self.deadlines.first().map(|&(at, _)| at);
         [
             Some(self.next_beacon),
-            pull,
-            neighbor,
-            self.next_route_check,
+            self.anti_entropy.next_deadline(),
+            self.detector.next_deadline(),
+            self.relay.next_check,
             self.commands.next_deadline(),
             self.automation.next,
         ]
@@ -652,15 +579,19 @@ impl Node {
             return;
         }
         self.expire(now);
-        if self.next_route_check.is_some_and(|at| now >= at) {
-            self.routes_dirty = true;
+        if self.relay.next_check.is_some_and(|at| now >= at) {
+            self.relay.dirty = true;
         }
         self.refresh_routes(now);
         self.expire_commands(now);
         if now >= self.next_beacon {
             self.send_beacon(now);
         }
-        if self.pull_from.is_some() && now >= self.next_digest {
+        if self
+            .anti_entropy
+            .next_deadline()
+            .is_some_and(|at| now >= at)
+        {
             self.pull(now);
         }
         self.run_rules(now);
@@ -809,9 +740,10 @@ impl Node {
                 return false;
             }
             Ok(Some(evicted)) => {
-                self.unicast_only.remove(&evicted);
-                self.vouch_requests.remove(&evicted);
-                self.routes.remove_via(evicted);
+                log::info!(
+                    "forgot node {evicted} to make room for {sender}: the peer table is full"
+                );
+                self.forget(evicted);
             }
             Ok(None) => {}
         }
@@ -837,11 +769,8 @@ impl Node {
         });
         let peer = self.peers.get(sender);
         let peer_name = peer.and_then(|p| p.name.clone());
-        if peer.is_some_and(|p| p.is_lan()) {
-            self.unicast_only.remove(&sender);
-        } else {
-            self.unicast_only.insert(sender);
-        }
+        let lan = peer.is_some_and(|p| p.is_lan());
+        self.detector.set_lan(sender, lan);
         if !known || restarted {
             // A newcomer (or a node back from a restart) that started after
             // our last beacon would otherwise wait up to a whole interval to
@@ -861,8 +790,8 @@ impl Node {
         }
         if restarted {
             // Its routes came from its previous life.
-            self.routes.remove_via(sender);
-            self.routes_dirty = true;
+            self.relay.routes.remove_via(sender);
+            self.relay.dirty = true;
             if let Some(name) = &peer_name {
                 self.store
                     .observe_incarnation(sender, name, counter.incarnation);
@@ -903,29 +832,7 @@ impl Node {
                 // We are alive: say so now rather than at the next beacon.
                 self.pull_beacon(now);
             } else if self.peers.get(suspect.node).is_some() {
-                let max_requests = self.config.max_nodes;
-                let known = self.vouch_requests.contains_key(&suspect.node);
-                let room = known || self.vouch_requests.len() < max_requests;
-                match self.vouch_requests.get_mut(&suspect.node) {
-                    // An open question asked again: serve the neediest asker.
-                    Some(open) if !open.answered => {
-                        open.asked = open.asked.min(suspect.counter);
-                    }
-                    // A new question, or asked again after we answered: the
-                    // asker still does not know, so answer again.
-                    _ if room => {
-                        self.vouch_requests.insert(
-                            suspect.node,
-                            VouchRequest {
-                                asked_at: now,
-                                asked: suspect.counter,
-                                heard: 0,
-                                answered: false,
-                            },
-                        );
-                    }
-                    _ => {}
-                }
+                self.detector.asked(now, suspect, self.config.max_nodes);
             }
         }
         for vouch in &beacon.vouches {
@@ -934,48 +841,20 @@ impl Node {
         // Anti-entropy: the side that knows less (or as much) asks, at most
         // once per interval, the neighbor that knows the most.
         if beacon.store_hash != my_hash && my_progress <= beacon.progress {
-            let better = self
-                .pull_from
-                .is_none_or(|(_, _, progress)| beacon.progress > progress);
-            if better {
-                self.pull_from = Some((sender, from, beacon.progress));
-            }
-            if now >= self.next_digest {
+            self.anti_entropy.consider(sender, from, beacon.progress);
+            if self.anti_entropy.may_pull(now) {
                 self.pull(now);
             }
         }
     }
 
-    /// Sends our digest to the best pull candidate, if it still differs.
-    fn pull(&mut self, now: Instant) {
-        let Some((candidate, addr, _)) = self.pull_from.take() else {
-            return;
-        };
-        let my_hash = self.store.hash();
-        let still_differs = self
-            .peers
-            .get(candidate)
-            .is_some_and(|peer| peer.store_hash != my_hash && peer.state != PeerState::Left);
-        if !still_differs {
-            return;
-        }
-        self.next_digest = now + self.config.beacon_interval;
-        for digest in self.store.digest(true) {
-            self.send(Destination::Unicast(addr), &Message::Digest(digest));
-        }
-    }
-
-    fn apply_vouch(&mut self, now: Instant, vouch: &Vouch) {
+    fn apply_vouch(&mut self, now: Instant, vouch: &wire::Vouch) {
         let node = vouch.liveness.node;
         let counter = vouch.liveness.counter;
         if node == self.id {
             return;
         }
-        if let Some(request) = self.vouch_requests.get_mut(&node) {
-            if counter > request.asked {
-                request.heard = request.heard.saturating_add(1);
-            }
-        }
+        self.detector.heard_vouch(node, counter);
         let heard_at = now - Duration::from_millis(u64::from(vouch.age_ms));
         self.update_peer(now, node, |peer| {
             if !vouch.left {
@@ -987,104 +866,12 @@ impl Node {
         });
     }
 
-    /// Peer exchange: unknown addresses become candidates, knocked on by
-    /// unicast beacon for `10 × unreachable_after`.
-    fn on_peers(&mut self, now: Instant, list: &wire::PeerList) {
-        let expires = now + self.config.unreachable_after * 10;
-        for entry in &list.peers {
-            let addr = SocketAddr::from((entry.ip, entry.port));
-            let known = entry.node == self.id || self.peers.get(entry.node).is_some();
-            if known {
-                continue;
-            }
-            if self.candidates.len() < self.config.max_nodes || self.candidates.contains_key(&addr)
-            {
-                self.candidates.insert(addr, expires);
-            }
-        }
-    }
-
-    /// Sends `to` (node `except`) the healthy neighbors we know.
-    fn send_peer_list(&mut self, to: SocketAddr, except: NodeId) {
-        let entries: Vec<wire::PeerAddress> = self
-            .peers
-            .iter()
-            .filter(|peer| peer.id != except && peer.state == PeerState::Healthy)
-            .filter_map(|peer| match peer.addr {
-                SocketAddr::V4(v4) => Some(wire::PeerAddress {
-                    node: peer.id,
-                    ip: v4.ip().octets(),
-                    port: v4.port(),
-                }),
-                SocketAddr::V6(_) => None,
-            })
-            .collect();
-        for chunk in entries.chunks(wire::MAX_PEER_ADDRESSES) {
-            let list = wire::PeerList {
-                peers: chunk.iter().copied().collect(),
-            };
-            self.send(Destination::Unicast(to), &Message::Peers(list));
-        }
-    }
-
-    fn on_digest(&mut self, from: SocketAddr, digest: &Digest) {
-        let diff = self.store.diff(digest);
-        for delta in self.store.deltas(&diff.to_send) {
-            self.send(Destination::Unicast(from), &Message::Delta(delta));
-        }
-        if digest.request && diff.behind {
-            for response in self.store.digest(false) {
-                let overlaps = response.first <= digest.last && digest.first <= response.last;
-                if overlaps {
-                    self.send(Destination::Unicast(from), &Message::Digest(response));
-                }
-            }
-        }
-    }
-
-    fn on_delta(&mut self, sender: NodeId, delta: &Delta) {
-        // A sender's own chunk names it: known before its first beacon.
-        if let Some(own) = delta.chunks.iter().find(|chunk| chunk.origin == sender) {
-            if let Some(peer) = self.peers.get_mut(sender) {
-                if peer.name.is_none() {
-                    peer.name = Some(own.origin_name.clone());
-                }
-            }
-        }
-        let applied = self.store.apply(delta);
-        self.stats.store_limit_drops += applied.dropped;
-        for (origin, name) in applied.changed {
-            self.push_event(Event::PointChanged { origin, name });
-        }
-        // A bridge relays to the LAN too: the sender's broadcast reached only
-        // its own part of the mesh (duplicates are dropped by version).
-        let sender_on_lan = self.peers.get(sender).is_some_and(|peer| peer.is_lan());
-        let nobody_else =
-            sender_on_lan && !self.bridging && self.unicast_targets(false, Some(sender)).is_empty();
-        if applied.news.is_empty() || nobody_else {
-            return;
-        }
-        // Relay what was new to neighbors the sender's broadcast cannot reach.
-        let ranges: Vec<Range> = applied
-            .news
-            .iter()
-            .map(|&(origin, after, upto)| Range {
-                origin,
-                after,
-                upto,
-            })
-            .collect();
-        for relay in self.store.deltas(&ranges) {
-            self.send_everywhere(&Message::Delta(relay), Some(sender));
-        }
-    }
-
     /// Sends to the LAN by broadcast and to every non-LAN neighbor by unicast
     /// (beacons even to unreachable ones, so they can come back; data only to
     /// live ones). With `relayed_from`, the LAN is skipped when the sender is
     /// on it (it reached the LAN itself), and the sender gets nothing back.
     fn send_everywhere(&mut self, message: &Message, relayed_from: Option<NodeId>) {
-        let sender_on_lan = !self.bridging
+        let sender_on_lan = !self.relay.bridging
             && relayed_from
                 .and_then(|id| self.peers.get(id))
                 .is_some_and(|peer| peer.is_lan());
@@ -1101,10 +888,10 @@ impl Node {
     /// The unicast-only neighbors a message goes to: beacons even to
     /// unreachable ones (so they can come back), data only to live ones.
     fn unicast_targets(&self, is_beacon: bool, except: Option<NodeId>) -> Vec<SocketAddr> {
-        self.unicast_only
-            .iter()
-            .filter(|&&id| Some(id) != except)
-            .filter_map(|&id| self.peers.get(id))
+        self.detector
+            .unicast_only()
+            .filter(|&id| Some(id) != except)
+            .filter_map(|id| self.peers.get(id))
             .filter(|peer| match peer.state {
                 PeerState::Left => false,
                 PeerState::Unreachable => is_beacon,
@@ -1130,7 +917,9 @@ impl Node {
                 counter: peer.alive,
             })
             .collect();
-        let vouches = self.collect_vouches(now);
+        let vouches =
+            self.detector
+                .collect_vouches(&self.peers, now, self.config.beacon_interval * 2);
         let meta =
             if self.stats.beacons_sent < 3 || self.stats.beacons_sent.is_multiple_of(META_EVERY) {
                 self.config.meta.clone()
@@ -1151,100 +940,16 @@ impl Node {
         self.stats.beacons_sent += 1;
         let message = Message::Beacon(beacon);
         self.send_everywhere(&message, None);
-        self.bridging = self.is_bridge(heard, view);
-        if self.bridging {
+        self.relay.bridging = self.is_bridge(heard, view);
+        if self.relay.bridging {
             self.send_routes(now);
         }
-        // Static peers not already reached by broadcast or as a known
-        // unicast-only neighbor.
-        let covered: BTreeSet<SocketAddr> = self
-            .peers
-            .iter()
-            .filter(|peer| peer.is_lan() || self.unicast_only.contains(&peer.id))
-            .map(|peer| peer.addr)
-            .collect();
-        self.candidates
-            .retain(|addr, expires| *expires > now && !covered.contains(addr));
-        let missing: BTreeSet<SocketAddr> = self
-            .static_peers
-            .iter()
-            .chain(self.candidates.keys())
-            .copied()
-            .filter(|addr| !covered.contains(addr))
-            .collect();
-        // Addresses that never answered are knocked on with backoff: every
-        // interval at first, doubling up to KNOCK_BACKOFF_MAX intervals.
-        self.knocks.retain(|addr, _| missing.contains(addr));
-        let interval = self.config.beacon_interval;
-        for addr in missing {
-            let knock = self.knocks.entry(addr).or_insert((now, interval));
-            if now < knock.0 {
-                continue;
-            }
-            // Waits of 1, 2, 4 ... intervals: a peer that starts a moment
-            // after us is found at the next beacon, not two later.
-            knock.0 = now + knock.1;
-            knock.1 = (knock.1 * 2).min(interval * KNOCK_BACKOFF_MAX);
-            self.send(Destination::Unicast(addr), &message);
-        }
-        if self.stats.beacons_sent.is_multiple_of(PEER_LIST_EVERY) {
-            let remote: Vec<(SocketAddr, NodeId)> = self
-                .unicast_only
-                .iter()
-                .filter_map(|&id| self.peers.get(id))
-                .filter(|peer| peer.state == PeerState::Healthy)
-                .map(|peer| (peer.addr, peer.id))
-                .collect();
-            for (addr, id) in remote {
-                self.send_peer_list(addr, id);
-            }
-        }
+        self.knock_and_exchange(now, &message);
         self.last_beacon = Some(now);
         // 85-95 % of the interval: one lost beacon never reaches suspect_after.
         let interval = time::duration_ms(self.config.beacon_interval);
         let next = self.rng.range(interval * 85 / 100, interval * 95 / 100 + 1);
         self.next_beacon = now + Duration::from_millis(next);
-    }
-
-    /// Vouches for nodes others suspect, when we have newer proof of life.
-    fn collect_vouches(&mut self, now: Instant) -> heapless::Vec<Vouch, MAX_GOSSIP> {
-        let expiry = self.config.beacon_interval * 2;
-        self.vouch_requests
-            .retain(|_, request| now.saturating_since(request.asked_at) <= expiry);
-        // The oldest questions first: their askers are closest to giving up.
-        let mut pending: Vec<(Instant, NodeId)> = self
-            .vouch_requests
-            .iter()
-            .map(|(node, request)| (request.asked_at, *node))
-            .collect();
-        pending.sort();
-        let mut vouches = heapless::Vec::new();
-        for (_, node) in pending {
-            let (Some(peer), Some(request)) =
-                (self.peers.get(node), self.vouch_requests.get_mut(&node))
-            else {
-                continue;
-            };
-            let left = peer.left.is_some();
-            let news = peer.alive > request.asked || (left && peer.alive >= request.asked);
-            if request.answered || request.heard >= ENOUGH_VOUCHES || !news {
-                continue;
-            }
-            let age = now.saturating_since(peer.last_alive);
-            let vouch = Vouch {
-                liveness: Liveness {
-                    node,
-                    counter: peer.alive,
-                },
-                age_ms: u32::try_from(age.as_millis()).unwrap_or(u32::MAX),
-                left,
-            };
-            if vouches.push(vouch).is_err() {
-                break;
-            }
-            request.answered = true;
-        }
-        vouches
     }
 
     /// Sends the next beacon as soon as allowed (at most four per interval).
@@ -1256,52 +961,36 @@ impl Node {
         self.next_beacon = self.next_beacon.min(earliest);
     }
 
-    /// Changes one neighbor, then re-evaluates its state and re-indexes its
-    /// deadline. Every change of a neighbor's liveness goes through here, so
-    /// `deadlines` always holds each neighbor's next deadline.
+    /// Changes one neighbor, then acts on what the failure detector found:
+    /// routes, events, logs, and forgetting it when it is prunable. Every
+    /// change of a neighbor's liveness goes through here.
     fn update_peer(&mut self, now: Instant, id: NodeId, change: impl FnOnce(&mut peers::Peer)) {
-        let timing = self.timing;
-        let Some(peer) = self.peers.get_mut(id) else {
+        let Some(verdict) = self
+            .detector
+            .update(&mut self.peers, &self.timing, now, id, change)
+        else {
             return;
         };
-        let old_deadline = peer.next_deadline(&timing);
-        change(peer);
-        let state = peer.evaluate(now, &timing);
-        let directly_silent = now.saturating_since(peer.last_direct) >= timing.unreachable_after;
-        let saved = directly_silent
-            && !peer.directly_silent
-            && !matches!(state, PeerState::Unreachable | PeerState::Left);
-        if peer.directly_silent != directly_silent {
-            self.routes_dirty = true;
+        let Verdict {
+            transition,
+            directness_changed,
+            saved_by_vouch,
+            prunable,
+        } = verdict;
+        if directness_changed {
+            self.relay.dirty = true;
         }
-        peer.directly_silent = directly_silent;
-        let transition = (state != peer.state).then(|| Event::PeerStateChanged {
-            peer: id,
-            name: peer.name.clone(),
-            from: peer.state,
-            to: state,
-        });
-        if transition.is_some() {
-            peer.state = state;
-            peer.state_since = now;
-            self.routes_dirty = true;
-            if matches!(state, PeerState::Unreachable | PeerState::Left) {
+        if let Some((_, _, to)) = transition {
+            self.relay.dirty = true;
+            if matches!(to, PeerState::Unreachable | PeerState::Left) {
                 // Withdrawal: nothing goes through a neighbor we lost.
-                self.routes.remove_via(id);
+                self.relay.routes.remove_via(id);
             }
         }
-        let new_deadline = peer.next_deadline(&timing);
-        // Unconditional: a neighbor just added has no entry yet.
-        if let Some(at) = old_deadline {
-            self.deadlines.remove(&(at, id));
-        }
-        if let Some(at) = new_deadline {
-            self.deadlines.insert((at, id));
-        }
-        if saved {
+        if saved_by_vouch {
             self.stats.vouch_saves += 1;
         }
-        if let Some(Event::PeerStateChanged { name, from, to, .. }) = &transition {
+        if let Some((name, from, to)) = transition {
             let label = name
                 .as_ref()
                 .map_or_else(|| id.to_string(), |n| n.to_string());
@@ -1312,29 +1001,30 @@ impl Node {
                 _ => log::Level::Info,
             };
             log::log!(level, "node {label}: {from} -> {to}");
-            if *to == PeerState::Suspect {
+            if to == PeerState::Suspect {
                 // Ask the others at once: their vouches must beat unreachable_after.
                 self.pull_beacon(now);
             }
+            self.push_event(Event::PeerStateChanged {
+                peer: id,
+                name,
+                from,
+                to,
+            });
         }
-        if let Some(event) = transition {
-            self.push_event(event);
+        if prunable {
+            self.forget(id);
         }
-        if self
-            .peers
-            .get(id)
-            .is_some_and(|p| p.is_prunable(now, &timing))
-        {
-            if let Some(peer) = self.peers.remove(id) {
-                if let Some(at) = peer.next_deadline(&timing) {
-                    self.deadlines.remove(&(at, id));
-                }
-            }
-            self.unicast_only.remove(&id);
-            self.vouch_requests.remove(&id);
-            self.routes.remove_via(id);
-            self.push_event(Event::PeerPruned { peer: id });
-        }
+    }
+
+    /// Forgets neighbor `id` entirely, whether pruned (UNREACHABLE or LEFT
+    /// for `prune_after`) or evicted from a full table (then it is gone from
+    /// the table already): no deadline, question, route or mark of it stays.
+    fn forget(&mut self, id: NodeId) {
+        self.peers.remove(id);
+        self.detector.forget(id);
+        self.relay.routes.remove_via(id);
+        self.push_event(Event::PeerPruned { peer: id });
     }
 
     /// Applies every neighbor deadline that has passed.
@@ -1342,16 +1032,16 @@ impl Node {
         // Each neighbor passes at most three deadlines (naive silence, SUSPECT,
         // UNREACHABLE); the budget only guards against a bookkeeping bug.
         let mut budget = 3 * self.peers.len() + 3;
-        while let Some(&(at, id)) = self.deadlines.first() {
-            if at > now || budget == 0 {
+        while let Some(entry) = self.detector.first_due(now) {
+            if budget == 0 {
                 break;
             }
             budget -= 1;
-            let before = self.deadlines.len();
-            self.update_peer(now, id, |_| {});
-            if self.deadlines.first() == Some(&(at, id)) && self.deadlines.len() == before {
+            let before = self.detector.deadline_count();
+            self.update_peer(now, entry.1, |_| {});
+            if self.detector.is_unmoved(entry, before) {
                 // Not moved: drop the stale entry rather than spin.
-                self.deadlines.remove(&(at, id));
+                self.detector.discard(entry);
             }
         }
     }

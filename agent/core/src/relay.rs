@@ -2,13 +2,73 @@
 //! neighbors' advertisements, and how another node is reached. The route
 //! table itself and its loop-freedom argument are in [`super::routes`].
 
-use super::peers::PeerState;
-use super::routes::{RemoteTiming, RouteRefusal, RouteTable, INFINITY};
+use super::peers::{PeerState, PeerTable, Timing};
+use super::routes::{self, RemoteTiming, RouteRefusal, RouteTable, INFINITY};
 use super::time::{duration_ms, Instant};
 use super::wire::{self, Message, NodeId, RouteEntry, RouteList};
-use super::{Event, Node, Reach, Usable, ROUTE_NAMES_EVERY, ROUTE_PROBE_EVERY, VIEW_WINDOW};
+use super::{Event, Node, Reach};
 use std::net::SocketAddr;
 use std::time::Duration;
+
+/// A node counts in our view (see `Beacon::view`) while heard directly
+/// within this many `unreachable_after`: long enough that loss never
+/// changes views, so only real topology makes a node a bridge.
+const VIEW_WINDOW: u32 = 10;
+/// Nodes whose view differs from a neighbor's but are not clearly the bridge
+/// advertise their routes anyway this often (in beacons), so unusual
+/// topologies are found too.
+const ROUTE_PROBE_EVERY: u64 = 30;
+/// Names ride in route advertisements the first few times, then this often.
+const ROUTE_NAMES_EVERY: u64 = 10;
+
+/// The node's multi-hop state: its routes, and whether it bridges.
+#[derive(Debug)]
+pub(crate) struct Relay {
+    /// Routes to nodes beyond one hop.
+    pub(crate) routes: RouteTable,
+    /// When routes must be re-selected at the latest.
+    pub(crate) next_check: Option<Instant>,
+    /// Something routes depend on changed: re-select before returning.
+    pub(crate) dirty: bool,
+    /// Our last beacon found us bridging parts of the mesh: we advertise
+    /// routes and relay pushed data to the LAN.
+    pub(crate) bridging: bool,
+    /// Beacons in a row that found our view differing from a neighbor's.
+    bridge_streak: u8,
+}
+
+impl Relay {
+    /// No routes, not bridging; at most `max_nodes` destinations.
+    pub(crate) fn new(max_nodes: usize) -> Relay {
+        Relay {
+            routes: RouteTable::new(max_nodes),
+            next_check: None,
+            dirty: false,
+            bridging: false,
+            bridge_streak: 0,
+        }
+    }
+}
+
+/// The neighbors as route selection sees them.
+struct Usable<'a> {
+    peers: &'a PeerTable,
+    timing: Timing,
+    now: Instant,
+}
+
+impl routes::Neighbors for Usable<'_> {
+    fn usable(&self, id: NodeId) -> Option<bool> {
+        let peer = self.peers.get(id)?;
+        (peer.is_direct(self.now, &self.timing)
+            && matches!(peer.state, PeerState::Healthy | PeerState::Suspect))
+        .then_some(peer.state == PeerState::Healthy)
+    }
+
+    fn direct(&self, id: NodeId) -> bool {
+        self.usable(id).is_some()
+    }
+}
 
 /// Mixes a node id into a fingerprint contribution.
 fn mix(id: NodeId) -> u32 {
@@ -22,12 +82,12 @@ fn mix(id: NodeId) -> u32 {
 impl Node {
     /// The route table.
     pub fn routes(&self) -> &RouteTable {
-        &self.routes
+        &self.relay.routes
     }
 
     /// Whether this node bridges parts of the mesh (and so advertises routes).
     pub fn is_bridging(&self) -> bool {
-        self.bridging
+        self.relay.bridging
     }
 
     /// How this node reaches `id` now, if it knows it at all.
@@ -40,7 +100,7 @@ impl Node {
             });
         }
         let peer = self.peers.get(id);
-        let dest = self.routes.get(id);
+        let dest = self.relay.routes.get(id);
         let routed = dest.and_then(|d| d.route().map(|r| (d.state, r.hops(), r.via)));
         if let Some(peer) = peer {
             let direct = peer.is_direct(now, &self.timing);
@@ -80,7 +140,7 @@ impl Node {
     pub fn nodes(&self, now: Instant) -> Vec<(NodeId, Reach)> {
         let mut ids: Vec<NodeId> = std::iter::once(self.id)
             .chain(self.peers.iter().map(|p| p.id))
-            .chain(self.routes.iter().map(|(id, _)| *id))
+            .chain(self.relay.routes.iter().map(|(id, _)| *id))
             .collect();
         ids.sort();
         ids.dedup();
@@ -97,7 +157,7 @@ impl Node {
         self.peers
             .get(id)
             .and_then(|p| p.name.clone())
-            .or_else(|| self.routes.get(id).and_then(|d| d.name.clone()))
+            .or_else(|| self.relay.routes.get(id).and_then(|d| d.name.clone()))
             .or_else(|| self.store.origin(id).map(|o| o.name.clone()))
     }
 
@@ -143,9 +203,9 @@ impl Node {
         let live = |p: &&super::peers::Peer| {
             matches!(p.state, PeerState::Healthy | PeerState::Suspect) && p.heard > 0
         };
-        let remote = self.unicast_only.iter().any(|id| {
+        let remote = self.detector.unicast_only().any(|id| {
             self.peers
-                .get(*id)
+                .get(id)
                 .is_some_and(|p| matches!(p.state, PeerState::Healthy | PeerState::Suspect))
         });
         let probe = self.stats.beacons_sent.is_multiple_of(ROUTE_PROBE_EVERY);
@@ -156,96 +216,42 @@ impl Node {
             .any(|p| p.view != view && (p.heard <= heard || probe));
         // Views differ for a moment while nodes discover each other: only a
         // difference seen in two beacons in a row counts.
-        self.bridge_streak = if differs {
-            self.bridge_streak.saturating_add(1)
+        self.relay.bridge_streak = if differs {
+            self.relay.bridge_streak.saturating_add(1)
         } else {
             0
         };
-        remote || self.bridge_streak >= 2
+        remote || self.relay.bridge_streak >= 2
     }
 
     /// Advertises every node we reach, and withdrawals of those just lost.
     pub(super) fn send_routes(&mut self, now: Instant) {
         let with_names = self.stats.routes_sent < 3
             || (self.stats.routes_sent / 3).is_multiple_of(ROUTE_NAMES_EVERY);
-        let age_ms =
-            |at: Instant| u32::try_from(duration_ms(now.saturating_since(at))).unwrap_or(u32::MAX);
-        let mut entries: Vec<RouteEntry> = Vec::new();
-        let left_window = self.timing.unreachable_after * 2;
-        let name = |id: NodeId| if with_names { self.node_name(id) } else { None };
         let mut ids: Vec<NodeId> = self
             .peers
             .iter()
             .map(|p| p.id)
-            .chain(self.routes.iter().map(|(id, _)| *id))
+            .chain(self.relay.routes.iter().map(|(id, _)| *id))
             .collect();
         ids.sort();
         ids.dedup();
-        // Advertise exactly the route in use, so what others learn from us
-        // is what we forward along.
-        for id in ids {
-            let reach = self.reach(now, id);
-            let peer = self.peers.get(id);
-            let dest = self.routes.get(id);
-            let live =
-                reach.is_some_and(|r| matches!(r.state, PeerState::Healthy | PeerState::Suspect));
-            let entry = match (reach, peer, dest.and_then(|d| d.route())) {
-                (Some(r), Some(peer), _) if live && r.via.is_none() => RouteEntry {
-                    node: id,
-                    counter: peer.alive,
-                    metric: 1,
-                    age_ms: age_ms(peer.last_alive),
-                    left: false,
-                    name: name(id),
-                },
-                (Some(r), _, Some(route)) if live && r.via.is_some() => RouteEntry {
-                    node: id,
-                    counter: route.counter,
-                    metric: route.hops(),
-                    age_ms: age_ms(route.heard_at),
-                    left: false,
-                    name: name(id),
-                },
-                (_, Some(peer), _)
-                    if peer.state == PeerState::Left
-                        && now.saturating_since(peer.state_since) < left_window =>
-                {
-                    RouteEntry {
-                        node: id,
-                        counter: peer.alive,
-                        metric: 1,
-                        age_ms: age_ms(peer.last_alive),
-                        left: true,
-                        name: None,
-                    }
-                }
-                (_, _, _) if dest.is_some_and(|d| d.withdrawals > 0) => RouteEntry {
-                    node: id,
-                    counter: dest
-                        .and_then(|d| d.newest)
-                        .map(|(c, _)| c)
-                        .unwrap_or_default(),
-                    metric: INFINITY,
-                    age_ms: 0,
-                    left: false,
-                    name: None,
-                },
-                _ => continue,
-            };
-            entries.push(entry);
-        }
+        let entries: Vec<RouteEntry> = ids
+            .into_iter()
+            .filter_map(|id| self.route_entry(now, id, with_names))
+            .collect();
         // Feasibility distances follow what we advertise.
         for entry in &entries {
             if entry.metric >= INFINITY {
-                if let Some(dest) = self.routes.get_mut(entry.node) {
+                if let Some(dest) = self.relay.routes.get_mut(entry.node) {
                     dest.withdrawals = dest.withdrawals.saturating_sub(1);
                 }
                 continue;
             }
-            if self.routes.get(entry.node).is_none() {
-                let _ = self.routes.ensure(now, entry.node);
+            if self.relay.routes.get(entry.node).is_none() {
+                let _ = self.relay.routes.ensure(now, entry.node);
             }
-            if let Some(dest) = self.routes.get_mut(entry.node) {
+            if let Some(dest) = self.relay.routes.get_mut(entry.node) {
                 dest.advertised(entry.counter, entry.metric);
             }
         }
@@ -267,8 +273,67 @@ impl Node {
         }
         self.flush_routes(&mut list);
         // A tighter feasibility distance may rule out a selected route.
-        self.routes_dirty = true;
+        self.relay.dirty = true;
         self.refresh_routes(now);
+    }
+
+    /// What we advertise about `id`: exactly the route in use, so what
+    /// others learn from us is what we forward along; a recent goodbye; a
+    /// withdrawal; or nothing.
+    fn route_entry(&self, now: Instant, id: NodeId, with_names: bool) -> Option<RouteEntry> {
+        let age_ms =
+            |at: Instant| u32::try_from(duration_ms(now.saturating_since(at))).unwrap_or(u32::MAX);
+        let left_window = self.timing.unreachable_after * 2;
+        let name = |id: NodeId| if with_names { self.node_name(id) } else { None };
+        let reach = self.reach(now, id);
+        let peer = self.peers.get(id);
+        let dest = self.relay.routes.get(id);
+        let live =
+            reach.is_some_and(|r| matches!(r.state, PeerState::Healthy | PeerState::Suspect));
+        let entry = match (reach, peer, dest.and_then(|d| d.route())) {
+            (Some(r), Some(peer), _) if live && r.via.is_none() => RouteEntry {
+                node: id,
+                counter: peer.alive,
+                metric: 1,
+                age_ms: age_ms(peer.last_alive),
+                left: false,
+                name: name(id),
+            },
+            (Some(r), _, Some(route)) if live && r.via.is_some() => RouteEntry {
+                node: id,
+                counter: route.counter,
+                metric: route.hops(),
+                age_ms: age_ms(route.heard_at),
+                left: false,
+                name: name(id),
+            },
+            (_, Some(peer), _)
+                if peer.state == PeerState::Left
+                    && now.saturating_since(peer.state_since) < left_window =>
+            {
+                RouteEntry {
+                    node: id,
+                    counter: peer.alive,
+                    metric: 1,
+                    age_ms: age_ms(peer.last_alive),
+                    left: true,
+                    name: None,
+                }
+            }
+            (_, _, _) if dest.is_some_and(|d| d.withdrawals > 0) => RouteEntry {
+                node: id,
+                counter: dest
+                    .and_then(|d| d.newest)
+                    .map(|(c, _)| c)
+                    .unwrap_or_default(),
+                metric: INFINITY,
+                age_ms: 0,
+                left: false,
+                name: None,
+            },
+            _ => return None,
+        };
+        Some(entry)
     }
 
     fn flush_routes(&mut self, list: &mut RouteList) {
@@ -299,7 +364,7 @@ impl Node {
                 // distances behind. Fresher counters follow within a beacon.
                 continue;
             }
-            let result = self.routes.update(
+            let result = self.relay.routes.update(
                 now,
                 sender,
                 entry.node,
@@ -322,25 +387,25 @@ impl Node {
                 Err(RouteRefusal::TableFull) => self.stats.routes_table_full += 1,
             }
         }
-        self.routes_dirty = true;
+        self.relay.dirty = true;
     }
 
     /// Re-selects routes if anything they depend on changed, and reports
     /// the changes.
     pub(super) fn refresh_routes(&mut self, now: Instant) {
-        if !self.routes_dirty || self.routes.is_empty() {
-            self.routes_dirty = false;
+        if !self.relay.dirty || self.relay.routes.is_empty() {
+            self.relay.dirty = false;
             return;
         }
-        self.routes_dirty = false;
+        self.relay.dirty = false;
         let timing = self.remote_timing();
         let usable = Usable {
             peers: &self.peers,
             timing: self.timing,
             now,
         };
-        let (changes, next) = self.routes.select(now, &timing, &usable);
-        self.next_route_check = next;
+        let (changes, next) = self.relay.routes.select(now, &timing, &usable);
+        self.relay.next_check = next;
         for change in changes {
             let name = self.node_name(change.node);
             let label = name

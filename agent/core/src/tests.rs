@@ -425,6 +425,43 @@ fn the_peer_table_is_bounded_and_refusals_are_counted() {
 }
 
 #[test]
+fn an_evicted_neighbor_is_forgotten_like_a_pruned_one() {
+    let small = Config {
+        max_nodes: 4,
+        ..config()
+    };
+    let mut hub = node_with(100, 1, small);
+    for id in 1..=4 {
+        let mut other = node(id);
+        let beacon = beacon_of(&mut other, at(0));
+        hub.handle_datagram(at(1), addr(id), Via::Broadcast, &beacon);
+    }
+    // All four UNREACHABLE, none prunable yet: each keeps a deadline.
+    hub.handle_timeout(at(10_000));
+    let _ = std::iter::from_fn(|| hub.poll_event()).count();
+    assert!((1..=4).all(|id| hub.detector.has_deadline(NodeId(id))));
+    let mut late = node(50);
+    let beacon = beacon_of(&mut late, at(0));
+    hub.handle_datagram(at(10_001), addr(50), Via::Broadcast, &beacon);
+    let evicted: std::vec::Vec<NodeId> = (1..=4)
+        .map(NodeId)
+        .filter(|&id| hub.peers().get(id).is_none())
+        .collect();
+    assert_eq!(evicted.len(), 1, "one made room");
+    let evicted = evicted[0];
+    assert!(
+        !hub.detector.has_deadline(evicted),
+        "no deadline of an evicted neighbor stays behind"
+    );
+    let events: std::vec::Vec<Event> = std::iter::from_fn(|| hub.poll_event()).collect();
+    assert!(
+        events.contains(&Event::PeerPruned { peer: evicted }),
+        "eviction is reported like pruning: {events:?}"
+    );
+    assert!(hub.peers().get(NodeId(50)).is_some());
+}
+
+#[test]
 fn the_transmit_and_event_queues_are_bounded() {
     let mut a = node_with(
         1,

@@ -1,0 +1,169 @@
+//! Finding nodes beyond the LAN: static peers, peer exchange and knocks.
+//!
+//! Broadcast beacons find the LAN by themselves. Beyond it, a node knows
+//! configured (or remembered) static peers, and addresses learned from the
+//! `Peers` lists its unicast neighbors send. Every such address that is not
+//! already a neighbor gets our beacon by unicast (a *knock*), first every
+//! interval, then with a doubling wait up to [`KNOCK_BACKOFF_MAX`] intervals,
+//! until it answers; learned addresses expire if they never do.
+//!
+//! ```text
+//! static peer / remembered / learned --knock (unicast beacon)--> answer
+//!       answer: a neighbor --Peers (its healthy neighbors)--> more candidates
+//! ```
+
+use super::peers::PeerState;
+use super::time::Instant;
+use super::wire::{self, Message, NodeId};
+use super::{Destination, Node};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Longest wait between two knocks on a silent static or learned address,
+/// in beacon intervals.
+const KNOCK_BACKOFF_MAX: u32 = 16;
+/// Neighbors beyond the LAN get our peer list this often (in beacons).
+pub(crate) const PEER_LIST_EVERY: u64 = 60;
+
+/// Addresses to knock on, and when. See the module docs.
+#[derive(Debug, Default)]
+pub(crate) struct Discovery {
+    /// Configured addresses beyond the LAN: they get every beacon by unicast,
+    /// so a node finds them (again) by itself.
+    static_peers: Vec<SocketAddr>,
+    /// Addresses learned by peer exchange, knocked on by unicast beacon until
+    /// they answer or expire.
+    candidates: BTreeMap<SocketAddr, Instant>,
+    /// Next knock and current backoff of each address that has not answered.
+    knocks: BTreeMap<SocketAddr, (Instant, Duration)>,
+}
+
+impl Discovery {
+    /// Sets the static peers, at most `max` of them.
+    pub(crate) fn set_static_peers(&mut self, mut addrs: Vec<SocketAddr>, max: usize) {
+        addrs.sort();
+        addrs.dedup();
+        addrs.truncate(max);
+        self.static_peers = addrs;
+    }
+
+    /// Learns `addr` from a peer list, to be knocked on until `expires`.
+    /// At most `max` candidates are kept.
+    pub(crate) fn learn(&mut self, addr: SocketAddr, expires: Instant, max: usize) {
+        if self.candidates.len() < max || self.candidates.contains_key(&addr) {
+            self.candidates.insert(addr, expires);
+        }
+    }
+
+    /// The addresses due for a knock at `now`: static peers and candidates
+    /// not `covered` by a neighbor already. Addresses that never answered
+    /// are knocked on with backoff: every `interval` at first, doubling up
+    /// to [`KNOCK_BACKOFF_MAX`] intervals.
+    pub(crate) fn due_knocks(
+        &mut self,
+        now: Instant,
+        covered: &BTreeSet<SocketAddr>,
+        interval: Duration,
+    ) -> Vec<SocketAddr> {
+        self.candidates
+            .retain(|addr, expires| *expires > now && !covered.contains(addr));
+        let missing: BTreeSet<SocketAddr> = self
+            .static_peers
+            .iter()
+            .chain(self.candidates.keys())
+            .copied()
+            .filter(|addr| !covered.contains(addr))
+            .collect();
+        self.knocks.retain(|addr, _| missing.contains(addr));
+        let mut due = Vec::new();
+        for addr in missing {
+            let knock = self.knocks.entry(addr).or_insert((now, interval));
+            if now < knock.0 {
+                continue;
+            }
+            // Waits of 1, 2, 4 ... intervals: a peer that starts a moment
+            // after us is found at the next beacon, not two later.
+            knock.0 = now + knock.1;
+            knock.1 = (knock.1 * 2).min(interval * KNOCK_BACKOFF_MAX);
+            due.push(addr);
+        }
+        due
+    }
+}
+
+impl Node {
+    /// Sets the static peers: addresses beyond the LAN (another subnet, a
+    /// VPN) that get a unicast beacon every interval until they answer, and
+    /// after. At most `max_nodes` are kept.
+    pub fn set_static_peers(&mut self, addrs: Vec<SocketAddr>) {
+        self.discovery
+            .set_static_peers(addrs, self.config.max_nodes);
+    }
+
+    /// Peer exchange: unknown addresses become candidates, knocked on by
+    /// unicast beacon for `10 × unreachable_after`.
+    pub(crate) fn on_peers(&mut self, now: Instant, list: &wire::PeerList) {
+        let expires = now + self.config.unreachable_after * 10;
+        for entry in &list.peers {
+            let known = entry.node == self.id || self.peers.get(entry.node).is_some();
+            if !known {
+                let addr = SocketAddr::from((entry.ip, entry.port));
+                self.discovery.learn(addr, expires, self.config.max_nodes);
+            }
+        }
+    }
+
+    /// Sends `to` (node `except`) the healthy neighbors we know.
+    pub(crate) fn send_peer_list(&mut self, to: SocketAddr, except: NodeId) {
+        let entries: Vec<wire::PeerAddress> = self
+            .peers
+            .iter()
+            .filter(|peer| peer.id != except && peer.state == PeerState::Healthy)
+            .filter_map(|peer| match peer.addr {
+                SocketAddr::V4(v4) => Some(wire::PeerAddress {
+                    node: peer.id,
+                    ip: v4.ip().octets(),
+                    port: v4.port(),
+                }),
+                SocketAddr::V6(_) => None,
+            })
+            .collect();
+        for chunk in entries.chunks(wire::MAX_PEER_ADDRESSES) {
+            let list = wire::PeerList {
+                peers: chunk.iter().copied().collect(),
+            };
+            self.send(Destination::Unicast(to), &Message::Peers(list));
+        }
+    }
+
+    /// After a beacon: knocks with it on the static peers and candidates
+    /// that no neighbor covers, and now and then sends our peer list to the
+    /// neighbors beyond the LAN.
+    pub(crate) fn knock_and_exchange(&mut self, now: Instant, beacon: &Message) {
+        // Static peers not already reached by broadcast or as a known
+        // unicast-only neighbor.
+        let covered: BTreeSet<SocketAddr> = self
+            .peers
+            .iter()
+            .filter(|peer| peer.is_lan() || self.detector.is_unicast_only(peer.id))
+            .map(|peer| peer.addr)
+            .collect();
+        let interval = self.config.beacon_interval;
+        for addr in self.discovery.due_knocks(now, &covered, interval) {
+            self.send(Destination::Unicast(addr), beacon);
+        }
+        if self.stats.beacons_sent.is_multiple_of(PEER_LIST_EVERY) {
+            let remote: Vec<(SocketAddr, NodeId)> = self
+                .detector
+                .unicast_only()
+                .filter_map(|id| self.peers.get(id))
+                .filter(|peer| peer.state == PeerState::Healthy)
+                .map(|peer| (peer.addr, peer.id))
+                .collect();
+            for (addr, id) in remote {
+                self.send_peer_list(addr, id);
+            }
+        }
+    }
+}
