@@ -4,15 +4,12 @@
 //! machines fed with `(now, input)` that return datagrams, events and
 //! deadlines. This crate is the shell around it: sockets, timers, signals,
 //! sensors, executors, the HTTP API, the state directory and the command
-//! line ([`shell`]). The core is re-exported as [`core`] for callers of this
-//! library that need its types.
+//! line ([`shell`]).
 //!
 //! Guarantees the shell adds: no input (datagram, API request, sensor, config
-//! file) panics the agent; every queue between the loop and its subsystems
-//! is bounded or drained every step.
+//! file) panics the agent; the channels into its one loop are bounded (API
+//! calls) or hold at most one message per read or run under way.
 #![warn(missing_docs)]
-
-pub use shoal_core as core;
 
 pub mod shell;
 

@@ -1,6 +1,6 @@
 //! The defaults of every setting, in one place.
 //!
-//! The protocol core (`shoal::node::Config::default()`) and, later, the TOML
+//! The protocol core (`shoal_core::Config::default()`) and, later, the TOML
 //! loader both read these constants.
 
 use std::time::Duration;

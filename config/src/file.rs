@@ -246,13 +246,24 @@ pub enum Policy {
     Queue,
 }
 
+/// An expression as written in the file and as parsed, once, when the file
+/// was read (so nothing downstream parses it again or handles a parse error
+/// that cannot happen).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expression {
+    /// The text, as written.
+    pub text: String,
+    /// The parsed expression.
+    pub parsed: crate::expr::Expr,
+}
+
 /// `[[rule]]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RuleSection {
     /// Name.
     pub name: String,
-    /// The condition (parsed by the rules engine).
-    pub when: String,
+    /// The condition.
+    pub when: Expression,
     /// How long the condition must hold.
     pub hold_for: Duration,
     /// Executor run when it becomes true.
@@ -265,16 +276,16 @@ pub struct RuleSection {
     pub on_unknown: Option<String>,
     /// Hysteresis: once active, the rule stays active until this holds
     /// (without it, until `when` is false).
-    pub until: Option<String>,
+    pub until: Option<Expression>,
 }
 
 /// `[[compute]]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ComputeSection {
     /// Published as this node's point of this name.
     pub name: String,
     /// The expression.
-    pub expr: String,
+    pub expr: Expression,
 }
 
 /// A whole, valid configuration.
@@ -659,27 +670,22 @@ impl Walker<'_> {
                 local.push(point.clone());
             }
         }
-        let texts = rules
+        let expressions = rules
             .iter()
             .flat_map(|(rule, span, _)| {
                 [Some(&rule.when), rule.until.as_ref()]
                     .into_iter()
                     .flatten()
-                    .map(move |text| (format!("rule {:?}", rule.name), text.clone(), span.clone()))
+                    .map(move |expr| (format!("rule {:?}", rule.name), expr, span.clone()))
             })
-            .chain(computes.iter().map(|(c, span)| {
-                (
-                    format!("compute {:?}", c.name),
-                    c.expr.clone(),
-                    span.clone(),
-                )
-            }))
+            .chain(
+                computes
+                    .iter()
+                    .map(|(c, span)| (format!("compute {:?}", c.name), &c.expr, span.clone())),
+            )
             .collect::<Vec<_>>();
-        for (owner, text, span) in texts {
-            let Ok(expr) = crate::expr::parse(&text) else {
-                continue;
-            };
-            for pattern in expr.patterns() {
+        for (owner, expression, span) in expressions {
+            for pattern in expression.parsed.patterns() {
                 let matches = pattern.node != "self"
                     || local
                         .iter()
@@ -700,10 +706,7 @@ impl Walker<'_> {
         let reads: Vec<Vec<usize>> = computes
             .iter()
             .map(|(compute, _)| {
-                let Ok(expr) = crate::expr::parse(&compute.expr) else {
-                    return Vec::new();
-                };
-                let patterns = expr.patterns();
+                let patterns = compute.expr.parsed.patterns();
                 computes
                     .iter()
                     .enumerate()
@@ -1398,12 +1401,8 @@ impl Walker<'_> {
         let hold_for = self.duration(table, p, "for").unwrap_or(Duration::ZERO);
         let stale_after = self.duration(table, p, "stale_after");
         let until = self.string(table, p, "until");
-        if let Some((when, when_span)) = &when {
-            self.check_expr("rule.when", when, when_span.clone());
-        }
-        if let Some((until, until_span)) = &until {
-            self.check_expr("rule.until", until, until_span.clone());
-        }
+        let when = when.map(|(text, span)| self.expression("rule.when", text, span));
+        let until = until.map(|(text, span)| self.expression("rule.until", text, span));
         let references: Vec<(String, Range<usize>)> = [&run, &otherwise, &on_unknown]
             .into_iter()
             .flatten()
@@ -1412,32 +1411,42 @@ impl Walker<'_> {
         Some((
             RuleSection {
                 name: name?.0,
-                when: when?.0,
+                when: when?,
                 hold_for,
                 run: run?.0,
                 otherwise: otherwise.map(|(s, _)| s),
                 stale_after,
                 on_unknown: on_unknown.map(|(s, _)| s),
-                until: until.map(|(s, _)| s),
+                until,
             },
             span,
             references,
         ))
     }
 
-    /// Parses an expression; an error points at its character in the file
-    /// (exact for strings without escapes).
-    fn check_expr(&mut self, key: &str, text: &str, span: Range<usize>) {
-        if let Err(error) = crate::expr::parse(text) {
-            let raw = self.text.get(span.clone()).unwrap_or("");
-            let quote = if raw.starts_with("\"\"\"") || raw.starts_with("'''") {
-                3
-            } else {
-                1
-            };
-            let at =
-                (span.start + quote + error.at).min(span.end.saturating_sub(1).max(span.start));
-            self.problem(at..at + 1, format!("{key}: {}", error.message));
+    /// Parses an expression, once; an error points at its character in the
+    /// file (exact for strings without escapes). After an error the section
+    /// keeps a stand-in (`false`) so its other keys are still checked; the
+    /// problem recorded means no `Config` is returned, so the stand-in is
+    /// never seen outside this module.
+    fn expression(&mut self, key: &str, text: String, span: Range<usize>) -> Expression {
+        match crate::expr::parse(&text) {
+            Ok(parsed) => Expression { text, parsed },
+            Err(error) => {
+                let raw = self.text.get(span.clone()).unwrap_or("");
+                let quote = if raw.starts_with("\"\"\"") || raw.starts_with("'''") {
+                    3
+                } else {
+                    1
+                };
+                let at =
+                    (span.start + quote + error.at).min(span.end.saturating_sub(1).max(span.start));
+                self.problem(at..at + 1, format!("{key}: {}", error.message));
+                Expression {
+                    text,
+                    parsed: crate::expr::Expr::Bool(false),
+                }
+            }
         }
     }
 
@@ -1449,14 +1458,13 @@ impl Walker<'_> {
         let p = "compute.";
         self.known_keys(table, p, &["name", "expr"]);
         let name = self.required_name(table, p, span.clone());
-        let expr = self.required_string(table, p, "expr", span.clone());
-        if let Some((text, expr_span)) = &expr {
-            self.check_expr("compute.expr", text, expr_span.clone());
-        }
+        let expr = self
+            .required_string(table, p, "expr", span.clone())
+            .map(|(text, span)| self.expression("compute.expr", text, span));
         Some((
             ComputeSection {
                 name: name?.0,
-                expr: expr?.0,
+                expr: expr?,
             },
             span,
         ))

@@ -22,7 +22,7 @@ mod file;
 pub use duration::{format_duration, parse_duration, DurationError};
 pub use file::{
     embedded, is_valid_name, load, parse, Action, ActuatorAction, ActuatorSection, ApiSection,
-    Broadcast, ComputeSection, Config, ExecutorSection, LimitsSection, LoadError, MeshSection,
-    NodeSection, Policy, Problem, Problems, RuleSection, SensorSection, Setting, StateSection,
-    EMBEDDED,
+    Broadcast, ComputeSection, Config, ExecutorSection, Expression, LimitsSection, LoadError,
+    MeshSection, NodeSection, Policy, Problem, Problems, RuleSection, SensorSection, Setting,
+    StateSection, EMBEDDED,
 };

@@ -12,7 +12,7 @@ use shoal_config::expr::{parse, Pattern};
 use shoal_core::rules::{self, Points, RuleSpec, Rules};
 use shoal_core::time::Instant as SimInstant;
 use shoal_core::wire::{self, Cipher, Counter, Header, MeshKey, Message, NodeId, Value};
-use shoal_core::{Destination, Reading, Via};
+use shoal_core::{Arrival, Destination, Reading};
 use shoal_tests::sim::{SimConfig, SimNet};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -123,7 +123,7 @@ fn hot_paths() {
         node.handle_datagram(
             SimInstant::ZERO,
             "127.0.0.2:20195".parse().expect("addr"),
-            Via::Unicast,
+            Arrival::Unicast,
             &delta,
         );
         std::hint::black_box(node.store().len());
@@ -176,7 +176,7 @@ fn delta_frames_of(sim: &mut SimNet, origin: NodeId) -> Vec<Vec<u8>> {
     node.handle_datagram(
         now,
         "127.0.0.99:20195".parse().expect("addr"),
-        Via::Unicast,
+        Arrival::Unicast,
         &frame,
     );
     let mut frames = Vec::new();

@@ -16,7 +16,7 @@ use shoal_core::rand::Rng;
 use shoal_core::rules::{ComputeSpec, RuleSpec, Rules};
 use shoal_core::time::Instant;
 use shoal_core::wire::{self, MeshKey, Name, NodeId, Outcome, Value};
-use shoal_core::{Config, Destination, Event, Identity, Node, Reach, Reading, Via};
+use shoal_core::{Arrival, Config, Destination, Event, Identity, Node, Reach, Reading};
 use shoal_hal::sim::{SimSensor, Waveform};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
@@ -517,14 +517,14 @@ impl SimNet {
             };
             let to = delivery.to;
             let from_addr = self.nodes[delivery.from].addr;
-            let via = if delivery.via_broadcast {
-                Via::Broadcast
+            let arrival = if delivery.via_broadcast {
+                Arrival::Broadcast
             } else {
-                Via::Unicast
+                Arrival::Unicast
             };
             match self.nodes[to].node.as_mut() {
                 Some(node) => {
-                    node.handle_datagram(now, from_addr, via, &delivery.payload);
+                    node.handle_datagram(now, from_addr, arrival, &delivery.payload);
                     self.net.delivered += 1;
                 }
                 None => self.net.blocked += 1,

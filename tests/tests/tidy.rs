@@ -1,7 +1,13 @@
-//! Invariants checked by reading the source, so they cannot quietly decay.
+//! Invariants checked by reading the source and the manifests, so they
+//! cannot quietly decay: the core's dependencies, the direction of the
+//! arrows between crates, a `//!` line atop every file, ARCHITECTURE.md
+//! naming every file, and no ignored or panic-expecting test.
 
+use serde_json::Value;
+use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -17,7 +23,10 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in entries.flatten() {
         let path = entry.path();
         if path.is_dir() {
-            if path.file_name().is_some_and(|n| n == "target") {
+            if path
+                .file_name()
+                .is_some_and(|n| n == "target" || n == "corpus" || n == "artifacts")
+            {
                 continue;
             }
             rust_files(&path, out);
@@ -27,8 +36,116 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// Every Rust source file of the project (not `target/`), repo-relative.
+fn all_sources() -> Vec<PathBuf> {
+    let root = workspace_root();
+    let mut files = Vec::new();
+    for dir in ["agent", "config", "hal", "tests"] {
+        rust_files(&root.join(dir), &mut files);
+    }
+    let mut relative: Vec<PathBuf> = files
+        .into_iter()
+        .map(|f| f.strip_prefix(&root).expect("under the root").to_path_buf())
+        .collect();
+    relative.sort();
+    relative
+}
+
+/// `cargo metadata` of the workspace (no registry access needed: the lock
+/// file and the local manifests are enough with `--no-deps`).
+fn metadata() -> Value {
+    let output = Command::new(env!("CARGO"))
+        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .current_dir(workspace_root())
+        .output()
+        .expect("cargo runs");
+    assert!(
+        output.status.success(),
+        "cargo metadata failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("cargo metadata prints JSON")
+}
+
+/// The dependencies of workspace package `name`, by kind ("normal",
+/// "dev", "build").
+fn dependencies(metadata: &Value, name: &str) -> Vec<(String, String)> {
+    let package = metadata["packages"]
+        .as_array()
+        .expect("packages")
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("package {name} is in the workspace"));
+    package["dependencies"]
+        .as_array()
+        .expect("dependencies")
+        .iter()
+        .map(|d| {
+            let kind = d["kind"].as_str().unwrap_or("normal").to_owned();
+            (d["name"].as_str().expect("a name").to_owned(), kind)
+        })
+        .collect()
+}
+
+#[test]
+fn the_core_depends_only_on_what_a_state_machine_needs() {
+    // A runtime, a socket, a clock or a HAL in the core's dependencies is an
+    // architecture change: it goes in ARCHITECTURE.md first, then here.
+    let allowed = [
+        "shoal-config",
+        "postcard",
+        "heapless",
+        "serde",
+        "log",
+        "thiserror",
+        "chacha20poly1305",
+    ];
+    let allowed_dev = ["proptest"];
+    let metadata = metadata();
+    let deps = dependencies(&metadata, "shoal-core");
+    assert!(
+        deps.iter().any(|(name, _)| name == "postcard"),
+        "the core's dependencies were read: {deps:?}"
+    );
+    for (name, kind) in deps {
+        let ok = match kind.as_str() {
+            "dev" => allowed_dev.contains(&name.as_str()),
+            _ => allowed.contains(&name.as_str()),
+        };
+        assert!(ok, "shoal-core must not depend on {name} ({kind})");
+    }
+}
+
+#[test]
+fn config_and_hal_stay_leaves_and_arrows_point_one_way() {
+    let metadata = metadata();
+    let workspace = |deps: Vec<(String, String)>| -> BTreeSet<String> {
+        deps.into_iter()
+            .filter(|(name, kind)| name.starts_with("shoal") && kind != "dev")
+            .map(|(name, _)| name)
+            .collect()
+    };
+    let expect = |package: &str, allowed: &[&str]| {
+        let found = workspace(dependencies(&metadata, package));
+        for name in &found {
+            assert!(
+                allowed.contains(&name.as_str()),
+                "{package} must not depend on {name} (allowed: {allowed:?})"
+            );
+        }
+    };
+    expect("shoal-config", &[]);
+    expect("shoal-hal", &[]);
+    expect("shoal-core", &["shoal-config"]);
+    expect("shoal", &["shoal-core", "shoal-config", "shoal-hal"]);
+    expect("shoal-tests", &["shoal-core", "shoal-config", "shoal-hal"]);
+    expect("shoal-bench", &[]);
+}
+
 #[test]
 fn the_core_never_touches_io_clocks_threads_or_async() {
+    // Cargo keeps runtimes and sockets out (the test above); std is always
+    // there, so its clocks, files, threads and environment are checked here.
     let forbidden = [
         "smol",
         "async_io",
@@ -63,15 +180,50 @@ fn the_core_never_touches_io_clocks_threads_or_async() {
 }
 
 #[test]
+fn every_source_file_opens_with_a_line_saying_what_it_is() {
+    let root = workspace_root();
+    let files = all_sources();
+    assert!(files.len() > 50, "the sources were found: {}", files.len());
+    for file in files {
+        let text = fs::read_to_string(root.join(&file)).expect("readable source");
+        let first = text.lines().next().unwrap_or("");
+        assert!(
+            first.starts_with("//! ") && first.len() > 10,
+            "{}: the first line must be a `//!` sentence saying what the file is",
+            file.display()
+        );
+    }
+}
+
+#[test]
+fn architecture_md_names_every_source_file() {
+    let root = workspace_root();
+    let map = fs::read_to_string(root.join("ARCHITECTURE.md")).expect("ARCHITECTURE.md");
+    // Unit tests live in `x/tests.rs` beside `x.rs` (one convention,
+    // stated in ARCHITECTURE.md) and the fuzz targets in their folder.
+    assert!(map.contains("`x/tests.rs`"), "the convention is stated");
+    let mut missing = Vec::new();
+    for file in all_sources() {
+        let path = file.to_string_lossy().replace('\\', "/");
+        if path.ends_with("/tests.rs") && !path.starts_with("tests/") {
+            continue;
+        }
+        if !map.contains(&format!("`{path}`")) {
+            missing.push(path);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "ARCHITECTURE.md must name every source file (as `path`); missing: {missing:?}"
+    );
+}
+
+#[test]
 fn no_test_is_ignored_or_expects_a_panic() {
     let root = workspace_root();
-    let mut files = Vec::new();
-    for crate_dir in ["agent", "hal", "config", "tests"] {
-        rust_files(&root.join(crate_dir), &mut files);
-    }
     let attributes = [concat!("#[", "ignore"), concat!("#[", "should_panic")];
-    for file in files {
-        let text = fs::read_to_string(&file).expect("readable source");
+    for file in all_sources() {
+        let text = fs::read_to_string(root.join(&file)).expect("readable source");
         for (number, line) in text.lines().enumerate() {
             for attribute in attributes {
                 assert!(
@@ -81,31 +233,6 @@ fn no_test_is_ignored_or_expects_a_panic() {
                     number + 1
                 );
             }
-        }
-    }
-}
-
-#[test]
-fn config_and_hal_stay_leaves() {
-    let root = workspace_root();
-    for leaf in ["config", "hal"] {
-        let manifest = fs::read_to_string(root.join(leaf).join("Cargo.toml")).expect("manifest");
-        for sibling in [
-            "shoal ",
-            "shoal.",
-            "shoal-config",
-            "shoal-hal",
-            "shoal-tests",
-        ] {
-            let own = format!("shoal-{leaf}");
-            if sibling == own {
-                continue;
-            }
-            let depends = manifest
-                .lines()
-                .skip_while(|l| !l.starts_with("[dependencies]"))
-                .any(|l| l.starts_with(sibling));
-            assert!(!depends, "{leaf} must not depend on {sibling}");
         }
     }
 }

@@ -105,6 +105,23 @@ impl Default for Config {
     }
 }
 
+impl From<&shoal_config::Config> for Config {
+    /// Timings and limits from the configuration file. The mesh id and key
+    /// come from the state directory, not the file: the caller sets them.
+    fn from(file: &shoal_config::Config) -> Config {
+        Config {
+            beacon_interval: file.mesh.beacon_interval,
+            suspect_after: file.mesh.suspect_after,
+            unreachable_after: file.mesh.unreachable_after,
+            prune_after: file.mesh.prune_after,
+            max_nodes: file.limits.max_nodes,
+            max_points_per_node: file.limits.max_points_per_node,
+            history_per_point: file.limits.history_per_point,
+            ..Config::default()
+        }
+    }
+}
+
 /// A configuration the core cannot run with. Nothing was started.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
@@ -176,7 +193,7 @@ pub struct Identity {
 
 /// How a datagram arrived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Via {
+pub enum Arrival {
     /// On the beacon port, sent to a broadcast address: a LAN neighbor.
     Broadcast,
     /// Sent to our unicast address.
@@ -531,7 +548,7 @@ impl Node {
     }
 
     /// Hash of the store's version vector (equal stores, equal hashes).
-    pub fn store_hash(&mut self) -> u32 {
+    pub fn store_hash(&self) -> u32 {
         self.store.hash()
     }
 
@@ -641,7 +658,13 @@ impl Node {
     }
 
     /// A datagram arrived from `from`.
-    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, via: Via, frame: &[u8]) {
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        arrival: Arrival,
+        frame: &[u8],
+    ) {
         self.stats.frames_in += 1;
         self.stats.bytes_in += frame.len() as u64;
         if self.leaving {
@@ -669,39 +692,39 @@ impl Node {
         let sender = header.sender;
         let result = match kind {
             wire::kind::BEACON => wire::decode_part::<Beacon>(encoded).map(|beacon| {
-                if self.accept_frame(now, &header, kind, from, via) {
+                if self.accept_frame(now, &header, kind, from, arrival) {
                     self.on_beacon(now, sender, from, beacon);
                 }
             }),
             wire::kind::DIGEST => wire::decode_part::<Digest>(encoded).map(|digest| {
-                if self.accept_frame(now, &header, kind, from, via) {
+                if self.accept_frame(now, &header, kind, from, arrival) {
                     self.on_digest(from, &digest);
                 }
             }),
             wire::kind::DELTA => wire::decode_part::<Delta>(encoded).map(|delta| {
-                if self.accept_frame(now, &header, kind, from, via) {
+                if self.accept_frame(now, &header, kind, from, arrival) {
                     self.on_delta(sender, &delta);
                 }
             }),
             wire::kind::PEERS => wire::decode_part::<wire::PeerList>(encoded).map(|list| {
-                if self.accept_frame(now, &header, kind, from, via) {
+                if self.accept_frame(now, &header, kind, from, arrival) {
                     self.on_peers(now, &list);
                 }
             }),
             wire::kind::ROUTES => wire::decode_part::<wire::RouteList>(encoded).map(|list| {
-                if self.accept_frame(now, &header, kind, from, via) {
+                if self.accept_frame(now, &header, kind, from, arrival) {
                     self.on_routes(now, sender, list);
                 }
             }),
             wire::kind::COMMAND => wire::decode_part::<wire::Command>(encoded).map(|command| {
-                if self.accept_frame(now, &header, kind, from, via) {
+                if self.accept_frame(now, &header, kind, from, arrival) {
                     self.refresh_routes(now);
                     self.on_command(now, command);
                 }
             }),
             wire::kind::COMMAND_RESULT => {
                 wire::decode_part::<wire::CommandResult>(encoded).map(|result| {
-                    if self.accept_frame(now, &header, kind, from, via) {
+                    if self.accept_frame(now, &header, kind, from, arrival) {
                         self.refresh_routes(now);
                         self.on_command_result(now, result);
                     }
@@ -710,7 +733,7 @@ impl Node {
             _ => {
                 // The goodbye is applied with the frame's liveness, in one
                 // update: each copy's newer counter must not revive it first.
-                self.accept_frame(now, &header, kind, from, via);
+                self.accept_frame(now, &header, kind, from, arrival);
                 Ok(())
             }
         };
@@ -729,7 +752,7 @@ impl Node {
         header: &Header,
         kind: u8,
         from: SocketAddr,
-        via: Via,
+        arrival: Arrival,
     ) -> bool {
         let sender = header.sender;
         let counter = header.counter;
@@ -753,7 +776,7 @@ impl Node {
             peer.addr = from;
             peer.frames_in += 1;
             peer.last_direct = now;
-            if via == Via::Broadcast {
+            if arrival == Arrival::Broadcast {
                 peer.last_broadcast = Some(now);
             }
             restarted = known && counter.incarnation > peer.incarnation;
@@ -783,7 +806,7 @@ impl Node {
                 peer: sender,
                 addr: from,
             });
-            if via == Via::Unicast {
+            if arrival == Arrival::Unicast {
                 // Beyond our LAN: tell it whom we know.
                 self.send_peer_list(from, sender);
             }

@@ -107,9 +107,9 @@ impl Route {
     }
 }
 
-/// One destination: the routes offered to it and what we advertised.
+/// A node beyond one hop: the routes offered to it and what we advertised.
 #[derive(Debug, Clone)]
-pub struct Destination {
+pub struct Remote {
     /// Its name, once an advertisement carried it.
     pub name: Option<Name>,
     /// Routes offered by neighbors, at most [`MAX_ALTERNATIVES`].
@@ -130,9 +130,9 @@ pub struct Destination {
     pub(crate) routeless_since: Option<Instant>,
 }
 
-impl Destination {
-    fn new(now: Instant) -> Destination {
-        Destination {
+impl Remote {
+    fn new(now: Instant) -> Remote {
+        Remote {
             name: None,
             routes: Vec::new(),
             selected: None,
@@ -206,7 +206,7 @@ pub trait Neighbors {
 /// Every destination learned from advertisements, bounded.
 #[derive(Debug, Clone)]
 pub struct RouteTable {
-    dests: BTreeMap<NodeId, Destination>,
+    dests: BTreeMap<NodeId, Remote>,
     capacity: usize,
 }
 
@@ -220,16 +220,16 @@ impl RouteTable {
     }
 
     /// One destination.
-    pub fn get(&self, id: NodeId) -> Option<&Destination> {
+    pub fn get(&self, id: NodeId) -> Option<&Remote> {
         self.dests.get(&id)
     }
 
-    pub(crate) fn get_mut(&mut self, id: NodeId) -> Option<&mut Destination> {
+    pub(crate) fn get_mut(&mut self, id: NodeId) -> Option<&mut Remote> {
         self.dests.get_mut(&id)
     }
 
     /// All destinations, by id.
-    pub fn iter(&self) -> impl Iterator<Item = (&NodeId, &Destination)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&NodeId, &Remote)> {
         self.dests.iter()
     }
 
@@ -248,7 +248,7 @@ impl RouteTable {
     pub(crate) fn ensure(&mut self, now: Instant, node: NodeId) -> Result<(), RouteRefusal> {
         if !self.dests.contains_key(&node) {
             self.make_room()?;
-            self.dests.insert(node, Destination::new(now));
+            self.dests.insert(node, Remote::new(now));
         }
         Ok(())
     }
@@ -275,7 +275,7 @@ impl RouteTable {
                 return Ok(());
             }
             self.make_room()?;
-            self.dests.insert(node, Destination::new(now));
+            self.dests.insert(node, Remote::new(now));
         }
         let Some(dest) = self.dests.get_mut(&node) else {
             return Ok(());

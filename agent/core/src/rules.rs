@@ -170,6 +170,22 @@ pub struct RuleSpec {
     pub stale_after: Option<Duration>,
 }
 
+impl From<&shoal_config::RuleSection> for RuleSpec {
+    /// A `[[rule]]` of the configuration, its expressions parsed already.
+    fn from(section: &shoal_config::RuleSection) -> RuleSpec {
+        RuleSpec {
+            name: section.name.clone(),
+            when: section.when.parsed.clone(),
+            until: section.until.as_ref().map(|until| until.parsed.clone()),
+            hold_for: section.hold_for,
+            run: section.run.clone(),
+            otherwise: section.otherwise.clone(),
+            on_unknown: section.on_unknown.clone(),
+            stale_after: section.stale_after,
+        }
+    }
+}
+
 /// Where a rule is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RuleState {
@@ -368,6 +384,16 @@ pub struct ComputeSpec {
     pub name: String,
     /// Its expression.
     pub expr: Expr,
+}
+
+impl From<&shoal_config::ComputeSection> for ComputeSpec {
+    /// A `[[compute]]` of the configuration, its expression parsed already.
+    fn from(section: &shoal_config::ComputeSection) -> ComputeSpec {
+        ComputeSpec {
+            name: section.name.clone(),
+            expr: section.expr.parsed.clone(),
+        }
+    }
 }
 
 /// Evaluates computes: the value of each, `None` when unknown.

@@ -16,6 +16,7 @@ use super::wire::{
     encoded_len, Chunk, Delta, Digest, DigestEntry, Name, NodeId, PointUpdate, Unit, Value,
     MAX_BODY, MAX_CHUNKS, MAX_POINTS,
 };
+use std::cell::Cell;
 use std::collections::{BTreeMap, VecDeque};
 
 /// Capacities of the store.
@@ -170,7 +171,7 @@ pub struct Store {
     own: NodeId,
     limits: StoreLimits,
     origins: BTreeMap<NodeId, Origin>,
-    summary: Option<(u32, u64)>,
+    summary: Cell<Option<(u32, u64)>>,
     dropped: u64,
 }
 
@@ -183,7 +184,7 @@ impl Store {
             own,
             limits,
             origins,
-            summary: None,
+            summary: Cell::new(None),
             dropped: 0,
         }
     }
@@ -220,17 +221,18 @@ impl Store {
 
     /// Hash of the version vector (FNV-1a over `(origin, incarnation,
     /// watermark)`): equal stores have equal hashes.
-    pub fn hash(&mut self) -> u32 {
+    pub fn hash(&self) -> u32 {
         self.summary().0
     }
 
     /// Sum of all watermarks: a rough "how much do I know".
-    pub fn progress(&mut self) -> u64 {
+    pub fn progress(&self) -> u64 {
         self.summary().1
     }
 
-    fn summary(&mut self) -> (u32, u64) {
-        if let Some(summary) = self.summary {
+    /// Hash and progress, computed once per change of the version vector.
+    fn summary(&self) -> (u32, u64) {
+        if let Some(summary) = self.summary.get() {
             return summary;
         }
         let mut hash: u32 = 0x811c_9dc5;
@@ -245,7 +247,7 @@ impl Store {
             }
             progress += u64::from(origin.watermark);
         }
-        self.summary = Some((hash, progress));
+        self.summary.set(Some((hash, progress)));
         (hash, progress)
     }
 
@@ -275,7 +277,7 @@ impl Store {
         }
         upsert_point(&mut own.points, name, value, unit, ts_ms, seq, limits);
         own.watermark = seq;
-        self.summary = None;
+        self.summary.set(None);
         Ok(seq)
     }
 
@@ -288,7 +290,7 @@ impl Store {
             if incarnation > known.incarnation {
                 known.reset(incarnation);
                 known.name = name.clone();
-                self.summary = None;
+                self.summary.set(None);
             }
         }
     }
@@ -315,7 +317,7 @@ impl Store {
             own.watermark = 0;
         }
         own.incarnation = incarnation;
-        self.summary = None;
+        self.summary.set(None);
     }
 
     /// The digest frames of the whole store, covering every possible id.
@@ -437,7 +439,7 @@ impl Store {
             let limits = self.limits;
             if !self.origins.contains_key(&chunk.origin) {
                 // A new origin changes the version vector even without points.
-                self.summary = None;
+                self.summary.set(None);
             }
             let origin = self
                 .origins
@@ -449,7 +451,7 @@ impl Store {
             }
             if chunk.incarnation > origin.incarnation {
                 origin.reset(chunk.incarnation);
-                self.summary = None;
+                self.summary.set(None);
             }
             origin.name = chunk.origin_name.clone();
             let mut learned = false;
@@ -480,7 +482,7 @@ impl Store {
                 learned = true;
             }
             if origin.hold(chunk.after, chunk.upto) {
-                self.summary = None;
+                self.summary.set(None);
                 learned = true;
             }
             if learned {

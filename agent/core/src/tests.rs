@@ -44,11 +44,11 @@ fn deliver(now: Instant, from: &mut Node, to: &mut [&mut Node]) {
     let from_addr = addr(from.id().0);
     for transmit in drain(from) {
         for receiver in to.iter_mut() {
-            let via = match transmit.destination {
-                Destination::Broadcast => Via::Broadcast,
-                Destination::Unicast(_) => Via::Unicast,
+            let arrival = match transmit.destination {
+                Destination::Broadcast => Arrival::Broadcast,
+                Destination::Unicast(_) => Arrival::Unicast,
             };
-            receiver.handle_datagram(now, from_addr, via, &transmit.payload);
+            receiver.handle_datagram(now, from_addr, arrival, &transmit.payload);
         }
     }
 }
@@ -106,7 +106,7 @@ fn a_dead_neighbor_is_forgotten_after_prune_after() {
     let mut a = node_with(1, 1, quick);
     let mut b = node(2);
     let beacon = beacon_of(&mut b, at(0));
-    a.handle_datagram(at(1), addr(2), Via::Broadcast, &beacon);
+    a.handle_datagram(at(1), addr(2), Arrival::Broadcast, &beacon);
     // B falls silent: UNREACHABLE at 3 s, forgotten 10 s later.
     let _ = advance(&mut a, at(3_001));
     assert_eq!(
@@ -125,7 +125,7 @@ fn a_dead_neighbor_is_forgotten_after_prune_after() {
     assert!(next <= at(14_000));
     // If it comes back, it is simply new again.
     let beacon = beacon_of(&mut b, at(20_000));
-    a.handle_datagram(at(20_001), addr(2), Via::Broadcast, &beacon);
+    a.handle_datagram(at(20_001), addr(2), Arrival::Broadcast, &beacon);
     assert_eq!(
         a.peers().get(NodeId(2)).map(|p| p.state),
         Some(PeerState::Healthy)
@@ -169,7 +169,7 @@ fn a_silent_static_peer_is_knocked_on_with_backoff() {
     // Once it answers, it is a neighbor: no more backoff state for it.
     let mut b = node(2);
     let beacon = beacon_of(&mut b, at(0));
-    a.handle_datagram(at(120_001), far, Via::Unicast, &beacon);
+    a.handle_datagram(at(120_001), far, Arrival::Unicast, &beacon);
     assert_eq!(
         a.peers().get(NodeId(2)).map(|p| p.state),
         Some(PeerState::Healthy)
@@ -198,7 +198,7 @@ fn a_beacon_makes_a_healthy_named_neighbor() {
     let mut a = node(1);
     let mut b = node(2);
     let beacon = beacon_of(&mut a, at(0));
-    b.handle_datagram(at(5), addr(1), Via::Broadcast, &beacon);
+    b.handle_datagram(at(5), addr(1), Arrival::Broadcast, &beacon);
     let peer = b.peers().get(NodeId(1)).expect("known");
     assert_eq!(peer.state, PeerState::Healthy);
     assert_eq!(peer.name.as_deref(), Some("node-1"));
@@ -218,7 +218,7 @@ fn a_newcomer_hears_us_within_a_quarter_interval_not_a_whole_one() {
     // ...when b starts and beacons: a answers within a quarter interval.
     let joined = first + Duration::from_millis(300);
     let beacon = beacon_of(&mut b, joined);
-    a.handle_datagram(joined, addr(2), Via::Broadcast, &beacon);
+    a.handle_datagram(joined, addr(2), Arrival::Broadcast, &beacon);
     let early = a.poll_timeout().expect("a deadline");
     assert!(early < regular, "{early:?} vs {regular:?}");
     assert!(early <= first + Duration::from_millis(300), "{early:?}");
@@ -231,7 +231,7 @@ fn a_newcomer_hears_us_within_a_quarter_interval_not_a_whole_one() {
     a.handle_datagram(
         early + Duration::from_millis(10),
         addr(2),
-        Via::Broadcast,
+        Arrival::Broadcast,
         &again,
     );
     let next = a.poll_timeout().expect("a deadline");
@@ -277,7 +277,7 @@ fn every_bad_frame_is_counted_by_reason_and_the_node_keeps_working() {
         (&from_self, DropReason::FromSelf),
     ];
     for (frame, _) in &cases {
-        b.handle_datagram(at(1), addr(9), Via::Broadcast, frame);
+        b.handle_datagram(at(1), addr(9), Arrival::Broadcast, frame);
     }
     assert!(b.peers().is_empty(), "no bad frame created a neighbor");
     assert_eq!(
@@ -310,9 +310,9 @@ fn every_bad_frame_is_counted_by_reason_and_the_node_keeps_working() {
     assert_eq!(b.stats().dropped(DropReason::FromSelf), 1);
 
     // The good frame still works, once.
-    b.handle_datagram(at(2), addr(1), Via::Broadcast, &good);
+    b.handle_datagram(at(2), addr(1), Arrival::Broadcast, &good);
     assert!(b.peers().get(NodeId(1)).is_some());
-    b.handle_datagram(at(3), addr(1), Via::Broadcast, &good);
+    b.handle_datagram(at(3), addr(1), Arrival::Broadcast, &good);
     assert_eq!(b.stats().dropped(DropReason::Replayed), 1);
     assert_eq!(b.stats().frames_in, 10);
 }
@@ -327,7 +327,7 @@ fn malformed_and_unknown_bodies_from_a_keyless_mesh_are_counted() {
     let mut a = node_with(1, 1, open);
     let mut frame = beacon_of(&mut a, at(0));
     frame.truncate(wire::HEADER_LEN + 2);
-    b.handle_datagram(at(1), addr(1), Via::Broadcast, &frame);
+    b.handle_datagram(at(1), addr(1), Arrival::Broadcast, &frame);
     assert_eq!(
         b.stats()
             .dropped(DropReason::Decode(DecodeError::Malformed)),
@@ -335,7 +335,7 @@ fn malformed_and_unknown_bodies_from_a_keyless_mesh_are_counted() {
     );
     let mut future = beacon_of(&mut a, at(1000));
     future[wire::HEADER_LEN] = 200;
-    b.handle_datagram(at(1), addr(1), Via::Broadcast, &future);
+    b.handle_datagram(at(1), addr(1), Arrival::Broadcast, &future);
     assert_eq!(
         b.stats()
             .dropped(DropReason::Decode(DecodeError::UnknownMessage)),
@@ -351,7 +351,7 @@ fn garbage_never_grows_memory() {
     for _ in 0..20_000 {
         let len = rng.range(0, 1300) as usize;
         let frame: std::vec::Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
-        b.handle_datagram(at(1), addr(9), Via::Broadcast, &frame);
+        b.handle_datagram(at(1), addr(9), Arrival::Broadcast, &frame);
     }
     assert!(b.peers().is_empty());
     assert_eq!(b.store().origins().len(), 1);
@@ -411,7 +411,7 @@ fn the_peer_table_is_bounded_and_refusals_are_counted() {
     for id in 1..=8 {
         let mut other = node(id);
         let beacon = beacon_of(&mut other, at(0));
-        hub.handle_datagram(at(1), addr(id), Via::Broadcast, &beacon);
+        hub.handle_datagram(at(1), addr(id), Arrival::Broadcast, &beacon);
     }
     assert_eq!(hub.peers().len(), 4);
     assert_eq!(hub.stats().dropped(DropReason::PeerTableFull), 4);
@@ -419,7 +419,7 @@ fn the_peer_table_is_bounded_and_refusals_are_counted() {
     hub.handle_timeout(at(10_000));
     let mut late = node(50);
     let beacon = beacon_of(&mut late, at(0));
-    hub.handle_datagram(at(10_001), addr(50), Via::Broadcast, &beacon);
+    hub.handle_datagram(at(10_001), addr(50), Arrival::Broadcast, &beacon);
     assert!(hub.peers().get(NodeId(50)).is_some());
     assert_eq!(hub.peers().len(), 4);
 }
@@ -434,7 +434,7 @@ fn an_evicted_neighbor_is_forgotten_like_a_pruned_one() {
     for id in 1..=4 {
         let mut other = node(id);
         let beacon = beacon_of(&mut other, at(0));
-        hub.handle_datagram(at(1), addr(id), Via::Broadcast, &beacon);
+        hub.handle_datagram(at(1), addr(id), Arrival::Broadcast, &beacon);
     }
     // All four UNREACHABLE, none prunable yet: each keeps a deadline.
     hub.handle_timeout(at(10_000));
@@ -442,7 +442,7 @@ fn an_evicted_neighbor_is_forgotten_like_a_pruned_one() {
     assert!((1..=4).all(|id| hub.detector.has_deadline(NodeId(id))));
     let mut late = node(50);
     let beacon = beacon_of(&mut late, at(0));
-    hub.handle_datagram(at(10_001), addr(50), Via::Broadcast, &beacon);
+    hub.handle_datagram(at(10_001), addr(50), Arrival::Broadcast, &beacon);
     let evicted: std::vec::Vec<NodeId> = (1..=4)
         .map(NodeId)
         .filter(|&id| hub.peers().get(id).is_none())
@@ -487,14 +487,14 @@ fn leaving_sends_three_goodbyes_and_goes_quiet() {
     let mut a = node(1);
     let mut b = node(2);
     let beacon = beacon_of(&mut a, at(0));
-    b.handle_datagram(at(1), addr(1), Via::Broadcast, &beacon);
+    b.handle_datagram(at(1), addr(1), Arrival::Broadcast, &beacon);
     a.handle_leave(at(500));
     let goodbyes = drain(&mut a);
     assert_eq!(goodbyes.len(), 3);
     assert_eq!(a.poll_timeout(), None);
     while b.poll_event().is_some() {}
     for goodbye in &goodbyes {
-        b.handle_datagram(at(501), addr(1), Via::Broadcast, &goodbye.payload);
+        b.handle_datagram(at(501), addr(1), Arrival::Broadcast, &goodbye.payload);
     }
     assert_eq!(
         b.peers().get(NodeId(1)).map(|p| p.state),
@@ -523,7 +523,7 @@ fn a_restarted_peer_is_healthy_at_once_and_its_old_points_go() {
         .expect("accepted");
     let beacon = beacon_of(&mut a, at(0));
     deliver(at(1), &mut a, &mut [&mut b]);
-    b.handle_datagram(at(1), addr(1), Via::Broadcast, &beacon);
+    b.handle_datagram(at(1), addr(1), Arrival::Broadcast, &beacon);
     assert!(b.store().point(NodeId(1), "old").is_some());
     b.handle_timeout(at(5000));
     assert_eq!(
@@ -533,7 +533,7 @@ fn a_restarted_peer_is_healthy_at_once_and_its_old_points_go() {
 
     let mut reborn = node_with(1, 2, config());
     let beacon = beacon_of(&mut reborn, at(0));
-    b.handle_datagram(at(5001), addr(1), Via::Broadcast, &beacon);
+    b.handle_datagram(at(5001), addr(1), Arrival::Broadcast, &beacon);
     assert_eq!(
         b.peers().get(NodeId(1)).map(|p| p.state),
         Some(PeerState::Healthy)
@@ -555,11 +555,11 @@ fn a_restart_that_reuses_the_incarnation_is_rejected_as_replay() {
     let mut b = node(2);
     for t in 0..5 {
         let beacon = beacon_of(&mut a, at(t * 1000));
-        b.handle_datagram(at(t * 1000 + 1), addr(1), Via::Broadcast, &beacon);
+        b.handle_datagram(at(t * 1000 + 1), addr(1), Arrival::Broadcast, &beacon);
     }
     let mut broken = node(1);
     let beacon = beacon_of(&mut broken, at(0));
-    b.handle_datagram(at(6000), addr(1), Via::Broadcast, &beacon);
+    b.handle_datagram(at(6000), addr(1), Arrival::Broadcast, &beacon);
     assert_eq!(b.stats().dropped(DropReason::Replayed), 1);
 }
 
@@ -587,7 +587,7 @@ fn a_suspected_node_answers_at_once() {
     let mut a = node(1);
     let mut x = node(2);
     let beacon = beacon_of(&mut x, at(0));
-    a.handle_datagram(at(1), addr(2), Via::Broadcast, &beacon);
+    a.handle_datagram(at(1), addr(2), Arrival::Broadcast, &beacon);
     // X stays silent; at 2 s A suspects it and asks at once, off its schedule.
     let before = advance(&mut a, at(2001 + 250));
     assert_eq!(
@@ -599,7 +599,7 @@ fn a_suspected_node_answers_at_once() {
     // X hears its id among the suspects and answers within a quarter interval.
     let _ = advance(&mut x, at(2000));
     let scheduled = x.poll_timeout().expect("deadline");
-    x.handle_datagram(at(2002), addr(1), Via::Broadcast, &question.payload);
+    x.handle_datagram(at(2002), addr(1), Arrival::Broadcast, &question.payload);
     let answer_at = x.poll_timeout().expect("deadline");
     assert!(
         answer_at <= scheduled && answer_at <= at(2002 + 250),
@@ -607,7 +607,7 @@ fn a_suspected_node_answers_at_once() {
     );
     let answer = advance(&mut x, answer_at);
     for transmit in answer {
-        a.handle_datagram(answer_at, addr(2), Via::Broadcast, &transmit.payload);
+        a.handle_datagram(answer_at, addr(2), Arrival::Broadcast, &transmit.payload);
     }
     assert_eq!(
         a.peers().get(NodeId(2)).map(|p| p.state),
@@ -622,20 +622,20 @@ fn a_vouch_keeps_a_node_alive_that_only_others_hear() {
     let mut b = node(2);
     let mut x = node(3);
     let first = beacon_of(&mut x, at(0));
-    a.handle_datagram(at(1), addr(3), Via::Broadcast, &first);
-    b.handle_datagram(at(1), addr(3), Via::Broadcast, &first);
+    a.handle_datagram(at(1), addr(3), Arrival::Broadcast, &first);
+    b.handle_datagram(at(1), addr(3), Arrival::Broadcast, &first);
     let mut a_sent = std::vec::Vec::new();
     for step in 1..=60u64 {
         let now = at(step * 100);
         for transmit in advance(&mut x, now) {
-            b.handle_datagram(now, addr(3), Via::Broadcast, &transmit.payload);
+            b.handle_datagram(now, addr(3), Arrival::Broadcast, &transmit.payload);
         }
         for transmit in advance(&mut b, now) {
-            a.handle_datagram(now, addr(2), Via::Broadcast, &transmit.payload);
+            a.handle_datagram(now, addr(2), Arrival::Broadcast, &transmit.payload);
         }
         let sent = advance(&mut a, now);
         for transmit in &sent {
-            b.handle_datagram(now, addr(1), Via::Broadcast, &transmit.payload);
+            b.handle_datagram(now, addr(1), Arrival::Broadcast, &transmit.payload);
         }
         a_sent.extend(sent);
     }

@@ -22,7 +22,8 @@
 //! sent in its current incarnation, and the incarnation is persisted and
 //! bumped at every start. So `(key, nonce)` never repeats, and the counter
 //! doubles as the sender's heartbeat: a higher counter proves the sender was
-//! alive later. Receivers keep a [`ReplayWindow`] per sender (64 frames).
+//! alive later. Receivers keep a [`ReplayWindow`] per sender: the highest
+//! counter and the [`REPLAY_WINDOW`] (960) counters below it.
 //!
 //! # Messages
 //!

@@ -5,7 +5,7 @@
 use libfuzzer_sys::fuzz_target;
 use shoal_core::time::Instant;
 use shoal_core::wire::{name, NodeId};
-use shoal_core::{Config, Identity, Node, Via};
+use shoal_core::{Config, Identity, Node, Arrival};
 use std::net::SocketAddr;
 
 fuzz_target!(|data: &[u8]| {
@@ -22,10 +22,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let from: SocketAddr = "127.0.0.2:20195".parse().expect("addr");
-    // Split the input into datagrams at 0xFF 0xFF markers, a millisecond apart.
+    // Split the input into datagrams at every 0xFF byte, 300 ms apart.
     for (i, datagram) in data.split(|&b| b == 0xFF).enumerate() {
         let now = Instant::from_millis(i as u64 * 300);
-        node.handle_datagram(now, from, Via::Broadcast, datagram);
+        node.handle_datagram(now, from, Arrival::Broadcast, datagram);
         node.handle_timeout(now);
         while node.poll_transmit().is_some() {}
         while node.poll_event().is_some() {}

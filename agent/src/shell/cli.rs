@@ -177,7 +177,7 @@ fn run_agent(path: Option<PathBuf>) -> ExitCode {
             }
         }
     };
-    match crate::shell::run::run(config) {
+    match crate::shell::agent::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("shoal: {error}");

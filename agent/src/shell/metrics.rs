@@ -15,7 +15,7 @@
 use shoal_core::peers::PeerState;
 use shoal_core::time::Instant;
 use shoal_core::wire::Value;
-use shoal_core::Node;
+use shoal_core::{Node, Stats};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
@@ -70,7 +70,7 @@ fn sanitize(text: &str) -> String {
 }
 
 /// A label value, escaped.
-fn label(text: &str) -> String {
+fn escape(text: &str) -> String {
     text.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
@@ -114,12 +114,29 @@ pub fn render(
     api_unauthorized: u64,
 ) -> String {
     let mut families = Families::new();
+    point_samples(&mut families, node);
+    node_samples(&mut families, node, now);
+    counter_samples(
+        &mut families,
+        node.stats(),
+        counters,
+        api_requests,
+        api_unauthorized,
+    );
+    let mut out = String::new();
+    write_families(&mut out, &families);
+    write_latency(&mut out, counters);
+    out
+}
+
+/// Every numeric point as a gauge of its quantity; points in error.
+fn point_samples(families: &mut Families, node: &Node) {
     for origin in node.store().origins().values() {
         for (name, point) in &origin.points {
             let labels = format!(
                 "node=\"{}\",sensor=\"{}\"",
-                label(&origin.name),
-                label(name)
+                escape(&origin.name),
+                escape(name)
             );
             let value = match &point.value {
                 Value::Float(v) => *v,
@@ -127,7 +144,7 @@ pub fn render(
                 Value::Bool(b) => f64::from(u8::from(*b)),
                 Value::Error(_) => {
                     add(
-                        &mut families,
+                        families,
                         "shoal_point_error",
                         "1 for a point whose sensor is failing",
                         "gauge",
@@ -148,7 +165,7 @@ pub fn render(
                 }
             );
             add(
-                &mut families,
+                families,
                 &family,
                 &help,
                 "gauge",
@@ -156,8 +173,12 @@ pub fn render(
             );
         }
     }
+}
+
+/// Each known node's state and hops.
+fn node_samples(families: &mut Families, node: &Node, now: Instant) {
     for (id, reach) in node.nodes(now) {
-        let name = label(
+        let name = escape(
             &node
                 .node_name(id)
                 .map_or_else(|| id.to_string(), |n| n.to_string()),
@@ -169,7 +190,7 @@ pub fn render(
             PeerState::Left,
         ] {
             add(
-                &mut families,
+                families,
                 "shoal_node_state",
                 "1 for the state each known node is in",
                 "gauge",
@@ -182,7 +203,7 @@ pub fn render(
         }
         if matches!(reach.state, PeerState::Healthy | PeerState::Suspect) {
             add(
-                &mut families,
+                families,
                 "shoal_node_hops",
                 "Hops to each reachable node (0: this one)",
                 "gauge",
@@ -190,20 +211,29 @@ pub fn render(
             );
         }
     }
-    let stats = node.stats();
+}
+
+/// Frames, bytes, drops, routes, commands, API, rule actions, executor runs.
+fn counter_samples(
+    families: &mut Families,
+    stats: &Stats,
+    counters: &Counters,
+    api_requests: u64,
+    api_unauthorized: u64,
+) {
     for (direction, frames, bytes) in [
         ("in", stats.frames_in, stats.bytes_in),
         ("out", stats.frames_out, stats.bytes_out),
     ] {
         add(
-            &mut families,
+            families,
             "shoal_frames_total",
             "Datagrams received and sent",
             "counter",
             format!("shoal_frames_total{{direction=\"{direction}\"}} {frames}"),
         );
         add(
-            &mut families,
+            families,
             "shoal_bytes_total",
             "Bytes received and sent",
             "counter",
@@ -212,7 +242,7 @@ pub fn render(
     }
     for (reason, count) in &stats.dropped {
         add(
-            &mut families,
+            families,
             "shoal_frames_dropped_total",
             "Datagrams dropped, by reason",
             "counter",
@@ -251,47 +281,47 @@ pub fn render(
             api_unauthorized,
         ),
     ] {
-        add(
-            &mut families,
-            name,
-            help,
-            "counter",
-            format!("{name} {value}"),
-        );
+        add(families, name, help, "counter", format!("{name} {value}"));
     }
     for (rule, count) in &counters.rule_actions {
         add(
-            &mut families,
+            families,
             "shoal_rule_actions_total",
             "Executor actions asked for by each rule",
             "counter",
             format!(
                 "shoal_rule_actions_total{{rule=\"{}\"}} {count}",
-                label(rule)
+                escape(rule)
             ),
         );
     }
     for ((executor, outcome), count) in &counters.executor_runs {
         add(
-            &mut families,
+            families,
             "shoal_executor_runs_total",
             "Executor runs, by outcome",
             "counter",
             format!(
                 "shoal_executor_runs_total{{executor=\"{}\",outcome=\"{}\"}} {count}",
-                label(executor),
-                label(outcome)
+                escape(executor),
+                escape(outcome)
             ),
         );
     }
-    let mut out = String::new();
-    for (name, (help, kind, samples)) in &families {
+}
+
+fn write_families(out: &mut String, families: &Families) {
+    for (name, (help, kind, samples)) in families {
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} {kind}");
         for sample in samples {
             let _ = writeln!(out, "{sample}");
         }
     }
+}
+
+/// The sync latency histogram.
+fn write_latency(out: &mut String, counters: &Counters) {
     let name = "shoal_sync_latency_seconds";
     let _ = writeln!(
         out,
@@ -307,7 +337,6 @@ pub fn render(
     let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
     let _ = writeln!(out, "{name}_sum {}", counters.latency_sum);
     let _ = writeln!(out, "{name}_count {}", counters.latency_count);
-    out
 }
 
 #[cfg(test)]
@@ -318,7 +347,7 @@ mod tests {
     fn names_and_labels_are_made_valid() {
         assert_eq!(sanitize("climate.temperature"), "climate_temperature");
         assert_eq!(sanitize("2nd-floor"), "_2nd_floor");
-        assert_eq!(label("a\"b\\c"), "a\\\"b\\\\c");
+        assert_eq!(escape("a\"b\\c"), "a\\\"b\\\\c");
         assert_eq!(unit_suffix("°C"), "_celsius");
     }
 

@@ -1,14 +1,28 @@
-//! The shell: everything that touches the OS (command line today; sockets,
-//! timers, signals and files as the agent grows). The protocol decisions stay
-//! in [`shoal_core`].
+//! The shell: everything that touches the OS. The protocol decisions stay
+//! in `shoal-core`; [`agent`] is the loop that feeds it, and each of its
+//! subsystems has a file of its own (the table in `agent`'s docs).
 
+pub mod agent;
+pub mod answers;
 pub mod api;
 pub mod cli;
 pub mod client;
 pub mod demo;
+pub mod events;
 pub mod executor;
 pub mod metrics;
 pub mod notify;
-pub mod run;
+pub mod persist;
+pub mod runs;
 pub mod sensors;
+pub mod sockets;
 pub mod state;
+
+/// Wall-clock time now, ms since the Unix epoch (for people and for the
+/// timestamps of readings; the core's own time is `shoal_core::time`).
+pub(crate) fn unix_ms() -> u64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

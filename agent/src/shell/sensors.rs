@@ -10,15 +10,20 @@
 //! publishes `Value::Error` on its points once (visible everywhere, not a
 //! silent gap), is retried with backoff (interval × 2, 4, 8... up to a
 //! minute), and publishes fresh values as soon as it reads again.
+//!
+//! [`Sensors`] is the agent loop's owner of all of it: it starts due reads,
+//! and turns finished ones into the core's readings.
 
 use shoal_config::{SensorSection, Setting};
 use shoal_core::time::Instant;
 use shoal_core::wire::{self, Name, Unit, Value};
-use shoal_core::Reading;
+use shoal_core::{Node, Reading};
 use shoal_hal::bus::RootFs;
 use shoal_hal::drivers::{self, ads1115, bh1750, bme280, ds18b20, gpio, sht3x, system};
 use shoal_hal::sim::{SimDevice, SimSensor, Waveform};
 use shoal_hal::{HalError, Sample, Sensor, UnitLabel};
+use smol::channel::{Receiver, Sender};
+use smol::LocalExecutor;
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -178,34 +183,7 @@ fn i2c_bus(sensor: &SensorSection) -> Result<LazyI2c, String> {
 pub fn device(sensor: &SensorSection) -> Result<Box<dyn Sensor>, String> {
     let fs = || RootFs::new("/");
     Ok(match sensor.driver.as_str() {
-        "sim" => {
-            let waveform = match text(sensor, "waveform") {
-                Some("walk") => Waveform::Walk,
-                Some("step") => Waveform::Step,
-                Some("constant") => Waveform::Constant(number(sensor, "value").unwrap_or(0.0)),
-                _ => Waveform::Sine,
-            };
-            let (min, max) = match waveform {
-                Waveform::Constant(v) => (v - 1.0, v + 1.0),
-                _ => (
-                    number(sensor, "min").unwrap_or(0.0),
-                    number(sensor, "max").unwrap_or(100.0),
-                ),
-            };
-            let period = duration(sensor, "period").unwrap_or(Duration::from_secs(600));
-            let seed = int(sensor, "seed").map_or_else(
-                || {
-                    sensor
-                        .name
-                        .bytes()
-                        .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)))
-                },
-                |s| s as u64,
-            );
-            let sim =
-                SimSensor::new(waveform, min, max, period, seed).map_err(|e| e.to_string())?;
-            Box::new(SimDevice::new(sim, number(sensor, "flaky").unwrap_or(0.0)))
-        }
+        "sim" => sim_device(sensor)?,
         "soc_temp" => Box::new(system::SocTemp::new(
             fs(),
             int(sensor, "zone")
@@ -236,46 +214,86 @@ pub fn device(sensor: &SensorSection) -> Result<Box<dyn Sensor>, String> {
         #[cfg(target_os = "linux")]
         "bh1750" => Box::new(bh1750::Bh1750::new(i2c_bus(sensor)?, address(sensor))),
         #[cfg(target_os = "linux")]
-        "ads1115" => {
-            let channels: Vec<u8> = list(sensor, "channels")
-                .unwrap_or_else(|| vec!["0".to_owned()])
-                .iter()
-                .filter_map(|c| c.parse().ok())
-                .collect();
-            let unit = text(sensor, "unit").map_or(UnitLabel::Typed(shoal_hal::Unit::Volt), |u| {
-                UnitLabel::Custom(u.to_owned())
-            });
-            Box::new(
-                ads1115::Ads1115::new(
-                    i2c_bus(sensor)?,
-                    address(sensor),
-                    &channels,
-                    number(sensor, "gain").unwrap_or(4.096),
-                    number(sensor, "scale").unwrap_or(1.0),
-                    number(sensor, "offset").unwrap_or(0.0),
-                    unit,
-                )
-                .map_err(|e| e.to_string())?,
-            )
-        }
+        "ads1115" => ads1115_device(sensor)?,
         #[cfg(target_os = "linux")]
-        "gpio_in" => {
-            let pin = int(sensor, "pin")
-                .and_then(|p| u8::try_from(p).ok())
-                .ok_or("gpio_in needs `pin`")?;
-            let pull = match text(sensor, "pull") {
-                Some("down") => shoal_hal::rpi::Pull::Down,
-                Some("off") => shoal_hal::rpi::Pull::Off,
-                _ => shoal_hal::rpi::Pull::Up,
-            };
-            let input = shoal_hal::rpi::RpiInput::open(pin, pull).map_err(|e| e.to_string())?;
-            Box::new(gpio::GpioIn::new(
-                input,
-                duration(sensor, "debounce").unwrap_or(Duration::from_millis(50)),
-            ))
-        }
+        "gpio_in" => gpio_in_device(sensor)?,
         other => return Err(format!("driver {other:?} is not available on this system")),
     })
+}
+
+/// A `sim` sensor: a seeded waveform, optionally flaky.
+fn sim_device(sensor: &SensorSection) -> Result<Box<dyn Sensor>, String> {
+    let waveform = match text(sensor, "waveform") {
+        Some("walk") => Waveform::Walk,
+        Some("step") => Waveform::Step,
+        Some("constant") => Waveform::Constant(number(sensor, "value").unwrap_or(0.0)),
+        _ => Waveform::Sine,
+    };
+    let (min, max) = match waveform {
+        Waveform::Constant(v) => (v - 1.0, v + 1.0),
+        _ => (
+            number(sensor, "min").unwrap_or(0.0),
+            number(sensor, "max").unwrap_or(100.0),
+        ),
+    };
+    let period = duration(sensor, "period").unwrap_or(Duration::from_secs(600));
+    let seed = int(sensor, "seed").map_or_else(
+        || {
+            sensor
+                .name
+                .bytes()
+                .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)))
+        },
+        |s| s as u64,
+    );
+    let sim = SimSensor::new(waveform, min, max, period, seed).map_err(|e| e.to_string())?;
+    Ok(Box::new(SimDevice::new(
+        sim,
+        number(sensor, "flaky").unwrap_or(0.0),
+    )))
+}
+
+/// An ADS1115 on I2C: its channels, gain and scaling.
+#[cfg(target_os = "linux")]
+fn ads1115_device(sensor: &SensorSection) -> Result<Box<dyn Sensor>, String> {
+    let channels: Vec<u8> = list(sensor, "channels")
+        .unwrap_or_else(|| vec!["0".to_owned()])
+        .iter()
+        .filter_map(|c| c.parse().ok())
+        .collect();
+    let unit = text(sensor, "unit").map_or(UnitLabel::Typed(shoal_hal::Unit::Volt), |u| {
+        UnitLabel::Custom(u.to_owned())
+    });
+    Ok(Box::new(
+        ads1115::Ads1115::new(
+            i2c_bus(sensor)?,
+            address(sensor),
+            &channels,
+            number(sensor, "gain").unwrap_or(4.096),
+            number(sensor, "scale").unwrap_or(1.0),
+            number(sensor, "offset").unwrap_or(0.0),
+            unit,
+        )
+        .map_err(|e| e.to_string())?,
+    ))
+}
+
+/// A GPIO input with debounce.
+#[cfg(target_os = "linux")]
+fn gpio_in_device(sensor: &SensorSection) -> Result<Box<dyn Sensor>, String> {
+    let pin = int(sensor, "pin")
+        .and_then(|p| u8::try_from(p).ok())
+        .ok_or("gpio_in needs `pin`")?;
+    let pull = match text(sensor, "pull") {
+        Some("down") => shoal_hal::rpi::Pull::Down,
+        Some("off") => shoal_hal::rpi::Pull::Off,
+        _ => shoal_hal::rpi::Pull::Up,
+    };
+    let input = shoal_hal::rpi::RpiInput::open(pin, pull).map_err(|e| e.to_string())?;
+    Ok(Box::new(gpio::GpioIn::new(
+        input,
+        duration(sensor, "debounce").unwrap_or(Duration::from_millis(50)),
+    )))
 }
 
 /// Builds the hal device of an `[[actuator]]` section.
@@ -566,6 +584,122 @@ pub fn samplers(sensors: &[SensorSection], now: Instant) -> Vec<Sampler> {
             }
         })
         .collect()
+}
+
+/// A sensor read that returned: the sampler's index, its device back, and
+/// what it read.
+pub struct SensorRead {
+    index: usize,
+    device: Box<dyn Sensor>,
+    result: Result<Vec<Sample>, HalError>,
+}
+
+impl std::fmt::Debug for SensorRead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SensorRead")
+            .field("index", &self.index)
+            .field("ok", &self.result.is_ok())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Every sampler, and the reads under way on blocking threads.
+#[derive(Debug)]
+pub struct Sensors {
+    samplers: Vec<Sampler>,
+    reads_tx: Sender<SensorRead>,
+    reads: Receiver<SensorRead>,
+}
+
+impl Sensors {
+    /// Samplers for `sections` (see [`samplers`]), none read yet.
+    pub fn new(sections: &[SensorSection], now: Instant) -> Sensors {
+        let (reads_tx, reads) = smol::channel::unbounded();
+        Sensors {
+            samplers: samplers(sections, now),
+            reads_tx,
+            reads,
+        }
+    }
+
+    /// Number of sensors sampled.
+    pub fn len(&self) -> usize {
+        self.samplers.len()
+    }
+
+    /// Whether no sensor is sampled.
+    pub fn is_empty(&self) -> bool {
+        self.samplers.is_empty()
+    }
+
+    /// When the next read is due.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.samplers.iter().filter_map(Sampler::deadline).min()
+    }
+
+    /// The next read that returned.
+    pub async fn next_read(&self) -> SensorRead {
+        match self.reads.recv().await {
+            Ok(read) => read,
+            // Never: this owns a sender.
+            Err(_) => futures_lite::future::pending().await,
+        }
+    }
+
+    /// Starts a read of every due sensor on a blocking thread, and turns
+    /// reads stuck past their timeout into errors.
+    pub fn start_due(&mut self, ex: &LocalExecutor<'_>, node: &mut Node, now: Instant) {
+        for (index, sampler) in self.samplers.iter_mut().enumerate() {
+            let stuck = sampler.check_timeout(now);
+            publish(node, now, &sampler.name, stuck);
+            if !sampler.is_due(now) {
+                continue;
+            }
+            let Some(mut device) = sampler.start(now) else {
+                continue;
+            };
+            let reads = self.reads_tx.clone();
+            ex.spawn(async move {
+                let (device, result) = smol::unblock(move || {
+                    let result = device.read();
+                    (device, result)
+                })
+                .await;
+                let _ = reads
+                    .send(SensorRead {
+                        index,
+                        device,
+                        result,
+                    })
+                    .await;
+            })
+            .detach();
+        }
+    }
+
+    /// A read returned: its readings go to the core, and due reads start.
+    pub fn finish(
+        &mut self,
+        ex: &LocalExecutor<'_>,
+        node: &mut Node,
+        now: Instant,
+        read: SensorRead,
+    ) {
+        if let Some(sampler) = self.samplers.get_mut(read.index) {
+            let readings = sampler.finish(now, read.device, read.result);
+            publish(node, now, &sampler.name, readings);
+        }
+        self.start_due(ex, node, now);
+    }
+}
+
+fn publish(node: &mut Node, now: Instant, sensor: &str, readings: Vec<Reading>) {
+    for reading in readings {
+        let name = reading.name.clone();
+        if let Err(error) = node.handle_reading(now, reading) {
+            log::warn!("sensor {sensor}: point {name} refused: {error}");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,3 +1,4 @@
+//! Unit tests of `expr`: the expression parser.
 use super::*;
 
 fn point(node: &str, name: &str) -> Pattern {

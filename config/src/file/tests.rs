@@ -1,3 +1,4 @@
+//! Unit tests of `file`: the configuration file: every error with its position.
 use super::*;
 
 fn check(text: &str) -> Result<Config, Problems> {

@@ -76,7 +76,7 @@ fn first_word(text: &str) -> &str {
 }
 
 fn parse_shoal(line: &str) -> Option<Seen> {
-    // "[INFO  shoal::shell::run] node s-2 (f80a2b3af23c4170) incarnation 1 starting: ..."
+    // "[INFO  shoal::shell::agent] node s-2 (f80a2b3af23c4170) incarnation 1 starting: ..."
     if line.contains(" incarnation ") && line.contains(" starting: ") {
         let (_, rest) = line.split_once("] node ")?;
         let id = rest.split_once('(')?.1.split_once(')')?.0;
@@ -311,15 +311,15 @@ mod tests {
     fn shoal_lines() {
         let s = |l| parse(System::Shoal, l);
         assert_eq!(
-            s("[INFO  shoal::shell::run] node s-2 (f80a2b3af23c4170) incarnation 1 starting: beacons on port 51000"),
+            s("[INFO  shoal::shell::agent] node s-2 (f80a2b3af23c4170) incarnation 1 starting: beacons on port 51000"),
             Some(Seen::OwnId("f80a2b3af23c4170".into()))
         );
         assert_eq!(
-            s("[INFO  shoal::shell::run] discovered node s-1 (a70a096edc10481b) at 127.0.3.1:51001"),
+            s("[INFO  shoal::shell::events] discovered node s-1 (a70a096edc10481b) at 127.0.3.1:51001"),
             Some(Seen::Alive("s-1".into()))
         );
         assert_eq!(
-            s("[INFO  shoal::shell::run] discovered node a70a096edc10481b at 127.0.3.1:51001"),
+            s("[INFO  shoal::shell::events] discovered node a70a096edc10481b at 127.0.3.1:51001"),
             Some(Seen::Alive("a70a096edc10481b".into()))
         );
         assert_eq!(
@@ -336,11 +336,11 @@ mod tests {
         );
         assert_eq!(s("[INFO  shoal_core] node s-3: HEALTHY -> SUSPECT"), None);
         assert_eq!(
-            s("[DEBUG shoal::shell::run] point s-1/bench = 42.5"),
+            s("[DEBUG shoal::shell::events] point s-1/bench = 42.5"),
             Some(Seen::Value("42.5".into()))
         );
         assert_eq!(
-            s("[INFO  shoal::shell::run] API on http://127.0.3.2:51002"),
+            s("[INFO  shoal::shell::agent] API on http://127.0.3.2:51002"),
             None
         );
     }

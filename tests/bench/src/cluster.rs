@@ -195,7 +195,7 @@ impl Cluster {
                     "--config".into(),
                     config.display().to_string(),
                 ];
-                let env = vec![("RUST_LOG".into(), "info,shoal::shell::run=debug".into())];
+                let env = vec![("RUST_LOG".into(), "info,shoal::shell::events=debug".into())];
                 (argv, env)
             }
             System::Serf => {

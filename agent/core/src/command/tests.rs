@@ -1,6 +1,7 @@
+//! Unit tests of `command`: commands relayed hop by hop: limits, loop guard, rate limit, retries.
 use super::*;
 use crate::wire::{self, Counter, Header, MeshKey};
-use crate::{Config, Identity, Via};
+use crate::{Arrival, Config, Identity};
 use std::net::SocketAddr;
 
 const MESH: u32 = 0x5348_0001;
@@ -84,7 +85,7 @@ fn a_command_whose_hop_limit_is_used_up_is_dropped_and_counted() {
     n.handle_datagram(
         at(0),
         addr(2),
-        Via::Unicast,
+        Arrival::Unicast,
         &frame(2, 1, &command(9, 1, 77, 1)),
     );
     assert_eq!(n.stats().commands_hop_limit, 1);
@@ -97,8 +98,8 @@ fn a_command_whose_hop_limit_is_used_up_is_dropped_and_counted() {
 fn a_command_seen_twice_runs_once() {
     let mut n = node(1, 16);
     let message = command(9, 1, 1, 16);
-    n.handle_datagram(at(0), addr(2), Via::Unicast, &frame(2, 1, &message));
-    n.handle_datagram(at(1), addr(3), Via::Unicast, &frame(3, 1, &message));
+    n.handle_datagram(at(0), addr(2), Arrival::Unicast, &frame(2, 1, &message));
+    n.handle_datagram(at(1), addr(3), Arrival::Unicast, &frame(3, 1, &message));
     assert_eq!(requested(&events(&mut n)), 1);
     assert_eq!(n.stats().commands_duplicate, 1);
 }
@@ -108,7 +109,7 @@ fn a_flood_from_one_asker_is_rate_limited_and_others_still_get_through() {
     let mut n = node(1, 16);
     for id in 0..30 {
         let f = frame(2, id + 1, &command(9, id, 1, 16));
-        n.handle_datagram(at(0), addr(2), Via::Unicast, &f);
+        n.handle_datagram(at(0), addr(2), Arrival::Unicast, &f);
     }
     assert_eq!(requested(&events(&mut n)), COMMAND_BURST as usize);
     assert_eq!(
@@ -117,12 +118,12 @@ fn a_flood_from_one_asker_is_rate_limited_and_others_still_get_through() {
     );
     // Another asker is not affected.
     let f = frame(2, 100, &command(8, 1, 1, 16));
-    n.handle_datagram(at(0), addr(2), Via::Unicast, &f);
+    n.handle_datagram(at(0), addr(2), Arrival::Unicast, &f);
     assert_eq!(requested(&events(&mut n)), 1);
     // One second later, five more of the first.
     for id in 30..40 {
         let f = frame(2, id + 1, &command(9, id, 1, 16));
-        n.handle_datagram(at(1000), addr(2), Via::Unicast, &f);
+        n.handle_datagram(at(1000), addr(2), Arrival::Unicast, &f);
     }
     assert_eq!(requested(&events(&mut n)), 5);
 }
@@ -132,7 +133,7 @@ fn rate_limit_buckets_are_bounded_by_max_nodes() {
     let mut n = node(1, 8);
     for origin in 100..400 {
         let f = frame(2, origin as u32, &command(origin, 1, 1, 16));
-        n.handle_datagram(at(origin), addr(2), Via::Unicast, &f);
+        n.handle_datagram(at(origin), addr(2), Arrival::Unicast, &f);
     }
     assert!(n.commands.buckets.len() <= 8);
     assert_eq!(requested(&events(&mut n)), 300);
@@ -143,7 +144,7 @@ fn the_loop_guard_memory_is_bounded() {
     let mut n = node(1, 16);
     for id in 0..1000 {
         let f = frame(2, id + 1, &command(9, id, 1, 16));
-        n.handle_datagram(at(u64::from(id) * 1000), addr(2), Via::Unicast, &f);
+        n.handle_datagram(at(u64::from(id) * 1000), addr(2), Arrival::Unicast, &f);
     }
     assert!(n.commands.seen.len() <= SEEN_COMMANDS);
     assert_eq!(n.commands.seen.len(), n.commands.seen_order.len());
@@ -189,7 +190,7 @@ fn an_unknown_or_unreachable_target_is_a_clear_error() {
     n.handle_datagram(
         at(0),
         addr(2),
-        Via::Broadcast,
+        Arrival::Broadcast,
         &frame(2, 1, &Message::Leave),
     );
     assert_eq!(
@@ -204,7 +205,7 @@ fn a_command_nobody_answers_ends_as_no_answer_and_pending_is_bounded() {
     let executor = wire::name("fan_on").expect("valid");
     // Node 2 is a live neighbor.
     let hello = frame(2, 1, &command(2, 0, 2, 16));
-    n.handle_datagram(at(0), addr(2), Via::Broadcast, &hello);
+    n.handle_datagram(at(0), addr(2), Arrival::Broadcast, &hello);
     let timeout = Duration::from_secs(5);
     for _ in 0..MAX_PENDING_COMMANDS {
         n.exec(at(10), NodeId(2), executor.clone(), timeout)
@@ -246,13 +247,13 @@ fn output_is_cut_on_a_character_boundary() {
 fn a_repeated_attempt_is_answered_again_without_running_again() {
     let mut n = node(1, 16);
     let first = command(9, 1, 1, 16);
-    n.handle_datagram(at(0), addr(2), Via::Unicast, &frame(2, 1, &first));
+    n.handle_datagram(at(0), addr(2), Arrival::Unicast, &frame(2, 1, &first));
     assert_eq!(requested(&events(&mut n)), 1);
     // Still running: a second attempt is not run again, and not answered yet.
     n.handle_datagram(
         at(900),
         addr(2),
-        Via::Unicast,
+        Arrival::Unicast,
         &frame(2, 2, &attempt(first.clone(), 1)),
     );
     assert_eq!(requested(&events(&mut n)), 0);
@@ -262,7 +263,7 @@ fn a_repeated_attempt_is_answered_again_without_running_again() {
     n.handle_datagram(
         at(1900),
         addr(2),
-        Via::Unicast,
+        Arrival::Unicast,
         &frame(2, 3, &attempt(first, 2)),
     );
     assert_eq!(requested(&events(&mut n)), 0);
@@ -273,7 +274,7 @@ fn a_repeated_attempt_is_answered_again_without_running_again() {
 fn an_unanswered_command_is_sent_again_every_interval_until_its_deadline() {
     let mut n = node(1, 16);
     let hello = frame(2, 1, &alive());
-    n.handle_datagram(at(0), addr(2), Via::Broadcast, &hello);
+    n.handle_datagram(at(0), addr(2), Arrival::Broadcast, &hello);
     events(&mut n);
     let executor = wire::name("fan_on").expect("valid");
     n.exec(at(10), NodeId(2), executor, Duration::from_millis(3500))
@@ -293,7 +294,7 @@ fn an_unanswered_command_is_sent_again_every_interval_until_its_deadline() {
         t = next.as_millis().max(t);
         // Keep node 2 alive, so the route stays.
         let beat = frame(2, 10 + t as u32, &alive());
-        n.handle_datagram(at(t), addr(2), Via::Broadcast, &beat);
+        n.handle_datagram(at(t), addr(2), Arrival::Broadcast, &beat);
         n.handle_timeout(at(t));
         sent += commands(&mut n);
     }

@@ -1,3 +1,4 @@
+//! Unit tests of `routes`: the route table: feasibility, failover, and the loop-freedom attack.
 use super::*;
 
 const A: NodeId = NodeId(1);
@@ -111,7 +112,7 @@ fn feasibility_refuses_a_route_that_could_lead_back_through_us() {
 
 #[test]
 fn the_feasibility_distance_only_tightens() {
-    let mut dest = Destination::new(at(0));
+    let mut dest = Remote::new(at(0));
     dest.advertised(c(5), 3);
     dest.advertised(c(5), 4);
     assert_eq!(dest.fd, Some((c(5), 3)));

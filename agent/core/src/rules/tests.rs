@@ -1,3 +1,4 @@
+//! Unit tests of `rules`: rule evaluation and the rule state machines.
 use super::*;
 use shoal_config::expr::parse;
 use std::collections::BTreeMap;

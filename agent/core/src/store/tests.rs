@@ -1,3 +1,4 @@
+//! Unit tests of `store`: the store: versions, limits, digests and deltas.
 use super::*;
 use crate::wire::{self, Message, MAX_FRAME};
 

@@ -1,3 +1,4 @@
+//! Unit tests of `wire`: the wire format: golden bytes, round trips, arbitrary bytes.
 use super::*;
 use proptest::prelude::*;
 

@@ -1,3 +1,4 @@
+//! Unit tests of `client`: the CLI's HTTP client.
 use super::*;
 use serde_json::json;
 

@@ -1,3 +1,4 @@
+//! Unit tests of `executor`: executors: commands, timeouts, webhooks, actuators.
 use super::*;
 use shoal_config::ActuatorAction;
 

@@ -1,3 +1,4 @@
+//! Unit tests of `sensors`: sampling: deadband, backoff, timeouts, device building.
 use super::*;
 use std::collections::VecDeque;
 

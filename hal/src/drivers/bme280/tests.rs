@@ -1,3 +1,4 @@
+//! Unit tests of `bme280`: the BME280 driver against the datasheet and a fake bus.
 use super::*;
 use crate::fake::{FakeDevice, FakeI2c};
 

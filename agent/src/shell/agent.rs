@@ -1,0 +1,498 @@
+//! `shoal run`: the agent on real sockets, as one loop you can read.
+//!
+//! [`Agent::start`] builds the core [`Node`] and every subsystem; then
+//! [`run`] waits for the next [`Input`] ([`Agent::next_input`]) and hands it
+//! to [`Agent::step`], until SIGTERM or SIGINT. One task owns everything, so
+//! nothing is shared or locked. Each subsystem is one field with one owner
+//! and its own file:
+//!
+//! | field | file | owns |
+//! |---|---|---|
+//! | `node` | `shoal-core` | the protocol |
+//! | `sockets` | `sockets.rs` | the beacon and sync sockets, broadcast targets |
+//! | `sensors` | `sensors.rs` | sampling schedules, reads on blocking threads |
+//! | `runs` | `runs.rs` | executor runs, their records, waiting `exec`s |
+//! | `feed` | `events.rs` | logs, `/api/events`, `/metrics` counters |
+//! | `persistence` | `persist.rs` | remembered peers, last own values |
+//! | `notifier` | `notify.rs` | systemd readiness and watchdog |
+//! | `api_calls` | `api.rs`, `answers.rs` | HTTP requests, answered in `answers.rs` |
+//!
+//! After every input the loop drains the core ([`Agent::step`]): datagrams
+//! to the sockets, events to the feed (and to persistence), and the events
+//! that ask for action (commands, rule actions) to `runs`, in at most four
+//! rounds since those may produce more.
+
+use super::answers;
+use super::api::{self, ApiCall, ApiStats};
+use super::events::EventFeed;
+use super::executor::Executors;
+use super::notify::Notifier;
+use super::persist::Persistence;
+use super::runs::{Completed, Runs};
+use super::sensors::{self, SensorRead, Sensors};
+use super::sockets::{self, Sockets};
+use super::state::{self, StateDir, StateError};
+use async_signal::{Signal, Signals};
+use futures_lite::{future, StreamExt};
+use shoal_config::Config;
+use shoal_core::rules::{ComputeSpec, RuleSpec, Rules};
+use shoal_core::time::Instant;
+use shoal_core::wire::{self, Name};
+use shoal_core::{Arrival, Identity, Node};
+use smol::channel::Receiver;
+use smol::net::TcpListener;
+use smol::LocalExecutor;
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Why the agent stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The state directory or the mesh key.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// A socket could not be opened.
+    #[error("cannot open the {what} socket on {addr}: {source}")]
+    Socket {
+        /// Which socket.
+        what: &'static str,
+        /// Its address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// Signal handling could not be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(io::Error),
+    /// A setting the core refuses (validated earlier; kept for safety).
+    #[error("invalid mesh settings: {0}")]
+    Core(#[from] shoal_core::ConfigError),
+    /// No usable node name.
+    #[error("{0}")]
+    Name(String),
+    /// A socket failed while running.
+    #[error("the {what} socket failed: {source}")]
+    Io {
+        /// Which socket.
+        what: &'static str,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+/// One thing that happened, for [`Agent::step`].
+#[derive(Debug)]
+pub enum Input {
+    /// A datagram of `len` bytes from an address, in the socket's buffer.
+    Datagram(Arrival, usize, SocketAddr),
+    /// The earliest deadline passed: the core's, a sensor's or the watchdog's.
+    Deadline,
+    /// A sensor read returned.
+    SensorRead(SensorRead),
+    /// A request of the HTTP API.
+    Api(ApiCall),
+    /// An executor run ended.
+    ExecutorDone(Completed),
+    /// SIGTERM or SIGINT.
+    Signal,
+    /// A socket reported an error.
+    SocketFailed(&'static str, io::Error),
+}
+
+/// Whether the loop goes on after a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Wait for the next input.
+    Continue,
+    /// The agent said goodbye and saved its state: return.
+    Stop,
+}
+
+/// The agent: the core and every subsystem. See the module docs.
+#[derive(Debug)]
+pub struct Agent<'ex> {
+    /// Runs the API server, executor runs and sensor reads (all `'static`).
+    ex: &'ex LocalExecutor<'static>,
+    node: Node,
+    started: std::time::Instant,
+    sockets: Sockets,
+    sensors: Sensors,
+    runs: Runs,
+    feed: EventFeed,
+    persistence: Persistence,
+    notifier: Notifier,
+    api_calls: Receiver<ApiCall>,
+    api_stats: Rc<ApiStats>,
+    signals: Signals,
+}
+
+/// Runs the agent until SIGTERM or SIGINT.
+pub fn run(config: Config) -> Result<(), RunError> {
+    let ex: LocalExecutor<'static> = LocalExecutor::new();
+    smol::block_on(ex.run(async {
+        let mut agent = Agent::start(&config, &ex).await?;
+        loop {
+            let input = agent.next_input().await;
+            if agent.step(input).await? == Flow::Stop {
+                return Ok(());
+            }
+        }
+    }))
+}
+
+impl<'ex> Agent<'ex> {
+    /// Reads the state directory, builds the node and every subsystem, and
+    /// opens the API and the mesh sockets, on `ex`.
+    pub async fn start(
+        config: &Config,
+        ex: &'ex LocalExecutor<'static>,
+    ) -> Result<Agent<'ex>, RunError> {
+        let name = node_name(config)?;
+        for warning in &config.warnings {
+            log::warn!(
+                "configuration {}:{}: {}",
+                warning.line,
+                warning.col,
+                warning.message
+            );
+        }
+        let mut state_dir = StateDir::open(&config.state.dir)?;
+        let identity = load_identity(&mut state_dir, name.clone())?;
+        // The core's time zero.
+        let started = std::time::Instant::now();
+        let mut node = start_node(config, identity)?;
+        let persistence = Persistence::load(state_dir);
+        let mut static_peers = sockets::resolve_peers(&config.mesh.peers);
+        static_peers.extend(persistence.remembered_peers());
+        node.set_static_peers(static_peers);
+        persistence.restore_points(&mut node);
+        let sensors = Sensors::new(&config.sensors, Instant::ZERO);
+        let runs = Runs::new(executors(config, &name));
+        let token = api_token(config);
+        log::info!(
+            "node {name} ({}) incarnation {} starting: beacons on port {}, sync on {}:{}, {} sensors",
+            node.id(),
+            node.incarnation(),
+            config.mesh.port,
+            config.mesh.bind,
+            config.mesh.sync_port,
+            sensors.len()
+        );
+        let listener = TcpListener::bind(config.api.listen)
+            .await
+            .map_err(|source| RunError::Socket {
+                what: "api",
+                addr: config.api.listen,
+                source,
+            })?;
+        let (calls_tx, api_calls) = smol::channel::bounded::<ApiCall>(64);
+        let api_stats = Rc::new(ApiStats::default());
+        let subscribers: api::Subscribers = Rc::default();
+        let feed = EventFeed::new(Rc::clone(&subscribers), Rc::clone(&api_stats));
+        ex.spawn(api::serve(
+            listener,
+            calls_tx,
+            token,
+            Rc::clone(&api_stats),
+            subscribers,
+        ))
+        .detach();
+        log::info!("API on http://{}", config.api.listen);
+        let sockets = Sockets::open(&config.mesh)?;
+        let signals = Signals::new([Signal::Term, Signal::Int]).map_err(RunError::Signals)?;
+        let mut notifier = Notifier::from_env();
+        notifier.ready(&format!("serving as {name}"));
+        Ok(Agent {
+            ex,
+            node,
+            started,
+            sockets,
+            sensors,
+            runs,
+            feed,
+            persistence,
+            notifier,
+            api_calls,
+            api_stats,
+            signals,
+        })
+    }
+
+    /// The core's time now: ms since the agent started.
+    fn now(&self) -> Instant {
+        Instant::from_millis(u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX))
+    }
+
+    /// Waits for whatever happens first.
+    pub async fn next_input(&mut self) -> Input {
+        // Pinged from here only: a wedged loop stops the pings.
+        self.notifier.tick();
+        let now = self.now();
+        let ping_due = self
+            .notifier
+            .next_ping()
+            .map(|d| now + d.max(Duration::from_millis(10)));
+        let wake = [
+            self.node.poll_timeout(),
+            self.sensors.next_deadline(),
+            ping_due,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let Agent {
+            sockets,
+            sensors,
+            runs,
+            api_calls,
+            signals,
+            ..
+        } = self;
+        let deadline = async {
+            match wake {
+                Some(at) => {
+                    let delay =
+                        Duration::from_millis(at.as_millis().saturating_sub(now.as_millis()));
+                    smol::Timer::after(delay).await;
+                }
+                None => future::pending::<()>().await,
+            }
+            Input::Deadline
+        };
+        let signal = async {
+            match signals.next().await {
+                Some(_) => Input::Signal,
+                None => future::pending().await,
+            }
+        };
+        let call = async {
+            match api_calls.recv().await {
+                Ok(call) => Input::Api(call),
+                Err(_) => future::pending().await,
+            }
+        };
+        let finished = async { Input::ExecutorDone(runs.next_finished().await) };
+        let read = async { Input::SensorRead(sensors.next_read().await) };
+        future::or(
+            sockets.recv(),
+            future::or(
+                future::or(deadline, signal),
+                future::or(call, future::or(finished, read)),
+            ),
+        )
+        .await
+    }
+
+    /// Feeds one input to its owner, then drains the core.
+    pub async fn step(&mut self, input: Input) -> Result<Flow, RunError> {
+        let now = self.now();
+        let ex = self.ex;
+        match input {
+            Input::Datagram(arrival, len, from) => {
+                let frame = self.sockets.received(arrival, len);
+                self.node.handle_datagram(now, from, arrival, frame);
+            }
+            Input::Deadline => {
+                self.node.handle_timeout(now);
+                self.sensors.start_due(ex, &mut self.node, now);
+            }
+            Input::SensorRead(read) => self.sensors.finish(ex, &mut self.node, now, read),
+            Input::Api(call) => {
+                let context = answers::Context {
+                    runs: &mut self.runs,
+                    uptime: self.started.elapsed(),
+                    api_stats: &self.api_stats,
+                    counters: self.feed.counters(),
+                };
+                answers::answer(&mut self.node, now, call, context);
+            }
+            Input::ExecutorDone(completed) => {
+                self.runs
+                    .finish(&mut self.node, now, completed, &mut self.feed);
+            }
+            Input::Signal => return Ok(self.stop(now).await),
+            Input::SocketFailed(what, source) => {
+                // Transient errors (ICMP unreachable reported on a UDP
+                // socket) are normal; anything else ends the agent.
+                if !sockets::is_transient(&source) {
+                    return Err(RunError::Io { what, source });
+                }
+                log::debug!("{what} socket: {source}");
+            }
+        }
+        // Actions may produce more datagrams and events: bounded rounds.
+        for _ in 0..4 {
+            let actions = self.drain().await;
+            if actions.is_empty() {
+                break;
+            }
+            let now = self.now();
+            for event in actions {
+                self.runs.on_event(ex, &mut self.node, now, event);
+            }
+        }
+        self.persistence.maybe_save(&self.node);
+        Ok(Flow::Continue)
+    }
+
+    /// Sends every queued datagram and publishes every event; returns the
+    /// events that ask for action.
+    async fn drain(&mut self) -> Vec<shoal_core::Event> {
+        self.sockets.send_all(&mut self.node).await;
+        let mut actions = Vec::new();
+        while let Some(event) = self.node.poll_event() {
+            self.persistence.observe(&self.node, &event);
+            if let Some(action) = self.feed.publish(&self.node, event) {
+                actions.push(action);
+            }
+        }
+        actions
+    }
+
+    /// Says goodbye to the mesh and saves the state.
+    async fn stop(&mut self, now: Instant) -> Flow {
+        self.notifier.stopping();
+        log::info!("stopping: saying goodbye to the mesh");
+        self.node.handle_leave(now);
+        let _ = self.drain().await;
+        self.persistence.save(&self.node);
+        log_stats(&self.node);
+        log::info!(
+            "stopped ({} state writes this run)",
+            self.persistence.writes()
+        );
+        Flow::Stop
+    }
+}
+
+/// The next identity from the state directory (the incarnation bumped and
+/// written before the first frame).
+fn load_identity(state_dir: &mut StateDir, name: Name) -> Result<Identity, RunError> {
+    let (identity, found) = state_dir.next_identity()?;
+    match found {
+        state::Found::Valid => {}
+        state::Found::Missing => log::info!(
+            "new node: identity created in {}",
+            state_dir.path().display()
+        ),
+        state::Found::Corrupt(reason) => log::warn!(
+            "state file {}/identity was unreadable ({reason}); starting as a new node",
+            state_dir.path().display()
+        ),
+    }
+    Ok(Identity {
+        id: identity.id,
+        name,
+        incarnation: identity.incarnation,
+    })
+}
+
+/// The core node of `config` with its key, rules and derived points.
+fn start_node(config: &Config, identity: Identity) -> Result<Node, RunError> {
+    let key = match &config.mesh.key_file {
+        Some(path) => Some(state::read_key(path)?),
+        None => {
+            log::warn!("no mesh key configured: frames are neither encrypted nor authenticated");
+            None
+        }
+    };
+    let core_config = shoal_core::Config {
+        mesh_id: state::mesh_id(key.as_ref()),
+        key,
+        ..shoal_core::Config::from(config)
+    };
+    let seed = state::random_u64()?;
+    let mut node = Node::new(identity, core_config, seed, Instant::ZERO)?;
+    node.set_wall_clock(Instant::ZERO, super::unix_ms());
+    let rules: Vec<RuleSpec> = config.rules.iter().map(RuleSpec::from).collect();
+    let computes: Vec<ComputeSpec> = config.computes.iter().map(ComputeSpec::from).collect();
+    if !rules.is_empty() || !computes.is_empty() {
+        log::info!("{} rules, {} derived points", rules.len(), computes.len());
+    }
+    node.set_rules(Rules::new(rules, Instant::ZERO), computes);
+    Ok(node)
+}
+
+/// The executors, with the actuators they drive.
+fn executors(config: &Config, name: &str) -> Executors {
+    let mut actuators = BTreeMap::new();
+    for section in &config.actuators {
+        match sensors::actuator(section) {
+            Ok(device) => {
+                actuators.insert(section.name.clone(), device);
+            }
+            Err(reason) => log::warn!(
+                "actuator {} ({}): {reason}; executors using it will fail",
+                section.name,
+                section.driver
+            ),
+        }
+    }
+    Executors::new(&config.executors, name).with_actuators(actuators)
+}
+
+/// The API token (created at the first start), or `None`: then writes and
+/// `exec` through the API are refused.
+fn api_token(config: &Config) -> Option<String> {
+    match state::read_or_create_token(&config.api.token_file) {
+        Ok((token, created)) => {
+            if created {
+                log::info!(
+                    "created the API token in {} (needed for writes and exec)",
+                    config.api.token_file.display()
+                );
+            }
+            Some(token)
+        }
+        Err(error) => {
+            log::warn!("{error}: writes and exec through the API are refused");
+            None
+        }
+    }
+}
+
+/// One line of what the node did and refused, at shutdown.
+fn log_stats(node: &Node) {
+    let stats = node.stats();
+    let dropped: Vec<String> = stats
+        .dropped
+        .iter()
+        .filter(|(reason, _)| **reason != "from_self")
+        .map(|(reason, count)| format!("{reason} {count}"))
+        .collect();
+    log::info!(
+        "frames in {} out {}, bytes in {} out {}, dropped: {}",
+        stats.frames_in,
+        stats.frames_out,
+        stats.bytes_in,
+        stats.bytes_out,
+        if dropped.is_empty() {
+            "none".to_owned()
+        } else {
+            dropped.join(", ")
+        }
+    );
+}
+
+/// The configured name, or the hostname cut down to a valid name.
+fn node_name(config: &Config) -> Result<Name, RunError> {
+    let text = match &config.node.name {
+        Some(name) => name.clone(),
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+            .unwrap_or_default()
+            .trim()
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+            .take(wire::MAX_NAME)
+            .collect(),
+    };
+    wire::name(&text).ok_or_else(|| {
+        RunError::Name(format!(
+            "no usable node name (got {text:?}): set node.name in the configuration"
+        ))
+    })
+}

@@ -1,0 +1,354 @@
+//! Every [`ApiCall`] answered in one place, from the core's state: the
+//! agent's loop hands each call here with what it holds besides the node.
+//!
+//! The HTTP side (`api.rs`) turns requests into calls and answers into
+//! responses; nothing here knows about HTTP beyond status codes.
+
+use super::api::{self, Answer, ApiCall, ApiStats};
+use super::metrics::{self, Counters};
+use super::runs::{RunRecord, Runs};
+use serde_json::{json, Value};
+use shoal_core::command::ExecError;
+use shoal_core::peers::PeerState;
+use shoal_core::time::Instant;
+use shoal_core::wire::{self, NodeId};
+use shoal_core::{Node, Reading};
+use std::collections::VecDeque;
+use std::time::Duration;
+
+/// What the loop holds besides the node, for answering.
+#[derive(Debug)]
+pub struct Context<'a> {
+    /// Executor runs: the records, and the execs awaiting answers.
+    pub runs: &'a mut Runs,
+    /// Since the agent started.
+    pub uptime: Duration,
+    /// The API's own counters.
+    pub api_stats: &'a ApiStats,
+    /// The counters `/metrics` shows beyond the core's.
+    pub counters: &'a Counters,
+}
+
+/// Answers `call` at `now`. A reply channel that closed (the client went
+/// away) is not an error.
+pub fn answer(node: &mut Node, now: Instant, call: ApiCall, context: Context<'_>) {
+    match call {
+        ApiCall::Status(reply) => {
+            let _ = reply.try_send(status(node, now));
+        }
+        ApiCall::Peers { healthy, reply } => {
+            let _ = reply.try_send(peers(node, now, healthy));
+        }
+        ApiCall::Rules(reply) => {
+            let _ = reply.try_send(rules(node, now, context.runs.records()));
+        }
+        ApiCall::Metrics(reply) => {
+            let _ = reply.try_send(metrics::render(
+                node,
+                now,
+                context.counters,
+                context.api_stats.requests.get(),
+                context.api_stats.unauthorized.get(),
+            ));
+        }
+        ApiCall::Stats(reply) => {
+            let _ = reply.try_send(stats(node, context.uptime, context.api_stats));
+        }
+        ApiCall::Points {
+            glob,
+            history,
+            reply,
+        } => {
+            let _ = reply.try_send(points(node, super::unix_ms(), &glob, history));
+        }
+        ApiCall::Point {
+            node: origin,
+            name,
+            reply,
+        } => {
+            let _ = reply.try_send(point(node, &origin, &name));
+        }
+        ApiCall::Ingest { readings, reply } => {
+            let _ = reply.try_send(ingest(node, now, readings));
+        }
+        ApiCall::Exec {
+            node: target,
+            executor,
+            reply,
+        } => match exec(node, now, &target, &executor) {
+            Ok(id) => context.runs.wait_for(id, reply, target, executor),
+            Err(answer) => {
+                let _ = reply.try_send(answer);
+            }
+        },
+    }
+}
+
+/// `GET /api/points/NODE/NAME`: one point with its history, or 404.
+fn point(node: &Node, origin_name: &str, name: &str) -> Answer {
+    node.store()
+        .origins()
+        .values()
+        .find(|o| o.name.as_str() == origin_name)
+        .and_then(|o| o.points.get(name).map(|p| (o, p)))
+        .map_or_else(
+            || Answer::error(404, format!("no point {origin_name}/{name} in this mesh")),
+            |(origin, point)| Answer {
+                status: 200,
+                body: point_json(&origin.name, name, point, super::unix_ms(), true),
+            },
+        )
+}
+
+/// `POST /api/points`: readings as this node's points; 422 names the
+/// refused ones (the others are kept).
+fn ingest(node: &mut Node, now: Instant, readings: Vec<(String, f64, String)>) -> Answer {
+    let mut accepted = 0;
+    let mut refused = Vec::new();
+    for (name, value, unit) in readings {
+        let (Some(point), Some(unit)) = (wire::name(&name), wire::unit(&unit)) else {
+            refused.push(format!("{name}: invalid"));
+            continue;
+        };
+        let reading = Reading {
+            name: point,
+            value: wire::Value::Float(value),
+            unit,
+            ts_ms: super::unix_ms(),
+        };
+        match node.handle_reading(now, reading) {
+            Ok(()) => accepted += 1,
+            Err(error) => refused.push(format!("{name}: {error}")),
+        }
+    }
+    if refused.is_empty() {
+        Answer {
+            status: 200,
+            body: json!({ "accepted": accepted }),
+        }
+    } else {
+        Answer::error(
+            422,
+            format!("accepted {accepted}; refused: {}", refused.join("; ")),
+        )
+    }
+}
+
+/// `POST /api/exec/NODE/EXECUTOR`: sends the command; its request number,
+/// or the answer that it could not be sent.
+fn exec(node: &mut Node, now: Instant, target_name: &str, executor: &str) -> Result<u32, Answer> {
+    let Some(executor_name) = wire::name(executor) else {
+        return Err(Answer::error(
+            400,
+            format!("{executor:?} is not a valid executor name"),
+        ));
+    };
+    let Some(target) = node.find_node(target_name) else {
+        return Err(Answer::error(
+            404,
+            format!(
+                "unknown node {target_name:?}: not in this mesh (shoal status lists the nodes)"
+            ),
+        ));
+    };
+    match node.exec(now, target, executor_name, api::EXEC_WAIT) {
+        Ok(id) => {
+            log::info!("exec {executor} on {target_name} (request {id})");
+            Ok(id)
+        }
+        Err(error) => {
+            let status = match error {
+                ExecError::UnknownNode => 404,
+                ExecError::TooManyPending => 429,
+                ExecError::Unreachable | ExecError::Leaving => 503,
+            };
+            Err(Answer::error(
+                status,
+                format!("cannot run {executor} on {target_name}: {error}"),
+            ))
+        }
+    }
+}
+
+/// The name of node `id`, or its id (for people: the API, the dashboard).
+pub fn name_or_id(node: &Node, id: NodeId) -> String {
+    node.node_name(id)
+        .map_or_else(|| id.to_string(), |name| name.to_string())
+}
+
+/// `GET /api/status`: the mesh as this node sees it.
+pub fn status(node: &Node, now: Instant) -> Value {
+    let ms = |at: Instant| u64::try_from(now.saturating_since(at).as_millis()).unwrap_or(u64::MAX);
+    let mut nodes = Vec::new();
+    let mut active = 0;
+    for (id, reach) in node.nodes(now) {
+        let live = matches!(reach.state, PeerState::Healthy | PeerState::Suspect);
+        if reach.state == PeerState::Healthy {
+            active += 1;
+        }
+        let peer = node.peers().get(id);
+        let last_seen = if id == node.id() {
+            Some(0)
+        } else if reach.via.is_some() {
+            node.routes()
+                .get(id)
+                .and_then(|d| d.route())
+                .map(|r| ms(r.heard_at))
+        } else {
+            peer.map(|p| ms(p.last_alive))
+        };
+        let meta = if id == node.id() {
+            node.config().meta.clone()
+        } else {
+            peer.and_then(|p| p.meta.clone())
+        };
+        nodes.push(json!({
+            "name": name_or_id(node, id),
+            "id": id.to_string(),
+            "state": reach.state.as_str(),
+            "hops": live.then_some(reach.hops),
+            "via": reach.via.map(|via| name_or_id(node, via)),
+            "last_seen_ms": last_seen,
+            "version": meta.as_ref().map(|m| m.version.to_string()),
+            "model": meta.as_ref().map(|m| m.model.to_string()),
+        }));
+    }
+    let total = nodes.len();
+    json!({
+        "mesh": if active == total { "online" } else { "degraded" },
+        "active": active,
+        "total": total,
+        "self": node.name().to_string(),
+        "nodes": nodes,
+    })
+}
+
+/// A point's value as JSON: a number, a truth, a text, or `{"error": ...}`.
+pub fn value_json(value: &shoal_core::wire::Value) -> Value {
+    use shoal_core::wire::Value as V;
+    match value {
+        V::Float(v) => json!(v),
+        V::Int(v) => json!(v),
+        V::Bool(b) => json!(b),
+        V::Text(t) => json!(t.as_str()),
+        V::Error(e) => json!({ "error": e.as_str() }),
+    }
+}
+
+/// `GET /api/points`: every point matching `glob` (`NODE/NAME`, or just
+/// `NAME` for any node), by node name, then point name.
+pub fn points(node: &Node, wall_ms: u64, glob: &str, history: bool) -> Value {
+    let (node_glob, name_glob) = glob.split_once('/').unwrap_or(("*", glob));
+    let pattern = shoal_config::expr::Pattern {
+        node: node_glob.to_owned(),
+        name: name_glob.to_owned(),
+    };
+    let own = node.name().as_str();
+    let mut list = Vec::new();
+    let mut origins: Vec<_> = node.store().origins().values().collect();
+    origins.sort_by(|a, b| a.name.cmp(&b.name));
+    for origin in origins {
+        for (name, point) in &origin.points {
+            if pattern.matches(own, &origin.name, name) {
+                list.push(point_json(&origin.name, name, point, wall_ms, history));
+            }
+        }
+    }
+    Value::Array(list)
+}
+
+/// One point as JSON; with `history`, its recent values too.
+pub fn point_json(
+    node: &str,
+    name: &str,
+    point: &shoal_core::store::Point,
+    wall_ms: u64,
+    history: bool,
+) -> Value {
+    let mut value = json!({
+        "node": node,
+        "name": name,
+        "value": value_json(&point.value),
+        "unit": point.unit.as_str(),
+        "ts_ms": point.ts_ms,
+        "age_ms": wall_ms.saturating_sub(point.ts_ms),
+    });
+    if history {
+        value["history"] = point
+            .history
+            .iter()
+            .map(|s| json!({ "ts_ms": s.ts_ms, "value": value_json(&s.value) }))
+            .collect();
+    }
+    value
+}
+
+/// `GET /api/stats`.
+pub fn stats(node: &Node, uptime: Duration, api: &ApiStats) -> Value {
+    let s = node.stats();
+    let peers = node.peers();
+    json!({
+        "total_peers": peers.len(),
+        "healthy_peers": peers.iter().filter(|p| p.state == PeerState::Healthy).count(),
+        "data_sent": s.bytes_out,
+        "data_received": s.bytes_in,
+        "frames_sent": s.frames_out,
+        "frames_received": s.frames_in,
+        "uptime": uptime.as_secs(),
+        "dropped": s.dropped,
+        "points": node.store().len(),
+        "routes_sent": s.routes_sent,
+        "commands_relayed": s.commands_relayed,
+        "commands_rate_limited": s.commands_rate_limited,
+        "api_requests": api.requests.get(),
+        "api_unauthorized": api.unauthorized.get(),
+        "api_events_dropped": api.events_dropped.get(),
+    })
+}
+
+/// `GET /api/rules`: each rule's state, and the last runs (newest first).
+pub fn rules(node: &Node, now: Instant, runs: &VecDeque<RunRecord>) -> Value {
+    let ms = |at: Instant| u64::try_from(now.saturating_since(at).as_millis()).unwrap_or(u64::MAX);
+    let rules: Vec<Value> = node
+        .rules()
+        .map(|(name, status)| {
+            json!({
+                "name": name,
+                "state": status.state.as_str(),
+                "since_ms": ms(status.since),
+                "last_action": status.last_action.as_ref().map(|(at, executor)| json!({
+                    "executor": executor,
+                    "ago_ms": ms(*at),
+                })),
+            })
+        })
+        .collect();
+    let runs: Vec<Value> = runs.iter().rev().map(RunRecord::json).collect();
+    json!({ "rules": rules, "runs": runs })
+}
+
+/// `GET /api/peers`: direct neighbors with health figures.
+pub fn peers(node: &Node, now: Instant, healthy_only: bool) -> Value {
+    let list: Vec<Value> = node
+        .peers()
+        .iter()
+        .filter(|p| !healthy_only || p.state == PeerState::Healthy)
+        .map(|p| {
+            json!({
+                "name": name_or_id(node, p.id),
+                "id": p.id.to_string(),
+                "address": p.addr.to_string(),
+                "state": p.state.as_str(),
+                "last_seen_ms": u64::try_from(now.saturating_since(p.last_alive).as_millis()).unwrap_or(u64::MAX),
+                "frames_in": p.frames_in,
+                "frames_out": p.frames_out,
+                "success_rate": p.beacon_rate(now, node.config().beacon_interval),
+                "lan": p.is_lan(),
+            })
+        })
+        .collect();
+    Value::Array(list)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,160 @@
+//! What the core's events become for people: log lines, the server-sent
+//! events of `/api/events`, and the counters `/metrics` shows beyond the
+//! core's own (sync latency, rule actions, executor runs).
+//!
+//! The loop hands every [`Event`] to [`EventFeed::publish`]; the events the
+//! loop must act on (commands, rule actions) come back to it.
+
+use super::answers::{name_or_id, value_json};
+use super::api::{self, ApiStats};
+use super::metrics::Counters;
+use super::runs::RunRecord;
+use serde_json::{json, Value};
+use shoal_core::wire::NodeId;
+use shoal_core::{Event, Node};
+use std::rc::Rc;
+
+/// The open `/api/events` streams and the counters. See the module docs.
+#[derive(Debug)]
+pub struct EventFeed {
+    subscribers: api::Subscribers,
+    stats: Rc<ApiStats>,
+    counters: Counters,
+}
+
+/// "name (id)" once the name is known, else the id: for log lines, where
+/// both matter.
+pub fn name_and_id(node: &Node, id: NodeId) -> String {
+    match node.node_name(id) {
+        Some(name) => format!("{name} ({id})"),
+        None => id.to_string(),
+    }
+}
+
+impl EventFeed {
+    /// A feed to `subscribers`, counting into `stats`.
+    pub fn new(subscribers: api::Subscribers, stats: Rc<ApiStats>) -> EventFeed {
+        EventFeed {
+            subscribers,
+            stats,
+            counters: Counters::default(),
+        }
+    }
+
+    /// The counters `/metrics` shows.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    fn send(&self, event: &str, data: &Value) {
+        api::broadcast(&self.subscribers, &self.stats, event, data);
+    }
+
+    /// An executor run ended.
+    pub fn run_ended(&mut self, record: &RunRecord) {
+        *self
+            .counters
+            .executor_runs
+            .entry((record.executor.clone(), record.outcome.clone()))
+            .or_insert(0) += 1;
+        self.send("run", &record.json());
+    }
+
+    /// Logs and streams `event`; gives it back when the loop must act on it
+    /// (a command to run or answer, a rule's action).
+    pub fn publish(&mut self, node: &Node, event: Event) -> Option<Event> {
+        match event {
+            Event::PeerDiscovered { peer, addr } => {
+                log::info!("discovered node {} at {addr}", name_and_id(node, peer));
+            }
+            Event::PeerRestarted { peer, incarnation } => {
+                log::info!(
+                    "node {} restarted (incarnation {incarnation})",
+                    name_and_id(node, peer)
+                );
+            }
+            Event::PeerPruned { peer } => {
+                // The core logs an eviction (full table) when it happens;
+                // otherwise the node was gone for mesh.prune_after.
+                log::info!("forgot node {peer}");
+            }
+            Event::RuleAction {
+                ref rule,
+                ref executor,
+                cause,
+                ref inputs,
+            } => {
+                *self.counters.rule_actions.entry(rule.clone()).or_insert(0) += 1;
+                self.send(
+                    "rule",
+                    &json!({
+                        "rule": rule, "executor": executor, "state": cause.as_str(), "inputs": inputs,
+                    }),
+                );
+                return Some(event);
+            }
+            Event::CommandRequested { .. } | Event::CommandFinished { .. } => return Some(event),
+            Event::RouteChanged { node: dest, route } => self.route_changed(node, dest, route),
+            Event::IncarnationChanged { incarnation } => {
+                log::warn!("frame counter exhausted: now incarnation {incarnation}");
+            }
+            Event::PointChanged { origin, name } => self.point_changed(node, origin, &name),
+            // State changes are logged by the core.
+            Event::PeerStateChanged { peer, from, to, .. } => {
+                self.send(
+                    "node",
+                    &json!({
+                        "node": name_or_id(node, peer), "from": from.as_str(), "to": to.as_str(),
+                    }),
+                );
+            }
+        }
+        None
+    }
+
+    fn route_changed(&self, node: &Node, dest: NodeId, route: Option<(NodeId, u8)>) {
+        self.send(
+            "route",
+            &json!({
+                "node": name_or_id(node, dest),
+                "hops": route.map(|(_, hops)| hops),
+                "via": route.map(|(via, _)| name_or_id(node, via)),
+            }),
+        );
+        match route {
+            Some((via, hops)) => log::info!(
+                "route to {}: {hops} hops via {}",
+                name_and_id(node, dest),
+                name_and_id(node, via)
+            ),
+            None => log::info!("route to {}: none through others", name_and_id(node, dest)),
+        }
+    }
+
+    fn point_changed(&mut self, node: &Node, origin: NodeId, name: &shoal_core::wire::Name) {
+        let store = node.store();
+        let (Some(owner), Some(point)) = (store.origin(origin), store.point(origin, name)) else {
+            return;
+        };
+        if origin != node.id() {
+            let age_ms = super::unix_ms().saturating_sub(point.ts_ms);
+            self.counters.observe_latency(age_ms as f64 / 1000.0);
+        }
+        self.send(
+            "point",
+            &json!({
+                "node": owner.name.as_str(),
+                "name": name.as_str(),
+                "value": value_json(&point.value),
+                "unit": point.unit.as_str(),
+                "ts_ms": point.ts_ms,
+            }),
+        );
+        log::debug!(
+            "point {}/{name} = {}{}",
+            owner.name,
+            point.value,
+            point.unit
+        );
+    }
+}
