@@ -55,7 +55,13 @@ fn all_sources() -> Vec<PathBuf> {
 /// file and the local manifests are enough with `--no-deps`).
 fn metadata() -> Value {
     let output = Command::new(env!("CARGO"))
-        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
         .current_dir(workspace_root())
         .output()
         .expect("cargo runs");
