@@ -401,6 +401,13 @@ fn readings_beyond_the_point_limit_are_refused() {
         .expect("updates still work");
 }
 
+/// `hub` hears, at `now`, the first beacon of a fresh node `id`.
+fn hear_beacon(hub: &mut Node, id: u64, now: Instant) {
+    let mut other = node(id);
+    let beacon = beacon_of(&mut other, at(0));
+    hub.handle_datagram(now, addr(id), Arrival::Broadcast, &beacon);
+}
+
 #[test]
 fn the_peer_table_is_bounded_and_refusals_are_counted() {
     let small = Config {
@@ -409,17 +416,13 @@ fn the_peer_table_is_bounded_and_refusals_are_counted() {
     };
     let mut hub = node_with(100, 1, small);
     for id in 1..=8 {
-        let mut other = node(id);
-        let beacon = beacon_of(&mut other, at(0));
-        hub.handle_datagram(at(1), addr(id), Arrival::Broadcast, &beacon);
+        hear_beacon(&mut hub, id, at(1));
     }
     assert_eq!(hub.peers().len(), 4);
     assert_eq!(hub.stats().dropped(DropReason::PeerTableFull), 4);
     // Once the known ones are unreachable, newcomers take their place.
     hub.handle_timeout(at(10_000));
-    let mut late = node(50);
-    let beacon = beacon_of(&mut late, at(0));
-    hub.handle_datagram(at(10_001), addr(50), Arrival::Broadcast, &beacon);
+    hear_beacon(&mut hub, 50, at(10_001));
     assert!(hub.peers().get(NodeId(50)).is_some());
     assert_eq!(hub.peers().len(), 4);
 }
@@ -432,17 +435,13 @@ fn an_evicted_neighbor_is_forgotten_like_a_pruned_one() {
     };
     let mut hub = node_with(100, 1, small);
     for id in 1..=4 {
-        let mut other = node(id);
-        let beacon = beacon_of(&mut other, at(0));
-        hub.handle_datagram(at(1), addr(id), Arrival::Broadcast, &beacon);
+        hear_beacon(&mut hub, id, at(1));
     }
     // All four UNREACHABLE, none prunable yet: each keeps a deadline.
     hub.handle_timeout(at(10_000));
     let _ = std::iter::from_fn(|| hub.poll_event()).count();
     assert!((1..=4).all(|id| hub.detector.has_deadline(NodeId(id))));
-    let mut late = node(50);
-    let beacon = beacon_of(&mut late, at(0));
-    hub.handle_datagram(at(10_001), addr(50), Arrival::Broadcast, &beacon);
+    hear_beacon(&mut hub, 50, at(10_001));
     let evicted: std::vec::Vec<NodeId> = (1..=4)
         .map(NodeId)
         .filter(|&id| hub.peers().get(id).is_none())

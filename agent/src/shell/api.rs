@@ -1,6 +1,6 @@
 //! The HTTP API on `api.listen` (hyper 1 over smol, through smol-hyper).
 //!
-//! The server never touches the [`Node`]: each request becomes an
+//! The server never touches the [`shoal_core::Node`]: each request becomes an
 //! [`ApiCall`] sent to the agent's one loop, which answers from the core's
 //! state. Reads are open; `POST` needs `Authorization: Bearer <token>` (the
 //! token in `api.token_file`). Limits: 64 connections at once, 10 s to send
