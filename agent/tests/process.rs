@@ -202,6 +202,21 @@ impl Mesh {
         peers: &str,
         extra: &str,
     ) -> usize {
+        self.add_named(n, &format!("agent-{n}"), host, key, broadcast, peers, extra)
+    }
+
+    /// The same with node name `node_name` (files are still `agent-N`).
+    #[allow(clippy::too_many_arguments)]
+    fn add_named(
+        &mut self,
+        n: usize,
+        node_name: &str,
+        host: u8,
+        key: Option<&str>,
+        broadcast: &str,
+        peers: &str,
+        extra: &str,
+    ) -> usize {
         let name = format!("agent-{n}");
         let state = self.dir.join(&name);
         let key_line = match key {
@@ -216,7 +231,7 @@ impl Mesh {
         std::fs::write(
             &config,
             format!(
-                "[node]\nname = \"{name}\"\n[mesh]\nport = {}\nsync_port = {}\nbind = \"127.0.0.{host}\"\nbroadcast = {broadcast}\npeers = {peers}\n{key_line}[api]\nlisten = \"127.0.0.{host}:{}\"\n[state]\ndir = \"{}\"\n[[sensor]]\nname = \"temperature\"\ndriver = \"sim\"\nmin = 18.0\nmax = 24.0\ninterval = \"1s\"\n[[executor]]\nname = \"hello\"\naction = {{ command = [\"/bin/sh\", \"-c\", \"echo hello from $SHOAL_NODE for $SHOAL_CALLER\"] }}\nremote = true\n[[executor]]\nname = \"private\"\naction = {{ command = [\"/bin/true\"] }}\n{extra}",
+                "[node]\nname = \"{node_name}\"\n[mesh]\nport = {}\nsync_port = {}\nbind = \"127.0.0.{host}\"\nbroadcast = {broadcast}\npeers = {peers}\n{key_line}[api]\nlisten = \"127.0.0.{host}:{}\"\n[state]\ndir = \"{}\"\n[[sensor]]\nname = \"temperature\"\ndriver = \"sim\"\nmin = 18.0\nmax = 24.0\ninterval = \"1s\"\n[[executor]]\nname = \"hello\"\naction = {{ command = [\"/bin/sh\", \"-c\", \"echo hello from $SHOAL_NODE for $SHOAL_CALLER\"] }}\nremote = true\n[[executor]]\nname = \"private\"\naction = {{ command = [\"/bin/true\"] }}\n{extra}",
                 self.port,
                 self.port + 1,
                 self.port + 2,
@@ -1354,4 +1369,101 @@ fn systemd_gets_ready_and_watchdog_pings_that_stop_when_the_loop_stalls() {
     mesh.agents[0].signal("TERM");
     let last = collect(&socket, Duration::from_millis(800));
     assert!(last.iter().any(|m| m == "STOPPING=1"), "{last:?}");
+}
+
+#[test]
+fn two_live_nodes_with_one_name_are_reported_and_never_picked_between() {
+    let mut mesh = Mesh::new(17);
+    let key = "44".repeat(32);
+    let broadcast = "[\"127.255.255.255\"]";
+    mesh.add_named(1, "twin", 171, Some(&key), broadcast, "[]", "");
+    mesh.add_named(2, "twin", 172, Some(&key), broadcast, "[]", "");
+    mesh.add(3, 173, Some(&key));
+    mesh.wait_for(
+        "the conflict logged by both twins and the observer",
+        INTERVAL * 4,
+        |m| {
+            m.agents
+                .iter()
+                .all(|a| a.logged("2 live nodes are named twin"))
+        },
+    );
+    // Both twins name each other: ids, and the other's address.
+    let line = mesh.agents[0].line_with("2 live nodes are named twin");
+    assert!(line.contains("ERROR"), "{line}");
+    assert!(line.contains("(this node)"), "{line}");
+    assert!(line.contains("(at 127.0.0.172:"), "{line}");
+    let api = format!("127.0.0.173:{}", mesh.port + 2);
+    let (code, status, _) = cli(&["status", "--api", &api]);
+    assert_eq!(code, Some(0), "{status}");
+    assert!(
+        status.contains("name conflict: 2 live nodes are named twin ("),
+        "{status}"
+    );
+    let (_, json, _) = cli(&["status", "--api", &api, "--json"]);
+    assert!(json.contains("\"conflicts\":[{\"ids\":["), "{json}");
+    // exec by that name refuses; by id it reaches exactly that node.
+    let token = std::fs::read_to_string(mesh.dir.join("agent-3/api.token")).expect("token");
+    let token = token.trim();
+    let (code, _, err) = cli(&["exec", "twin", "hello", "--api", &api, "--token", token]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("2 nodes are named \"twin\" (ids "), "{err}");
+    let id_line = mesh.agents[1].line_with("incarnation 1 starting");
+    let id = id_line
+        .split_once('(')
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map(|(id, _)| id.to_owned())
+        .expect("the agent logs its id");
+    let (code, out, err) = cli(&["exec", &id, "hello", "--api", &api, "--token", token]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, "hello from twin for agent-3\n");
+    assert!(mesh.agents[1].logged("executor hello for agent-3: exited 0"));
+    assert!(!mesh.agents[0].logged("executor hello for agent-3"));
+}
+
+#[test]
+fn nodes_of_another_mesh_or_protocol_are_shown_in_status() {
+    let mut mesh = Mesh::new(18);
+    mesh.add(1, 181, Some(&"55".repeat(32)));
+    mesh.add(2, 182, Some(&"66".repeat(32)));
+    // A node of a newer protocol: only its first 15 bytes are read.
+    let newer = UdpSocket::bind("127.0.0.183:0").expect("test socket");
+    let mut frame = vec![0x53, 0x48, 2, 0, 0, 0, 1];
+    frame.extend_from_slice(&0x00c0_ffee_0000_0001_u64.to_be_bytes());
+    frame.extend_from_slice(&[7; 40]);
+    let target = format!("127.0.0.181:{}", mesh.port + 1);
+    let api = format!("127.0.0.181:{}", mesh.port + 2);
+    let status = || cli(&["status", "--api", &api]).1;
+    mesh.wait_for(
+        "the other mesh and the newer node in status",
+        INTERVAL * 3,
+        |_| {
+            newer.send_to(&frame, &target).expect("sent");
+            let text = status();
+            text.contains("other mesh: ") && text.contains("speaks protocol 2")
+        },
+    );
+    let text = status();
+    assert!(
+        text.contains("other mesh: ") && text.contains("at 127.0.0.182:"),
+        "{text}"
+    );
+    assert!(
+        text.contains("give both the same mesh key to join them"),
+        "{text}"
+    );
+    assert!(
+        text.contains("other protocol: 00c0ffee00000001 at 127.0.0.183:"),
+        "{text}"
+    );
+    // Logged once each, as warnings, however many frames came.
+    mesh.wait_for("the warnings in the logs", INTERVAL, |m| {
+        m.agents[0].logged("speaks protocol 2, this node 1")
+            && m.agents.iter().all(|a| a.logged("is in another mesh ("))
+    });
+    newer.send_to(&frame, &target).expect("sent");
+    std::thread::sleep(INTERVAL);
+    assert_eq!(mesh.agents[0].count("speaks protocol 2, this node 1"), 1);
+    assert_eq!(mesh.agents[0].count("is in another mesh ("), 1);
+    assert_eq!(mesh.agents[1].count("is in another mesh ("), 1);
 }

@@ -103,6 +103,7 @@ impl Node {
             if let Some(peer) = self.peers.get_mut(sender) {
                 if peer.name.is_none() {
                     peer.name = Some(own.origin_name.clone());
+                    self.names.dirty = true;
                 }
             }
         }

@@ -41,12 +41,19 @@ impl Points for StorePoints<'_> {
         let node = self.node;
         let own = node.name.as_str();
         let wall_ms = self.now.as_millis() + node.automation.wall_offset_ms;
+        // A node named literally must be one node: two live ones with that
+        // name make every point of the name unknown (see `names`).
+        let literal = pattern.node != "self" && !pattern.node.contains(['*', '?']);
+        let mut live_named = 0;
         let mut out = Vec::new();
         for (id, origin) in node.store.origins() {
             let live = *id == node.id
                 || node
                     .reach(self.now, *id)
                     .is_some_and(|r| matches!(r.state, PeerState::Healthy | PeerState::Suspect));
+            if literal && live && origin.name.as_str() == pattern.node {
+                live_named += 1;
+            }
             for (name, point) in &origin.points {
                 if !pattern.matches(own, &origin.name, name) {
                     continue;
@@ -63,6 +70,9 @@ impl Points for StorePoints<'_> {
                 };
                 out.push(value.filter(|_| live && fresh));
             }
+        }
+        if live_named > 1 {
+            return vec![None];
         }
         out
     }

@@ -189,32 +189,6 @@ pub fn cut(text: &str, max: usize) -> &str {
 }
 
 impl Node {
-    /// The id of the node called `name` (this one, a neighbor, a node beyond,
-    /// or an origin of points).
-    pub fn find_node(&self, name: &str) -> Option<NodeId> {
-        if self.name.as_str() == name {
-            return Some(self.id);
-        }
-        self.peers
-            .iter()
-            .find(|p| p.name.as_deref() == Some(name))
-            .map(|p| p.id)
-            .or_else(|| {
-                self.relay
-                    .routes
-                    .iter()
-                    .find(|(_, d)| d.name.as_deref() == Some(name))
-                    .map(|(id, _)| *id)
-            })
-            .or_else(|| {
-                self.store
-                    .origins()
-                    .iter()
-                    .find(|(_, o)| o.name.as_str() == name)
-                    .map(|(id, _)| *id)
-            })
-    }
-
     /// Asks `target` to run `executor`. The answer comes as
     /// [`Event::CommandFinished`] with the returned request number, at the
     /// latest after `timeout` (then as [`Outcome::NoAnswer`]).

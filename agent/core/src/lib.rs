@@ -17,8 +17,12 @@
 //! - [`routes`]: the distance-vector table; `relay`: bridging, route
 //!   advertisements and how any node is reached;
 //! - [`command`]: commands relayed hop by hop, with their results;
+//! - [`names`]: one name, one node (conflicts reported, ambiguous names
+//!   refused);
 //! - [`rules`]: expressions and rule state machines; `automation`: rules
 //!   fed from the store, derived points;
+//! - [`strangers`]: nodes heard that speak another protocol or belong to
+//!   another mesh, listed (never a silent split);
 //! - [`time`]: the core's `Instant`; [`rand`]: the seeded generator.
 
 #![cfg_attr(
@@ -31,12 +35,14 @@ mod automation;
 pub mod command;
 mod detector;
 mod discovery;
+pub mod names;
 pub mod peers;
 pub mod rand;
 mod relay;
 pub mod routes;
 pub mod rules;
 pub mod store;
+pub mod strangers;
 pub mod time;
 pub mod wire;
 
@@ -307,6 +313,14 @@ pub enum Event {
         /// The new incarnation.
         incarnation: u32,
     },
+    /// More than one live node uses this name (reported once per conflict;
+    /// see [`names`]). Addressing it by name is refused until it ends.
+    NameConflict {
+        /// The name.
+        name: Name,
+        /// Every live node using it, this one included if so.
+        nodes: Vec<NodeId>,
+    },
 }
 
 /// A reading of one of this node's points.
@@ -448,6 +462,10 @@ pub struct Node {
     relay: Relay,
     commands: command::Commands,
     automation: automation::Automation,
+    /// Conflicting names reported so far.
+    names: names::NameWatch,
+    /// Nodes of other meshes or protocol versions heard.
+    strangers: strangers::Strangers,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     next_beacon: Instant,
@@ -506,6 +524,8 @@ impl Node {
             relay: Relay::new(config.max_nodes),
             commands: command::Commands::default(),
             automation: automation::Automation::default(),
+            names: names::NameWatch::default(),
+            strangers: strangers::Strangers::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             next_beacon: now + Duration::from_millis(phase),
@@ -612,6 +632,9 @@ impl Node {
             self.pull(now);
         }
         self.run_rules(now);
+        if self.names.dirty {
+            self.check_names(now);
+        }
     }
 
     /// Publishes a reading of this node and pushes it to the neighbors.
@@ -672,7 +695,15 @@ impl Node {
         }
         let header = match Header::parse(frame, self.config.mesh_id) {
             Ok(header) => header,
-            Err(error) => return self.drop_frame(DropReason::Decode(error), from),
+            Err(error) => {
+                if matches!(
+                    error,
+                    DecodeError::WrongMesh | DecodeError::UnsupportedVersion(_)
+                ) {
+                    self.note_stranger(now, from, frame);
+                }
+                return self.drop_frame(DropReason::Decode(error), from);
+            }
         };
         if header.sender == self.id {
             return self.drop_frame(DropReason::FromSelf, from);
@@ -742,6 +773,9 @@ impl Node {
         }
         self.refresh_routes(now);
         self.run_rules(now);
+        if self.names.dirty {
+            self.check_names(now);
+        }
     }
 
     /// Bookkeeping for an authenticated, fresh, valid frame: its sender is a
@@ -836,6 +870,7 @@ impl Node {
         let (my_hash, my_progress) = (self.store.hash(), self.store.progress());
         if let Some(peer) = self.peers.get_mut(sender) {
             if peer.name.as_ref() != Some(&beacon.name) {
+                self.names.dirty = true;
                 let name = beacon.name.clone();
                 peer.name = Some(name.clone());
                 self.store
@@ -961,6 +996,11 @@ impl Node {
             view,
         };
         self.stats.beacons_sent += 1;
+        if self.stats.beacons_sent.is_multiple_of(names::CHECK_EVERY) {
+            // Now and then anyway: a name learned only through a route
+            // advertisement changes no membership.
+            self.names.dirty = true;
+        }
         let message = Message::Beacon(beacon);
         self.send_everywhere(&message, None);
         self.relay.bridging = self.is_bridge(heard, view);
@@ -1078,6 +1118,16 @@ impl Node {
         ) {
             // Rules read points and their origins' liveness.
             self.automation.dirty = true;
+        }
+        if matches!(
+            event,
+            Event::PeerDiscovered { .. }
+                | Event::PeerStateChanged { .. }
+                | Event::PeerRestarted { .. }
+                | Event::RouteChanged { .. }
+        ) {
+            // Who is alive, and so which names conflict.
+            self.names.dirty = true;
         }
         if self.events.len() >= self.config.max_pending_events {
             self.stats.events_dropped += 1;

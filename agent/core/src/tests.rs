@@ -667,3 +667,160 @@ fn a_vouch_keeps_a_node_alive_that_only_others_hear() {
         .get(NodeId(3))
         .is_some_and(|p| p.last_direct == at(1)));
 }
+
+fn named(id: u64, name_text: &str) -> Node {
+    let identity = Identity {
+        id: NodeId(id),
+        name: name(name_text).expect("valid"),
+        incarnation: 1,
+    };
+    Node::new(identity, config(), 1, Instant::ZERO).expect("valid config")
+}
+
+#[test]
+fn two_live_nodes_with_one_name_are_reported_once_and_never_picked_between() {
+    let mut observer = node(1);
+    let mut twin_a = named(2, "twin");
+    let mut twin_b = named(3, "twin");
+    let mut now = at(0);
+    for _ in 0..3 {
+        now = now + Duration::from_millis(900);
+        for twin in [&mut twin_a, &mut twin_b] {
+            twin.handle_timeout(now);
+        }
+        deliver(now, &mut twin_a, &mut [&mut observer, &mut twin_b]);
+        deliver(now, &mut twin_b, &mut [&mut observer, &mut twin_a]);
+        observer.handle_timeout(now);
+    }
+    let conflict = Event::NameConflict {
+        name: name("twin").expect("valid"),
+        nodes: vec![NodeId(2), NodeId(3)],
+    };
+    // Reported once, by the observer and by each twin (itself included).
+    for node in [&mut observer, &mut twin_a, &mut twin_b] {
+        let events: std::vec::Vec<Event> = std::iter::from_fn(|| node.poll_event()).collect();
+        let reports = events.iter().filter(|e| **e == conflict).count();
+        assert_eq!(reports, 1, "{}: {events:?}", node.name());
+        assert_eq!(
+            node.name_conflicts(now),
+            vec![(name("twin").expect("valid"), vec![NodeId(2), NodeId(3)])]
+        );
+    }
+    // The name is refused, an id is not.
+    assert_eq!(
+        observer.find_node(now, "twin"),
+        Err(names::FindError::Ambiguous(vec![NodeId(2), NodeId(3)]))
+    );
+    assert_eq!(observer.find_node(now, "0000000000000003"), Ok(NodeId(3)));
+    assert_eq!(observer.find_node(now, "node-1"), Ok(NodeId(1)));
+    assert_eq!(
+        observer.find_node(now, "nobody"),
+        Err(names::FindError::Unknown)
+    );
+    // One twin leaves: the name leads to the other one again.
+    twin_b.handle_leave(now);
+    deliver(now, &mut twin_b, &mut [&mut observer]);
+    assert_eq!(observer.find_node(now, "twin"), Ok(NodeId(2)));
+    assert!(observer.name_conflicts(now).is_empty());
+}
+
+#[test]
+fn a_rule_reading_an_ambiguous_node_name_is_unknown() {
+    use rules::{RuleSpec, RuleState, Rules};
+    let spec = RuleSpec {
+        name: "hot".to_owned(),
+        when: shoal_config::expr::parse("twin/temp > 5").expect("valid"),
+        until: None,
+        hold_for: Duration::ZERO,
+        run: "fan".to_owned(),
+        otherwise: None,
+        on_unknown: None,
+        stale_after: None,
+    };
+    let state_of = |node: &Node| node.rules().next().map(|(_, status)| status.state);
+    let mut observer = node(1);
+    observer.set_rules(Rules::new(vec![spec], at(0)), std::vec::Vec::new());
+    let mut twin_a = named(2, "twin");
+    let mut twin_b = named(3, "twin");
+    let hear = |now: Instant, twin: &mut Node, observer: &mut Node| {
+        twin.handle_timeout(now);
+        twin.handle_reading(now, reading("temp", 9.0))
+            .expect("stored");
+        deliver(now, twin, &mut [observer]);
+        observer.handle_timeout(now);
+    };
+    hear(at(500), &mut twin_a, &mut observer);
+    assert_eq!(
+        state_of(&observer),
+        Some(RuleState::Active),
+        "one twin: known"
+    );
+    hear(at(600), &mut twin_b, &mut observer);
+    assert_eq!(
+        state_of(&observer),
+        Some(RuleState::Unknown),
+        "two live nodes named twin: the point is unknown, not one of them"
+    );
+}
+
+#[test]
+fn nodes_of_other_meshes_and_protocols_are_listed_not_silently_dropped() {
+    use strangers::{Difference, MAX_STRANGERS};
+    let mut a = node(1);
+    // Another key (so another mesh id), and an open mesh.
+    let other_mesh = Config {
+        mesh_id: 0x0bad_cafe,
+        key: Some(MeshKey([9; 32])),
+        ..config()
+    };
+    let open = Config {
+        mesh_id: 0,
+        key: None,
+        ..config()
+    };
+    let mut b = node_with(2, 1, other_mesh);
+    let mut c = node_with(3, 1, open);
+    for now in [at(100), at(1_100)] {
+        let beacon = beacon_of(&mut b, now);
+        a.handle_datagram(now, addr(2), Arrival::Broadcast, &beacon);
+        let beacon = beacon_of(&mut c, now);
+        a.handle_datagram(now, addr(3), Arrival::Broadcast, &beacon);
+    }
+    // Another protocol version: the same mesh, version byte changed.
+    let mut d = node(4);
+    let mut newer = beacon_of(&mut d, at(0)).to_vec();
+    newer[2] = wire::VERSION + 1;
+    a.handle_datagram(at(1_200), addr(4), Arrival::Broadcast, &newer);
+    let listed: std::vec::Vec<(NodeId, Difference, Option<&str>, u64)> = a
+        .strangers(at(1_300))
+        .into_iter()
+        .map(|s| (s.id, s.difference, s.name.as_deref(), s.frames))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            (NodeId(2), Difference::Mesh(0x0bad_cafe), None, 2),
+            (NodeId(3), Difference::Mesh(0), Some("node-3"), 2),
+            (NodeId(4), Difference::Protocol(wire::VERSION + 1), None, 1),
+        ]
+    );
+    assert!(a.peers().is_empty(), "none of them is a neighbor");
+    assert_eq!(
+        a.stats()
+            .dropped(DropReason::Decode(DecodeError::WrongMesh)),
+        4
+    );
+    // A flood of forged senders: the list stays bounded, the rest counted.
+    let mut forged = beacon_of(&mut b, at(2_000)).to_vec();
+    for sender in 100..300u64 {
+        forged[7..15].copy_from_slice(&sender.to_be_bytes());
+        a.handle_datagram(at(2_000), addr(9), Arrival::Broadcast, &forged);
+    }
+    assert_eq!(a.strangers(at(2_000)).len(), MAX_STRANGERS);
+    assert_eq!(a.unlisted_strangers(), 200 - (MAX_STRANGERS as u64 - 3));
+    // Silent ones are forgotten after prune_after, making room again.
+    let later = at(2_000) + a.config().prune_after;
+    assert!(a.strangers(later).is_empty());
+    a.handle_datagram(later, addr(2), Arrival::Broadcast, &forged);
+    assert_eq!(a.strangers(later).len(), 1);
+}

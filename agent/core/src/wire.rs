@@ -564,6 +564,38 @@ impl Header {
     }
 }
 
+/// What the first bytes of any frame say, whatever its version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peek {
+    /// The protocol version it claims.
+    pub version: u8,
+    /// Its mesh id.
+    pub mesh_id: u32,
+    /// Its sender.
+    pub sender: NodeId,
+}
+
+/// Reads version, mesh id and sender from a frame of any protocol version:
+/// magic, version, mesh id and sender are the first 15 bytes in every
+/// version, past and future (a rule of this protocol: a node must be able
+/// to say who speaks what, see `strangers`). `None` without our magic.
+/// Nothing here is authenticated.
+pub fn peek(frame: &[u8]) -> Option<Peek> {
+    let head = frame.first_chunk::<15>()?;
+    if u16::from_be_bytes([head[0], head[1]]) != MAGIC {
+        return None;
+    }
+    let mut mesh = [0u8; 4];
+    mesh.copy_from_slice(&head[3..7]);
+    let mut sender = [0u8; 8];
+    sender.copy_from_slice(&head[7..15]);
+    Some(Peek {
+        version: head[2],
+        mesh_id: u32::from_be_bytes(mesh),
+        sender: NodeId(u64::from_be_bytes(sender)),
+    })
+}
+
 /// The 32-byte mesh key. Its `Debug` never prints the key.
 #[derive(Clone)]
 pub struct MeshKey(pub [u8; 32]);

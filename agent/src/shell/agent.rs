@@ -37,7 +37,7 @@ use futures_lite::{future, StreamExt};
 use shoal_config::Config;
 use shoal_core::rules::{ComputeSpec, RuleSpec, Rules};
 use shoal_core::time::Instant;
-use shoal_core::wire::{self, Name};
+use shoal_core::wire::{self, Name, NodeId};
 use shoal_core::{Arrival, Identity, Node};
 use smol::channel::Receiver;
 use smol::net::TcpListener;
@@ -150,7 +150,6 @@ impl<'ex> Agent<'ex> {
         config: &Config,
         ex: &'ex LocalExecutor<'static>,
     ) -> Result<Agent<'ex>, RunError> {
-        let name = node_name(config)?;
         for warning in &config.warnings {
             log::warn!(
                 "configuration {}:{}: {}",
@@ -160,7 +159,8 @@ impl<'ex> Agent<'ex> {
             );
         }
         let mut state_dir = StateDir::open(&config.state.dir)?;
-        let identity = load_identity(&mut state_dir, name.clone())?;
+        let identity = load_identity(&mut state_dir, config)?;
+        let name = identity.name.clone();
         // The core's time zero.
         let started = std::time::Instant::now();
         let mut node = start_node(config, identity)?;
@@ -369,8 +369,8 @@ impl<'ex> Agent<'ex> {
 }
 
 /// The next identity from the state directory (the incarnation bumped and
-/// written before the first frame).
-fn load_identity(state_dir: &mut StateDir, name: Name) -> Result<Identity, RunError> {
+/// written before the first frame), with the node's name.
+fn load_identity(state_dir: &mut StateDir, config: &Config) -> Result<Identity, RunError> {
     let (identity, found) = state_dir.next_identity()?;
     match found {
         state::Found::Valid => {}
@@ -385,7 +385,7 @@ fn load_identity(state_dir: &mut StateDir, name: Name) -> Result<Identity, RunEr
     }
     Ok(Identity {
         id: identity.id,
-        name,
+        name: node_name(config, identity.id)?,
         incarnation: identity.incarnation,
     })
 }
@@ -477,22 +477,76 @@ fn log_stats(node: &Node) {
     );
 }
 
-/// The configured name, or the hostname cut down to a valid name.
-fn node_name(config: &Config) -> Result<Name, RunError> {
+/// Hostnames that distributions give every fresh install: a node named
+/// after one gets a short suffix of its id, so two fresh Pis side by side
+/// do not share a name.
+const DEFAULT_HOSTNAMES: [&str; 6] = [
+    "raspberrypi",
+    "localhost",
+    "localhost.localdomain",
+    "dietpi",
+    "debian",
+    "ubuntu",
+];
+
+/// The configured name, or the hostname (see [`default_name`]).
+fn node_name(config: &Config, id: NodeId) -> Result<Name, RunError> {
     let text = match &config.node.name {
         Some(name) => name.clone(),
-        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-            .unwrap_or_default()
-            .trim()
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-            .take(wire::MAX_NAME)
-            .collect(),
+        None => {
+            let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+                .unwrap_or_default();
+            default_name(&hostname, id)
+        }
     };
     wire::name(&text).ok_or_else(|| {
         RunError::Name(format!(
             "no usable node name (got {text:?}): set node.name in the configuration"
         ))
     })
+}
+
+/// A node name from a hostname: cut down to valid characters and length;
+/// a distribution's default hostname gets `-` and 4 hex digits of the id.
+pub fn default_name(hostname: &str, id: NodeId) -> String {
+    let clean: String = hostname
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        .take(wire::MAX_NAME)
+        .collect();
+    if !DEFAULT_HOSTNAMES.contains(&clean.to_ascii_lowercase().as_str()) {
+        return clean;
+    }
+    let suffix = format!("-{:04x}", id.0 >> 48);
+    let room = wire::MAX_NAME - suffix.len();
+    format!("{}{suffix}", &clean[..clean.len().min(room)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_distribution_default_hostname_gets_an_id_suffix() {
+        let id = NodeId(0xa1b2_c3d4_e5f6_0718);
+        assert_eq!(default_name("raspberrypi\n", id), "raspberrypi-a1b2");
+        assert_eq!(default_name("localhost", id), "localhost-a1b2");
+        assert_eq!(default_name("RaspberryPi", id), "RaspberryPi-a1b2");
+        assert_eq!(default_name("kitchen\n", id), "kitchen");
+        assert_eq!(default_name("raspberrypi-2", id), "raspberrypi-2");
+        assert_eq!(default_name("my host!", id), "myhost");
+        let other = NodeId(0x0000_c3d4_e5f6_0718);
+        assert_ne!(
+            default_name("raspberrypi", id),
+            default_name("raspberrypi", other)
+        );
+        for name in [
+            default_name("localhost.localdomain", id),
+            default_name(&"x".repeat(80), id),
+        ] {
+            assert!(wire::name(&name).is_some(), "{name:?} is a valid name");
+        }
+    }
 }

@@ -9,7 +9,9 @@ use super::metrics::{self, Counters};
 use super::runs::{RunRecord, Runs};
 use serde_json::{json, Value};
 use shoal_core::command::ExecError;
+use shoal_core::names::FindError;
 use shoal_core::peers::PeerState;
+use shoal_core::strangers::Difference;
 use shoal_core::time::Instant;
 use shoal_core::wire::{self, NodeId};
 use shoal_core::{Node, Reading};
@@ -143,13 +145,27 @@ fn exec(node: &mut Node, now: Instant, target_name: &str, executor: &str) -> Res
             format!("{executor:?} is not a valid executor name"),
         ));
     };
-    let Some(target) = node.find_node(target_name) else {
-        return Err(Answer::error(
-            404,
-            format!(
-                "unknown node {target_name:?}: not in this mesh (shoal status lists the nodes)"
-            ),
-        ));
+    let target = match node.find_node(now, target_name) {
+        Ok(target) => target,
+        Err(FindError::Unknown) => {
+            return Err(Answer::error(
+                404,
+                format!(
+                    "unknown node {target_name:?}: not in this mesh (shoal status lists the nodes)"
+                ),
+            ))
+        }
+        Err(FindError::Ambiguous(ids)) => {
+            let ids: Vec<String> = ids.iter().map(NodeId::to_string).collect();
+            return Err(Answer::error(
+                409,
+                format!(
+                    "{} nodes are named {target_name:?} (ids {}): address one by its id, or give one another node.name",
+                    ids.len(),
+                    ids.join(", ")
+                ),
+            ));
+        }
     };
     match node.exec(now, target, executor_name, api::EXEC_WAIT) {
         Ok(id) => {
@@ -214,13 +230,46 @@ pub fn status(node: &Node, now: Instant) -> Value {
         }));
     }
     let total = nodes.len();
+    let conflicts: Vec<Value> = node
+        .name_conflicts(now)
+        .into_iter()
+        .map(|(name, ids)| {
+            json!({
+                "name": name.as_str(),
+                "ids": ids.iter().map(NodeId::to_string).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
     json!({
         "mesh": if active == total { "online" } else { "degraded" },
         "active": active,
         "total": total,
         "self": node.name().to_string(),
         "nodes": nodes,
+        "conflicts": conflicts,
+        "strangers": strangers(node, now),
     })
+}
+
+/// Nodes heard that this node cannot talk to (another mesh or protocol).
+fn strangers(node: &Node, now: Instant) -> Vec<Value> {
+    node.strangers(now)
+        .into_iter()
+        .map(|stranger| {
+            let (mesh, protocol) = match stranger.difference {
+                Difference::Mesh(mesh) => (Some(format!("{mesh:08x}")), None),
+                Difference::Protocol(version) => (None, Some(version)),
+            };
+            json!({
+                "id": stranger.id.to_string(),
+                "name": stranger.name.as_ref().map(|n| n.as_str()),
+                "address": stranger.addr.to_string(),
+                "mesh": mesh,
+                "protocol": protocol,
+                "last_heard_ms": u64::try_from(now.saturating_since(stranger.last_heard).as_millis()).unwrap_or(u64::MAX),
+            })
+        })
+        .collect()
 }
 
 /// A point's value as JSON: a number, a truth, a text, or `{"error": ...}`.

@@ -186,6 +186,41 @@ pub fn format_status(status: &Value) -> String {
         }
         out.push('\n');
     }
+    for conflict in status["conflicts"].as_array().unwrap_or(&empty) {
+        let name = conflict["name"].as_str().unwrap_or("?");
+        let ids: Vec<&str> = conflict["ids"]
+            .as_array()
+            .unwrap_or(&empty)
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        out.push_str(&format!(
+            "  name conflict: {} live nodes are named {name} ({}): give one another node.name\n",
+            ids.len(),
+            ids.join(", ")
+        ));
+    }
+    for stranger in status["strangers"].as_array().unwrap_or(&empty) {
+        let id = stranger["id"].as_str().unwrap_or("?");
+        let who = match stranger["name"].as_str() {
+            Some(name) => format!("{name} ({id})"),
+            None => id.to_owned(),
+        };
+        let address = stranger["address"].as_str().unwrap_or("?");
+        match (stranger["protocol"].as_u64(), stranger["mesh"].as_str()) {
+            (Some(version), _) => out.push_str(&format!(
+                "  other protocol: {who} at {address} speaks protocol {version}, this node {}: upgrade the older one\n",
+                shoal_core::wire::VERSION
+            )),
+            (None, Some("00000000")) => out.push_str(&format!(
+                "  other mesh: {who} at {address} is in an open mesh (no key): they ignore each other\n"
+            )),
+            (None, mesh) => out.push_str(&format!(
+                "  other mesh: {who} at {address} is in mesh {} (another key): give both the same mesh key to join them\n",
+                mesh.unwrap_or("?")
+            )),
+        }
+    }
     out
 }
 

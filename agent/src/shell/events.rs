@@ -98,6 +98,7 @@ impl EventFeed {
             Event::IncarnationChanged { incarnation } => {
                 log::warn!("frame counter exhausted: now incarnation {incarnation}");
             }
+            Event::NameConflict { name, nodes } => self.name_conflict(node, &name, &nodes),
             Event::PointChanged { origin, name } => self.point_changed(node, origin, &name),
             // State changes are logged by the core.
             Event::PeerStateChanged { peer, from, to, .. } => {
@@ -110,6 +111,34 @@ impl EventFeed {
             }
         }
         None
+    }
+
+    fn name_conflict(&self, node: &Node, name: &shoal_core::wire::Name, ids: &[NodeId]) {
+        let places: Vec<String> = ids
+            .iter()
+            .map(|&id| {
+                let place = if id == node.id() {
+                    "this node".to_owned()
+                } else if let Some(peer) = node.peers().get(id) {
+                    format!("at {}", peer.addr)
+                } else {
+                    "beyond one hop".to_owned()
+                };
+                format!("{id} ({place})")
+            })
+            .collect();
+        log::error!(
+            "{} live nodes are named {name}: {}; exec and rules refuse the name until one gets another node.name",
+            ids.len(),
+            places.join(", ")
+        );
+        self.send(
+            "conflict",
+            &json!({
+                "name": name.as_str(),
+                "ids": ids.iter().map(NodeId::to_string).collect::<Vec<_>>(),
+            }),
+        );
     }
 
     fn route_changed(&self, node: &Node, dest: NodeId, route: Option<(NodeId, u8)>) {

@@ -21,6 +21,31 @@ fn status_prints_the_mesh_line_and_one_line_per_node() {
 }
 
 #[test]
+fn status_names_conflicts_and_strangers_after_the_nodes() {
+    let status = json!({
+        "mesh": "online", "active": 1, "total": 1, "self": "twin",
+        "nodes": [{"name": "twin", "state": "HEALTHY", "hops": 0, "via": null}],
+        "conflicts": [{"name": "twin", "ids": ["0000000000000001", "0000000000000002"]}],
+        "strangers": [
+            {"id": "00000000000000aa", "name": null, "address": "10.0.0.5:20195", "mesh": "0badcafe", "protocol": null},
+            {"id": "00000000000000bb", "name": "old", "address": "10.0.0.6:20195", "mesh": null, "protocol": 0},
+            {"id": "00000000000000cc", "name": "lab", "address": "10.0.0.7:20195", "mesh": "00000000", "protocol": null},
+        ]
+    });
+    let text = format_status(&status);
+    let lines: Vec<&str> = text.lines().skip(2).collect();
+    assert_eq!(
+        lines,
+        [
+            "  name conflict: 2 live nodes are named twin (0000000000000001, 0000000000000002): give one another node.name",
+            "  other mesh: 00000000000000aa at 10.0.0.5:20195 is in mesh 0badcafe (another key): give both the same mesh key to join them",
+            "  other protocol: old (00000000000000bb) at 10.0.0.6:20195 speaks protocol 0, this node 1: upgrade the older one",
+            "  other mesh: lab (00000000000000cc) at 10.0.0.7:20195 is in an open mesh (no key): they ignore each other",
+        ]
+    );
+}
+
+#[test]
 fn replies_plain_and_chunked_are_parsed() {
     let plain = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 12\r\n\r\n{\"a\": true}\n";
     assert_eq!(
