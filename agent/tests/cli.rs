@@ -302,3 +302,44 @@ fn the_deb_has_the_files_installs_and_removes_keeping_the_configuration() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn init_creates_a_private_key_once_and_never_overwrites_it() {
+    let dir = std::env::temp_dir().join(format!("shoal-cli-init-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let state = dir.join("state");
+    let config = scratch(
+        "init.toml",
+        &format!("[state]\ndir = \"{}\"\n", state.display()),
+    );
+    let config = config.to_str().expect("utf-8 path");
+    let out = shoal(&["init", "--config", config]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = state.join("mesh.key");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        key.display().to_string()
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&key).expect("key").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "readable by its owner only");
+    let hex = std::fs::read_to_string(&key).expect("key");
+    assert_eq!(hex.trim().len(), 64);
+    assert!(hex.trim().chars().all(|c| c.is_ascii_hexdigit()));
+    // Never overwritten.
+    let again = shoal(&["init", "--config", config]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("never overwrites"));
+    assert_eq!(std::fs::read_to_string(&key).expect("key"), hex);
+    // An open mesh has no key to create.
+    let open = scratch("open.toml", "[mesh]\nopen = true\n");
+    let out = shoal(&["init", "--config", open.to_str().expect("utf-8 path")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("mesh.open = true"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -144,12 +144,26 @@ impl Lab {
     fn start_in(&mut self, name: &str, ns: &str) -> usize {
         let config = self.dir.join(format!("{name}.toml"));
         let state = self.dir.join(format!("state-{name}"));
+        // One mesh key for the whole lab, readable by its owner only.
+        let key = self.dir.join("mesh.key");
+        if !key.exists() {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&key)
+                .and_then(|mut file| file.write_all("5a".repeat(32).as_bytes()))
+                .expect("mesh key written");
+        }
         std::fs::write(
             &config,
             format!(
-                "[node]\nname = \"{name}\"\n[mesh]\nbind = \"0.0.0.0\"\nbroadcast = [\"auto\"]\n[state]\ndir = \"{}\"\n\
+                "[node]\nname = \"{name}\"\n[mesh]\nbind = \"0.0.0.0\"\nbroadcast = [\"auto\"]\nkey_file = \"{}\"\n[state]\ndir = \"{}\"\n\
                  [[sensor]]\nname = \"temperature\"\ndriver = \"sim\"\nwaveform = \"sine\"\nperiod = \"4s\"\nmin = 0.0\nmax = 100.0\ninterval = \"500ms\"\ndeadband = 0.0\n\
                  [[executor]]\nname = \"hello\"\naction = {{ command = [\"/bin/sh\", \"-c\", \"echo hello from $SHOAL_NODE\"] }}\nremote = true\n",
+                key.display(),
                 state.display()
             ),
         )

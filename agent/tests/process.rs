@@ -175,7 +175,8 @@ impl Mesh {
         }
     }
 
-    /// Starts agent `n` on 127.0.0.`host`, with `key` (hex) or an open mesh.
+    /// Starts agent `n` on 127.0.0.`host`, with `key` (hex) or an open mesh
+    /// (`mesh.open = true`).
     fn add(&mut self, n: usize, host: u8, key: Option<&str>) -> usize {
         self.add_with(n, host, key, "[\"127.255.255.255\"]", "[]")
     }
@@ -220,12 +221,14 @@ impl Mesh {
         let name = format!("agent-{n}");
         let state = self.dir.join(&name);
         let key_line = match key {
+            // A fresh node: no key line, so `mesh.key` in its state directory.
+            Some(FRESH) => String::new(),
             Some(hex) => {
                 let path = self.dir.join(format!("{name}.key"));
                 std::fs::write(&path, hex).expect("key written");
                 format!("key_file = \"{}\"\n", path.display())
             }
-            None => String::new(),
+            None => "open = true\n".to_owned(),
         };
         let config = self.dir.join(format!("{name}.toml"));
         std::fs::write(
@@ -268,6 +271,9 @@ impl Drop for Mesh {
 }
 
 const INTERVAL: Duration = Duration::from_secs(1);
+
+/// As the `key` of `Mesh::add`: no key configured, as on a fresh install.
+const FRESH: &str = "";
 
 #[test]
 fn five_agents_find_each_other_and_see_a_graceful_leave() {
@@ -1466,4 +1472,69 @@ fn nodes_of_another_mesh_or_protocol_are_shown_in_status() {
     assert_eq!(mesh.agents[0].count("speaks protocol 2, this node 1"), 1);
     assert_eq!(mesh.agents[0].count("is in another mesh ("), 1);
     assert_eq!(mesh.agents[1].count("is in another mesh ("), 1);
+}
+
+#[test]
+fn fresh_nodes_are_keyed_meshes_of_one_and_see_each_other_as_other_meshes() {
+    let mut mesh = Mesh::new(19);
+    mesh.add(1, 191, Some(FRESH));
+    mesh.add(2, 192, Some(FRESH));
+    mesh.add(3, 193, None);
+    mesh.wait_for(
+        "each fresh node lists the other as another mesh",
+        INTERVAL * 3,
+        |m| {
+            (1..=2).all(|n| {
+                let api = format!("127.0.0.19{n}:{}", m.port + 2);
+                let status = cli(&["status", "--api", &api]).1;
+                status.contains("other mesh: ") && status.contains("(another key)")
+            })
+        },
+    );
+    for n in 1..=2 {
+        let agent = &mesh.agents[n - 1];
+        assert!(
+            agent.logged("created a new mesh key in"),
+            "{}",
+            agent.dump()
+        );
+        let key = mesh.dir.join(format!("agent-{n}/mesh.key"));
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key)
+            .expect("key created")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(agent.count("discovered node"), 0, "{}", agent.dump());
+    }
+    let key_1 = std::fs::read(mesh.dir.join("agent-1/mesh.key")).expect("key");
+    assert_ne!(
+        key_1,
+        std::fs::read(mesh.dir.join("agent-2/mesh.key")).expect("key")
+    );
+    // The open one says so at start and in status; the keyed ones do not.
+    assert!(mesh.agents[2].logged("mesh.open = true: frames are neither encrypted"));
+    let open_status = cli(&["status", "--api", &format!("127.0.0.193:{}", mesh.port + 2)]).1;
+    assert!(open_status.contains("open mesh: no key"), "{open_status}");
+    assert!(
+        open_status.contains("is in another mesh") || open_status.contains("other mesh: "),
+        "{open_status}"
+    );
+    let (_, json, _) = cli(&[
+        "status",
+        "--api",
+        &format!("127.0.0.191:{}", mesh.port + 2),
+        "--json",
+    ]);
+    assert!(json.contains("\"open\":false"), "{json}");
+    // A restart keeps the key: no new one, same bytes.
+    mesh.agents[0].restart();
+    mesh.wait_for("the restarted node is up", INTERVAL * 2, |m| {
+        m.agents[0].logged("incarnation 2 starting")
+    });
+    assert!(!mesh.agents[0].logged("created a new mesh key"));
+    assert_eq!(
+        std::fs::read(mesh.dir.join("agent-1/mesh.key")).expect("key"),
+        key_1
+    );
 }

@@ -112,8 +112,12 @@ pub struct MeshSection {
     pub unreachable_after: Duration,
     /// Time UNREACHABLE or LEFT before a neighbor is forgotten.
     pub prune_after: Duration,
-    /// Mesh key file; `None`: an open mesh.
+    /// Mesh key file as configured; `None`: `mesh.key` in the state
+    /// directory ([`Config::key_path`]). Created at first start if missing.
     pub key_file: Option<PathBuf>,
+    /// No key at all: frames in clear and unauthenticated. Only with this
+    /// set does a node run without a key.
+    pub open: bool,
 }
 
 /// `[api]`.
@@ -313,6 +317,22 @@ pub struct Config {
     pub computes: Vec<ComputeSection>,
     /// Things that work but are likely mistakes (`shoal check` shows them).
     pub warnings: Vec<Problem>,
+}
+
+impl Config {
+    /// Where this node's mesh key lives: `mesh.key_file`, or `mesh.key` in
+    /// the state directory. `None` for an open mesh (`mesh.open = true`).
+    pub fn key_path(&self) -> Option<PathBuf> {
+        if self.mesh.open {
+            return None;
+        }
+        Some(
+            self.mesh
+                .key_file
+                .clone()
+                .unwrap_or_else(|| self.state.dir.join("mesh.key")),
+        )
+    }
 }
 
 /// The configuration used when no file exists: loopback-only networking
@@ -772,6 +792,7 @@ impl Walker<'_> {
                 "unreachable_after",
                 "prune_after",
                 "key_file",
+                "open",
             ],
         );
         let port = self.port(table, p, "port").unwrap_or(d::MESH_PORT);
@@ -874,6 +895,15 @@ impl Walker<'_> {
         let key_file = self
             .string(table, p, "key_file")
             .map(|(s, _)| PathBuf::from(s));
+        let open = self.boolean(table, p, "open").unwrap_or(false);
+        if open && key_file.is_some() {
+            let span = self.span_of(table, "open").unwrap_or(0..0);
+            self.problem(
+                span,
+                "mesh.open = true runs without a key, but mesh.key_file names one: remove one of them"
+                    .to_owned(),
+            );
+        }
         Some(MeshSection {
             port,
             bind,
@@ -885,6 +915,7 @@ impl Walker<'_> {
             unreachable_after,
             prune_after,
             key_file,
+            open,
         })
     }
 

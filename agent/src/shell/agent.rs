@@ -392,10 +392,21 @@ fn load_identity(state_dir: &mut StateDir, config: &Config) -> Result<Identity, 
 
 /// The core node of `config` with its key, rules and derived points.
 fn start_node(config: &Config, identity: Identity) -> Result<Node, RunError> {
-    let key = match &config.mesh.key_file {
-        Some(path) => Some(state::read_key(path)?),
+    let key = match config.key_path() {
+        Some(path) => {
+            let (key, created) = state::read_or_create_key(&path)?;
+            if created {
+                log::warn!(
+                    "created a new mesh key in {}: this node is a mesh of one. To add a node, copy this file to its mesh.key_file (mode 0600; shoal status there lists this node as another mesh until then)",
+                    path.display()
+                );
+            }
+            Some(key)
+        }
         None => {
-            log::warn!("no mesh key configured: frames are neither encrypted nor authenticated");
+            log::warn!(
+                "mesh.open = true: frames are neither encrypted nor authenticated; anyone on the LAN can read them and forge any node"
+            );
             None
         }
     };

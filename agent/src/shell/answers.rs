@@ -248,6 +248,7 @@ pub fn status(node: &Node, now: Instant) -> Value {
         "nodes": nodes,
         "conflicts": conflicts,
         "strangers": strangers(node, now),
+        "open": node.config().key.is_none(),
     })
 }
 

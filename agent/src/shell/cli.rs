@@ -19,6 +19,9 @@ commands:
   demo [--nodes N]        a local mesh of N (default 3) agents on 127.0.0.x with
                           simulated sensors; Ctrl-C stops it and removes everything
   check [--config PATH]   validate a configuration (default /etc/shoal/shoal.toml)
+  init [--config PATH]    create this mesh's key (mode 0600) where run reads it
+                          (mesh.key_file, or mesh.key in the state directory);
+                          never overwrites one; run creates it too if missing
   get [GLOB] [--api ADDR] [--json]
                           current points, e.g. shoal get '*/temperature'
   watch [GLOB] [--api ADDR]
@@ -59,6 +62,10 @@ pub fn run(args: &[String]) -> ExitCode {
         },
         Some("run") => match config_flag(&args[1..]) {
             Ok(path) => run_agent(path),
+            Err(message) => usage_error(&message),
+        },
+        Some("init") => match config_flag(&args[1..]) {
+            Ok(path) => init(path),
             Err(message) => usage_error(&message),
         },
         Some("probe") => match probe_flags(&args[1..]) {
@@ -143,9 +150,61 @@ fn config_flag(args: &[String]) -> Result<Option<PathBuf>, String> {
 /// configuration.
 fn run_agent(path: Option<PathBuf>) -> ExitCode {
     init_logging();
+    let config = match configuration(path, "not started") {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    match crate::shell::agent::run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("shoal: {error}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `shoal init`: creates this mesh's key where `shoal run` will read it;
+/// never overwrites one. 0 with the path on stdout, 1 if a key exists or
+/// cannot be written, 2 on a bad configuration or an open mesh.
+fn init(path: Option<PathBuf>) -> ExitCode {
+    let config = match configuration(path, "no key created") {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let Some(key) = config.key_path() else {
+        eprintln!("shoal: mesh.open = true: an open mesh has no key (remove it to use one)");
+        return ExitCode::from(2);
+    };
+    if key.exists() {
+        eprintln!(
+            "shoal: a mesh key exists at {} already; shoal init never overwrites one",
+            key.display()
+        );
+        return ExitCode::from(1);
+    }
+    if let Some(dir) = key.parent() {
+        let _ = crate::shell::state::create_private_dir(dir);
+    }
+    match crate::shell::state::create_key(&key) {
+        Ok(()) => {
+            println!("{}", key.display());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("shoal: {error}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The configuration at `path`, or the embedded defaults when no path was
+/// given and the default file does not exist (with the state directory
+/// moved to `~/.local/state/shoal` when the system one is not writable).
+/// A bad file is printed with `what` happened, and exit code 2.
+fn configuration(path: Option<PathBuf>, what: &str) -> Result<shoal_config::Config, ExitCode> {
     let explicit = path.is_some();
     let path = path.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
-    let config = if !explicit && !path.exists() {
+    if !explicit && !path.exists() {
         let mut config = shoal_config::embedded();
         log::info!(
             "{} not found: using the embedded defaults (loopback only, simulated sensors)",
@@ -163,27 +222,16 @@ fn run_agent(path: Option<PathBuf>) -> ExitCode {
                 );
             }
         }
-        config
-    } else {
-        match shoal_config::load(&path) {
-            Ok(config) => config,
-            Err(error) => {
-                eprintln!("{error}");
-                eprintln!(
-                    "shoal: not started: fix the configuration (shoal check --config {})",
-                    path.display()
-                );
-                return ExitCode::from(2);
-            }
-        }
-    };
-    match crate::shell::agent::run(config) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("shoal: {error}");
-            ExitCode::from(1)
-        }
+        return Ok(config);
     }
+    shoal_config::load(&path).map_err(|error| {
+        eprintln!("{error}");
+        eprintln!(
+            "shoal: {what}: fix the configuration (shoal check --config {})",
+            path.display()
+        );
+        ExitCode::from(2)
+    })
 }
 
 /// `RUST_LOG` (default `info`); no timestamps under journald, which adds its own.

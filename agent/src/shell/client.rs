@@ -186,6 +186,11 @@ pub fn format_status(status: &Value) -> String {
         }
         out.push('\n');
     }
+    if status["open"] == true {
+        out.push_str(
+            "  open mesh: no key (mesh.open = true): anyone on the LAN can read and forge its frames\n",
+        );
+    }
     for conflict in status["conflicts"].as_array().unwrap_or(&empty) {
         let name = conflict["name"].as_str().unwrap_or("?");
         let ids: Vec<&str> = conflict["ids"]

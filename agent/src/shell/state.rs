@@ -377,6 +377,44 @@ pub fn read_key(path: &Path) -> Result<MeshKey, StateError> {
     Ok(MeshKey(key))
 }
 
+/// The mesh key at `path`, created (random, mode 0600) if the file does not
+/// exist; `true` if it was created now. A key that others may read is used,
+/// with a warning naming the fix.
+pub fn read_or_create_key(path: &Path) -> Result<(MeshKey, bool), StateError> {
+    let created = match create_key(path) {
+        Ok(()) => true,
+        Err(StateError::Write { source, .. }) if source.kind() == io::ErrorKind::AlreadyExists => {
+            false
+        }
+        Err(error) => return Err(error),
+    };
+    #[cfg(unix)]
+    if let Ok(metadata) = fs::metadata(path) {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = metadata.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            log::warn!(
+                "the mesh key {} can be read by others (mode {mode:o}): chmod 600 {}",
+                path.display(),
+                path.display()
+            );
+        }
+    }
+    Ok((read_key(path)?, created))
+}
+
+/// Creates directory `dir` (and its parents) readable by its owner only.
+pub fn create_private_dir(dir: &Path) -> io::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}
+
 /// Writes a new random mesh key to `path` (mode 0600), refusing to overwrite.
 pub fn create_key(path: &Path) -> Result<(), StateError> {
     let mut bytes = [0u8; 32];

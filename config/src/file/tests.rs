@@ -66,6 +66,25 @@ fn an_empty_file_means_every_default() {
 }
 
 #[test]
+fn a_mesh_is_keyed_unless_explicitly_open() {
+    let keyed = check("").expect("valid");
+    assert!(!keyed.mesh.open);
+    assert_eq!(
+        keyed.key_path(),
+        Some(PathBuf::from(d::STATE_DIR).join("mesh.key"))
+    );
+    let own = check("[mesh]\nkey_file = \"/etc/shoal/mesh.key\"\n").expect("valid");
+    assert_eq!(own.key_path(), Some(PathBuf::from("/etc/shoal/mesh.key")));
+    let open = check("[mesh]\nopen = true\n").expect("valid");
+    assert!(open.mesh.open);
+    assert_eq!(open.key_path(), None);
+    assert_eq!(
+        problems("[mesh]\nopen = true\nkey_file = \"/k\"\n"),
+        ["2:8: mesh.open = true runs without a key, but mesh.key_file names one: remove one of them"]
+    );
+}
+
+#[test]
 fn every_problem_is_reported_at_once_with_its_position() {
     let text = r#"[mesh]
 port = 0
@@ -93,7 +112,7 @@ do = "fan_of"
         problems(text),
         vec![
             "2:8: mesh.port must be a port between 1 and 65535, not 0",
-            "3:1: unknown key `mesh.colour`; expected one of: beacon_interval, bind, broadcast, key_file, peers, port, prune_after, suspect_after, sync_port, unreachable_after",
+            "3:1: unknown key `mesh.colour`; expected one of: beacon_interval, bind, broadcast, key_file, open, peers, port, prune_after, suspect_after, sync_port, unreachable_after",
             "4:19: mesh.suspect_after (2s) must be at least twice mesh.beacon_interval (5s), or one lost beacon looks like a failure",
             "10:1: duplicate sensor name \"t\"",
             "10:1: duplicate point (sensor or compute) name \"t\"",

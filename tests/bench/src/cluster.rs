@@ -182,7 +182,7 @@ impl Cluster {
                 std::fs::write(
                     &config,
                     format!(
-                        "[node]\nname = \"{name}\"\n[mesh]\nport = {port}\nsync_port = {}\nbind = \"{bind}\"\nbroadcast = [\"{broadcast}\"]\n[api]\nlisten = \"{}\"\n[state]\ndir = \"{}\"\n",
+                        "[node]\nname = \"{name}\"\n[mesh]\nport = {port}\nsync_port = {}\nbind = \"{bind}\"\nbroadcast = [\"{broadcast}\"]\nopen = true\n[api]\nlisten = \"{}\"\n[state]\ndir = \"{}\"\n",
                         port + 1,
                         self.control(k),
                         state.display()

@@ -190,7 +190,7 @@ fn header(args: &Args) -> String {
     format!(
         "- date: {date}\n- machine: {nproc} CPUs ({cpu}), {memory} GiB RAM, Linux {kernel}\n\
          - command: `tests/bench/run` (this run: `{}`)\n- {shoal}, release build (size-tuned profile), default timings: beacon every 1 s, \
-         SUSPECT after 2 s silent, UNREACHABLE after 3 s unless a neighbor vouches; no mesh key (Serf runs unencrypted too)\n\
+         SUSPECT after 2 s silent, UNREACHABLE after 3 s unless a neighbor vouches; `mesh.open = true`, no key (Serf runs unencrypted too)\n\
          - {serf} (Debian package `serf`), `-profile=lan` (the default): memberlist's DefaultLANConfig, probe every 1 s, \
          probe timeout 500 ms, suspicion multiplier 4 (max 6×), 3 indirect checks, gossip to 3 nodes every 200 ms, \
          push/pull every 30 s; `serf event -coalesce=false`\n\
