@@ -162,9 +162,9 @@ struct Mesh {
 impl Mesh {
     /// `slot` separates tests of this binary; the PID separates runs.
     fn new(slot: u16) -> Mesh {
-        // 20 slots of 4 ports per run; the PID spreads runs over 30000-49999.
-        assert!(slot < 20, "slots 0 to 19");
-        let port = 30_000 + (std::process::id() % 250) as u16 * 80 + slot * 4;
+        // 30 slots of 4 ports per run; the PID spreads runs over 30000-49999.
+        assert!(slot < 30, "slots 0 to 29");
+        let port = 30_000 + (std::process::id() % 166) as u16 * 120 + slot * 4;
         let dir = std::env::temp_dir().join(format!("shoal-process-{}-{slot}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("scratch dir");
@@ -226,6 +226,9 @@ impl Mesh {
             Some(hex) => {
                 let path = self.dir.join(format!("{name}.key"));
                 std::fs::write(&path, hex).expect("key written");
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                    .expect("key made private");
                 format!("key_file = \"{}\"\n", path.display())
             }
             None => "open = true\n".to_owned(),
@@ -1537,4 +1540,66 @@ fn fresh_nodes_are_keyed_meshes_of_one_and_see_each_other_as_other_meshes() {
         std::fs::read(mesh.dir.join("agent-1/mesh.key")).expect("key"),
         key_1
     );
+}
+
+#[test]
+fn a_member_forging_the_origin_of_a_command_never_runs_a_private_executor() {
+    use shoal_core::wire::{self, Command, Counter, Header, MeshKey, Message, NodeId};
+    let mut mesh = Mesh::new(20);
+    let key_hex = "77".repeat(32);
+    mesh.add(1, 201, Some(&key_hex));
+    mesh.add(2, 202, Some(&key_hex));
+    mesh.wait_for("discovery", INTERVAL * 2, |m| {
+        m.agents.iter().all(|a| a.count("discovered node") >= 1)
+    });
+    let id_of = |agent: &Agent| -> NodeId {
+        let line = agent.line_with("incarnation 1 starting");
+        let hex = line
+            .split_once('(')
+            .and_then(|(_, rest)| rest.split_once(')'))
+            .map(|(id, _)| id.to_owned())
+            .expect("the agent logs its id");
+        NodeId(u64::from_str_radix(&hex, 16).expect("hex id"))
+    };
+    let (one, two) = (id_of(&mesh.agents[0]), id_of(&mesh.agents[1]));
+    // The attacker holds the mesh key and crafts frames with the core itself.
+    let key = MeshKey([0x77; 32]);
+    let cipher = wire::Cipher::new(&key);
+    let mesh_id = shoal::shell::state::mesh_id(Some(&key));
+    let attacker = UdpSocket::bind("127.0.0.209:0").expect("attacker socket");
+    let target = format!("127.0.0.202:{}", mesh.port + 1);
+    for (seq, origin) in [(1, two), (2, one)] {
+        let header = Header {
+            mesh_id,
+            sender: NodeId(0xbad0_0000_0000_0001),
+            counter: Counter {
+                incarnation: 1,
+                seq,
+            },
+        };
+        let command = Message::Command(Command {
+            origin,
+            id: 40 + seq,
+            target: two,
+            hops_left: 8,
+            executor: wire::name("private").expect("valid"),
+            attempt: 0,
+        });
+        let frame = wire::encode(&header, &command, Some(&cipher)).expect("fits");
+        attacker.send_to(&frame, &target).expect("sent");
+    }
+    // Naming another member as origin: a remote request, refused.
+    mesh.wait_for("the refusal", INTERVAL * 2, |m| {
+        m.agents[1].logged("refused executor private for agent-1: NotRemote")
+    });
+    // Naming the target itself: dropped as forged; nothing ran either way.
+    std::thread::sleep(INTERVAL);
+    for caller in ["agent-1", "agent-2"] {
+        assert!(
+            !mesh.agents[1].logged(&format!("executor private for {caller}: exited")),
+            "{}",
+            mesh.agents[1].dump()
+        );
+    }
+    assert!(!mesh.agents[1].logged("refused executor private for agent-2"));
 }

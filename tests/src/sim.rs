@@ -594,6 +594,7 @@ impl SimNet {
                 origin,
                 id,
                 executor,
+                ..
             } = &event
             {
                 answers.push((*origin, *id, self.run_executor(index, *origin, executor)));

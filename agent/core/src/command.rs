@@ -234,6 +234,7 @@ impl Node {
                 origin: self.id,
                 id,
                 executor,
+                local: true,
             }),
             Some(addr) => {
                 let command = Command {
@@ -331,6 +332,12 @@ impl Node {
     }
 
     pub(super) fn on_command(&mut self, now: Instant, command: Command) {
+        if command.origin == self.id && command.target == self.id {
+            // Our commands to ourselves never leave this node: forged.
+            self.stats.commands_forged_origin += 1;
+            log::debug!("dropped a command from the wire claiming this node as its origin");
+            return;
+        }
         let key = (command.origin, command.id, command.attempt, false);
         if !self.commands.first_sight(key) {
             self.stats.commands_duplicate += 1;
@@ -363,6 +370,7 @@ impl Node {
                         origin: command.origin,
                         id: command.id,
                         executor: command.executor,
+                        local: false,
                     });
                 }
             }

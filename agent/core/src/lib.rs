@@ -272,12 +272,18 @@ pub enum Event {
     /// exists and, for another node, is marked remote) and answers with
     /// [`Node::complete_command`].
     CommandRequested {
-        /// Who asked (this node itself for a local `exec`).
+        /// Who asked, as the command says (this node itself for a local
+        /// `exec`). Not proof of anything for a command from the wire.
         origin: NodeId,
         /// The asker's request number.
         id: u32,
         /// The executor's name.
         executor: Name,
+        /// Asked by this node itself ([`Node::exec`] with itself as the
+        /// target): its own API or rules. A command that arrived from the
+        /// wire is never local, whatever its `origin` says, so it runs only
+        /// executors marked remote.
+        local: bool,
     },
     /// A command this node sent with [`Node::exec`] ended.
     CommandFinished {
@@ -396,6 +402,9 @@ pub struct Stats {
     pub commands_rate_limited: u64,
     /// Commands and results with no route onwards.
     pub commands_no_route: u64,
+    /// Commands from the wire that claimed to come from this node itself
+    /// (forged: this node's own commands to itself never leave it).
+    pub commands_forged_origin: u64,
     /// Our commands that got no answer in time.
     pub commands_unanswered: u64,
     /// Our commands sent again because no answer came yet.

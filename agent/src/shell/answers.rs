@@ -350,6 +350,7 @@ pub fn stats(node: &Node, uptime: Duration, api: &ApiStats) -> Value {
         "routes_sent": s.routes_sent,
         "commands_relayed": s.commands_relayed,
         "commands_rate_limited": s.commands_rate_limited,
+        "commands_forged_origin": s.commands_forged_origin,
         "api_requests": api.requests.get(),
         "api_unauthorized": api.unauthorized.get(),
         "api_events_dropped": api.events_dropped.get(),

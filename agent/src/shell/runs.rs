@@ -133,10 +133,13 @@ impl Runs {
                 origin,
                 id,
                 executor: name,
+                local,
             } => {
+                // Trust comes from how it arrived, never from the origin the
+                // command names: from the wire it is not local.
                 let caller = Caller {
                     node: super::answers::name_or_id(node, origin),
-                    local: origin == node.id(),
+                    local,
                     inputs: String::new(),
                 };
                 if let Err(outcome) = self.executors.check(&name, &caller) {

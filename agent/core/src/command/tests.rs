@@ -310,3 +310,50 @@ fn an_unanswered_command_is_sent_again_every_interval_until_its_deadline() {
     });
     assert!(ended);
 }
+
+#[test]
+fn a_command_from_the_wire_is_never_local_whatever_its_origin_says() {
+    let mut n = node(1, 16);
+    // Another member (2) names a third node as origin: delivered, not local.
+    n.handle_datagram(
+        at(0),
+        addr(2),
+        Arrival::Unicast,
+        &frame(2, 1, &command(9, 1, 1, 16)),
+    );
+    // It names the target itself as origin: forged, dropped and counted.
+    n.handle_datagram(
+        at(1),
+        addr(2),
+        Arrival::Unicast,
+        &frame(2, 2, &command(1, 2, 1, 16)),
+    );
+    let requested: Vec<(NodeId, bool)> = events(&mut n)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::CommandRequested { origin, local, .. } => Some((origin, local)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(requested, vec![(NodeId(9), false)]);
+    assert_eq!(n.stats().commands_forged_origin, 1);
+    // Only this node's own exec to itself is local.
+    let id = n
+        .exec(
+            at(2),
+            NodeId(1),
+            wire::name("fan_on").expect("valid"),
+            Duration::from_secs(5),
+        )
+        .expect("sent");
+    let local: Vec<Event> = events(&mut n);
+    assert!(
+        local.contains(&Event::CommandRequested {
+            origin: NodeId(1),
+            id,
+            executor: wire::name("fan_on").expect("valid"),
+            local: true,
+        }),
+        "{local:?}"
+    );
+}
