@@ -1411,6 +1411,16 @@ fn two_live_nodes_with_one_name_are_reported_and_never_picked_between() {
     );
     let (_, json, _) = cli(&["status", "--api", &api, "--json"]);
     assert!(json.contains("\"conflicts\":[{\"ids\":["), "{json}");
+    // One point by that name refuses too.
+    let point = shoal::shell::client::request(
+        &api,
+        "GET",
+        "/api/points/twin/temperature",
+        None,
+        Duration::from_secs(5),
+    )
+    .expect("the API answers");
+    assert_eq!(point.status, 409, "{:?}", point.body);
     // exec by that name refuses; by id it reaches exactly that node.
     let token = std::fs::read_to_string(mesh.dir.join("agent-3/api.token")).expect("token");
     let token = token.trim();
@@ -1519,9 +1529,13 @@ fn fresh_nodes_are_keyed_meshes_of_one_and_see_each_other_as_other_meshes() {
     assert!(mesh.agents[2].logged("mesh.open = true: frames are neither encrypted"));
     let open_status = cli(&["status", "--api", &format!("127.0.0.193:{}", mesh.port + 2)]).1;
     assert!(open_status.contains("open mesh: no key"), "{open_status}");
+    assert!(open_status.contains("other mesh: "), "{open_status}");
+    // The keyed ones see the open one as an open mesh, with its name.
+    let keyed_status = cli(&["status", "--api", &format!("127.0.0.191:{}", mesh.port + 2)]).1;
     assert!(
-        open_status.contains("is in another mesh") || open_status.contains("other mesh: "),
-        "{open_status}"
+        keyed_status.contains("other mesh: agent-3 (")
+            && keyed_status.contains("is in an open mesh (no key)"),
+        "{keyed_status}"
     );
     let (_, json, _) = cli(&[
         "status",

@@ -5,7 +5,7 @@
 use super::peers::PeerState;
 use super::rules::{self, ComputeSpec, Points, RuleAction, Rules};
 use super::time::Instant;
-use super::wire::{self, Value};
+use super::wire::{self, NodeId, Value};
 use super::{Event, Node, Reading};
 use shoal_config::expr::Pattern;
 use std::time::Duration;
@@ -41,18 +41,37 @@ impl Points for StorePoints<'_> {
         let node = self.node;
         let own = node.name.as_str();
         let wall_ms = self.now.as_millis() + node.automation.wall_offset_ms;
-        // A node named literally must be one node: two live ones with that
-        // name make every point of the name unknown (see `names`).
+        let is_live = |id: NodeId| {
+            id == node.id
+                || node
+                    .reach(self.now, id)
+                    .is_some_and(|r| matches!(r.state, PeerState::Healthy | PeerState::Suspect))
+        };
+        // `self` is this node by id, never another that took its name. A node
+        // named literally must be one node: two live ones with that name make
+        // its points unknown (see `names`), and while one lives, origins of
+        // the name that are gone (a re-imaged Pi's old id) are left out.
         let literal = pattern.node != "self" && !pattern.node.contains(['*', '?']);
-        let mut live_named = 0;
+        let live_named = if literal {
+            node.store
+                .origins()
+                .iter()
+                .filter(|(id, o)| o.name.as_str() == pattern.node && is_live(**id))
+                .count()
+        } else {
+            0
+        };
+        if live_named > 1 {
+            return vec![None];
+        }
         let mut out = Vec::new();
         for (id, origin) in node.store.origins() {
-            let live = *id == node.id
-                || node
-                    .reach(self.now, *id)
-                    .is_some_and(|r| matches!(r.state, PeerState::Healthy | PeerState::Suspect));
-            if literal && live && origin.name.as_str() == pattern.node {
-                live_named += 1;
+            if pattern.node == "self" && *id != node.id {
+                continue;
+            }
+            let live = is_live(*id);
+            if literal && live_named == 1 && !live {
+                continue;
             }
             for (name, point) in &origin.points {
                 if !pattern.matches(own, &origin.name, name) {
@@ -70,9 +89,6 @@ impl Points for StorePoints<'_> {
                 };
                 out.push(value.filter(|_| live && fresh));
             }
-        }
-        if live_named > 1 {
-            return vec![None];
         }
         out
     }

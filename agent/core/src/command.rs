@@ -332,8 +332,10 @@ impl Node {
     }
 
     pub(super) fn on_command(&mut self, now: Instant, command: Command) {
-        if command.origin == self.id && command.target == self.id {
-            // Our commands to ourselves never leave this node: forged.
+        if command.origin == self.id {
+            // This node's commands never come back to it as commands (its
+            // own to itself never leave it; routes are loop-free and the
+            // loop guard would drop a copy anyway): forged.
             self.stats.commands_forged_origin += 1;
             log::debug!("dropped a command from the wire claiming this node as its origin");
             return;

@@ -403,7 +403,7 @@ pub struct Stats {
     /// Commands and results with no route onwards.
     pub commands_no_route: u64,
     /// Commands from the wire that claimed to come from this node itself
-    /// (forged: this node's own commands to itself never leave it).
+    /// (forged: this node's own commands never come back to it).
     pub commands_forged_origin: u64,
     /// Our commands that got no answer in time.
     pub commands_unanswered: u64,

@@ -40,10 +40,12 @@ pub enum FindError {
 /// least every this many beacons.
 pub(crate) const CHECK_EVERY: u64 = 10;
 
-/// The conflicts reported so far, so each is reported once.
+/// The names whose conflict was reported, so each is reported once while
+/// it lasts (a change of the ids involved is not news: no log flood from
+/// nodes coming and going, or from forged ids rotating under one name).
 #[derive(Debug, Default)]
 pub(crate) struct NameWatch {
-    reported: BTreeSet<(Name, Vec<NodeId>)>,
+    reported: BTreeSet<Name>,
     /// Membership or names changed since the last check.
     pub(crate) dirty: bool,
 }
@@ -122,16 +124,19 @@ impl Node {
         known.then_some(id)
     }
 
-    /// Reports each new conflict once; forgets the ones that ended.
+    /// Reports each newly conflicting name once; forgets the ones whose
+    /// conflict ended (so a conflict that comes back is reported again).
     pub(crate) fn check_names(&mut self, now: Instant) {
         self.names.dirty = false;
-        let current: BTreeSet<(Name, Vec<NodeId>)> = self.name_conflicts(now).into_iter().collect();
-        let new: Vec<(Name, Vec<NodeId>)> =
-            current.difference(&self.names.reported).cloned().collect();
-        self.names.reported = current;
-        for (name, nodes) in new {
+        let current = self.name_conflicts(now);
+        let names: BTreeSet<Name> = current.iter().map(|(name, _)| name.clone()).collect();
+        for (name, nodes) in current {
+            if self.names.reported.contains(&name) {
+                continue;
+            }
             log::debug!("name {name} is used by {} live nodes", nodes.len());
             self.push_event(Event::NameConflict { name, nodes });
         }
+        self.names.reported = names;
     }
 }

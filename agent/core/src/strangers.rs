@@ -26,7 +26,8 @@ pub const MAX_STRANGERS: usize = 16;
 /// How a stranger differs from this node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Difference {
-    /// Another mesh: this mesh id (another key; 0 is an open mesh).
+    /// Another mesh: this mesh id (another key, or [`wire::OPEN_MESH_ID`]
+    /// for an open mesh).
     Mesh(u32),
     /// Another protocol version.
     Protocol(u8),
@@ -120,7 +121,7 @@ impl Node {
                 "node {label} at {from} speaks protocol {version}, this node {}: upgrade the older one; until then they ignore each other",
                 wire::VERSION
             ),
-            Difference::Mesh(0) => log::warn!(
+            Difference::Mesh(wire::OPEN_MESH_ID) => log::warn!(
                 "node {label} at {from} is in an open mesh (no key); this node's mesh is keyed, so they ignore each other"
             ),
             Difference::Mesh(mesh) => log::warn!(
@@ -141,10 +142,10 @@ impl Node {
 /// The name in a stranger's beacon, when it can be read: an open mesh
 /// speaking our protocol version.
 fn readable_name(frame: &[u8], difference: Difference) -> Option<Name> {
-    if difference != Difference::Mesh(0) {
+    if difference != Difference::Mesh(wire::OPEN_MESH_ID) {
         return None;
     }
-    let header = Header::parse(frame, 0).ok()?;
+    let header = Header::parse(frame, wire::OPEN_MESH_ID).ok()?;
     let mut buf = [0u8; wire::MAX_FRAME];
     let (kind, body) = wire::open(&header, frame, None, &mut buf).ok()?;
     if kind != wire::kind::BEACON {

@@ -717,6 +717,21 @@ fn two_live_nodes_with_one_name_are_reported_once_and_never_picked_between() {
         observer.find_node(now, "nobody"),
         Err(names::FindError::Unknown)
     );
+    // A third node takes the name: the same conflict, not news again.
+    let mut twin_c = named(5, "twin");
+    let beacon = beacon_of(&mut twin_c, now);
+    observer.handle_datagram(now, addr(5), Arrival::Broadcast, &beacon);
+    observer.handle_timeout(now + Duration::from_millis(1));
+    let events: std::vec::Vec<Event> = std::iter::from_fn(|| observer.poll_event()).collect();
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::NameConflict { .. })),
+        "{events:?}"
+    );
+    assert_eq!(observer.name_conflicts(now)[0].1.len(), 3);
+    twin_c.handle_leave(now);
+    deliver(now, &mut twin_c, &mut [&mut observer]);
     // One twin leaves: the name leads to the other one again.
     twin_b.handle_leave(now);
     deliver(now, &mut twin_b, &mut [&mut observer]);
@@ -774,7 +789,7 @@ fn nodes_of_other_meshes_and_protocols_are_listed_not_silently_dropped() {
         ..config()
     };
     let open = Config {
-        mesh_id: 0,
+        mesh_id: wire::OPEN_MESH_ID,
         key: None,
         ..config()
     };
@@ -800,7 +815,12 @@ fn nodes_of_other_meshes_and_protocols_are_listed_not_silently_dropped() {
         listed,
         vec![
             (NodeId(2), Difference::Mesh(0x0bad_cafe), None, 2),
-            (NodeId(3), Difference::Mesh(0), Some("node-3"), 2),
+            (
+                NodeId(3),
+                Difference::Mesh(wire::OPEN_MESH_ID),
+                Some("node-3"),
+                2
+            ),
             (NodeId(4), Difference::Protocol(wire::VERSION + 1), None, 1),
         ]
     );
@@ -823,4 +843,73 @@ fn nodes_of_other_meshes_and_protocols_are_listed_not_silently_dropped() {
     assert!(a.strangers(later).is_empty());
     a.handle_datagram(later, addr(2), Arrival::Broadcast, &forged);
     assert_eq!(a.strangers(later).len(), 1);
+}
+
+/// `observer` runs one rule, `when`; its state after `twins` publish.
+fn rule_state_with(
+    observer: &mut Node,
+    when: &str,
+    publishers: &mut [(&mut Node, f64)],
+    now: Instant,
+) -> Option<rules::RuleState> {
+    use rules::{RuleSpec, Rules};
+    let spec = RuleSpec {
+        name: "hot".to_owned(),
+        when: shoal_config::expr::parse(when).expect("valid"),
+        until: None,
+        hold_for: Duration::ZERO,
+        run: "fan".to_owned(),
+        otherwise: None,
+        on_unknown: None,
+        stale_after: None,
+    };
+    observer.set_rules(Rules::new(vec![spec], now), std::vec::Vec::new());
+    for (node, value) in publishers.iter_mut() {
+        node.handle_timeout(now);
+        node.handle_reading(now, reading("temp", *value))
+            .expect("stored");
+        deliver(now, node, &mut [&mut *observer]);
+    }
+    observer.handle_timeout(now + Duration::from_millis(1));
+    observer.rules().next().map(|(_, status)| status.state)
+}
+
+#[test]
+fn self_in_a_rule_is_this_node_by_id_not_a_node_that_took_its_name() {
+    let mut me = named(5, "x");
+    me.handle_reading(at(0), reading("temp", 1.0))
+        .expect("stored");
+    let mut impostor = named(2, "x");
+    let state = rule_state_with(
+        &mut me,
+        "self/temp > 5",
+        &mut [(&mut impostor, 9.0)],
+        at(100),
+    );
+    assert_eq!(
+        state,
+        Some(rules::RuleState::Inactive),
+        "its own 1.0, not 9.0"
+    );
+}
+
+#[test]
+fn a_gone_node_of_the_same_name_does_not_hide_the_live_one() {
+    let mut observer = node(1);
+    // A Pi re-imaged: its old id (2) left, the new one (3) has the name.
+    let mut old = named(2, "twin");
+    old.handle_timeout(at(0));
+    old.handle_reading(at(0), reading("temp", 9.0))
+        .expect("stored");
+    deliver(at(0), &mut old, &mut [&mut observer]);
+    old.handle_leave(at(10));
+    deliver(at(10), &mut old, &mut [&mut observer]);
+    let mut new = named(3, "twin");
+    let state = rule_state_with(
+        &mut observer,
+        "twin/temp > 5",
+        &mut [(&mut new, 9.0)],
+        at(100),
+    );
+    assert_eq!(state, Some(rules::RuleState::Active));
 }

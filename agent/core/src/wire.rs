@@ -564,6 +564,10 @@ impl Header {
     }
 }
 
+/// The mesh id of an open mesh (no key). A keyed mesh's id is derived from
+/// its key and always odd, so it never equals this.
+pub const OPEN_MESH_ID: u32 = 0x5348_0000;
+
 /// What the first bytes of any frame say, whatever its version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Peek {

@@ -68,7 +68,7 @@ pub fn answer(node: &mut Node, now: Instant, call: ApiCall, context: Context<'_>
             name,
             reply,
         } => {
-            let _ = reply.try_send(point(node, &origin, &name));
+            let _ = reply.try_send(point(node, now, &origin, &name));
         }
         ApiCall::Ingest { readings, reply } => {
             let _ = reply.try_send(ingest(node, now, readings));
@@ -86,8 +86,18 @@ pub fn answer(node: &mut Node, now: Instant, call: ApiCall, context: Context<'_>
     }
 }
 
-/// `GET /api/points/NODE/NAME`: one point with its history, or 404.
-fn point(node: &Node, origin_name: &str, name: &str) -> Answer {
+/// `GET /api/points/NODE/NAME`: one point with its history; 404 if there is
+/// none, 409 if more than one live node has that name.
+fn point(node: &Node, now: Instant, origin_name: &str, name: &str) -> Answer {
+    if let Err(FindError::Ambiguous(ids)) = node.find_node(now, origin_name) {
+        return Answer::error(
+            409,
+            format!(
+                "{} nodes are named {origin_name:?}: give one another node.name",
+                ids.len()
+            ),
+        );
+    }
     node.store()
         .origins()
         .values()
@@ -261,12 +271,14 @@ fn strangers(node: &Node, now: Instant) -> Vec<Value> {
                 Difference::Mesh(mesh) => (Some(format!("{mesh:08x}")), None),
                 Difference::Protocol(version) => (None, Some(version)),
             };
+            let open = stranger.difference == Difference::Mesh(shoal_core::wire::OPEN_MESH_ID);
             json!({
                 "id": stranger.id.to_string(),
                 "name": stranger.name.as_ref().map(|n| n.as_str()),
                 "address": stranger.addr.to_string(),
                 "mesh": mesh,
                 "protocol": protocol,
+                "open": open,
                 "last_heard_ms": u64::try_from(now.saturating_since(stranger.last_heard).as_millis()).unwrap_or(u64::MAX),
             })
         })
@@ -351,6 +363,7 @@ pub fn stats(node: &Node, uptime: Duration, api: &ApiStats) -> Value {
         "commands_relayed": s.commands_relayed,
         "commands_rate_limited": s.commands_rate_limited,
         "commands_forged_origin": s.commands_forged_origin,
+        "strangers_unlisted": node.unlisted_strangers(),
         "api_requests": api.requests.get(),
         "api_unauthorized": api.unauthorized.get(),
         "api_events_dropped": api.events_dropped.get(),

@@ -217,7 +217,7 @@ pub fn format_status(status: &Value) -> String {
                 "  other protocol: {who} at {address} speaks protocol {version}, this node {}: upgrade the older one\n",
                 shoal_core::wire::VERSION
             )),
-            (None, Some("00000000")) => out.push_str(&format!(
+            (None, _) if stranger["open"] == true => out.push_str(&format!(
                 "  other mesh: {who} at {address} is in an open mesh (no key): they ignore each other\n"
             )),
             (None, mesh) => out.push_str(&format!(

@@ -416,29 +416,42 @@ pub fn create_private_dir(dir: &Path) -> io::Result<()> {
 }
 
 /// Writes a new random mesh key to `path` (mode 0600), refusing to overwrite.
+/// The key is written whole to a temporary file first and then linked into
+/// place, so `path` never exists half-written (a crash or a full disk leaves
+/// no empty key behind), and two processes creating it at once cannot both
+/// win.
 pub fn create_key(path: &Path) -> Result<(), StateError> {
     let mut bytes = [0u8; 32];
     File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))
         .map_err(StateError::Random)?;
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let mut options = OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path).map_err(|source| StateError::Write {
+    let write_error = |source| StateError::Write {
         path: path.to_owned(),
         source,
-    })?;
-    file.write_all(format!("{hex}\n").as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(|source| StateError::Write {
-            path: path.to_owned(),
-            source,
-        })
+    };
+    if path.exists() {
+        return Err(write_error(io::Error::from(io::ErrorKind::AlreadyExists)));
+    }
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(format!(".new-{}", std::process::id()));
+    let temporary = PathBuf::from(temporary);
+    let _ = fs::remove_file(&temporary);
+    let written = (|| {
+        let mut options = OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut file = options.open(&temporary)?;
+        file.write_all(format!("{hex}\n").as_bytes())?;
+        file.sync_all()?;
+        fs::hard_link(&temporary, path)
+    })();
+    let _ = fs::remove_file(&temporary);
+    written.map_err(write_error)
 }
 
 /// The API token in `path`, created (random, mode 0600) if the file does
@@ -473,7 +486,7 @@ pub fn read_or_create_token(path: &Path) -> Result<(String, bool), StateError> {
 /// meshes share one id.
 pub fn mesh_id(key: Option<&MeshKey>) -> u32 {
     match key {
-        None => 0x5348_0000,
+        None => shoal_core::wire::OPEN_MESH_ID,
         Some(key) => {
             key.0.iter().fold(0x811c_9dc5u32, |hash, byte| {
                 (hash ^ u32::from(*byte)).wrapping_mul(0x0100_0193)
@@ -609,6 +622,14 @@ mod tests {
         let path = dir.join("mesh.key");
         create_key(&path).expect("created");
         assert!(create_key(&path).is_err(), "never overwrites a key");
+        // Written whole, then linked in: no temporary file stays behind.
+        let left: Vec<_> = fs::read_dir(&dir)
+            .expect("readable")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains(".new-"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+        assert_eq!(fs::read_to_string(&path).expect("key").trim().len(), 64);
         let key = read_key(&path).expect("valid");
         assert_ne!(mesh_id(Some(&key)), mesh_id(None));
         fs::write(&path, "abcd").expect("written");

@@ -337,6 +337,16 @@ fn a_command_from_the_wire_is_never_local_whatever_its_origin_says() {
         .collect();
     assert_eq!(requested, vec![(NodeId(9), false)]);
     assert_eq!(n.stats().commands_forged_origin, 1);
+    // Naming this node as origin of a command for another: forged too (its
+    // result would answer one of this node's own requests).
+    n.handle_datagram(
+        at(1),
+        addr(2),
+        Arrival::Unicast,
+        &frame(2, 3, &command(1, 3, 5, 16)),
+    );
+    assert_eq!(n.stats().commands_forged_origin, 2);
+    assert_eq!(n.stats().commands_relayed, 0);
     // Only this node's own exec to itself is local.
     let id = n
         .exec(

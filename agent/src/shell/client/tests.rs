@@ -27,9 +27,9 @@ fn status_names_conflicts_and_strangers_after_the_nodes() {
         "nodes": [{"name": "twin", "state": "HEALTHY", "hops": 0, "via": null}],
         "conflicts": [{"name": "twin", "ids": ["0000000000000001", "0000000000000002"]}],
         "strangers": [
-            {"id": "00000000000000aa", "name": null, "address": "10.0.0.5:20195", "mesh": "0badcafe", "protocol": null},
-            {"id": "00000000000000bb", "name": "old", "address": "10.0.0.6:20195", "mesh": null, "protocol": 0},
-            {"id": "00000000000000cc", "name": "lab", "address": "10.0.0.7:20195", "mesh": "00000000", "protocol": null},
+            {"id": "00000000000000aa", "name": null, "address": "10.0.0.5:20195", "mesh": "0badcafe", "protocol": null, "open": false},
+            {"id": "00000000000000bb", "name": "old", "address": "10.0.0.6:20195", "mesh": null, "protocol": 0, "open": false},
+            {"id": "00000000000000cc", "name": "lab", "address": "10.0.0.7:20195", "mesh": "53480000", "protocol": null, "open": true},
         ]
     });
     let text = format_status(&status);
