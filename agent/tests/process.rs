@@ -87,6 +87,15 @@ impl Agent {
             .count()
     }
 
+    /// Its node id (16 hex digits), from its first start's log line.
+    fn id(&self) -> String {
+        self.line_with("incarnation 1 starting")
+            .split_once('(')
+            .and_then(|(_, rest)| rest.split_once(')'))
+            .map(|(id, _)| id.to_owned())
+            .expect("the agent logs its id")
+    }
+
     /// The first logged line containing `text`, or "".
     fn line_with(&self, text: &str) -> String {
         self.log
@@ -1427,12 +1436,7 @@ fn two_live_nodes_with_one_name_are_reported_and_never_picked_between() {
     let (code, _, err) = cli(&["exec", "twin", "hello", "--api", &api, "--token", token]);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("2 nodes are named \"twin\" (ids "), "{err}");
-    let id_line = mesh.agents[1].line_with("incarnation 1 starting");
-    let id = id_line
-        .split_once('(')
-        .and_then(|(_, rest)| rest.split_once(')'))
-        .map(|(id, _)| id.to_owned())
-        .expect("the agent logs its id");
+    let id = mesh.agents[1].id();
     let (code, out, err) = cli(&["exec", &id, "hello", "--api", &api, "--token", token]);
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(out, "hello from twin for agent-3\n");
@@ -1566,15 +1570,7 @@ fn a_member_forging_the_origin_of_a_command_never_runs_a_private_executor() {
     mesh.wait_for("discovery", INTERVAL * 2, |m| {
         m.agents.iter().all(|a| a.count("discovered node") >= 1)
     });
-    let id_of = |agent: &Agent| -> NodeId {
-        let line = agent.line_with("incarnation 1 starting");
-        let hex = line
-            .split_once('(')
-            .and_then(|(_, rest)| rest.split_once(')'))
-            .map(|(id, _)| id.to_owned())
-            .expect("the agent logs its id");
-        NodeId(u64::from_str_radix(&hex, 16).expect("hex id"))
-    };
+    let id_of = |agent: &Agent| NodeId(u64::from_str_radix(&agent.id(), 16).expect("hex id"));
     let (one, two) = (id_of(&mesh.agents[0]), id_of(&mesh.agents[1]));
     // The attacker holds the mesh key and crafts frames with the core itself.
     let key = MeshKey([0x77; 32]);

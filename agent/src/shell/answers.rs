@@ -243,12 +243,7 @@ pub fn status(node: &Node, now: Instant) -> Value {
     let conflicts: Vec<Value> = node
         .name_conflicts(now)
         .into_iter()
-        .map(|(name, ids)| {
-            json!({
-                "name": name.as_str(),
-                "ids": ids.iter().map(NodeId::to_string).collect::<Vec<_>>(),
-            })
-        })
+        .map(|(name, ids)| conflict_json(&name, &ids))
         .collect();
     json!({
         "mesh": if active == total { "online" } else { "degraded" },
@@ -259,6 +254,15 @@ pub fn status(node: &Node, now: Instant) -> Value {
         "conflicts": conflicts,
         "strangers": strangers(node, now),
         "open": node.config().key.is_none(),
+    })
+}
+
+/// One name used by several live nodes: `{"name", "ids"}` (the API's
+/// `conflicts` and the `conflict` event).
+pub fn conflict_json(name: &wire::Name, ids: &[NodeId]) -> Value {
+    json!({
+        "name": name.as_str(),
+        "ids": ids.iter().map(NodeId::to_string).collect::<Vec<_>>(),
     })
 }
 

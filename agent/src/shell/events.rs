@@ -132,13 +132,7 @@ impl EventFeed {
             ids.len(),
             places.join(", ")
         );
-        self.send(
-            "conflict",
-            &json!({
-                "name": name.as_str(),
-                "ids": ids.iter().map(NodeId::to_string).collect::<Vec<_>>(),
-            }),
-        );
+        self.send("conflict", &super::answers::conflict_json(name, ids));
     }
 
     fn route_changed(&self, node: &Node, dest: NodeId, route: Option<(NodeId, u8)>) {
