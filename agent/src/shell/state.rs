@@ -421,18 +421,20 @@ pub fn create_private_dir(dir: &Path) -> io::Result<()> {
 /// no empty key behind), and two processes creating it at once cannot both
 /// win.
 pub fn create_key(path: &Path) -> Result<(), StateError> {
+    let write_error = |source| StateError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    // Checked first so an existing key (every start but the first) costs
+    // no read of /dev/urandom; the link below still refuses a race.
+    if path.exists() {
+        return Err(write_error(io::Error::from(io::ErrorKind::AlreadyExists)));
+    }
     let mut bytes = [0u8; 32];
     File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))
         .map_err(StateError::Random)?;
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let write_error = |source| StateError::Write {
-        path: path.to_owned(),
-        source,
-    };
-    if path.exists() {
-        return Err(write_error(io::Error::from(io::ErrorKind::AlreadyExists)));
-    }
     let mut temporary = path.as_os_str().to_owned();
     temporary.push(format!(".new-{}", std::process::id()));
     let temporary = PathBuf::from(temporary);
