@@ -307,9 +307,9 @@ fn five_agents_find_each_other_and_see_a_graceful_leave() {
             .all(|a| a.logged("node agent-5: HEALTHY -> LEFT"))
     });
     // One transition, not a flap per goodbye copy.
-    assert!(mesh.agents[..4]
-        .iter()
-        .all(|a| a.count("node agent-5:") == 1));
+    for agent in &mesh.agents[..4] {
+        assert_eq!(agent.count("node agent-5:"), 1, "{}", agent.dump());
+    }
 }
 
 #[test]

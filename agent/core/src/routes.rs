@@ -128,6 +128,8 @@ pub struct Remote {
     pub(crate) withdrawals: u8,
     /// Since when it has had no usable route.
     pub(crate) routeless_since: Option<Instant>,
+    /// Whether `state` has been worked out once (before, it is a placeholder).
+    pub(crate) evaluated: bool,
 }
 
 impl Remote {
@@ -142,6 +144,7 @@ impl Remote {
             newest: None,
             withdrawals: 0,
             routeless_since: Some(now),
+            evaluated: false,
         }
     }
 
@@ -405,6 +408,10 @@ impl RouteTable {
             }
             let route_changed = selected != dest.selected
                 || best.map(|b| b.hops()) != dest.route().map(Route::hops);
+            // A destination's first state is news only if it is bad: the
+            // shell reports the new route itself ("route to X: ...").
+            let first = !dest.evaluated && state == PeerState::Healthy;
+            dest.evaluated = true;
             let state_changed = state != dest.state;
             let reached = selected.is_some() || neighbors.direct(node);
             if !reached && dest.routeless_since.is_none() {
@@ -419,7 +426,7 @@ impl RouteTable {
                 changes.push(RouteChange {
                     node,
                     route: best.map(|b| (b.via, b.hops())),
-                    state: state_changed.then_some((dest.state, state)),
+                    state: (state_changed && !first).then_some((dest.state, state)),
                 });
             }
             dest.selected = selected;

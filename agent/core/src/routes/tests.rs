@@ -290,3 +290,25 @@ fn a_destination_without_routes_is_forgotten_after_prune_after() {
     table.select(at(10_000 + 60_000), &TIMING, &healthy());
     assert!(table.get(D).is_none());
 }
+
+#[test]
+fn a_destination_first_heard_healthy_is_a_new_route_not_a_state_change() {
+    let mut table = RouteTable::new(8);
+    offer(&mut table, at(0), A, c(5), 1);
+    let (changes, _) = table.select(at(0), &TIMING, &healthy());
+    assert_eq!(
+        changes,
+        vec![RouteChange {
+            node: D,
+            route: Some((A, 2)),
+            state: None,
+        }]
+    );
+    assert_eq!(table.get(D).map(|d| d.state), Some(PeerState::Healthy));
+    // Later changes are news again.
+    let (changes, _) = table.select(at(3000), &TIMING, &healthy());
+    assert_eq!(
+        changes[0].state,
+        Some((PeerState::Healthy, PeerState::Suspect))
+    );
+}
