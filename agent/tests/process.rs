@@ -1397,13 +1397,20 @@ fn two_live_nodes_with_one_name_are_reported_and_never_picked_between() {
     mesh.add_named(1, "twin", 171, Some(&key), broadcast, "[]", "");
     mesh.add_named(2, "twin", 172, Some(&key), broadcast, "[]", "");
     mesh.add(3, 173, Some(&key));
+    // The twins also know the observer by name: the executor names its caller.
     mesh.wait_for(
-        "the conflict logged by both twins and the observer",
+        "the conflict logged by all three, the observer known to both twins",
         INTERVAL * 4,
         |m| {
             m.agents
                 .iter()
                 .all(|a| a.logged("2 live nodes are named twin"))
+                && [171, 172].iter().all(|host| {
+                    let api = format!("127.0.0.{host}:{}", m.port + 2);
+                    cli(&["status", "--api", &api])
+                        .1
+                        .contains("agent-3: HEALTHY")
+                })
         },
     );
     // Both twins name each other: ids, and the other's address.
