@@ -29,7 +29,7 @@ fn version_names_the_protocol() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.starts_with("shoal ")
-            && text.contains("protocol 1")
+            && text.contains("protocol 2")
             && text.contains(&format!("{}-", std::env::consts::ARCH)),
         "{text}"
     );

@@ -394,7 +394,7 @@ fn a_flood_of_garbage_leaves_agents_running_with_flat_memory() {
         let len = (state % 1300) as usize;
         let mut frame: Vec<u8> = (0..len).map(|k| (state >> (k % 56)) as u8).collect();
         if i % 3 == 0 && len > 3 {
-            frame[..3].copy_from_slice(&[0x53, 0x48, 0x01]);
+            frame[..3].copy_from_slice(&[0x53, 0x48, shoal_core::wire::VERSION]);
         }
         let _ = sender.send_to(&frame, &targets[(i % 2) as usize]);
     }
@@ -1456,21 +1456,22 @@ fn nodes_of_another_mesh_or_protocol_are_shown_in_status() {
     let mut mesh = Mesh::new(18);
     mesh.add(1, 181, Some(&"55".repeat(32)));
     mesh.add(2, 182, Some(&"66".repeat(32)));
-    // A node of a newer protocol: only its first 15 bytes are read.
+    // A node of the previous protocol (1, before signed commands), not yet
+    // upgraded: only its first 15 bytes are read.
     let newer = UdpSocket::bind("127.0.0.183:0").expect("test socket");
-    let mut frame = vec![0x53, 0x48, 2, 0, 0, 0, 1];
+    let mut frame = vec![0x53, 0x48, 1, 0, 0, 0, 1];
     frame.extend_from_slice(&0x00c0_ffee_0000_0001_u64.to_be_bytes());
     frame.extend_from_slice(&[7; 40]);
     let target = format!("127.0.0.181:{}", mesh.port + 1);
     let api = format!("127.0.0.181:{}", mesh.port + 2);
     let status = || cli(&["status", "--api", &api]).1;
     mesh.wait_for(
-        "the other mesh and the newer node in status",
+        "the other mesh and the older node in status",
         INTERVAL * 3,
         |_| {
             newer.send_to(&frame, &target).expect("sent");
             let text = status();
-            text.contains("other mesh: ") && text.contains("speaks protocol 2")
+            text.contains("other mesh: ") && text.contains("speaks protocol 1")
         },
     );
     let text = status();
@@ -1488,12 +1489,26 @@ fn nodes_of_another_mesh_or_protocol_are_shown_in_status() {
     );
     // Logged once each, as warnings, however many frames came.
     mesh.wait_for("the warnings in the logs", INTERVAL, |m| {
-        m.agents[0].logged("speaks protocol 2, this node 1")
+        m.agents[0].logged("speaks protocol 1, this node 2")
             && m.agents.iter().all(|a| a.logged("is in another mesh ("))
     });
     newer.send_to(&frame, &target).expect("sent");
     std::thread::sleep(INTERVAL);
-    assert_eq!(mesh.agents[0].count("speaks protocol 2, this node 1"), 1);
+    assert_eq!(mesh.agents[0].count("speaks protocol 1, this node 2"), 1);
+    // Its frames are counted, in status and in the drop counters.
+    let (_, json, _) = cli(&["status", "--api", &api, "--json"]);
+    assert!(json.contains("\"protocol\":1"), "{json}");
+    let stats =
+        shoal::shell::client::request(&api, "GET", "/api/stats", None, Duration::from_secs(5))
+            .expect("the API answers");
+    assert!(
+        stats.body["dropped"]["unsupported_version"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 2,
+        "{:?}",
+        stats.body
+    );
     assert_eq!(mesh.agents[0].count("is in another mesh ("), 1);
     assert_eq!(mesh.agents[1].count("is in another mesh ("), 1);
 }
@@ -1572,8 +1587,11 @@ fn fresh_nodes_are_keyed_meshes_of_one_and_see_each_other_as_other_meshes() {
 }
 
 #[test]
-fn a_member_forging_the_origin_of_a_command_never_runs_a_private_executor() {
-    use shoal_core::wire::{self, Command, Counter, Header, MeshKey, Message, NodeId};
+fn a_member_forging_the_origin_of_a_command_or_leave_is_refused() {
+    use shoal_core::sign::{self, NodeKey, SIGNATURE_LEN};
+    use shoal_core::wire::{
+        self, Beacon, Command, Counter, Farewell, Header, MeshKey, Message, NodeId, Signature,
+    };
     let mut mesh = Mesh::new(20);
     let key_hex = "77".repeat(32);
     mesh.add(1, 201, Some(&key_hex));
@@ -1583,44 +1601,93 @@ fn a_member_forging_the_origin_of_a_command_never_runs_a_private_executor() {
     });
     let id_of = |agent: &Agent| NodeId(u64::from_str_radix(&agent.id(), 16).expect("hex id"));
     let (one, two) = (id_of(&mesh.agents[0]), id_of(&mesh.agents[1]));
-    // The attacker holds the mesh key and crafts frames with the core itself.
-    let key = MeshKey([0x77; 32]);
-    let cipher = wire::Cipher::new(&key);
-    let mesh_id = shoal::shell::state::mesh_id(Some(&key));
+    // The attacker holds the mesh key and a node key of its own, and crafts
+    // frames with the core library.
+    let cipher = wire::Cipher::new(&MeshKey([0x77; 32]));
+    let mesh_id = shoal::shell::state::mesh_id(Some(&MeshKey([0x77; 32])));
+    let mallory = NodeKey::from_seed([0x66; 32]);
     let attacker = UdpSocket::bind("127.0.0.209:0").expect("attacker socket");
     let target = format!("127.0.0.202:{}", mesh.port + 1);
-    for (seq, origin) in [(1, two), (2, one)] {
+    let mut seq = 0;
+    let mut send = |message: &Message| {
+        seq += 1;
         let header = Header {
             mesh_id,
-            sender: NodeId(0xbad0_0000_0000_0001),
+            sender: mallory.id(),
             counter: Counter {
                 incarnation: 1,
                 seq,
             },
         };
-        let command = Message::Command(Command {
-            origin,
-            id: 40 + seq,
-            target: two,
-            hops_left: 8,
-            executor: wire::name("private").expect("valid"),
-            attempt: 0,
-        });
-        let frame = wire::encode(&header, &command, Some(&cipher)).expect("fits");
+        let frame = wire::encode(&header, message, Some(&cipher)).expect("fits");
         attacker.send_to(&frame, &target).expect("sent");
-    }
-    // Naming another member as origin: a remote request, refused.
-    mesh.wait_for("the refusal", INTERVAL * 2, |m| {
-        m.agents[1].logged("refused executor private for agent-1: NotRemote")
+    };
+    // A member like any other: agent-2 hears its beacon.
+    send(&Message::Beacon(Beacon {
+        name: wire::name("mallory").expect("valid"),
+        store_hash: 0,
+        progress: 0,
+        suspects: heapless::Vec::new(),
+        vouches: heapless::Vec::new(),
+        meta: None,
+        heard: 1,
+        view: 0,
+    }));
+    mesh.wait_for("mallory is a member", INTERVAL * 2, |m| {
+        m.agents[1].logged("discovered node mallory")
     });
-    // Naming the target itself: dropped as forged; nothing ran either way.
+    let command = |origin: NodeId, id: u32, executor: &str| Command {
+        origin,
+        id,
+        target: two,
+        hops_left: 8,
+        executor: wire::name(executor).expect("valid"),
+        attempt: 0,
+        origin_incarnation: 1,
+        target_incarnation: 1,
+        key: mallory.public(),
+        signature: Signature([0; SIGNATURE_LEN]),
+    };
+    let signed = |mut command: Command| {
+        command.signature = mallory.sign(&sign::command_payload(&command));
+        Message::Command(command)
+    };
+    // In the name of agent-1, and of agent-2 itself: signed by the wrong key.
+    send(&signed(command(one, 41, "hello")));
+    send(&signed(command(two, 42, "private")));
+    // agent-1 "leaves", signed by mallory.
+    let mut farewell = Farewell {
+        node: one,
+        incarnation: 1,
+        key: mallory.public(),
+        signature: Signature([0; SIGNATURE_LEN]),
+    };
+    farewell.signature = mallory.sign(&sign::farewell_payload(&farewell));
+    send(&Message::Leave(farewell));
+    // In its own name, for the private executor: a remote request, refused.
+    send(&signed(command(mallory.id(), 43, "private")));
+    mesh.wait_for("the refusal", INTERVAL * 2, |m| {
+        m.agents[1].logged("refused executor private for mallory: NotRemote")
+    });
     std::thread::sleep(INTERVAL);
-    for caller in ["agent-1", "agent-2"] {
+    for caller in ["agent-1", "agent-2", "mallory"] {
         assert!(
-            !mesh.agents[1].logged(&format!("executor private for {caller}: exited")),
+            !mesh.agents[1].logged(&format!("executor private for {caller}: exited"))
+                && !mesh.agents[1].logged(&format!("executor hello for {caller}")),
             "{}",
             mesh.agents[1].dump()
         );
     }
-    assert!(!mesh.agents[1].logged("refused executor private for agent-2"));
+    assert!(
+        !mesh.agents[1].logged("-> LEFT"),
+        "{}",
+        mesh.agents[1].dump()
+    );
+    let api = format!("127.0.0.202:{}", mesh.port + 2);
+    let stats =
+        shoal::shell::client::request(&api, "GET", "/api/stats", None, Duration::from_secs(5))
+            .expect("the API answers");
+    assert_eq!(stats.body["signatures_invalid"], 3, "{:?}", stats.body);
+    let (_, status, _) = cli(&["status", "--api", &api]);
+    assert!(status.contains("agent-1: HEALTHY"), "{status}");
 }

@@ -14,6 +14,7 @@ use shoal_core::command::ExecError;
 use shoal_core::peers::PeerState;
 use shoal_core::rand::Rng;
 use shoal_core::rules::{ComputeSpec, RuleSpec, Rules};
+use shoal_core::sign::NodeKey;
 use shoal_core::time::Instant;
 use shoal_core::wire::{self, MeshKey, Name, NodeId, Outcome, Value};
 use shoal_core::{Arrival, Config, Destination, Event, Identity, Node, Reach, Reading};
@@ -231,13 +232,18 @@ impl SimNet {
         let mut by_addr = BTreeMap::new();
         let mut by_id = BTreeMap::new();
         for index in 0..config.nodes {
-            let id = NodeId(rng.next_u64());
+            let mut seed = [0u8; 32];
+            for chunk in seed.chunks_mut(8) {
+                chunk.copy_from_slice(&rng.next_u64().to_le_bytes());
+            }
+            let key = NodeKey::from_seed(seed);
+            let id = key.id();
             let addr = SocketAddr::from((
                 [127, 0, (index / 250) as u8, (index % 250 + 2) as u8],
                 20195,
             ));
             let identity = Identity {
-                id,
+                key,
                 name: wire::name(&format!("node-{index}")).expect("valid name"),
                 incarnation: 1,
             };
@@ -669,7 +675,7 @@ impl SimNet {
     /// Every simulated node has two executors: `ping` (remote) answers
     /// `pong from node-N`; `local_only` runs only for the node itself.
     fn run_executor(&self, index: usize, origin: NodeId, executor: &str) -> (Outcome, String) {
-        let own = origin == self.nodes[index].identity.id;
+        let own = origin == self.nodes[index].identity.id();
         match executor {
             "ping" => (Outcome::Exited(0), format!("pong from node-{index}")),
             "local_only" if own => (Outcome::Exited(0), String::new()),
@@ -700,7 +706,7 @@ impl SimNet {
     /// Node `from` asks node `target` to run `executor`.
     pub fn exec(&mut self, from: usize, target: usize, executor: &str) -> Result<u32, ExecError> {
         let now = self.now;
-        let target_id = self.nodes[target].identity.id;
+        let target_id = self.nodes[target].identity.id();
         let name = wire::name(executor).expect("valid executor name");
         let result = match self.nodes[from].node.as_mut() {
             Some(node) => node.exec(now, target_id, name, Duration::from_secs(5)),
@@ -815,13 +821,13 @@ impl SimNet {
 
     /// What `observer` thinks of `subject`.
     pub fn state(&self, observer: usize, subject: usize) -> Option<PeerState> {
-        let id = self.nodes[subject].identity.id;
+        let id = self.nodes[subject].identity.id();
         self.node(observer).peers().get(id).map(|peer| peer.state)
     }
 
     /// How `observer` reaches `subject` (through any path).
     pub fn reach(&self, observer: usize, subject: usize) -> Option<Reach> {
-        let id = self.nodes[subject].identity.id;
+        let id = self.nodes[subject].identity.id();
         self.node(observer).reach(self.now, id)
     }
 
@@ -842,7 +848,7 @@ impl SimNet {
     /// node on the way has no route (a black hole, not a loop), `Err` with
     /// the path when it comes back to a node it passed: a routing loop.
     pub fn path(&self, from: usize, to: usize) -> Result<Vec<usize>, Vec<usize>> {
-        let target = self.nodes[to].identity.id;
+        let target = self.nodes[to].identity.id();
         let mut path = vec![from];
         let mut at = from;
         while at != to {

@@ -7,8 +7,9 @@
 //! changes, this test fails; `SHOAL_BLESS=1 cargo test -p shoal-tests
 //! --test fuzz_seeds` writes them anew.
 
+use shoal_core::sign::NodeKey;
 use shoal_core::time::Instant;
-use shoal_core::wire::{self, name, Cipher, Header, MeshKey, Message, NodeId, Value};
+use shoal_core::wire::{self, name, Cipher, Header, MeshKey, Message, Value};
 use shoal_core::{Arrival, Config, Destination, Identity, Node, Reading};
 use std::collections::BTreeMap;
 use std::fs;
@@ -30,7 +31,7 @@ fn addr(id: u64) -> SocketAddr {
 
 fn node(id: u64, key: Option<MeshKey>) -> Node {
     let identity = Identity {
-        id: NodeId(id),
+        key: NodeKey::from_seed([id as u8; 32]),
         name: name(&format!("seed-{id}")).expect("valid"),
         incarnation: 1,
     };
@@ -66,7 +67,7 @@ fn conversation(key: Option<MeshKey>) -> Vec<Vec<u8>> {
         if step == 80 && !asked {
             let executor = name("fan").expect("valid");
             asked = nodes[0]
-                .exec(now, NodeId(2), executor, Duration::from_secs(5))
+                .exec(now, nodes[1].id(), executor, Duration::from_secs(5))
                 .is_ok();
         }
         if step == 380 {
@@ -106,7 +107,7 @@ fn one_of_each_kind(
             Message::Beacon(_) => "beacon",
             Message::Digest(_) => "digest",
             Message::Delta(_) => "delta",
-            Message::Leave => "leave",
+            Message::Leave(_) => "leave",
             Message::Peers(_) => "peers",
             Message::Routes(_) => "routes",
             Message::Command(_) => "command",

@@ -17,7 +17,7 @@ fn all() -> Vec<usize> {
 fn no_loop(sim: &SimNet) -> Result<(), String> {
     match sim.find_loop() {
         Some((to, path)) => {
-            let id = sim.nodes[to].identity.id;
+            let id = sim.nodes[to].identity.id();
             let mut detail = String::new();
             for &i in &path {
                 if sim.is_up(i) {

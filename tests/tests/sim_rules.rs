@@ -21,7 +21,7 @@ fn actions_of(sim: &SimNet, node: usize, since: Instant) -> Vec<String> {
 }
 
 fn point(sim: &SimNet, holder: usize, origin: usize, name: &str) -> Option<Value> {
-    let id = sim.nodes[origin].identity.id;
+    let id = sim.nodes[origin].identity.id();
     sim.node(holder)
         .store()
         .point(id, name)

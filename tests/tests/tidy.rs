@@ -105,6 +105,8 @@ fn the_core_depends_only_on_what_a_state_machine_needs() {
         "log",
         "thiserror",
         "chacha20poly1305",
+        "ed25519-dalek",
+        "sha2",
     ];
     let allowed_dev = ["proptest"];
     let metadata = metadata();

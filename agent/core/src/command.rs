@@ -14,7 +14,15 @@
 //! the same `id`): the target runs a command once, and answers a repeated
 //! attempt from a small cache of its results. The
 //! target and every relay limit commands per asker with a token bucket, so a
-//! flood from one node cannot monopolise another. The core never runs
+//! flood from one node cannot monopolise another.
+//!
+//! Commands and results are signed ([`crate::sign`]) and checked by every
+//! node before it relays or acts, so the asker of a command (whose bucket
+//! it drains, whose executors `remote = false` would protect) and the
+//! answerer of a result are proven, not claimed. A command names the
+//! target's incarnation and the asker's: after either restarts, a captured
+//! copy no longer runs; within them, each request runs at most once (a
+//! replay window per asker). The core never runs
 //! anything: the target's shell gets [`Event::CommandRequested`], runs the
 //! executor and answers with [`Node::complete_command`]. The asker gets
 //! [`Event::CommandFinished`], with [`Outcome::NoAnswer`] if nothing came back
@@ -22,8 +30,11 @@
 
 use super::peers::PeerState;
 use super::routes::INFINITY;
+use super::sign::{self, SIGNATURE_LEN};
 use super::time::Instant;
-use super::wire::{Command, CommandResult, Message, Name, NodeId, Outcome, MAX_OUTPUT};
+use super::wire::{
+    Command, CommandResult, Message, Name, NodeId, Outcome, ReplayWindow, Signature, MAX_OUTPUT,
+};
 use super::{Destination, Event, Node};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
@@ -71,6 +82,8 @@ struct Pending {
     /// When to send it again (never for a command to ourselves).
     next_try: Option<Instant>,
     attempt: u8,
+    /// Our incarnation when we asked: its answer must name it.
+    incarnation: u32,
 }
 
 /// A command run here for another node: its last attempt and, once done,
@@ -78,11 +91,14 @@ struct Pending {
 #[derive(Debug, Clone)]
 struct Served {
     attempt: u8,
+    /// The asker's incarnation.
+    incarnation: u32,
     result: Option<CommandResult>,
 }
 
-/// Loop-guard key: origin, id, attempt, is a result.
-type SeenKey = (NodeId, u32, u8, bool);
+/// Loop-guard key: origin, id, attempt, and for a result who answers (so a
+/// member's bogus answer can't shadow the real one).
+type SeenKey = (NodeId, u32, u8, Option<NodeId>);
 
 /// The command bookkeeping of one node, bounded.
 #[derive(Debug, Default)]
@@ -98,6 +114,8 @@ pub(super) struct Commands {
     served_order: VecDeque<(NodeId, u32)>,
     /// Per-asker rate limit.
     buckets: BTreeMap<NodeId, Bucket>,
+    /// Per asker: its incarnation and the request numbers of it run here.
+    windows: BTreeMap<NodeId, (u32, ReplayWindow)>,
 }
 
 impl Commands {
@@ -146,12 +164,36 @@ impl Commands {
         true
     }
 
+    /// Whether request `id` of `origin`'s incarnation `incarnation` is new
+    /// here; notes it if so.
+    fn first_run(&mut self, origin: NodeId, incarnation: u32, id: u32) -> bool {
+        let entry = self
+            .windows
+            .entry(origin)
+            .or_insert((incarnation, ReplayWindow::default()));
+        if entry.0 < incarnation {
+            *entry = (incarnation, ReplayWindow::default());
+        }
+        if entry.0 > incarnation || !entry.1.is_fresh(u64::from(id)) {
+            return false;
+        }
+        entry.1.accept(u64::from(id));
+        true
+    }
+
+    /// Drops what is kept of a forgotten node.
+    pub(super) fn forget(&mut self, id: NodeId) {
+        self.windows.remove(&id);
+        self.buckets.remove(&id);
+    }
+
     /// Remembers a command run here for another node.
-    fn serve(&mut self, key: (NodeId, u32), attempt: u8) {
+    fn serve(&mut self, key: (NodeId, u32), incarnation: u32, attempt: u8) {
         self.served.insert(
             key,
             Served {
                 attempt,
+                incarnation,
                 result: None,
             },
         );
@@ -209,7 +251,9 @@ impl Node {
             None
         } else {
             let reach = self.reach(now, target).ok_or(ExecError::UnknownNode)?;
-            if matches!(reach.state, PeerState::Unreachable | PeerState::Left) {
+            if matches!(reach.state, PeerState::Unreachable | PeerState::Left)
+                || self.known_incarnation(target).is_none()
+            {
                 return Err(ExecError::Unreachable);
             }
             Some(self.next_hop(now, target).ok_or(ExecError::Unreachable)?)
@@ -225,9 +269,10 @@ impl Node {
                 deadline: now + timeout,
                 next_try: hop.map(|_| now + retry),
                 attempt: 0,
+                incarnation: self.counter.incarnation,
             },
         );
-        self.commands.first_sight((self.id, id, 0, false));
+        self.commands.first_sight((self.id, id, 0, None));
         self.stats.commands_sent += 1;
         match hop {
             None => self.push_event(Event::CommandRequested {
@@ -237,18 +282,64 @@ impl Node {
                 local: true,
             }),
             Some(addr) => {
-                let command = Command {
-                    origin: self.id,
-                    id,
-                    target,
-                    hops_left: INFINITY,
-                    executor,
-                    attempt: 0,
-                };
-                self.send(Destination::Unicast(addr), &Message::Command(command));
+                if let Some(command) = self.signed_command(id, target, executor, 0) {
+                    self.send(Destination::Unicast(addr), &Message::Command(command));
+                }
             }
         }
         Ok(id)
+    }
+
+    /// Our command `id` to `target` as it goes on the wire now: for the
+    /// target's incarnation we know (none known: `None`), signed.
+    fn signed_command(
+        &self,
+        id: u32,
+        target: NodeId,
+        executor: Name,
+        attempt: u8,
+    ) -> Option<Command> {
+        let origin_incarnation = self.commands.pending.get(&id)?.incarnation;
+        let mut command = Command {
+            origin: self.id,
+            id,
+            target,
+            hops_left: INFINITY,
+            executor,
+            attempt,
+            origin_incarnation,
+            target_incarnation: self.known_incarnation(target)?,
+            key: self.key.public(),
+            signature: Signature([0; SIGNATURE_LEN]),
+        };
+        command.signature = self.key.sign(&sign::command_payload(&command));
+        Some(command)
+    }
+
+    /// This node's signed answer to request `id` of `origin`.
+    fn signed_result(
+        &self,
+        origin: NodeId,
+        origin_incarnation: u32,
+        id: u32,
+        attempt: u8,
+        outcome: Outcome,
+        output: &str,
+    ) -> CommandResult {
+        let mut result = CommandResult {
+            origin,
+            id,
+            target: self.id,
+            hops_left: INFINITY,
+            outcome,
+            output: truncate_output(output),
+            attempt,
+            origin_incarnation,
+            key: self.key.public(),
+            signature: Signature([0; SIGNATURE_LEN]),
+        };
+        result.signature = self.key.sign(&sign::result_payload(&result));
+        result
     }
 
     /// The shell ran (or refused) the command `id` of `origin` that
@@ -261,19 +352,12 @@ impl Node {
         outcome: Outcome,
         output: &str,
     ) {
-        let attempt = match self.commands.served.get_mut(&(origin, id)) {
-            Some(served) => served.attempt,
-            None => 0,
+        // A command of our own to ourselves is not in `served`.
+        let (attempt, incarnation) = match self.commands.served.get(&(origin, id)) {
+            Some(served) => (served.attempt, served.incarnation),
+            None => (0, self.counter.incarnation),
         };
-        let result = CommandResult {
-            origin,
-            id,
-            target: self.id,
-            hops_left: INFINITY,
-            outcome,
-            output: truncate_output(output),
-            attempt,
-        };
+        let result = self.signed_result(origin, incarnation, id, attempt, outcome, output);
         if let Some(served) = self.commands.served.get_mut(&(origin, id)) {
             served.result = Some(result.clone());
         }
@@ -300,16 +384,13 @@ impl Node {
             let Some(addr) = self.next_hop(now, pending.target) else {
                 continue;
             };
-            self.commands.first_sight((self.id, id, attempt, false));
-            self.stats.commands_retried += 1;
-            let command = Command {
-                origin: self.id,
-                id,
-                target: pending.target,
-                hops_left: INFINITY,
-                executor: pending.executor,
-                attempt,
+            // Signed again: the target may have restarted meanwhile.
+            let Some(command) = self.signed_command(id, pending.target, pending.executor, attempt)
+            else {
+                continue;
             };
+            self.commands.first_sight((self.id, id, attempt, None));
+            self.stats.commands_retried += 1;
             self.send(Destination::Unicast(addr), &Message::Command(command));
         }
         let expired: Vec<(u32, NodeId)> = self
@@ -332,15 +413,24 @@ impl Node {
     }
 
     pub(super) fn on_command(&mut self, now: Instant, command: Command) {
+        let payload = sign::command_payload(&command);
+        if !sign::verify(command.origin, &command.key, &payload, &command.signature) {
+            self.stats.signatures_invalid += 1;
+            log::debug!(
+                "dropped a command claiming {}: bad signature",
+                command.origin
+            );
+            return;
+        }
         if command.origin == self.id {
             // This node's commands never come back to it as commands (its
             // own to itself never leave it; routes are loop-free and the
-            // loop guard would drop a copy anyway): forged.
+            // loop guard would drop a copy anyway): a replay.
             self.stats.commands_forged_origin += 1;
             log::debug!("dropped a command from the wire claiming this node as its origin");
             return;
         }
-        let key = (command.origin, command.id, command.attempt, false);
+        let key = (command.origin, command.id, command.attempt, None);
         if !self.commands.first_sight(key) {
             self.stats.commands_duplicate += 1;
             return;
@@ -351,31 +441,19 @@ impl Node {
         {
             self.stats.commands_rate_limited += 1;
             log::debug!("rate-limited a command from {}", command.origin);
-            self.complete_command(now, command.origin, command.id, Outcome::RateLimited, "");
+            let result = self.signed_result(
+                command.origin,
+                command.origin_incarnation,
+                command.id,
+                command.attempt,
+                Outcome::RateLimited,
+                "",
+            );
+            self.route_result(now, result);
             return;
         }
         if command.target == self.id {
-            let key = (command.origin, command.id);
-            match self.commands.served.get_mut(&key) {
-                // Run once; a repeated attempt gets the same answer.
-                Some(served) => {
-                    served.attempt = command.attempt;
-                    if let Some(mut result) = served.result.clone() {
-                        result.attempt = command.attempt;
-                        self.stats.commands_answered_again += 1;
-                        self.route_result(now, result);
-                    }
-                }
-                None => {
-                    self.commands.serve(key, command.attempt);
-                    self.push_event(Event::CommandRequested {
-                        origin: command.origin,
-                        id: command.id,
-                        executor: command.executor,
-                        local: false,
-                    });
-                }
-            }
+            self.serve_command(now, command);
             return;
         }
         let Some(hops_left) = command.hops_left.checked_sub(1).filter(|&h| h > 0) else {
@@ -393,25 +471,106 @@ impl Node {
             }
             None => {
                 self.stats.commands_no_route += 1;
-                let result = CommandResult {
-                    origin: command.origin,
-                    id: command.id,
-                    target: self.id,
-                    hops_left: INFINITY,
-                    outcome: Outcome::NoRoute,
-                    output: truncate_output(&format!("{} has no route to the target", self.name)),
-                    attempt: command.attempt,
-                };
+                let result = self.signed_result(
+                    command.origin,
+                    command.origin_incarnation,
+                    command.id,
+                    command.attempt,
+                    Outcome::NoRoute,
+                    &format!("{} has no route to the target", self.name),
+                );
                 self.route_result(now, result);
             }
         }
     }
 
-    pub(super) fn on_command_result(&mut self, now: Instant, result: CommandResult) {
+    /// A verified command for this node: run once, if meant for this
+    /// incarnation, from an asker's current one.
+    fn serve_command(&mut self, now: Instant, command: Command) {
+        let origin = command.origin;
+        let asker_current = self
+            .known_incarnation(origin)
+            .is_some_and(|known| command.origin_incarnation >= known);
+        if command.target_incarnation != self.counter.incarnation || !asker_current {
+            self.stats.commands_stale += 1;
+            log::debug!(
+                "refused command {} of {origin}: for incarnation {} of this node (now {}), \
+                 from its incarnation {} (known: {:?})",
+                command.id,
+                command.target_incarnation,
+                self.counter.incarnation,
+                command.origin_incarnation,
+                self.known_incarnation(origin),
+            );
+            return;
+        }
+        let key = (origin, command.id);
+        if let Some(served) = self
+            .commands
+            .served
+            .get_mut(&key)
+            .filter(|served| served.incarnation == command.origin_incarnation)
+        {
+            // Run once; a repeated attempt gets the same answer.
+            served.attempt = command.attempt;
+            if let Some(mut result) = served.result.clone() {
+                result.attempt = command.attempt;
+                self.stats.commands_answered_again += 1;
+                self.route_result(now, result);
+            }
+            return;
+        }
+        if !self.commands.windows.contains_key(&origin)
+            && self.commands.windows.len() >= self.config.max_nodes
+        {
+            // Make room: askers no longer known have nothing left to replay
+            // that could run (their commands are refused as stale).
+            let gone: Vec<NodeId> = self
+                .commands
+                .windows
+                .keys()
+                .copied()
+                .filter(|&id| self.known_incarnation(id).is_none())
+                .collect();
+            for id in gone {
+                self.commands.windows.remove(&id);
+            }
+            if self.commands.windows.len() >= self.config.max_nodes {
+                self.stats.commands_stale += 1;
+                return;
+            }
+        }
         if !self
             .commands
-            .first_sight((result.origin, result.id, result.attempt, true))
+            .first_run(origin, command.origin_incarnation, command.id)
         {
+            self.stats.commands_replayed += 1;
+            log::debug!("refused command {} of {origin}: it ran before", command.id);
+            return;
+        }
+        self.commands
+            .serve(key, command.origin_incarnation, command.attempt);
+        self.push_event(Event::CommandRequested {
+            origin,
+            id: command.id,
+            executor: command.executor,
+            local: false,
+        });
+    }
+
+    pub(super) fn on_command_result(&mut self, now: Instant, result: CommandResult) {
+        let payload = sign::result_payload(&result);
+        if !sign::verify(result.target, &result.key, &payload, &result.signature) {
+            self.stats.signatures_invalid += 1;
+            log::debug!("dropped a result claiming {}: bad signature", result.target);
+            return;
+        }
+        if !self.commands.first_sight((
+            result.origin,
+            result.id,
+            result.attempt,
+            Some(result.target),
+        )) {
             self.stats.commands_duplicate += 1;
             return;
         }
@@ -435,6 +594,22 @@ impl Node {
     /// Delivers a result here, or sends it one hop closer to its asker.
     fn route_result(&mut self, now: Instant, result: CommandResult) {
         if result.origin == self.id {
+            let Some(pending) = self.commands.pending.get(&result.id) else {
+                return;
+            };
+            // From the node asked (or a relay that found no route to it),
+            // for this command of this incarnation of ours.
+            if pending.incarnation != result.origin_incarnation
+                || (result.target != pending.target && result.outcome != Outcome::NoRoute)
+            {
+                self.stats.results_refused += 1;
+                log::debug!(
+                    "refused a result for command {} from {}",
+                    result.id,
+                    result.target
+                );
+                return;
+            }
             if let Some(pending) = self.commands.pending.remove(&result.id) {
                 self.push_event(Event::CommandFinished {
                     id: result.id,

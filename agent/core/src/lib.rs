@@ -17,6 +17,7 @@
 //! - [`routes`]: the distance-vector table; `relay`: bridging, route
 //!   advertisements and how any node is reached;
 //! - [`command`]: commands relayed hop by hop, with their results;
+//! - [`sign`]: node keys; the signatures on commands, results and leaves;
 //! - [`names`]: one name, one node (conflicts reported, ambiguous names
 //!   refused);
 //! - [`rules`]: expressions and rule state machines; `automation`: rules
@@ -41,6 +42,7 @@ pub mod rand;
 mod relay;
 pub mod routes;
 pub mod rules;
+pub mod sign;
 pub mod store;
 pub mod strangers;
 pub mod time;
@@ -185,16 +187,23 @@ impl Config {
     }
 }
 
-/// Who this node is. The shell persists `id` and bumps `incarnation` at
+/// Who this node is. The shell persists `key` and bumps `incarnation` at
 /// every start: reusing an incarnation makes peers drop its frames as replays.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Identity {
-    /// Random, persisted id.
-    pub id: NodeId,
+    /// Its signing key, random and persisted; the node id derives from it.
+    pub key: sign::NodeKey,
     /// Node name, unique in the mesh.
     pub name: Name,
     /// Starts of this node so far, this one included (at least 1).
     pub incarnation: u32,
+}
+
+impl Identity {
+    /// The node id, derived from the key.
+    pub fn id(&self) -> NodeId {
+        self.key.id()
+    }
 }
 
 /// How a datagram arrived.
@@ -411,6 +420,21 @@ pub struct Stats {
     pub commands_retried: u64,
     /// Repeated attempts answered from the cache, without running again.
     pub commands_answered_again: u64,
+    /// Commands, results and goodbyes dropped: the signature or the key
+    /// does not match the node they speak for (forged or corrupted).
+    pub signatures_invalid: u64,
+    /// Commands refused: meant for another incarnation of this node, or
+    /// from an asker's older incarnation or an unknown asker (captured
+    /// before a restart, or from a node we can't answer).
+    pub commands_stale: u64,
+    /// Commands refused: this request of this asker already ran (a replay).
+    pub commands_replayed: u64,
+    /// Results refused: not for a pending command of this incarnation, or
+    /// not from the node it went to.
+    pub results_refused: u64,
+    /// Goodbyes dropped: of an ended incarnation, of an unknown node, or
+    /// of this node.
+    pub farewells_stale: u64,
 }
 
 impl Stats {
@@ -456,6 +480,7 @@ pub struct Node {
     timing: Timing,
     cipher: Option<Cipher>,
     id: NodeId,
+    key: sign::NodeKey,
     name: Name,
     counter: Counter,
     rng: Rng,
@@ -473,6 +498,9 @@ pub struct Node {
     automation: automation::Automation,
     /// Conflicting names reported so far.
     names: names::NameWatch,
+    /// Verified goodbyes of known nodes, kept to relay and to prove a
+    /// LEFT route or vouch (one per node, dropped with the node).
+    farewells: BTreeMap<NodeId, wire::Farewell>,
     /// Nodes of other meshes or protocol versions heard.
     strangers: strangers::Strangers,
     transmits: VecDeque<Transmit>,
@@ -508,7 +536,8 @@ impl Node {
         now: Instant,
     ) -> Result<Node, ConfigError> {
         config.validate()?;
-        let mut rng = Rng::new(seed ^ identity.id.0);
+        let id = identity.id();
+        let mut rng = Rng::new(seed ^ id.0);
         let phase = rng.range(0, time::duration_ms(config.beacon_interval) / 10 + 1);
         let limits = StoreLimits {
             max_origins: config.max_nodes,
@@ -518,7 +547,8 @@ impl Node {
         Ok(Node {
             timing: config.timing(),
             cipher: config.key.as_ref().map(Cipher::new),
-            id: identity.id,
+            id,
+            key: identity.key,
             name: identity.name.clone(),
             counter: Counter {
                 incarnation: identity.incarnation,
@@ -528,12 +558,13 @@ impl Node {
             peers: PeerTable::new(config.max_nodes),
             detector: Detector::default(),
             discovery: Discovery::default(),
-            store: Store::new(identity.id, identity.name, identity.incarnation, limits),
+            store: Store::new(id, identity.name, identity.incarnation, limits),
             anti_entropy: AntiEntropy::new(now),
             relay: Relay::new(config.max_nodes),
             commands: command::Commands::default(),
             automation: automation::Automation::default(),
             names: names::NameWatch::default(),
+            farewells: BTreeMap::new(),
             strangers: strangers::Strangers::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -683,8 +714,16 @@ impl Node {
             return;
         }
         self.expire(now);
+        let mut farewell = wire::Farewell {
+            node: self.id,
+            incarnation: self.counter.incarnation,
+            key: self.key.public(),
+            signature: wire::Signature([0; sign::SIGNATURE_LEN]),
+        };
+        farewell.signature = self.key.sign(&sign::farewell_payload(&farewell));
+        let message = Message::Leave(farewell);
         for _ in 0..LEAVE_COPIES {
-            self.send_everywhere(&Message::Leave, None);
+            self.send_everywhere(&message, None);
         }
         self.leaving = true;
     }
@@ -732,50 +771,49 @@ impl Node {
         let sender = header.sender;
         let result = match kind {
             wire::kind::BEACON => wire::decode_part::<Beacon>(encoded).map(|beacon| {
-                if self.accept_frame(now, &header, kind, from, arrival) {
+                if self.accept_frame(now, &header, from, arrival) {
                     self.on_beacon(now, sender, from, beacon);
                 }
             }),
             wire::kind::DIGEST => wire::decode_part::<Digest>(encoded).map(|digest| {
-                if self.accept_frame(now, &header, kind, from, arrival) {
+                if self.accept_frame(now, &header, from, arrival) {
                     self.on_digest(from, &digest);
                 }
             }),
             wire::kind::DELTA => wire::decode_part::<Delta>(encoded).map(|delta| {
-                if self.accept_frame(now, &header, kind, from, arrival) {
+                if self.accept_frame(now, &header, from, arrival) {
                     self.on_delta(sender, &delta);
                 }
             }),
             wire::kind::PEERS => wire::decode_part::<wire::PeerList>(encoded).map(|list| {
-                if self.accept_frame(now, &header, kind, from, arrival) {
+                if self.accept_frame(now, &header, from, arrival) {
                     self.on_peers(now, &list);
                 }
             }),
             wire::kind::ROUTES => wire::decode_part::<wire::RouteList>(encoded).map(|list| {
-                if self.accept_frame(now, &header, kind, from, arrival) {
+                if self.accept_frame(now, &header, from, arrival) {
                     self.on_routes(now, sender, list);
                 }
             }),
             wire::kind::COMMAND => wire::decode_part::<wire::Command>(encoded).map(|command| {
-                if self.accept_frame(now, &header, kind, from, arrival) {
+                if self.accept_frame(now, &header, from, arrival) {
                     self.refresh_routes(now);
                     self.on_command(now, command);
                 }
             }),
             wire::kind::COMMAND_RESULT => {
                 wire::decode_part::<wire::CommandResult>(encoded).map(|result| {
-                    if self.accept_frame(now, &header, kind, from, arrival) {
+                    if self.accept_frame(now, &header, from, arrival) {
                         self.refresh_routes(now);
                         self.on_command_result(now, result);
                     }
                 })
             }
-            _ => {
-                // The goodbye is applied with the frame's liveness, in one
-                // update: each copy's newer counter must not revive it first.
-                self.accept_frame(now, &header, kind, from, arrival);
-                Ok(())
-            }
+            _ => wire::decode_part::<wire::Farewell>(encoded).map(|farewell| {
+                if self.accept_frame(now, &header, from, arrival) {
+                    self.on_farewell(now, sender, farewell);
+                }
+            }),
         };
         if let Err(error) = result {
             self.drop_frame(DropReason::Decode(error), from);
@@ -793,7 +831,6 @@ impl Node {
         &mut self,
         now: Instant,
         header: &Header,
-        kind: u8,
         from: SocketAddr,
         arrival: Arrival,
     ) -> bool {
@@ -829,9 +866,6 @@ impl Node {
                 peer.beacons_in = 0;
             }
             peer.observe(counter, now);
-            if kind == wire::kind::LEAVE {
-                peer.left = Some(counter);
-            }
         });
         let peer = self.peers.get(sender);
         let peer_name = peer.and_then(|p| p.name.clone());
@@ -923,14 +957,75 @@ impl Node {
         }
         self.detector.heard_vouch(node, counter);
         let heard_at = now - Duration::from_millis(u64::from(vouch.age_ms));
-        self.update_peer(now, node, |peer| {
-            if !vouch.left {
-                peer.observe(counter, heard_at);
-            } else if counter >= peer.alive && peer.left.is_none() {
-                peer.alive = counter;
-                peer.left = Some(counter);
-            }
-        });
+        if vouch.left {
+            // Unsigned: only the goodbye that comes with it counts.
+            return;
+        }
+        self.update_peer(now, node, |peer| peer.observe(counter, heard_at));
+    }
+
+    /// A signed goodbye, from the leaver itself or relayed (`sender`).
+    fn on_farewell(&mut self, now: Instant, sender: NodeId, farewell: wire::Farewell) {
+        let node = farewell.node;
+        let payload = sign::farewell_payload(&farewell);
+        if !sign::verify(node, &farewell.key, &payload, &farewell.signature) {
+            self.stats.signatures_invalid += 1;
+            log::debug!("dropped a goodbye for {node} from {sender}: bad signature");
+            return;
+        }
+        // Ours (a replay), of a node we don't know (nothing to end), or of
+        // an incarnation already over: bytes captured before a restart.
+        let known = self.known_incarnation(node);
+        if node == self.id || known.is_none_or(|known| farewell.incarnation < known) {
+            self.stats.farewells_stale += 1;
+            log::debug!("dropped a stale goodbye for {node} from {sender}");
+            return;
+        }
+        if self
+            .farewells
+            .get(&node)
+            .is_some_and(|old| old.incarnation >= farewell.incarnation)
+        {
+            return;
+        }
+        let ended = Counter {
+            incarnation: farewell.incarnation,
+            seq: u32::MAX,
+        };
+        if self.peers.get(node).is_some() {
+            self.update_peer(now, node, |peer| {
+                if peer.left.is_none_or(|left| left < ended) {
+                    peer.left = Some(ended);
+                }
+            });
+        }
+        self.relay.routes.mark_left(node, farewell.incarnation);
+        self.relay.dirty = true;
+        self.farewells.insert(node, farewell.clone());
+        // Beyond the sender's broadcast, as a delta is relayed.
+        let sender_on_lan = self.peers.get(sender).is_some_and(|peer| peer.is_lan());
+        let nobody_else = sender_on_lan
+            && !self.relay.bridging
+            && self.unicast_targets(false, Some(sender)).is_empty();
+        if !nobody_else {
+            self.send_everywhere(&Message::Leave(farewell), Some(sender));
+        }
+    }
+
+    /// The incarnation of `node` we know: from its frames, or its routes.
+    pub(crate) fn known_incarnation(&self, node: NodeId) -> Option<u32> {
+        if node == self.id {
+            return Some(self.counter.incarnation);
+        }
+        match self.peers.get(node) {
+            Some(peer) => Some(peer.incarnation),
+            None => self
+                .relay
+                .routes
+                .get(node)
+                .and_then(|dest| dest.newest)
+                .map(|(counter, _)| counter.incarnation),
+        }
     }
 
     /// Sends to the LAN by broadcast and to every non-LAN neighbor by unicast
@@ -1010,8 +1105,19 @@ impl Node {
             // advertisement changes no membership.
             self.names.dirty = true;
         }
+        // A vouch that a node left proves nothing by itself: its signed
+        // goodbye goes along, for whoever missed it.
+        let farewells: Vec<wire::Farewell> = beacon
+            .vouches
+            .iter()
+            .filter(|vouch| vouch.left)
+            .filter_map(|vouch| self.farewells.get(&vouch.liveness.node).cloned())
+            .collect();
         let message = Message::Beacon(beacon);
         self.send_everywhere(&message, None);
+        for farewell in farewells {
+            self.send_everywhere(&Message::Leave(farewell), None);
+        }
         self.relay.bridging = self.is_bridge(heard, view);
         if self.relay.bridging {
             self.send_routes(now);
@@ -1094,6 +1200,8 @@ impl Node {
     /// the table already): no deadline, question, route or mark of it stays.
     fn forget(&mut self, id: NodeId) {
         self.peers.remove(id);
+        self.farewells.remove(&id);
+        self.commands.forget(id);
         self.detector.forget(id);
         self.relay.routes.remove_via(id);
         self.push_event(Event::PeerPruned { peer: id });
@@ -1180,7 +1288,7 @@ impl Node {
             Message::Beacon(_) => {}
             Message::Digest(_) => self.stats.digests_sent += 1,
             Message::Delta(_) => self.stats.deltas_sent += 1,
-            Message::Leave
+            Message::Leave(_)
             | Message::Peers(_)
             | Message::Routes(_)
             | Message::Command(_)

@@ -364,6 +364,12 @@ impl Node {
                 // distances behind. Fresher counters follow within a beacon.
                 continue;
             }
+            // "It left" counts only with its signed goodbye in hand.
+            let left = entry.left
+                && self
+                    .farewells
+                    .get(&entry.node)
+                    .is_some_and(|f| f.incarnation == entry.counter.incarnation);
             let result = self.relay.routes.update(
                 now,
                 sender,
@@ -371,7 +377,7 @@ impl Node {
                 entry.counter,
                 entry.metric,
                 age,
-                entry.left,
+                left,
                 entry.name,
                 known,
             );

@@ -256,6 +256,18 @@ impl RouteTable {
         Ok(())
     }
 
+    /// A verified goodbye of `node`: its routes of that incarnation (or
+    /// older) now say it left.
+    pub(crate) fn mark_left(&mut self, node: NodeId, incarnation: u32) {
+        if let Some(dest) = self.dests.get_mut(&node) {
+            for route in &mut dest.routes {
+                if route.counter.incarnation <= incarnation {
+                    route.left = true;
+                }
+            }
+        }
+    }
+
     /// Applies one entry of neighbor `via`'s advertisement, heard at `now`.
     /// `known` is the newest counter of the destination we have from
     /// elsewhere (its own frames, if it is also a neighbor).

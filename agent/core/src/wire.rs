@@ -32,11 +32,14 @@
 //! | 0 | [`Beacon`] | broadcast every `beacon_interval` (85-95 % of it), unicast to non-LAN neighbors, at once when a neighbor turns SUSPECT or we are suspected | name, store hash and progress, suspects, vouches, sometimes metadata |
 //! | 1 | [`Digest`] | unicast, when a beacon's store hash differs from ours | per origin `(incarnation, watermark)` for one range of origin ids |
 //! | 2 | [`Delta`] | broadcast on a new reading; unicast in answer to a digest; relayed | point updates of one or more origins, each chunk a complete seq range |
-//! | 3 | [`Message::Leave`] | broadcast three times on graceful shutdown | nothing: the header says who and which incarnation |
+//! | 3 | [`Message::Leave`] | broadcast three times on graceful shutdown; relayed beyond the LAN; sent again to answer a suspicion | the leaver's signed [`Farewell`]: who, which incarnation ends |
 //! | 4 | [`Message::Peers`] | unicast to a neighbor beyond the LAN when first heard, then every 60 beacons | ids and IPv4 unicast addresses of healthy neighbors |
 //! | 5 | [`RouteList`] | after each beacon, only by nodes that bridge parts of the mesh (see `routes`) | per reachable node: counter, hops, age; withdrawals |
-//! | 6 | [`Command`] | unicast to the next hop towards the target | asker, request number, target, hop limit, executor |
-//! | 7 | [`CommandResult`] | unicast to the next hop back towards the asker | request number, outcome, the start of the output |
+//! | 6 | [`Command`] | unicast to the next hop towards the target | asker, request number, target, hop limit, executor, both incarnations, the asker's key and signature |
+//! | 7 | [`CommandResult`] | unicast to the next hop back towards the asker | request number, outcome, the start of the output, the answerer's key and signature |
+//!
+//! Commands, results and farewells are signed by the node they speak for
+//! (see [`crate::sign`]); nothing else is, so beacons stay small.
 //!
 //! Anti-entropy between `A` (whose beacon `B` hears) and `B`:
 //!
@@ -62,6 +65,7 @@
 //!
 //! Golden-bytes tests pin the encoding of every message.
 
+pub use crate::sign::{PublicKey, Signature};
 use chacha20poly1305::aead::{AeadInOut, KeyInit};
 use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
 use heapless::{String, Vec};
@@ -71,7 +75,7 @@ use std::fmt;
 /// First two bytes of every frame: `SH`.
 pub const MAGIC: u16 = 0x5348;
 /// Protocol version; frames of any other version are dropped.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Largest frame sent or accepted.
 pub const MAX_FRAME: usize = 1200;
 /// Bytes of the clear header.
@@ -217,8 +221,9 @@ pub enum Message {
     Digest(Digest),
     /// Point updates.
     Delta(Delta),
-    /// The sender shuts down gracefully.
-    Leave,
+    /// A node shuts down gracefully: its signed goodbye, sent by itself
+    /// and relayed beyond its LAN.
+    Leave(Farewell),
     /// Neighbors the sender knows, so a node beyond the LAN (one static
     /// peer) can reach the whole mesh.
     Peers(PeerList),
@@ -277,6 +282,29 @@ pub struct Command {
     /// Sending attempt: the asker sends again (same `id`) until answered;
     /// the target runs a command once and answers every attempt.
     pub attempt: u8,
+    /// The asker's incarnation: its request numbers restart with it.
+    pub origin_incarnation: u32,
+    /// The target's incarnation the command is meant for: after the target
+    /// restarts, the command (a captured copy too) no longer runs.
+    pub target_incarnation: u32,
+    /// The asker's public key; the origin id is derived from it.
+    pub key: PublicKey,
+    /// The asker's signature over [`crate::sign::command_payload`].
+    pub signature: Signature,
+}
+
+/// A node's signed goodbye: "`node` ends incarnation `incarnation`".
+/// Self-contained, so any node can relay it and every node checks it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Farewell {
+    /// Who leaves.
+    pub node: NodeId,
+    /// The incarnation that ends (a later one is a new life).
+    pub incarnation: u32,
+    /// Its public key; `node` is derived from it.
+    pub key: PublicKey,
+    /// Its signature over [`crate::sign::farewell_payload`].
+    pub signature: Signature,
 }
 
 /// How a command ended.
@@ -319,6 +347,12 @@ pub struct CommandResult {
     pub output: String<MAX_OUTPUT>,
     /// The attempt of the command this answers.
     pub attempt: u8,
+    /// The asker's incarnation, from the command.
+    pub origin_incarnation: u32,
+    /// The answering node's public key; `target` is derived from it.
+    pub key: PublicKey,
+    /// Its signature over [`crate::sign::result_payload`].
+    pub signature: Signature,
 }
 
 /// Most addresses in one [`PeerList`] frame.
@@ -775,7 +809,7 @@ pub fn decode_body(
         kind::ROUTES => Message::Routes(decode_part(encoded)?),
         kind::COMMAND => Message::Command(decode_part(encoded)?),
         kind::COMMAND_RESULT => Message::CommandResult(decode_part(encoded)?),
-        _ => Message::Leave,
+        _ => Message::Leave(decode_part(encoded)?),
     })
 }
 
@@ -839,6 +873,12 @@ impl Checked for Command {
 }
 
 impl Checked for CommandResult {
+    fn is_valid(&self) -> bool {
+        true
+    }
+}
+
+impl Checked for Farewell {
     fn is_valid(&self) -> bool {
         true
     }

@@ -4,13 +4,14 @@
 
 use libfuzzer_sys::fuzz_target;
 use shoal_core::time::Instant;
-use shoal_core::wire::{name, NodeId};
+use shoal_core::sign::NodeKey;
+use shoal_core::wire::name;
 use shoal_core::{Config, Identity, Node, Arrival};
 use std::net::SocketAddr;
 
 fuzz_target!(|data: &[u8]| {
     let identity = Identity {
-        id: NodeId(1),
+        key: NodeKey::from_seed([1; 32]),
         name: name("fuzzed").expect("valid"),
         incarnation: 1,
     };

@@ -382,10 +382,15 @@ fn load_identity(state_dir: &mut StateDir, config: &Config) -> Result<Identity, 
             "state file {}/identity was unreadable ({reason}); starting as a new node",
             state_dir.path().display()
         ),
+        state::Found::Upgraded(old) => log::warn!(
+            "upgraded from protocol 1: this node now has a signing key, and with it the id {} (was {old}); nodes still on protocol 1 list it as another protocol until they are upgraded",
+            identity.id()
+        ),
     }
+    let id = identity.id();
     Ok(Identity {
-        id: identity.id,
-        name: node_name(config, identity.id)?,
+        key: identity.key,
+        name: node_name(config, id)?,
         incarnation: identity.incarnation,
     })
 }

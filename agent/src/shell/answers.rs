@@ -283,6 +283,7 @@ fn strangers(node: &Node, now: Instant) -> Vec<Value> {
                 "mesh": mesh,
                 "protocol": protocol,
                 "open": open,
+                "frames": stranger.frames,
                 "last_heard_ms": u64::try_from(now.saturating_since(stranger.last_heard).as_millis()).unwrap_or(u64::MAX),
             })
         })
@@ -367,6 +368,11 @@ pub fn stats(node: &Node, uptime: Duration, api: &ApiStats) -> Value {
         "commands_relayed": s.commands_relayed,
         "commands_rate_limited": s.commands_rate_limited,
         "commands_forged_origin": s.commands_forged_origin,
+        "commands_stale": s.commands_stale,
+        "commands_replayed": s.commands_replayed,
+        "command_results_refused": s.results_refused,
+        "signatures_invalid": s.signatures_invalid,
+        "farewells_stale": s.farewells_stale,
         "strangers_unlisted": node.unlisted_strangers(),
         "api_requests": api.requests.get(),
         "api_unauthorized": api.unauthorized.get(),

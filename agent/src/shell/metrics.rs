@@ -271,6 +271,31 @@ fn counter_samples(
             stats.commands_hop_limit,
         ),
         (
+            "shoal_signatures_invalid_total",
+            "Commands, results and goodbyes whose signature or key does not match the node they speak for",
+            stats.signatures_invalid,
+        ),
+        (
+            "shoal_commands_stale_total",
+            "Commands refused: for another incarnation of this node or of the asker, or from an unknown asker",
+            stats.commands_stale,
+        ),
+        (
+            "shoal_commands_replayed_total",
+            "Commands refused: that request already ran here",
+            stats.commands_replayed,
+        ),
+        (
+            "shoal_command_results_refused_total",
+            "Results refused: not from the node asked, or not for this incarnation",
+            stats.results_refused,
+        ),
+        (
+            "shoal_farewells_stale_total",
+            "Goodbyes dropped: of an ended incarnation, an unknown node, or this node",
+            stats.farewells_stale,
+        ),
+        (
             "shoal_api_requests_total",
             "HTTP API requests",
             api_requests,
@@ -358,7 +383,7 @@ mod tests {
             counters.observe_latency(seconds);
         }
         let identity = shoal_core::Identity {
-            id: shoal_core::wire::NodeId(1),
+            key: shoal_core::sign::NodeKey::from_seed([1; 32]),
             name: shoal_core::wire::name("me").expect("valid"),
             incarnation: 1,
         };

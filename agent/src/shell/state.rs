@@ -7,6 +7,7 @@
 //! the directory) and counted. A corrupt or truncated file is reported and
 //! replaced, never fatal: the node then starts as a new node.
 
+use shoal_core::sign::NodeKey;
 use shoal_core::wire::{MeshKey, NodeId};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -56,12 +57,20 @@ pub enum StateError {
 }
 
 /// This node's persistent identity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Identity {
-    /// Random, kept for the node's life.
-    pub id: NodeId,
+    /// Its signing key, random, kept for the node's life; the node id is
+    /// derived from it.
+    pub key: NodeKey,
     /// Starts so far, this one included.
     pub incarnation: u32,
+}
+
+impl Identity {
+    /// The node id.
+    pub fn id(&self) -> NodeId {
+        self.key.id()
+    }
 }
 
 /// What loading the identity found, for the start-up log.
@@ -73,6 +82,9 @@ pub enum Found {
     Missing,
     /// A file that did not parse: replaced by a new identity.
     Corrupt(String),
+    /// An identity of protocol 1 (an id without a signing key): the node
+    /// keeps its incarnation and gets a key, and with it a new id.
+    Upgraded(NodeId),
 }
 
 /// The state directory.
@@ -83,7 +95,9 @@ pub struct StateDir {
 }
 
 const IDENTITY: &str = "identity";
-const HEADER: &str = "shoal-state 1";
+const HEADER: &str = "shoal-state 2";
+/// The identity format of protocol 1: `node_id=`, no key.
+const HEADER_V1: &str = "shoal-state 1";
 
 impl StateDir {
     /// Opens (creating if needed) the directory `dir`.
@@ -108,13 +122,27 @@ impl StateDir {
         self.writes
     }
 
-    /// Loads the identity, bumps the incarnation, and persists it before
-    /// returning. A missing or corrupt file yields a new random id.
+    /// Loads the identity, bumps the incarnation, and persists it (mode
+    /// 0600: it holds the node's secret key) before returning. A missing or
+    /// corrupt file yields a new random key.
     pub fn next_identity(&mut self) -> Result<(Identity, Found), StateError> {
         let path = self.dir.join(IDENTITY);
         let (previous, found) = match fs::read_to_string(&path) {
             Ok(text) => match parse_identity(&text) {
-                Ok(identity) => (Some(identity), Found::Valid),
+                Ok(Stored::Current { seed, incarnation }) => (
+                    Some(Identity {
+                        key: NodeKey::from_seed(seed),
+                        incarnation,
+                    }),
+                    Found::Valid,
+                ),
+                Ok(Stored::Protocol1 { id, incarnation }) => (
+                    Some(Identity {
+                        key: NodeKey::from_seed(random_seed()?),
+                        incarnation,
+                    }),
+                    Found::Upgraded(id),
+                ),
                 Err(reason) => (None, Found::Corrupt(reason)),
             },
             Err(error) if error.kind() == io::ErrorKind::NotFound => (None, Found::Missing),
@@ -122,17 +150,23 @@ impl StateDir {
         };
         let identity = match previous {
             Some(previous) => Identity {
-                id: previous.id,
+                key: previous.key,
                 incarnation: previous.incarnation.saturating_add(1),
             },
             None => Identity {
-                id: NodeId(random_u64()?),
+                key: NodeKey::from_seed(random_seed()?),
                 incarnation: 1,
             },
         };
+        let seed: String = identity
+            .key
+            .seed()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         let text = format!(
-            "{HEADER}\nnode_id={}\nincarnation={}\nend\n",
-            identity.id, identity.incarnation
+            "{HEADER}\nnode_key={seed}\nincarnation={}\nend\n",
+            identity.incarnation
         );
         self.write_atomic(IDENTITY, text.as_bytes())?;
         Ok((identity, found))
@@ -146,7 +180,14 @@ impl StateDir {
             path: path.clone(),
             source,
         };
-        let mut file = File::create(&temporary).map_err(error)?;
+        let mut options = OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut file = options.open(&temporary).map_err(error)?;
         file.write_all(bytes).map_err(error)?;
         file.sync_all().map_err(error)?;
         fs::rename(&temporary, &path).map_err(error)?;
@@ -159,30 +200,66 @@ impl StateDir {
     }
 }
 
-fn parse_identity(text: &str) -> Result<Identity, String> {
+/// What an identity file holds.
+enum Stored {
+    /// This protocol's: a signing key's seed.
+    Current { seed: [u8; 32], incarnation: u32 },
+    /// Protocol 1's: an id without a key.
+    Protocol1 { id: NodeId, incarnation: u32 },
+}
+
+fn parse_identity(text: &str) -> Result<Stored, String> {
     let mut lines = text.lines();
-    if lines.next() != Some(HEADER) {
-        return Err("unknown format".to_owned());
-    }
+    let version = match lines.next() {
+        Some(HEADER) => 2,
+        Some(HEADER_V1) => 1,
+        _ => return Err("unknown format".to_owned()),
+    };
     let mut id = None;
+    let mut seed = None;
     let mut incarnation = None;
     let mut complete = false;
     for line in lines {
         match line.split_once('=') {
-            Some(("node_id", value)) => id = u64::from_str_radix(value, 16).ok(),
+            Some(("node_id", value)) if version == 1 => id = u64::from_str_radix(value, 16).ok(),
+            Some(("node_key", value)) if version == 2 => seed = parse_seed(value),
             Some(("incarnation", value)) => incarnation = value.parse::<u32>().ok(),
             _ if line == "end" => complete = true,
             _ => return Err(format!("unexpected line {line:?}")),
         }
     }
-    match (id, incarnation, complete) {
-        (Some(id), Some(incarnation), true) if incarnation > 0 => Ok(Identity {
+    match (seed, id, incarnation, complete) {
+        (_, _, _, false) => Err("truncated".to_owned()),
+        (Some(seed), _, Some(incarnation), true) if incarnation > 0 => {
+            Ok(Stored::Current { seed, incarnation })
+        }
+        (_, Some(id), Some(incarnation), true) if incarnation > 0 => Ok(Stored::Protocol1 {
             id: NodeId(id),
             incarnation,
         }),
-        (_, _, false) => Err("truncated".to_owned()),
-        _ => Err("missing or malformed node_id or incarnation".to_owned()),
+        _ => Err("missing or malformed node_key or incarnation".to_owned()),
     }
+}
+
+/// 64 hex digits.
+fn parse_seed(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 || !text.is_ascii() {
+        return None;
+    }
+    let mut seed = [0u8; 32];
+    for (byte, pair) in seed.iter_mut().zip(text.as_bytes().chunks(2)) {
+        *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(seed)
+}
+
+/// 32 random bytes from the kernel.
+fn random_seed() -> Result<[u8; 32], StateError> {
+    let mut bytes = [0u8; 32];
+    File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(StateError::Random)?;
+    Ok(bytes)
 }
 
 /// A neighbor remembered across restarts, so a rebooted node (or one that
@@ -516,8 +593,34 @@ mod tests {
         let mut again = StateDir::open(&dir).expect("opened");
         let (second, found) = again.next_identity().expect("written");
         assert_eq!(found, Found::Valid);
-        assert_eq!((second.id, second.incarnation), (first.id, 2));
+        assert_eq!((second.id(), second.incarnation), (first.id(), 2));
         assert_eq!(again.writes(), 1);
+        // It holds the node's secret key: readable by the service only.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(dir.join(IDENTITY))
+                .expect("written")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_identity_of_protocol_1_keeps_its_incarnation_and_gets_a_key() {
+        let dir = scratch("upgrade");
+        fs::create_dir_all(&dir).expect("dir");
+        let old = "shoal-state 1\nnode_id=00000000000000ab\nincarnation=41\nend\n";
+        fs::write(dir.join(IDENTITY), old).expect("written");
+        let mut state = StateDir::open(&dir).expect("opened");
+        let (identity, found) = state.next_identity().expect("upgraded");
+        assert_eq!(found, Found::Upgraded(NodeId(0xab)));
+        assert_eq!(identity.incarnation, 42);
+        let (again, found) = state.next_identity().expect("written");
+        assert_eq!(found, Found::Valid);
+        assert_eq!((again.id(), again.incarnation), (identity.id(), 43));
         let _ = fs::remove_dir_all(&dir);
     }
 
@@ -528,6 +631,14 @@ mod tests {
             ("truncated", "shoal-state 1\nnode_id=abc\n"),
             ("bad", "shoal-state 1\nnode_id=xyz\nincarnation=1\nend\n"),
             ("zero", "shoal-state 1\nnode_id=ab\nincarnation=0\nend\n"),
+            (
+                "short key",
+                "shoal-state 2\nnode_key=abcd\nincarnation=1\nend\n",
+            ),
+            (
+                "id in v2",
+                "shoal-state 2\nnode_id=ab\nincarnation=1\nend\n",
+            ),
         ] {
             let dir = scratch(case);
             fs::create_dir_all(&dir).expect("dir");
@@ -537,7 +648,7 @@ mod tests {
             assert!(matches!(found, Found::Corrupt(_)), "{case}: {found:?}");
             assert_eq!(identity.incarnation, 1);
             let (next, found) = state.next_identity().expect("written");
-            assert_eq!((found, next.id), (Found::Valid, identity.id), "{case}");
+            assert_eq!((found, next.id()), (Found::Valid, identity.id()), "{case}");
             let _ = fs::remove_dir_all(&dir);
         }
     }

@@ -19,6 +19,20 @@ fn key() -> Cipher {
     Cipher::new(&MeshKey([9; 32]))
 }
 
+/// A goodbye with made-up key and signature bytes (the wire checks neither).
+fn farewell() -> Farewell {
+    Farewell {
+        node: NodeId(0x0102_0304_0506_0708),
+        incarnation: 3,
+        key: PublicKey([0xaa; 32]),
+        signature: Signature([0xbb; 64]),
+    }
+}
+
+fn leave() -> Message {
+    Message::Leave(farewell())
+}
+
 fn beacon(name_text: &str) -> Beacon {
     Beacon {
         name: name(name_text).expect("valid"),
@@ -134,7 +148,7 @@ fn sample_messages() -> std::vec::Vec<Message> {
         Message::Beacon(with_gossip),
         Message::Digest(digest),
         Message::Delta(full_delta()),
-        Message::Leave,
+        leave(),
         Message::Peers(PeerList {
             peers: [PeerAddress {
                 node: NodeId(9),
@@ -176,6 +190,10 @@ fn sample_messages() -> std::vec::Vec<Message> {
             hops_left: 15,
             executor: name("fan_on").expect("valid"),
             attempt: 2,
+            origin_incarnation: 4,
+            target_incarnation: 5,
+            key: PublicKey([1; 32]),
+            signature: Signature([2; 64]),
         }),
         Message::CommandResult(CommandResult {
             origin: NodeId(1),
@@ -185,6 +203,9 @@ fn sample_messages() -> std::vec::Vec<Message> {
             outcome: Outcome::Exited(3),
             output: String::try_from("ok\n").expect("fits"),
             attempt: 2,
+            origin_incarnation: 4,
+            key: PublicKey([3; 32]),
+            signature: Signature([4; 64]),
         }),
     ]
 }
@@ -222,6 +243,9 @@ fn a_route_frame_of_the_largest_entries_fits() {
         outcome: Outcome::Exited(i32::MIN),
         output: String::try_from("é".repeat(MAX_OUTPUT / 2).as_str()).expect("fits"),
         attempt: u8::MAX,
+        origin_incarnation: u32::MAX,
+        key: PublicKey([0xff; 32]),
+        signature: Signature([0xff; 64]),
     };
     let frame = encode(&header(1), &Message::CommandResult(result), Some(&key())).expect("fits");
     assert!(frame.len() <= MAX_FRAME);
@@ -245,7 +269,7 @@ fn golden_bytes_of_a_clear_beacon_and_leave() {
     // An accidental change of the encoding must fail here, not split a mesh.
     let frame = encode(&header(1), &Message::Beacon(beacon("node-1")), None).expect("fits");
     let expected: &[u8] = &[
-        0x53, 0x48, 0x01, // magic, version
+        0x53, 0x48, 0x02, // magic, version
         0x53, 0x48, 0x00, 0x01, // mesh id
         0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, // sender
         0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, 0x01, // incarnation 3, seq 1
@@ -258,8 +282,13 @@ fn golden_bytes_of_a_clear_beacon_and_leave() {
         0x04, 0x03, 0x02, 0x01, // view, fixed little-endian
     ];
     assert_eq!(frame.as_slice(), expected);
-    let leave = encode(&header(2), &Message::Leave, None).expect("fits");
-    assert_eq!(&leave[HEADER_LEN..], &[0x03]);
+    let leave = encode(&header(2), &leave(), None).expect("fits");
+    let mut body = vec![0x03]; // Message::Leave
+    body.extend_from_slice(&0x0102_0304_0506_0708_u64.to_le_bytes()); // node, fixed
+    body.push(0x03); // incarnation 3 as varint
+    body.extend_from_slice(&[0xaa; 32]); // public key
+    body.extend_from_slice(&[0xbb; 64]); // signature
+    assert_eq!(&leave[HEADER_LEN..], body.as_slice());
 }
 
 #[test]
@@ -396,17 +425,17 @@ fn each_kind_of_bad_frame_has_its_own_error() {
     assert_eq!(decode(&tampered, Some(&key())), Err(DecodeError::BadTag));
     let other_key = Cipher::new(&MeshKey([1; 32]));
     assert_eq!(decode(&good, Some(&other_key)), Err(DecodeError::BadTag));
-    let clear = encode(&header(5), &Message::Leave, None).expect("fits");
+    let clear = encode(&header(5), &leave(), None).expect("fits");
     assert_eq!(decode(&clear, Some(&key())), Err(DecodeError::BadTag));
 
-    let mut unknown = encode(&header(5), &Message::Leave, None).expect("fits");
+    let mut unknown = encode(&header(5), &leave(), None).expect("fits");
     unknown[HEADER_LEN] = KNOWN_MESSAGES;
     assert_eq!(decode(&unknown, None), Err(DecodeError::UnknownMessage));
 
     let mut malformed = encode(&header(5), &Message::Beacon(beacon("node-1")), None).expect("fits");
     malformed.truncate(HEADER_LEN + 3);
     assert_eq!(decode(&malformed, None), Err(DecodeError::Malformed));
-    let empty_body = encode(&header(5), &Message::Leave, None).expect("fits");
+    let empty_body = encode(&header(5), &leave(), None).expect("fits");
     assert_eq!(
         decode(&empty_body[..HEADER_LEN], None),
         Err(DecodeError::Malformed)
@@ -442,9 +471,9 @@ fn invalid_values_are_malformed_even_when_they_decode() {
 
 #[test]
 fn trailing_bytes_from_a_newer_revision_are_ignored() {
-    let mut frame = encode(&header(1), &Message::Leave, None).expect("fits");
+    let mut frame = encode(&header(1), &leave(), None).expect("fits");
     frame.extend_from_slice(&[1, 2, 3]).expect("room");
-    assert_eq!(decode(&frame, None), Ok(Message::Leave));
+    assert_eq!(decode(&frame, None), Ok(leave()));
 }
 
 #[test]
@@ -563,7 +592,7 @@ proptest! {
     fn arbitrary_bodies_behind_a_valid_header_never_panic(
         body in proptest::collection::vec(any::<u8>(), 0..1177)
     ) {
-        let mut frame = encode(&header(1), &Message::Leave, None).expect("fits");
+        let mut frame = encode(&header(1), &leave(), None).expect("fits");
         frame.truncate(HEADER_LEN);
         frame.extend_from_slice(&body).expect("room");
         let _ = decode(&frame, None);

@@ -6,7 +6,7 @@ use shoal_core::{Config, Identity};
 #[test]
 fn a_lone_node_is_an_online_mesh_of_one() {
     let identity = Identity {
-        id: wire::NodeId(7),
+        key: shoal_core::sign::NodeKey::from_seed([7; 32]),
         name: wire::name("alone").expect("valid"),
         incarnation: 1,
     };
