@@ -1691,3 +1691,339 @@ fn a_member_forging_the_origin_of_a_command_or_leave_is_refused() {
     let (_, status, _) = cli(&["status", "--api", &api]);
     assert!(status.contains("agent-1: HEALTHY"), "{status}");
 }
+
+/// Says why a test cannot run here: a failure under `CI=true` (CI installs
+/// everything), otherwise a visible skip.
+fn unavailable(test: &str, reason: &str) {
+    let message = format!("SKIPPED {test}: {reason}");
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{message} (CI must be able to run it)"
+    );
+    eprintln!("{message}");
+}
+
+/// `POST /api/points` with `body` to the agent at `api`: the HTTP status.
+fn post_points(api: &str, token: &str, body: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(api).expect("connects");
+    write!(
+        stream,
+        "POST /api/points HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("writes");
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).expect("reads");
+    shoal::shell::client::parse_reply(&answer)
+        .expect("HTTP")
+        .status
+}
+
+/// One UDP datagram of a capture.
+struct Captured {
+    src: std::net::Ipv4Addr,
+    dst: std::net::SocketAddrV4,
+    payload: Vec<u8>,
+}
+
+/// The IPv4 UDP datagrams of a pcap file (as tcpdump writes it: either byte
+/// order; Ethernet, Linux cooked v1/v2, BSD loopback or raw IP links).
+fn read_pcap(bytes: &[u8]) -> Vec<Captured> {
+    let u32_at = |at: usize, le: bool| {
+        let b: [u8; 4] = bytes[at..at + 4].try_into().expect("4 bytes");
+        if le {
+            u32::from_le_bytes(b)
+        } else {
+            u32::from_be_bytes(b)
+        }
+    };
+    assert!(bytes.len() >= 24, "no pcap header");
+    let le = matches!(u32_at(0, true), 0xa1b2_c3d4 | 0xa1b2_3c4d);
+    let link = u32_at(20, le);
+    let skip = match link {
+        0 => 4,        // BSD loopback
+        1 => 14,       // Ethernet
+        12 | 101 => 0, // raw IP
+        113 => 16,     // Linux cooked
+        276 => 20,     // Linux cooked v2
+        other => panic!("unexpected link type {other}"),
+    };
+    let mut out = Vec::new();
+    let mut at = 24;
+    while at + 16 <= bytes.len() {
+        let len = u32_at(at + 8, le) as usize;
+        let record = &bytes[at + 16..(at + 16 + len).min(bytes.len())];
+        at += 16 + len;
+        let Some(ip) = record.get(skip..) else {
+            continue;
+        };
+        if ip.len() < 20 || ip[0] >> 4 != 4 || ip[9] != 17 {
+            continue;
+        }
+        let header = usize::from(ip[0] & 0x0f) * 4;
+        let Some(udp) = ip.get(header..) else {
+            continue;
+        };
+        if udp.len() < 8 {
+            continue;
+        }
+        let src = std::net::Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
+        let dst = std::net::Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+        let port = u16::from_be_bytes([udp[2], udp[3]]);
+        out.push(Captured {
+            src,
+            dst: std::net::SocketAddrV4::new(dst, port),
+            payload: udp[8..].to_vec(),
+        });
+    }
+    out
+}
+
+#[test]
+fn frames_captured_before_a_restart_never_act_after_it() {
+    const TEST: &str = "frames_captured_before_a_restart_never_act_after_it";
+    use shoal_core::wire::{self, Cipher, Header, MeshKey, Message};
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false);
+    if !root {
+        return unavailable(TEST, "capturing on loopback needs root");
+    }
+    if Command::new("tcpdump").arg("--version").output().is_err() {
+        return unavailable(TEST, "tcpdump is not installed (apt-get install tcpdump)");
+    }
+    let mut mesh = Mesh::new(21);
+    let key_hex = "99".repeat(32);
+    for n in 1..=3 {
+        mesh.add(n, 210 + n as u8, Some(&key_hex));
+    }
+    let api = |n: usize| format!("127.0.0.{}:{}", 210 + n, mesh.port + 2);
+    let token = |n: usize| {
+        std::fs::read_to_string(mesh.dir.join(format!("agent-{n}/api.token")))
+            .expect("token")
+            .trim()
+            .to_owned()
+    };
+    let all_healthy = |m: &Mesh| {
+        (1..=3).all(|n| {
+            let status = cli(&[
+                "status",
+                "--api",
+                &format!("127.0.0.{}:{}", 210 + n, m.port + 2),
+            ])
+            .1;
+            (1..=3)
+                .filter(|&o| o != n)
+                .all(|o| status.contains(&format!("agent-{o}: HEALTHY")))
+        })
+    };
+    mesh.wait_for("all healthy", INTERVAL * 3, |m| all_healthy(m));
+    // Capture every frame of the mesh's two ports from here on.
+    let pcap = mesh.dir.join("session.pcap");
+    let filter = format!("udp and (port {} or port {})", mesh.port, mesh.port + 1);
+    let mut tcpdump = Command::new("tcpdump")
+        .args(["-i", "lo", "-U", "-n", "-s", "2048", "-w"])
+        .arg(&pcap)
+        .arg(&filter)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tcpdump starts");
+    let mut tcpdump_err = BufReader::new(tcpdump.stderr.take().expect("piped"));
+    let mut line = String::new();
+    tcpdump_err
+        .read_line(&mut line)
+        .expect("tcpdump says it listens");
+    assert!(line.contains("listening"), "tcpdump: {line}");
+    struct Stop(Option<Child>);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            if let Some(mut child) = self.0.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+    let mut tcpdump = Stop(Some(tcpdump));
+    // The session: points, commands both ways, a goodbye and a return.
+    for n in 1..=3 {
+        let body = format!(r#"[{{"name": "probe", "value": {n}}}]"#);
+        assert_eq!(post_points(&api(n), &token(n), &body), 200);
+    }
+    let runs = |from: usize| format!("executor hello for agent-{from}: exited 0");
+    for (from, to) in [(1, 3), (3, 2), (2, 1)] {
+        let (code, out, err) = cli(&[
+            "exec",
+            &format!("agent-{to}"),
+            "hello",
+            "--api",
+            &api(from),
+            "--token",
+            &token(from),
+        ]);
+        assert_eq!(code, Some(0), "{err}");
+        assert_eq!(out, format!("hello from agent-{to} for agent-{from}\n"));
+        assert!(mesh.agents[to - 1].logged(&runs(from)));
+    }
+    mesh.agents[1].signal("TERM");
+    assert_eq!(mesh.agents[1].wait_exit(Duration::from_secs(2)), Some(0));
+    mesh.wait_for("agent-2 LEFT", INTERVAL * 2, |m| {
+        m.agents[0].logged("node agent-2: HEALTHY -> LEFT")
+    });
+    mesh.agents[1].restart();
+    mesh.wait_for("all healthy again", INTERVAL * 3, |m| all_healthy(m));
+    std::thread::sleep(INTERVAL);
+    // Stop the capture (SIGINT flushes it) and read it back.
+    let mut child = tcpdump.0.take().expect("running");
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let captured = read_pcap(&std::fs::read(&pcap).expect("capture written"));
+    let cipher = Cipher::new(&MeshKey([0x99; 32]));
+    let mesh_id = shoal::shell::state::mesh_id(Some(&MeshKey([0x99; 32])));
+    let mut kinds = std::collections::BTreeMap::new();
+    for frame in &captured {
+        let Ok(header) = Header::parse(&frame.payload, mesh_id) else {
+            continue;
+        };
+        let kind = match wire::decode_body(&header, &frame.payload, Some(&cipher)) {
+            Ok(Message::Beacon(_)) => "beacon",
+            Ok(Message::Delta(_)) => "delta",
+            Ok(Message::Digest(_)) => "digest",
+            Ok(Message::Leave(_)) => "leave",
+            Ok(Message::Command(_)) => "command",
+            Ok(Message::CommandResult(_)) => "result",
+            Ok(Message::Peers(_) | Message::Routes(_)) => "other",
+            Err(_) => "undecodable",
+        };
+        *kinds.entry(kind).or_insert(0) += 1;
+    }
+    eprintln!("captured {} frames: {kinds:?}", captured.len());
+    for kind in ["beacon", "delta", "leave", "command", "result"] {
+        assert!(kinds.contains_key(kind), "no {kind} captured: {kinds:?}");
+    }
+    let replay = || {
+        for frame in &captured {
+            let socket = UdpSocket::bind((frame.src, 0)).expect("bind the original address");
+            socket.set_broadcast(true).expect("broadcast");
+            let _ = socket.send_to(&frame.payload, frame.dst);
+        }
+    };
+    // Every node restarts (stopped, as systemd or a reboot does, then
+    // started), and the replay starts at once: before the nodes hear each
+    // other's new lives. What each remembers of the others' incarnations,
+    // and what commands and goodbyes are bound to, must refuse it all.
+    for agent in &mesh.agents {
+        agent.signal("TERM");
+    }
+    for agent in &mut mesh.agents {
+        assert_eq!(agent.wait_exit(Duration::from_secs(2)), Some(0));
+    }
+    for agent in &mut mesh.agents {
+        agent.restart();
+    }
+    mesh.wait_for("the sockets bound", INTERVAL, |m| {
+        m.agents.iter().all(|a| a.logged("incarnation "))
+    });
+    replay();
+    for n in 1..=3 {
+        let stats = shoal::shell::client::request(
+            &api(n),
+            "GET",
+            "/api/stats",
+            None,
+            Duration::from_secs(5),
+        )
+        .expect("the API answers");
+        eprintln!(
+            "agent-{n} after the replay at its start: dropped {}, peers {}, commands stale {}",
+            stats.body["dropped"], stats.body["total_peers"], stats.body["commands_stale"]
+        );
+    }
+    mesh.wait_for("all healthy after the restarts", INTERVAL * 3, |m| {
+        all_healthy(m)
+    });
+    for agent in &mesh.agents {
+        let acted = ["executor ", "-> LEFT"].iter().any(|t| agent.logged(t));
+        assert!(!acted, "acted on a replay:\n{}", agent.dump());
+    }
+    for n in 1..=3 {
+        let body = format!(r#"[{{"name": "probe", "value": {}}}]"#, 10 * n);
+        assert_eq!(post_points(&api(n), &token(n), &body), 200);
+    }
+    // Each node's `NODE/probe = VALUE` lines (without their age).
+    let probes = |m: &Mesh| -> Vec<String> {
+        (1..=3)
+            .map(|n| {
+                let api = format!("127.0.0.{}:{}", 210 + n, m.port + 2);
+                let text = cli(&["get", "*/probe", "--api", &api]).1;
+                text.lines()
+                    .map(|line| line.split("  (").next().unwrap_or(line))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+            .collect()
+    };
+    mesh.wait_for("the new probes everywhere", INTERVAL * 2, |m| {
+        probes(m).iter().all(|text| {
+            (1..=3).all(|n| {
+                text.contains(&format!("agent-{n}/probe")) && text.contains(&format!("{}", 10 * n))
+            })
+        })
+    });
+    let before = probes(&mesh);
+    let lines = |m: &Mesh| -> Vec<usize> {
+        m.agents
+            .iter()
+            .map(|a| a.log.lock().expect("log").len())
+            .collect()
+    };
+    let start_of_replay = lines(&mesh);
+    // The attacker replays the whole session, twice, from the addresses it
+    // came from, to where it went.
+    for _ in 0..2 {
+        replay();
+        std::thread::sleep(INTERVAL);
+    }
+    std::thread::sleep(INTERVAL);
+    // Nothing ran, nobody changed state, no point changed.
+    for (index, agent) in mesh.agents.iter().enumerate() {
+        let log = agent.log.lock().expect("log");
+        let since: Vec<&String> = log[start_of_replay[index]..].iter().collect();
+        for line in &since {
+            assert!(
+                !line.contains("executor ")
+                    && !line.contains(" -> ")
+                    && !line.contains("restarted"),
+                "agent-{} acted on a replay: {line}\n{}",
+                index + 1,
+                since
+                    .iter()
+                    .map(|l| l.as_str())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+        }
+    }
+    assert_eq!(probes(&mesh), before);
+    for n in 1..=3 {
+        let stats = shoal::shell::client::request(
+            &api(n),
+            "GET",
+            "/api/stats",
+            None,
+            Duration::from_secs(5),
+        )
+        .expect("the API answers");
+        let replayed = stats.body["dropped"]["replayed"].as_u64().unwrap_or(0);
+        eprintln!(
+            "agent-{n}: {replayed} replayed frames dropped; {}",
+            stats.body
+        );
+        assert!(replayed > 0, "{}", stats.body);
+    }
+}

@@ -501,6 +501,10 @@ pub struct Node {
     /// Verified goodbyes of known nodes, kept to relay and to prove a
     /// LEFT route or vouch (one per node, dropped with the node).
     farewells: BTreeMap<NodeId, wire::Farewell>,
+    /// Incarnations of other nodes remembered from an earlier run (the
+    /// shell persists [`Node::incarnations`]): frames of older lives of
+    /// theirs, replayed after our restart, are refused.
+    floors: BTreeMap<NodeId, u32>,
     /// Nodes of other meshes or protocol versions heard.
     strangers: strangers::Strangers,
     transmits: VecDeque<Transmit>,
@@ -565,6 +569,7 @@ impl Node {
             automation: automation::Automation::default(),
             names: names::NameWatch::default(),
             farewells: BTreeMap::new(),
+            floors: BTreeMap::new(),
             strangers: strangers::Strangers::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -756,10 +761,19 @@ impl Node {
         if header.sender == self.id {
             return self.drop_frame(DropReason::FromSelf, from);
         }
-        if let Some(peer) = self.peers.get(header.sender) {
-            if !peer.window.is_fresh(header.counter.as_u64()) {
+        match self.peers.get(header.sender) {
+            Some(peer) if !peer.window.is_fresh(header.counter.as_u64()) => {
                 return self.drop_frame(DropReason::Replayed, from);
             }
+            None if self
+                .floors
+                .get(&header.sender)
+                .is_some_and(|&floor| header.counter.incarnation < floor) =>
+            {
+                // An older life of a node we knew before our restart.
+                return self.drop_frame(DropReason::Replayed, from);
+            }
+            _ => {}
         }
         let mut buf = [0u8; wire::MAX_FRAME];
         let (kind, encoded) = match wire::open(&header, frame, self.cipher.as_ref(), &mut buf) {
@@ -1012,12 +1026,13 @@ impl Node {
         }
     }
 
-    /// The incarnation of `node` we know: from its frames, or its routes.
+    /// The incarnation of `node` we know: from its frames, or its routes
+    /// (at least the one remembered from our previous run).
     pub(crate) fn known_incarnation(&self, node: NodeId) -> Option<u32> {
         if node == self.id {
             return Some(self.counter.incarnation);
         }
-        match self.peers.get(node) {
+        let heard = match self.peers.get(node) {
             Some(peer) => Some(peer.incarnation),
             None => self
                 .relay
@@ -1025,7 +1040,46 @@ impl Node {
                 .get(node)
                 .and_then(|dest| dest.newest)
                 .map(|(counter, _)| counter.incarnation),
+        };
+        match (heard, self.floors.get(&node)) {
+            (Some(heard), Some(&floor)) => Some(heard.max(floor)),
+            (heard, _) => heard,
         }
+    }
+
+    /// Remembers, from an earlier run, that `node` was in its incarnation
+    /// `incarnation`: frames of its older lives are refused from now on
+    /// (captured before our restart, replayed after it). At most
+    /// `max_nodes` are kept.
+    pub fn remember_incarnation(&mut self, node: NodeId, incarnation: u32) {
+        if node == self.id {
+            return;
+        }
+        if self.floors.len() < self.config.max_nodes || self.floors.contains_key(&node) {
+            let floor = self.floors.entry(node).or_insert(incarnation);
+            *floor = (*floor).max(incarnation);
+        }
+    }
+
+    /// The newest incarnation known of every other node, to persist for
+    /// [`Node::remember_incarnation`] at the next start.
+    pub fn incarnations(&self) -> BTreeMap<NodeId, u32> {
+        let mut known = self.floors.clone();
+        let heard = self
+            .peers
+            .iter()
+            .map(|peer| (peer.id, peer.incarnation))
+            .chain(
+                self.relay
+                    .routes
+                    .iter()
+                    .filter_map(|(id, dest)| dest.newest.map(|(c, _)| (*id, c.incarnation))),
+            );
+        for (id, incarnation) in heard {
+            let entry = known.entry(id).or_insert(incarnation);
+            *entry = (*entry).max(incarnation);
+        }
+        known
     }
 
     /// Sends to the LAN by broadcast and to every non-LAN neighbor by unicast

@@ -1106,3 +1106,43 @@ fn a_gone_node_of_the_same_name_does_not_hide_the_live_one() {
     );
     assert_eq!(state, Some(rules::RuleState::Active));
 }
+
+#[test]
+fn older_lives_of_nodes_remembered_from_an_earlier_run_are_refused() {
+    // Node 2 restarted: it remembers (from its state directory) node 1 in
+    // its incarnation 3. Frames of node 1's incarnation 2, captured before,
+    // are replays; its goodbye of that life is too.
+    let mut b = node(2);
+    b.remember_incarnation(nid(1), 3);
+    b.remember_incarnation(nid(2), 9); // its own id: ignored
+    let mut old = node_with(1, 2, config());
+    let beacon = beacon_of(&mut old, at(0));
+    b.handle_datagram(at(1), addr(1), Arrival::Broadcast, &beacon);
+    let goodbye = crafted(1, 2, 50, &farewell_by(1, 1, 2));
+    b.handle_datagram(at(2), addr(1), Arrival::Broadcast, &goodbye);
+    assert_eq!(b.stats().dropped(DropReason::Replayed), 2);
+    assert!(b.peers().get(nid(1)).is_none());
+    // Its current life is heard as usual, and remembered for the next run.
+    let mut current = node_with(1, 3, config());
+    let beacon = beacon_of(&mut current, at(0));
+    b.handle_datagram(at(3), addr(1), Arrival::Broadcast, &beacon);
+    assert_eq!(
+        b.peers().get(nid(1)).map(|p| p.state),
+        Some(PeerState::Healthy)
+    );
+    assert_eq!(b.incarnations().get(&nid(1)), Some(&3));
+    assert_eq!(b.incarnations().get(&nid(2)), None);
+    // Bounded by max_nodes.
+    let mut small = node_with(
+        5,
+        1,
+        Config {
+            max_nodes: 4,
+            ..config()
+        },
+    );
+    for id in 100..200 {
+        small.remember_incarnation(nid(id), 1);
+    }
+    assert_eq!(small.incarnations().len(), 4);
+}

@@ -164,11 +164,12 @@ impl<'ex> Agent<'ex> {
         // The core's time zero.
         let started = std::time::Instant::now();
         let mut node = start_node(config, identity)?;
-        let persistence = Persistence::load(state_dir);
+        let mut persistence = Persistence::load(state_dir);
         let mut static_peers = sockets::resolve_peers(&config.mesh.peers);
         static_peers.extend(persistence.remembered_peers());
         node.set_static_peers(static_peers);
         persistence.restore_points(&mut node);
+        persistence.restore_incarnations(&mut node);
         let sensors = Sensors::new(&config.sensors, Instant::ZERO);
         let runs = Runs::new(executors(config, &name));
         let token = api_token(config);

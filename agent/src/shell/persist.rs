@@ -1,6 +1,8 @@
 //! Persistence: what the agent keeps in its state directory between runs,
-//! besides its identity: remembered neighbors (knocked on at the next start)
-//! and the last values of its own points (republished at the next start).
+//! besides its identity: remembered neighbors (knocked on at the next start),
+//! the last values of its own points (republished at the next start), and
+//! the other nodes' incarnations (frames of their older lives, replayed
+//! after our restart, are refused).
 //!
 //! SD cards wear out, so writes are rare: neighbors at most once a minute
 //! when they changed, otherwise every ten minutes, points every ten
@@ -69,6 +71,21 @@ impl Persistence {
     pub fn restore_points(&self, node: &mut Node) {
         restore_points(node, &self.state_dir);
     }
+
+    /// Hands the core the other nodes' incarnations of the previous run.
+    pub fn restore_incarnations(&mut self, node: &mut Node) {
+        let (list, found) = self.state_dir.load_incarnations();
+        if let state::Found::Corrupt(reason) = found {
+            log::warn!(
+                "state file {}/incarnations was unreadable ({reason}); it will be rewritten",
+                self.state_dir.path().display()
+            );
+        }
+        for &(id, incarnation) in &list {
+            node.remember_incarnation(id, incarnation);
+        }
+        self.known.incarnations = list.into_iter().collect();
+    }
 }
 
 /// Remembered neighbors, written to the state directory rarely (SD cards
@@ -82,6 +99,8 @@ struct Known {
     changed: bool,
     last_save: std::time::Instant,
     last_points_save: std::time::Instant,
+    /// Other nodes' incarnations as last written.
+    incarnations: BTreeMap<wire::NodeId, u32>,
 }
 
 /// Known peers not heard for this long are forgotten.
@@ -113,6 +132,7 @@ impl Known {
             changed: false,
             last_save: std::time::Instant::now(),
             last_points_save: std::time::Instant::now(),
+            incarnations: BTreeMap::new(),
         }
     }
 
@@ -162,7 +182,8 @@ impl Known {
             .peers()
             .iter()
             .any(|p| p.state == PeerState::Healthy && !self.peers.contains_key(&p.addr));
-        if self.changed || new_neighbor || since >= SAVE_ANYWAY_EVERY {
+        let restarted = node.incarnations() != self.incarnations;
+        if self.changed || new_neighbor || restarted || since >= SAVE_ANYWAY_EVERY {
             self.save(node, state_dir);
         }
     }
@@ -177,6 +198,13 @@ impl Known {
         match state_dir.save_peers(&list) {
             Ok(()) => log::debug!("saved {} known peers", list.len()),
             Err(error) => log::warn!("{error}"),
+        }
+        let incarnations = node.incarnations();
+        if incarnations != self.incarnations {
+            match state_dir.save_incarnations(&incarnations) {
+                Ok(()) => self.incarnations = incarnations,
+                Err(error) => log::warn!("{error}"),
+            }
         }
         self.changed = false;
         self.last_save = std::time::Instant::now();

@@ -317,6 +317,42 @@ impl StateDir {
     }
 }
 
+const INCARNATIONS: &str = "incarnations";
+const INCARNATIONS_HEADER: &str = "shoal-incarnations 1";
+
+impl StateDir {
+    /// The other nodes' incarnations known at the last save.
+    pub fn load_incarnations(&self) -> (Vec<(NodeId, u32)>, Found) {
+        self.load_list(INCARNATIONS, parse_incarnations)
+    }
+
+    /// Writes the other nodes' incarnations atomically.
+    pub fn save_incarnations(
+        &mut self,
+        known: &std::collections::BTreeMap<NodeId, u32>,
+    ) -> Result<(), StateError> {
+        let mut text = format!("{INCARNATIONS_HEADER}\n");
+        for (id, incarnation) in known {
+            text.push_str(&format!("{id} {incarnation}\n"));
+        }
+        text.push_str("end\n");
+        self.write_atomic(INCARNATIONS, text.as_bytes())
+    }
+}
+
+fn parse_incarnations(text: &str) -> Result<Vec<(NodeId, u32)>, String> {
+    parse_list(text, INCARNATIONS_HEADER, |line| {
+        let (id, incarnation) = line.split_once(' ')?;
+        if id.len() != 16 {
+            return None;
+        }
+        Some((
+            NodeId(u64::from_str_radix(id, 16).ok()?),
+            incarnation.parse().ok()?,
+        ))
+    })
+}
+
 fn parse_peers(text: &str) -> Result<Vec<KnownPeer>, String> {
     parse_list(text, PEERS_HEADER, |line| {
         match line.split(' ').collect::<Vec<_>>().as_slice() {
@@ -651,6 +687,26 @@ mod tests {
             assert_eq!((found, next.id()), (Found::Valid, identity.id()), "{case}");
             let _ = fs::remove_dir_all(&dir);
         }
+    }
+
+    #[test]
+    fn incarnations_round_trip_and_a_corrupt_list_is_ignored() {
+        let dir = scratch("incarnations");
+        let mut state = StateDir::open(&dir).expect("created");
+        assert_eq!(state.load_incarnations(), (Vec::new(), Found::Missing));
+        let known = std::collections::BTreeMap::from([(NodeId(0xab), 3), (NodeId(u64::MAX), 1)]);
+        state.save_incarnations(&known).expect("written");
+        assert_eq!(
+            state.load_incarnations(),
+            (vec![(NodeId(0xab), 3), (NodeId(u64::MAX), 1)], Found::Valid)
+        );
+        fs::write(
+            dir.join(INCARNATIONS),
+            "shoal-incarnations 1\n00000000000000ab x\nend\n",
+        )
+        .expect("written");
+        assert!(matches!(state.load_incarnations(), (list, Found::Corrupt(_)) if list.is_empty()));
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]
