@@ -1480,7 +1480,7 @@ fn nodes_of_another_mesh_or_protocol_are_shown_in_status() {
         "{text}"
     );
     assert!(
-        text.contains("give both the same mesh key to join them"),
+        text.contains("to join them, run shoal token on one and shoal join TOKEN on the other"),
         "{text}"
     );
     assert!(
@@ -1553,9 +1553,14 @@ fn fresh_nodes_are_keyed_meshes_of_one_and_see_each_other_as_other_meshes() {
     );
     // The open one says so at start and in status; the keyed ones do not.
     assert!(mesh.agents[2].logged("mesh.open = true: frames are neither encrypted"));
-    let open_status = cli(&["status", "--api", &format!("127.0.0.193:{}", mesh.port + 2)]).1;
+    let open_api = format!("127.0.0.193:{}", mesh.port + 2);
+    mesh.wait_for("the open node lists the keyed ones", INTERVAL * 3, |_| {
+        cli(&["status", "--api", &open_api])
+            .1
+            .contains("other mesh: ")
+    });
+    let open_status = cli(&["status", "--api", &open_api]).1;
     assert!(open_status.contains("open mesh: no key"), "{open_status}");
-    assert!(open_status.contains("other mesh: "), "{open_status}");
     // The keyed ones see the open one as an open mesh, with its name.
     let keyed_api = format!("127.0.0.191:{}", mesh.port + 2);
     mesh.wait_for(
@@ -2025,5 +2030,149 @@ fn frames_captured_before_a_restart_never_act_after_it() {
             stats.body
         );
         assert!(replayed > 0, "{}", stats.body);
+    }
+}
+
+#[test]
+fn a_fresh_node_joins_with_a_token_that_works_once_and_expires() {
+    let mut mesh = Mesh::new(22);
+    mesh.add(1, 221, Some(FRESH));
+    mesh.add(2, 222, Some(FRESH));
+    mesh.wait_for("both made their own keys", INTERVAL * 2, |m| {
+        m.agents
+            .iter()
+            .all(|a| a.logged("created a new mesh key in"))
+    });
+    let api = |n: usize| format!("127.0.0.{}:{}", 220 + n, mesh.port + 2);
+    let api_token = std::fs::read_to_string(mesh.dir.join("agent-1/api.token")).expect("token");
+    let api_token = api_token.trim();
+    let api_1 = api(1);
+    let new_token = |extra: &[&str]| {
+        let mut args = vec!["token", "--api", &api_1, "--token", api_token];
+        args.extend_from_slice(extra);
+        let (code, out, err) = cli(&args);
+        assert_eq!(code, Some(0), "{err}");
+        out.trim().to_owned()
+    };
+    let token = new_token(&[]);
+    assert!(token.starts_with("shoal1-"), "{token}");
+    assert!(
+        token.ends_with(&format!("@127.0.0.221:{}", mesh.port + 1)),
+        "{token}"
+    );
+    let config_2 = mesh.dir.join("agent-2.toml");
+    let join = |token: &str| cli(&["join", token, "--config", config_2.to_str().expect("utf-8")]);
+    let started = Instant::now();
+    let (code, out, err) = join(&token);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains("joined the mesh through 127.0.0.221:"),
+        "{out}"
+    );
+    assert!(out.contains("switched to the mesh"), "{out}");
+    let took = mesh.wait_for("both HEALTHY in one mesh", INTERVAL * 3, |m| {
+        let healthy = |n: usize, other: usize| {
+            let api = format!("127.0.0.{}:{}", 220 + n, m.port + 2);
+            cli(&["status", "--api", &api])
+                .1
+                .contains(&format!("agent-{other}: HEALTHY"))
+        };
+        healthy(1, 2) && healthy(2, 1)
+    });
+    eprintln!(
+        "from `shoal join` to HEALTHY everywhere: {:?} ({:?} of it after join exited)",
+        started.elapsed(),
+        took
+    );
+    assert_eq!(
+        std::fs::read(mesh.dir.join("agent-1/mesh.key")).expect("key"),
+        std::fs::read(mesh.dir.join("agent-2/mesh.key")).expect("key")
+    );
+    assert!(
+        mesh.agents[0].logged("agent-2 ("),
+        "{}",
+        mesh.agents[0].dump()
+    );
+    assert!(mesh.agents[0].logged("joined the mesh with a token"));
+    // Used, wrong, expired, unreachable, not a token: one reason each.
+    let (code, _, err) = join(&token);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("the token was used already"), "{err}");
+    let mut wrong = token.clone().into_bytes();
+    wrong[7] = if wrong[7] == b'0' { b'1' } else { b'0' };
+    let (code, _, err) = join(&String::from_utf8(wrong).expect("ascii"));
+    assert_eq!(code, Some(1));
+    assert!(err.contains("wrong token"), "{err}");
+    let brief = new_token(&["--expire", "1s"]);
+    std::thread::sleep(Duration::from_millis(1200));
+    let (code, _, err) = join(&brief);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("the token expired"), "{err}");
+    let nowhere = format!(
+        "{}@127.0.0.229:{}",
+        token.split('@').next().expect("secret"),
+        mesh.port + 1
+    );
+    let (code, _, err) = join(&nowhere);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("unreachable: no answer from 127.0.0.229:"),
+        "{err}"
+    );
+    assert_eq!(join("not-a-token").0, Some(2));
+    let stats =
+        shoal::shell::client::request(&api(1), "GET", "/api/stats", None, Duration::from_secs(5))
+            .expect("the API answers");
+    let joins = &stats.body["joins"];
+    for (outcome, count) in [("joined", 1), ("used", 1), ("wrong", 1), ("expired", 1)] {
+        assert_eq!(joins[outcome], count, "{outcome}: {joins}");
+    }
+    // A brute force from one address: answered at the per-source rate, the
+    // rest dropped and counted; the mesh does not notice.
+    let attacker = UdpSocket::bind("127.0.0.228:0").expect("attacker socket");
+    attacker.set_nonblocking(true).expect("nonblocking");
+    let member = format!("127.0.0.221:{}", mesh.port + 1);
+    let flood_started = Instant::now();
+    let mut sent = 0u32;
+    let mut answered = 0u32;
+    let mut buf = [0u8; 256];
+    while flood_started.elapsed() < Duration::from_secs(3) {
+        let guess = shoal_core::join::Secret((sent as u128).to_le_bytes());
+        let request = shoal_core::join::request(
+            &guess,
+            [sent as u8; 24],
+            &shoal_core::wire::name("mallory").expect("valid"),
+            shoal_core::wire::NodeId(0),
+        );
+        attacker.send_to(&request, &member).expect("sent");
+        sent += 1;
+        while let Ok((len, _)) = attacker.recv_from(&mut buf) {
+            assert!(len <= request.len());
+            answered += 1;
+        }
+        if sent.is_multiple_of(10) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    let seconds = flood_started.elapsed().as_secs_f64();
+    eprintln!(
+        "join brute force from one address: {sent} guesses in {seconds:.1} s, {answered} answered ({:.1} per second)",
+        f64::from(answered) / seconds
+    );
+    assert!(sent > 1000, "{sent}");
+    assert!(
+        f64::from(answered) <= 3.0 + seconds + 1.0,
+        "{answered} answered"
+    );
+    let stats =
+        shoal::shell::client::request(&api(1), "GET", "/api/stats", None, Duration::from_secs(5))
+            .expect("the API answers");
+    assert!(
+        stats.body["joins"]["rate_limited"].as_u64().unwrap_or(0) > 1000,
+        "{}",
+        stats.body["joins"]
+    );
+    for agent in &mesh.agents {
+        assert!(!agent.logged("SUSPECT"), "{}", agent.dump());
     }
 }

@@ -48,6 +48,14 @@ impl Discovery {
         self.static_peers = addrs;
     }
 
+    /// Adds one static peer (at most `max` in all).
+    pub(crate) fn add_static_peer(&mut self, addr: SocketAddr, max: usize) {
+        if !self.static_peers.contains(&addr) && self.static_peers.len() < max {
+            self.static_peers.push(addr);
+            self.static_peers.sort();
+        }
+    }
+
     /// Learns `addr` from a peer list, to be knocked on until `expires`.
     /// At most `max` candidates are kept.
     pub(crate) fn learn(&mut self, addr: SocketAddr, expires: Instant, max: usize) {
@@ -99,6 +107,13 @@ impl Node {
     pub fn set_static_peers(&mut self, addrs: Vec<SocketAddr>) {
         self.discovery
             .set_static_peers(addrs, self.config.max_nodes);
+    }
+
+    /// Knocks on `addr` from now on, as on a static peer (the member a
+    /// node joined through, maybe beyond the LAN). Not remembered across
+    /// restarts unless it becomes a neighbor.
+    pub fn knock(&mut self, addr: SocketAddr) {
+        self.discovery.add_static_peer(addr, self.config.max_nodes);
     }
 
     /// Peer exchange: unknown addresses become candidates, knocked on by

@@ -36,6 +36,7 @@ mod automation;
 pub mod command;
 mod detector;
 mod discovery;
+pub mod join;
 pub mod names;
 pub mod peers;
 pub mod rand;
@@ -328,6 +329,15 @@ pub enum Event {
         /// The new incarnation.
         incarnation: u32,
     },
+    /// A new node got the mesh key with a token this node issued.
+    Joined {
+        /// Its name, as it said.
+        name: Name,
+        /// Its node id, as it said.
+        node: NodeId,
+        /// Where it asked from.
+        addr: SocketAddr,
+    },
     /// More than one live node uses this name (reported once per conflict;
     /// see [`names`]). Addressing it by name is refused until it ends.
     NameConflict {
@@ -435,6 +445,9 @@ pub struct Stats {
     /// Goodbyes dropped: of an ended incarnation, of an unknown node, or
     /// of this node.
     pub farewells_stale: u64,
+    /// Join requests by outcome (`joined`, `answered_again`, `expired`,
+    /// `used`, `wrong`, `malformed`, `rate_limited`, `open_mesh`).
+    pub joins: BTreeMap<&'static str, u64>,
 }
 
 impl Stats {
@@ -505,6 +518,8 @@ pub struct Node {
     /// shell persists [`Node::incarnations`]): frames of older lives of
     /// theirs, replayed after our restart, are refused.
     floors: BTreeMap<NodeId, u32>,
+    /// Join tokens this node issued, and the join rate limits.
+    tokens: join::Tokens,
     /// Nodes of other meshes or protocol versions heard.
     strangers: strangers::Strangers,
     transmits: VecDeque<Transmit>,
@@ -570,6 +585,7 @@ impl Node {
             names: names::NameWatch::default(),
             farewells: BTreeMap::new(),
             floors: BTreeMap::new(),
+            tokens: join::Tokens::default(),
             strangers: strangers::Strangers::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -745,6 +761,9 @@ impl Node {
         self.stats.bytes_in += frame.len() as u64;
         if self.leaving {
             return;
+        }
+        if join::is_join(frame) {
+            return self.on_join(now, from, frame);
         }
         let header = match Header::parse(frame, self.config.mesh_id) {
             Ok(header) => header,
@@ -1023,6 +1042,73 @@ impl Node {
             && self.unicast_targets(false, Some(sender)).is_empty();
         if !nobody_else {
             self.send_everywhere(&Message::Leave(farewell), Some(sender));
+        }
+    }
+
+    /// Issues a join token for `secret` (random, from the shell), valid for
+    /// `valid_for` and one joiner.
+    pub fn issue_token(
+        &mut self,
+        now: Instant,
+        secret: join::Secret,
+        valid_for: Duration,
+    ) -> Result<(), join::IssueError> {
+        if self.config.key.is_none() {
+            return Err(join::IssueError::OpenMesh);
+        }
+        self.tokens.issue(now, secret, valid_for)
+    }
+
+    /// Join tokens issued and neither used nor expired.
+    pub fn outstanding_tokens(&self, now: Instant) -> usize {
+        self.tokens.outstanding(now)
+    }
+
+    /// Switches to another mesh: its id and key (a node that joined with a
+    /// token). Neighbors of the old mesh fall silent and are forgotten in
+    /// time; those of the new one are heard at once.
+    pub fn set_mesh(&mut self, mesh_id: u32, key: MeshKey) {
+        self.cipher = Some(Cipher::new(&key));
+        self.config.mesh_id = mesh_id;
+        self.config.key = Some(key);
+        self.pull_beacon(self.last_beacon.unwrap_or(self.started));
+    }
+
+    /// A join request (or stray join datagram) from `from`.
+    fn on_join(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        let Some(key) = self.config.key.clone() else {
+            *self.stats.joins.entry("open_mesh").or_insert(0) += 1;
+            return;
+        };
+        let (reply, outcome) = self.tokens.handle(now, from.ip(), datagram, &key);
+        let counter = match &outcome {
+            join::Outcome::Joined { .. } => "joined",
+            join::Outcome::AnsweredAgain => "answered_again",
+            join::Outcome::Expired => "expired",
+            join::Outcome::Used => "used",
+            join::Outcome::Wrong => "wrong",
+            join::Outcome::Malformed => "malformed",
+            join::Outcome::RateLimited => "rate_limited",
+        };
+        *self.stats.joins.entry(counter).or_insert(0) += 1;
+        if let Some(reply) = reply {
+            let mut payload = Datagram::new();
+            if payload.extend_from_slice(&reply).is_ok() {
+                self.stats.frames_out += 1;
+                self.stats.bytes_out += payload.len() as u64;
+                self.transmits.push_back(Transmit {
+                    destination: Destination::Unicast(from),
+                    payload,
+                });
+            }
+        }
+        match outcome {
+            join::Outcome::Joined { name, node } => self.push_event(Event::Joined {
+                name,
+                node,
+                addr: from,
+            }),
+            other => log::debug!("join request from {from}: {other:?}"),
         }
     }
 

@@ -127,6 +127,10 @@ pub struct Agent<'ex> {
     api_calls: Receiver<ApiCall>,
     api_stats: Rc<ApiStats>,
     signals: Signals,
+    /// The address join tokens name: this node's mesh (sync) address.
+    member: std::net::SocketAddr,
+    /// The mesh key file, read again after `shoal join`.
+    key_path: Option<std::path::PathBuf>,
 }
 
 /// Runs the agent until SIGTERM or SIGINT.
@@ -219,6 +223,8 @@ impl<'ex> Agent<'ex> {
             api_calls,
             api_stats,
             signals,
+            member: super::join::member_addr(config.mesh.bind, config.mesh.sync_port),
+            key_path: config.key_path(),
         })
     }
 
@@ -307,6 +313,8 @@ impl<'ex> Agent<'ex> {
                     uptime: self.started.elapsed(),
                     api_stats: &self.api_stats,
                     counters: self.feed.counters(),
+                    member: self.member,
+                    key_path: self.key_path.as_deref(),
                 };
                 answers::answer(&mut self.node, now, call, context);
             }
@@ -403,7 +411,7 @@ fn start_node(config: &Config, identity: Identity) -> Result<Node, RunError> {
             let (key, created) = state::read_or_create_key(&path)?;
             if created {
                 log::warn!(
-                    "created a new mesh key in {}: this node is a mesh of one. To add a node, copy this file to its mesh.key_file (mode 0600; shoal status there lists this node as another mesh until then)",
+                    "created a new mesh key in {}: this node is a mesh of one. To add a node: `shoal token` here, then `shoal join TOKEN` there (until then each lists the other as another mesh in shoal status)",
                     path.display()
                 );
             }

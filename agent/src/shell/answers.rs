@@ -29,6 +29,10 @@ pub struct Context<'a> {
     pub api_stats: &'a ApiStats,
     /// The counters `/metrics` shows beyond the core's.
     pub counters: &'a Counters,
+    /// The address join tokens name by default (this node's mesh address).
+    pub member: std::net::SocketAddr,
+    /// The mesh key file (`None`: an open mesh).
+    pub key_path: Option<&'a std::path::Path>,
 }
 
 /// Answers `call` at `now`. A reply channel that closed (the client went
@@ -54,7 +58,7 @@ pub fn answer(node: &mut Node, now: Instant, call: ApiCall, context: Context<'_>
             ));
         }
         ApiCall::Stats(reply) => {
-            let _ = reply.try_send(stats(node, context.uptime, context.api_stats));
+            let _ = reply.try_send(stats(node, now, context.uptime, context.api_stats));
         }
         ApiCall::Points {
             glob,
@@ -83,6 +87,17 @@ pub fn answer(node: &mut Node, now: Instant, call: ApiCall, context: Context<'_>
                 let _ = reply.try_send(answer);
             }
         },
+        ApiCall::Token {
+            valid_for,
+            member,
+            reply,
+        } => {
+            let member = member.unwrap_or_else(|| context.member.to_string());
+            let _ = reply.try_send(super::join::issue(node, now, valid_for, member));
+        }
+        ApiCall::Reload { knock, reply } => {
+            let _ = reply.try_send(super::join::reload(node, context.key_path, knock));
+        }
     }
 }
 
@@ -351,7 +366,7 @@ pub fn point_json(
 }
 
 /// `GET /api/stats`.
-pub fn stats(node: &Node, uptime: Duration, api: &ApiStats) -> Value {
+pub fn stats(node: &Node, now: Instant, uptime: Duration, api: &ApiStats) -> Value {
     let s = node.stats();
     let peers = node.peers();
     json!({
@@ -373,6 +388,8 @@ pub fn stats(node: &Node, uptime: Duration, api: &ApiStats) -> Value {
         "command_results_refused": s.results_refused,
         "signatures_invalid": s.signatures_invalid,
         "farewells_stale": s.farewells_stale,
+        "joins": s.joins,
+        "join_tokens_outstanding": node.outstanding_tokens(now),
         "strangers_unlisted": node.unlisted_strangers(),
         "api_requests": api.requests.get(),
         "api_unauthorized": api.unauthorized.get(),

@@ -97,6 +97,23 @@ pub enum ApiCall {
         /// Where the answer goes.
         reply: Sender<Answer>,
     },
+    /// `POST /api/token?expire=DUR&addr=HOST:PORT`: a join token.
+    Token {
+        /// How long it is valid.
+        valid_for: Duration,
+        /// The member address it names, if not this node's own.
+        member: Option<String>,
+        /// Where the answer goes.
+        reply: Sender<Answer>,
+    },
+    /// `POST /api/mesh/reload?knock=HOST:PORT`: read the key file again
+    /// (after `shoal join`), and knock on the member joined through.
+    Reload {
+        /// The member to knock on.
+        knock: Option<std::net::SocketAddr>,
+        /// Where the answer goes.
+        reply: Sender<Answer>,
+    },
 }
 
 /// An HTTP status and a JSON body.
@@ -282,7 +299,38 @@ async fn handle(request: Request<Incoming>, context: &Context) -> Response<Body>
                 .await
             }
         }
-        (_, ["api", "status" | "peers" | "rules" | "events" | "stats" | "points"])
+        (&Method::POST, ["api", "token"]) => {
+            if !authorized(&request, context) {
+                unauthorized(stats)
+            } else {
+                match token_query(&query) {
+                    Ok((valid_for, member)) => {
+                        call(context, |reply| ApiCall::Token {
+                            valid_for,
+                            member,
+                            reply,
+                        })
+                        .await
+                    }
+                    Err(message) => Answer::error(400, message),
+                }
+            }
+        }
+        (&Method::POST, ["api", "mesh", "reload"]) => {
+            if !authorized(&request, context) {
+                unauthorized(stats)
+            } else {
+                match query_value(&query, "knock").map(|a| a.parse::<std::net::SocketAddr>()) {
+                    Some(Err(_)) => Answer::error(400, "knock must be IP:PORT"),
+                    knock => {
+                        let knock = knock.and_then(Result::ok);
+                        call(context, |reply| ApiCall::Reload { knock, reply }).await
+                    }
+                }
+            }
+        }
+        (_, ["api", "status" | "peers" | "rules" | "events" | "stats" | "points" | "token"])
+        | (_, ["api", "mesh", "reload"])
         | (_, ["api", "points", _, _])
         | (_, ["api", "exec", _, _]) => {
             Answer::error(405, format!("{method} is not allowed on {path}"))
@@ -443,6 +491,27 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         diff |= x ^ b.get(i).copied().unwrap_or(0);
     }
     diff == 0
+}
+
+/// `expire=DUR` (default 15 minutes, at most a week) and `addr=HOST:PORT`.
+fn token_query(query: &str) -> Result<(Duration, Option<String>), String> {
+    let valid_for = match query_value(query, "expire") {
+        None => super::join::DEFAULT_EXPIRE,
+        Some(text) => shoal_config::parse_duration(&text)
+            .ok()
+            .filter(|d| !d.is_zero() && *d <= super::join::MAX_EXPIRE)
+            .ok_or_else(|| format!("expire {text:?} must be a duration such as 15m, up to 168h"))?,
+    };
+    let member = query_value(query, "addr");
+    if let Some(addr) = &member {
+        if addr
+            .rsplit_once(':')
+            .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+        {
+            return Err(format!("addr {addr:?} must be HOST:PORT"));
+        }
+    }
+    Ok((valid_for, member))
 }
 
 fn query_flag(query: &str, name: &str) -> bool {

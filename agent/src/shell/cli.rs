@@ -4,6 +4,7 @@
 //! config, 3 agent not reachable. Errors go to stderr as one clear sentence.
 #![allow(clippy::print_stdout)]
 
+use shoal_core::wire;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -30,6 +31,12 @@ commands:
                           the mesh as the agent at ADDR (default 127.0.0.1:8080) sees it
   peers [--healthy] [--api ADDR] [--json]
                           direct peers with health figures
+  token [--expire DUR] [--addr HOST:PORT] [--api ADDR] [--token TOKEN] [--config PATH]
+                          a one-time join token for a new node (default expiry 15m);
+                          --addr: the member address it names (default this node's)
+  join TOKEN [--config PATH]
+                          enroll this node: get the mesh key from the member the token
+                          names (over the mesh port), write it (0600), switch the agent
   exec NODE EXECUTOR [--api ADDR] [--token TOKEN] [--config PATH] [--json]
                           run an executor on any node of the mesh, routed through it;
                           the API token comes from --token, $SHOAL_TOKEN, or the
@@ -74,6 +81,14 @@ pub fn run(args: &[String]) -> ExitCode {
         },
         Some("watch") => match client_flags(&args[1..]) {
             Ok(flags) => watch(&flags),
+            Err(message) => usage_error(&message),
+        },
+        Some("token") => match client_flags(&args[1..]) {
+            Ok(flags) => token(&flags),
+            Err(message) => usage_error(&message),
+        },
+        Some("join") => match client_flags(&args[1..]) {
+            Ok(flags) => join(&flags),
             Err(message) => usage_error(&message),
         },
         Some(command @ ("status" | "peers" | "exec" | "get")) => match client_flags(&args[1..]) {
@@ -314,6 +329,8 @@ struct ClientFlags {
     healthy: bool,
     token: Option<String>,
     config: Option<PathBuf>,
+    expire: Option<String>,
+    addr: Option<String>,
     positional: Vec<String>,
 }
 
@@ -331,6 +348,8 @@ fn client_flags(args: &[String]) -> Result<ClientFlags, String> {
             "--token" => flags.token = Some(value("--token")?),
             "--config" | "-c" => flags.config = Some(PathBuf::from(value("--config")?)),
             "--json" => flags.json = true,
+            "--expire" => flags.expire = Some(value("--expire")?),
+            "--addr" => flags.addr = Some(value("--addr")?),
             "--healthy" => flags.healthy = true,
             flag if flag.starts_with('-') => return Err(format!("unexpected option {flag:?}")),
             _ => flags.positional.push(arg.clone()),
@@ -435,6 +454,143 @@ fn client_command(command: &str, flags: &ClientFlags) -> ExitCode {
                 }
             );
             return ExitCode::from(1);
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// `shoal token`: asks the agent for a join token and prints it alone.
+fn token(flags: &ClientFlags) -> ExitCode {
+    use crate::shell::client;
+    if let [extra, ..] = flags.positional.as_slice() {
+        return usage_error(&format!("unexpected argument {extra:?}"));
+    }
+    let api = flags.api.as_deref().unwrap_or(client::DEFAULT_API);
+    let mut query = Vec::new();
+    if let Some(expire) = &flags.expire {
+        query.push(format!("expire={expire}"));
+    }
+    if let Some(addr) = &flags.addr {
+        query.push(format!("addr={addr}"));
+    }
+    let path = format!("/api/token?{}", query.join("&"));
+    let api_token = api_token(flags);
+    match client::request(
+        api,
+        "POST",
+        &path,
+        api_token.as_deref(),
+        Duration::from_secs(10),
+    ) {
+        Ok(reply) if reply.status == 200 => {
+            println!("{}", reply.body["token"].as_str().unwrap_or(""));
+            ExitCode::SUCCESS
+        }
+        Ok(reply) if reply.status == 401 => {
+            eprintln!(
+                "shoal: the agent refused: {} (pass --token, set SHOAL_TOKEN, or run where the token file is readable)",
+                reply.error()
+            );
+            ExitCode::from(1)
+        }
+        Ok(reply) if reply.status == 400 => usage_error(&reply.error()),
+        Ok(reply) => {
+            eprintln!("shoal: {}", reply.error());
+            ExitCode::from(1)
+        }
+        Err(error @ client::ClientError::Unreachable { .. }) => {
+            eprintln!("shoal: {error} (is `shoal run` running there? see --api)");
+            ExitCode::from(3)
+        }
+        Err(error @ client::ClientError::BadAddress(_)) => usage_error(&error.to_string()),
+        Err(error) => {
+            eprintln!("shoal: {error}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `shoal join TOKEN`: gets the mesh key from the member the token names,
+/// writes it where `run` reads it, and switches a running agent over.
+fn join(flags: &ClientFlags) -> ExitCode {
+    use crate::shell::join::{self, Token};
+    let [text] = flags.positional.as_slice() else {
+        return usage_error("join needs the TOKEN (from shoal token on a member)");
+    };
+    let token = match Token::parse(text) {
+        Ok(token) => token,
+        Err(message) => return usage_error(&message),
+    };
+    let config = match configuration(flags.config.clone(), "not joined") {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let Some(key_path) = config.key_path() else {
+        eprintln!(
+            "shoal: mesh.open = true: an open mesh takes no key (remove it to join a keyed mesh)"
+        );
+        return ExitCode::from(2);
+    };
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let name = config
+        .node
+        .name
+        .clone()
+        .and_then(|n| wire::name(&n))
+        .or_else(|| wire::name(hostname.trim()))
+        .or_else(|| wire::name("unnamed"))
+        .unwrap_or_default();
+    let started = std::time::Instant::now();
+    let key = match join::ask(&token, config.mesh.bind, &name) {
+        Ok(key) => shoal_core::wire::MeshKey(key),
+        Err(failure) => {
+            eprintln!("shoal: {failure}");
+            return ExitCode::from(1);
+        }
+    };
+    match join::write_key(&key_path, &key) {
+        Ok(true) => println!(
+            "joined the mesh through {} in {} ms: its key is in {}",
+            token.member,
+            started.elapsed().as_millis(),
+            key_path.display()
+        ),
+        Ok(false) => println!(
+            "already a member: {} holds this mesh's key",
+            key_path.display()
+        ),
+        Err(error) => {
+            eprintln!("shoal: cannot write the mesh key: {error}");
+            return ExitCode::from(1);
+        }
+    }
+    // A running agent switches at once and knocks on the member (which may
+    // be beyond a gateway); otherwise the key is read at its next start.
+    let api = config.api.listen.to_string();
+    let api_token = std::fs::read_to_string(&config.api.token_file)
+        .ok()
+        .map(|t| t.trim().to_owned());
+    let knock = std::net::ToSocketAddrs::to_socket_addrs(token.member.as_str())
+        .ok()
+        .and_then(|mut addrs| addrs.find(std::net::SocketAddr::is_ipv4));
+    let path = match knock {
+        Some(addr) => format!("/api/mesh/reload?knock={addr}"),
+        None => "/api/mesh/reload".to_owned(),
+    };
+    match crate::shell::client::request(
+        &api,
+        "POST",
+        &path,
+        api_token.as_deref(),
+        Duration::from_secs(5),
+    ) {
+        Ok(reply) if reply.status == 200 => println!("the agent at {api} switched to the mesh"),
+        Ok(reply) => println!(
+            "the agent at {api} did not switch ({}): restart it (systemctl restart shoal)",
+            reply.error()
+        ),
+        Err(_) => {
+            println!("no agent answers at {api}: start it (systemctl start shoal) to use the key")
         }
     }
     ExitCode::SUCCESS

@@ -221,7 +221,7 @@ pub fn format_status(status: &Value) -> String {
                 "  other mesh: {who} at {address} is in an open mesh (no key): they ignore each other\n"
             )),
             (None, mesh) => out.push_str(&format!(
-                "  other mesh: {who} at {address} is in mesh {} (another key): give both the same mesh key to join them\n",
+                "  other mesh: {who} at {address} is in mesh {} (another key): to join them, run shoal token on one and shoal join TOKEN on the other\n",
                 mesh.unwrap_or("?")
             )),
         }

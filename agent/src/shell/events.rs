@@ -99,6 +99,16 @@ impl EventFeed {
                 log::warn!("frame counter exhausted: now incarnation {incarnation}");
             }
             Event::NameConflict { name, nodes } => self.name_conflict(node, &name, &nodes),
+            Event::Joined {
+                name,
+                node: id,
+                addr,
+            } => {
+                log::info!(
+                    "{name} ({id}) at {addr} joined the mesh with a token; it got the mesh key"
+                );
+                self.send("joined", &json!({ "node": name.as_str(), "id": id.to_string(), "addr": addr.to_string() }));
+            }
             Event::PointChanged { origin, name } => self.point_changed(node, origin, &name),
             // State changes are logged by the core.
             Event::PeerStateChanged { peer, from, to, .. } => {

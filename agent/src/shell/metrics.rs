@@ -249,6 +249,15 @@ fn counter_samples(
             format!("shoal_frames_dropped_total{{reason=\"{reason}\"}} {count}"),
         );
     }
+    for (outcome, count) in &stats.joins {
+        add(
+            families,
+            "shoal_join_requests_total",
+            "Join requests, by outcome",
+            "counter",
+            format!("shoal_join_requests_total{{outcome=\"{outcome}\"}} {count}"),
+        );
+    }
     for (name, help, value) in [
         (
             "shoal_routes_sent_total",

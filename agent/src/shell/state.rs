@@ -255,11 +255,47 @@ fn parse_seed(text: &str) -> Option<[u8; 32]> {
 
 /// 32 random bytes from the kernel.
 fn random_seed() -> Result<[u8; 32], StateError> {
-    let mut bytes = [0u8; 32];
+    random_bytes()
+}
+
+/// `N` random bytes from the kernel.
+pub fn random_bytes<const N: usize>() -> Result<[u8; N], StateError> {
+    let mut bytes = [0u8; N];
     File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))
         .map_err(StateError::Random)?;
     Ok(bytes)
+}
+
+/// Replaces the mesh key at `path` with `key` (64 hex digits, mode 0600),
+/// atomically: a reader sees the old key or the new one.
+pub fn replace_key(path: &Path, key: &MeshKey) -> Result<(), StateError> {
+    let write_error = |source| StateError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let hex: String = key.0.iter().map(|b| format!("{b:02x}")).collect();
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(format!(".join-{}", std::process::id()));
+    let temporary = PathBuf::from(temporary);
+    let _ = fs::remove_file(&temporary);
+    let written = (|| {
+        let mut options = OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut file = options.open(&temporary)?;
+        file.write_all(format!("{hex}\n").as_bytes())?;
+        file.sync_all()?;
+        fs::rename(&temporary, path)
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&temporary);
+    }
+    written.map_err(write_error)
 }
 
 /// A neighbor remembered across restarts, so a rebooted node (or one that

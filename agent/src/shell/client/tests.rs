@@ -38,7 +38,7 @@ fn status_names_conflicts_and_strangers_after_the_nodes() {
         lines,
         [
             "  name conflict: 2 live nodes are named twin (0000000000000001, 0000000000000002): give one another node.name",
-            "  other mesh: 00000000000000aa at 10.0.0.5:20195 is in mesh 0badcafe (another key): give both the same mesh key to join them",
+            "  other mesh: 00000000000000aa at 10.0.0.5:20195 is in mesh 0badcafe (another key): to join them, run shoal token on one and shoal join TOKEN on the other",
             "  other protocol: old (00000000000000bb) at 10.0.0.6:20195 speaks protocol 0, this node 2: upgrade the older one",
             "  other mesh: lab (00000000000000cc) at 10.0.0.7:20195 is in an open mesh (no key): they ignore each other",
         ]

@@ -1,0 +1,247 @@
+//! Join tokens in the shell: the token text, the member's answers to
+//! `POST /api/token` and `POST /api/mesh/reload`, and `shoal join` on the
+//! new node (the request over the mesh port, the key written, the local
+//! agent switched over). The exchange itself is `shoal_core::join`.
+//!
+//! A token reads `shoal1-<32 hex digits>@HOST:PORT`: the secret, then the
+//! member's mesh (sync) address, which may be on another subnet.
+
+use super::api::Answer;
+use super::state;
+use serde_json::json;
+use shoal_core::join::{self, Answer as JoinAnswer, JoinError, Secret, SECRET_LEN};
+use shoal_core::time::Instant;
+use shoal_core::wire::{self, MeshKey, NodeId};
+use shoal_core::Node;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs, UdpSocket};
+use std::path::Path;
+use std::time::Duration;
+
+/// What every token starts with (`1`: the version of the join exchange).
+pub const PREFIX: &str = "shoal1-";
+/// How long a token is valid unless `--expire` says otherwise.
+pub const DEFAULT_EXPIRE: Duration = Duration::from_secs(15 * 60);
+/// The longest validity a token may have.
+pub const MAX_EXPIRE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Requests `shoal join` sends before it gives up, one per second.
+pub const ATTEMPTS: u32 = 4;
+
+/// A parsed token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token {
+    /// The secret.
+    pub secret: Secret,
+    /// The member to ask, `HOST:PORT`.
+    pub member: String,
+}
+
+impl Token {
+    /// Reads a token's text.
+    pub fn parse(text: &str) -> Result<Token, String> {
+        let text = text.trim();
+        let rest = text
+            .strip_prefix(PREFIX)
+            .ok_or_else(|| format!("not a shoal join token (it starts with {PREFIX:?})"))?;
+        let (hex, member) = rest
+            .split_once('@')
+            .ok_or("the token names no member (…@HOST:PORT)")?;
+        if hex.len() != 2 * SECRET_LEN || !hex.is_ascii() {
+            return Err(format!(
+                "the token's secret must be {} hex digits",
+                2 * SECRET_LEN
+            ));
+        }
+        let mut secret = [0u8; SECRET_LEN];
+        for (byte, pair) in secret.iter_mut().zip(hex.as_bytes().chunks(2)) {
+            let pair = std::str::from_utf8(pair).map_err(|_| "bad hex digit")?;
+            *byte = u8::from_str_radix(pair, 16)
+                .map_err(|_| format!("bad hex digit in the token: {pair:?}"))?;
+        }
+        if member
+            .rsplit_once(':')
+            .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+        {
+            return Err(format!("the token's member {member:?} is not HOST:PORT"));
+        }
+        Ok(Token {
+            secret: Secret(secret),
+            member: member.to_owned(),
+        })
+    }
+
+    /// The token's text.
+    pub fn text(&self) -> String {
+        let hex: String = self.secret.0.iter().map(|b| format!("{b:02x}")).collect();
+        format!("{PREFIX}{hex}@{}", self.member)
+    }
+}
+
+/// The address a token names for this node: `mesh.bind` and the sync port,
+/// or, when bound to every address, the first IPv4 address of an interface
+/// that is up and not loopback (loopback if there is none).
+pub fn member_addr(bind: IpAddr, sync_port: u16) -> SocketAddr {
+    if !bind.is_unspecified() {
+        return SocketAddr::new(bind, sync_port);
+    }
+    let ip = if_addrs::get_if_addrs()
+        .ok()
+        .and_then(|interfaces| {
+            interfaces
+                .into_iter()
+                .filter(|i| !i.is_loopback())
+                .find_map(|i| match i.ip() {
+                    IpAddr::V4(v4) => Some(IpAddr::V4(v4)),
+                    IpAddr::V6(_) => None,
+                })
+        })
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    SocketAddr::new(ip, sync_port)
+}
+
+/// `POST /api/token?expire=DUR&addr=HOST:PORT`: a new token, valid for
+/// `valid_for`, naming `member`.
+pub fn issue(node: &mut Node, now: Instant, valid_for: Duration, member: String) -> Answer {
+    let secret = match state::random_bytes::<SECRET_LEN>() {
+        Ok(bytes) => Secret(bytes),
+        Err(error) => return Answer::error(500, error.to_string()),
+    };
+    match node.issue_token(now, secret, valid_for) {
+        Ok(()) => {
+            log::info!(
+                "issued a join token naming {member}, valid for {}s ({} outstanding)",
+                valid_for.as_secs(),
+                node.outstanding_tokens(now)
+            );
+            let token = Token { secret, member };
+            Answer {
+                status: 200,
+                body: json!({
+                    "token": token.text(),
+                    "member": token.member,
+                    "expires_in_s": valid_for.as_secs(),
+                }),
+            }
+        }
+        Err(error @ join::IssueError::OpenMesh) => Answer::error(409, error.to_string()),
+        Err(error @ join::IssueError::TooMany) => Answer::error(503, error.to_string()),
+    }
+}
+
+/// `POST /api/mesh/reload?knock=HOST:PORT`: reads the key file again (after
+/// `shoal join` wrote it) and switches the mesh; knocks on the member.
+pub fn reload(node: &mut Node, key_path: Option<&Path>, knock: Option<SocketAddr>) -> Answer {
+    let Some(path) = key_path else {
+        return Answer::error(
+            409,
+            "this mesh is open (mesh.open = true): there is no key to reload",
+        );
+    };
+    let key = match state::read_key(path) {
+        Ok(key) => key,
+        Err(error) => return Answer::error(500, error.to_string()),
+    };
+    let mesh_id = state::mesh_id(Some(&key));
+    let changed = node.config().mesh_id != mesh_id;
+    if changed {
+        node.set_mesh(mesh_id, key);
+        log::warn!(
+            "switched to mesh {mesh_id:08x} with the key in {}: neighbors of the old mesh fall silent",
+            path.display()
+        );
+    }
+    if let Some(addr) = knock {
+        node.knock(addr);
+    }
+    Answer {
+        status: 200,
+        body: json!({ "mesh": format!("{mesh_id:08x}"), "changed": changed }),
+    }
+}
+
+/// Why `shoal join` failed: each prints one sentence, exit code 1.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JoinFailure {
+    /// The member knows no such token.
+    #[error("{0}")]
+    Wrong(JoinError),
+    /// The token expired.
+    #[error("the token expired: ask for a new one (shoal token on a member)")]
+    Expired,
+    /// Another node used the token.
+    #[error("the token was used already, by another node: ask for a new one")]
+    Used,
+    /// No answer.
+    #[error("unreachable: no answer from {0} in {ATTEMPTS} s (is shoal running there, and can this node reach it on UDP?)")]
+    Unreachable(String),
+    /// The member's address does not resolve, or no socket could be opened.
+    #[error("{0}")]
+    Local(String),
+}
+
+/// Asks the member named in `token` for the mesh key, from `bind` (the
+/// node's own address, or unspecified), as node `name`.
+pub fn ask(token: &Token, bind: IpAddr, name: &wire::Name) -> Result<[u8; 32], JoinFailure> {
+    let member = token
+        .member
+        .to_socket_addrs()
+        .map_err(|error| JoinFailure::Local(format!("cannot resolve {}: {error}", token.member)))?
+        .find(SocketAddr::is_ipv4)
+        .ok_or_else(|| JoinFailure::Local(format!("{} has no IPv4 address", token.member)))?;
+    let socket = UdpSocket::bind(SocketAddr::new(bind, 0))
+        .map_err(|error| JoinFailure::Local(format!("cannot open a UDP socket: {error}")))?;
+    socket
+        .set_read_timeout(Some(Duration::from_millis(250)))
+        .map_err(|error| JoinFailure::Local(error.to_string()))?;
+    let nonce =
+        state::random_bytes::<24>().map_err(|error| JoinFailure::Local(error.to_string()))?;
+    let request = join::request(&token.secret, nonce, name, NodeId(0));
+    let mut buf = [0u8; 256];
+    for _ in 0..ATTEMPTS {
+        socket
+            .send_to(&request, member)
+            .map_err(|error| JoinFailure::Local(format!("cannot send to {member}: {error}")))?;
+        let until = std::time::Instant::now() + Duration::from_secs(1);
+        while std::time::Instant::now() < until {
+            let Ok((len, from)) = socket.recv_from(&mut buf) else {
+                continue;
+            };
+            if from != member {
+                continue;
+            }
+            match join::open_reply(&token.secret, nonce, &buf[..len]) {
+                Ok(JoinAnswer::Key(key)) => return Ok(key),
+                Ok(JoinAnswer::Expired) => return Err(JoinFailure::Expired),
+                Ok(JoinAnswer::Used) => return Err(JoinFailure::Used),
+                Err(JoinError::Refused) => return Err(JoinFailure::Wrong(JoinError::Refused)),
+                Err(JoinError::NotAnAnswer) => {}
+            }
+        }
+    }
+    Err(JoinFailure::Unreachable(token.member.clone()))
+}
+
+/// Writes the mesh key `key` to `path` (mode 0600, replacing this node's own
+/// key of a mesh of one; owned like its directory when run as root, so the
+/// service can read it). False if it held that key already.
+pub fn write_key(path: &Path, key: &MeshKey) -> Result<bool, String> {
+    if let Ok(existing) = state::read_key(path) {
+        if existing.0 == key.0 {
+            return Ok(false);
+        }
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    state::create_private_dir(dir).map_err(|error| error.to_string())?;
+    state::replace_key(path, key).map_err(|error| error.to_string())?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let Ok(owner) = std::fs::metadata(dir) {
+            // Only root may change the owner; for anyone else it is theirs.
+            let _ = std::os::unix::fs::chown(path, Some(owner.uid()), Some(owner.gid()));
+        }
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests;
