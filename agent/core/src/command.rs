@@ -45,6 +45,9 @@ pub const MAX_PENDING_COMMANDS: usize = 64;
 const SEEN_COMMANDS: usize = 256;
 /// Commands run here for others, remembered to answer repeated attempts.
 const SERVED_COMMANDS: usize = 64;
+/// Askers whose replay window was dropped, remembered compactly (16 bytes
+/// each) so their old requests never run again.
+const MAX_RETIRED: usize = 4096;
 /// Commands a node may send through or to us in a burst...
 pub const COMMAND_BURST: u32 = 10;
 /// ...and then one per this long.
@@ -84,6 +87,12 @@ struct Pending {
     attempt: u8,
     /// Our incarnation when we asked: its answer must name it.
     incarnation: u32,
+    /// The target's incarnation we first sent it to: if the target
+    /// restarts meanwhile, it is not sent again (it may have run).
+    target_incarnation: Option<u32>,
+    /// A relay said it has no route to the target (a hint, not an answer:
+    /// anyone can sign one): the outcome if nothing else comes.
+    no_route: bool,
 }
 
 /// A command run here for another node: its last attempt and, once done,
@@ -116,6 +125,9 @@ pub(super) struct Commands {
     buckets: BTreeMap<NodeId, Bucket>,
     /// Per asker: its incarnation and the request numbers of it run here.
     windows: BTreeMap<NodeId, (u32, ReplayWindow)>,
+    /// Per asker whose window was dropped (forgotten, or to make room):
+    /// its incarnation and the highest request number run then.
+    retired: BTreeMap<NodeId, (u32, u64)>,
 }
 
 impl Commands {
@@ -167,6 +179,16 @@ impl Commands {
     /// Whether request `id` of `origin`'s incarnation `incarnation` is new
     /// here; notes it if so.
     fn first_run(&mut self, origin: NodeId, incarnation: u32, id: u32) -> bool {
+        match self.retired.get(&origin) {
+            Some(&(old, _)) if incarnation < old => return false,
+            Some(&(old, highest)) if incarnation == old && u64::from(id) <= highest => {
+                return false
+            }
+            Some(&(old, _)) if incarnation > old => {
+                self.retired.remove(&origin);
+            }
+            _ => {}
+        }
         let entry = self
             .windows
             .entry(origin)
@@ -181,28 +203,56 @@ impl Commands {
         true
     }
 
-    /// Drops what is kept of a forgotten node.
+    /// Drops what is kept of a forgotten node; its window shrinks to a
+    /// tombstone, so its old requests still never run again.
     pub(super) fn forget(&mut self, id: NodeId) {
-        self.windows.remove(&id);
+        self.retire(id);
         self.buckets.remove(&id);
     }
 
-    /// Remembers a command run here for another node.
-    fn serve(&mut self, key: (NodeId, u32), incarnation: u32, attempt: u8) {
-        self.served.insert(
-            key,
-            Served {
-                attempt,
-                incarnation,
-                result: None,
-            },
-        );
-        self.served_order.push_back(key);
-        if self.served_order.len() > SERVED_COMMANDS {
-            if let Some(old) = self.served_order.pop_front() {
-                self.served.remove(&old);
+    /// Replaces `id`'s replay window with its highest request number.
+    fn retire(&mut self, id: NodeId) {
+        let Some((incarnation, window)) = self.windows.remove(&id) else {
+            return;
+        };
+        let Some(highest) = window.highest() else {
+            return;
+        };
+        if !self.retired.contains_key(&id) && self.retired.len() >= MAX_RETIRED {
+            self.retired.pop_first();
+        }
+        let entry = self.retired.entry(id).or_insert((incarnation, highest));
+        if (incarnation, highest) > *entry {
+            *entry = (incarnation, highest);
+        }
+    }
+
+    /// Remembers a command run here for another node; false when every
+    /// remembered one is still running (no room: the caller refuses).
+    fn serve(&mut self, key: (NodeId, u32), incarnation: u32, attempt: u8) -> bool {
+        if !self.served.contains_key(&key) && self.served.len() >= SERVED_COMMANDS {
+            // The oldest finished one makes room; a running one must stay
+            // (its result names the asker's incarnation kept here).
+            let finished = self
+                .served_order
+                .iter()
+                .position(|k| self.served.get(k).is_none_or(|s| s.result.is_some()));
+            match finished.and_then(|at| self.served_order.remove(at)) {
+                Some(old) => {
+                    self.served.remove(&old);
+                }
+                None => return false,
             }
         }
+        let fresh = Served {
+            attempt,
+            incarnation,
+            result: None,
+        };
+        if self.served.insert(key, fresh).is_none() {
+            self.served_order.push_back(key);
+        }
+        true
     }
 
     /// The earliest deadline or retry of a pending command.
@@ -270,6 +320,8 @@ impl Node {
                 next_try: hop.map(|_| now + retry),
                 attempt: 0,
                 incarnation: self.counter.incarnation,
+                target_incarnation: hop.and_then(|_| self.known_incarnation(target)),
+                no_route: false,
             },
         );
         self.commands.first_sight((self.id, id, 0, None));
@@ -352,10 +404,13 @@ impl Node {
         outcome: Outcome,
         output: &str,
     ) {
-        // A command of our own to ourselves is not in `served`.
         let (attempt, incarnation) = match self.commands.served.get(&(origin, id)) {
             Some(served) => (served.attempt, served.incarnation),
-            None => (0, self.counter.incarnation),
+            // A command of our own to ourselves is not in `served`.
+            None if origin == self.id => (0, self.counter.incarnation),
+            // Cannot happen (running commands stay in `served`); an answer
+            // without the asker's incarnation would be refused anyway.
+            None => return,
         };
         let result = self.signed_result(origin, incarnation, id, attempt, outcome, output);
         if let Some(served) = self.commands.served.get_mut(&(origin, id)) {
@@ -376,6 +431,21 @@ impl Node {
             .map(|(&id, p)| (id, p.clone()))
             .collect();
         for (id, pending) in due {
+            if pending.target_incarnation.is_some()
+                && self.known_incarnation(pending.target) != pending.target_incarnation
+            {
+                // Sending it to the new life could run it twice.
+                self.commands.pending.remove(&id);
+                self.stats.commands_unanswered += 1;
+                self.push_event(Event::CommandFinished {
+                    id,
+                    target: pending.target,
+                    outcome: Outcome::NoAnswer,
+                    output: "the target restarted before answering: it may or may not have run"
+                        .to_owned(),
+                });
+                continue;
+            }
             let attempt = pending.attempt.saturating_add(1);
             if let Some(entry) = self.commands.pending.get_mut(&id) {
                 entry.attempt = attempt;
@@ -393,26 +463,40 @@ impl Node {
             self.stats.commands_retried += 1;
             self.send(Destination::Unicast(addr), &Message::Command(command));
         }
-        let expired: Vec<(u32, NodeId)> = self
+        let expired: Vec<(u32, NodeId, bool)> = self
             .commands
             .pending
             .iter()
             .filter(|(_, p)| p.deadline <= now)
-            .map(|(&id, p)| (id, p.target))
+            .map(|(&id, p)| (id, p.target, p.no_route))
             .collect();
-        for (id, target) in expired {
+        for (id, target, no_route) in expired {
             self.commands.pending.remove(&id);
             self.stats.commands_unanswered += 1;
+            let (outcome, output) = if no_route {
+                (
+                    Outcome::NoRoute,
+                    "a node on the way had no route to the target",
+                )
+            } else {
+                (Outcome::NoAnswer, "")
+            };
             self.push_event(Event::CommandFinished {
                 id,
                 target,
-                outcome: Outcome::NoAnswer,
-                output: String::new(),
+                outcome,
+                output: output.to_owned(),
             });
         }
     }
 
     pub(super) fn on_command(&mut self, now: Instant, command: Command) {
+        // The cheap check first: a copy seen before costs no verification.
+        let key = (command.origin, command.id, command.attempt, None);
+        if self.commands.seen.contains(&key) {
+            self.stats.commands_duplicate += 1;
+            return;
+        }
         let payload = sign::command_payload(&command);
         if !sign::verify(command.origin, &command.key, &payload, &command.signature) {
             self.stats.signatures_invalid += 1;
@@ -430,17 +514,18 @@ impl Node {
             log::debug!("dropped a command from the wire claiming this node as its origin");
             return;
         }
-        let key = (command.origin, command.id, command.attempt, None);
-        if !self.commands.first_sight(key) {
-            self.stats.commands_duplicate += 1;
-            return;
-        }
+        self.commands.first_sight(key);
         if !self
             .commands
             .allow(now, command.origin, self.config.max_nodes)
         {
             self.stats.commands_rate_limited += 1;
             log::debug!("rate-limited a command from {}", command.origin);
+            if command.target != self.id {
+                // A relay drops it: the asker gets no answer from a relay
+                // it would trust anyway, and signing costs.
+                return;
+            }
             let result = self.signed_result(
                 command.origin,
                 command.origin_incarnation,
@@ -523,8 +608,8 @@ impl Node {
         if !self.commands.windows.contains_key(&origin)
             && self.commands.windows.len() >= self.config.max_nodes
         {
-            // Make room: askers no longer known have nothing left to replay
-            // that could run (their commands are refused as stale).
+            // Make room: askers no longer known shrink to tombstones (their
+            // old requests still never run again).
             let gone: Vec<NodeId> = self
                 .commands
                 .windows
@@ -533,7 +618,7 @@ impl Node {
                 .filter(|&id| self.known_incarnation(id).is_none())
                 .collect();
             for id in gone {
-                self.commands.windows.remove(&id);
+                self.commands.retire(id);
             }
             if self.commands.windows.len() >= self.config.max_nodes {
                 self.stats.commands_stale += 1;
@@ -548,8 +633,22 @@ impl Node {
             log::debug!("refused command {} of {origin}: it ran before", command.id);
             return;
         }
-        self.commands
-            .serve(key, command.origin_incarnation, command.attempt);
+        if !self
+            .commands
+            .serve(key, command.origin_incarnation, command.attempt)
+        {
+            // Every remembered command is still running.
+            let result = self.signed_result(
+                origin,
+                command.origin_incarnation,
+                command.id,
+                command.attempt,
+                Outcome::Busy,
+                "too many commands running on this node",
+            );
+            self.route_result(now, result);
+            return;
+        }
         self.push_event(Event::CommandRequested {
             origin,
             id: command.id,
@@ -559,21 +658,23 @@ impl Node {
     }
 
     pub(super) fn on_command_result(&mut self, now: Instant, result: CommandResult) {
+        let key = (
+            result.origin,
+            result.id,
+            result.attempt,
+            Some(result.target),
+        );
+        if self.commands.seen.contains(&key) {
+            self.stats.commands_duplicate += 1;
+            return;
+        }
         let payload = sign::result_payload(&result);
         if !sign::verify(result.target, &result.key, &payload, &result.signature) {
             self.stats.signatures_invalid += 1;
             log::debug!("dropped a result claiming {}: bad signature", result.target);
             return;
         }
-        if !self.commands.first_sight((
-            result.origin,
-            result.id,
-            result.attempt,
-            Some(result.target),
-        )) {
-            self.stats.commands_duplicate += 1;
-            return;
-        }
+        self.commands.first_sight(key);
         if result.origin == self.id {
             self.route_result(now, result);
             return;
@@ -594,14 +695,20 @@ impl Node {
     /// Delivers a result here, or sends it one hop closer to its asker.
     fn route_result(&mut self, now: Instant, result: CommandResult) {
         if result.origin == self.id {
-            let Some(pending) = self.commands.pending.get(&result.id) else {
+            let Some(pending) = self.commands.pending.get_mut(&result.id) else {
                 return;
             };
-            // From the node asked (or a relay that found no route to it),
-            // for this command of this incarnation of ours.
-            if pending.incarnation != result.origin_incarnation
-                || (result.target != pending.target && result.outcome != Outcome::NoRoute)
+            if pending.incarnation == result.origin_incarnation
+                && result.target != pending.target
+                && result.outcome == Outcome::NoRoute
             {
+                // A relay found no route: the outcome if nothing better
+                // comes (any member could say so, so it ends nothing).
+                pending.no_route = true;
+                return;
+            }
+            // From the node asked, for this command of this incarnation of ours.
+            if pending.incarnation != result.origin_incarnation || result.target != pending.target {
                 self.stats.results_refused += 1;
                 log::debug!(
                     "refused a result for command {} from {}",

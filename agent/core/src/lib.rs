@@ -1000,6 +1000,10 @@ impl Node {
     /// A signed goodbye, from the leaver itself or relayed (`sender`).
     fn on_farewell(&mut self, now: Instant, sender: NodeId, farewell: wire::Farewell) {
         let node = farewell.node;
+        if self.farewells.get(&node) == Some(&farewell) {
+            // Known already: no verification, no relay.
+            return;
+        }
         let payload = sign::farewell_payload(&farewell);
         if !sign::verify(node, &farewell.key, &payload, &farewell.signature) {
             self.stats.signatures_invalid += 1;
@@ -1034,7 +1038,21 @@ impl Node {
         }
         self.relay.routes.mark_left(node, farewell.incarnation);
         self.relay.dirty = true;
-        self.farewells.insert(node, farewell.clone());
+        if !self.farewells.contains_key(&node) && self.farewells.len() >= self.config.max_nodes {
+            // Bounded: goodbyes of nodes no longer known make room.
+            let gone: Vec<NodeId> = self
+                .farewells
+                .keys()
+                .copied()
+                .filter(|&id| self.peers.get(id).is_none() && self.relay.routes.get(id).is_none())
+                .collect();
+            for id in gone {
+                self.farewells.remove(&id);
+            }
+        }
+        if self.farewells.contains_key(&node) || self.farewells.len() < self.config.max_nodes {
+            self.farewells.insert(node, farewell.clone());
+        }
         // Beyond the sender's broadcast, as a delta is relayed.
         let sender_on_lan = self.peers.get(sender).is_some_and(|peer| peer.is_lan());
         let nobody_else = sender_on_lan
@@ -1119,7 +1137,9 @@ impl Node {
             return Some(self.counter.incarnation);
         }
         let heard = match self.peers.get(node) {
-            Some(peer) => Some(peer.incarnation),
+            // Its own frames, or a vouch's newer counter (a neighbor heard
+            // only through others after a restart).
+            Some(peer) => Some(peer.incarnation.max(peer.alive.incarnation)),
             None => self
                 .relay
                 .routes

@@ -364,12 +364,13 @@ impl Node {
                 // distances behind. Fresher counters follow within a beacon.
                 continue;
             }
-            // "It left" counts only with its signed goodbye in hand.
-            let left = entry.left
-                && self
-                    .farewells
-                    .get(&entry.node)
-                    .is_some_and(|f| f.incarnation == entry.counter.incarnation);
+            // "It left" counts only with its signed goodbye in hand, and
+            // then whatever the entry says (a neighbor that has not got the
+            // goodbye yet still advertises it alive).
+            let left = self
+                .farewells
+                .get(&entry.node)
+                .is_some_and(|f| f.incarnation >= entry.counter.incarnation);
             let result = self.relay.routes.update(
                 now,
                 sender,

@@ -1146,3 +1146,25 @@ fn older_lives_of_nodes_remembered_from_an_earlier_run_are_refused() {
     }
     assert_eq!(small.incarnations().len(), 4);
 }
+
+#[test]
+fn goodbyes_kept_are_bounded_and_go_with_their_node() {
+    let small = Config {
+        max_nodes: 4,
+        ..config()
+    };
+    let mut b = node_with(2, 1, small);
+    for id in [1, 3, 4, 5] {
+        hear_beacon(&mut b, id, at(1));
+        let goodbye = crafted(id, 1, 50, &farewell_by(id, id, 1));
+        b.handle_datagram(at(2), addr(id), Arrival::Broadcast, &goodbye);
+    }
+    assert_eq!(b.farewells.len(), 4);
+    // A copy already held costs no verification and changes nothing.
+    let again = crafted(3, 1, 60, &farewell_by(1, 1, 1));
+    b.handle_datagram(at(3), addr(3), Arrival::Broadcast, &again);
+    assert_eq!(b.farewells.len(), 4);
+    b.forget(nid(3));
+    assert_eq!(b.farewells.len(), 3);
+    assert!(!b.farewells.contains_key(&nid(3)));
+}

@@ -920,6 +920,11 @@ impl ReplayWindow {
         (word, 1u64 << (counter % 64))
     }
 
+    /// The highest counter accepted so far.
+    pub fn highest(&self) -> Option<u64> {
+        self.highest
+    }
+
     /// Whether a frame with `counter` would be new.
     pub fn is_fresh(&self, counter: u64) -> bool {
         let Some(highest) = self.highest else {

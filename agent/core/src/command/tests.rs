@@ -623,22 +623,163 @@ fn a_result_counts_only_from_the_node_asked_for_this_incarnation() {
     assert_eq!(finished(&mut n), 0);
     assert_eq!(n.stats().results_refused, 2);
     assert_eq!(n.stats().signatures_invalid, 1);
-    // A relay's signed NoRoute is taken (it says only that nothing ran), and
-    // then the genuine answer finds nothing pending.
+    // A relay's signed NoRoute ends nothing (any member could sign one);
+    // the genuine answer (of a later attempt) still counts.
     n.handle_datagram(
         at(30),
         addr(4),
         Arrival::Unicast,
         &frame(4, 1, &result(4, 4, 1, Outcome::NoRoute)),
     );
-    assert_eq!(finished(&mut n), 1);
+    assert_eq!(finished(&mut n), 0);
+    let Message::CommandResult(genuine) = result(2, 2, 1, Outcome::Exited(0)) else {
+        unreachable!("a result")
+    };
+    let genuine = CommandResult {
+        attempt: 1,
+        ..genuine
+    };
     n.handle_datagram(
         at(40),
         addr(2),
         Arrival::Unicast,
-        &frame(2, 2, &result(2, 2, 1, Outcome::Exited(0))),
+        &frame(2, 2, &Message::CommandResult(genuine)),
     );
-    assert_eq!(finished(&mut n), 0);
+    assert_eq!(finished(&mut n), 1);
+}
+
+#[test]
+fn a_relays_no_route_is_the_outcome_only_when_nothing_else_comes() {
+    let mut n = node(1, 16);
+    hears(&mut n, at(0), &[2, 4]);
+    let id = n
+        .exec(
+            at(10),
+            nid(2),
+            wire::name("fan_on").expect("valid"),
+            Duration::from_secs(5),
+        )
+        .expect("sent");
+    let mut no_route = CommandResult {
+        origin: nid(1),
+        id,
+        target: nid(4),
+        hops_left: 16,
+        outcome: Outcome::NoRoute,
+        output: truncate_output("node-4 has no route to the target"),
+        attempt: 0,
+        origin_incarnation: 1,
+        key: crate::sign::test_key(4).public(),
+        signature: Signature([0; SIGNATURE_LEN]),
+    };
+    no_route.signature = crate::sign::test_key(4).sign(&sign::result_payload(&no_route));
+    let f = frame(4, 1, &Message::CommandResult(no_route));
+    n.handle_datagram(at(20), addr(4), Arrival::Unicast, &f);
+    events(&mut n);
+    // Keep node 2 alive (same life) until the deadline.
+    let mut t = 20;
+    let mut outcome = None;
+    while outcome.is_none() && t < 6_000 {
+        t += 100;
+        n.handle_datagram(
+            at(t),
+            addr(2),
+            Arrival::Broadcast,
+            &frame(2, t as u32, &alive()),
+        );
+        n.handle_timeout(at(t));
+        outcome = events(&mut n).into_iter().find_map(|e| match e {
+            Event::CommandFinished {
+                outcome, output, ..
+            } => Some((outcome, output)),
+            _ => None,
+        });
+    }
+    let (outcome, output) = outcome.expect("finished by the deadline");
+    assert_eq!(outcome, Outcome::NoRoute);
+    assert!(
+        !output.contains("node-4"),
+        "the relay's text is not shown: {output}"
+    );
+}
+
+#[test]
+fn a_command_is_not_sent_again_to_a_target_that_restarted() {
+    let mut n = node(1, 16);
+    hears(&mut n, at(0), &[2]);
+    n.exec(
+        at(10),
+        nid(2),
+        wire::name("fan_on").expect("valid"),
+        Duration::from_secs(5),
+    )
+    .expect("sent");
+    events(&mut n);
+    std::iter::from_fn(|| n.poll_transmit()).for_each(drop);
+    // Node 2 restarts before answering: the command may have run.
+    n.handle_datagram(
+        at(500),
+        addr(2),
+        Arrival::Broadcast,
+        &frame_in(2, 2, 0, &alive()),
+    );
+    n.handle_timeout(at(1_010));
+    let sent_again = std::iter::from_fn(|| n.poll_transmit())
+        .any(|t| t.destination == Destination::Unicast(addr(2)) && n_is_command(&t.payload));
+    assert!(!sent_again);
+    let ended = events(&mut n).into_iter().find_map(|e| match e {
+        Event::CommandFinished {
+            outcome, output, ..
+        } => Some((outcome, output)),
+        _ => None,
+    });
+    let (outcome, output) = ended.expect("ended at once");
+    assert_eq!(outcome, Outcome::NoAnswer);
+    assert!(output.contains("may or may not have run"), "{output}");
+}
+
+/// Whether `frame` (of this test mesh) holds a command.
+fn n_is_command(frame: &[u8]) -> bool {
+    let Ok(header) = Header::parse(frame, MESH) else {
+        return false;
+    };
+    matches!(
+        wire::decode_body(&header, frame, Some(&wire::Cipher::new(&KEY))),
+        Ok(Message::Command(_))
+    )
+}
+
+#[test]
+fn a_replay_window_dropped_with_its_node_leaves_a_tombstone() {
+    // Node 9 asks, is forgotten (a long outage), comes back in the same
+    // life: its old request, replayed, never runs again; a new one does.
+    let mut n = node(1, 16);
+    hears(&mut n, at(0), &[2, 9]);
+    let first = command(9, 5, 1, 16);
+    n.handle_datagram(at(10), addr(2), Arrival::Unicast, &frame(2, 1, &first));
+    assert_eq!(requested(&events(&mut n)), 1);
+    n.complete_command(at(20), nid(9), 5, Outcome::Exited(0), "ok");
+    n.forget(nid(9));
+    assert!(!n.commands.windows.contains_key(&nid(9)));
+    hears(&mut n, at(30), &[9]);
+    // Push it out of the result cache too.
+    n.commands.served.clear();
+    n.commands.served_order.clear();
+    n.handle_datagram(
+        at(40),
+        addr(2),
+        Arrival::Unicast,
+        &frame(2, 2, &attempt(first, 7)),
+    );
+    assert_eq!(requested(&events(&mut n)), 0);
+    assert_eq!(n.stats().commands_replayed, 1);
+    n.handle_datagram(
+        at(50),
+        addr(2),
+        Arrival::Unicast,
+        &frame(2, 3, &command(9, 6, 1, 16)),
+    );
+    assert_eq!(requested(&events(&mut n)), 1);
 }
 
 #[test]
