@@ -32,6 +32,9 @@ struct Lab {
     namespaces: Vec<String>,
     agents: Vec<(Child, Arc<Mutex<Vec<String>>>)>,
     dir: PathBuf,
+    /// Agents started from now on make their own keys (fresh installs)
+    /// instead of sharing the lab's.
+    fresh_keys: bool,
 }
 
 impl Lab {
@@ -48,6 +51,7 @@ impl Lab {
             namespaces: Vec::new(),
             agents: Vec::new(),
             dir,
+            fresh_keys: false,
         }
     }
 
@@ -157,13 +161,17 @@ impl Lab {
                 .and_then(|mut file| file.write_all("5a".repeat(32).as_bytes()))
                 .expect("mesh key written");
         }
+        let key_line = if self.fresh_keys {
+            String::new()
+        } else {
+            format!("key_file = \"{}\"\n", key.display())
+        };
         std::fs::write(
             &config,
             format!(
-                "[node]\nname = \"{name}\"\n[mesh]\nbind = \"0.0.0.0\"\nbroadcast = [\"auto\"]\nkey_file = \"{}\"\n[state]\ndir = \"{}\"\n\
+                "[node]\nname = \"{name}\"\n[mesh]\nbind = \"0.0.0.0\"\nbroadcast = [\"auto\"]\n{key_line}[state]\ndir = \"{}\"\n\
                  [[sensor]]\nname = \"temperature\"\ndriver = \"sim\"\nwaveform = \"sine\"\nperiod = \"4s\"\nmin = 0.0\nmax = 100.0\ninterval = \"500ms\"\ndeadband = 0.0\n\
                  [[executor]]\nname = \"hello\"\naction = {{ command = [\"/bin/sh\", \"-c\", \"echo hello from $SHOAL_NODE\"] }}\nremote = true\n",
-                key.display(),
                 state.display()
             ),
         )
@@ -431,4 +439,263 @@ fn two_subnets_joined_by_two_gateways_fail_over_for_exec_and_sync() {
     eprintln!("routes through {via} returned {back:?} after its link came back");
     let (code, _, err) = exec(&lab);
     assert_eq!(code, Some(0), "{err}");
+}
+
+#[test]
+fn a_join_token_works_across_an_ip_gateway() {
+    if let Err(reason) = can_make_namespaces() {
+        eprintln!(
+            "SKIPPED a_join_token_works_across_an_ip_gateway: {reason}; it needs root and iproute2"
+        );
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI must be able to run a_join_token_works_across_an_ip_gateway: {reason}"
+        );
+        return;
+    }
+    // a-1 (10.78.1.11) and b-1 (10.78.2.12) on two subnets, routed through
+    // r (10.78.1.13 / 10.78.2.14), which runs no agent: no broadcast
+    // crosses, only unicast through the router.
+    let mut lab = Lab::new();
+    lab.build_two_subnets(&["a-1"], &["b-1"], &["r"]);
+    let (a1, b1, r) = (lab.ns("a-1"), lab.ns("b-1"), lab.ns("r"));
+    let forwarding = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &r,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(forwarding, "ip_forward in the router namespace");
+    assert!(ip(&[
+        "-n",
+        &a1,
+        "route",
+        "add",
+        "10.78.2.0/24",
+        "via",
+        "10.78.1.13"
+    ]));
+    assert!(ip(&[
+        "-n",
+        &b1,
+        "route",
+        "add",
+        "10.78.1.0/24",
+        "via",
+        "10.78.2.14"
+    ]));
+    lab.fresh_keys = true;
+    let member = lab.start_in("a-1", &a1);
+    let joiner = lab.start_in("b-1", &b1);
+    lab.wait_for("both made their own keys", Duration::from_secs(5), |lab| {
+        lab.logged(member, "created a new mesh key") && lab.logged(joiner, "created a new mesh key")
+    });
+    let api_token = std::fs::read_to_string(lab.dir.join("state-a-1/api.token")).expect("token");
+    let (code, out, err) = lab.cli(&a1, &["token", "--token", api_token.trim()]);
+    assert_eq!(code, Some(0), "{err}");
+    let token = out.trim().to_owned();
+    assert!(token.ends_with("@10.78.1.11:20195"), "{token}");
+    let config = lab.dir.join("b-1.toml");
+    let started = Instant::now();
+    let (code, out, err) = lab.cli(
+        &b1,
+        &["join", &token, "--config", config.to_str().expect("utf-8")],
+    );
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("switched to the mesh"), "{out}");
+    lab.wait_for(
+        "both HEALTHY through the router",
+        Duration::from_secs(10),
+        |lab| {
+            [&a1, &b1].iter().all(|ns| {
+                lab.status(ns)
+                    .is_some_and(|s| s["active"] == 2 && s["total"] == 2)
+            })
+        },
+    );
+    eprintln!(
+        "joined across an IP gateway: both HEALTHY {:?} after shoal join started",
+        started.elapsed()
+    );
+    assert_eq!(
+        std::fs::read(lab.dir.join("state-a-1/mesh.key")).expect("key"),
+        std::fs::read(lab.dir.join("state-b-1/mesh.key")).expect("key")
+    );
+    assert!(lab.logged(member, "joined the mesh with a token"));
+}
+
+#[test]
+fn the_debian_package_makes_a_keyed_node_and_an_upgrade_keeps_its_key() {
+    const TEST: &str = "the_debian_package_makes_a_keyed_node_and_an_upgrade_keeps_its_key";
+    let missing = ["dpkg-deb", "unshare", "mount"].into_iter().find(|tool| {
+        Command::new("which")
+            .arg(tool)
+            .output()
+            .map_or(true, |o| !o.status.success())
+    });
+    let reason = match (can_make_namespaces(), missing) {
+        (Err(reason), _) => Some(reason),
+        (_, Some(tool)) => Some(format!("{tool} is not installed")),
+        _ => None,
+    };
+    if let Some(reason) = reason {
+        eprintln!("SKIPPED {TEST}: {reason}; it needs root, iproute2, dpkg-deb and util-linux");
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI must be able to run {TEST}: {reason}"
+        );
+        return;
+    }
+    // The package, built as cross/deb builds it, from this build's binary.
+    let mut lab = Lab::new();
+    let repo = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    // Stripped, as a release build is: packing debug info takes a minute.
+    let binary = lab.dir.join("shoal");
+    let stripped = Command::new("strip")
+        .arg("-o")
+        .arg(&binary)
+        .arg(env!("CARGO_BIN_EXE_shoal"))
+        .status()
+        .is_ok_and(|s| s.success());
+    if !stripped {
+        std::fs::copy(env!("CARGO_BIN_EXE_shoal"), &binary).expect("binary copied");
+    }
+    let build = |out: &std::path::Path| {
+        let made = Command::new(format!("{repo}/cross/deb"))
+            .arg("--binary")
+            .arg(&binary)
+            .args(["--arch", "amd64", "--out"])
+            .arg(out)
+            .output()
+            .expect("cross/deb runs");
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        PathBuf::from(String::from_utf8_lossy(&made.stdout).trim())
+    };
+    let deb = build(&lab.dir.join("first"));
+    // Unpacked into a throwaway root, never installed on this machine: the
+    // maintainer scripts (groupadd, systemctl) are read, not run.
+    let root = lab.dir.join("root");
+    let unpack = |deb: &std::path::Path| {
+        let status = Command::new("dpkg-deb")
+            .arg("-x")
+            .arg(deb)
+            .arg(&root)
+            .status();
+        assert!(status.is_ok_and(|s| s.success()), "dpkg-deb -x");
+    };
+    unpack(&deb);
+    let unit =
+        std::fs::read_to_string(root.join("lib/systemd/system/shoal.service")).expect("unit");
+    for line in ["DynamicUser=yes", "StateDirectoryMode=0700", "UMask=0077"] {
+        assert!(
+            unit.contains(line),
+            "the unit keeps the key to the service: {line}"
+        );
+    }
+    let config = std::fs::read_to_string(root.join("etc/shoal/shoal.toml")).expect("config");
+    assert!(
+        !config
+            .lines()
+            .any(|l| l.trim_start().starts_with("open") || l.trim_start().starts_with("key_file")),
+        "the packaged configuration is keyed by default, the key in the state directory"
+    );
+    let scripts = lab.dir.join("control");
+    let status = Command::new("dpkg-deb")
+        .arg("-e")
+        .arg(&deb)
+        .arg(&scripts)
+        .status();
+    assert!(status.is_ok_and(|s| s.success()), "dpkg-deb -e");
+    for script in ["postinst", "prerm", "postrm"] {
+        let text = std::fs::read_to_string(scripts.join(script)).expect("script");
+        assert!(!text.contains("mesh.key"), "{script} never touches the key");
+        if script != "postrm" {
+            assert!(!text.contains("rm "), "{script} removes nothing");
+        }
+    }
+    let postrm = std::fs::read_to_string(scripts.join("postrm")).expect("postrm");
+    assert!(
+        postrm.contains("\"$1\" = purge"),
+        "only a purge removes the state"
+    );
+    // The packaged binary and configuration, as the unit runs them, in a
+    // namespace (broadcast = auto finds only the namespace's subnet) with
+    // /var/lib a private directory of this test.
+    lab.build(&[1]);
+    let ns = lab.ns("h1");
+    let var_lib = lab.dir.join("var-lib");
+    std::fs::create_dir_all(&var_lib).expect("var-lib");
+    let start = |lab: &Lab| {
+        let script = format!(
+            "mount --bind {} /var/lib && exec {} run --config {}",
+            var_lib.display(),
+            root.join("usr/bin/shoal").display(),
+            root.join("etc/shoal/shoal.toml").display()
+        );
+        let mut child = Command::new("ip")
+            .args([
+                "netns", "exec", &ns, "unshare", "--mount", "sh", "-c", &script,
+            ])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("agent starts");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&log);
+        let stderr = child.stderr.take().expect("piped");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().expect("log lock").push(line);
+            }
+        });
+        let _ = lab;
+        (child, log)
+    };
+    let key_path = var_lib.join("shoal/mesh.key");
+    let (child, log) = start(&lab);
+    lab.agents.push((child, log));
+    lab.wait_for(
+        "the packaged node is up, keyed",
+        Duration::from_secs(10),
+        |lab| {
+            lab.status(&ns)
+                .is_some_and(|s| s["open"] == false && s["total"] == 1)
+        },
+    );
+    assert!(lab.logged(0, "created a new mesh key in /var/lib/shoal/mesh.key"));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&key_path)
+        .expect("key")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let key = std::fs::read(&key_path).expect("key");
+    // Stopped as systemd stops it; upgraded (unpacked again over the root);
+    // started again: the same key, none made.
+    let (mut child, _) = lab.agents.remove(0);
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let upgrade = build(&lab.dir.join("second"));
+    unpack(&upgrade);
+    let (child, log) = start(&lab);
+    lab.agents.push((child, log));
+    lab.wait_for("the upgraded node is up", Duration::from_secs(10), |lab| {
+        lab.status(&ns).is_some_and(|s| s["open"] == false)
+    });
+    assert!(lab.logged(0, "incarnation 2 starting"), "the same identity");
+    assert!(!lab.logged(0, "created a new mesh key"));
+    assert_eq!(std::fs::read(&key_path).expect("key"), key);
 }

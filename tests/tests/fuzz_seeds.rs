@@ -7,9 +7,10 @@
 //! changes, this test fails; `SHOAL_BLESS=1 cargo test -p shoal-tests
 //! --test fuzz_seeds` writes them anew.
 
+use shoal_core::join::{self, Secret, Tokens, SECRET_LEN};
 use shoal_core::sign::NodeKey;
 use shoal_core::time::Instant;
-use shoal_core::wire::{self, name, Cipher, Header, MeshKey, Message, Value};
+use shoal_core::wire::{self, name, Cipher, Header, MeshKey, Message, NodeId, Value};
 use shoal_core::{Arrival, Config, Destination, Identity, Node, Reading};
 use std::collections::BTreeMap;
 use std::fs;
@@ -20,6 +21,9 @@ use std::time::Duration;
 /// The key and mesh id the `decode_frame` target tries.
 const FUZZ_KEY: [u8; 32] = [7; 32];
 const FUZZ_MESH: u32 = 0x5348_0001;
+
+/// The fuzz targets with seeds.
+const TARGETS: [&str; 3] = ["decode_frame", "node_datagram", "join"];
 
 fn seeds_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../agent/fuzz/seeds")
@@ -149,6 +153,37 @@ fn seeds() -> BTreeMap<String, String> {
             hex(&joined),
         );
     }
+    // join: a member's view of a request for its token (secret [7; 16],
+    // as the target issues), and a joiner's of the replies.
+    let secret = Secret([7; SECRET_LEN]);
+    let request = join::request(
+        &secret,
+        [3; 24],
+        &name("seed-new").expect("valid"),
+        NodeId(9),
+    );
+    files.insert("join/request.hex".to_owned(), hex(&request));
+    let mut tokens = Tokens::default();
+    tokens
+        .issue(Instant::ZERO, secret, Duration::from_secs(900))
+        .expect("issued");
+    let from = std::net::IpAddr::from([127, 0, 0, 2]);
+    let (answer, _) = tokens.handle(Instant::ZERO, from, &request, &MeshKey(FUZZ_KEY));
+    files.insert(
+        "join/answer.hex".to_owned(),
+        hex(&answer.expect("answered")),
+    );
+    let wrong = join::request(
+        &Secret([8; SECRET_LEN]),
+        [3; 24],
+        &name("seed-new").expect("valid"),
+        NodeId(9),
+    );
+    let (refused, _) = tokens.handle(Instant::ZERO, from, &wrong, &MeshKey(FUZZ_KEY));
+    files.insert(
+        "join/refused.hex".to_owned(),
+        hex(&refused.expect("refused")),
+    );
     files
 }
 
@@ -182,7 +217,7 @@ fn the_fuzz_seeds_are_real_frames_of_every_kind_and_current() {
     );
     let dir = seeds_dir();
     if std::env::var_os("SHOAL_BLESS").is_some() {
-        for target in ["decode_frame", "node_datagram"] {
+        for target in TARGETS {
             let _ = fs::remove_dir_all(dir.join(target));
             fs::create_dir_all(dir.join(target)).expect("seed folder");
         }
@@ -197,7 +232,7 @@ fn the_fuzz_seeds_are_real_frames_of_every_kind_and_current() {
             "agent/fuzz/seeds/{file} is stale or missing: run SHOAL_BLESS=1 cargo test -p shoal-tests --test fuzz_seeds"
         );
     }
-    for target in ["decode_frame", "node_datagram"] {
+    for target in TARGETS {
         let stored = fs::read_dir(dir.join(target)).expect("seed folder").count();
         let made = seeds.keys().filter(|f| f.starts_with(target)).count();
         assert_eq!(stored, made, "agent/fuzz/seeds/{target} holds stale seeds");
