@@ -1902,7 +1902,12 @@ fn frames_captured_before_a_restart_never_act_after_it() {
             Ok(Message::Leave(_)) => "leave",
             Ok(Message::Command(_)) => "command",
             Ok(Message::CommandResult(_)) => "result",
-            Ok(Message::Peers(_) | Message::Routes(_)) => "other",
+            Ok(
+                Message::Peers(_)
+                | Message::Routes(_)
+                | Message::KeyOffer(_)
+                | Message::KeyConfirm(_),
+            ) => "other",
             Err(_) => "undecodable",
         };
         *kinds.entry(kind).or_insert(0) += 1;
@@ -2175,4 +2180,123 @@ fn a_fresh_node_joins_with_a_token_that_works_once_and_expires() {
     for agent in &mesh.agents {
         assert!(!agent.logged("SUSPECT"), "{}", agent.dump());
     }
+}
+
+#[test]
+fn a_key_rotation_moves_the_live_members_and_locks_out_the_rest() {
+    let mut mesh = Mesh::new(23);
+    let key = "ab".repeat(32);
+    for n in 1..=5 {
+        mesh.add(n, 230 + n as u8, Some(&key));
+    }
+    let api = |n: usize| format!("127.0.0.{}:{}", 230 + n, mesh.port + 2);
+    let sees = |m: &Mesh, n: usize, other: usize, state: &str| {
+        let api = format!("127.0.0.{}:{}", 230 + n, m.port + 2);
+        cli(&["status", "--api", &api])
+            .1
+            .contains(&format!("agent-{other}: {state}"))
+    };
+    mesh.wait_for("all five healthy", INTERVAL * 3, |m| {
+        (1..=5).all(|n| {
+            (1..=5)
+                .filter(|&o| o != n)
+                .all(|o| sees(m, n, o, "HEALTHY"))
+        })
+    });
+    // agent-5 stops (its own key file is left as it was).
+    mesh.agents[4].signal("TERM");
+    assert_eq!(mesh.agents[4].wait_exit(Duration::from_secs(2)), Some(0));
+    let token = std::fs::read_to_string(mesh.dir.join("agent-1/api.token")).expect("token");
+    let started = Instant::now();
+    let (code, out, err) = cli(&[
+        "key",
+        "rotate",
+        "--exclude",
+        "agent-4",
+        "--api",
+        &api(1),
+        "--token",
+        token.trim(),
+    ]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains("3 members switched: this node, agent-"),
+        "{out}"
+    );
+    assert!(out.contains("agent-4 (excluded)"), "{out}");
+    eprintln!("rotation: {out}(took {:?})", started.elapsed());
+    let key_of =
+        |n: usize| std::fs::read_to_string(mesh.dir.join(format!("agent-{n}.key"))).expect("key");
+    mesh.wait_for(
+        "the new key in every member's key file",
+        INTERVAL * 2,
+        |_| {
+            let new = key_of(1);
+            new.trim() != key && (2..=3).all(|n| key_of(n) == new)
+        },
+    );
+    assert_eq!(
+        key_of(4).trim(),
+        key,
+        "the excluded member keeps the old key"
+    );
+    assert_eq!(key_of(5).trim(), key, "the stopped one too");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(mesh.dir.join("agent-2.key"))
+        .expect("key")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // A reading after the switch still reaches every member.
+    let mark: Vec<usize> = mesh
+        .agents
+        .iter()
+        .map(|a| a.log.lock().expect("log").len())
+        .collect();
+    mesh.wait_for(
+        "fresh readings of agent-2 at agent-1 and agent-3",
+        INTERVAL * 3,
+        |m| {
+            [0, 2].iter().all(|&i| {
+                m.agents[i].log.lock().expect("log")[mark[i]..]
+                    .iter()
+                    .any(|l| l.contains("point agent-2/temperature = "))
+            })
+        },
+    );
+    // The excluded member is locked out once the old key is dropped.
+    mesh.wait_for("agent-4 locked out", INTERVAL * 10, |m| {
+        (1..=3).all(|n| !sees(m, n, 4, "HEALTHY")) && !sees(m, 4, 1, "HEALTHY")
+    });
+    // The stopped one, restarted with the old key, is locked out too.
+    mesh.agents[4].restart();
+    std::thread::sleep(INTERVAL * 3);
+    assert!((1..=3).all(|n| !sees(&mesh, n, 5, "HEALTHY")));
+    let status = cli(&["status", "--api", &api(1)]).1;
+    assert!(
+        status
+            .lines()
+            .any(|l| l.contains("other mesh: ") && l.contains("at 127.0.0.235:")),
+        "{status}"
+    );
+    // No member ever thought another gone.
+    for i in 0..3 {
+        let log = mesh.agents[i].log.lock().expect("log");
+        for other in 1..=3 {
+            let gone = format!("node agent-{other}: HEALTHY -> UNREACHABLE");
+            assert!(!log.iter().any(|l| l.contains(&gone)), "{}", log.join("\n"));
+        }
+    }
+    // And the members still run commands among themselves.
+    let (code, out, err) = cli(&[
+        "exec",
+        "agent-3",
+        "hello",
+        "--api",
+        &api(1),
+        "--token",
+        token.trim(),
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, "hello from agent-3 for agent-1\n");
 }

@@ -116,6 +116,8 @@ fn one_of_each_kind(
             Message::Routes(_) => "routes",
             Message::Command(_) => "command",
             Message::CommandResult(_) => "command_result",
+            Message::KeyOffer(_) => "key_offer",
+            Message::KeyConfirm(_) => "key_confirm",
         };
         seeds
             .entry(kind.to_owned())

@@ -106,6 +106,7 @@ fn the_core_depends_only_on_what_a_state_machine_needs() {
         "thiserror",
         "chacha20poly1305",
         "ed25519-dalek",
+        "curve25519-dalek",
         "sha2",
     ];
     let allowed_dev = ["proptest"];

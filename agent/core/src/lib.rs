@@ -41,6 +41,7 @@ pub mod names;
 pub mod peers;
 pub mod rand;
 mod relay;
+pub mod rotation;
 pub mod routes;
 pub mod rules;
 pub mod sign;
@@ -329,6 +330,24 @@ pub enum Event {
         /// The new incarnation.
         incarnation: u32,
     },
+    /// This node switched to a new mesh key (a rotation): the shell writes
+    /// it to the key file.
+    MeshKeyChanged {
+        /// The new mesh id.
+        mesh_id: u32,
+        /// The new key.
+        key: MeshKey,
+    },
+    /// A rotation this node started switched.
+    RotationDone {
+        /// Its number.
+        rotation: u32,
+        /// Members that confirmed the new key.
+        confirmed: Vec<NodeId>,
+        /// Members offered it that did not confirm (they must join again
+        /// if they did not get it).
+        unconfirmed: Vec<NodeId>,
+    },
     /// A new node got the mesh key with a token this node issued.
     Joined {
         /// Its name, as it said.
@@ -445,6 +464,10 @@ pub struct Stats {
     /// Goodbyes dropped: of an ended incarnation, of an unknown node, or
     /// of this node.
     pub farewells_stale: u64,
+    /// Key offers refused: for another incarnation of this node, from an
+    /// unknown initiator, not sealed to this node, or while another
+    /// rotation switches.
+    pub key_offers_refused: u64,
     /// Join requests by outcome (`joined`, `answered_again`, `expired`,
     /// `used`, `wrong`, `malformed`, `rate_limited`, `open_mesh`).
     pub joins: BTreeMap<&'static str, u64>,
@@ -520,6 +543,8 @@ pub struct Node {
     floors: BTreeMap<NodeId, u32>,
     /// Join tokens this node issued, and the join rate limits.
     tokens: join::Tokens,
+    /// Keys besides the current one during a rotation.
+    rekey: rotation::Rekey,
     /// Nodes of other meshes or protocol versions heard.
     strangers: strangers::Strangers,
     transmits: VecDeque<Transmit>,
@@ -586,6 +611,7 @@ impl Node {
             farewells: BTreeMap::new(),
             floors: BTreeMap::new(),
             tokens: join::Tokens::default(),
+            rekey: rotation::Rekey::default(),
             strangers: strangers::Strangers::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -665,6 +691,7 @@ impl Node {
             self.relay.next_check,
             self.commands.next_deadline(),
             self.automation.next,
+            self.rekey.next_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -682,6 +709,7 @@ impl Node {
         }
         self.refresh_routes(now);
         self.expire_commands(now);
+        self.expire_rekey(now);
         if now >= self.next_beacon {
             self.send_beacon(now);
         }
@@ -765,7 +793,19 @@ impl Node {
         if join::is_join(frame) {
             return self.on_join(now, from, frame);
         }
-        let header = match Header::parse(frame, self.config.mesh_id) {
+        // The current mesh, or the next or old key of a rotation.
+        let other = wire::peek(frame)
+            .filter(|peek| peek.mesh_id != self.config.mesh_id)
+            .and_then(|peek| {
+                self.rekey
+                    .cipher_of(peek.mesh_id)
+                    .map(|c| (peek.mesh_id, c.clone()))
+            });
+        let (mesh_id, cipher) = match &other {
+            Some((mesh_id, cipher)) => (*mesh_id, Some(cipher)),
+            None => (self.config.mesh_id, self.cipher.as_ref()),
+        };
+        let header = match Header::parse(frame, mesh_id) {
             Ok(header) => header,
             Err(error) => {
                 if matches!(
@@ -795,7 +835,7 @@ impl Node {
             _ => {}
         }
         let mut buf = [0u8; wire::MAX_FRAME];
-        let (kind, encoded) = match wire::open(&header, frame, self.cipher.as_ref(), &mut buf) {
+        let (kind, encoded) = match wire::open(&header, frame, cipher, &mut buf) {
             Ok(opened) => opened,
             Err(error) => return self.drop_frame(DropReason::Decode(error), from),
         };
@@ -839,6 +879,20 @@ impl Node {
                     if self.accept_frame(now, &header, from, arrival) {
                         self.refresh_routes(now);
                         self.on_command_result(now, result);
+                    }
+                })
+            }
+            wire::kind::KEY_OFFER => wire::decode_part::<wire::KeyOffer>(encoded).map(|offer| {
+                if self.accept_frame(now, &header, from, arrival) {
+                    self.refresh_routes(now);
+                    self.on_key_offer(now, offer);
+                }
+            }),
+            wire::kind::KEY_CONFIRM => {
+                wire::decode_part::<wire::KeyConfirm>(encoded).map(|confirm| {
+                    if self.accept_frame(now, &header, from, arrival) {
+                        self.refresh_routes(now);
+                        self.on_key_confirm(now, confirm);
                     }
                 })
             }
@@ -952,7 +1006,11 @@ impl Node {
                 self.store
                     .observe_incarnation(sender, &name, peer.incarnation);
             }
-            if let Some(meta) = beacon.meta {
+            if let Some(mut meta) = beacon.meta {
+                // A key that is not the sender's is no key of it.
+                if meta.key.is_some_and(|key| sign::node_id(&key) != sender) {
+                    meta.key = None;
+                }
                 peer.meta = Some(meta);
             }
             peer.store_hash = beacon.store_hash;
@@ -1086,6 +1144,7 @@ impl Node {
     /// token). Neighbors of the old mesh fall silent and are forgotten in
     /// time; those of the new one are heard at once.
     pub fn set_mesh(&mut self, mesh_id: u32, key: MeshKey) {
+        self.rekey.clear();
         self.cipher = Some(Cipher::new(&key));
         self.config.mesh_id = mesh_id;
         self.config.key = Some(key);
@@ -1128,6 +1187,18 @@ impl Node {
             }),
             other => log::debug!("join request from {from}: {other:?}"),
         }
+    }
+
+    /// The public key of `node`, if a beacon or an advertisement carried it
+    /// (checked against its id).
+    pub fn public_key_of(&self, node: NodeId) -> Option<wire::PublicKey> {
+        if node == self.id {
+            return Some(self.key.public());
+        }
+        self.peers
+            .get(node)
+            .and_then(|peer| peer.meta.as_ref()?.key)
+            .or_else(|| self.relay.routes.get(node)?.key)
     }
 
     /// The incarnation of `node` we know: from its frames, or its routes
@@ -1242,9 +1313,13 @@ impl Node {
         let vouches =
             self.detector
                 .collect_vouches(&self.peers, now, self.config.beacon_interval * 2);
+        // Facts for people and this node's public key (so others can seal
+        // a rotated mesh key to it), in the first beacons and now and then.
         let meta =
             if self.stats.beacons_sent < 3 || self.stats.beacons_sent.is_multiple_of(META_EVERY) {
-                self.config.meta.clone()
+                let mut meta = self.config.meta.clone().unwrap_or_default();
+                meta.key = Some(self.key.public());
+                Some(meta)
             } else {
                 None
             };
@@ -1452,7 +1527,9 @@ impl Node {
             | Message::Peers(_)
             | Message::Routes(_)
             | Message::Command(_)
-            | Message::CommandResult(_) => {}
+            | Message::CommandResult(_)
+            | Message::KeyOffer(_)
+            | Message::KeyConfirm(_) => {}
         }
         if let Destination::Unicast(addr) = destination {
             if let Some(peer) = self.peers.iter_mut().find(|p| p.addr == addr) {

@@ -285,6 +285,13 @@ impl Node {
             |at: Instant| u32::try_from(duration_ms(now.saturating_since(at))).unwrap_or(u32::MAX);
         let left_window = self.timing.unreachable_after * 2;
         let name = |id: NodeId| if with_names { self.node_name(id) } else { None };
+        let key = |id: NodeId| {
+            if with_names {
+                self.public_key_of(id)
+            } else {
+                None
+            }
+        };
         let reach = self.reach(now, id);
         let peer = self.peers.get(id);
         let dest = self.relay.routes.get(id);
@@ -298,6 +305,7 @@ impl Node {
                 age_ms: age_ms(peer.last_alive),
                 left: false,
                 name: name(id),
+                key: key(id),
             },
             (Some(r), _, Some(route)) if live && r.via.is_some() => RouteEntry {
                 node: id,
@@ -306,6 +314,7 @@ impl Node {
                 age_ms: age_ms(route.heard_at),
                 left: false,
                 name: name(id),
+                key: key(id),
             },
             (_, Some(peer), _)
                 if peer.state == PeerState::Left
@@ -318,6 +327,7 @@ impl Node {
                     age_ms: age_ms(peer.last_alive),
                     left: true,
                     name: None,
+                    key: None,
                 }
             }
             (_, _, _) if dest.is_some_and(|d| d.withdrawals > 0) => RouteEntry {
@@ -330,6 +340,7 @@ impl Node {
                 age_ms: 0,
                 left: false,
                 name: None,
+                key: None,
             },
             _ => return None,
         };
@@ -382,6 +393,9 @@ impl Node {
                 entry.name,
                 known,
             );
+            if let Some(key) = entry.key.filter(|k| crate::sign::node_id(k) == entry.node) {
+                self.relay.routes.set_key(entry.node, key);
+            }
             match result {
                 Ok(()) => {}
                 Err(RouteRefusal::Implausible) => {

@@ -112,6 +112,9 @@ impl Route {
 pub struct Remote {
     /// Its name, once an advertisement carried it.
     pub name: Option<Name>,
+    /// Its public key, once an advertisement carried it (checked against
+    /// its id).
+    pub key: Option<crate::wire::PublicKey>,
     /// Routes offered by neighbors, at most [`MAX_ALTERNATIVES`].
     pub routes: Vec<Route>,
     /// The next hop of the selected route.
@@ -136,6 +139,7 @@ impl Remote {
     fn new(now: Instant) -> Remote {
         Remote {
             name: None,
+            key: None,
             routes: Vec::new(),
             selected: None,
             state: PeerState::Unreachable,
@@ -254,6 +258,13 @@ impl RouteTable {
             self.dests.insert(node, Remote::new(now));
         }
         Ok(())
+    }
+
+    /// Notes `node`'s public key (the caller checked it against the id).
+    pub(crate) fn set_key(&mut self, node: NodeId, key: crate::wire::PublicKey) {
+        if let Some(dest) = self.dests.get_mut(&node) {
+            dest.key = Some(key);
+        }
     }
 
     /// A verified goodbye of `node`: its routes of that incarnation (or

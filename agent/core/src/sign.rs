@@ -15,7 +15,12 @@
 //! [`farewell_payload`]) always names the incarnations it is meant for, so a
 //! captured message stops acting when the node restarts.
 
-use crate::wire::{Command, CommandResult, Farewell, NodeId, Outcome};
+use crate::wire::{
+    Command, CommandResult, Farewell, KeyConfirm, KeyOffer, NodeId, Outcome, SealedKey,
+};
+use chacha20poly1305::aead::{AeadInOut, KeyInit};
+use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
+use curve25519_dalek::MontgomeryPoint;
 use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
 use serde::de::{Error as _, SeqAccess, Visitor};
 use serde::ser::SerializeTuple;
@@ -126,6 +131,60 @@ impl NodeKey {
     pub fn sign(&self, payload: &[u8]) -> Signature {
         Signature(self.secret.sign(payload).to_bytes())
     }
+
+    /// Opens a mesh key sealed to this node with [`seal_key`]; `None` if it
+    /// was not sealed to this key (or was tampered with).
+    pub fn open_key(&self, ephemeral: [u8; 32], sealed: &SealedKey) -> Option<[u8; 32]> {
+        // X25519 with the node key's scalar (RFC 7748 clamping).
+        let shared = MontgomeryPoint(ephemeral).mul_clamped(self.secret.to_scalar_bytes());
+        let cipher = seal_cipher(&shared, &ephemeral, self.id());
+        let mut key = sealed.0;
+        cipher
+            .decrypt_inout_detached(
+                &XNonce::default(),
+                b"shoal rekey",
+                (&mut key[..]).into(),
+                &Tag::from(sealed.1),
+            )
+            .ok()?;
+        Some(key)
+    }
+}
+
+/// The key that seals a mesh key to `node`: from the X25519 secret shared
+/// between the sender's one-time key and the node's key, bound to both.
+fn seal_cipher(shared: &MontgomeryPoint, ephemeral: &[u8; 32], node: NodeId) -> XChaCha20Poly1305 {
+    let mut hash = Sha512::new();
+    hash.update(b"shoal seal key 1");
+    hash.update(shared.0);
+    hash.update(ephemeral);
+    hash.update(node.0.to_le_bytes());
+    let digest = hash.finalize();
+    let mut key = [0u8; 32];
+    key.copy_from_slice(&digest[..32]);
+    XChaCha20Poly1305::new(&key.into())
+}
+
+/// The one-time X25519 public key of the secret `ephemeral` (random, from
+/// the shell; one per rotation).
+pub fn ephemeral_public(ephemeral: [u8; 32]) -> [u8; 32] {
+    MontgomeryPoint::mul_base_clamped(ephemeral).0
+}
+
+/// Seals `mesh_key` to the node of public key `to` with the one-time
+/// secret `ephemeral`: only that node's secret opens it. `None` if `to` is
+/// not a valid key.
+pub fn seal_key(ephemeral: [u8; 32], to: &PublicKey, mesh_key: &[u8; 32]) -> Option<SealedKey> {
+    let point = VerifyingKey::from_bytes(&to.0).ok()?.to_montgomery();
+    let shared = point.mul_clamped(ephemeral);
+    let cipher = seal_cipher(&shared, &ephemeral_public(ephemeral), node_id(to));
+    let mut sealed = *mesh_key;
+    let tag = cipher
+        .encrypt_inout_detached(&XNonce::default(), b"shoal rekey", (&mut sealed[..]).into())
+        .ok()?;
+    let mut tag_bytes = [0u8; 16];
+    tag_bytes.copy_from_slice(&tag);
+    Some(SealedKey(sealed, tag_bytes))
 }
 
 /// The node id of a public key: the first 8 bytes of
@@ -225,6 +284,36 @@ fn outcome_tag(outcome: Outcome) -> u8 {
         Outcome::NoRoute => 7,
         Outcome::NoAnswer => 8,
     }
+}
+
+/// What a rotation's initiator signs in an offer: everything but the hop
+/// limit.
+pub fn offer_payload(offer: &KeyOffer) -> Payload {
+    payload(
+        b"shoal key offer 2",
+        &[
+            &offer.rotation.to_le_bytes(),
+            &offer.initiator.0.to_le_bytes(),
+            &offer.target.0.to_le_bytes(),
+            &offer.target_incarnation.to_le_bytes(),
+            &offer.ephemeral,
+            &offer.sealed.0,
+            &offer.sealed.1,
+            &offer.switch_in_ms.to_le_bytes(),
+        ],
+    )
+}
+
+/// What a member signs to confirm a rotation.
+pub fn confirm_payload(confirm: &KeyConfirm) -> Payload {
+    payload(
+        b"shoal key confirm 2",
+        &[
+            &confirm.rotation.to_le_bytes(),
+            &confirm.initiator.0.to_le_bytes(),
+            &confirm.from.0.to_le_bytes(),
+        ],
+    )
 }
 
 /// What a leaving node signs: itself and the incarnation that ends.

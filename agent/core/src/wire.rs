@@ -38,7 +38,10 @@
 //! | 6 | [`Command`] | unicast to the next hop towards the target | asker, request number, target, hop limit, executor, both incarnations, the asker's key and signature |
 //! | 7 | [`CommandResult`] | unicast to the next hop back towards the asker | request number, outcome, the start of the output, the answerer's key and signature |
 //!
-//! Commands, results and farewells are signed by the node they speak for
+//! | 8 | [`KeyOffer`] | unicast hop by hop to each member, during a key rotation | the new mesh key sealed to that member, when to switch, the initiator's signature |
+//! | 9 | [`KeyConfirm`] | unicast hop by hop back to the initiator | which rotation, the member's signature |
+//!
+//! Commands, results, farewells and key messages are signed by the node they speak for
 //! (see [`crate::sign`]); nothing else is, so beacons stay small.
 //!
 //! Anti-entropy between `A` (whose beacon `B` hears) and `B`:
@@ -233,7 +236,59 @@ pub enum Message {
     Command(Command),
     /// The outcome of a [`Command`], relayed back to whoever asked.
     CommandResult(CommandResult),
+    /// A new mesh key for one member, sealed to its node key, relayed.
+    KeyOffer(KeyOffer),
+    /// A member has the new key, relayed back to the rotation's initiator.
+    KeyConfirm(KeyConfirm),
 }
+
+/// Key rotation: the new mesh key for `target`, sealed so only it can open
+/// it (X25519 with its node key, see [`crate::sign::seal_key`]), signed by
+/// the initiator. Members switch to it `switch_in_ms` after receiving it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyOffer {
+    /// The rotation, numbered by its initiator.
+    pub rotation: u32,
+    /// Who rotates.
+    pub initiator: NodeId,
+    /// Who this copy is for.
+    pub target: NodeId,
+    /// Relays left before it is dropped.
+    pub hops_left: u8,
+    /// The target's incarnation it is meant for.
+    pub target_incarnation: u32,
+    /// The initiator's one-time X25519 public key.
+    pub ephemeral: [u8; 32],
+    /// The new key, sealed (32 bytes and a 16-byte tag).
+    pub sealed: SealedKey,
+    /// When to switch, from receipt.
+    pub switch_in_ms: u32,
+    /// The initiator's public key.
+    pub key: PublicKey,
+    /// Its signature over [`crate::sign::offer_payload`].
+    pub signature: Signature,
+}
+
+/// "I have the new key of rotation `rotation`", signed by `from`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyConfirm {
+    /// The rotation.
+    pub rotation: u32,
+    /// Its initiator (where this goes).
+    pub initiator: NodeId,
+    /// The member confirming.
+    pub from: NodeId,
+    /// Relays left before it is dropped.
+    pub hops_left: u8,
+    /// Its public key.
+    pub key: PublicKey,
+    /// Its signature over [`crate::sign::confirm_payload`].
+    pub signature: Signature,
+}
+
+/// A mesh key sealed to one node: 32 bytes and a 16-byte tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedKey(pub [u8; 32], pub [u8; 16]);
 
 /// Most entries one [`RouteList`] can hold (frames are packed by size).
 pub const MAX_ROUTE_ENTRIES: usize = 64;
@@ -264,6 +319,8 @@ pub struct RouteEntry {
     pub left: bool,
     /// Its name, in the first advertisements and then now and then.
     pub name: Option<Name>,
+    /// Its public key, with its name (its id derives from it).
+    pub key: Option<PublicKey>,
 }
 
 /// Run `executor` on `target`.
@@ -377,7 +434,7 @@ pub struct PeerAddress {
 }
 
 /// Number of [`Message`] variants this version knows.
-const KNOWN_MESSAGES: u8 = kind::COMMAND_RESULT + 1;
+const KNOWN_MESSAGES: u8 = kind::KEY_CONFIRM + 1;
 
 /// The heartbeat. Without suspects, vouches and metadata it is 58 bytes
 /// with a key for a 7-character name (see the size tests).
@@ -435,6 +492,9 @@ pub struct Meta {
     pub model: String<48>,
     /// Operating system, e.g. `Debian GNU/Linux 12 (bookworm)`.
     pub os: String<48>,
+    /// The node's public key (its id derives from it), so others can seal
+    /// a rotated mesh key to it.
+    pub key: Option<PublicKey>,
 }
 
 /// One frame of a store summary, covering origin ids `first..=last`.
@@ -602,6 +662,18 @@ impl Header {
 /// its key and always odd, so it never equals this.
 pub const OPEN_MESH_ID: u32 = 0x5348_0000;
 
+/// The mesh id of `key` (FNV-1a of the key, odd), or [`OPEN_MESH_ID`].
+pub fn mesh_id(key: Option<&MeshKey>) -> u32 {
+    match key {
+        None => OPEN_MESH_ID,
+        Some(key) => {
+            key.0.iter().fold(0x811c_9dc5u32, |hash, byte| {
+                (hash ^ u32::from(*byte)).wrapping_mul(0x0100_0193)
+            }) | 1
+        }
+    }
+}
+
 /// What the first bytes of any frame say, whatever its version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Peek {
@@ -635,7 +707,7 @@ pub fn peek(frame: &[u8]) -> Option<Peek> {
 }
 
 /// The 32-byte mesh key. Its `Debug` never prints the key.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct MeshKey(pub [u8; 32]);
 
 impl fmt::Debug for MeshKey {
@@ -722,6 +794,10 @@ pub mod kind {
     pub const COMMAND: u8 = 6;
     /// [`super::Message::CommandResult`].
     pub const COMMAND_RESULT: u8 = 7;
+    /// [`super::Message::KeyOffer`].
+    pub const KEY_OFFER: u8 = 8;
+    /// [`super::Message::KeyConfirm`].
+    pub const KEY_CONFIRM: u8 = 9;
 }
 
 /// Authenticates and decrypts the body of `frame` (whose header `header`
@@ -809,6 +885,8 @@ pub fn decode_body(
         kind::ROUTES => Message::Routes(decode_part(encoded)?),
         kind::COMMAND => Message::Command(decode_part(encoded)?),
         kind::COMMAND_RESULT => Message::CommandResult(decode_part(encoded)?),
+        kind::KEY_OFFER => Message::KeyOffer(decode_part(encoded)?),
+        kind::KEY_CONFIRM => Message::KeyConfirm(decode_part(encoded)?),
         _ => Message::Leave(decode_part(encoded)?),
     })
 }
@@ -879,6 +957,18 @@ impl Checked for CommandResult {
 }
 
 impl Checked for Farewell {
+    fn is_valid(&self) -> bool {
+        true
+    }
+}
+
+impl Checked for KeyOffer {
+    fn is_valid(&self) -> bool {
+        true
+    }
+}
+
+impl Checked for KeyConfirm {
     fn is_valid(&self) -> bool {
         true
     }

@@ -6,7 +6,7 @@
 use libfuzzer_sys::fuzz_target;
 use shoal_core::wire::{
     self, decode_body, decode_part, kind, open, Beacon, Cipher, Command, CommandResult, Delta,
-    Digest, Farewell, Header, MeshKey, PeerList, RouteList, MAX_FRAME,
+    Digest, Farewell, Header, KeyConfirm, KeyOffer, MeshKey, PeerList, RouteList, MAX_FRAME,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -30,6 +30,8 @@ fuzz_target!(|data: &[u8]| {
                 kind::COMMAND => decode_part::<Command>(body).map(drop),
                 kind::COMMAND_RESULT => decode_part::<CommandResult>(body).map(drop),
                 kind::LEAVE => decode_part::<Farewell>(body).map(drop),
+                kind::KEY_OFFER => decode_part::<KeyOffer>(body).map(drop),
+                kind::KEY_CONFIRM => decode_part::<KeyConfirm>(body).map(drop),
                 _ => Err(wire::DecodeError::UnknownMessage),
             };
         }

@@ -127,10 +127,8 @@ pub struct Agent<'ex> {
     api_calls: Receiver<ApiCall>,
     api_stats: Rc<ApiStats>,
     signals: Signals,
-    /// The address join tokens name: this node's mesh (sync) address.
-    member: std::net::SocketAddr,
-    /// The mesh key file, read again after `shoal join`.
-    key_path: Option<std::path::PathBuf>,
+    /// Joins and key rotations.
+    trust: super::join::Trust,
 }
 
 /// Runs the agent until SIGTERM or SIGINT.
@@ -223,8 +221,10 @@ impl<'ex> Agent<'ex> {
             api_calls,
             api_stats,
             signals,
-            member: super::join::member_addr(config.mesh.bind, config.mesh.sync_port),
-            key_path: config.key_path(),
+            trust: super::join::Trust::new(
+                super::join::member_addr(config.mesh.bind, config.mesh.sync_port),
+                config.key_path(),
+            ),
         })
     }
 
@@ -313,8 +313,7 @@ impl<'ex> Agent<'ex> {
                     uptime: self.started.elapsed(),
                     api_stats: &self.api_stats,
                     counters: self.feed.counters(),
-                    member: self.member,
-                    key_path: self.key_path.as_deref(),
+                    trust: &mut self.trust,
                 };
                 answers::answer(&mut self.node, now, call, context);
             }
@@ -340,7 +339,13 @@ impl<'ex> Agent<'ex> {
             }
             let now = self.now();
             for event in actions {
-                self.runs.on_event(ex, &mut self.node, now, event);
+                match event {
+                    shoal_core::Event::MeshKeyChanged { .. }
+                    | shoal_core::Event::RotationDone { .. } => {
+                        self.trust.on_event(&self.node, event);
+                    }
+                    other => self.runs.on_event(ex, &mut self.node, now, other),
+                }
             }
         }
         self.persistence.maybe_save(&self.node);

@@ -29,10 +29,8 @@ pub struct Context<'a> {
     pub api_stats: &'a ApiStats,
     /// The counters `/metrics` shows beyond the core's.
     pub counters: &'a Counters,
-    /// The address join tokens name by default (this node's mesh address).
-    pub member: std::net::SocketAddr,
-    /// The mesh key file (`None`: an open mesh).
-    pub key_path: Option<&'a std::path::Path>,
+    /// Joins and key rotations.
+    pub trust: &'a mut super::join::Trust,
 }
 
 /// Answers `call` at `now`. A reply channel that closed (the client went
@@ -92,12 +90,14 @@ pub fn answer(node: &mut Node, now: Instant, call: ApiCall, context: Context<'_>
             member,
             reply,
         } => {
-            let member = member.unwrap_or_else(|| context.member.to_string());
+            let member = member.unwrap_or_else(|| context.trust.member.to_string());
             let _ = reply.try_send(super::join::issue(node, now, valid_for, member));
         }
         ApiCall::Reload { knock, reply } => {
-            let _ = reply.try_send(super::join::reload(node, context.key_path, knock));
+            let path = context.trust.key_path.clone();
+            let _ = reply.try_send(super::join::reload(node, path.as_deref(), knock));
         }
+        ApiCall::Rotate { exclude, reply } => context.trust.rotate(node, now, &exclude, reply),
     }
 }
 

@@ -106,6 +106,14 @@ pub enum ApiCall {
         /// Where the answer goes.
         reply: Sender<Answer>,
     },
+    /// `POST /api/key/rotate?exclude=NODE,...`: a new mesh key for every
+    /// reachable member; answered when it switches.
+    Rotate {
+        /// Names (or ids) of members to leave out.
+        exclude: Vec<String>,
+        /// Where the answer goes.
+        reply: Sender<Answer>,
+    },
     /// `POST /api/mesh/reload?knock=HOST:PORT`: read the key file again
     /// (after `shoal join`), and knock on the member joined through.
     Reload {
@@ -316,6 +324,21 @@ async fn handle(request: Request<Incoming>, context: &Context) -> Response<Body>
                 }
             }
         }
+        (&Method::POST, ["api", "key", "rotate"]) => {
+            if !authorized(&request, context) {
+                unauthorized(stats)
+            } else {
+                let exclude: Vec<String> = query_value(&query, "exclude")
+                    .map(|list| {
+                        list.split(',')
+                            .filter(|n| !n.is_empty())
+                            .map(str::to_owned)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                call(context, |reply| ApiCall::Rotate { exclude, reply }).await
+            }
+        }
         (&Method::POST, ["api", "mesh", "reload"]) => {
             if !authorized(&request, context) {
                 unauthorized(stats)
@@ -331,6 +354,7 @@ async fn handle(request: Request<Incoming>, context: &Context) -> Response<Body>
         }
         (_, ["api", "status" | "peers" | "rules" | "events" | "stats" | "points" | "token"])
         | (_, ["api", "mesh", "reload"])
+        | (_, ["api", "key", "rotate"])
         | (_, ["api", "points", _, _])
         | (_, ["api", "exec", _, _]) => {
             Answer::error(405, format!("{method} is not allowed on {path}"))

@@ -34,6 +34,9 @@ commands:
   token [--expire DUR] [--addr HOST:PORT] [--api ADDR] [--token TOKEN] [--config PATH]
                           a one-time join token for a new node (default expiry 15m);
                           --addr: the member address it names (default this node's)
+  key rotate [--exclude NODE]... [--api ADDR] [--token TOKEN]
+                          a new mesh key for every reachable member; those left out
+                          (excluded, offline) must join again with a token
   join TOKEN [--config PATH]
                           enroll this node: get the mesh key from the member the token
                           names (over the mesh port), write it (0600), switch the agent
@@ -86,6 +89,14 @@ pub fn run(args: &[String]) -> ExitCode {
         Some("token") => match client_flags(&args[1..]) {
             Ok(flags) => token(&flags),
             Err(message) => usage_error(&message),
+        },
+        Some("key") => match (
+            args.get(1).map(String::as_str),
+            client_flags(args.get(2..).unwrap_or(&[])),
+        ) {
+            (Some("rotate"), Ok(flags)) => key_rotate(&flags),
+            (Some("rotate"), Err(message)) => usage_error(&message),
+            _ => usage_error("key takes: rotate [--exclude NODE]..."),
         },
         Some("join") => match client_flags(&args[1..]) {
             Ok(flags) => join(&flags),
@@ -331,6 +342,7 @@ struct ClientFlags {
     config: Option<PathBuf>,
     expire: Option<String>,
     addr: Option<String>,
+    exclude: Vec<String>,
     positional: Vec<String>,
 }
 
@@ -350,6 +362,7 @@ fn client_flags(args: &[String]) -> Result<ClientFlags, String> {
             "--json" => flags.json = true,
             "--expire" => flags.expire = Some(value("--expire")?),
             "--addr" => flags.addr = Some(value("--addr")?),
+            "--exclude" => flags.exclude.push(value("--exclude")?),
             "--healthy" => flags.healthy = true,
             flag if flag.starts_with('-') => return Err(format!("unexpected option {flag:?}")),
             _ => flags.positional.push(arg.clone()),
@@ -507,6 +520,96 @@ fn token(flags: &ClientFlags) -> ExitCode {
             eprintln!("shoal: {error}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// `shoal key rotate`: a new mesh key for every reachable member; prints who
+/// switched and who was left out (they must join again with a token).
+fn key_rotate(flags: &ClientFlags) -> ExitCode {
+    use crate::shell::client;
+    if let [extra, ..] = flags.positional.as_slice() {
+        return usage_error(&format!("unexpected argument {extra:?}"));
+    }
+    let api = flags.api.as_deref().unwrap_or(client::DEFAULT_API);
+    let path = if flags.exclude.is_empty() {
+        "/api/key/rotate".to_owned()
+    } else {
+        format!("/api/key/rotate?exclude={}", flags.exclude.join(","))
+    };
+    let api_token = api_token(flags);
+    let reply = match client::request(
+        api,
+        "POST",
+        &path,
+        api_token.as_deref(),
+        Duration::from_secs(30),
+    ) {
+        Ok(reply) => reply,
+        Err(error @ client::ClientError::Unreachable { .. }) => {
+            eprintln!("shoal: {error} (is `shoal run` running there? see --api)");
+            return ExitCode::from(3);
+        }
+        Err(error) => {
+            eprintln!("shoal: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    if reply.status != 200 {
+        eprintln!("shoal: {}", reply.error());
+        return ExitCode::from(1);
+    }
+    let list = |key: &str| -> Vec<String> {
+        reply.body[key]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let confirmed = list("confirmed");
+    println!(
+        "rotated the mesh key (mesh {}): {} members switched{}",
+        reply.body["mesh"].as_str().unwrap_or("?"),
+        confirmed.len() + 1,
+        if confirmed.is_empty() {
+            String::new()
+        } else {
+            format!(": this node, {}", confirmed.join(", "))
+        }
+    );
+    let left_out: Vec<String> = reply.body["left_out"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|v| {
+                    format!(
+                        "{} ({})",
+                        v["node"].as_str().unwrap_or("?"),
+                        v["why"].as_str().unwrap_or("?")
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if !left_out.is_empty() {
+        println!(
+            "left out: {}: each must join again with a token",
+            left_out.join(", ")
+        );
+    }
+    let unconfirmed = list("unconfirmed");
+    if unconfirmed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "shoal: no confirmation from {}: if they did not get the key, join them again with a token",
+            unconfirmed.join(", ")
+        );
+        ExitCode::from(1)
     }
 }
 

@@ -99,6 +99,7 @@ impl EventFeed {
                 log::warn!("frame counter exhausted: now incarnation {incarnation}");
             }
             Event::NameConflict { name, nodes } => self.name_conflict(node, &name, &nodes),
+            Event::MeshKeyChanged { .. } | Event::RotationDone { .. } => return Some(event),
             Event::Joined {
                 name,
                 node: id,

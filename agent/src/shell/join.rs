@@ -1,7 +1,9 @@
-//! Join tokens in the shell: the token text, the member's answers to
+//! Trust in the shell: join tokens (the token text, the member's answers to
 //! `POST /api/token` and `POST /api/mesh/reload`, and `shoal join` on the
-//! new node (the request over the mesh port, the key written, the local
-//! agent switched over). The exchange itself is `shoal_core::join`.
+//! new node: the request over the mesh port, the key written, the local
+//! agent switched over) and key rotation (`POST /api/key/rotate`, the new
+//! key written when the node switches). The exchanges themselves are
+//! `shoal_core::join` and `shoal_core::rotation`.
 //!
 //! A token reads `shoal1-<32 hex digits>@HOST:PORT`: the secret, then the
 //! member's mesh (sync) address, which may be on another subnet.
@@ -155,6 +157,124 @@ pub fn reload(node: &mut Node, key_path: Option<&Path>, knock: Option<SocketAddr
     Answer {
         status: 200,
         body: json!({ "mesh": format!("{mesh_id:08x}"), "changed": changed }),
+    }
+}
+
+/// What the agent keeps for joins and rotations: one owner, a field of
+/// `Agent`.
+#[derive(Debug)]
+pub struct Trust {
+    /// The address join tokens name by default (this node's mesh address).
+    pub member: SocketAddr,
+    /// The mesh key file (`None`: an open mesh).
+    pub key_path: Option<std::path::PathBuf>,
+    /// The `POST /api/key/rotate` waiting for its rotation to switch, with
+    /// who was left out.
+    rotating: Option<(u32, smol::channel::Sender<Answer>, Vec<serde_json::Value>)>,
+}
+
+impl Trust {
+    /// Trust for a node whose mesh address is `member` and key file `key_path`.
+    pub fn new(member: SocketAddr, key_path: Option<std::path::PathBuf>) -> Trust {
+        Trust {
+            member,
+            key_path,
+            rotating: None,
+        }
+    }
+
+    /// `POST /api/key/rotate?exclude=NODE,...`: starts a rotation; the
+    /// answer comes when it switches.
+    pub fn rotate(
+        &mut self,
+        node: &mut Node,
+        now: Instant,
+        exclude: &[String],
+        reply: smol::channel::Sender<Answer>,
+    ) {
+        let mut excluded = Vec::new();
+        for name in exclude {
+            match node.find_node(now, name) {
+                Ok(id) => excluded.push(id),
+                Err(error) => {
+                    let _ =
+                        reply.try_send(Answer::error(404, format!("--exclude {name}: {error}")));
+                    return;
+                }
+            }
+        }
+        let (key, ephemeral) = match (state::random_bytes::<32>(), state::random_bytes::<32>()) {
+            (Ok(key), Ok(ephemeral)) => (MeshKey(key), ephemeral),
+            (Err(error), _) | (_, Err(error)) => {
+                let _ = reply.try_send(Answer::error(500, error.to_string()));
+                return;
+            }
+        };
+        match node.rotate(now, key, ephemeral, &excluded) {
+            Ok(plan) => {
+                let left_out = plan
+                    .left_out
+                    .iter()
+                    .map(|(id, why)| json!({ "node": super::answers::name_or_id(node, *id), "why": why }))
+                    .collect();
+                if let Some((_, earlier, _)) =
+                    self.rotating.replace((plan.rotation, reply, left_out))
+                {
+                    let _ = earlier.try_send(Answer::error(409, "another rotation started"));
+                }
+            }
+            Err(error) => {
+                let _ = reply.try_send(Answer::error(409, error.to_string()));
+            }
+        }
+    }
+
+    /// A new key to write, or a rotation of ours that switched.
+    pub fn on_event(&mut self, node: &Node, event: shoal_core::Event) {
+        match event {
+            shoal_core::Event::MeshKeyChanged { mesh_id, key } => match &self.key_path {
+                Some(path) => match state::replace_key(path, &key) {
+                    Ok(()) => log::warn!(
+                        "switched to mesh {mesh_id:08x}: the new key is in {}",
+                        path.display()
+                    ),
+                    Err(error) => log::error!(
+                        "switched to mesh {mesh_id:08x} but {error}: after a restart this node must join again with a token"
+                    ),
+                },
+                None => log::error!("switched to mesh {mesh_id:08x}, but there is no key file to keep it in"),
+            },
+            shoal_core::Event::RotationDone {
+                rotation,
+                confirmed,
+                unconfirmed,
+            } => {
+                let names = |ids: &[NodeId]| -> Vec<String> {
+                    ids.iter().map(|&id| super::answers::name_or_id(node, id)).collect()
+                };
+                log::warn!(
+                    "rotation {rotation} switched: {} members confirmed, {} did not ({})",
+                    confirmed.len(),
+                    unconfirmed.len(),
+                    names(&unconfirmed).join(", ")
+                );
+                if let Some((waiting, reply, left_out)) = self.rotating.take() {
+                    if waiting == rotation {
+                        let _ = reply.try_send(Answer {
+                            status: 200,
+                            body: json!({
+                                "rotation": rotation,
+                                "mesh": format!("{:08x}", node.config().mesh_id),
+                                "confirmed": names(&confirmed),
+                                "unconfirmed": names(&unconfirmed),
+                                "left_out": left_out,
+                            }),
+                        });
+                    }
+                }
+            }
+            _ => {}
+        }
     }
 }
 

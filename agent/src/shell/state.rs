@@ -636,14 +636,7 @@ pub fn read_or_create_token(path: &Path) -> Result<(String, bool), StateError> {
 /// keys drop each other's frames by header, before any decryption; open
 /// meshes share one id.
 pub fn mesh_id(key: Option<&MeshKey>) -> u32 {
-    match key {
-        None => shoal_core::wire::OPEN_MESH_ID,
-        Some(key) => {
-            key.0.iter().fold(0x811c_9dc5u32, |hash, byte| {
-                (hash ^ u32::from(*byte)).wrapping_mul(0x0100_0193)
-            }) | 1
-        }
-    }
+    shoal_core::wire::mesh_id(key)
 }
 
 #[cfg(test)]

@@ -163,3 +163,20 @@ fn signatures_round_trip_through_postcard_as_64_raw_bytes() {
     assert_eq!(back, good);
     assert!(postcard::from_bytes::<Farewell>(&bytes[..bytes.len() - 1]).is_err());
 }
+
+#[test]
+fn a_sealed_mesh_key_opens_only_for_its_node() {
+    let (a, b) = (key(1), key(2));
+    let mesh_key = [0x42; 32];
+    let ephemeral = [9; 32];
+    let sealed = seal_key(ephemeral, &a.public(), &mesh_key).expect("a valid key");
+    let public = ephemeral_public(ephemeral);
+    assert_eq!(a.open_key(public, &sealed), Some(mesh_key));
+    // Another node (an excluded member holding the mesh key) cannot.
+    assert_eq!(b.open_key(public, &sealed), None);
+    let mut tampered = sealed;
+    tampered.0[0] ^= 1;
+    assert_eq!(a.open_key(public, &tampered), None);
+    assert_eq!(a.open_key([7; 32], &sealed), None);
+    assert!(seal_key(ephemeral, &PublicKey([0xff; 32]), &mesh_key).is_none());
+}

@@ -128,6 +128,7 @@ fn sample_messages() -> std::vec::Vec<Message> {
         version: String::try_from("0.1.0").expect("fits"),
         model: String::try_from("Raspberry Pi 4 Model B").expect("fits"),
         os: String::try_from("Debian 12").expect("fits"),
+        key: Some(PublicKey([5; 32])),
     });
     let mut digest = Digest {
         request: true,
@@ -170,6 +171,7 @@ fn sample_messages() -> std::vec::Vec<Message> {
                     age_ms: 1500,
                     left: false,
                     name: name("gw-1"),
+                    key: Some(PublicKey([6; 32])),
                 },
                 RouteEntry {
                     node: NodeId(10),
@@ -178,6 +180,7 @@ fn sample_messages() -> std::vec::Vec<Message> {
                     age_ms: 0,
                     left: false,
                     name: None,
+                    key: None,
                 },
             ]
             .into_iter()
@@ -222,6 +225,7 @@ fn a_route_frame_of_the_largest_entries_fits() {
         age_ms: u32::MAX,
         left: true,
         name: name(&"n".repeat(MAX_NAME)),
+        key: Some(PublicKey([0xff; 32])),
     };
     // The node packs by size: as many as fit in MAX_BODY - 8.
     let one = encoded_len(&entry);
@@ -375,6 +379,7 @@ fn the_largest_messages_fit_in_a_frame() {
         version: String::try_from("x".repeat(16).as_str()).expect("fits"),
         model: String::try_from("x".repeat(48).as_str()).expect("fits"),
         os: String::try_from("x".repeat(48).as_str()).expect("fits"),
+        key: Some(PublicKey([0xff; 32])),
     });
     let frame = encode(&header(1), &Message::Beacon(beacon), Some(&key())).expect("fits");
     assert!(frame.len() <= MAX_FRAME, "{}", frame.len());
