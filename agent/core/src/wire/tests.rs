@@ -236,7 +236,9 @@ fn a_route_frame_of_the_largest_entries_fits() {
     while size + one <= MAX_BODY - 8 && list.entries.push(entry.clone()).is_ok() {
         size += one;
     }
-    assert!(list.entries.len() >= 15, "{} entries", list.entries.len());
+    // Names and keys go only into the first advertisements and now and
+    // then; even then a dozen entries fit in a frame.
+    assert!(list.entries.len() >= 12, "{} entries", list.entries.len());
     let frame = encode(&header(1), &Message::Routes(list), Some(&key())).expect("fits");
     assert!(frame.len() <= MAX_FRAME);
     let result = CommandResult {
