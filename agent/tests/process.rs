@@ -2094,7 +2094,7 @@ fn a_fresh_node_joins_with_a_token_that_works_once_and_expires() {
         std::fs::read(mesh.dir.join("agent-2/mesh.key")).expect("key")
     );
     assert!(
-        mesh.agents[0].logged("agent-2 ("),
+        mesh.agents[0].logged("agent-2 at 127.0.0.222:"),
         "{}",
         mesh.agents[0].dump()
     );
@@ -2129,9 +2129,11 @@ fn a_fresh_node_joins_with_a_token_that_works_once_and_expires() {
         shoal::shell::client::request(&api(1), "GET", "/api/stats", None, Duration::from_secs(5))
             .expect("the API answers");
     let joins = &stats.body["joins"];
-    for (outcome, count) in [("joined", 1), ("used", 1), ("wrong", 1), ("expired", 1)] {
-        assert_eq!(joins[outcome], count, "{outcome}: {joins}");
+    // At least once each (a slow answer makes the CLI ask again).
+    for outcome in ["joined", "used", "wrong", "expired"] {
+        assert!(joins[outcome].as_u64() >= Some(1), "{outcome}: {joins}");
     }
+    assert_eq!(joins["joined"], 1, "{joins}");
     // A brute force from one address: answered at the per-source rate, the
     // rest dropped and counted; the mesh does not notice.
     let attacker = UdpSocket::bind("127.0.0.228:0").expect("attacker socket");

@@ -31,7 +31,7 @@
 use super::peers::PeerState;
 use super::routes::INFINITY;
 use super::sign::{self, SIGNATURE_LEN};
-use super::time::Instant;
+use super::time::{Buckets, Instant};
 use super::wire::{
     Command, CommandResult, Message, Name, NodeId, Outcome, ReplayWindow, Signature, MAX_OUTPUT,
 };
@@ -68,12 +68,6 @@ pub enum ExecError {
     /// The node is shutting down.
     #[error("the agent is shutting down")]
     Leaving,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: u32,
-    refilled: Instant,
 }
 
 /// One of our commands awaiting its answer.
@@ -122,7 +116,7 @@ pub(super) struct Commands {
     served: BTreeMap<(NodeId, u32), Served>,
     served_order: VecDeque<(NodeId, u32)>,
     /// Per-asker rate limit.
-    buckets: BTreeMap<NodeId, Bucket>,
+    buckets: Option<Buckets<NodeId>>,
     /// Per asker: its incarnation and the request numbers of it run here.
     windows: BTreeMap<NodeId, (u32, ReplayWindow)>,
     /// Per asker whose window was dropped (forgotten, or to make room):
@@ -145,35 +139,12 @@ impl Commands {
         true
     }
 
-    /// Takes a token of `origin`'s bucket; false when it is empty.
+    /// Takes a token of `origin`'s bucket; false when it is empty. At
+    /// most `max_buckets` askers are tracked.
     fn allow(&mut self, now: Instant, origin: NodeId, max_buckets: usize) -> bool {
-        if !self.buckets.contains_key(&origin) && self.buckets.len() >= max_buckets {
-            // Make room: the bucket refilled longest ago is full by now.
-            let oldest = self
-                .buckets
-                .iter()
-                .min_by_key(|(_, b)| b.refilled)
-                .map(|(id, _)| *id);
-            if let Some(id) = oldest {
-                self.buckets.remove(&id);
-            }
-        }
-        let bucket = self.buckets.entry(origin).or_insert(Bucket {
-            tokens: COMMAND_BURST,
-            refilled: now,
-        });
-        let refill_ms = COMMAND_REFILL.as_millis() as u64;
-        let earned = now.saturating_since(bucket.refilled).as_millis() as u64 / refill_ms;
-        if earned > 0 {
-            let earned = u32::try_from(earned).unwrap_or(u32::MAX);
-            bucket.tokens = bucket.tokens.saturating_add(earned).min(COMMAND_BURST);
-            bucket.refilled = bucket.refilled + COMMAND_REFILL * earned;
-        }
-        if bucket.tokens == 0 {
-            return false;
-        }
-        bucket.tokens -= 1;
-        true
+        self.buckets
+            .get_or_insert_with(|| Buckets::new(COMMAND_BURST, COMMAND_REFILL, max_buckets))
+            .allow(now, origin)
     }
 
     /// Whether request `id` of `origin`'s incarnation `incarnation` is new
@@ -207,7 +178,9 @@ impl Commands {
     /// tombstone, so its old requests still never run again.
     pub(super) fn forget(&mut self, id: NodeId) {
         self.retire(id);
-        self.buckets.remove(&id);
+        if let Some(buckets) = self.buckets.as_mut() {
+            buckets.remove(&id);
+        }
     }
 
     /// Replaces `id`'s replay window with its highest request number.

@@ -34,7 +34,7 @@
 //! The core issues and checks tokens; the shell makes the secrets and
 //! nonces (from the kernel's random source) and formats the token text.
 
-use crate::time::Instant;
+use crate::time::{Buckets, Instant};
 use crate::wire::{MeshKey, Name, NodeId};
 use chacha20poly1305::aead::{AeadInOut, KeyInit};
 use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
@@ -303,50 +303,32 @@ pub enum IssueError {
 struct Issued {
     secret: Secret,
     expires: Instant,
-    /// The nonce of the request that used it.
-    used_by: Option<[u8; NONCE_LEN]>,
+    /// The request that used it (its nonce), when, and the key it got.
+    used_by: Option<([u8; NONCE_LEN], Instant, [u8; 32])>,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: u32,
-    refilled: Instant,
-}
-
-impl Bucket {
-    fn take(&mut self, now: Instant, burst: u32, every: Duration) -> bool {
-        let every_ms = every.as_millis().max(1) as u64;
-        let earned = now.saturating_since(self.refilled).as_millis() as u64 / every_ms;
-        if earned > 0 {
-            let earned = u32::try_from(earned).unwrap_or(u32::MAX);
-            self.tokens = self.tokens.saturating_add(earned).min(burst);
-            self.refilled = self.refilled + every * earned;
-        }
-        if self.tokens == 0 {
-            return false;
-        }
-        self.tokens -= 1;
-        true
-    }
-}
+/// A joiner whose answer got lost asks again within this long; later, or
+/// once the mesh key changed (a rotation), a used token says only "used".
+pub const ANSWER_AGAIN_FOR: Duration = Duration::from_secs(60);
 
 /// A member's outstanding tokens and the join rate limits, bounded.
 #[derive(Debug)]
 pub struct Tokens {
     issued: BTreeMap<[u8; ID_LEN], Issued>,
-    sources: BTreeMap<IpAddr, Bucket>,
-    total: Bucket,
+    sources: Buckets<IpAddr>,
+    total: Buckets<()>,
 }
 
 impl Default for Tokens {
     fn default() -> Tokens {
         Tokens {
             issued: BTreeMap::new(),
-            sources: BTreeMap::new(),
-            total: Bucket {
-                tokens: JOIN_TOTAL_PER_SECOND,
-                refilled: Instant::ZERO,
-            },
+            sources: Buckets::new(JOIN_BURST, JOIN_REFILL, MAX_SOURCES),
+            total: Buckets::new(
+                JOIN_TOTAL_PER_SECOND,
+                Duration::from_secs(1) / JOIN_TOTAL_PER_SECOND,
+                1,
+            ),
         }
     }
 }
@@ -409,6 +391,15 @@ impl Tokens {
         datagram: &[u8],
         key: &MeshKey,
     ) -> (Option<Reply>, Outcome) {
+        // Replies go to one address that sent us a whole request, never to
+        // a broadcast or multicast one.
+        let unicast = match from {
+            IpAddr::V4(v4) => !v4.is_broadcast() && !v4.is_multicast() && !v4.is_unspecified(),
+            IpAddr::V6(v6) => !v6.is_multicast() && !v6.is_unspecified(),
+        };
+        if !unicast {
+            return (None, Outcome::Malformed);
+        }
         if !self.allow(now, from) {
             return (None, Outcome::RateLimited);
         }
@@ -433,11 +424,20 @@ impl Tokens {
         }
         let secret = token.secret;
         let (answer, outcome) = match token.used_by {
-            Some(used) if used == nonce => (Answer::Key(key.0), Outcome::AnsweredAgain),
+            // The same request, soon, for the same key: its answer got
+            // lost. (The same bytes again, never a new key under the same
+            // nonce.)
+            Some((used, at, given))
+                if used == nonce
+                    && given == key.0
+                    && now.saturating_since(at) < ANSWER_AGAIN_FOR =>
+            {
+                (Answer::Key(key.0), Outcome::AnsweredAgain)
+            }
             Some(_) => (Answer::Used, Outcome::Used),
             None if token.expires <= now => (Answer::Expired, Outcome::Expired),
             None => {
-                token.used_by = Some(nonce);
+                token.used_by = Some((nonce, now, key.0));
                 let name = parse_name(&body)
                     .unwrap_or_else(|| Name::try_from("unnamed").unwrap_or_default());
                 let mut node = [0u8; 8];
@@ -456,25 +456,7 @@ impl Tokens {
     }
 
     fn allow(&mut self, now: Instant, from: IpAddr) -> bool {
-        if !self.sources.contains_key(&from) && self.sources.len() >= MAX_SOURCES {
-            let oldest = self
-                .sources
-                .iter()
-                .min_by_key(|(_, b)| b.refilled)
-                .map(|(ip, _)| *ip);
-            if let Some(ip) = oldest {
-                self.sources.remove(&ip);
-            }
-        }
-        let source = self.sources.entry(from).or_insert(Bucket {
-            tokens: JOIN_BURST,
-            refilled: now,
-        });
-        if !source.take(now, JOIN_BURST, JOIN_REFILL) {
-            return false;
-        }
-        let every = Duration::from_secs(1) / JOIN_TOTAL_PER_SECOND;
-        self.total.take(now, JOIN_TOTAL_PER_SECOND, every)
+        self.sources.allow(now, from) && self.total.allow(now, ())
     }
 }
 

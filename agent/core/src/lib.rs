@@ -545,6 +545,9 @@ pub struct Node {
     tokens: join::Tokens,
     /// Keys besides the current one during a rotation.
     rekey: rotation::Rekey,
+    /// A newcomer (or a restarted neighbor) should hear our metadata and
+    /// public key in the next beacon, not 30 beacons later.
+    meta_due: bool,
     /// Nodes of other meshes or protocol versions heard.
     strangers: strangers::Strangers,
     transmits: VecDeque<Transmit>,
@@ -612,6 +615,7 @@ impl Node {
             floors: BTreeMap::new(),
             tokens: join::Tokens::default(),
             rekey: rotation::Rekey::default(),
+            meta_due: false,
             strangers: strangers::Strangers::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -882,6 +886,12 @@ impl Node {
                     }
                 })
             }
+            // Key messages count only under the current key: one left out
+            // of a rotation holds the old key until it is dropped.
+            wire::kind::KEY_OFFER | wire::kind::KEY_CONFIRM if other.is_some() => {
+                self.stats.key_offers_refused += 1;
+                Ok(())
+            }
             wire::kind::KEY_OFFER => wire::decode_part::<wire::KeyOffer>(encoded).map(|offer| {
                 if self.accept_frame(now, &header, from, arrival) {
                     self.refresh_routes(now);
@@ -964,6 +974,7 @@ impl Node {
             // hear of us: beacon early (at most four per interval, so a
             // crowd joining at once costs a few beacons, not one each).
             self.pull_beacon(now);
+            self.meta_due = true;
         }
         if !known {
             self.push_event(Event::PeerDiscovered {
@@ -1315,14 +1326,16 @@ impl Node {
                 .collect_vouches(&self.peers, now, self.config.beacon_interval * 2);
         // Facts for people and this node's public key (so others can seal
         // a rotated mesh key to it), in the first beacons and now and then.
-        let meta =
-            if self.stats.beacons_sent < 3 || self.stats.beacons_sent.is_multiple_of(META_EVERY) {
-                let mut meta = self.config.meta.clone().unwrap_or_default();
-                meta.key = Some(self.key.public());
-                Some(meta)
-            } else {
-                None
-            };
+        let meta = if self.stats.beacons_sent < 3
+            || self.stats.beacons_sent.is_multiple_of(META_EVERY)
+            || std::mem::take(&mut self.meta_due)
+        {
+            let mut meta = self.config.meta.clone().unwrap_or_default();
+            meta.key = Some(self.key.public());
+            Some(meta)
+        } else {
+            None
+        };
         let (heard, view) = self.view(now);
         let beacon = Beacon {
             name: self.name.clone(),

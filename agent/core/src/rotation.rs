@@ -38,6 +38,12 @@ pub const SWITCH_IN: u32 = 3;
 /// After its switch a node accepts the old key this many
 /// `unreachable_after` longer (laggards, reordered frames).
 pub const GRACE: u32 = 2;
+/// The longest wait for a switch an offer may ask for (whatever the
+/// initiator's beacon interval).
+pub const MAX_SWITCH_IN: Duration = Duration::from_secs(30);
+/// Mesh ids of keys this life left behind, remembered to refuse a
+/// rollback.
+const USED_KEYS: usize = 8;
 
 /// Why no rotation started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -95,6 +101,8 @@ pub(crate) struct Rekey {
     old: Option<Other>,
     started: Option<Started>,
     counter: u32,
+    /// Mesh ids this life switched away from, newest last.
+    used: Vec<u32>,
 }
 
 impl Rekey {
@@ -272,6 +280,13 @@ impl Node {
         };
         self.rekey.next_from = None;
         let grace = self.config.unreachable_after * GRACE;
+        // By the key itself (the mesh id a key derives to).
+        self.rekey
+            .used
+            .push(wire::mesh_id(self.config.key.as_ref()));
+        if self.rekey.used.len() > USED_KEYS {
+            self.rekey.used.remove(0);
+        }
         if let (Some(key), Some(cipher)) = (self.config.key.take(), self.cipher.take()) {
             self.rekey.old = Some(Other {
                 mesh_id: self.config.mesh_id,
@@ -325,23 +340,43 @@ impl Node {
             return;
         }
         let from = (offer.initiator, offer.rotation);
+        let mut new_mesh = self.rekey.next.as_ref().map(|n| n.mesh_id);
         if self.rekey.next_from != Some(from) {
-            if self.rekey.next.is_some() {
-                // Another rotation is switching: this one waits its turn.
-                self.stats.key_offers_refused += 1;
-                return;
-            }
             let Some(key) = self.key.open_key(offer.ephemeral, &offer.sealed) else {
                 self.stats.key_offers_refused += 1;
                 return;
             };
             let key = MeshKey(key);
             let mesh_id = wire::mesh_id(Some(&key));
-            if mesh_id == self.config.mesh_id {
-                // Already switched to it (a late copy): confirm again.
-            } else {
-                let switch_in = Duration::from_millis(u64::from(offer.switch_in_ms))
-                    .min(self.config.beacon_interval * (SWITCH_IN + 1));
+            if mesh_id != self.config.mesh_id && self.rekey.used.contains(&mesh_id) {
+                // A key this life left behind: a replay, or a rollback.
+                self.stats.key_offers_refused += 1;
+                return;
+            }
+            if let Some(next) = &self.rekey.next {
+                // Two rotations at once: every node keeps the one whose key
+                // has the lower mesh id, so all end on the same key.
+                if mesh_id >= next.mesh_id {
+                    self.stats.key_offers_refused += 1;
+                    return;
+                }
+                if let Some(lost) = self.rekey.started.take() {
+                    log::warn!(
+                        "rotation {} gives way to rotation {} of {}",
+                        lost.rotation,
+                        offer.rotation,
+                        offer.initiator
+                    );
+                    self.push_event(Event::RotationDone {
+                        rotation: lost.rotation,
+                        confirmed: Vec::new(),
+                        unconfirmed: lost.members.keys().copied().collect(),
+                    });
+                }
+            }
+            if mesh_id != self.config.mesh_id {
+                let switch_in =
+                    Duration::from_millis(u64::from(offer.switch_in_ms)).min(MAX_SWITCH_IN);
                 log::warn!(
                     "got a new mesh key from {} (rotation {}): switching in {:?}",
                     offer.initiator,
@@ -356,10 +391,15 @@ impl Node {
                 });
                 self.rekey.next_from = Some(from);
             }
+            new_mesh = Some(mesh_id);
         }
+        let Some(new_mesh) = new_mesh else {
+            return;
+        };
         let mut confirm = KeyConfirm {
             rotation: offer.rotation,
             initiator: offer.initiator,
+            new_mesh,
             from: self.id,
             hops_left: INFINITY,
             key: self.key.public(),
@@ -390,11 +430,12 @@ impl Node {
             }
             return;
         }
+        let next_mesh = self.rekey.next.as_ref().map(|n| n.mesh_id);
         if let Some(started) = self
             .rekey
             .started
             .as_mut()
-            .filter(|s| s.rotation == confirm.rotation)
+            .filter(|s| s.rotation == confirm.rotation && next_mesh == Some(confirm.new_mesh))
         {
             if let Some(confirmed) = started.members.get_mut(&confirm.from) {
                 if !*confirmed {

@@ -311,6 +311,7 @@ pub fn confirm_payload(confirm: &KeyConfirm) -> Payload {
         &[
             &confirm.rotation.to_le_bytes(),
             &confirm.initiator.0.to_le_bytes(),
+            &confirm.new_mesh.to_le_bytes(),
             &confirm.from.0.to_le_bytes(),
         ],
     )

@@ -1,8 +1,10 @@
-//! Time as the core sees it: milliseconds since the agent started.
+//! Time as the core sees it: milliseconds since the agent started; and
+//! token buckets, the rate limits built on it.
 //!
 //! The core never reads a clock. The shell converts `std::time::Instant` into
 //! this type once per input (see `shell`), and the simulator jumps it freely.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::{Add, Sub};
 use std::time::Duration;
@@ -74,5 +76,84 @@ mod tests {
             Duration::ZERO
         );
         assert_eq!(t.to_string(), "1.500s");
+    }
+}
+
+/// Token buckets per key (an asker, a source address), at most `max` keys:
+/// `burst` at once, then one per `every`.
+#[derive(Debug, Clone)]
+pub struct Buckets<K> {
+    buckets: BTreeMap<K, (u32, Instant)>,
+    burst: u32,
+    every: Duration,
+    max: usize,
+}
+
+impl<K: Ord + Copy> Buckets<K> {
+    /// Buckets of `burst` tokens refilled one per `every`, for `max` keys.
+    pub fn new(burst: u32, every: Duration, max: usize) -> Buckets<K> {
+        Buckets {
+            buckets: BTreeMap::new(),
+            burst,
+            every,
+            max,
+        }
+    }
+
+    /// Takes a token of `key`'s bucket at `now`; false when it is empty.
+    /// When `max` keys are tracked, a bucket that is full again makes room
+    /// (forgetting it changes nothing); with none, a new key is refused, so
+    /// a flood of new keys never resets a drained bucket.
+    pub fn allow(&mut self, now: Instant, key: K) -> bool {
+        if !self.buckets.contains_key(&key) && self.buckets.len() >= self.max {
+            let every_ms = u64::try_from(self.every.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1);
+            let burst = u64::from(self.burst);
+            let full = self
+                .buckets
+                .iter()
+                .find(|(_, (tokens, refilled))| {
+                    let earned = now.saturating_since(*refilled).as_millis() as u64 / every_ms;
+                    u64::from(*tokens) + earned >= burst
+                })
+                .map(|(key, _)| *key);
+            match full {
+                Some(full) => {
+                    self.buckets.remove(&full);
+                }
+                None => return false,
+            }
+        }
+        let (tokens, refilled) = self.buckets.entry(key).or_insert((self.burst, now));
+        let every_ms = u64::try_from(self.every.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let earned = now.saturating_since(*refilled).as_millis() as u64 / every_ms;
+        if earned > 0 {
+            let earned = u32::try_from(earned).unwrap_or(u32::MAX);
+            *tokens = tokens.saturating_add(earned).min(self.burst);
+            *refilled = *refilled + self.every.saturating_mul(earned);
+        }
+        if *tokens == 0 {
+            return false;
+        }
+        *tokens -= 1;
+        true
+    }
+
+    /// Forgets `key`'s bucket.
+    pub fn remove(&mut self, key: &K) {
+        self.buckets.remove(key);
+    }
+
+    /// Keys tracked.
+    pub fn len(&self) -> usize {
+        self.buckets.len()
+    }
+
+    /// Whether no key is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
     }
 }

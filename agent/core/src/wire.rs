@@ -276,6 +276,8 @@ pub struct KeyConfirm {
     pub rotation: u32,
     /// Its initiator (where this goes).
     pub initiator: NodeId,
+    /// The mesh id of the key the member got.
+    pub new_mesh: u32,
     /// The member confirming.
     pub from: NodeId,
     /// Relays left before it is dropped.

@@ -634,6 +634,22 @@ fn join(flags: &ClientFlags) -> ExitCode {
         );
         return ExitCode::from(2);
     };
+    // Where the key goes must be writable before the token is spent.
+    let key_dir = key_path.parent().unwrap_or(std::path::Path::new("."));
+    let _ = crate::shell::state::create_private_dir(key_dir);
+    let probe = key_dir.join(format!(".shoal-join-check-{}", std::process::id()));
+    match std::fs::write(&probe, b"") {
+        Ok(()) => {
+            let _ = std::fs::remove_file(&probe);
+        }
+        Err(error) => {
+            eprintln!(
+                "shoal: cannot write the mesh key into {}: {error} (run as root: sudo shoal join ...)",
+                key_dir.display()
+            );
+            return ExitCode::from(1);
+        }
+    }
     let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let name = config
         .node

@@ -100,15 +100,12 @@ impl EventFeed {
             }
             Event::NameConflict { name, nodes } => self.name_conflict(node, &name, &nodes),
             Event::MeshKeyChanged { .. } | Event::RotationDone { .. } => return Some(event),
-            Event::Joined {
-                name,
-                node: id,
-                addr,
-            } => {
-                log::info!(
-                    "{name} ({id}) at {addr} joined the mesh with a token; it got the mesh key"
+            Event::Joined { name, addr, .. } => {
+                log::info!("{name} at {addr} joined the mesh with a token; it got the mesh key");
+                self.send(
+                    "joined",
+                    &json!({ "node": name.as_str(), "addr": addr.to_string() }),
                 );
-                self.send("joined", &json!({ "node": name.as_str(), "id": id.to_string(), "addr": addr.to_string() }));
             }
             Event::PointChanged { origin, name } => self.point_changed(node, origin, &name),
             // State changes are logged by the core.

@@ -316,7 +316,13 @@ pub fn ask(token: &Token, bind: IpAddr, name: &wire::Name) -> Result<[u8; 32], J
         state::random_bytes::<24>().map_err(|error| JoinFailure::Local(error.to_string()))?;
     let request = join::request(&token.secret, nonce, name, NodeId(0));
     let mut buf = [0u8; 256];
+    // A refusal is not authenticated (anyone could send one): it ends the
+    // resending, but an authentic answer still wins within that second.
+    let mut refused = false;
     for _ in 0..ATTEMPTS {
+        if refused {
+            break;
+        }
         socket
             .send_to(&request, member)
             .map_err(|error| JoinFailure::Local(format!("cannot send to {member}: {error}")))?;
@@ -332,10 +338,13 @@ pub fn ask(token: &Token, bind: IpAddr, name: &wire::Name) -> Result<[u8; 32], J
                 Ok(JoinAnswer::Key(key)) => return Ok(key),
                 Ok(JoinAnswer::Expired) => return Err(JoinFailure::Expired),
                 Ok(JoinAnswer::Used) => return Err(JoinFailure::Used),
-                Err(JoinError::Refused) => return Err(JoinFailure::Wrong(JoinError::Refused)),
+                Err(JoinError::Refused) => refused = true,
                 Err(JoinError::NotAnAnswer) => {}
             }
         }
+    }
+    if refused {
+        return Err(JoinFailure::Wrong(JoinError::Refused));
     }
     Err(JoinFailure::Unreachable(token.member.clone()))
 }

@@ -290,7 +290,12 @@ pub fn replace_key(path: &Path, key: &MeshKey) -> Result<(), StateError> {
         let mut file = options.open(&temporary)?;
         file.write_all(format!("{hex}\n").as_bytes())?;
         file.sync_all()?;
-        fs::rename(&temporary, path)
+        fs::rename(&temporary, path)?;
+        // The rename is durable once the directory entry is (power cuts).
+        if let Some(dir) = path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     })();
     if written.is_err() {
         let _ = fs::remove_file(&temporary);
@@ -512,6 +517,9 @@ pub fn read_key(path: &Path) -> Result<MeshKey, StateError> {
     };
     let text = fs::read_to_string(path).map_err(|e| key_error(e.to_string()))?;
     let hex: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    if !hex.is_ascii() {
+        return Err(key_error("not hexadecimal".to_owned()));
+    }
     if hex.len() != 64 {
         return Err(key_error(format!(
             "expected 64 hex digits, found {}",

@@ -173,10 +173,13 @@ fn rate_limit_buckets_are_bounded_by_max_nodes() {
         let f = frame(2, origin as u32, &command(origin, 1, 5, 16));
         n.handle_datagram(at(origin), addr(2), Arrival::Unicast, &f);
     }
-    assert!(n.commands.buckets.len() <= 8);
-    // Twice each: no route on, and none back to the made-up asker.
-    assert_eq!(n.stats().commands_no_route, 600);
-    assert_eq!(n.stats().commands_rate_limited, 0);
+    assert!(n.commands.buckets.as_ref().is_some_and(|b| b.len() <= 8));
+    // Each either got through (its NoRoute counted twice: no route on, and
+    // none back to the made-up asker) or was refused while every tracked
+    // bucket was still drained (a flood of new askers resets none).
+    let through = n.stats().commands_no_route / 2;
+    assert_eq!(through + n.stats().commands_rate_limited, 300);
+    assert!(through >= 8, "{through}");
 }
 
 #[test]

@@ -161,6 +161,7 @@ fn attempts_are_limited_per_source_and_in_total() {
         "{answered} in one second"
     );
     assert!(tokens.sources.len() <= MAX_SOURCES);
+    assert!(!tokens.sources.is_empty());
 }
 
 #[test]

@@ -158,3 +158,83 @@ fn a_second_rotation_waits_for_the_first_and_an_open_mesh_has_none() {
         Err(RotateError::OpenMesh)
     );
 }
+
+#[test]
+fn a_rollback_to_a_key_left_behind_is_refused() {
+    let (mut a, mut b) = pair();
+    a.rotate(at(500), NEW, [5; 32], &[]).expect("started");
+    deliver(at(501), 1, &mut a, &mut b);
+    b.handle_timeout(at(4_000));
+    assert_eq!(b.config().mesh_id, wire::mesh_id(Some(&NEW)));
+    // A member replays an offer of the old key, sealed to b (made here),
+    // in a frame under the new key: refused, b stays.
+    let ephemeral = [8; 32];
+    let mut back = KeyOffer {
+        rotation: 9,
+        initiator: test_key(1).id(),
+        target: b.id(),
+        hops_left: 16,
+        target_incarnation: 1,
+        ephemeral: sign::ephemeral_public(ephemeral),
+        sealed: sign::seal_key(ephemeral, &b.key.public(), &OLD.0).expect("sealed"),
+        switch_in_ms: 0,
+        key: test_key(1).public(),
+        signature: Signature([0; SIGNATURE_LEN]),
+    };
+    back.signature = test_key(1).sign(&sign::offer_payload(&back));
+    let header = Header {
+        mesh_id: wire::mesh_id(Some(&NEW)),
+        sender: test_key(1).id(),
+        counter: Counter {
+            incarnation: 1,
+            seq: 500,
+        },
+    };
+    let frame = wire::encode(
+        &header,
+        &Message::KeyOffer(back.clone()),
+        Some(&Cipher::new(&NEW)),
+    )
+    .expect("fits");
+    b.handle_datagram(at(4_100), addr(1), Arrival::Unicast, &frame);
+    b.handle_timeout(at(5_000));
+    assert_eq!(b.config().mesh_id, wire::mesh_id(Some(&NEW)));
+    assert_eq!(b.stats().key_offers_refused, 1);
+    // The same offer under the old key (still accepted a while): refused
+    // before it is even read.
+    let header = Header {
+        mesh_id: MESH,
+        counter: Counter {
+            incarnation: 1,
+            seq: 501,
+        },
+        ..header
+    };
+    let frame =
+        wire::encode(&header, &Message::KeyOffer(back), Some(&Cipher::new(&OLD))).expect("fits");
+    b.handle_datagram(at(5_100), addr(1), Arrival::Unicast, &frame);
+    assert_eq!(b.stats().key_offers_refused, 2);
+    assert_eq!(b.config().mesh_id, wire::mesh_id(Some(&NEW)));
+}
+
+#[test]
+fn two_rotations_at_once_end_on_one_key() {
+    let (mut a, mut b) = pair();
+    let (k1, k2) = (MeshKey([0x11; 32]), MeshKey([0x22; 32]));
+    let lower = if wire::mesh_id(Some(&k1)) < wire::mesh_id(Some(&k2)) {
+        k1.clone()
+    } else {
+        k2.clone()
+    };
+    a.rotate(at(500), k1, [5; 32], &[]).expect("a starts");
+    b.rotate(at(500), k2, [6; 32], &[]).expect("b starts");
+    for t in [501, 502, 503] {
+        deliver(at(t), 1, &mut a, &mut b);
+        deliver(at(t), 2, &mut b, &mut a);
+    }
+    a.handle_timeout(at(4_000));
+    b.handle_timeout(at(4_000));
+    let mesh = wire::mesh_id(Some(&lower));
+    assert_eq!(a.config().mesh_id, mesh);
+    assert_eq!(b.config().mesh_id, mesh);
+}
