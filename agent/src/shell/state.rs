@@ -270,13 +270,16 @@ pub fn random_bytes<const N: usize>() -> Result<[u8; N], StateError> {
 /// Replaces the mesh key at `path` with `key` (64 hex digits, mode 0600),
 /// atomically: a reader sees the old key or the new one.
 pub fn replace_key(path: &Path, key: &MeshKey) -> Result<(), StateError> {
-    let write_error = |source| StateError::Write {
-        path: path.to_owned(),
-        source,
-    };
-    let hex: String = key.0.iter().map(|b| format!("{b:02x}")).collect();
+    write_private(path, &key.0, true)
+}
+
+/// Writes the hex of `bytes` (and a newline) to a temporary file (mode
+/// 0600, synced) beside `path`, then renames it over `path` (`replace`)
+/// or links it there, refusing an existing file; the directory is synced.
+fn write_private(path: &Path, bytes: &[u8], replace: bool) -> Result<(), StateError> {
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     let mut temporary = path.as_os_str().to_owned();
-    temporary.push(format!(".join-{}", std::process::id()));
+    temporary.push(format!(".new-{}", std::process::id()));
     let temporary = PathBuf::from(temporary);
     let _ = fs::remove_file(&temporary);
     let written = (|| {
@@ -290,17 +293,22 @@ pub fn replace_key(path: &Path, key: &MeshKey) -> Result<(), StateError> {
         let mut file = options.open(&temporary)?;
         file.write_all(format!("{hex}\n").as_bytes())?;
         file.sync_all()?;
-        fs::rename(&temporary, path)?;
-        // The rename is durable once the directory entry is (power cuts).
+        if replace {
+            fs::rename(&temporary, path)?;
+        } else {
+            fs::hard_link(&temporary, path)?;
+        }
+        // The new entry is durable once the directory is (power cuts).
         if let Some(dir) = path.parent() {
             File::open(dir)?.sync_all()?;
         }
         Ok(())
     })();
-    if written.is_err() {
-        let _ = fs::remove_file(&temporary);
-    }
-    written.map_err(write_error)
+    let _ = fs::remove_file(&temporary);
+    written.map_err(|source| StateError::Write {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// A neighbor remembered across restarts, so a rebooted node (or one that
@@ -587,30 +595,8 @@ pub fn create_key(path: &Path) -> Result<(), StateError> {
     if path.exists() {
         return Err(write_error(io::Error::from(io::ErrorKind::AlreadyExists)));
     }
-    let mut bytes = [0u8; 32];
-    File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(StateError::Random)?;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let mut temporary = path.as_os_str().to_owned();
-    temporary.push(format!(".new-{}", std::process::id()));
-    let temporary = PathBuf::from(temporary);
-    let _ = fs::remove_file(&temporary);
-    let written = (|| {
-        let mut options = OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let mut file = options.open(&temporary)?;
-        file.write_all(format!("{hex}\n").as_bytes())?;
-        file.sync_all()?;
-        fs::hard_link(&temporary, path)
-    })();
-    let _ = fs::remove_file(&temporary);
-    written.map_err(write_error)
+    let bytes = random_bytes::<32>()?;
+    write_private(path, &bytes, false)
 }
 
 /// The API token in `path`, created (random, mode 0600) if the file does
