@@ -26,6 +26,25 @@ fn can_make_namespaces() -> Result<(), String> {
     }
 }
 
+/// Starts `command` (an agent) with its stderr collected line by line.
+fn spawn_logged(command: &mut Command) -> (Child, Arc<Mutex<Vec<String>>>) {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("agent starts");
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&log);
+    let stderr = child.stderr.take().expect("piped");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            sink.lock().expect("log lock").push(line);
+        }
+    });
+    (child, log)
+}
+
 /// Namespaces and agents of one test run; removed on drop, also on failure.
 struct Lab {
     prefix: String,
@@ -176,26 +195,15 @@ impl Lab {
             ),
         )
         .expect("config");
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", ns])
-            .arg(env!("CARGO_BIN_EXE_shoal"))
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "info,shoal::shell=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("agent starts");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&log);
-        let stderr = child.stderr.take().expect("piped");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().expect("log lock").push(line);
-            }
-        });
-        self.agents.push((child, log));
+        let agent = spawn_logged(
+            Command::new("ip")
+                .args(["netns", "exec", ns])
+                .arg(env!("CARGO_BIN_EXE_shoal"))
+                .args(["run", "--config"])
+                .arg(&config)
+                .env("RUST_LOG", "info,shoal::shell=debug"),
+        );
+        self.agents.push(agent);
         self.agents.len() - 1
     }
 
@@ -641,26 +649,14 @@ fn the_debian_package_makes_a_keyed_node_and_an_upgrade_keeps_its_key() {
             root.join("usr/bin/shoal").display(),
             root.join("etc/shoal/shoal.toml").display()
         );
-        let mut child = Command::new("ip")
-            .args([
-                "netns", "exec", &ns, "unshare", "--mount", "sh", "-c", &script,
-            ])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("agent starts");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&log);
-        let stderr = child.stderr.take().expect("piped");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().expect("log lock").push(line);
-            }
-        });
         let _ = lab;
-        (child, log)
+        spawn_logged(
+            Command::new("ip")
+                .args([
+                    "netns", "exec", &ns, "unshare", "--mount", "sh", "-c", &script,
+                ])
+                .env("RUST_LOG", "info"),
+        )
     };
     let key_path = var_lib.join("shoal/mesh.key");
     let (child, log) = start(&lab);

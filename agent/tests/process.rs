@@ -1498,9 +1498,7 @@ fn nodes_of_another_mesh_or_protocol_are_shown_in_status() {
     // Its frames are counted, in status and in the drop counters.
     let (_, json, _) = cli(&["status", "--api", &api, "--json"]);
     assert!(json.contains("\"protocol\":1"), "{json}");
-    let stats =
-        shoal::shell::client::request(&api, "GET", "/api/stats", None, Duration::from_secs(5))
-            .expect("the API answers");
+    let stats = api_stats(&api);
     assert!(
         stats.body["dropped"]["unsupported_version"]
             .as_u64()
@@ -1689,9 +1687,7 @@ fn a_member_forging_the_origin_of_a_command_or_leave_is_refused() {
         mesh.agents[1].dump()
     );
     let api = format!("127.0.0.202:{}", mesh.port + 2);
-    let stats =
-        shoal::shell::client::request(&api, "GET", "/api/stats", None, Duration::from_secs(5))
-            .expect("the API answers");
+    let stats = api_stats(&api);
     assert_eq!(stats.body["signatures_invalid"], 3, "{:?}", stats.body);
     let (_, status, _) = cli(&["status", "--api", &api]);
     assert!(status.contains("agent-1: HEALTHY"), "{status}");
@@ -1706,6 +1702,12 @@ fn unavailable(test: &str, reason: &str) {
         "{message} (CI must be able to run it)"
     );
     eprintln!("{message}");
+}
+
+/// `GET /api/stats` of the agent at `api`.
+fn api_stats(api: &str) -> shoal::shell::client::Reply {
+    shoal::shell::client::request(api, "GET", "/api/stats", None, Duration::from_secs(5))
+        .expect("the API answers")
 }
 
 /// `POST /api/points` with `body` to the agent at `api`: the HTTP status.
@@ -1941,14 +1943,7 @@ fn frames_captured_before_a_restart_never_act_after_it() {
     });
     replay();
     for n in 1..=3 {
-        let stats = shoal::shell::client::request(
-            &api(n),
-            "GET",
-            "/api/stats",
-            None,
-            Duration::from_secs(5),
-        )
-        .expect("the API answers");
+        let stats = api_stats(&api(n));
         eprintln!(
             "agent-{n} after the replay at its start: dropped {}, peers {}, commands stale {}",
             stats.body["dropped"], stats.body["total_peers"], stats.body["commands_stale"]
@@ -2021,14 +2016,7 @@ fn frames_captured_before_a_restart_never_act_after_it() {
     }
     assert_eq!(probes(&mesh), before);
     for n in 1..=3 {
-        let stats = shoal::shell::client::request(
-            &api(n),
-            "GET",
-            "/api/stats",
-            None,
-            Duration::from_secs(5),
-        )
-        .expect("the API answers");
+        let stats = api_stats(&api(n));
         let replayed = stats.body["dropped"]["replayed"].as_u64().unwrap_or(0);
         eprintln!(
             "agent-{n}: {replayed} replayed frames dropped; {}",
@@ -2125,9 +2113,7 @@ fn a_fresh_node_joins_with_a_token_that_works_once_and_expires() {
         "{err}"
     );
     assert_eq!(join("not-a-token").0, Some(2));
-    let stats =
-        shoal::shell::client::request(&api(1), "GET", "/api/stats", None, Duration::from_secs(5))
-            .expect("the API answers");
+    let stats = api_stats(&api(1));
     let joins = &stats.body["joins"];
     // At least once each (a slow answer makes the CLI ask again).
     for outcome in ["joined", "used", "wrong", "expired"] {
@@ -2171,9 +2157,7 @@ fn a_fresh_node_joins_with_a_token_that_works_once_and_expires() {
         f64::from(answered) <= 3.0 + seconds + 1.0,
         "{answered} answered"
     );
-    let stats =
-        shoal::shell::client::request(&api(1), "GET", "/api/stats", None, Duration::from_secs(5))
-            .expect("the API answers");
+    let stats = api_stats(&api(1));
     assert!(
         stats.body["joins"]["rate_limited"].as_u64().unwrap_or(0) > 1000,
         "{}",
