@@ -302,3 +302,154 @@ fn init_creates_a_private_key_once_and_never_overwrites_it() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("mesh.open = true"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `shoal run --config CONFIG`.
+fn shoal_run(config: &std::path::Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_shoal"));
+    command.args(["run", "--config"]).arg(config);
+    command
+}
+
+/// Runs `command`, stopped after five seconds if it has not exited by
+/// itself: `(exit code if it exited, stderr)`.
+fn run_briefly(mut command: Command) -> (Option<i32>, String) {
+    use std::io::Read;
+    let mut child = command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the shoal binary runs");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let code = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status.code();
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    let _ = child
+        .stderr
+        .take()
+        .expect("piped")
+        .read_to_string(&mut stderr);
+    (code, stderr)
+}
+
+/// A config for an open mesh on 127.0.0.`host` with its state in `state`.
+fn state_config(name: &str, host: u8, state: &std::path::Path) -> PathBuf {
+    scratch(
+        name,
+        &format!(
+            "[mesh]\nopen = true\nbind = \"127.0.0.{host}\"\nbroadcast = [\"127.255.255.255\"]\nport = 47{host:03}\nsync_port = 48{host:03}\n[api]\nlisten = \"127.0.0.{host}:49{host:03}\"\n[state]\ndir = \"{}\"\n",
+            state.display()
+        ),
+    )
+}
+
+#[test]
+fn a_planted_link_in_the_state_directory_is_never_written_through() {
+    let dir = std::env::temp_dir().join(format!("shoal-cli-link-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let state = dir.join("state");
+    std::fs::create_dir_all(&state).expect("state dir");
+    let victim = dir.join("victim");
+    std::fs::write(&victim, "precious\n").expect("victim");
+    // The old temporary name, planted as a link: it used to be opened
+    // with O_TRUNC, following the link, and then renamed to `identity`.
+    std::os::unix::fs::symlink(&victim, state.join(".identity.tmp")).expect("plant");
+    let config = state_config("link.toml", 201, &state);
+    let (code, stderr) = run_briefly(shoal_run(&config));
+    assert_eq!(
+        std::fs::read_to_string(&victim).expect("victim"),
+        "precious\n"
+    );
+    let identity = std::fs::symlink_metadata(state.join("identity")).expect("identity");
+    assert!(
+        identity.is_file(),
+        "identity is a file of its own: {stderr}"
+    );
+    assert_eq!(code, None, "the agent ran: {stderr}");
+    // `identity` itself a link: refused, named, and nothing is touched.
+    std::fs::remove_file(state.join("identity")).expect("remove");
+    std::os::unix::fs::symlink(&victim, state.join("identity")).expect("plant");
+    let (code, stderr) = run_briefly(shoal_run(&config));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}/identity", state.display()))
+            && stderr.contains("symbolic link"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&victim).expect("victim"),
+        "precious\n"
+    );
+    assert!(std::fs::symlink_metadata(state.join("identity"))
+        .expect("link")
+        .is_symlink());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_identity_the_service_cannot_read_stops_it_instead_of_being_replaced() {
+    // The attack needs a user the file is unreadable to: root reads
+    // anything, so the agent runs as `nobody` (root is needed to switch).
+    if !rustix::process::geteuid().is_root()
+        || Command::new("setpriv").arg("--version").output().is_err()
+    {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "SKIPPED: needs root and setpriv to run the agent as another user (CI must be able to run it)"
+        );
+        eprintln!("SKIPPED an_identity_the_service_cannot_read: needs root and setpriv");
+        return;
+    }
+    use std::os::unix::fs::{chown, PermissionsExt};
+    let dir = std::env::temp_dir().join(format!("shoal-cli-eacces-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let state = dir.join("state");
+    std::fs::create_dir_all(&state).expect("state dir");
+    for path in [&dir, &state] {
+        chown(path, Some(65534), Some(65534)).expect("chown");
+    }
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let config = state_config("eacces.toml", 202, &state);
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    std::fs::set_permissions(
+        config.parent().expect("dir"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .expect("chmod");
+    let identity = state.join("identity");
+    let valid = "shoal-state 2\nnode_key=1111111111111111111111111111111111111111111111111111111111111111\nincarnation=7\nend\n";
+    let run_as_nobody = || {
+        let mut command = Command::new("setpriv");
+        command
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(env!("CARGO_BIN_EXE_shoal"))
+            .args(["run", "--config"])
+            .arg(&config);
+        run_briefly(command)
+    };
+    // Unreadable to the service (root's, 0600).
+    std::fs::write(&identity, valid).expect("identity");
+    std::fs::set_permissions(&identity, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let (code, stderr) = run_as_nobody();
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&identity.display().to_string()) && stderr.contains("ermission denied"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_to_string(&identity).expect("kept"), valid);
+    // Readable, but someone else's: not this node's secret.
+    std::fs::set_permissions(&identity, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let (code, stderr) = run_as_nobody();
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("belongs to uid 0"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&identity).expect("kept"), valid);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -342,11 +342,37 @@ pub const EMBEDDED: &str = include_str!("embedded.toml");
 
 /// Reads and validates `path`.
 pub fn load(path: &Path) -> Result<Config, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
+    let text = std::fs::File::open(path)
+        .and_then(read_bounded)
+        .map_err(|source| LoadError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
     parse(&text, path).map_err(LoadError::Invalid)
+}
+
+/// The largest file the agent reads (a config, a key, a token, a state
+/// file): far beyond any real one, and small enough that `/dev/zero` or a
+/// runaway log named by mistake is refused instead of read until memory
+/// runs out.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// Reads `file` as UTF-8 text of at most [`MAX_FILE_BYTES`].
+pub fn read_bounded(file: impl std::io::Read) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "larger than {} KiB: not a file shoal writes or expects",
+                MAX_FILE_BYTES / 1024
+            ),
+        ));
+    }
+    String::from_utf8(bytes)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
 }
 
 /// The embedded default configuration.
@@ -361,6 +387,7 @@ pub fn embedded() -> Config {
 pub fn parse(text: &str, file: &Path) -> Result<Config, Problems> {
     let mut walker = Walker {
         text,
+        line_starts: Vec::new(),
         problems: Vec::new(),
         warnings: Vec::new(),
     };
@@ -448,6 +475,9 @@ const ACTUATOR_DRIVERS: &[(&str, &[&str])] = &[
 
 struct Walker<'t> {
     text: &'t str,
+    /// Where each line starts (built at the first problem): a problem's
+    /// line is a binary search, so thousands of problems stay linear.
+    line_starts: Vec<usize>,
     problems: Vec<Problem>,
     warnings: Vec<Problem>,
 }
@@ -484,16 +514,24 @@ impl Walker<'_> {
     }
 
     fn problem(&mut self, span: Range<usize>, message: String) {
-        let start = span.start.min(self.text.len());
-        let before = &self.text[..start];
-        let line = before.matches('\n').count() + 1;
-        let col = before
-            .rsplit_once('\n')
-            .map_or(before, |(_, tail)| tail)
-            .chars()
-            .count()
-            + 1;
-        self.problems.push(Problem { line, col, message });
+        let mut start = span.start.min(self.text.len());
+        while !self.text.is_char_boundary(start) {
+            start -= 1;
+        }
+        if self.line_starts.is_empty() {
+            self.line_starts.push(0);
+            let newlines = self.text.match_indices('\n').map(|(at, _)| at + 1);
+            self.line_starts.extend(newlines);
+        }
+        // The last line starting at or before `start`.
+        let index = self.line_starts.partition_point(|&s| s <= start) - 1;
+        let line_start = self.line_starts[index];
+        let col = self.text[line_start..start].chars().count() + 1;
+        self.problems.push(Problem {
+            line: index + 1,
+            col,
+            message,
+        });
     }
 
     fn document(&mut self, root: &DeTable<'_>, span: Range<usize>) -> Option<Config> {
@@ -526,6 +564,15 @@ impl Walker<'_> {
         let listen = self
             .parsed::<SocketAddr>(api, "api.", "listen", "an address like 127.0.0.1:8080")
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], d::API_PORT)));
+        if listen.port() == 0 {
+            let span = self.span_of(api, "listen").unwrap_or(0..0);
+            self.problem(
+                span,
+                "api.listen needs a port: with port 0 the system picks one at each start, and \
+                 no client could find the API"
+                    .to_owned(),
+            );
+        }
         let token_file = self.string(api, "api.", "token_file");
         let state = self.section(root, "state").unwrap_or(&empty);
         self.known_keys(state, "state.", &["dir"]);

@@ -108,7 +108,21 @@ fn file_error(path: &Path, error: &io::Error) -> BusError {
 
 impl Files for RootFs {
     fn read(&self, path: &Path) -> Result<String, BusError> {
-        std::fs::read_to_string(self.full(path)).map_err(|e| file_error(path, &e))
+        // sysfs and 1-Wire files are a few bytes; a path naming a device
+        // such as /dev/zero must not be read until memory runs out.
+        use std::io::Read;
+        const LIMIT: u64 = 64 * 1024;
+        let mut text = String::new();
+        std::fs::File::open(self.full(path))
+            .and_then(|file| file.take(LIMIT + 1).read_to_string(&mut text))
+            .map_err(|e| file_error(path, &e))?;
+        if text.len() as u64 > LIMIT {
+            return Err(BusError::File {
+                path: path.to_owned(),
+                reason: format!("larger than {} KiB: not a sensor file", LIMIT / 1024),
+            });
+        }
+        Ok(text)
     }
 
     fn list(&self, path: &Path) -> Result<Vec<PathBuf>, BusError> {
@@ -132,5 +146,18 @@ impl Files for RootFs {
             stat.f_bavail.saturating_mul(block),
             stat.f_blocks.saturating_mul(block),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_device_file_is_read_only_up_to_a_bound() {
+        let error = RootFs::new("/")
+            .read(Path::new("/dev/zero"))
+            .expect_err("refused");
+        assert!(error.to_string().contains("larger than 64 KiB"), "{error}");
     }
 }

@@ -330,6 +330,10 @@ pub enum Event {
         /// The new incarnation.
         incarnation: u32,
     },
+    /// This node id used up every incarnation and frame counter: it sends
+    /// nothing more (a nonce is never reused), and the shell restarts it
+    /// under a new node id.
+    CounterExhausted,
     /// This node switched to a new mesh key (a rotation): the shell writes
     /// it to the key file.
     MeshKeyChanged {
@@ -416,6 +420,9 @@ pub struct Stats {
     pub store_limit_drops: u64,
     /// Datagrams not queued because the transmit queue was full.
     pub transmits_dropped: u64,
+    /// Datagrams not sent because this node id used up its counters
+    /// (incarnation and frame counter both at `u32::MAX`).
+    pub counter_exhausted: u64,
     /// Events not queued because the event queue was full.
     pub events_dropped: u64,
     /// Times a neighbor stayed silent to us for `unreachable_after` while
@@ -1501,10 +1508,20 @@ impl Node {
         self.events.push_back(event);
     }
 
-    fn next_counter(&mut self) -> Counter {
+    /// The counter of the next frame; `None` once every (incarnation,
+    /// counter) pair of this node id is used: then nothing more is sent.
+    fn next_counter(&mut self) -> Option<Counter> {
         if self.counter.seq == u32::MAX {
+            if self.counter.incarnation == u32::MAX {
+                // Never reuse a nonce: the shell restarts under a new id.
+                if self.stats.counter_exhausted == 0 {
+                    self.push_event(Event::CounterExhausted);
+                }
+                self.stats.counter_exhausted += 1;
+                return None;
+            }
             // 4 billion frames in one incarnation: move on rather than reuse a nonce.
-            self.counter.incarnation = self.counter.incarnation.saturating_add(1);
+            self.counter.incarnation += 1;
             self.counter.seq = 0;
             self.store.reincarnate(self.counter.incarnation);
             self.push_event(Event::IncarnationChanged {
@@ -1512,7 +1529,7 @@ impl Node {
             });
         }
         self.counter.seq += 1;
-        self.counter
+        Some(self.counter)
     }
 
     fn send(&mut self, destination: Destination, message: &Message) {
@@ -1520,10 +1537,13 @@ impl Node {
             self.stats.transmits_dropped += 1;
             return;
         }
+        let Some(counter) = self.next_counter() else {
+            return;
+        };
         let header = Header {
             mesh_id: self.config.mesh_id,
             sender: self.id,
-            counter: self.next_counter(),
+            counter,
         };
         let payload = match wire::encode(&header, message, self.cipher.as_ref()) {
             Ok(payload) => payload,

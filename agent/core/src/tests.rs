@@ -1168,3 +1168,45 @@ fn goodbyes_kept_are_bounded_and_go_with_their_node() {
     assert_eq!(b.farewells.len(), 3);
     assert!(!b.farewells.contains_key(&nid(3)));
 }
+
+#[test]
+fn a_node_at_the_end_of_its_counter_space_stops_sending_rather_than_reuse_a_nonce() {
+    let mut a = node_with(1, u32::MAX - 1, config());
+    let mut b = node(2);
+    let events = |n: &mut Node| std::iter::from_fn(|| n.poll_event()).collect::<Vec<_>>();
+    // The last frame of incarnation MAX-1, then incarnation MAX.
+    a.counter.seq = u32::MAX - 1;
+    deliver(at(0), &mut a, &mut [&mut b]);
+    a.handle_timeout(at(2_000));
+    let last = drain(&mut a);
+    assert!(!last.is_empty());
+    let header = wire::Header::parse(&last[0].payload, MESH).expect("header");
+    assert_eq!(header.counter.seq, u32::MAX);
+    assert_eq!(header.counter.incarnation, u32::MAX - 1);
+    a.handle_timeout(at(4_000));
+    let next = drain(&mut a);
+    let header = wire::Header::parse(&next[0].payload, MESH).expect("header");
+    assert_eq!(
+        (header.counter.incarnation, header.counter.seq),
+        (u32::MAX, 1)
+    );
+    assert!(events(&mut a).iter().any(|e| matches!(
+        e,
+        Event::IncarnationChanged {
+            incarnation: u32::MAX
+        }
+    )));
+    // Every counter of incarnation MAX used: nothing more goes out, and
+    // the shell hears it once.
+    a.counter.seq = u32::MAX;
+    for t in 1..=5 {
+        a.handle_timeout(at(4_000 + t * 2_000));
+        assert!(drain(&mut a).is_empty(), "no frame after the last counter");
+    }
+    let exhausted = events(&mut a)
+        .iter()
+        .filter(|e| matches!(e, Event::CounterExhausted))
+        .count();
+    assert_eq!(exhausted, 1);
+    assert!(a.stats().counter_exhausted >= 5);
+}

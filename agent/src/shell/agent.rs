@@ -73,6 +73,9 @@ pub enum RunError {
     /// No usable node name.
     #[error("{0}")]
     Name(String),
+    /// This node id used up its incarnations and frame counters.
+    #[error("this node id used up every frame counter of its last incarnation; it sends nothing more so that no nonce is reused. Start it again: it takes a new node id")]
+    CounterExhausted,
     /// A socket failed while running.
     #[error("the {what} socket failed: {source}")]
     Io {
@@ -163,10 +166,11 @@ impl<'ex> Agent<'ex> {
         let mut state_dir = StateDir::open(&config.state.dir)?;
         let identity = load_identity(&mut state_dir, config)?;
         let name = identity.name.clone();
+        let node_key = identity.key.clone();
         // The core's time zero.
         let started = std::time::Instant::now();
         let mut node = start_node(config, identity)?;
-        let mut persistence = Persistence::load(state_dir);
+        let mut persistence = Persistence::load(state_dir, node_key);
         let mut static_peers = sockets::resolve_peers(&config.mesh.peers);
         static_peers.extend(persistence.remembered_peers());
         node.set_static_peers(static_peers);
@@ -333,13 +337,17 @@ impl<'ex> Agent<'ex> {
         }
         // Actions may produce more datagrams and events: bounded rounds.
         for _ in 0..4 {
-            let actions = self.drain().await;
+            let actions = self.drain().await?;
             if actions.is_empty() {
                 break;
             }
             let now = self.now();
             for event in actions {
                 match event {
+                    shoal_core::Event::CounterExhausted => {
+                        self.persistence.save(&self.node);
+                        return Err(RunError::CounterExhausted);
+                    }
                     shoal_core::Event::MeshKeyChanged { .. }
                     | shoal_core::Event::RotationDone { .. } => {
                         self.trust.on_event(&self.node, event);
@@ -354,16 +362,16 @@ impl<'ex> Agent<'ex> {
 
     /// Sends every queued datagram and publishes every event; returns the
     /// events that ask for action.
-    async fn drain(&mut self) -> Vec<shoal_core::Event> {
+    async fn drain(&mut self) -> Result<Vec<shoal_core::Event>, RunError> {
         self.sockets.send_all(&mut self.node).await;
         let mut actions = Vec::new();
         while let Some(event) = self.node.poll_event() {
-            self.persistence.observe(&self.node, &event);
+            self.persistence.observe(&self.node, &event)?;
             if let Some(action) = self.feed.publish(&self.node, event) {
                 actions.push(action);
             }
         }
-        actions
+        Ok(actions)
     }
 
     /// Says goodbye to the mesh and saves the state.
@@ -371,7 +379,9 @@ impl<'ex> Agent<'ex> {
         self.notifier.stopping();
         log::info!("stopping: saying goodbye to the mesh");
         self.node.handle_leave(now);
-        let _ = self.drain().await;
+        if let Err(error) = self.drain().await {
+            log::error!("while stopping: {error}");
+        }
         self.persistence.save(&self.node);
         log_stats(&self.node);
         log::info!(
@@ -393,8 +403,12 @@ fn load_identity(state_dir: &mut StateDir, config: &Config) -> Result<Identity, 
             state_dir.path().display()
         ),
         state::Found::Corrupt(reason) => log::warn!(
-            "state file {}/identity was unreadable ({reason}); starting as a new node",
+            "state file {}/identity was corrupt ({reason}); starting as a new node",
             state_dir.path().display()
+        ),
+        state::Found::Exhausted(old) => log::warn!(
+            "node {old} used up its incarnations (a 32-bit counter of starts); starting as a new node with the id {} so that no frame counter is ever reused",
+            identity.id()
         ),
         state::Found::Upgraded(old) => log::warn!(
             "upgraded from protocol 1: this node now has a signing key, and with it the id {} (was {old}); nodes still on protocol 1 list it as another protocol until they are upgraded",

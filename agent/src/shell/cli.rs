@@ -686,7 +686,8 @@ fn join(flags: &ClientFlags) -> ExitCode {
     // A running agent switches at once and knocks on the member (which may
     // be beyond a gateway); otherwise the key is read at its next start.
     let api = config.api.listen.to_string();
-    let api_token = std::fs::read_to_string(&config.api.token_file)
+    let api_token = std::fs::File::open(&config.api.token_file)
+        .and_then(shoal_config::read_bounded)
         .ok()
         .map(|t| t.trim().to_owned());
     let knock = std::net::ToSocketAddrs::to_socket_addrs(token.member.as_str())
@@ -731,7 +732,8 @@ fn api_token(flags: &ClientFlags) -> Option<String> {
     let token_file = shoal_config::load(&config_path)
         .map(|config| config.api.token_file)
         .unwrap_or_else(|_| PathBuf::from(shoal_config::defaults::API_TOKEN_FILE));
-    std::fs::read_to_string(token_file)
+    std::fs::File::open(token_file)
+        .and_then(shoal_config::read_bounded)
         .ok()
         .map(|text| text.trim().to_owned())
 }

@@ -98,6 +98,7 @@ impl EventFeed {
             Event::IncarnationChanged { incarnation } => {
                 log::warn!("frame counter exhausted: now incarnation {incarnation}");
             }
+            Event::CounterExhausted => return Some(event),
             Event::NameConflict { name, nodes } => self.name_conflict(node, &name, &nodes),
             Event::MeshKeyChanged { .. } | Event::RotationDone { .. } => return Some(event),
             Event::Joined { name, addr, .. } => {

@@ -10,6 +10,7 @@ pub mod client;
 pub mod demo;
 pub mod events;
 pub mod executor;
+pub mod files;
 pub mod join;
 pub mod metrics;
 pub mod notify;

@@ -22,14 +22,21 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 #[derive(Debug)]
 pub struct Persistence {
     state_dir: StateDir,
+    /// This node's key, to persist a new incarnation under.
+    key: shoal_core::sign::NodeKey,
     known: Known,
 }
 
 impl Persistence {
-    /// Reads the remembered neighbors of `state_dir`.
-    pub fn load(state_dir: StateDir) -> Persistence {
+    /// Reads the remembered neighbors of `state_dir`, the directory of the
+    /// node with `key`.
+    pub fn load(state_dir: StateDir, key: shoal_core::sign::NodeKey) -> Persistence {
         let known = Known::load(&state_dir);
-        Persistence { state_dir, known }
+        Persistence {
+            state_dir,
+            key,
+            known,
+        }
     }
 
     /// Remembered neighbors' addresses, to knock on.
@@ -37,18 +44,29 @@ impl Persistence {
         self.known.peers.keys().copied()
     }
 
-    /// Notes what an event means for the remembered neighbors.
-    pub fn observe(&mut self, node: &Node, event: &Event) {
-        if let Event::PeerStateChanged {
-            peer,
-            to: PeerState::Unreachable,
-            ..
-        } = event
-        {
-            if let Some(addr) = node.peers().get(*peer).map(|p| p.addr) {
-                self.known.note_failure(addr);
+    /// Notes what an event means for the remembered neighbors, and
+    /// persists a new incarnation at once: if it were lost, the next start
+    /// would reuse its frame counters. That write failing stops the agent.
+    pub fn observe(&mut self, node: &Node, event: &Event) -> Result<(), state::StateError> {
+        match event {
+            Event::PeerStateChanged {
+                peer,
+                to: PeerState::Unreachable,
+                ..
+            } => {
+                if let Some(addr) = node.peers().get(*peer).map(|p| p.addr) {
+                    self.known.note_failure(addr);
+                }
             }
+            Event::IncarnationChanged { incarnation } => {
+                self.state_dir.save_identity(&state::Identity {
+                    key: self.key.clone(),
+                    incarnation: *incarnation,
+                })?;
+            }
+            _ => {}
         }
+        Ok(())
     }
 
     /// Saves what is due (see the module docs).

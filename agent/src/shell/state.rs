@@ -4,13 +4,16 @@
 //! every start *before* the first frame is sent: reusing an incarnation would
 //! reuse frame counters, which peers drop as replays (and which would reuse
 //! AEAD nonces). Writes are atomic (temporary file, fsync, rename, fsync of
-//! the directory) and counted. A corrupt or truncated file is reported and
-//! replaced, never fatal: the node then starts as a new node.
+//! the directory) and counted, and never go through a symbolic link
+//! (`files.rs`). Only a missing identity makes a new node: one that cannot
+//! be read, or belongs to another user, stops the agent with the path; a
+//! corrupt one is kept aside as `identity.corrupt` and replaced.
 
+use super::files;
 use shoal_core::sign::NodeKey;
 use shoal_core::wire::{MeshKey, NodeId};
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::fs::{self, File};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 /// Why the state directory cannot be used. The agent does not start.
@@ -85,6 +88,9 @@ pub enum Found {
     /// An identity of protocol 1 (an id without a signing key): the node
     /// keeps its incarnation and gets a key, and with it a new id.
     Upgraded(NodeId),
+    /// The node with this id used up its incarnations (`u32::MAX` starts
+    /// or frame-counter spaces): it starts as a new node with a new id.
+    Exhausted(NodeId),
 }
 
 /// The state directory.
@@ -106,6 +112,7 @@ impl StateDir {
             path: dir.to_owned(),
             source,
         })?;
+        files::remove_stale_temporaries(dir);
         Ok(StateDir {
             dir: dir.to_owned(),
             writes: 0,
@@ -127,7 +134,7 @@ impl StateDir {
     /// corrupt file yields a new random key.
     pub fn next_identity(&mut self) -> Result<(Identity, Found), StateError> {
         let path = self.dir.join(IDENTITY);
-        let (previous, found) = match fs::read_to_string(&path) {
+        let (previous, mut found) = match files::read_owned_secret(&path) {
             Ok(text) => match parse_identity(&text) {
                 Ok(Stored::Current { seed, incarnation }) => (
                     Some(Identity {
@@ -143,21 +150,47 @@ impl StateDir {
                     }),
                     Found::Upgraded(id),
                 ),
-                Err(reason) => (None, Found::Corrupt(reason)),
+                Err(reason) => {
+                    // Kept for a person to look at; the node starts anew.
+                    let aside = self.dir.join(format!("{IDENTITY}.corrupt"));
+                    let _ = fs::rename(&path, &aside);
+                    (
+                        None,
+                        Found::Corrupt(format!("{reason}; kept as {}", aside.display())),
+                    )
+                }
             },
             Err(error) if error.kind() == io::ErrorKind::NotFound => (None, Found::Missing),
-            Err(error) => (None, Found::Corrupt(error.to_string())),
+            // Unreadable is not missing: starting as a new node would
+            // overwrite a valid identity the service merely cannot read.
+            Err(source) => return Err(StateError::Read { path, source }),
         };
         let identity = match previous {
+            // The counter space of this key is used up: a node id of its
+            // own, so no (key, incarnation, counter) is ever used twice.
+            Some(previous) if previous.incarnation == u32::MAX => {
+                found = Found::Exhausted(previous.id());
+                Identity {
+                    key: NodeKey::from_seed(random_seed()?),
+                    incarnation: 1,
+                }
+            }
             Some(previous) => Identity {
                 key: previous.key,
-                incarnation: previous.incarnation.saturating_add(1),
+                incarnation: previous.incarnation + 1,
             },
             None => Identity {
                 key: NodeKey::from_seed(random_seed()?),
                 incarnation: 1,
             },
         };
+        self.save_identity(&identity)?;
+        Ok((identity, found))
+    }
+
+    /// Persists `identity` (mode 0600: it holds the node's secret key); also
+    /// when the core moved to a new incarnation at run time.
+    pub fn save_identity(&mut self, identity: &Identity) -> Result<(), StateError> {
         let seed: String = identity
             .key
             .seed()
@@ -168,33 +201,14 @@ impl StateDir {
             "{HEADER}\nnode_key={seed}\nincarnation={}\nend\n",
             identity.incarnation
         );
-        self.write_atomic(IDENTITY, text.as_bytes())?;
-        Ok((identity, found))
+        self.write_atomic(IDENTITY, text.as_bytes())
     }
 
     /// Writes `name` atomically: a reader sees the old or the new file, never half.
     pub fn write_atomic(&mut self, name: &str, bytes: &[u8]) -> Result<(), StateError> {
         let path = self.dir.join(name);
-        let temporary = self.dir.join(format!(".{name}.tmp"));
-        let error = |source| StateError::Write {
-            path: path.clone(),
-            source,
-        };
-        let mut options = OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let mut file = options.open(&temporary).map_err(error)?;
-        file.write_all(bytes).map_err(error)?;
-        file.sync_all().map_err(error)?;
-        fs::rename(&temporary, &path).map_err(error)?;
-        // The rename is durable once the directory entry is.
-        if let Ok(dir) = File::open(&self.dir) {
-            let _ = dir.sync_all();
-        }
+        files::write_own(&path, bytes, true)
+            .map_err(|source| StateError::Write { path, source })?;
         self.writes += 1;
         Ok(())
     }
@@ -278,36 +292,11 @@ pub fn replace_key(path: &Path, key: &MeshKey) -> Result<(), StateError> {
 /// or links it there, refusing an existing file; the directory is synced.
 fn write_private(path: &Path, bytes: &[u8], replace: bool) -> Result<(), StateError> {
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let mut temporary = path.as_os_str().to_owned();
-    temporary.push(format!(".new-{}", std::process::id()));
-    let temporary = PathBuf::from(temporary);
-    let _ = fs::remove_file(&temporary);
-    let written = (|| {
-        let mut options = OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
+    files::write_own(path, format!("{hex}\n").as_bytes(), replace).map_err(|source| {
+        StateError::Write {
+            path: path.to_owned(),
+            source,
         }
-        let mut file = options.open(&temporary)?;
-        file.write_all(format!("{hex}\n").as_bytes())?;
-        file.sync_all()?;
-        if replace {
-            fs::rename(&temporary, path)?;
-        } else {
-            fs::hard_link(&temporary, path)?;
-        }
-        // The new entry is durable once the directory is (power cuts).
-        if let Some(dir) = path.parent() {
-            File::open(dir)?.sync_all()?;
-        }
-        Ok(())
-    })();
-    let _ = fs::remove_file(&temporary);
-    written.map_err(|source| StateError::Write {
-        path: path.to_owned(),
-        source,
     })
 }
 
@@ -342,7 +331,7 @@ impl StateDir {
         name: &str,
         parse: fn(&str) -> Result<Vec<T>, String>,
     ) -> (Vec<T>, Found) {
-        match fs::read_to_string(self.dir.join(name)) {
+        match files::read_own(&self.dir.join(name)) {
             Ok(text) => match parse(&text) {
                 Ok(list) => (list, Found::Valid),
                 Err(reason) => (Vec::new(), Found::Corrupt(reason)),
@@ -523,7 +512,7 @@ pub fn read_key(path: &Path) -> Result<MeshKey, StateError> {
         path: path.to_owned(),
         reason,
     };
-    let text = fs::read_to_string(path).map_err(|e| key_error(e.to_string()))?;
+    let text = files::read_own(path).map_err(|e| key_error(e.to_string()))?;
     let hex: String = text.chars().filter(|c| !c.is_whitespace()).collect();
     if !hex.is_ascii() {
         return Err(key_error("not hexadecimal".to_owned()));
@@ -592,7 +581,7 @@ pub fn create_key(path: &Path) -> Result<(), StateError> {
     };
     // Checked first so an existing key (every start but the first) costs
     // no read of /dev/urandom; the link below still refuses a race.
-    if path.exists() {
+    if fs::symlink_metadata(path).is_ok() {
         return Err(write_error(io::Error::from(io::ErrorKind::AlreadyExists)));
     }
     let bytes = random_bytes::<32>()?;
@@ -602,7 +591,7 @@ pub fn create_key(path: &Path) -> Result<(), StateError> {
 /// The API token in `path`, created (random, mode 0600) if the file does
 /// not exist; `true` when it was created.
 pub fn read_or_create_token(path: &Path) -> Result<(String, bool), StateError> {
-    let created = match std::fs::metadata(path) {
+    let created = match std::fs::symlink_metadata(path) {
         Ok(_) => false,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
             create_key(path)?;
@@ -615,7 +604,7 @@ pub fn read_or_create_token(path: &Path) -> Result<(String, bool), StateError> {
             })
         }
     };
-    let text = std::fs::read_to_string(path).map_err(|source| StateError::Read {
+    let text = files::read_own(path).map_err(|source| StateError::Read {
         path: path.to_owned(),
         source,
     })?;
@@ -684,6 +673,46 @@ mod tests {
     }
 
     #[test]
+    fn the_last_incarnation_is_followed_by_a_new_node_id_never_a_reused_one() {
+        let dir = scratch("exhausted");
+        let mut state = StateDir::open(&dir).expect("created");
+        let (first, _) = state.next_identity().expect("written");
+        for incarnation in [u32::MAX - 1, u32::MAX] {
+            let mut stored = first.clone();
+            stored.incarnation = incarnation;
+            state.save_identity(&stored).expect("saved");
+            let (next, found) = state.next_identity().expect("written");
+            if incarnation == u32::MAX - 1 {
+                assert_eq!(
+                    (found, next.id(), next.incarnation),
+                    (Found::Valid, first.id(), u32::MAX)
+                );
+            } else {
+                assert_eq!(found, Found::Exhausted(first.id()));
+                assert_ne!(next.id(), first.id());
+                assert_eq!(next.incarnation, 1);
+            }
+        }
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_identity_that_cannot_be_read_is_an_error_not_a_new_node() {
+        let dir = scratch("unreadable");
+        fs::create_dir_all(dir.join(IDENTITY)).expect("a directory in its place");
+        let mut state = StateDir::open(&dir).expect("opened");
+        let error = state.next_identity().expect_err("refused");
+        let message = error.to_string();
+        assert!(
+            message.contains(&format!("{}/identity", dir.display()))
+                && message.contains("not a regular file"),
+            "{message}"
+        );
+        assert!(dir.join(IDENTITY).is_dir(), "left as it was");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn a_corrupt_or_truncated_identity_is_reported_and_replaced() {
         for (case, text) in [
             ("garbage", "\u{0}\u{1}binary"),
@@ -706,6 +735,8 @@ mod tests {
             let (identity, found) = state.next_identity().expect("replaced");
             assert!(matches!(found, Found::Corrupt(_)), "{case}: {found:?}");
             assert_eq!(identity.incarnation, 1);
+            let kept = fs::read_to_string(dir.join("identity.corrupt")).expect("kept aside");
+            assert_eq!(kept, text, "{case}");
             let (next, found) = state.next_identity().expect("written");
             assert_eq!((found, next.id()), (Found::Valid, identity.id()), "{case}");
             let _ = fs::remove_dir_all(&dir);

@@ -564,3 +564,53 @@ do = "x"
         ["9:1: rule \"r\" reads self/temprature, which matches no point of this node"]
     );
 }
+
+#[test]
+fn api_listen_with_port_0_is_refused() {
+    let found = problems("[api]\nlisten = \"127.0.0.1:0\"\n");
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with("2:10: api.listen needs a port"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn fifty_thousand_unknown_keys_are_each_placed_on_their_line() {
+    // Each problem's position used to be found by scanning the file from
+    // its start: quadratic, 50k keys took over 20 s. The positions come
+    // from a line index now; they must stay exact, multi-byte text included.
+    let mut text = String::from("# é\n[api]\n");
+    for i in 0..50_000 {
+        text.push_str(&format!("k{i} = \"é\" # ü\n"));
+    }
+    let found = problems(&text);
+    assert_eq!(found.len(), 50_000);
+    assert!(
+        found[0].starts_with("3:1: unknown key `api.k0`"),
+        "{}",
+        found[0]
+    );
+    assert!(
+        found[49_999].starts_with("50002:1: unknown key `api.k49999`"),
+        "{}",
+        found[49_999]
+    );
+    let found = problems("a = \"é\"\nb = 1 = 2\n");
+    assert!(found[0].starts_with("2:7:"), "{found:?}");
+}
+
+#[test]
+fn a_config_file_without_end_is_refused_not_read_until_memory_runs_out() {
+    let error = load(Path::new("/dev/zero")).expect_err("refused");
+    let message = error.to_string();
+    assert!(
+        message.contains("/dev/zero") && message.contains("larger than 1024 KiB"),
+        "{message}"
+    );
+    // At the limit it is read; one byte over it is refused.
+    let fits = vec![b'#'; MAX_FILE_BYTES as usize];
+    assert_eq!(read_bounded(&fits[..]).expect("fits").len(), fits.len());
+    let over = vec![b'#'; MAX_FILE_BYTES as usize + 1];
+    assert!(read_bounded(&over[..]).is_err());
+}
