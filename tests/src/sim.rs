@@ -449,6 +449,28 @@ impl SimNet {
         ));
     }
 
+    /// Starts slot `index` as a node never seen before: a new key (and so a
+    /// new id and name), incarnation 1, an empty store. The slot's old node
+    /// is gone for good, as if unplugged and replaced by another Pi.
+    pub fn start_new_node(&mut self, index: usize, name: &str) {
+        let mut seed = [0u8; 32];
+        for chunk in seed.chunks_mut(8) {
+            chunk.copy_from_slice(&self.rng.next_u64().to_le_bytes());
+        }
+        let old = self.nodes[index].identity.key.id();
+        self.by_id.remove(&old);
+        let key = NodeKey::from_seed(seed);
+        self.by_id.insert(key.id(), index);
+        self.nodes[index].identity = Identity {
+            key,
+            name: wire::name(name).expect("valid name"),
+            incarnation: 1,
+        };
+        self.nodes[index].frozen = None;
+        self.boot(index);
+        self.note(format!("slot {index} starts new node {name}"));
+    }
+
     /// Restarts a node from scratch *without* bumping its incarnation, as a
     /// broken deployment would (state directory not persisted).
     pub fn restart_same_incarnation(&mut self, index: usize) {

@@ -322,3 +322,105 @@ fn a_node_with_one_static_peer_ends_up_knowing_the_whole_mesh() {
     sim.run_for(Duration::from_secs(120));
     assert_eq!(sim.state(9, 4), Some(PeerState::Unreachable));
 }
+
+#[test]
+fn a_thousand_nodes_coming_and_going_never_fill_the_store_for_a_newcomer() {
+    // Five nodes stay; twelve slots host 1,000 distinct nodes over about
+    // three simulated hours, each up for two minutes, half of them
+    // crashing and half leaving. The store holds 40 nodes and forgets a
+    // gone one after 5 minutes: about 17 live and 25 gone-but-not-yet-
+    // pruned nodes do not fit, so both pruning and eviction happen, and
+    // every newcomer's points must still reach all five within 60 s.
+    // Beacons every 10 s (timings scaled) keep the run short.
+    const STAYING: usize = 5;
+    const SLOTS: usize = 12;
+    const DISTINCT: usize = 1000;
+    const UP: Duration = Duration::from_secs(120);
+    const DOWN: Duration = Duration::from_secs(20);
+    const ARRIVE: Duration = Duration::from_secs(60);
+    const MAX_NODES: usize = 40;
+    let mut config = SimConfig::lan(STAYING + SLOTS, 91);
+    config.node.max_nodes = MAX_NODES;
+    config.node.beacon_interval = Duration::from_secs(10);
+    config.node.suspect_after = Duration::from_secs(20);
+    config.node.unreachable_after = Duration::from_secs(30);
+    config.node.prune_after = Duration::from_secs(300);
+    config.points_per_node = 1;
+    let mut sim = SimNet::new(config);
+    for slot in STAYING..STAYING + SLOTS {
+        sim.crash(slot);
+    }
+    // Per slot: when its node started (if up), whether checked, when down.
+    let mut started: Vec<Option<Instant>> = vec![None; SLOTS];
+    let mut checked = vec![false; SLOTS];
+    let mut next_start: Vec<Instant> = (0..SLOTS)
+        .map(|k| Instant::ZERO + Duration::from_secs(10 + 11 * k as u64))
+        .collect();
+    let (mut born, mut arrived, mut late) = (0usize, 0usize, Vec::new());
+    let step = Duration::from_secs(2);
+    for _ in 0..20_000 {
+        if born == DISTINCT && started.iter().all(Option::is_none) {
+            break;
+        }
+        sim.run_for(step);
+        let now = sim.now;
+        for k in 0..SLOTS {
+            let slot = STAYING + k;
+            match started[k] {
+                None if born < DISTINCT && now >= next_start[k] => {
+                    sim.start_new_node(slot, &format!("visitor-{born}"));
+                    born += 1;
+                    started[k] = Some(now);
+                    checked[k] = false;
+                }
+                Some(at) if !checked[k] && now.saturating_since(at) >= ARRIVE => {
+                    checked[k] = true;
+                    let id = sim.node(slot).id();
+                    let everywhere = (0..STAYING).all(|p| {
+                        sim.node(p)
+                            .store()
+                            .origin(id)
+                            .is_some_and(|o| !o.points.is_empty())
+                    });
+                    if everywhere {
+                        arrived += 1;
+                    } else {
+                        late.push(sim.node(slot).name().to_string());
+                    }
+                }
+                Some(at) if now.saturating_since(at) >= UP => {
+                    if k % 2 == 0 {
+                        sim.crash(slot);
+                    } else {
+                        sim.leave(slot);
+                    }
+                    started[k] = None;
+                    next_start[k] = now + DOWN;
+                }
+                _ => {}
+            }
+        }
+        for p in 0..STAYING {
+            assert!(sim.node(p).store().origins().len() <= MAX_NODES);
+        }
+    }
+    assert_eq!(born, DISTINCT);
+    assert!(late.is_empty(), "{} arrived, late: {late:?}", arrived);
+    assert_eq!(arrived, DISTINCT);
+    let pruned: u64 = (0..STAYING)
+        .map(|p| sim.node(p).stats().origins_pruned)
+        .sum();
+    let evicted: u64 = (0..STAYING)
+        .map(|p| sim.node(p).stats().store_evictions)
+        .sum();
+    assert!(
+        pruned > 0 && evicted > 0,
+        "pruned {pruned}, evicted {evicted}"
+    );
+    eprintln!(
+        "churn: {DISTINCT} nodes in {:.1} simulated hours; per staying node {} pruned, {} evicted",
+        sim.now.as_millis() as f64 / 3.6e6,
+        pruned / STAYING as u64,
+        evicted / STAYING as u64
+    );
+}

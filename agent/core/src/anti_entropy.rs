@@ -16,7 +16,8 @@
 //! A ---Delta {what B lacks}----------> B     (+ Digest back if A is behind)
 //! ```
 
-use super::peers::PeerState;
+use super::peers::{PeerState, PeerTable};
+use super::routes::RouteTable;
 use super::store::Range;
 use super::time::Instant;
 use super::wire::{Delta, Digest, Message, NodeId};
@@ -83,7 +84,8 @@ impl Node {
     }
 
     pub(crate) fn on_digest(&mut self, from: SocketAddr, digest: &Digest) {
-        let diff = self.store.diff(digest);
+        let (peers, routes) = (&self.peers, &self.relay.routes);
+        let diff = self.store.diff(digest, |id| is_live(peers, routes, id));
         for delta in self.store.deltas(&diff.to_send) {
             self.send(Destination::Unicast(from), &Message::Delta(delta));
         }
@@ -97,7 +99,7 @@ impl Node {
         }
     }
 
-    pub(crate) fn on_delta(&mut self, sender: NodeId, delta: &Delta) {
+    pub(crate) fn on_delta(&mut self, now: Instant, sender: NodeId, delta: &Delta) {
         // A sender's own chunk names it: known before its first beacon.
         if let Some(own) = delta.chunks.iter().find(|chunk| chunk.origin == sender) {
             if let Some(peer) = self.peers.get_mut(sender) {
@@ -107,8 +109,15 @@ impl Node {
                 }
             }
         }
-        let applied = self.store.apply(delta);
+        let (peers, routes) = (&self.peers, &self.relay.routes);
+        let live = |id| is_live(peers, routes, id);
+        let applied = self.store.apply(delta, now, live);
         self.stats.store_limit_drops += applied.dropped;
+        self.stats.store_not_live += applied.not_live;
+        self.stats.store_evictions += applied.evicted.len() as u64;
+        for origin in applied.evicted {
+            self.push_event(Event::OriginForgotten { origin });
+        }
         for (origin, name) in applied.changed {
             self.push_event(Event::PointChanged { origin, name });
         }
@@ -135,4 +144,13 @@ impl Node {
             self.send_everywhere(&Message::Delta(relay), Some(sender));
         }
     }
+}
+
+/// Whether `id` is live: a HEALTHY or SUSPECT neighbor, or reached by a
+/// route. A live origin's points are never pruned or evicted.
+pub(crate) fn is_live(peers: &PeerTable, routes: &RouteTable, id: NodeId) -> bool {
+    peers
+        .get(id)
+        .is_some_and(|p| matches!(p.state, PeerState::Healthy | PeerState::Suspect))
+        || routes.get(id).is_some_and(|r| r.route().is_some())
 }

@@ -324,6 +324,12 @@ pub enum Event {
         /// The node.
         peer: NodeId,
     },
+    /// The points of `origin` left the store: it was not live and silent
+    /// for `prune_after`, or a full store made room for a newcomer.
+    OriginForgotten {
+        /// The node whose points went.
+        origin: NodeId,
+    },
     /// This node used up its frame counter and moved to a new incarnation,
     /// which the shell must persist.
     IncarnationChanged {
@@ -420,6 +426,14 @@ pub struct Stats {
     pub store_limit_drops: u64,
     /// Datagrams not queued because the transmit queue was full.
     pub transmits_dropped: u64,
+    /// Origins evicted from a full point store for a new one.
+    pub store_evictions: u64,
+    /// Chunks of unknown origins that are not live (made up, or a gone
+    /// node's leftovers), not taken into the store.
+    pub store_not_live: u64,
+    /// Origins pruned from the point store (not live, silent for
+    /// `prune_after`).
+    pub origins_pruned: u64,
     /// Datagrams not sent because this node id used up its counters
     /// (incarnation and frame counter both at `u32::MAX`).
     pub counter_exhausted: u64,
@@ -723,6 +737,7 @@ impl Node {
         self.expire_rekey(now);
         if now >= self.next_beacon {
             self.send_beacon(now);
+            self.prune_origins(now);
         }
         if self
             .anti_entropy
@@ -866,7 +881,7 @@ impl Node {
             }),
             wire::kind::DELTA => wire::decode_part::<Delta>(encoded).map(|delta| {
                 if self.accept_frame(now, &header, from, arrival) {
-                    self.on_delta(sender, &delta);
+                    self.on_delta(now, sender, &delta);
                 }
             }),
             wire::kind::PEERS => wire::decode_part::<wire::PeerList>(encoded).map(|list| {
@@ -1460,6 +1475,18 @@ impl Node {
         self.detector.forget(id);
         self.relay.routes.remove_via(id);
         self.push_event(Event::PeerPruned { peer: id });
+    }
+
+    /// Removes the points of origins gone for `prune_after` (once per
+    /// beacon interval).
+    fn prune_origins(&mut self, now: Instant) {
+        let (peers, routes) = (&self.peers, &self.relay.routes);
+        let live = |id| anti_entropy::is_live(peers, routes, id);
+        let pruned = self.store.prune(now, self.config.prune_after, live);
+        self.stats.origins_pruned += pruned.len() as u64;
+        for origin in pruned {
+            self.push_event(Event::OriginForgotten { origin });
+        }
     }
 
     /// Applies every neighbor deadline that has passed.

@@ -11,13 +11,25 @@
 //! held). Updates that arrive out of order are applied at once but move the
 //! watermark only when they close the gap, so a digest of watermarks tells a
 //! peer exactly what to send: every point with a seq above ours.
+//!
+//! Origins come and leave with their node. A new origin is taken only while
+//! it is *live* (a HEALTHY or SUSPECT neighbor, or reached by a route), so
+//! neither made-up origins nor the leftovers of gone nodes that a neighbor
+//! still holds ever enter. Only live origins count in the version vector
+//! (hash, digest, what is sent), so nodes that saw a node go at different
+//! times still agree. An origin that is not live and taught us nothing for
+//! `prune_after` is removed. A full store makes room for a live newcomer by
+//! evicting the longest-silent origin that is not live (logged once per
+//! time the store fills); with every origin live, the newcomer is dropped.
 
 use super::wire::{
     encoded_len, Chunk, Delta, Digest, DigestEntry, Name, NodeId, PointUpdate, Unit, Value,
     MAX_BODY, MAX_CHUNKS, MAX_POINTS,
 };
+use crate::time::Instant;
 use std::cell::Cell;
 use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
 
 /// Capacities of the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +77,10 @@ pub struct Origin {
     pub watermark: u32,
     /// The points, by name.
     pub points: BTreeMap<Name, Point>,
+    /// When it was last live or taught us something.
+    pub heard: Instant,
+    /// Whether it was live at the last check (see the module docs).
+    pub live: bool,
     /// Complete ranges `(after, upto]` received above the watermark (out of
     /// order), absorbed into it once the gap below them closes. At most
     /// [`MAX_PENDING_RANGES`]; beyond that the highest is forgotten and
@@ -76,12 +92,14 @@ pub struct Origin {
 pub const MAX_PENDING_RANGES: usize = 16;
 
 impl Origin {
-    fn new(name: Name, incarnation: u32) -> Origin {
+    fn new(name: Name, incarnation: u32, heard: Instant) -> Origin {
         Origin {
             name,
             incarnation,
             watermark: 0,
             points: BTreeMap::new(),
+            heard,
+            live: true,
             pending: BTreeMap::new(),
         }
     }
@@ -146,6 +164,10 @@ pub(crate) struct Applied {
     pub(crate) news: Vec<(NodeId, u32, u32)>,
     /// Chunks or points dropped at a limit.
     pub(crate) dropped: u64,
+    /// Origins evicted to make room for a new one.
+    pub(crate) evicted: Vec<NodeId>,
+    /// Chunks of unknown origins that are not live, not taken.
+    pub(crate) not_live: u64,
 }
 
 /// A request for the points of `origin` with seq in `after+1..=upto`.
@@ -173,20 +195,81 @@ pub struct Store {
     origins: BTreeMap<NodeId, Origin>,
     summary: Cell<Option<(u32, u64)>>,
     dropped: u64,
+    evicted: u64,
+    /// Whether the store is full since the last "full" log line.
+    full: bool,
 }
 
 impl Store {
     /// An empty store for node `own`, named `own_name`, in `incarnation`.
     pub fn new(own: NodeId, own_name: Name, incarnation: u32, limits: StoreLimits) -> Store {
         let mut origins = BTreeMap::new();
-        origins.insert(own, Origin::new(own_name, incarnation));
+        origins.insert(own, Origin::new(own_name, incarnation, Instant::ZERO));
         Store {
             own,
             limits,
             origins,
             summary: Cell::new(None),
             dropped: 0,
+            evicted: 0,
+            full: false,
         }
+    }
+
+    /// Origins evicted from a full store so far.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
+    /// Notes which origins are `live` and removes every one that is not
+    /// and was silent for `prune_after` (see the module docs); returns the
+    /// removed ids.
+    pub(crate) fn prune(
+        &mut self,
+        now: Instant,
+        prune_after: Duration,
+        live: impl Fn(NodeId) -> bool,
+    ) -> Vec<NodeId> {
+        let mut pruned = Vec::new();
+        let mut changed = false;
+        for (&id, origin) in &mut self.origins {
+            if id == self.own {
+                continue;
+            }
+            let is_live = live(id);
+            changed |= origin.live != is_live;
+            origin.live = is_live;
+            if is_live {
+                origin.heard = now;
+            } else if now.saturating_since(origin.heard) >= prune_after {
+                pruned.push(id);
+            }
+        }
+        for id in &pruned {
+            self.origins.remove(id);
+        }
+        if changed || !pruned.is_empty() {
+            self.summary.set(None);
+        }
+        if self.origins.len() < self.limits.max_origins {
+            self.full = false;
+        }
+        pruned
+    }
+
+    /// Makes room for a new origin: evicts the longest-silent one that is
+    /// not `live`. `None` when every origin is live.
+    fn make_room(&mut self, live: &impl Fn(NodeId) -> bool) -> Option<NodeId> {
+        let silent = self
+            .origins
+            .iter()
+            .filter(|(&id, _)| id != self.own && !live(id))
+            .min_by_key(|(&id, origin)| (origin.heard, id))
+            .map(|(&id, _)| id)?;
+        self.origins.remove(&silent);
+        self.evicted += 1;
+        self.summary.set(None);
+        Some(silent)
     }
 
     /// All origins, by id.
@@ -237,7 +320,7 @@ impl Store {
         }
         let mut hash: u32 = 0x811c_9dc5;
         let mut progress: u64 = 0;
-        for (id, origin) in &self.origins {
+        for (id, origin) in self.origins.iter().filter(|(_, o)| o.live) {
             let mut bytes = [0u8; 16];
             bytes[..8].copy_from_slice(&id.0.to_le_bytes());
             bytes[8..12].copy_from_slice(&origin.incarnation.to_le_bytes());
@@ -332,7 +415,7 @@ impl Store {
         // Fixed part: variant, bool, two ids, list length (<= 96 is one byte).
         let fixed = 1 + 1 + 8 + 8 + 1;
         let mut size = fixed;
-        for (id, origin) in &self.origins {
+        for (id, origin) in self.origins.iter().filter(|(_, o)| o.live) {
             let entry = DigestEntry {
                 origin: *id,
                 incarnation: origin.incarnation,
@@ -362,15 +445,20 @@ impl Store {
     }
 
     /// Compares a peer's digest with this store.
-    pub(crate) fn diff(&self, digest: &Digest) -> DigestDiff {
+    /// Origins that are not `live` are neither offered nor asked for.
+    pub(crate) fn diff(&self, digest: &Digest, live: impl Fn(NodeId) -> bool) -> DigestDiff {
         let mut diff = DigestDiff::default();
         let mut theirs = digest.entries.iter().peekable();
         for (id, mine) in self.origins.range(digest.first..=digest.last) {
             // Entries of theirs below this id: origins we do not know.
-            while theirs.next_if(|e| e.origin < *id).is_some() {
-                diff.behind = true;
+            while let Some(entry) = theirs.next_if(|e| e.origin < *id) {
+                diff.behind |= live(entry.origin);
             }
-            match theirs.next_if(|e| e.origin == *id) {
+            let entry = theirs.next_if(|e| e.origin == *id);
+            if !mine.live {
+                continue;
+            }
+            match entry {
                 Some(entry) if entry.incarnation == mine.incarnation => {
                     if mine.watermark > entry.watermark {
                         diff.to_send.push(Range {
@@ -393,9 +481,7 @@ impl Store {
                 }),
             }
         }
-        if theirs.next().is_some() {
-            diff.behind = true;
-        }
+        diff.behind |= theirs.any(|entry| live(entry.origin));
         diff
     }
 
@@ -418,8 +504,14 @@ impl Store {
         packer.finish()
     }
 
-    /// Applies a delta received from a peer.
-    pub(crate) fn apply(&mut self, delta: &Delta) -> Applied {
+    /// Applies a delta received from a peer at `now`; `live` tells which
+    /// origins are live (only they are taken, and never evicted).
+    pub(crate) fn apply(
+        &mut self,
+        delta: &Delta,
+        now: Instant,
+        live: impl Fn(NodeId) -> bool,
+    ) -> Applied {
         let mut applied = Applied::default();
         let mut points = delta.points.iter();
         for chunk in &delta.chunks {
@@ -429,12 +521,29 @@ impl Store {
                 chunk_points.for_each(drop);
                 continue;
             }
-            if !self.origins.contains_key(&chunk.origin)
-                && self.origins.len() >= self.limits.max_origins
-            {
-                applied.dropped += 1;
+            let known = self.origins.contains_key(&chunk.origin);
+            if !known && !live(chunk.origin) {
+                // Made up, or the leftovers of a gone node: not taken.
+                applied.not_live += 1;
                 chunk_points.for_each(drop);
                 continue;
+            }
+            if !known && self.origins.len() >= self.limits.max_origins {
+                if !self.full {
+                    self.full = true;
+                    log::warn!(
+                        "the point store is full ({} nodes, limits.max_nodes): new nodes take the place of the longest-silent node that is not live",
+                        self.limits.max_origins
+                    );
+                }
+                match self.make_room(&live) {
+                    Some(evicted) => applied.evicted.push(evicted),
+                    None => {
+                        applied.dropped += 1;
+                        chunk_points.for_each(drop);
+                        continue;
+                    }
+                }
             }
             let limits = self.limits;
             if !self.origins.contains_key(&chunk.origin) {
@@ -444,7 +553,7 @@ impl Store {
             let origin = self
                 .origins
                 .entry(chunk.origin)
-                .or_insert_with(|| Origin::new(chunk.origin_name.clone(), chunk.incarnation));
+                .or_insert_with(|| Origin::new(chunk.origin_name.clone(), chunk.incarnation, now));
             if chunk.incarnation < origin.incarnation {
                 chunk_points.for_each(drop);
                 continue;
@@ -486,6 +595,7 @@ impl Store {
                 learned = true;
             }
             if learned {
+                origin.heard = now;
                 applied.news.push((chunk.origin, chunk.after, chunk.upto));
             }
         }

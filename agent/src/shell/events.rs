@@ -78,6 +78,10 @@ impl EventFeed {
                 // otherwise the node was gone for mesh.prune_after.
                 log::info!("forgot node {peer}");
             }
+            Event::OriginForgotten { origin } => {
+                log::info!("forgot the points of node {origin}");
+                self.send("origin_forgotten", &json!({ "origin": origin.to_string() }));
+            }
             Event::RuleAction {
                 ref rule,
                 ref executor,

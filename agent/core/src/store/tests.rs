@@ -2,6 +2,8 @@
 use super::*;
 use crate::wire::{self, Message, MAX_FRAME};
 
+const HOUR: Duration = Duration::from_secs(3600);
+
 const LIMITS: StoreLimits = StoreLimits {
     max_origins: 8,
     max_points_per_origin: 64,
@@ -29,10 +31,15 @@ fn publish(store: &mut Store, point: &str, value: f64) -> u32 {
 
 /// Everything `from` has that `to` lacks, through a digest exchange.
 fn sync(from: &Store, to: &mut Store) {
+    sync_at(from, to, Instant::ZERO, |_| true);
+}
+
+/// [`sync`] at `now`, with `live` telling which origins are live.
+fn sync_at(from: &Store, to: &mut Store, now: Instant, live: impl Fn(NodeId) -> bool + Copy) {
     for digest in to.digest(true) {
-        let diff = from.diff(&digest);
+        let diff = from.diff(&digest, live);
         for delta in from.deltas(&diff.to_send) {
-            to.apply(&delta);
+            to.apply(&delta, now, live);
         }
     }
 }
@@ -119,7 +126,7 @@ fn out_of_order_updates_apply_at_once_and_the_watermark_closes_over_them() {
         after: 1,
         upto: 2,
     }]);
-    b.apply(&second[0]);
+    b.apply(&second[0], Instant::ZERO, |_| true);
     assert!(b.point(NodeId(1), "h").is_some());
     assert_eq!(b.origin(NodeId(1)).map(|o| o.watermark), Some(0));
     let first = a.deltas(&[Range {
@@ -127,7 +134,7 @@ fn out_of_order_updates_apply_at_once_and_the_watermark_closes_over_them() {
         after: 0,
         upto: 1,
     }]);
-    b.apply(&first[0]);
+    b.apply(&first[0], Instant::ZERO, |_| true);
     // The gap closed: the remembered range (1, 2] is absorbed at once.
     assert_eq!(b.origin(NodeId(1)).map(|o| o.watermark), Some(2));
     sync(&b, &mut a);
@@ -144,8 +151,11 @@ fn replayed_deltas_change_nothing() {
         after: 0,
         upto: 1,
     }]);
-    assert_eq!(b.apply(&deltas[0]).changed.len(), 1);
-    let again = b.apply(&deltas[0]);
+    assert_eq!(
+        b.apply(&deltas[0], Instant::ZERO, |_| true).changed.len(),
+        1
+    );
+    let again = b.apply(&deltas[0], Instant::ZERO, |_| true);
     assert!(again.changed.is_empty() && again.news.is_empty());
 }
 
@@ -189,15 +199,128 @@ fn nobody_overwrites_our_own_points() {
 }
 
 #[test]
-fn origins_beyond_the_limit_are_dropped_and_counted() {
+fn a_full_store_of_live_origins_drops_newcomers_and_counts_them() {
     let mut receiver = store(100);
     for id in 1..=10 {
         let mut origin = store(id);
         publish(&mut origin, "t", 1.0);
-        sync(&origin, &mut receiver);
+        sync_at(&origin, &mut receiver, Instant::ZERO, |_| true);
     }
     assert_eq!(receiver.origins().len(), LIMITS.max_origins);
-    assert_eq!(receiver.dropped(), 3);
+    assert_eq!((receiver.dropped(), receiver.evicted()), (3, 0));
+}
+
+#[test]
+fn origins_that_are_not_live_are_never_taken() {
+    // Made-up origins (anyone may send them in an open mesh) or a gone
+    // node's leftovers: counted, not stored, and they fill nothing.
+    let mut receiver = store(100);
+    for id in 1..=50 {
+        let mut fake = store(id);
+        publish(&mut fake, "t", 1.0);
+        let digest = receiver.digest(true);
+        for delta in fake.deltas(&fake.diff(&digest[0], |_| true).to_send) {
+            let applied = receiver.apply(&delta, Instant::ZERO, |_| false);
+            assert_eq!(applied.not_live, 1);
+        }
+    }
+    assert_eq!(receiver.origins().len(), 1, "only its own");
+    let mut newcomer = store(60);
+    publish(&mut newcomer, "t", 21.5);
+    sync_at(&newcomer, &mut receiver, Instant::ZERO, |id| {
+        id == NodeId(60)
+    });
+    assert!(receiver.point(NodeId(60), "t").is_some());
+}
+
+#[test]
+fn a_full_store_makes_room_from_the_longest_silent_origin_that_is_not_live() {
+    let mut receiver = store(100);
+    for id in 1..LIMITS.max_origins as u64 {
+        let mut node = store(id);
+        publish(&mut node, "t", 1.0);
+        sync_at(
+            &node,
+            &mut receiver,
+            Instant::from_millis(id * 1000),
+            |_| true,
+        );
+    }
+    assert_eq!(receiver.origins().len(), LIMITS.max_origins);
+    // All gone now, the first ones longest.
+    receiver.prune(Instant::from_millis(9_000), HOUR, |_| false);
+    let newcomers = |id: NodeId| id.0 >= 50;
+    for id in [50, 51] {
+        let mut newcomer = store(id);
+        publish(&mut newcomer, "t", 21.5);
+        sync_at(
+            &newcomer,
+            &mut receiver,
+            Instant::from_millis(60_000),
+            newcomers,
+        );
+        assert_eq!(
+            receiver.point(NodeId(id), "t").map(|p| &p.value),
+            Some(&Value::Float(21.5))
+        );
+    }
+    // The two longest silent went, oldest first.
+    assert!(receiver.origin(NodeId(1)).is_none() && receiver.origin(NodeId(2)).is_none());
+    assert!(receiver.origin(NodeId(3)).is_some());
+    assert_eq!((receiver.evicted(), receiver.dropped()), (2, 0));
+    assert_eq!(receiver.origins().len(), LIMITS.max_origins);
+    // Live origins are never evicted: with only live ones, a live
+    // newcomer is dropped.
+    let mut another = store(60);
+    publish(&mut another, "t", 1.0);
+    sync_at(
+        &another,
+        &mut receiver,
+        Instant::from_millis(61_000),
+        |_| true,
+    );
+    assert!(receiver.origin(NodeId(60)).is_none());
+    assert_eq!(receiver.dropped(), 1);
+}
+
+#[test]
+fn a_gone_origin_leaves_after_prune_after_and_is_not_handed_back() {
+    let mut a = store(100);
+    let mut b = store(101);
+    let mut gone = store(7);
+    publish(&mut gone, "t", 1.0);
+    let all = |_| true;
+    sync_at(&gone, &mut a, Instant::ZERO, all);
+    sync_at(&gone, &mut b, Instant::ZERO, all);
+    sync_at(&b, &mut a, Instant::ZERO, all);
+    sync_at(&a, &mut b, Instant::ZERO, all);
+    let hash = a.hash();
+    assert_eq!(hash, b.hash());
+    let not_7 = |id| id != NodeId(7);
+    let hour = Instant::ZERO + HOUR;
+    // Live keeps it, however long.
+    assert!(a.prune(hour, HOUR, all).is_empty());
+    assert!(b.prune(hour, HOUR, all).is_empty());
+    // Gone: out of the version vector at once (so `a`, which noticed
+    // first, and `b` still agree on what matters), out of the store after
+    // prune_after.
+    assert!(a.prune(hour + HOUR / 2, HOUR, not_7).is_empty());
+    assert!(a.origin(NodeId(7)).is_some());
+    assert_ne!(a.hash(), hash);
+    assert!(b.prune(hour + HOUR / 2, HOUR, not_7).is_empty());
+    assert_eq!(a.hash(), b.hash());
+    assert_eq!(a.prune(hour + HOUR, HOUR, not_7), vec![NodeId(7)]);
+    assert!(a.origin(NodeId(7)).is_none());
+    // `b` still holds it: neither its digest nor its deltas bring it back.
+    assert!(!b.digest(false).iter().any(|d| a.diff(d, not_7).behind));
+    sync_at(&b, &mut a, hour + HOUR, not_7);
+    assert!(a.origin(NodeId(7)).is_none());
+    assert_eq!(a.hash(), b.hash());
+    // Live again (a partition healed): its points come back once `b`
+    // sees it live too (at its next check, within a beacon interval).
+    b.prune(hour + HOUR, HOUR, all);
+    sync_at(&b, &mut a, hour + HOUR, all);
+    assert!(a.point(NodeId(7), "t").is_some());
 }
 
 #[test]
@@ -237,15 +360,15 @@ fn large_ranges_split_into_frames_that_each_claim_a_complete_range() {
     // absorbs the ranges remembered above it; in order, it just advances.
     let mut b = Store::new(NodeId(2), n("node-2"), 1, limits);
     for delta in frames.iter().skip(1).rev() {
-        b.apply(delta);
+        b.apply(delta, Instant::ZERO, |_| true);
     }
     assert_eq!(b.origin(NodeId(1)).map(|o| o.watermark), Some(0));
-    b.apply(&frames[0]);
+    b.apply(&frames[0], Instant::ZERO, |_| true);
     assert_eq!(b.origin(NodeId(1)).map(|o| o.points.len()), Some(128));
     assert_eq!(b.origin(NodeId(1)).map(|o| o.watermark), Some(128));
     let mut c = Store::new(NodeId(3), n("node-3"), 1, limits);
     for delta in &frames {
-        c.apply(delta);
+        c.apply(delta, Instant::ZERO, |_| true);
     }
     let copied = c.origin(NodeId(1)).expect("learned");
     let original = a.origin(NodeId(1)).expect("own");
@@ -298,7 +421,7 @@ fn diff_tells_who_is_behind() {
     let mut b = store(2);
     publish(&mut a, "t", 1.0);
     let a_digest = a.digest(true);
-    let diff = b.diff(&a_digest[0]);
+    let diff = b.diff(&a_digest[0], |_| true);
     assert!(diff.behind, "b lacks origin 1");
     assert_eq!(
         diff.to_send,
@@ -310,7 +433,7 @@ fn diff_tells_who_is_behind() {
         "b announces its own origin even without points"
     );
     publish(&mut b, "q", 1.0);
-    let diff = b.diff(&a_digest[0]);
+    let diff = b.diff(&a_digest[0], |_| true);
     assert_eq!(
         diff.to_send,
         vec![Range {
@@ -362,7 +485,7 @@ fn out_of_order_ranges_are_remembered_up_to_a_limit() {
             upto: seq,
         }]);
         if let Some(delta) = delta.first() {
-            b.apply(delta);
+            b.apply(delta, Instant::ZERO, |_| true);
         }
     }
     let origin = b.origin(NodeId(1)).expect("known");
@@ -374,6 +497,8 @@ fn out_of_order_ranges_are_remembered_up_to_a_limit() {
             after: 0,
             upto: 1,
         }])[0],
+        Instant::ZERO,
+        |_| true,
     );
     // The lowest ranges were kept: the watermark climbs as far as they reach,
     // anti-entropy fills the rest.
