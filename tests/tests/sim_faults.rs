@@ -352,7 +352,7 @@ fn a_thousand_nodes_coming_and_going_never_fill_the_store_for_a_newcomer() {
     }
     // Per slot: when its node started (if up), whether checked, when down.
     let mut started: Vec<Option<Instant>> = vec![None; SLOTS];
-    let mut checked = vec![false; SLOTS];
+    let mut checked = [false; SLOTS];
     let mut next_start: Vec<Instant> = (0..SLOTS)
         .map(|k| Instant::ZERO + Duration::from_secs(10 + 11 * k as u64))
         .collect();
