@@ -837,6 +837,12 @@ fn a_sensor_on_one_agent_drives_an_actuator_on_another() {
 
 /// Reads `GET /api/events` of the agent at `api` on a thread, into a string.
 fn event_stream(api: &str) -> Arc<Mutex<String>> {
+    event_stream_from([127, 0, 0, 1], api)
+}
+
+/// The same from the loopback address `source` (the agent takes at most
+/// `MAX_CONNECTIONS_PER_CLIENT` connections from one address).
+fn event_stream_from(source: [u8; 4], api: &str) -> Arc<Mutex<String>> {
     use std::io::{Read, Write};
     let seen = Arc::new(Mutex::new(String::new()));
     let sink = Arc::clone(&seen);
@@ -844,7 +850,7 @@ fn event_stream(api: &str) -> Arc<Mutex<String>> {
     std::thread::spawn(move || {
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut stream = loop {
-            match std::net::TcpStream::connect(&api) {
+            match connect_from(source, &api) {
                 Ok(stream) => break stream,
                 Err(_) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(50))
@@ -1207,7 +1213,10 @@ fn api_load_leaves_the_mesh_timing_undisturbed() {
         m.agents.iter().all(|a| a.count("discovered node") >= 2)
     });
     let api = format!("127.0.0.141:{}", mesh.port + 2);
-    let watchers: Vec<Arc<Mutex<String>>> = (0..20).map(|_| event_stream(&api)).collect();
+    // Four client addresses, five streams each (within the per-address cap).
+    let watchers: Vec<Arc<Mutex<String>>> = (0..20)
+        .map(|n| event_stream_from([127, 0, 0, 144 + n / 5], &api))
+        .collect();
     let others = [
         format!("127.0.0.142:{}", mesh.port + 2),
         format!("127.0.0.143:{}", mesh.port + 2),
@@ -1283,7 +1292,10 @@ fn api_load_leaves_the_mesh_timing_undisturbed() {
 }
 
 #[test]
-fn idle_connections_are_capped_and_timed_out() {
+fn idle_connections_are_capped_per_address_and_in_all_and_timed_out() {
+    use shoal::shell::api::{
+        HEADER_TIMEOUT, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_CLIENT, RESERVED_FOR_NEW_CLIENTS,
+    };
     use std::io::Read;
     let mut mesh = Mesh::new(15);
     mesh.add(1, 151, None);
@@ -1292,25 +1304,38 @@ fn idle_connections_are_capped_and_timed_out() {
         std::net::TcpStream::connect(&api).is_ok()
     });
     std::thread::sleep(Duration::from_millis(200));
-    // 64 clients that connect and say nothing hold every slot...
-    let idle: Vec<std::net::TcpStream> = (0..64)
-        .map(|_| std::net::TcpStream::connect(&api).expect("connects"))
+    let connect = |last: u8| connect_from([127, 0, 0, last], &api).expect("connects");
+    // Closed by the agent at once: the read ends without an answer.
+    let closed_at_once = |mut stream: std::net::TcpStream| {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        stream.read(&mut [0u8; 64]).ok() == Some(0)
+    };
+    // Clients that connect and say nothing: 8 from 127.0.0.152, and the
+    // ninth from there is closed at once...
+    let mut idle: Vec<std::net::TcpStream> = (0..MAX_CONNECTIONS_PER_CLIENT)
+        .map(|_| connect(152))
         .collect();
-    std::thread::sleep(Duration::from_millis(300));
-    // ...so the next is closed at once, without an answer.
-    let mut extra = std::net::TcpStream::connect(&api).expect("connects");
-    extra
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .expect("timeout");
-    let mut buf = [0u8; 64];
-    assert_eq!(
-        extra.read(&mut buf).ok(),
-        Some(0),
-        "the 65th connection is closed"
-    );
-    // The silent ones are dropped after the 10 s header timeout, and the
-    // agent answers again.
-    std::thread::sleep(Duration::from_secs(11));
+    assert!(closed_at_once(connect(152)), "the ninth from one address");
+    // ...8 more from each of 153..=158, up to the reserved slots...
+    let shared = MAX_CONNECTIONS - RESERVED_FOR_NEW_CLIENTS;
+    for n in MAX_CONNECTIONS_PER_CLIENT..shared {
+        idle.push(connect(152 + (n / MAX_CONNECTIONS_PER_CLIENT) as u8));
+    }
+    // ...which only addresses with none open get: one each for 159 and
+    // 127.0.0.2..=8 (a second from 159 is closed at once)...
+    idle.push(connect(159));
+    assert!(closed_at_once(connect(159)), "a second in the reserve");
+    for last in 2..(1 + RESERVED_FOR_NEW_CLIENTS as u8) {
+        idle.push(connect(last));
+    }
+    // ...and with every slot taken, the next is closed at once too.
+    assert!(closed_at_once(connect(9)), "the 65th connection");
+    assert_eq!(idle.len(), MAX_CONNECTIONS);
+    // The silent ones are dropped after the header timeout, and the agent
+    // answers again.
+    std::thread::sleep(HEADER_TIMEOUT + Duration::from_secs(1));
     for mut stream in idle {
         stream
             .set_read_timeout(Some(Duration::from_secs(1)))
@@ -1327,10 +1352,10 @@ fn idle_connections_are_capped_and_timed_out() {
             ),
         }
     }
-    let reply =
-        shoal::shell::client::request(&api, "GET", "/api/status", None, Duration::from_secs(5))
-            .expect("answers");
-    assert_eq!(reply.status, 200);
+    let stats = api_stats(&api);
+    assert_eq!(stats.status, 200);
+    assert_eq!(stats.body["api_refused_per_client"], 2, "{:?}", stats.body);
+    assert_eq!(stats.body["api_refused_connections"], 1, "{:?}", stats.body);
     assert!(mesh.agents[0].logged("API on http://"));
 }
 
@@ -2285,4 +2310,131 @@ fn a_key_rotation_moves_the_live_members_and_locks_out_the_rest() {
     ]);
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(out, "hello from agent-3 for agent-1\n");
+}
+
+/// A TCP connection to `api` from the loopback address `source`, so the
+/// agent sees a client of its own.
+fn connect_from(source: [u8; 4], api: &str) -> std::io::Result<std::net::TcpStream> {
+    let api: std::net::SocketAddr = api.parse().expect("an IP:port");
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    socket.bind(&std::net::SocketAddr::from((source, 0)).into())?;
+    socket.connect_timeout(&api.into(), Duration::from_secs(1))?;
+    Ok(socket.into())
+}
+
+/// `GET path` of the agent at `api` from `source`: the HTTP status, or why
+/// there was none within `limit`.
+fn get_from(source: [u8; 4], api: &str, path: &str, limit: Duration) -> Result<u16, String> {
+    use std::io::{Read, Write};
+    let started = Instant::now();
+    let mut stream = connect_from(source, api).map_err(|e| format!("connect: {e}"))?;
+    stream
+        .set_read_timeout(Some(limit))
+        .map_err(|e| e.to_string())?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("write: {e}"))?;
+    let mut answer = Vec::new();
+    stream
+        .take(1 << 20)
+        .read_to_end(&mut answer)
+        .map_err(|e| format!("read: {e}"))?;
+    if started.elapsed() > limit {
+        return Err(format!("answered after {:?}", started.elapsed()));
+    }
+    shoal::shell::client::parse_reply(&answer).map(|reply| reply.status)
+}
+
+#[test]
+fn slow_clients_from_one_address_never_shut_out_the_others() {
+    use shoal::shell::api::{HEADER_TIMEOUT, MAX_CONNECTIONS_PER_CLIENT};
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut mesh = Mesh::new(24);
+    mesh.add(1, 241, None);
+    let api = format!("127.0.0.241:{}", mesh.port + 2);
+    let (attacker, client) = ([127, 0, 0, 248], [127, 0, 0, 249]);
+    mesh.wait_for("the API is up", INTERVAL * 3, |_| {
+        get_from(client, &api, "/api/status", Duration::from_secs(1)) == Ok(200)
+    });
+    // Slowloris from 127.0.0.248: 200 connections at once, then 7 new ones
+    // a second, each sending one byte of a header that never ends every
+    // 500 ms, for at most 30 s.
+    let stop = Arc::new(AtomicBool::new(false));
+    let burst_done = Arc::new(AtomicBool::new(false));
+    let slowloris = {
+        let (api, stop, burst_done) = (api.clone(), Arc::clone(&stop), Arc::clone(&burst_done));
+        std::thread::spawn(move || {
+            const HEADER: &[u8] = b"GET /api/status HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+            let started = Instant::now();
+            let mut slow: Vec<(std::net::TcpStream, usize)> = Vec::new();
+            let mut opened = 0usize;
+            let mut next_byte = Instant::now();
+            while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(30) {
+                let due = 200 + 7 * started.elapsed().as_secs() as usize;
+                while opened < due {
+                    opened += 1;
+                    if let Ok(stream) = connect_from(attacker, &api) {
+                        let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
+                        slow.push((stream, 0));
+                    }
+                }
+                burst_done.store(true, Ordering::Relaxed);
+                if Instant::now() >= next_byte {
+                    next_byte += Duration::from_millis(500);
+                    // A closed connection fails its write (soon) and is dropped.
+                    slow.retain_mut(|(stream, sent)| {
+                        let byte = HEADER.get(*sent).copied().unwrap_or(b'a');
+                        *sent += 1;
+                        stream.write_all(&[byte]).is_ok()
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (opened, started.elapsed())
+        })
+    };
+    let burst_wait = Instant::now();
+    while !burst_done.load(Ordering::Relaxed) && burst_wait.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // Meanwhile a client at 127.0.0.249 asks for its status 20 times over
+    // 8 s (longer than the header timeout: the attack's held connections
+    // are replaced at least once); each answer must come within 2 s.
+    let mut failures = Vec::new();
+    for _ in 0..20 {
+        let asked = Instant::now();
+        match get_from(client, &api, "/api/status", Duration::from_secs(2)) {
+            Ok(200) => {}
+            other => failures.push(format!("{other:?} after {:?}", asked.elapsed())),
+        }
+        if let Some(wait) = Duration::from_millis(400).checked_sub(asked.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (opened, attacked) = slowloris.join().expect("the attacker thread");
+    let stats = api_stats(&api);
+    eprintln!(
+        "slowloris: {opened} slow connections opened; the client got {} of 20 answers within 2 s \
+         (first failures: {:?}); api_refused_per_client {}, api_refused_connections {}",
+        20 - failures.len(),
+        &failures[..failures.len().min(3)],
+        stats.body["api_refused_per_client"],
+        stats.body["api_refused_connections"],
+    );
+    assert!(failures.is_empty(), "{failures:?}");
+    // The attacker held at most its share at a time, each for a header
+    // timeout: every other connection it opened was refused and counted.
+    assert!(opened >= 200, "{opened} opened");
+    let refused = stats.body["api_refused_per_client"].as_u64().unwrap_or(0) as usize;
+    let rounds = (attacked.as_secs_f64() / HEADER_TIMEOUT.as_secs_f64()) as usize + 2;
+    assert!(
+        refused + MAX_CONNECTIONS_PER_CLIENT * rounds >= opened,
+        "{opened} opened in {attacked:?}, {:?}",
+        stats.body
+    );
 }

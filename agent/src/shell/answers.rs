@@ -51,8 +51,7 @@ pub fn answer(node: &mut Node, now: Instant, call: ApiCall, context: Context<'_>
                 node,
                 now,
                 context.counters,
-                context.api_stats.requests.get(),
-                context.api_stats.unauthorized.get(),
+                context.api_stats,
             ));
         }
         ApiCall::Stats(reply) => {
@@ -394,6 +393,8 @@ pub fn stats(node: &Node, now: Instant, uptime: Duration, api: &ApiStats) -> Val
         "api_requests": api.requests.get(),
         "api_unauthorized": api.unauthorized.get(),
         "api_events_dropped": api.events_dropped.get(),
+        "api_refused_connections": api.refused_connections.get(),
+        "api_refused_per_client": api.refused_per_client.get(),
     })
 }
 

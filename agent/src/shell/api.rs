@@ -3,8 +3,30 @@
 //! The server never touches the [`shoal_core::Node`]: each request becomes an
 //! [`ApiCall`] sent to the agent's one loop, which answers from the core's
 //! state. Reads are open; `POST` needs `Authorization: Bearer <token>` (the
-//! token in `api.token_file`). Limits: 64 connections at once, 10 s to send
-//! the headers, 64 KB of body.
+//! token in `api.token_file`). Limits: 64 KB of body, and the connection
+//! limits below.
+//!
+//! # Connections
+//!
+//! A connection costs a slot from accept to close, whatever it sends, so
+//! slots are what a slow client (slowloris: headers one byte at a time)
+//! attacks. These limits keep one client from shutting out the rest:
+//!
+//! - at most [`MAX_CONNECTIONS`] (64) at once;
+//! - at most [`MAX_CONNECTIONS_PER_CLIENT`] (8) from one client address (an
+//!   IPv4 address, or an IPv6 /64, which one host can fill as it likes);
+//! - the last [`RESERVED_FOR_NEW_CLIENTS`] (8) slots only for addresses with
+//!   no connection open, so a few addresses together still leave room for
+//!   the next client;
+//! - [`HEADER_TIMEOUT`] (3 s) to send a request's headers, counted from the
+//!   connection's start (or the previous answer, on a kept-alive one), not
+//!   reset by each byte: a slot held by a slow client comes back in 3 s.
+//!
+//! A connection over a limit is closed at once, without an answer, and
+//! counted: `api_refused_per_client` (over its address's share) or
+//! `api_refused_connections` (every slot taken) in `/api/stats`.
+//! The table of open connections by address has at most [`MAX_CONNECTIONS`]
+//! entries; an address leaves it when its last connection closes.
 //!
 //! Endpoints so far: `GET /api/status`, `GET /api/peers[?healthy=true]`,
 //! `GET /` (the dashboard), `GET /api/rules`, `GET /api/events`
@@ -22,11 +44,24 @@ use smol::net::TcpListener;
 use smol_hyper::rt::{FuturesIo, SmolTimer};
 use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
+use std::net::{IpAddr, Ipv6Addr};
 use std::rc::Rc;
 use std::time::Duration;
 
-/// Most connections served at once; more are closed at once.
+/// Most connections served at once; more are closed at once. A power of
+/// two: the capacity of the table of connections by client.
 pub const MAX_CONNECTIONS: usize = 64;
+/// Most connections one client address holds at once; more from it are
+/// closed at once. A browser opens at most 6 to one host; the dashboard
+/// needs its event stream and a request or two.
+pub const MAX_CONNECTIONS_PER_CLIENT: usize = 8;
+/// The last slots, given only to a client address with no connection open.
+pub const RESERVED_FOR_NEW_CLIENTS: usize = 8;
+/// Longest wait for a request's headers, from the connection's start or the
+/// previous answer; a connection that has not sent them by then is closed.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(3);
+const _: () = assert!(MAX_CONNECTIONS.is_power_of_two());
+const _: () = assert!(MAX_CONNECTIONS_PER_CLIENT + RESERVED_FOR_NEW_CLIENTS < MAX_CONNECTIONS);
 /// Most bytes of a request body.
 pub const MAX_BODY: usize = 64 * 1024;
 /// Longest wait for a command's answer.
@@ -150,8 +185,12 @@ pub struct ApiStats {
     pub requests: Cell<u64>,
     /// Writes refused for a missing or wrong token.
     pub unauthorized: Cell<u64>,
-    /// Connections closed at once because too many were open.
+    /// Connections closed at once because every slot was taken.
     pub refused_connections: Cell<u64>,
+    /// Connections closed at once because their client address held its
+    /// share: [`MAX_CONNECTIONS_PER_CLIENT`], or any while only the
+    /// [`RESERVED_FOR_NEW_CLIENTS`] slots were left.
+    pub refused_per_client: Cell<u64>,
     /// Events a slow `/api/events` client missed.
     pub events_dropped: Cell<u64>,
 }
@@ -195,47 +234,129 @@ pub async fn serve(
         stats,
         subscribers,
     });
-    let open = Rc::new(Cell::new(0usize));
+    let connections = Rc::new(RefCell::new(Connections::default()));
     let ex = smol::LocalExecutor::new();
     ex.run(async {
         loop {
-            let stream = match listener.accept().await {
-                Ok((stream, _)) => stream,
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
                 Err(error) => {
                     log::warn!("api: accept failed: {error}");
                     smol::Timer::after(Duration::from_millis(100)).await;
                     continue;
                 }
             };
-            if open.get() >= MAX_CONNECTIONS {
-                let stats = &context.stats;
-                stats
-                    .refused_connections
-                    .set(stats.refused_connections.get() + 1);
+            let client = client_of(peer.ip());
+            let admitted = connections.borrow_mut().try_open(client);
+            if let Err(refusal) = admitted {
+                let counter = match refusal {
+                    Refusal::Full => &context.stats.refused_connections,
+                    Refusal::PerClient => &context.stats.refused_per_client,
+                };
+                counter.set(counter.get() + 1);
+                log::debug!("api: connection from {peer} closed at once: {refusal:?}");
                 continue;
             }
-            open.set(open.get() + 1);
+            let slot = Slot {
+                connections: Rc::clone(&connections),
+                client,
+            };
             let context = Rc::clone(&context);
-            let open = Rc::clone(&open);
             ex.spawn(async move {
+                let _slot = slot;
                 let service = hyper::service::service_fn(move |request| {
                     let context = Rc::clone(&context);
                     async move { Ok::<_, Infallible>(handle(request, &context).await) }
                 });
                 let served = hyper::server::conn::http1::Builder::new()
                     .timer(SmolTimer::new())
-                    .header_read_timeout(Duration::from_secs(10))
+                    .header_read_timeout(HEADER_TIMEOUT)
                     .serve_connection(FuturesIo::new(stream), service)
                     .await;
                 if let Err(error) = served {
                     log::debug!("api: connection ended: {error}");
                 }
-                open.set(open.get() - 1);
             })
             .detach();
         }
     })
     .await;
+}
+
+/// Why a connection was closed at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// Every slot was taken.
+    Full,
+    /// Its client address held [`MAX_CONNECTIONS_PER_CLIENT`], or held some
+    /// while only the reserved slots were left.
+    PerClient,
+}
+
+/// The open connections, counted by client address (see the module docs).
+/// At most [`MAX_CONNECTIONS`] addresses, each with a count of at least 1.
+#[derive(Debug, Default)]
+struct Connections {
+    total: usize,
+    by_client: heapless::index_map::FnvIndexMap<IpAddr, usize, MAX_CONNECTIONS>,
+}
+
+impl Connections {
+    /// Takes a slot for one more connection from `client`, or says why not
+    /// (nothing changes then).
+    fn try_open(&mut self, client: IpAddr) -> Result<(), Refusal> {
+        let held = self.by_client.get(&client).copied().unwrap_or(0);
+        if held >= MAX_CONNECTIONS_PER_CLIENT
+            || (held > 0 && self.total >= MAX_CONNECTIONS - RESERVED_FOR_NEW_CLIENTS)
+        {
+            return Err(Refusal::PerClient);
+        }
+        if self.total >= MAX_CONNECTIONS {
+            return Err(Refusal::Full);
+        }
+        // Fewer than MAX_CONNECTIONS are open, so the table has room.
+        self.by_client
+            .insert(client, held + 1)
+            .map_err(|_| Refusal::Full)?;
+        self.total += 1;
+        Ok(())
+    }
+
+    /// Gives back a slot of `client`; its entry goes with its last one.
+    fn close(&mut self, client: IpAddr) {
+        let Some(held) = self.by_client.get_mut(&client) else {
+            return;
+        };
+        *held -= 1;
+        if *held == 0 {
+            self.by_client.remove(&client);
+        }
+        self.total -= 1;
+    }
+}
+
+/// One open connection's slot, given back when its task ends (also if the
+/// task is dropped).
+#[derive(Debug)]
+struct Slot {
+    connections: Rc<RefCell<Connections>>,
+    client: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.connections.borrow_mut().close(self.client);
+    }
+}
+
+/// The address a connection is counted against: its IPv4 address (also
+/// when it arrives IPv4-mapped), or the /64 of its IPv6 address, since a
+/// host picks any address in its prefix.
+fn client_of(peer: IpAddr) -> IpAddr {
+    match peer.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !(u64::MAX as u128))),
+        v4 => v4,
+    }
 }
 
 async fn handle(request: Request<Incoming>, context: &Context) -> Response<Body> {

@@ -10,8 +10,11 @@
 //!   command counters (counters end in `_total`);
 //! - `shoal_sync_latency_seconds`: a histogram of how old a remote point's
 //!   value was when it arrived here;
-//! - rule actions and executor runs by outcome; API requests and refusals.
+//! - rule actions and executor runs by outcome; API requests, refused
+//!   writes, and connections closed at once by reason
+//!   (`shoal_api_connections_refused_total{reason="full"|"per_client"}`).
 
+use super::api::ApiStats;
 use shoal_core::peers::PeerState;
 use shoal_core::time::Instant;
 use shoal_core::wire::Value;
@@ -106,23 +109,11 @@ fn add(families: &mut Families, name: &str, help: &str, kind: &'static str, samp
 }
 
 /// The whole exposition.
-pub fn render(
-    node: &Node,
-    now: Instant,
-    counters: &Counters,
-    api_requests: u64,
-    api_unauthorized: u64,
-) -> String {
+pub fn render(node: &Node, now: Instant, counters: &Counters, api: &ApiStats) -> String {
     let mut families = Families::new();
     point_samples(&mut families, node);
     node_samples(&mut families, node, now);
-    counter_samples(
-        &mut families,
-        node.stats(),
-        counters,
-        api_requests,
-        api_unauthorized,
-    );
+    counter_samples(&mut families, node.stats(), counters, api);
     let mut out = String::new();
     write_families(&mut out, &families);
     write_latency(&mut out, counters);
@@ -214,13 +205,7 @@ fn node_samples(families: &mut Families, node: &Node, now: Instant) {
 }
 
 /// Frames, bytes, drops, routes, commands, API, rule actions, executor runs.
-fn counter_samples(
-    families: &mut Families,
-    stats: &Stats,
-    counters: &Counters,
-    api_requests: u64,
-    api_unauthorized: u64,
-) {
+fn counter_samples(families: &mut Families, stats: &Stats, counters: &Counters, api: &ApiStats) {
     for (direction, frames, bytes) in [
         ("in", stats.frames_in, stats.bytes_in),
         ("out", stats.frames_out, stats.bytes_out),
@@ -307,15 +292,27 @@ fn counter_samples(
         (
             "shoal_api_requests_total",
             "HTTP API requests",
-            api_requests,
+            api.requests.get(),
         ),
         (
             "shoal_api_unauthorized_total",
             "API writes refused for a missing or wrong token",
-            api_unauthorized,
+            api.unauthorized.get(),
         ),
     ] {
         add(families, name, help, "counter", format!("{name} {value}"));
+    }
+    for (reason, count) in [
+        ("full", api.refused_connections.get()),
+        ("per_client", api.refused_per_client.get()),
+    ] {
+        add(
+            families,
+            "shoal_api_connections_refused_total",
+            "API connections closed at once: every slot taken, or the client address's share",
+            "counter",
+            format!("shoal_api_connections_refused_total{{reason=\"{reason}\"}} {count}"),
+        );
     }
     for (rule, count) in &counters.rule_actions {
         add(
@@ -398,7 +395,9 @@ mod tests {
         };
         let node =
             Node::new(identity, shoal_core::Config::default(), 1, Instant::ZERO).expect("valid");
-        let text = render(&node, Instant::ZERO, &counters, 0, 0);
+        let api = ApiStats::default();
+        api.refused_per_client.set(3);
+        let text = render(&node, Instant::ZERO, &counters, &api);
         assert!(
             text.contains("shoal_sync_latency_seconds_bucket{le=\"0.01\"} 1\n"),
             "{text}"
@@ -407,5 +406,6 @@ mod tests {
         assert!(text.contains("shoal_sync_latency_seconds_bucket{le=\"+Inf\"} 4\n"));
         assert!(text.contains("shoal_sync_latency_seconds_count 4\n"));
         assert!(text.contains("shoal_node_state{node=\"me\",state=\"HEALTHY\"} 1\n"));
+        assert!(text.contains("shoal_api_connections_refused_total{reason=\"per_client\"} 3\n"));
     }
 }
