@@ -693,7 +693,7 @@ fn status_peers_and_exec_through_the_api() {
     let (code, out, err) = cli(&["exec", "agent-3", "hello", "--api", &api, "--token", token]);
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(out, "hello from agent-3 for agent-1\n");
-    assert!(mesh.agents[2].logged("executor hello for agent-1: exited 0"));
+    assert!(mesh.agents[2].logged("executor hello for agent-1: exit 0"));
     // Clear refusals, each one sentence on stderr, exit 1.
     let (code, _, err) = cli(&[
         "exec", "agent-3", "private", "--api", &api, "--token", token,
@@ -784,8 +784,8 @@ fn a_sensor_on_one_agent_drives_an_actuator_on_another() {
         INTERVAL * 10,
         |m| {
             let a = &m.agents[1];
-            a.logged("executor ac_on for rule cool (active): exited 0")
-                && a.logged("executor ac_off for rule cool (inactive): exited 0")
+            a.logged("executor ac_on for rule cool (active): exit 0")
+                && a.logged("executor ac_off for rule cool (inactive): exit 0")
                 && a.logged("executor ac_on: ac: on")
         },
     );
@@ -805,7 +805,7 @@ fn a_sensor_on_one_agent_drives_an_actuator_on_another() {
     let runs = reply.body["runs"].as_array().expect("runs");
     assert!(
         runs.iter()
-            .any(|r| r["executor"] == "ac_on" && r["outcome"] == "Exited(0)"),
+            .any(|r| r["executor"] == "ac_on" && r["outcome"] == "exit 0"),
         "{}",
         reply.body
     );
@@ -823,7 +823,7 @@ fn a_sensor_on_one_agent_drives_an_actuator_on_another() {
     // The sensor's agent dies: the fail-safe runs.
     mesh.agents[0].kill();
     mesh.wait_for("the fail-safe", INTERVAL * 5, |m| {
-        m.agents[1].logged("executor ac_off for rule cool (unknown): exited 0")
+        m.agents[1].logged("executor ac_off for rule cool (unknown): exit 0")
     });
     let seen = events.lock().expect("lock").clone();
     assert!(
@@ -1036,7 +1036,7 @@ fn metrics_of_a_three_agent_mesh_pass_promtool() {
         "shoal_node_state{node=\"agent-3\",state=\"HEALTHY\"} 1",
         "shoal_frames_total{direction=\"in\"} ",
         "shoal_rule_actions_total{rule=\"always\"} 1",
-        "shoal_executor_runs_total{executor=\"fan_on\",outcome=\"Exited(0)\"} 1",
+        "shoal_executor_runs_total{executor=\"fan_on\",outcome=\"exit 0\"} 1",
         "shoal_sync_latency_seconds_count ",
     ] {
         assert!(text.contains(expected), "no {expected:?} in\n{text}");
@@ -1447,7 +1447,7 @@ fn two_live_nodes_with_one_name_are_reported_and_never_picked_between() {
     let (code, out, err) = cli(&["exec", &id, "hello", "--api", &api, "--token", token]);
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(out, "hello from twin for agent-3\n");
-    assert!(mesh.agents[1].logged("executor hello for agent-3: exited 0"));
+    assert!(mesh.agents[1].logged("executor hello for agent-3: exit 0"));
     assert!(!mesh.agents[0].logged("executor hello for agent-3"));
 }
 
@@ -1670,7 +1670,7 @@ fn a_member_forging_the_origin_of_a_command_or_leave_is_refused() {
     // In its own name, for the private executor: a remote request, refused.
     send(&signed(command(mallory.id(), 43, "private")));
     mesh.wait_for("the refusal", INTERVAL * 2, |m| {
-        m.agents[1].logged("refused executor private for mallory: NotRemote")
+        m.agents[1].logged("refused executor private for mallory: not remote")
     });
     std::thread::sleep(INTERVAL);
     for caller in ["agent-1", "agent-2", "mallory"] {
@@ -1860,7 +1860,7 @@ fn frames_captured_before_a_restart_never_act_after_it() {
         let body = format!(r#"[{{"name": "probe", "value": {n}}}]"#);
         assert_eq!(post_points(&api(n), &token(n), &body), 200);
     }
-    let runs = |from: usize| format!("executor hello for agent-{from}: exited 0");
+    let runs = |from: usize| format!("executor hello for agent-{from}: exit 0");
     for (from, to) in [(1, 3), (3, 2), (2, 1)] {
         let (code, out, err) = cli(&[
             "exec",
