@@ -1089,7 +1089,8 @@ fn the_dashboard_renders_the_mesh_live_in_a_real_browser() {
     let extra = "[[sensor]]\nname = \"broken\"\ndriver = \"sim\"\nflaky = 1.0\ninterval = \"200ms\"\n\
                  [[sensor]]\nname = \"climate\"\ndriver = \"sim\"\nwaveform = \"step\"\nperiod = \"1s\"\nmin = 10.0\nmax = 90.0\nunit = \"°C\"\ninterval = \"100ms\"\n\
                  [[executor]]\nname = \"noop\"\naction = { command = [\"/bin/true\"] }\n\
-                 [[rule]]\nname = \"warm\"\nwhen = \"self/climate > 50\"\ndo = \"noop\"\nelse = \"noop\"\n";
+                 [[rule]]\nname = \"warm\"\nwhen = \"self/climate > 50\"\ndo = \"noop\"\nelse = \"noop\"\n\
+                 [[sensor]]\nname = \"greenhouse_north_soil_moisture\"\ndriver = \"sim\"\nunit = \"%\"\ninterval = \"1s\"\n";
     mesh.add_full(1, 131, None, "[\"127.255.255.255\"]", "[]", extra);
     mesh.add(2, 132, None);
     mesh.add(3, 133, None);
@@ -1097,39 +1098,42 @@ fn the_dashboard_renders_the_mesh_live_in_a_real_browser() {
         m.agents.iter().all(|a| a.count("discovered node") >= 2)
     });
     let url = format!("http://127.0.0.131:{}/?probe", mesh.port + 2);
-    let run_browser =
-        |extra: &[&str], profile: &str, kill_after: Option<(Duration, &mut Agent)>| {
-            let child = Command::new(browser)
-                .args([
-                    "--headless",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--no-first-run",
-                    "--disable-background-networking",
-                    "--disable-component-update",
-                    "--disable-sync",
-                    "--window-size=390,844",
-                ])
-                .args(extra)
-                .arg(format!(
-                    "--user-data-dir={}",
-                    mesh.dir.join(profile).display()
-                ))
-                .arg(&url)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("the browser runs");
-            if let Some((after, agent)) = kill_after {
-                std::thread::sleep(after);
-                agent.kill();
-            }
-            let out = child.wait_with_output().expect("the browser ends");
-            String::from_utf8_lossy(&out.stdout).into_owned()
-        };
+    let run_browser = |window: &str,
+                       extra: &[&str],
+                       profile: &str,
+                       kill_after: Option<(Duration, &mut Agent)>| {
+        let child = Command::new(browser)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ])
+            .arg(format!("--window-size={window}"))
+            .args(extra)
+            .arg(format!(
+                "--user-data-dir={}",
+                mesh.dir.join(profile).display()
+            ))
+            .arg(&url)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the browser runs");
+        if let Some((after, agent)) = kill_after {
+            std::thread::sleep(after);
+            agent.kill();
+        }
+        let out = child.wait_with_output().expect("the browser ends");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
     // Load the page; agent-3 dies while it is open (UNREACHABLE 3 s later).
     let mut victim = mesh.agents.remove(2);
     let dom = run_browser(
+        "390,844",
         &["--timeout=6500", "--dump-dom"],
         "profile-1",
         Some((Duration::from_millis(1500), &mut victim)),
@@ -1176,10 +1180,32 @@ fn the_dashboard_renders_the_mesh_live_in_a_real_browser() {
     );
     assert!(dom.contains("Mesh degraded"), "{dom}");
     // Its last value is shown as stale, not as a fresh one.
-    assert!(dom.contains("data-point=\"agent-3/temperature\"><td>agent-3/temperature</td><td class=\"value stale\">"), "{dom}");
+    assert!(dom.contains("data-point=\"agent-3/temperature\"><td>agent-3/<wbr>temperature</td><td class=\"value stale\">"), "{dom}");
+    // In a 1280-px window the Points table fits its card, age column and
+    // all, with long names and an error value in it.
+    let wide = run_browser(
+        "1280,800",
+        &["--timeout=3000", "--dump-dom"],
+        "profile-3",
+        None,
+    );
+    assert!(
+        wide.contains("data-point=\"agent-1/greenhouse_north_soil_moisture\""),
+        "{wide}"
+    );
+    let card = wide
+        .split("<section data-card=\"points\"")
+        .nth(1)
+        .and_then(|rest| rest.split('>').next())
+        .unwrap_or("");
+    assert!(
+        card.contains("data-overflows=\"false\""),
+        "the Points table is wider than its card at 1280 px: <section{card}>"
+    );
     // A screenshot for people (a test artifact, not committed).
     let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
     run_browser(
+        "390,844",
         &[
             "--timeout=3000",
             &format!("--screenshot={}", shot.display()),
