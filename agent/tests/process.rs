@@ -1151,6 +1151,12 @@ fn the_dashboard_renders_the_mesh_live_in_a_real_browser() {
     ] {
         assert!(dom.contains(row), "no {row} in\n{dom}");
     }
+    // Routes read as `shoal status` prints them.
+    let agent2_row = dom.split("data-node=\"agent-2\"").nth(1).unwrap_or("");
+    assert!(
+        agent2_row.contains("<td class=\"route\">1 hop via agent-1</td>"),
+        "{dom}"
+    );
     // Errors look different from values.
     assert!(
         dom.contains("class=\"value error\">error: simulated failure"),

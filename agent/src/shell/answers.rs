@@ -5,6 +5,7 @@
 //! responses; nothing here knows about HTTP beyond status codes.
 
 use super::api::{self, Answer, ApiCall, ApiStats};
+use super::client;
 use super::metrics::{self, Counters};
 use super::runs::{RunRecord, Runs};
 use serde_json::{json, Value};
@@ -243,12 +244,16 @@ pub fn status(node: &Node, now: Instant) -> Value {
         } else {
             peer.and_then(|p| p.meta.clone())
         };
+        let via = reach.via.map(|via| name_or_id(node, via));
+        let route =
+            live.then(|| client::route_text(u64::from(reach.hops), via.as_deref(), node.name()));
         nodes.push(json!({
             "name": name_or_id(node, id),
             "id": id.to_string(),
             "state": reach.state.as_str(),
             "hops": live.then_some(reach.hops),
-            "via": reach.via.map(|via| name_or_id(node, via)),
+            "via": via,
+            "route": route,
             "last_seen_ms": last_seen,
             "version": meta.as_ref().map(|m| m.version.to_string()),
             "model": meta.as_ref().map(|m| m.model.to_string()),
