@@ -683,6 +683,30 @@ fn status_peers_and_exec_through_the_api() {
     assert_eq!(code, Some(0));
     assert!(json.contains("\"mesh\":\"online\""), "{json}");
     assert!(json.contains("\"self\":\"agent-1\""), "{json}");
+    // Every node's version, its own and those its peers sent in beacons.
+    let status: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+    let mut versions: Vec<(&str, &str)> = status["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| {
+            (
+                n["name"].as_str().unwrap_or("?"),
+                n["version"].as_str().unwrap_or("null"),
+            )
+        })
+        .collect();
+    versions.sort();
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(
+        versions,
+        [
+            ("agent-1", version),
+            ("agent-2", version),
+            ("agent-3", version)
+        ],
+        "{json}"
+    );
     let (code, peers, _) = cli(&["peers", "--healthy", "--api", &api]);
     assert_eq!(code, Some(0));
     assert!(peers.contains("agent-2: HEALTHY at 127.0.0.92:"), "{peers}");

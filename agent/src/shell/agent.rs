@@ -446,6 +446,7 @@ fn start_node(config: &Config, identity: Identity) -> Result<Node, RunError> {
     let core_config = shoal_core::Config {
         mesh_id: state::mesh_id(key.as_ref()),
         key,
+        meta: Some(super::host::meta(std::path::Path::new("/"))),
         ..shoal_core::Config::from(config)
     };
     let seed = state::random_u64()?;

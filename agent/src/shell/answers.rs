@@ -218,6 +218,11 @@ pub fn name_or_id(node: &Node, id: NodeId) -> String {
         .map_or_else(|| id.to_string(), |name| name.to_string())
 }
 
+/// A fact of a node's metadata, `None` when it did not say.
+fn known(fact: &str) -> Option<String> {
+    (!fact.is_empty()).then(|| fact.to_owned())
+}
+
 /// `GET /api/status`: the mesh as this node sees it.
 pub fn status(node: &Node, now: Instant) -> Value {
     let ms = |at: Instant| u64::try_from(now.saturating_since(at).as_millis()).unwrap_or(u64::MAX);
@@ -255,8 +260,9 @@ pub fn status(node: &Node, now: Instant) -> Value {
             "via": via,
             "route": route,
             "last_seen_ms": last_seen,
-            "version": meta.as_ref().map(|m| m.version.to_string()),
-            "model": meta.as_ref().map(|m| m.model.to_string()),
+            "version": meta.as_ref().and_then(|m| known(&m.version)),
+            "model": meta.as_ref().and_then(|m| known(&m.model)),
+            "os": meta.as_ref().and_then(|m| known(&m.os)),
         }));
     }
     let total = nodes.len();
