@@ -176,7 +176,7 @@ impl<'ex> Agent<'ex> {
         node.set_static_peers(static_peers);
         persistence.restore_points(&mut node);
         persistence.restore_incarnations(&mut node);
-        let sensors = Sensors::new(&config.sensors, Instant::ZERO);
+        let sensors = Sensors::new(&config.sensors, &name, Instant::ZERO);
         let runs = Runs::new(executors(config, &name));
         let token = api_token(config);
         log::info!(
