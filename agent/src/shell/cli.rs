@@ -1,6 +1,6 @@
 //! The command line: parses arguments, runs a command, returns the exit code.
 //!
-//! Exit codes (INTERFACE.md): 0 ok, 1 runtime failure, 2 bad usage or bad
+//! Exit codes (README.md): 0 ok, 1 runtime failure, 2 bad usage or bad
 //! config, 3 agent not reachable. Errors go to stderr as one clear sentence.
 #![allow(clippy::print_stdout)]
 
