@@ -107,6 +107,178 @@ fn bad_usage_exits_2() {
     assert_eq!(shoal(&["check", "--colour"]).status.code(), Some(2));
 }
 
+/// The commands the global usage lists, each with the flags its line names.
+fn listed_commands() -> Vec<(String, Vec<String>)> {
+    let out = shoal(&["--help"]);
+    assert!(out.status.success());
+    let usage = String::from_utf8_lossy(&out.stdout).into_owned();
+    let listing = usage
+        .split("commands:\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n\n").next())
+        .expect("a command list");
+    let mut commands = Vec::new();
+    for line in listing.lines() {
+        let Some(entry) = line.strip_prefix("  ").filter(|e| !e.starts_with(' ')) else {
+            continue;
+        };
+        let name = entry.split_whitespace().next().unwrap_or("");
+        if name.starts_with('-') {
+            continue; // --version
+        }
+        let flags = entry
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+            .filter(|word| word.starts_with("--"))
+            .map(str::to_owned)
+            .collect();
+        commands.push((name.to_owned(), flags));
+    }
+    commands
+}
+
+#[test]
+fn every_command_answers_help_with_its_own_usage_and_exit_0() {
+    let commands = listed_commands();
+    assert!(commands.len() >= 13, "{commands:?}");
+    for (command, flags) in &commands {
+        for help in ["--help", "-h"] {
+            let out = shoal(&[command, help]);
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "shoal {command} {help}: {stdout}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(
+                stdout.starts_with(&format!("usage: shoal {command}")),
+                "shoal {command} {help}:\n{stdout}"
+            );
+            assert!(
+                !stdout.contains("commands:"),
+                "not the global usage: {stdout}"
+            );
+            for flag in flags {
+                assert!(
+                    stdout.contains(flag.as_str()),
+                    "shoal {command} {help} names no {flag}:\n{stdout}"
+                );
+            }
+        }
+    }
+    // After arguments too, and for the subcommand and through `help`.
+    for args in [
+        &["key", "rotate", "--help"][..],
+        &["exec", "n", "e", "-h"],
+        &["help", "status"],
+    ] {
+        let out = shoal(args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stdout).starts_with("usage: shoal "));
+    }
+}
+
+/// A stand-in agent on 127.0.0.`host`: answers every request with 200 and
+/// a body each client command accepts; yields each request's head.
+fn fake_agent(host: u8) -> (std::net::SocketAddr, std::sync::mpsc::Receiver<String>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind(std::net::SocketAddr::from(([127, 0, 0, host], 0)))
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (heads, seen) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&head).into_owned();
+            let reply = if head.starts_with("GET /api/events") {
+                "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_owned()
+            } else {
+                let body = r#"{"mesh":"online","active":1,"total":1,"self":"fake","nodes":[],"token":"T","node":"n","executor":"e","outcome":"exited","exit_code":0,"output":"","confirmed":[],"left_out":[],"unconfirmed":[]}"#;
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+            };
+            let _ = stream.write_all(reply.as_bytes());
+            if heads.send(head).is_err() {
+                return;
+            }
+        }
+    });
+    (addr, seen)
+}
+
+#[test]
+fn client_commands_take_the_api_address_and_token_file_from_config() {
+    let (addr, seen) = fake_agent(211);
+    let token_file = scratch("client-api.token", "secret-from-the-file\n");
+    let config = scratch(
+        "client.toml",
+        &format!(
+            "[api]\nlisten = \"{addr}\"\ntoken_file = \"{}\"\n",
+            token_file.display()
+        ),
+    );
+    let config = config.to_str().expect("utf-8 path");
+    for (args, path, needs_token) in [
+        (&["status"][..], "GET /api/status", false),
+        (&["peers"], "GET /api/peers", false),
+        (&["get", "*/x"], "GET /api/points", false),
+        (&["watch"], "GET /api/events", false),
+        (&["exec", "n", "e"], "POST /api/exec/n/e", true),
+        (&["token"], "POST /api/token", true),
+        (&["key", "rotate"], "POST /api/key/rotate", true),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .args(args)
+            .args(["--config", config])
+            .env_remove("SHOAL_TOKEN")
+            .output()
+            .expect("the shoal binary runs");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "shoal {args:?} --config: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let head = seen
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("the request reached the configured address");
+        assert!(head.starts_with(path), "shoal {args:?}: {head}");
+        if needs_token {
+            assert!(
+                head.contains("Authorization: Bearer secret-from-the-file\r\n"),
+                "shoal {args:?} sent no token from api.token_file: {head}"
+            );
+        }
+    }
+    // --api still wins over the configuration.
+    let out = shoal(&["status", "--config", config, "--api", "127.0.0.1:1"]);
+    assert_eq!(out.status.code(), Some(3));
+    // A --config that cannot be read is a configuration error.
+    let out = shoal(&["status", "--config", "/nonexistent/shoal.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    // An agent listening on every address is reached on loopback.
+    let (addr, seen) = fake_agent(1);
+    let any = scratch(
+        "client-any.toml",
+        &format!("[api]\nlisten = \"0.0.0.0:{}\"\n", addr.port()),
+    );
+    let out = shoal(&["status", "--config", any.to_str().expect("utf-8 path")]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(seen.recv_timeout(std::time::Duration::from_secs(5)).is_ok());
+}
+
 #[test]
 fn the_systemd_unit_verifies_and_is_hardened() {
     let Ok(version) = Command::new("systemd-analyze").arg("--version").output() else {

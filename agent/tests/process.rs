@@ -683,6 +683,30 @@ fn status_peers_and_exec_through_the_api() {
     assert_eq!(code, Some(0));
     assert!(json.contains("\"mesh\":\"online\""), "{json}");
     assert!(json.contains("\"self\":\"agent-1\""), "{json}");
+    // Every node's version, its own and those its peers sent in beacons.
+    let status: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+    let mut versions: Vec<(&str, &str)> = status["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| {
+            (
+                n["name"].as_str().unwrap_or("?"),
+                n["version"].as_str().unwrap_or("null"),
+            )
+        })
+        .collect();
+    versions.sort();
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(
+        versions,
+        [
+            ("agent-1", version),
+            ("agent-2", version),
+            ("agent-3", version)
+        ],
+        "{json}"
+    );
     let (code, peers, _) = cli(&["peers", "--healthy", "--api", &api]);
     assert_eq!(code, Some(0));
     assert!(peers.contains("agent-2: HEALTHY at 127.0.0.92:"), "{peers}");
@@ -693,7 +717,7 @@ fn status_peers_and_exec_through_the_api() {
     let (code, out, err) = cli(&["exec", "agent-3", "hello", "--api", &api, "--token", token]);
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(out, "hello from agent-3 for agent-1\n");
-    assert!(mesh.agents[2].logged("executor hello for agent-1: exited 0"));
+    assert!(mesh.agents[2].logged("executor hello for agent-1: exit 0"));
     // Clear refusals, each one sentence on stderr, exit 1.
     let (code, _, err) = cli(&[
         "exec", "agent-3", "private", "--api", &api, "--token", token,
@@ -784,8 +808,8 @@ fn a_sensor_on_one_agent_drives_an_actuator_on_another() {
         INTERVAL * 10,
         |m| {
             let a = &m.agents[1];
-            a.logged("executor ac_on for rule cool (active): exited 0")
-                && a.logged("executor ac_off for rule cool (inactive): exited 0")
+            a.logged("executor ac_on for rule cool (active): exit 0")
+                && a.logged("executor ac_off for rule cool (inactive): exit 0")
                 && a.logged("executor ac_on: ac: on")
         },
     );
@@ -805,7 +829,7 @@ fn a_sensor_on_one_agent_drives_an_actuator_on_another() {
     let runs = reply.body["runs"].as_array().expect("runs");
     assert!(
         runs.iter()
-            .any(|r| r["executor"] == "ac_on" && r["outcome"] == "Exited(0)"),
+            .any(|r| r["executor"] == "ac_on" && r["outcome"] == "exit 0"),
         "{}",
         reply.body
     );
@@ -823,7 +847,7 @@ fn a_sensor_on_one_agent_drives_an_actuator_on_another() {
     // The sensor's agent dies: the fail-safe runs.
     mesh.agents[0].kill();
     mesh.wait_for("the fail-safe", INTERVAL * 5, |m| {
-        m.agents[1].logged("executor ac_off for rule cool (unknown): exited 0")
+        m.agents[1].logged("executor ac_off for rule cool (unknown): exit 0")
     });
     let seen = events.lock().expect("lock").clone();
     assert!(
@@ -1042,7 +1066,7 @@ fn metrics_of_a_three_agent_mesh_pass_promtool() {
         "shoal_node_state{node=\"agent-3\",state=\"HEALTHY\"} 1",
         "shoal_frames_total{direction=\"in\"} ",
         "shoal_rule_actions_total{rule=\"always\"} 1",
-        "shoal_executor_runs_total{executor=\"fan_on\",outcome=\"Exited(0)\"} 1",
+        "shoal_executor_runs_total{executor=\"fan_on\",outcome=\"exit 0\"} 1",
         "shoal_sync_latency_seconds_count ",
     ] {
         assert!(text.contains(expected), "no {expected:?} in\n{text}");
@@ -1095,7 +1119,8 @@ fn the_dashboard_renders_the_mesh_live_in_a_real_browser() {
     let extra = "[[sensor]]\nname = \"broken\"\ndriver = \"sim\"\nflaky = 1.0\ninterval = \"200ms\"\n\
                  [[sensor]]\nname = \"climate\"\ndriver = \"sim\"\nwaveform = \"step\"\nperiod = \"1s\"\nmin = 10.0\nmax = 90.0\nunit = \"°C\"\ninterval = \"100ms\"\n\
                  [[executor]]\nname = \"noop\"\naction = { command = [\"/bin/true\"] }\n\
-                 [[rule]]\nname = \"warm\"\nwhen = \"self/climate > 50\"\ndo = \"noop\"\nelse = \"noop\"\n";
+                 [[rule]]\nname = \"warm\"\nwhen = \"self/climate > 50\"\ndo = \"noop\"\nelse = \"noop\"\n\
+                 [[sensor]]\nname = \"greenhouse_north_soil_moisture\"\ndriver = \"sim\"\nunit = \"%\"\ninterval = \"1s\"\n";
     mesh.add_full(1, 131, None, "[\"127.255.255.255\"]", "[]", extra);
     mesh.add(2, 132, None);
     mesh.add(3, 133, None);
@@ -1103,39 +1128,42 @@ fn the_dashboard_renders_the_mesh_live_in_a_real_browser() {
         m.agents.iter().all(|a| a.count("discovered node") >= 2)
     });
     let url = format!("http://127.0.0.131:{}/?probe", mesh.port + 2);
-    let run_browser =
-        |extra: &[&str], profile: &str, kill_after: Option<(Duration, &mut Agent)>| {
-            let child = Command::new(browser)
-                .args([
-                    "--headless",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--no-first-run",
-                    "--disable-background-networking",
-                    "--disable-component-update",
-                    "--disable-sync",
-                    "--window-size=390,844",
-                ])
-                .args(extra)
-                .arg(format!(
-                    "--user-data-dir={}",
-                    mesh.dir.join(profile).display()
-                ))
-                .arg(&url)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("the browser runs");
-            if let Some((after, agent)) = kill_after {
-                std::thread::sleep(after);
-                agent.kill();
-            }
-            let out = child.wait_with_output().expect("the browser ends");
-            String::from_utf8_lossy(&out.stdout).into_owned()
-        };
+    let run_browser = |window: &str,
+                       extra: &[&str],
+                       profile: &str,
+                       kill_after: Option<(Duration, &mut Agent)>| {
+        let child = Command::new(browser)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ])
+            .arg(format!("--window-size={window}"))
+            .args(extra)
+            .arg(format!(
+                "--user-data-dir={}",
+                mesh.dir.join(profile).display()
+            ))
+            .arg(&url)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the browser runs");
+        if let Some((after, agent)) = kill_after {
+            std::thread::sleep(after);
+            agent.kill();
+        }
+        let out = child.wait_with_output().expect("the browser ends");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
     // Load the page; agent-3 dies while it is open (UNREACHABLE 3 s later).
     let mut victim = mesh.agents.remove(2);
     let dom = run_browser(
+        "390,844",
         &["--timeout=6500", "--dump-dom"],
         "profile-1",
         Some((Duration::from_millis(1500), &mut victim)),
@@ -1153,6 +1181,12 @@ fn the_dashboard_renders_the_mesh_live_in_a_real_browser() {
     ] {
         assert!(dom.contains(row), "no {row} in\n{dom}");
     }
+    // Routes read as `shoal status` prints them.
+    let agent2_row = dom.split("data-node=\"agent-2\"").nth(1).unwrap_or("");
+    assert!(
+        agent2_row.contains("<td class=\"route\">1 hop via agent-1</td>"),
+        "{dom}"
+    );
     // Errors look different from values.
     assert!(
         dom.contains("class=\"value error\">error: simulated failure"),
@@ -1182,10 +1216,32 @@ fn the_dashboard_renders_the_mesh_live_in_a_real_browser() {
     );
     assert!(dom.contains("Mesh degraded"), "{dom}");
     // Its last value is shown as stale, not as a fresh one.
-    assert!(dom.contains("data-point=\"agent-3/temperature\"><td>agent-3/temperature</td><td class=\"value stale\">"), "{dom}");
+    assert!(dom.contains("data-point=\"agent-3/temperature\"><td>agent-3/<wbr>temperature</td><td class=\"value stale\">"), "{dom}");
+    // In a 1280-px window the Points table fits its card, age column and
+    // all, with long names and an error value in it.
+    let wide = run_browser(
+        "1280,800",
+        &["--timeout=3000", "--dump-dom"],
+        "profile-3",
+        None,
+    );
+    assert!(
+        wide.contains("data-point=\"agent-1/greenhouse_north_soil_moisture\""),
+        "{wide}"
+    );
+    let card = wide
+        .split("<section data-card=\"points\"")
+        .nth(1)
+        .and_then(|rest| rest.split('>').next())
+        .unwrap_or("");
+    assert!(
+        card.contains("data-overflows=\"false\""),
+        "the Points table is wider than its card at 1280 px: <section{card}>"
+    );
     // A screenshot for people (a test artifact, not committed).
     let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
     run_browser(
+        "390,844",
         &[
             "--timeout=3000",
             &format!("--screenshot={}", shot.display()),
@@ -1472,7 +1528,7 @@ fn two_live_nodes_with_one_name_are_reported_and_never_picked_between() {
     let (code, out, err) = cli(&["exec", &id, "hello", "--api", &api, "--token", token]);
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(out, "hello from twin for agent-3\n");
-    assert!(mesh.agents[1].logged("executor hello for agent-3: exited 0"));
+    assert!(mesh.agents[1].logged("executor hello for agent-3: exit 0"));
     assert!(!mesh.agents[0].logged("executor hello for agent-3"));
 }
 
@@ -1695,7 +1751,7 @@ fn a_member_forging_the_origin_of_a_command_or_leave_is_refused() {
     // In its own name, for the private executor: a remote request, refused.
     send(&signed(command(mallory.id(), 43, "private")));
     mesh.wait_for("the refusal", INTERVAL * 2, |m| {
-        m.agents[1].logged("refused executor private for mallory: NotRemote")
+        m.agents[1].logged("refused executor private for mallory: not remote")
     });
     std::thread::sleep(INTERVAL);
     for caller in ["agent-1", "agent-2", "mallory"] {
@@ -1885,7 +1941,7 @@ fn frames_captured_before_a_restart_never_act_after_it() {
         let body = format!(r#"[{{"name": "probe", "value": {n}}}]"#);
         assert_eq!(post_points(&api(n), &token(n), &body), 200);
     }
-    let runs = |from: usize| format!("executor hello for agent-{from}: exited 0");
+    let runs = |from: usize| format!("executor hello for agent-{from}: exit 0");
     for (from, to) in [(1, 3), (3, 2), (2, 1)] {
         let (code, out, err) = cli(&[
             "exec",

@@ -1,7 +1,9 @@
 //! Invariants checked by reading the source and the manifests, so they
 //! cannot quietly decay: the core's dependencies, the direction of the
 //! arrows between crates, a `//!` line atop every file, ARCHITECTURE.md
-//! naming every file, and no ignored or panic-expecting test.
+//! naming every file, no ignored or panic-expecting test, and READMEs that
+//! name only files of the repository, install steps that fit the unit and
+//! the binary size BENCHMARKS.md measured.
 
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -244,4 +246,73 @@ fn no_test_is_ignored_or_expects_a_panic() {
             }
         }
     }
+}
+
+#[test]
+fn the_readmes_point_only_at_files_the_repository_holds() {
+    let root = workspace_root();
+    for readme in ["README.md", "systemd/README.md", "cross/README.md"] {
+        let text = fs::read_to_string(root.join(readme)).expect("readable README");
+        let beside = root.join(readme).parent().expect("a folder").to_path_buf();
+        let words = text.split(|c: char| {
+            !(c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-' || c == '/')
+        });
+        for word in words.filter(|w| w.len() > 3 && w.ends_with(".md")) {
+            assert!(
+                beside.join(word).is_file() || root.join(word).is_file(),
+                "{readme} names {word}, which is not in the repository"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_install_steps_fit_the_units_dynamic_user() {
+    let root = workspace_root();
+    let unit = fs::read_to_string(root.join("systemd/shoal.service")).expect("the unit");
+    assert!(
+        unit.contains("\nDynamicUser=yes\n"),
+        "the checks below assume it"
+    );
+    for readme in ["README.md", "systemd/README.md"] {
+        let text = fs::read_to_string(root.join(readme)).expect("readable README");
+        // `usermod ... shoal`: there is no such account to change.
+        for (at, _) in text.match_indices("usermod ") {
+            let command = text[at..].split(['`', '\n']).next().unwrap_or("");
+            assert_ne!(
+                command.split_whitespace().last(),
+                Some("shoal"),
+                "{readme}: `{command}`: with DynamicUser=yes there is no shoal user; the unit's SupplementaryGroups give the groups"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_readme_binary_size_agrees_with_benchmarks_md() {
+    let root = workspace_root();
+    let benchmarks = fs::read_to_string(root.join("BENCHMARKS.md")).expect("BENCHMARKS.md");
+    let marker = "Release binary (x86_64, stripped): ";
+    let bytes: f64 = benchmarks
+        .split(marker)
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.replace(',', "").parse().ok())
+        .expect("BENCHMARKS.md records the release binary's size");
+    let readme = fs::read_to_string(root.join("README.md")).expect("README.md");
+    let before = readme
+        .split(" with the HTTP server")
+        .next()
+        .filter(|before| before.len() < readme.len())
+        .expect("the README gives the binary's size");
+    let megabytes: f64 = before
+        .rsplit(" MB")
+        .nth(1)
+        .and_then(|number| number.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("a size in MB before \"with the HTTP server\"");
+    assert!(
+        (megabytes - bytes / 1e6).abs() <= 0.1,
+        "README says {megabytes} MB, BENCHMARKS.md {bytes} bytes"
+    );
 }

@@ -389,6 +389,25 @@ pub enum Outcome {
     NoAnswer,
 }
 
+/// How a person (the dashboard, a log line) and Prometheus (the `outcome`
+/// label) read an outcome: `exit 0`, `exit 3`, `timed out`, `no route`.
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = match self {
+            Outcome::Exited(code) => return write!(f, "exit {code}"),
+            Outcome::Failed => "failed",
+            Outcome::TimedOut => "timed out",
+            Outcome::UnknownExecutor => "unknown executor",
+            Outcome::NotRemote => "not remote",
+            Outcome::Busy => "busy",
+            Outcome::RateLimited => "rate limited",
+            Outcome::NoRoute => "no route",
+            Outcome::NoAnswer => "no answer",
+        };
+        f.write_str(text)
+    }
+}
+
 /// The outcome of a command, on its way back to the asker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommandResult {

@@ -176,7 +176,7 @@ impl<'ex> Agent<'ex> {
         node.set_static_peers(static_peers);
         persistence.restore_points(&mut node);
         persistence.restore_incarnations(&mut node);
-        let sensors = Sensors::new(&config.sensors, Instant::ZERO);
+        let sensors = Sensors::new(&config.sensors, &name, Instant::ZERO);
         let runs = Runs::new(executors(config, &name));
         let token = api_token(config);
         log::info!(
@@ -446,6 +446,7 @@ fn start_node(config: &Config, identity: Identity) -> Result<Node, RunError> {
     let core_config = shoal_core::Config {
         mesh_id: state::mesh_id(key.as_ref()),
         key,
+        meta: Some(super::host::meta(std::path::Path::new("/"))),
         ..shoal_core::Config::from(config)
     };
     let seed = state::random_u64()?;

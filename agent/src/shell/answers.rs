@@ -5,6 +5,7 @@
 //! responses; nothing here knows about HTTP beyond status codes.
 
 use super::api::{self, Answer, ApiCall, ApiStats};
+use super::client;
 use super::metrics::{self, Counters};
 use super::runs::{RunRecord, Runs};
 use serde_json::{json, Value};
@@ -216,6 +217,11 @@ pub fn name_or_id(node: &Node, id: NodeId) -> String {
         .map_or_else(|| id.to_string(), |name| name.to_string())
 }
 
+/// A fact of a node's metadata, `None` when it did not say.
+fn known(fact: &str) -> Option<String> {
+    (!fact.is_empty()).then(|| fact.to_owned())
+}
+
 /// `GET /api/status`: the mesh as this node sees it.
 pub fn status(node: &Node, now: Instant) -> Value {
     let ms = |at: Instant| u64::try_from(now.saturating_since(at).as_millis()).unwrap_or(u64::MAX);
@@ -242,15 +248,20 @@ pub fn status(node: &Node, now: Instant) -> Value {
         } else {
             peer.and_then(|p| p.meta.clone())
         };
+        let via = reach.via.map(|via| name_or_id(node, via));
+        let route =
+            live.then(|| client::route_text(u64::from(reach.hops), via.as_deref(), node.name()));
         nodes.push(json!({
             "name": name_or_id(node, id),
             "id": id.to_string(),
             "state": reach.state.as_str(),
             "hops": live.then_some(reach.hops),
-            "via": reach.via.map(|via| name_or_id(node, via)),
+            "via": via,
+            "route": route,
             "last_seen_ms": last_seen,
-            "version": meta.as_ref().map(|m| m.version.to_string()),
-            "model": meta.as_ref().map(|m| m.model.to_string()),
+            "version": meta.as_ref().and_then(|m| known(&m.version)),
+            "model": meta.as_ref().and_then(|m| known(&m.model)),
+            "os": meta.as_ref().and_then(|m| known(&m.os)),
         }));
     }
     let total = nodes.len();

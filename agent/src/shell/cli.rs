@@ -1,6 +1,6 @@
 //! The command line: parses arguments, runs a command, returns the exit code.
 //!
-//! Exit codes (INTERFACE.md): 0 ok, 1 runtime failure, 2 bad usage or bad
+//! Exit codes (README.md): 0 ok, 1 runtime failure, 2 bad usage or bad
 //! config, 3 agent not reachable. Errors go to stderr as one clear sentence.
 #![allow(clippy::print_stdout)]
 
@@ -28,7 +28,7 @@ commands:
   watch [GLOB] [--api ADDR]
                           point and node changes as they happen; Ctrl-C stops
   status [--api ADDR] [--json]
-                          the mesh as the agent at ADDR (default 127.0.0.1:8080) sees it
+                          the mesh as the agent sees it: each node's state and route
   peers [--healthy] [--api ADDR] [--json]
                           direct peers with health figures
   token [--expire DUR] [--addr HOST:PORT] [--api ADDR] [--token TOKEN] [--config PATH]
@@ -48,16 +48,191 @@ commands:
                           with a [[sensor]] block to paste for each
   --version               version, target and protocol
 
+Commands that talk to an agent find it at --api ADDR, else at api.listen of
+--config PATH (default /etc/shoal/shoal.toml), with the API token of its
+api.token_file. `shoal COMMAND --help` shows a command's options.
+
 Exit codes: 0 ok, 1 failure, 2 bad usage or configuration, 3 agent not reachable.
 Logging: RUST_LOG=debug|info|warn (default info).";
 
+/// How a client command finds the agent, for every command's help.
+const CLIENT_OPTIONS: &str =
+    "  --api ADDR         the agent's API address (default: api.listen of the
+                     configuration, else 127.0.0.1:8080)
+  -c, --config PATH  the configuration giving api.listen and api.token_file
+                     (default /etc/shoal/shoal.toml, when it exists)";
+
+/// What `shoal COMMAND --help` prints, by command: its usage and options.
+const COMMAND_HELP: &[(&str, &str)] = &[
+    (
+        "run",
+        "usage: shoal run [--config PATH]
+
+Runs the agent until SIGTERM or Ctrl-C; SIGHUP reloads the configuration.
+
+options:
+  -c, --config PATH  the configuration (default /etc/shoal/shoal.toml; without
+                     that file: embedded defaults, loopback only, simulated sensors)",
+    ),
+    (
+        "demo",
+        "usage: shoal demo [--nodes N] [--port PORT]
+
+A local mesh of real agents on 127.0.0.11 upwards with simulated sensors and
+a dashboard; Ctrl-C stops it and removes everything.
+
+options:
+  -n, --nodes N  how many agents (default 3)
+  --port PORT    the demo's beacon port (the sync port and API follow it)",
+    ),
+    (
+        "check",
+        "usage: shoal check [--config PATH]
+
+Validates a configuration: exit 0 if valid, else 2 with every problem as
+file:line:col: message.
+
+options:
+  -c, --config PATH  the file (default /etc/shoal/shoal.toml)",
+    ),
+    (
+        "init",
+        "usage: shoal init [--config PATH]
+
+Creates this mesh's key (mode 0600) where run reads it (mesh.key_file, or
+mesh.key in the state directory); never overwrites one.
+
+options:
+  -c, --config PATH  the configuration (default /etc/shoal/shoal.toml)",
+    ),
+    (
+        "get",
+        "usage: shoal get [GLOB] [--api ADDR] [--config PATH] [--json]
+
+Current points, e.g. shoal get '*/temperature' (default '*/*').
+
+options:
+CLIENT_OPTIONS
+  --json             the answer as JSON",
+    ),
+    (
+        "watch",
+        "usage: shoal watch [GLOB] [--api ADDR] [--config PATH] [--json]
+
+Point and node changes as they happen, one line each; Ctrl-C stops.
+
+options:
+CLIENT_OPTIONS
+  --json             one JSON object per event",
+    ),
+    (
+        "status",
+        "usage: shoal status [--api ADDR] [--config PATH] [--json]
+
+The mesh as the agent sees it: every node's state and route.
+
+options:
+CLIENT_OPTIONS
+  --json             the answer as JSON",
+    ),
+    (
+        "peers",
+        "usage: shoal peers [--healthy] [--api ADDR] [--config PATH] [--json]
+
+Direct peers with health figures.
+
+options:
+  --healthy          only HEALTHY peers
+CLIENT_OPTIONS
+  --json             the answer as JSON",
+    ),
+    (
+        "token",
+        "usage: shoal token [--expire DUR] [--addr HOST:PORT] [--api ADDR] [--token TOKEN] [--config PATH]
+
+Asks the agent for a one-time join token for a new node and prints it alone.
+
+options:
+  --expire DUR       how long it stays valid (default 15m)
+  --addr HOST:PORT   the member address it names (default this node's)
+CLIENT_OPTIONS
+  --token TOKEN      the API token (else $SHOAL_TOKEN, else api.token_file)",
+    ),
+    (
+        "key",
+        "usage: shoal key rotate [--exclude NODE]... [--api ADDR] [--token TOKEN] [--config PATH]
+
+Gives every reachable member a new mesh key; those left out (excluded,
+offline) must join again with a token.
+
+options:
+  --exclude NODE     leave NODE out (repeatable)
+CLIENT_OPTIONS
+  --token TOKEN      the API token (else $SHOAL_TOKEN, else api.token_file)",
+    ),
+    (
+        "join",
+        "usage: shoal join TOKEN [--config PATH]
+
+Enrolls this node: gets the mesh key from the member the token names (over
+the mesh port), writes it (0600) and switches the running agent to it.
+
+options:
+  -c, --config PATH  the configuration (default /etc/shoal/shoal.toml)",
+    ),
+    (
+        "exec",
+        "usage: shoal exec NODE EXECUTOR [--api ADDR] [--token TOKEN] [--config PATH] [--json]
+
+Runs an executor on any node of the mesh, routed through it; exit 1 unless
+it ran and exited 0.
+
+options:
+CLIENT_OPTIONS
+  --token TOKEN      the API token (else $SHOAL_TOKEN, else api.token_file)
+  --json             the answer as JSON",
+    ),
+    (
+        "probe",
+        "usage: shoal probe [--bus N]
+
+Scans an I2C bus and names the known sensors, with a [[sensor]] block to
+paste for each.
+
+options:
+  --bus N  the I2C bus (default 1)",
+    ),
+];
+
+/// `shoal COMMAND --help`: the command's usage and options.
+fn command_help(command: &str) -> Option<String> {
+    COMMAND_HELP
+        .iter()
+        .find(|(name, _)| *name == command)
+        .map(|(_, text)| text.replace("CLIENT_OPTIONS", CLIENT_OPTIONS))
+}
+
 /// Runs the command line `args` (without the program name).
 pub fn run(args: &[String]) -> ExitCode {
+    let rest = args.get(1..).unwrap_or(&[]);
+    if rest.iter().any(|arg| arg == "--help" || arg == "-h") {
+        if let Some(help) = args.first().and_then(|command| command_help(command)) {
+            println!("{help}");
+            return ExitCode::SUCCESS;
+        }
+    }
     match args.first().map(String::as_str) {
         Some("--version" | "-V") => {
             println!("{}", crate::version_line());
             ExitCode::SUCCESS
         }
+        Some("help") if !rest.is_empty() => match command_help(&rest[0]) {
+            Some(help) => {
+                println!("{help}");
+                ExitCode::SUCCESS
+            }
+            None => usage_error(&format!("unknown command {:?}", rest[0])),
+        },
         Some("--help" | "-h" | "help") => {
             println!("{USAGE}");
             ExitCode::SUCCESS
@@ -374,7 +549,11 @@ fn client_flags(args: &[String]) -> Result<ClientFlags, String> {
 /// `status`, `peers`, `exec`: exit 3 when no agent answers.
 fn client_command(command: &str, flags: &ClientFlags) -> ExitCode {
     use crate::shell::client;
-    let api = flags.api.as_deref().unwrap_or(client::DEFAULT_API);
+    let endpoint = match endpoint(flags) {
+        Ok(endpoint) => endpoint,
+        Err(code) => return code,
+    };
+    let api = endpoint.api.as_str();
     let (method, path, token, wait) = match (command, flags.positional.as_slice()) {
         ("status", []) => (
             "GET",
@@ -406,7 +585,7 @@ fn client_command(command: &str, flags: &ClientFlags) -> ExitCode {
         ("exec", [node, executor]) => (
             "POST",
             format!("/api/exec/{node}/{executor}"),
-            api_token(flags),
+            api_token(flags, &endpoint),
             crate::shell::api::EXEC_WAIT + Duration::from_secs(5),
         ),
         ("exec", _) => return usage_error("exec needs NODE and EXECUTOR"),
@@ -478,7 +657,11 @@ fn token(flags: &ClientFlags) -> ExitCode {
     if let [extra, ..] = flags.positional.as_slice() {
         return usage_error(&format!("unexpected argument {extra:?}"));
     }
-    let api = flags.api.as_deref().unwrap_or(client::DEFAULT_API);
+    let endpoint = match endpoint(flags) {
+        Ok(endpoint) => endpoint,
+        Err(code) => return code,
+    };
+    let api = endpoint.api.as_str();
     let mut query = Vec::new();
     if let Some(expire) = &flags.expire {
         query.push(format!("expire={expire}"));
@@ -487,7 +670,7 @@ fn token(flags: &ClientFlags) -> ExitCode {
         query.push(format!("addr={addr}"));
     }
     let path = format!("/api/token?{}", query.join("&"));
-    let api_token = api_token(flags);
+    let api_token = api_token(flags, &endpoint);
     match client::request(
         api,
         "POST",
@@ -530,13 +713,17 @@ fn key_rotate(flags: &ClientFlags) -> ExitCode {
     if let [extra, ..] = flags.positional.as_slice() {
         return usage_error(&format!("unexpected argument {extra:?}"));
     }
-    let api = flags.api.as_deref().unwrap_or(client::DEFAULT_API);
+    let endpoint = match endpoint(flags) {
+        Ok(endpoint) => endpoint,
+        Err(code) => return code,
+    };
+    let api = endpoint.api.as_str();
     let path = if flags.exclude.is_empty() {
         "/api/key/rotate".to_owned()
     } else {
         format!("/api/key/rotate?exclude={}", flags.exclude.join(","))
     };
-    let api_token = api_token(flags);
+    let api_token = api_token(flags, &endpoint);
     let reply = match client::request(
         api,
         "POST",
@@ -685,7 +872,7 @@ fn join(flags: &ClientFlags) -> ExitCode {
     }
     // A running agent switches at once and knocks on the member (which may
     // be beyond a gateway); otherwise the key is read at its next start.
-    let api = config.api.listen.to_string();
+    let api = reachable(config.api.listen).to_string();
     let api_token = std::fs::File::open(&config.api.token_file)
         .and_then(shoal_config::read_bounded)
         .ok()
@@ -716,23 +903,70 @@ fn join(flags: &ClientFlags) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// The API token: `--token`, `$SHOAL_TOKEN`, or the configuration's token
-/// file (`--config`, else /etc/shoal/shoal.toml, else the default path).
-fn api_token(flags: &ClientFlags) -> Option<String> {
+/// Where a client command finds the agent, and the API token's file.
+#[derive(Debug)]
+struct Endpoint {
+    api: String,
+    token_file: PathBuf,
+}
+
+/// The agent's API address: `--api`, else `api.listen` of the configuration
+/// (`--config`, else /etc/shoal/shoal.toml when it exists; an unspecified
+/// address is reached on loopback), else 127.0.0.1:8080; the token file
+/// from the same configuration. A `--config` that cannot be loaded is a
+/// configuration error (exit 2).
+fn endpoint(flags: &ClientFlags) -> Result<Endpoint, ExitCode> {
+    let config = match &flags.config {
+        Some(path) => match shoal_config::load(path) {
+            Ok(config) => Some(config),
+            Err(error) => {
+                eprintln!("{error}");
+                eprintln!(
+                    "shoal: cannot take the agent's address from {}: fix it (shoal check --config {}) or pass --api",
+                    path.display(),
+                    path.display()
+                );
+                return Err(ExitCode::from(2));
+            }
+        },
+        None => shoal_config::load(std::path::Path::new(DEFAULT_CONFIG)).ok(),
+    };
+    let api = match (&flags.api, &config) {
+        (Some(api), _) => api.clone(),
+        (None, Some(config)) => reachable(config.api.listen).to_string(),
+        (None, None) => crate::shell::client::DEFAULT_API.to_owned(),
+    };
+    let token_file = config.map_or_else(
+        || PathBuf::from(shoal_config::defaults::API_TOKEN_FILE),
+        |config| config.api.token_file,
+    );
+    Ok(Endpoint { api, token_file })
+}
+
+/// Where a client reaches an agent listening on `listen`: the loopback
+/// address of its family when it listens on all addresses.
+fn reachable(listen: std::net::SocketAddr) -> std::net::SocketAddr {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    match listen.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            std::net::SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), listen.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            std::net::SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), listen.port())
+        }
+        _ => listen,
+    }
+}
+
+/// The API token: `--token`, `$SHOAL_TOKEN`, or the endpoint's token file.
+fn api_token(flags: &ClientFlags, endpoint: &Endpoint) -> Option<String> {
     if let Some(token) = &flags.token {
         return Some(token.clone());
     }
     if let Ok(token) = std::env::var("SHOAL_TOKEN") {
         return Some(token);
     }
-    let config_path = flags
-        .config
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
-    let token_file = shoal_config::load(&config_path)
-        .map(|config| config.api.token_file)
-        .unwrap_or_else(|_| PathBuf::from(shoal_config::defaults::API_TOKEN_FILE));
-    std::fs::File::open(token_file)
+    std::fs::File::open(&endpoint.token_file)
         .and_then(shoal_config::read_bounded)
         .ok()
         .map(|text| text.trim().to_owned())
@@ -806,7 +1040,11 @@ pub fn probe_report(bus: u8, found: &[shoal_hal::probe::Found]) -> String {
 /// `shoal watch`: one line per change until Ctrl-C or the agent stops.
 fn watch(flags: &ClientFlags) -> ExitCode {
     use crate::shell::client;
-    let api = flags.api.as_deref().unwrap_or(client::DEFAULT_API);
+    let endpoint = match endpoint(flags) {
+        Ok(endpoint) => endpoint,
+        Err(code) => return code,
+    };
+    let api = endpoint.api.as_str();
     if flags.positional.len() > 1 {
         return usage_error("watch takes at most one GLOB");
     }

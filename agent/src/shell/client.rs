@@ -151,6 +151,18 @@ fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
+/// How a route to a node reads, for `shoal status` and the dashboard alike
+/// (`/api/status` serves it as `route`): `0 hops` for the node that answers
+/// (`own`), `1 hop via OWN` for its direct neighbors, `2 hops via GATEWAY`.
+pub fn route_text(hops: u64, via: Option<&str>, own: &str) -> String {
+    let unit = if hops == 1 { "hop" } else { "hops" };
+    match (hops, via) {
+        (0, _) => "0 hops".to_owned(),
+        (_, Some(via)) => format!("{hops} {unit} via {via}"),
+        (_, None) => format!("{hops} {unit} via {own}"),
+    }
+}
+
 /// `shoal status` for people: the mesh line, then one line per node.
 pub fn format_status(status: &Value) -> String {
     let active = status["active"].as_u64().unwrap_or(0);
@@ -177,12 +189,8 @@ pub fn format_status(status: &Value) -> String {
         let state = node["state"].as_str().unwrap_or("?");
         out.push_str(&format!("  {name}: {state}"));
         if let Some(hops) = node["hops"].as_u64() {
-            let unit = if hops == 1 { "hop" } else { "hops" };
-            match (hops, node["via"].as_str()) {
-                (0, _) => out.push_str(" (route: 0 hops)"),
-                (_, Some(via)) => out.push_str(&format!(" (route: {hops} {unit} via {via})")),
-                (_, None) => out.push_str(&format!(" (route: {hops} {unit} via {own})")),
-            }
+            let route = route_text(hops, node["via"].as_str(), own);
+            out.push_str(&format!(" (route: {route})"));
         }
         out.push('\n');
     }

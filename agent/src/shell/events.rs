@@ -52,11 +52,7 @@ impl EventFeed {
 
     /// An executor run ended.
     pub fn run_ended(&mut self, record: &RunRecord) {
-        *self
-            .counters
-            .executor_runs
-            .entry((record.executor.clone(), record.outcome.clone()))
-            .or_insert(0) += 1;
+        self.counters.count_run(record);
         self.send("run", &record.json());
     }
 

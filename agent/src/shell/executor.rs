@@ -354,7 +354,14 @@ pub async fn run_command(
             let outcome = match status {
                 Ok(status) => match status.code() {
                     Some(code) => Outcome::Exited(code),
-                    None => Outcome::Failed,
+                    None => {
+                        // The wire has no variant for it; the output says.
+                        use std::os::unix::process::ExitStatusExt;
+                        if let Some(signal) = status.signal() {
+                            text.push_str(&format!("{program} was killed by signal {signal}\n"));
+                        }
+                        Outcome::Failed
+                    }
                 },
                 Err(error) => {
                     text.push_str(&format!("cannot wait for {program}: {error}"));

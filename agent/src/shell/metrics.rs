@@ -15,6 +15,7 @@
 //!   (`shoal_api_connections_refused_total{reason="full"|"per_client"}`).
 
 use super::api::ApiStats;
+use super::runs::RunRecord;
 use shoal_core::peers::PeerState;
 use shoal_core::time::Instant;
 use shoal_core::wire::Value;
@@ -39,6 +40,14 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// An executor run ended.
+    pub fn count_run(&mut self, record: &RunRecord) {
+        *self
+            .executor_runs
+            .entry((record.executor.clone(), record.outcome.clone()))
+            .or_insert(0) += 1;
+    }
+
     /// A remote point value arrived `seconds` after its reading.
     pub fn observe_latency(&mut self, seconds: f64) {
         if !seconds.is_finite() || seconds < 0.0 {
@@ -373,6 +382,8 @@ fn write_latency(out: &mut String, counters: &Counters) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shell::executor::Finished;
+    use shoal_core::wire::Outcome;
 
     #[test]
     fn names_and_labels_are_made_valid() {
@@ -382,22 +393,49 @@ mod tests {
         assert_eq!(unit_suffix("°C"), "_celsius");
     }
 
+    fn lone_node() -> Node {
+        let identity = shoal_core::Identity {
+            key: shoal_core::sign::NodeKey::from_seed([1; 32]),
+            name: shoal_core::wire::name("me").expect("valid"),
+            incarnation: 1,
+        };
+        Node::new(identity, shoal_core::Config::default(), 1, Instant::ZERO).expect("valid")
+    }
+
+    #[test]
+    fn executor_runs_are_labelled_by_outcome_in_words() {
+        let mut counters = Counters::default();
+        for outcome in [Outcome::Exited(0), Outcome::Exited(3), Outcome::TimedOut] {
+            let finished = Finished {
+                outcome,
+                output: String::new(),
+                duration: std::time::Duration::from_millis(5),
+                publish: None,
+            };
+            counters.count_run(&RunRecord::ended(
+                0,
+                "fan_on".into(),
+                "me".into(),
+                &finished,
+            ));
+        }
+        let text = render(&lone_node(), Instant::ZERO, &counters, &ApiStats::default());
+        for label in ["exit 0", "exit 3", "timed out"] {
+            let sample =
+                format!("shoal_executor_runs_total{{executor=\"fan_on\",outcome=\"{label}\"}} 1\n");
+            assert!(text.contains(&sample), "{sample} in\n{text}");
+        }
+    }
+
     #[test]
     fn the_latency_histogram_is_cumulative() {
         let mut counters = Counters::default();
         for seconds in [0.005, 0.2, 0.2, 30.0, f64::NAN, -1.0] {
             counters.observe_latency(seconds);
         }
-        let identity = shoal_core::Identity {
-            key: shoal_core::sign::NodeKey::from_seed([1; 32]),
-            name: shoal_core::wire::name("me").expect("valid"),
-            incarnation: 1,
-        };
-        let node =
-            Node::new(identity, shoal_core::Config::default(), 1, Instant::ZERO).expect("valid");
         let api = ApiStats::default();
         api.refused_per_client.set(3);
-        let text = render(&node, Instant::ZERO, &counters, &api);
+        let text = render(&lone_node(), Instant::ZERO, &counters, &api);
         assert!(
             text.contains("shoal_sync_latency_seconds_bucket{le=\"0.01\"} 1\n"),
             "{text}"

@@ -11,6 +11,7 @@ pub mod demo;
 pub mod events;
 pub mod executor;
 pub mod files;
+pub mod host;
 pub mod join;
 pub mod metrics;
 pub mod notify;

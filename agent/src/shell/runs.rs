@@ -31,13 +31,30 @@ pub struct RunRecord {
     pub executor: String,
     /// Who asked: a rule, a node, this node.
     pub caller: String,
-    /// How it ended.
+    /// How it ended, as people and Prometheus read it ([`Outcome`]'s
+    /// `Display`: `exit 0`, `timed out`).
     pub outcome: String,
     /// How long it ran.
     pub duration_ms: u64,
 }
 
 impl RunRecord {
+    /// The record of a run of `executor` for `caller` that ended at `at_ms`.
+    pub fn ended(
+        at_ms: u64,
+        executor: String,
+        caller: String,
+        finished: &executor::Finished,
+    ) -> RunRecord {
+        RunRecord {
+            at_ms,
+            executor,
+            caller,
+            outcome: finished.outcome.to_string(),
+            duration_ms: u64::try_from(finished.duration.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+
     /// The record as JSON: one shape for `/api/rules` and the `run` event.
     pub fn json(&self) -> Value {
         json!({
@@ -143,7 +160,7 @@ impl Runs {
                     inputs: String::new(),
                 };
                 if let Err(outcome) = self.executors.check(&name, &caller) {
-                    log::info!("refused executor {name} for {}: {outcome:?}", caller.node);
+                    log::info!("refused executor {name} for {}: {outcome}", caller.node);
                     node.complete_command(now, origin, id, outcome, "");
                     return;
                 }
@@ -165,7 +182,7 @@ impl Runs {
                     inputs,
                 };
                 if let Err(outcome) = self.executors.check(&name, &caller) {
-                    log::warn!("rule {rule}: executor {name} refused: {outcome:?}");
+                    log::warn!("rule {rule}: executor {name} refused: {outcome}");
                     return;
                 }
                 self.start(ex, name, caller, None);
@@ -228,13 +245,7 @@ impl Runs {
             finished,
         } = completed;
         log_run(&executor, &caller, &finished);
-        let record = RunRecord {
-            at_ms: super::unix_ms(),
-            executor,
-            caller,
-            outcome: format!("{:?}", finished.outcome),
-            duration_ms: u64::try_from(finished.duration.as_millis()).unwrap_or(u64::MAX),
-        };
+        let record = RunRecord::ended(super::unix_ms(), executor, caller, &finished);
         feed.run_ended(&record);
         if self.records.len() >= MAX_RUN_RECORDS {
             self.records.pop_front();
@@ -318,11 +329,11 @@ fn exec_answer(waiting: &PendingExec, target: &str, outcome: Outcome, output: St
 
 fn log_run(executor: &str, caller: &str, finished: &executor::Finished) {
     let took = shoal_config::format_duration(finished.duration);
-    match finished.outcome {
-        Outcome::Exited(0) => {
-            log::info!("executor {executor} for {caller}: exited 0 after {took}")
-        }
-        outcome => log::warn!("executor {executor} for {caller}: {outcome:?} after {took}"),
+    let outcome = finished.outcome;
+    if outcome == Outcome::Exited(0) {
+        log::info!("executor {executor} for {caller}: {outcome} after {took}");
+    } else {
+        log::warn!("executor {executor} for {caller}: {outcome} after {took}");
     }
     for line in finished.output.lines().take(20) {
         log::info!("executor {executor}: {line}");

@@ -179,11 +179,11 @@ fn i2c_bus(sensor: &SensorSection) -> Result<LazyI2c, String> {
     Ok(LazyI2c { bus, open: None })
 }
 
-/// Builds the hal device of a `[[sensor]]` section.
-pub fn device(sensor: &SensorSection) -> Result<Box<dyn Sensor>, String> {
+/// Builds the hal device of a `[[sensor]]` section of node `node_name`.
+pub fn device(sensor: &SensorSection, node_name: &str) -> Result<Box<dyn Sensor>, String> {
     let fs = || RootFs::new("/");
     Ok(match sensor.driver.as_str() {
-        "sim" => sim_device(sensor)?,
+        "sim" => sim_device(sensor, node_name)?,
         "soc_temp" => Box::new(system::SocTemp::new(
             fs(),
             int(sensor, "zone")
@@ -221,8 +221,22 @@ pub fn device(sensor: &SensorSection) -> Result<Box<dyn Sensor>, String> {
     })
 }
 
+/// The seed of a `sim` sensor: its `seed`, else one derived from the node's
+/// and the sensor's names, so that nodes sharing a configuration read
+/// different values (and each node the same ones at every start).
+pub fn sim_seed(sensor: &SensorSection, node_name: &str) -> u64 {
+    if let Some(seed) = int(sensor, "seed") {
+        return seed as u64;
+    }
+    // FNV-1a over "NODE\0SENSOR".
+    let bytes = node_name.bytes().chain([0]).chain(sensor.name.bytes());
+    bytes.fold(0xcbf2_9ce4_8422_2325, |hash: u64, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 /// A `sim` sensor: a seeded waveform, optionally flaky.
-fn sim_device(sensor: &SensorSection) -> Result<Box<dyn Sensor>, String> {
+fn sim_device(sensor: &SensorSection, node_name: &str) -> Result<Box<dyn Sensor>, String> {
     let waveform = match text(sensor, "waveform") {
         Some("walk") => Waveform::Walk,
         Some("step") => Waveform::Step,
@@ -237,15 +251,7 @@ fn sim_device(sensor: &SensorSection) -> Result<Box<dyn Sensor>, String> {
         ),
     };
     let period = duration(sensor, "period").unwrap_or(Duration::from_secs(600));
-    let seed = int(sensor, "seed").map_or_else(
-        || {
-            sensor
-                .name
-                .bytes()
-                .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)))
-        },
-        |s| s as u64,
-    );
+    let seed = sim_seed(sensor, node_name);
     let sim = SimSensor::new(waveform, min, max, period, seed).map_err(|e| e.to_string())?;
     Ok(Box::new(SimDevice::new(
         sim,
@@ -564,13 +570,14 @@ fn reading(name: Name, value: Value, unit: Unit) -> Reading {
     }
 }
 
-/// Samplers for every configured sensor; a sensor whose device cannot be
-/// built is logged and left out.
-pub fn samplers(sensors: &[SensorSection], now: Instant) -> Vec<Sampler> {
+/// Samplers for every configured sensor of node `node_name`; a sensor whose
+/// device cannot be built is logged and left out.
+pub fn samplers(sensors: &[SensorSection], node_name: &str, now: Instant) -> Vec<Sampler> {
     sensors
         .iter()
         .filter_map(|sensor| {
-            let built = device(sensor).and_then(|device| Sampler::new(sensor, device, now));
+            let built =
+                device(sensor, node_name).and_then(|device| Sampler::new(sensor, device, now));
             match built {
                 Ok(sampler) => Some(sampler),
                 Err(reason) => {
@@ -612,11 +619,12 @@ pub struct Sensors {
 }
 
 impl Sensors {
-    /// Samplers for `sections` (see [`samplers`]), none read yet.
-    pub fn new(sections: &[SensorSection], now: Instant) -> Sensors {
+    /// Samplers for `sections` of node `node_name` (see [`samplers`]), none
+    /// read yet.
+    pub fn new(sections: &[SensorSection], node_name: &str, now: Instant) -> Sensors {
         let (reads_tx, reads) = smol::channel::unbounded();
         Sensors {
-            samplers: samplers(sections, now),
+            samplers: samplers(sections, node_name, now),
             reads_tx,
             reads,
         }

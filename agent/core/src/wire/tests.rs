@@ -214,6 +214,21 @@ fn sample_messages() -> std::vec::Vec<Message> {
 }
 
 #[test]
+fn outcomes_read_as_words_not_debug_text() {
+    assert_eq!(Outcome::Exited(0).to_string(), "exit 0");
+    assert_eq!(Outcome::Exited(3).to_string(), "exit 3");
+    assert_eq!(Outcome::Exited(-1).to_string(), "exit -1");
+    assert_eq!(Outcome::Failed.to_string(), "failed");
+    assert_eq!(Outcome::TimedOut.to_string(), "timed out");
+    assert_eq!(Outcome::UnknownExecutor.to_string(), "unknown executor");
+    assert_eq!(Outcome::NotRemote.to_string(), "not remote");
+    assert_eq!(Outcome::Busy.to_string(), "busy");
+    assert_eq!(Outcome::RateLimited.to_string(), "rate limited");
+    assert_eq!(Outcome::NoRoute.to_string(), "no route");
+    assert_eq!(Outcome::NoAnswer.to_string(), "no answer");
+}
+
+#[test]
 fn a_route_frame_of_the_largest_entries_fits() {
     let entry = RouteEntry {
         node: NodeId(u64::MAX),

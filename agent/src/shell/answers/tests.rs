@@ -20,3 +20,49 @@ fn a_lone_node_is_an_online_mesh_of_one() {
     assert_eq!(status["nodes"][0]["state"], "HEALTHY");
     assert_eq!(peers(&node, Instant::from_millis(10), false), json!([]));
 }
+
+/// A node named `name` of a keyed test mesh.
+fn mesh_node(seed: u8, name: &str) -> Node {
+    let identity = Identity {
+        key: shoal_core::sign::NodeKey::from_seed([seed; 32]),
+        name: wire::name(name).expect("valid"),
+        incarnation: 1,
+    };
+    let config = Config {
+        mesh_id: 0x5348_0001,
+        key: Some(wire::MeshKey([3; 32])),
+        ..Config::default()
+    };
+    Node::new(identity, config, u64::from(seed), Instant::ZERO).expect("valid")
+}
+
+#[test]
+fn status_words_each_route_as_shoal_status_prints_it() {
+    let mut here = mesh_node(1, "here");
+    let mut there = mesh_node(2, "there");
+    let now = Instant::from_millis(10);
+    there.handle_timeout(now);
+    let from = std::net::SocketAddr::from(([127, 0, 0, 2], 20195));
+    while let Some(transmit) = there.poll_transmit() {
+        here.handle_datagram(now, from, shoal_core::Arrival::Broadcast, &transmit.payload);
+    }
+    let status = status(&here, now);
+    let route_of = |name: &str| {
+        status["nodes"]
+            .as_array()
+            .and_then(|nodes| nodes.iter().find(|n| n["name"] == name))
+            .map(|n| n["route"].clone())
+    };
+    // The dashboard shows `route` as is; the CLI prints the same words.
+    assert_eq!(route_of("here"), Some(json!("0 hops")), "{status}");
+    assert_eq!(route_of("there"), Some(json!("1 hop via here")), "{status}");
+    let printed = client::format_status(&status);
+    assert!(
+        printed.contains("here: HEALTHY (route: 0 hops)\n"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("there: HEALTHY (route: 1 hop via here)\n"),
+        "{printed}"
+    );
+}

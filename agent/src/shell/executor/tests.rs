@@ -72,6 +72,27 @@ fn a_non_zero_exit_is_reported_with_its_code() {
 }
 
 #[test]
+fn a_command_killed_by_a_signal_fails_and_says_which() {
+    let executors = Executors::new(
+        &[section(
+            "doomed",
+            &["/bin/sh", "-c", "kill -9 $$"],
+            false,
+            5000,
+            Policy::Refuse,
+        )],
+        "pi-1",
+    );
+    let done = smol::block_on(executors.run("doomed", &local()));
+    assert_eq!(done.outcome, Outcome::Failed);
+    assert!(
+        done.output.contains("/bin/sh was killed by signal 9"),
+        "{}",
+        done.output
+    );
+}
+
+#[test]
 fn a_missing_program_is_a_failure_with_a_reason() {
     let executors = Executors::new(
         &[section(

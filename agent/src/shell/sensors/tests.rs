@@ -174,3 +174,30 @@ fn errors_are_cut_to_fit_a_point() {
     assert!(short.chars().all(|c| c == 'é'));
     assert_eq!(short_error("line\nbreak").as_str(), "line break");
 }
+
+#[test]
+fn unseeded_sim_sensors_differ_per_node_and_a_seed_is_shared() {
+    let mut section = section("outdoor", 10, 0.0);
+    section.driver = "sim".to_owned();
+    let first_reading = |seed: u64| {
+        SimSensor::new(Waveform::Walk, 0.0, 100.0, Duration::from_secs(600), seed)
+            .expect("valid")
+            .sample(Duration::ZERO)
+    };
+    // Without a seed: one per node, the same at every start.
+    let (a, b) = (sim_seed(&section, "pi-a"), sim_seed(&section, "pi-b"));
+    assert_ne!(a, b);
+    assert_eq!(a, sim_seed(&section, "pi-a"));
+    assert_ne!(first_reading(a), first_reading(b));
+    // And per sensor on one node.
+    let other = SensorSection {
+        name: "indoor".to_owned(),
+        ..section.clone()
+    };
+    assert_ne!(sim_seed(&other, "pi-a"), a);
+    // `seed` configured: the same readings on every node.
+    section.settings.insert("seed".to_owned(), Setting::Int(7));
+    assert_eq!(sim_seed(&section, "pi-a"), 7);
+    assert_eq!(sim_seed(&section, "pi-b"), 7);
+    assert!(device(&section, "pi-a").is_ok());
+}
