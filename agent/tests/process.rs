@@ -1989,7 +1989,8 @@ fn frames_captured_before_a_restart_never_act_after_it() {
                 Message::Peers(_)
                 | Message::Routes(_)
                 | Message::KeyOffer(_)
-                | Message::KeyConfirm(_),
+                | Message::KeyConfirm(_)
+                | Message::Cookie(_),
             ) => "other",
             Err(_) => "undecodable",
         };

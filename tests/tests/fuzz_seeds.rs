@@ -118,6 +118,7 @@ fn one_of_each_kind(
             Message::CommandResult(_) => "command_result",
             Message::KeyOffer(_) => "key_offer",
             Message::KeyConfirm(_) => "key_confirm",
+            Message::Cookie(_) => "cookie",
         };
         seeds
             .entry(kind.to_owned())

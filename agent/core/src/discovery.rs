@@ -7,6 +7,11 @@
 //! interval, then with a doubling wait up to [`KNOCK_BACKOFF_MAX`] intervals,
 //! until it answers; learned addresses expire if they never do.
 //!
+//! A peer list must not turn a node into a weapon: in an open mesh anyone
+//! can send one, so there only addresses inside this node's own networks
+//! are learned (in a keyed mesh the list comes from a member). And at most
+//! [`MAX_KNOCKS_PER_BEACON`] knocks go out per beacon, static peers first.
+//!
 //! ```text
 //! static peer / remembered / learned --knock (unicast beacon)--> answer
 //!       answer: a neighbor --Peers (its healthy neighbors)--> more candidates
@@ -25,6 +30,8 @@ use std::time::Duration;
 const KNOCK_BACKOFF_MAX: u32 = 16;
 /// Neighbors beyond the LAN get our peer list this often (in beacons).
 pub(crate) const PEER_LIST_EVERY: u64 = 60;
+/// Most knocks sent with one beacon; the rest wait for the next.
+pub(crate) const MAX_KNOCKS_PER_BEACON: usize = 8;
 
 /// Addresses to knock on, and when. See the module docs.
 #[derive(Debug, Default)]
@@ -37,6 +44,8 @@ pub(crate) struct Discovery {
     candidates: BTreeMap<SocketAddr, Instant>,
     /// Next knock and current backoff of each address that has not answered.
     knocks: BTreeMap<SocketAddr, (Instant, Duration)>,
+    /// This node's IPv4 networks, `(network, mask)`.
+    local_networks: Vec<(u32, u32)>,
 }
 
 impl Discovery {
@@ -53,6 +62,19 @@ impl Discovery {
         if !self.static_peers.contains(&addr) && self.static_peers.len() < max {
             self.static_peers.push(addr);
             self.static_peers.sort();
+        }
+    }
+
+    /// Whether `addr` is inside one of this node's networks.
+    pub(crate) fn is_local(&self, addr: SocketAddr) -> bool {
+        match addr {
+            SocketAddr::V4(v4) => {
+                let ip = u32::from(*v4.ip());
+                self.local_networks
+                    .iter()
+                    .any(|&(network, mask)| ip & mask == network)
+            }
+            SocketAddr::V6(_) => false,
         }
     }
 
@@ -85,7 +107,13 @@ impl Discovery {
             .collect();
         self.knocks.retain(|addr, _| missing.contains(addr));
         let mut due = Vec::new();
-        for addr in missing {
+        let (configured, learned): (Vec<SocketAddr>, Vec<SocketAddr>) = missing
+            .into_iter()
+            .partition(|addr| self.static_peers.contains(addr));
+        for addr in configured.into_iter().chain(learned) {
+            if due.len() == MAX_KNOCKS_PER_BEACON {
+                break;
+            }
             let knock = self.knocks.entry(addr).or_insert((now, interval));
             if now < knock.0 {
                 continue;
@@ -116,14 +144,33 @@ impl Node {
         self.discovery.add_static_peer(addr, self.config.max_nodes);
     }
 
+    /// This node's IPv4 networks `(address, prefix length)`: in an open
+    /// mesh, only addresses inside them are learned from peer lists.
+    pub fn set_local_networks(&mut self, networks: &[(std::net::Ipv4Addr, u8)]) {
+        self.discovery.local_networks = networks
+            .iter()
+            .map(|&(ip, prefix)| {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(prefix.min(32)))
+                    .unwrap_or(0);
+                (u32::from(ip) & mask, mask)
+            })
+            .collect();
+    }
+
     /// Peer exchange: unknown addresses become candidates, knocked on by
-    /// unicast beacon for `10 × unreachable_after`.
+    /// unicast beacon for `10 × unreachable_after` (in an open mesh only
+    /// those inside our networks).
     pub(crate) fn on_peers(&mut self, now: Instant, list: &wire::PeerList) {
         let expires = now + self.config.unreachable_after * 10;
         for entry in &list.peers {
             let known = entry.node == self.id || self.peers.get(entry.node).is_some();
             if !known {
                 let addr = SocketAddr::from((entry.ip, entry.port));
+                if self.cipher.is_none() && !self.discovery.is_local(addr) {
+                    self.stats.foreign_addresses_refused += 1;
+                    continue;
+                }
                 self.discovery.learn(addr, expires, self.config.max_nodes);
             }
         }

@@ -31,6 +31,7 @@
     warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod address_check;
 mod anti_entropy;
 mod automation;
 pub mod command;
@@ -428,6 +429,15 @@ pub struct Stats {
     pub transmits_dropped: u64,
     /// Origins evicted from a full point store for a new one.
     pub store_evictions: u64,
+    /// Datagrams not sent to a source address that has not passed an
+    /// address check: more than three times what it sent (see
+    /// `address_check`).
+    pub amplification_cut: u64,
+    /// Source addresses that passed an address check.
+    pub addresses_checked: u64,
+    /// Addresses in peer lists of an open mesh outside this node's
+    /// networks: not knocked on.
+    pub foreign_addresses_refused: u64,
     /// Chunks of unknown origins that are not live (made up, or a gone
     /// node's leftovers), not taken into the store.
     pub store_not_live: u64,
@@ -546,6 +556,8 @@ pub struct Node {
     detector: Detector,
     /// Static peers, learned addresses, knocks.
     discovery: Discovery,
+    /// Source addresses that echoed a challenge; the answer budget.
+    address_check: address_check::AddressCheck,
     store: Store,
     /// Whom to pull missing data from, and when.
     anti_entropy: AntiEntropy,
@@ -607,6 +619,7 @@ impl Node {
         let id = identity.id();
         let mut rng = Rng::new(seed ^ id.0);
         let phase = rng.range(0, time::duration_ms(config.beacon_interval) / 10 + 1);
+        let cookie = cookie_secret(&identity.key, seed);
         let limits = StoreLimits {
             max_origins: config.max_nodes,
             max_points_per_origin: config.max_points_per_node,
@@ -626,6 +639,7 @@ impl Node {
             peers: PeerTable::new(config.max_nodes),
             detector: Detector::default(),
             discovery: Discovery::default(),
+            address_check: address_check::AddressCheck::new(cookie, 2 * config.max_nodes),
             store: Store::new(id, identity.name, identity.incarnation, limits),
             anti_entropy: AntiEntropy::new(now),
             relay: Relay::new(config.max_nodes),
@@ -803,7 +817,9 @@ impl Node {
         self.leaving = true;
     }
 
-    /// A datagram arrived from `from`.
+    /// A datagram arrived from `from`. What is sent back to `from` while
+    /// handling it is limited until `from` passed an address check
+    /// (`address_check`).
     pub fn handle_datagram(
         &mut self,
         now: Instant,
@@ -811,6 +827,14 @@ impl Node {
         arrival: Arrival,
         frame: &[u8],
     ) {
+        self.address_check.begin(now, from, frame.len());
+        self.receive(now, from, arrival, frame);
+        if let Some((to, cookie)) = self.address_check.end(now) {
+            self.send(Destination::Unicast(to), &Message::Cookie(cookie));
+        }
+    }
+
+    fn receive(&mut self, now: Instant, from: SocketAddr, arrival: Arrival, frame: &[u8]) {
         self.stats.frames_in += 1;
         self.stats.bytes_in += frame.len() as u64;
         if self.leaving {
@@ -928,6 +952,11 @@ impl Node {
                     }
                 })
             }
+            wire::kind::COOKIE => wire::decode_part::<wire::Cookie>(encoded).map(|cookie| {
+                if self.accept_frame(now, &header, from, arrival) {
+                    self.on_cookie(now, from, cookie);
+                }
+            }),
             _ => wire::decode_part::<wire::Farewell>(encoded).map(|farewell| {
                 if self.accept_frame(now, &header, from, arrival) {
                     self.on_farewell(now, sender, farewell);
@@ -955,7 +984,8 @@ impl Node {
     ) -> bool {
         let sender = header.sender;
         let counter = header.counter;
-        let known = self.peers.get(sender).is_some();
+        let old_addr = self.peers.get(sender).map(|p| p.addr);
+        let known = old_addr.is_some();
         match self.peers.insert(now, sender, from, counter) {
             Err(_) => {
                 self.drop_frame(DropReason::PeerTableFull, from);
@@ -997,6 +1027,11 @@ impl Node {
             // crowd joining at once costs a few beacons, not one each).
             self.pull_beacon(now);
             self.meta_due = true;
+        }
+        if (old_addr != Some(from) || restarted) && !self.address_check.is_checked(from, now) {
+            // Checked before its first pull, which is then answered in full.
+            let cookie = self.address_check.challenge(now, from);
+            self.send(Destination::Unicast(from), &Message::Cookie(cookie));
         }
         if !known {
             self.push_event(Event::PeerDiscovered {
@@ -1477,6 +1512,21 @@ impl Node {
         self.push_event(Event::PeerPruned { peer: id });
     }
 
+    /// A challenge is echoed to its source; an echo of ours checks `from`.
+    fn on_cookie(&mut self, now: Instant, from: SocketAddr, cookie: wire::Cookie) {
+        if cookie.echo {
+            if self.address_check.on_echo(now, from, cookie.value) {
+                self.stats.addresses_checked += 1;
+            }
+        } else {
+            let echo = wire::Cookie {
+                value: cookie.value,
+                echo: true,
+            };
+            self.send(Destination::Unicast(from), &Message::Cookie(echo));
+        }
+    }
+
     /// Removes the points of origins gone for `prune_after` (once per
     /// beacon interval).
     fn prune_origins(&mut self, now: Instant) {
@@ -1579,6 +1629,12 @@ impl Node {
                 return;
             }
         };
+        if let Destination::Unicast(addr) = destination {
+            if !self.address_check.allow(addr, payload.len()) {
+                self.stats.amplification_cut += 1;
+                return;
+            }
+        }
         match message {
             Message::Beacon(_) => {}
             Message::Digest(_) => self.stats.digests_sent += 1,
@@ -1589,7 +1645,8 @@ impl Node {
             | Message::Command(_)
             | Message::CommandResult(_)
             | Message::KeyOffer(_)
-            | Message::KeyConfirm(_) => {}
+            | Message::KeyConfirm(_)
+            | Message::Cookie(_) => {}
         }
         if let Destination::Unicast(addr) = destination {
             if let Some(peer) = self.peers.iter_mut().find(|p| p.addr == addr) {
@@ -1603,6 +1660,19 @@ impl Node {
             payload,
         });
     }
+}
+
+/// The key of this run's address checks: from the node's secret key and
+/// the shell's random seed, so no one can compute a challenge's answer.
+fn cookie_secret(key: &sign::NodeKey, seed: u64) -> [u8; 32] {
+    use sha2::Digest as _;
+    let mut hash = sha2::Sha512::new();
+    hash.update(b"shoal address check secret");
+    hash.update(key.seed());
+    hash.update(seed.to_le_bytes());
+    let mut secret = [0u8; 32];
+    secret.copy_from_slice(&hash.finalize()[..32]);
+    secret
 }
 
 #[cfg(test)]

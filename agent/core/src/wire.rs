@@ -40,6 +40,7 @@
 //!
 //! | 8 | [`KeyOffer`] | unicast hop by hop to each member, during a key rotation | the new mesh key sealed to that member, when to switch, the initiator's signature |
 //! | 9 | [`KeyConfirm`] | unicast hop by hop back to the initiator | which rotation, the member's signature |
+//! | 10 | [`Cookie`] | unicast: a challenge to a source address not yet checked, or its echo | a keyed hash of the address and the minute |
 //!
 //! Commands, results, farewells and key messages are signed by the node they speak for
 //! (see [`crate::sign`]); nothing else is, so beacons stay small.
@@ -240,6 +241,20 @@ pub enum Message {
     KeyOffer(KeyOffer),
     /// A member has the new key, relayed back to the rotation's initiator.
     KeyConfirm(KeyConfirm),
+    /// An address check: a challenge to an address that has not shown it
+    /// receives our replies, or its echo (see `address_check`).
+    Cookie(Cookie),
+}
+
+/// An address check. A node answers a source address it has not checked
+/// with at most three times the bytes it got from it, and adds a challenge;
+/// a real node echoes it, and the address is checked from then on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cookie {
+    /// The challenge: a keyed hash of the address and the minute.
+    pub value: u64,
+    /// `false` for a challenge, `true` for the echo of one.
+    pub echo: bool,
 }
 
 /// Key rotation: the new mesh key for `target`, sealed so only it can open
@@ -455,7 +470,7 @@ pub struct PeerAddress {
 }
 
 /// Number of [`Message`] variants this version knows.
-const KNOWN_MESSAGES: u8 = kind::KEY_CONFIRM + 1;
+const KNOWN_MESSAGES: u8 = kind::COOKIE + 1;
 
 /// The heartbeat. Without suspects, vouches and metadata it is 58 bytes
 /// with a key for a 7-character name (see the size tests).
@@ -819,6 +834,8 @@ pub mod kind {
     pub const KEY_OFFER: u8 = 8;
     /// [`super::Message::KeyConfirm`].
     pub const KEY_CONFIRM: u8 = 9;
+    /// [`super::Message::Cookie`].
+    pub const COOKIE: u8 = 10;
 }
 
 /// Authenticates and decrypts the body of `frame` (whose header `header`
@@ -908,6 +925,7 @@ pub fn decode_body(
         kind::COMMAND_RESULT => Message::CommandResult(decode_part(encoded)?),
         kind::KEY_OFFER => Message::KeyOffer(decode_part(encoded)?),
         kind::KEY_CONFIRM => Message::KeyConfirm(decode_part(encoded)?),
+        kind::COOKIE => Message::Cookie(decode_part(encoded)?),
         _ => Message::Leave(decode_part(encoded)?),
     })
 }
@@ -990,6 +1008,12 @@ impl Checked for KeyOffer {
 }
 
 impl Checked for KeyConfirm {
+    fn is_valid(&self) -> bool {
+        true
+    }
+}
+
+impl Checked for Cookie {
     fn is_valid(&self) -> bool {
         true
     }

@@ -174,6 +174,7 @@ impl<'ex> Agent<'ex> {
         let mut static_peers = sockets::resolve_peers(&config.mesh.peers);
         static_peers.extend(persistence.remembered_peers());
         node.set_static_peers(static_peers);
+        node.set_local_networks(&sockets::local_networks());
         persistence.restore_points(&mut node);
         persistence.restore_incarnations(&mut node);
         let sensors = Sensors::new(&config.sensors, &name, Instant::ZERO);

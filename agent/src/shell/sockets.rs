@@ -157,6 +157,27 @@ fn broadcast_addresses(config: &[Broadcast], port: u16) -> Vec<SocketAddr> {
     out
 }
 
+/// This host's IPv4 networks, `(address, prefix length)`, loopback
+/// included (agents on one host talk over 127.0.0.0/8).
+pub fn local_networks() -> Vec<(std::net::Ipv4Addr, u8)> {
+    match if_addrs::get_if_addrs() {
+        Ok(interfaces) => interfaces
+            .into_iter()
+            .filter_map(|interface| match interface.addr {
+                if_addrs::IfAddr::V4(v4) => {
+                    let prefix = u32::from(v4.netmask).leading_ones();
+                    Some((v4.ip, u8::try_from(prefix).unwrap_or(32)))
+                }
+                if_addrs::IfAddr::V6(_) => None,
+            })
+            .collect(),
+        Err(error) => {
+            log::warn!("cannot list network interfaces: {error}");
+            Vec::new()
+        }
+    }
+}
+
 /// Resolves the static peers (`host:port`); one that does not resolve is
 /// reported and skipped.
 pub fn resolve_peers(peers: &[String]) -> Vec<SocketAddr> {

@@ -318,6 +318,8 @@ fn an_unanswered_command_is_sent_again_every_interval_until_its_deadline() {
     let hello = frame(2, 1, &alive());
     n.handle_datagram(at(0), addr(2), Arrival::Broadcast, &hello);
     events(&mut n);
+    // The address check of the new neighbor.
+    std::iter::from_fn(|| n.poll_transmit()).for_each(drop);
     let executor = wire::name("fan_on").expect("valid");
     n.exec(at(10), nid(2), executor, Duration::from_millis(3500))
         .expect("sent");
@@ -431,6 +433,8 @@ fn a_member_cannot_speak_for_another_node_in_a_command() {
     // claiming to come from node 9, to node 1 and through node 1 to 3.
     let mut n = node(1, 16);
     hears(&mut n, at(0), &[2, 3, 9]);
+    // The address checks of the new neighbors.
+    std::iter::from_fn(|| n.poll_transmit()).for_each(drop);
     let claim = |target: u64| {
         let Message::Command(c) = command(9, 1, target, 16) else {
             unreachable!("a command")
