@@ -369,3 +369,97 @@ fn made_up_origins_never_fill_the_store_for_a_real_newcomer() {
     }
     assert!(nodes[0].store().point(newcomer.id(), "t").is_some());
 }
+
+#[test]
+fn a_flood_of_made_up_ids_does_not_lock_a_real_newcomer_out_of_an_open_mesh() {
+    // The table holds 64; 100 made-up ids beacon from one attacker's
+    // address (which even echoes address checks), about 100 frames a
+    // second. A real node arriving during the flood gets in within 2 s and
+    // stays.
+    let attacker = addr(200);
+    let mut config = config(None);
+    config.max_nodes = 64;
+    let mut victim = Node::new(
+        Identity {
+            key: key(1),
+            name: wire::name("victim").expect("valid"),
+            incarnation: 1,
+        },
+        config.clone(),
+        1,
+        Instant::ZERO,
+    )
+    .expect("valid");
+    let mut fakes: Vec<Node> = (0..100).map(|n| node(5000 + n, None)).collect();
+    let mut newcomer = node(2, None);
+    let mut now = Instant::ZERO;
+    let mut joined_at = None;
+    let mut dropped_out = 0;
+    for step in 0..700u64 {
+        now = now + Duration::from_millis(50);
+        for fake in fakes.iter_mut() {
+            fake.handle_timeout(now);
+            let sent: Vec<_> = std::iter::from_fn(|| fake.poll_transmit()).collect();
+            for t in sent {
+                victim.handle_datagram(now, attacker, Arrival::Broadcast, &t.payload);
+            }
+        }
+        // The newcomer starts after 5 s of flood.
+        if step >= 100 {
+            newcomer.handle_timeout(now);
+            let sent: Vec<_> = std::iter::from_fn(|| newcomer.poll_transmit()).collect();
+            for t in sent {
+                let arrival = match t.destination {
+                    Destination::Broadcast => Arrival::Broadcast,
+                    Destination::Unicast(_) => Arrival::Unicast,
+                };
+                victim.handle_datagram(now, addr(2), arrival, &t.payload);
+            }
+        }
+        victim.handle_timeout(now);
+        let answers: Vec<_> = std::iter::from_fn(|| victim.poll_transmit()).collect();
+        for t in answers {
+            match t.destination {
+                Destination::Unicast(a) if a == attacker => {
+                    // The attacker answers address checks too.
+                    fakes[0].handle_datagram(now, addr(1), Arrival::Unicast, &t.payload);
+                }
+                Destination::Unicast(a) if a == addr(2) => {
+                    newcomer.handle_datagram(now, addr(1), Arrival::Unicast, &t.payload);
+                }
+                Destination::Broadcast if step >= 100 => {
+                    newcomer.handle_datagram(now, addr(1), Arrival::Broadcast, &t.payload);
+                }
+                _ => {}
+            }
+        }
+        // fakes[0]'s echoes go back from the attacker's address.
+        let echoes: Vec<_> = std::iter::from_fn(|| fakes[0].poll_transmit())
+            .filter(|t| t.destination != Destination::Broadcast)
+            .collect();
+        for t in echoes {
+            victim.handle_datagram(now, attacker, Arrival::Unicast, &t.payload);
+        }
+        let healthy = victim
+            .peers()
+            .get(newcomer.id())
+            .is_some_and(|p| p.state == shoal_core::peers::PeerState::Healthy);
+        match (healthy, joined_at) {
+            (true, None) => joined_at = Some(now),
+            (false, Some(_)) => dropped_out += 1,
+            _ => {}
+        }
+    }
+    let full = victim.peers().len();
+    let refused = victim
+        .stats()
+        .dropped(shoal_core::DropReason::PeerTableFull);
+    eprintln!(
+        "100 made-up ids at {:.0} frames/s, table {full}/64, {refused} frames refused: newcomer joined after {:?}, dropped out {dropped_out} times",
+        victim.stats().frames_in as f64 / 35.0,
+        joined_at.map(|at| at.saturating_since(Instant::from_millis(5_000)))
+    );
+    let joined = joined_at.expect("the newcomer got in");
+    assert!(joined <= Instant::from_millis(7_000), "joined at {joined}");
+    assert_eq!(dropped_out, 0, "and stayed");
+}

@@ -986,7 +986,14 @@ impl Node {
         let counter = header.counter;
         let old_addr = self.peers.get(sender).map(|p| p.addr);
         let known = old_addr.is_some();
-        match self.peers.insert(now, sender, from, counter) {
+        let check = &self.address_check;
+        let checked = move |addr: SocketAddr| check.is_checked(addr, now);
+        // Keyed meshes need no such policy: only members get in.
+        let open = self
+            .cipher
+            .is_none()
+            .then_some(&checked as &dyn Fn(SocketAddr) -> bool);
+        match self.peers.insert(now, sender, from, counter, open) {
             Err(_) => {
                 self.drop_frame(DropReason::PeerTableFull, from);
                 return false;

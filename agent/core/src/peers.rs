@@ -278,6 +278,7 @@ impl PeerTable {
         id: NodeId,
         addr: SocketAddr,
         counter: Counter,
+        unproven_evictable: Option<&dyn Fn(SocketAddr) -> bool>,
     ) -> Result<Option<NodeId>, TableFull> {
         let mut evicted = None;
         if !self.peers.contains_key(&id) && self.peers.len() >= self.capacity {
@@ -286,15 +287,38 @@ impl PeerTable {
                 .values()
                 .filter(|p| matches!(p.state, PeerState::Unreachable | PeerState::Left))
                 .min_by_key(|p| p.last_alive)
-                .map(|p| p.id)
-                .ok_or(TableFull)?;
-            self.peers.remove(&stalest);
-            evicted = Some(stalest);
+                .map(|p| p.id);
+            let victim = match (stalest, unproven_evictable) {
+                (Some(stalest), _) => stalest,
+                (None, Some(checked)) => self.least_proven(checked).ok_or(TableFull)?,
+                (None, None) => return Err(TableFull),
+            };
+            self.peers.remove(&victim);
+            evicted = Some(victim);
         }
         self.peers
             .entry(id)
             .or_insert_with(|| Peer::new(now, id, addr, counter));
         Ok(evicted)
+    }
+
+    /// In an open mesh, a table full of live neighbors makes room by
+    /// evicting one that has not proven itself: proven is a node alone at
+    /// its address whose address passed an address check (`checked`), which
+    /// neither ids made up behind one address nor spoofed sources can be.
+    /// The victim is in the largest group of ids sharing an address, and
+    /// the longest there without proving itself; `None` when all are proven.
+    fn least_proven(&self, checked: &dyn Fn(SocketAddr) -> bool) -> Option<NodeId> {
+        let mut sharing: BTreeMap<SocketAddr, usize> = BTreeMap::new();
+        for peer in self.peers.values() {
+            *sharing.entry(peer.addr).or_insert(0) += 1;
+        }
+        let group = |peer: &Peer| sharing.get(&peer.addr).copied().unwrap_or(0);
+        self.peers
+            .values()
+            .filter(|p| group(p) > 1 || !checked(p.addr))
+            .max_by_key(|p| (group(p), std::cmp::Reverse(p.first_heard), p.id))
+            .map(|p| p.id)
     }
 }
 
@@ -376,21 +400,21 @@ mod tests {
     fn full_table_evicts_the_stalest_dead_peer_and_refuses_when_all_live() {
         let mut table = PeerTable::new(2);
         table
-            .insert(Instant::ZERO, NodeId(1), addr(), counter(1))
+            .insert(Instant::ZERO, NodeId(1), addr(), counter(1), None)
             .expect("room");
         table
-            .insert(Instant::ZERO, NodeId(2), addr(), counter(1))
+            .insert(Instant::ZERO, NodeId(2), addr(), counter(1), None)
             .expect("room");
         assert_eq!(
             table
-                .insert(Instant::ZERO, NodeId(3), addr(), counter(1))
+                .insert(Instant::ZERO, NodeId(3), addr(), counter(1), None)
                 .err(),
             Some(TableFull)
         );
         assert_eq!(table.len(), 2);
         table.get_mut(NodeId(2)).expect("present").state = PeerState::Unreachable;
         table
-            .insert(Instant::ZERO, NodeId(3), addr(), counter(1))
+            .insert(Instant::ZERO, NodeId(3), addr(), counter(1), None)
             .expect("evicts 2");
         assert!(table.get(NodeId(2)).is_none());
         assert!(table.get(NodeId(3)).is_some());
