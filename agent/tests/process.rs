@@ -166,6 +166,8 @@ struct Mesh {
     dir: PathBuf,
     port: u16,
     agents: Vec<Agent>,
+    /// Environment for the next agent added (then cleared).
+    next_env: Vec<(&'static str, String)>,
 }
 
 impl Mesh {
@@ -181,6 +183,7 @@ impl Mesh {
             dir,
             port,
             agents: Vec::new(),
+            next_env: Vec::new(),
         }
     }
 
@@ -254,7 +257,10 @@ impl Mesh {
             ),
         )
         .expect("config written");
-        self.agents.push(Agent::start(&name, &config));
+        let env = std::mem::take(&mut self.next_env);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        self.agents
+            .push(Agent::start_with_env(&name, &config, &env));
         self.agents.len() - 1
     }
 
@@ -2494,4 +2500,88 @@ fn slow_clients_from_one_address_never_shut_out_the_others() {
         "{opened} opened in {attacked:?}, {:?}",
         stats.body
     );
+}
+
+/// libfaketime, shifting a process's wall clock (Debian: `faketime`).
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+#[test]
+fn a_wall_clock_an_hour_off_neither_ages_fresh_values_nor_hides_stale_ones() {
+    // Most Pis have no real-time clock. agent-2's wall clock is shifted by
+    // an hour (libfaketime, monotonic clock untouched); agent-1's rule has
+    // `stale_after = "5s"` on agent-2's temperature. Ages come from
+    // monotonic clocks, so the value is fresh and the rule holds; when
+    // agent-2 stops, the value does go stale.
+    if !Path::new(LIBFAKETIME).exists() {
+        return unavailable(
+            "a_wall_clock_an_hour_off",
+            "libfaketime missing (apt-get install faketime)",
+        );
+    }
+    for (slot, shift) in [(28, "-1h"), (29, "+1h")] {
+        let mut mesh = Mesh::new(slot);
+        let rule = "[[rule]]\nname = \"fresh\"\nwhen = \"agent-2/temperature > -100\"\nstale_after = \"5s\"\ndo = \"hello\"\non_unknown = \"private\"\n";
+        let host = if slot == 28 { 181 } else { 185 };
+        mesh.add_full(1, host, None, "[\"127.255.255.255\"]", "[]", rule);
+        mesh.next_env = vec![
+            ("LD_PRELOAD", LIBFAKETIME.to_owned()),
+            ("FAKETIME", shift.to_owned()),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1".to_owned()),
+            ("FAKETIME_DONT_RESET", "1".to_owned()),
+        ];
+        mesh.add(2, host + 1, None);
+        let api = format!("127.0.0.{host}:{}", mesh.port + 2);
+        let get = |path: &str| {
+            shoal::shell::client::request(&api, "GET", path, None, Duration::from_secs(5))
+                .map(|reply| reply.body)
+                .unwrap_or_default()
+        };
+        let fresh = |body: &serde_json::Value| {
+            body.as_array()
+                .into_iter()
+                .flatten()
+                .find(|p| p["node"] == "agent-2" && p["name"] == "temperature")
+                .and_then(|p| p["age_ms"].as_u64())
+        };
+        mesh.wait_for(
+            "agent-2's temperature on agent-1",
+            Duration::from_secs(20),
+            |_| fresh(&get("/api/points")).is_some(),
+        );
+        // Sampled every second: never more than a few seconds old, for 8 s.
+        let mut oldest = 0;
+        for _ in 0..16 {
+            let age = fresh(&get("/api/points")).expect("still there");
+            oldest = oldest.max(age);
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let shifted = get("/api/points")
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["node"] == "agent-2" && p["name"] == "temperature")
+            .map(|p| p["ts_ms"].as_u64().unwrap_or(0))
+            .unwrap_or(0);
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_millis() as u64;
+        eprintln!(
+            "wall clock {shift}: oldest age seen {oldest} ms; agent-2 stamps {} s off",
+            (shifted as i64 - wall as i64) / 1000
+        );
+        assert!(
+            (shifted as i64 - wall as i64).unsigned_abs() > 3_000_000,
+            "libfaketime shifted agent-2's wall clock"
+        );
+        assert!(oldest < 4_000, "fresh values look fresh: {oldest} ms");
+        let rules = get("/api/rules");
+        assert_eq!(rules["rules"][0]["state"], "active", "{rules}");
+        // agent-2 stops: its last value goes stale within stale_after,
+        // however far ahead its clock stamped it.
+        mesh.agents[1].kill();
+        mesh.wait_for("the rule unknown", Duration::from_secs(15), |_| {
+            get("/api/rules")["rules"][0]["state"] == "unknown"
+        });
+    }
 }

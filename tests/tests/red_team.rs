@@ -316,6 +316,7 @@ fn made_up_origins_never_fill_the_store_for_a_real_newcomer() {
                 after: 0,
                 upto: 1,
                 base_ts_ms: 1,
+                base_age_ms: 0,
                 n_points: 1,
             };
             let point = wire::PointUpdate {

@@ -83,10 +83,10 @@ impl Node {
         }
     }
 
-    pub(crate) fn on_digest(&mut self, from: SocketAddr, digest: &Digest) {
+    pub(crate) fn on_digest(&mut self, now: Instant, from: SocketAddr, digest: &Digest) {
         let (peers, routes) = (&self.peers, &self.relay.routes);
         let diff = self.store.diff(digest, |id| is_live(peers, routes, id));
-        for delta in self.store.deltas(&diff.to_send) {
+        for delta in self.store.deltas(&diff.to_send, now) {
             self.send(Destination::Unicast(from), &Message::Delta(delta));
         }
         if digest.request && diff.behind {
@@ -140,7 +140,7 @@ impl Node {
                 upto,
             })
             .collect();
-        for relay in self.store.deltas(&ranges) {
+        for relay in self.store.deltas(&ranges, now) {
             self.send_everywhere(&Message::Delta(relay), Some(sender));
         }
     }

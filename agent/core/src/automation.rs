@@ -40,7 +40,6 @@ impl Points for StorePoints<'_> {
     fn lookup(&self, pattern: &Pattern, stale_after: Option<Duration>) -> Vec<Option<f64>> {
         let node = self.node;
         let own = node.name.as_str();
-        let wall_ms = self.now.as_millis() + node.automation.wall_offset_ms;
         let is_live = |id: NodeId| {
             id == node.id
                 || node
@@ -77,9 +76,10 @@ impl Points for StorePoints<'_> {
                 if !pattern.matches(own, &origin.name, name) {
                     continue;
                 }
+                // Monotonic ages: an origin's wall clock (most Pis have no
+                // real-time clock) never makes a fresh value look stale.
                 let fresh = stale_after.is_none_or(|limit| {
-                    wall_ms.saturating_sub(point.ts_ms)
-                        <= u64::try_from(limit.as_millis()).unwrap_or(u64::MAX)
+                    point.age(self.now) <= u64::try_from(limit.as_millis()).unwrap_or(u64::MAX)
                 });
                 let value = match point.value {
                     Value::Float(v) => Some(v),
@@ -170,7 +170,7 @@ impl Node {
                 unit: wire::Unit::new(),
                 ts_ms: now.as_millis() + self.automation.wall_offset_ms,
             };
-            if self.publish_reading(now, reading).is_ok() {
+            if self.publish_reading(now, reading, 0).is_ok() {
                 self.automation.published[index] = Some(value);
             }
         }

@@ -768,18 +768,35 @@ impl Node {
 
     /// Publishes a reading of this node and pushes it to the neighbors.
     pub fn handle_reading(&mut self, now: Instant, reading: Reading) -> Result<(), PublishError> {
+        self.restore_reading(now, reading, Duration::ZERO)
+    }
+
+    /// Publishes a reading made `age` before `now` (a value saved by the
+    /// previous run): it counts as that old everywhere.
+    pub fn restore_reading(
+        &mut self,
+        now: Instant,
+        reading: Reading,
+        age: Duration,
+    ) -> Result<(), PublishError> {
         self.expire(now);
-        let result = self.publish_reading(now, reading);
+        let result = self.publish_reading(now, reading, time::duration_ms(age));
         self.run_rules(now);
         result
     }
 
-    fn publish_reading(&mut self, now: Instant, reading: Reading) -> Result<(), PublishError> {
+    fn publish_reading(
+        &mut self,
+        now: Instant,
+        reading: Reading,
+        age_ms: u64,
+    ) -> Result<(), PublishError> {
         let seq = self.store.publish(
             reading.name.clone(),
             reading.value,
             reading.unit,
             reading.ts_ms,
+            (now, age_ms),
         )?;
         self.push_event(Event::PointChanged {
             origin: self.id,
@@ -790,7 +807,7 @@ impl Node {
             after: seq - 1,
             upto: seq,
         }];
-        for delta in self.store.deltas(&ranges) {
+        for delta in self.store.deltas(&ranges, now) {
             self.send_everywhere(&Message::Delta(delta), None);
         }
         self.refresh_routes(now);
@@ -900,7 +917,7 @@ impl Node {
             }),
             wire::kind::DIGEST => wire::decode_part::<Digest>(encoded).map(|digest| {
                 if self.accept_frame(now, &header, from, arrival) {
-                    self.on_digest(from, &digest);
+                    self.on_digest(now, from, &digest);
                 }
             }),
             wire::kind::DELTA => wire::decode_part::<Delta>(encoded).map(|delta| {

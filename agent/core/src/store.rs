@@ -64,6 +64,19 @@ pub struct Point {
     pub seq: u32,
     /// Recent values, oldest first, the current one last.
     pub history: VecDeque<Sample>,
+    /// When this node received the current value (its own clock).
+    pub heard: Instant,
+    /// How old the value was then, ms (0 for a reading of this node).
+    pub age_ms: u64,
+}
+
+impl Point {
+    /// How old the current value is at `now`, ms: monotonic clocks only,
+    /// never the origin's wall clock.
+    pub fn age(&self, now: Instant) -> u64 {
+        self.age_ms
+            .saturating_add(now.saturating_since(self.heard).as_millis() as u64)
+    }
 }
 
 /// Everything known of one origin.
@@ -334,13 +347,15 @@ impl Store {
         (hash, progress)
     }
 
-    /// Stores a reading of this node; returns its seq.
+    /// Stores a reading of this node made `age_ms` before `now` (0 for a
+    /// fresh one); returns its seq.
     pub fn publish(
         &mut self,
         name: Name,
         value: Value,
         unit: Unit,
         ts_ms: u64,
+        (now, age_ms): (Instant, u64),
     ) -> Result<u32, PublishError> {
         if !value.is_valid() {
             return Err(PublishError::InvalidValue);
@@ -358,7 +373,12 @@ impl Store {
                 limit: limits.max_points_per_origin,
             });
         }
-        upsert_point(&mut own.points, name, value, unit, ts_ms, seq, limits);
+        let arrived = Arrived {
+            heard: now,
+            age_ms,
+            ts_ms,
+        };
+        upsert_point(&mut own.points, name, value, unit, seq, arrived, limits);
         own.watermark = seq;
         self.summary.set(None);
         Ok(seq)
@@ -485,8 +505,9 @@ impl Store {
         diff
     }
 
-    /// Packs the points of `ranges` into as few delta frames as fit.
-    pub(crate) fn deltas(&self, ranges: &[Range]) -> Vec<Delta> {
+    /// Packs the points of `ranges` into as few delta frames as fit, with
+    /// their ages at `now`.
+    pub(crate) fn deltas(&self, ranges: &[Range], now: Instant) -> Vec<Delta> {
         let mut packer = DeltaPacker::default();
         for range in ranges {
             let Some(origin) = self.origins.get(&range.origin) else {
@@ -498,8 +519,12 @@ impl Store {
                 .filter(|(_, p)| p.seq > range.after && p.seq <= range.upto)
                 .collect();
             points.sort_by_key(|(_, p)| p.seq);
-            let base_ts_ms = points.iter().map(|(_, p)| p.ts_ms).max().unwrap_or(0);
-            packer.add_range(range, origin, base_ts_ms, &points);
+            // The freshest point dates the range for people.
+            let base = points
+                .iter()
+                .min_by_key(|(_, p)| p.age(now))
+                .map_or((0, 0), |(_, p)| (p.ts_ms, p.age(now)));
+            packer.add_range(range, origin, base, now, &points);
         }
         packer.finish()
     }
@@ -577,14 +602,20 @@ impl Store {
                     applied.dropped += 1;
                     continue;
                 }
-                let ts_ms = chunk.base_ts_ms.saturating_sub(u64::from(update.age_ms));
+                let ts_ms = (chunk.base_ts_ms + u64::from(chunk.base_age_ms))
+                    .saturating_sub(u64::from(update.age_ms));
+                let arrived = Arrived {
+                    heard: now,
+                    age_ms: u64::from(update.age_ms),
+                    ts_ms,
+                };
                 upsert_point(
                     &mut origin.points,
                     update.name.clone(),
                     update.value.clone(),
                     update.unit.clone(),
-                    ts_ms,
                     seq,
+                    arrived,
                     limits,
                 );
                 applied.changed.push((chunk.origin, update.name.clone()));
@@ -604,15 +635,24 @@ impl Store {
     }
 }
 
+/// When and how old a value arrived, and its origin's timestamp.
+#[derive(Debug, Clone, Copy)]
+struct Arrived {
+    heard: Instant,
+    age_ms: u64,
+    ts_ms: u64,
+}
+
 fn upsert_point(
     points: &mut BTreeMap<Name, Point>,
     name: Name,
     value: Value,
     unit: Unit,
-    ts_ms: u64,
     seq: u32,
+    arrived: Arrived,
     limits: StoreLimits,
 ) {
+    let ts_ms = arrived.ts_ms;
     let sample = Sample {
         ts_ms,
         value: value.clone(),
@@ -623,11 +663,15 @@ fn upsert_point(
         ts_ms,
         seq,
         history: VecDeque::new(),
+        heard: arrived.heard,
+        age_ms: arrived.age_ms,
     });
     point.value = value;
     point.unit = unit;
     point.ts_ms = ts_ms;
     point.seq = seq;
+    point.heard = arrived.heard;
+    point.age_ms = arrived.age_ms;
     if limits.history_per_point > 0 {
         while point.history.len() >= limits.history_per_point {
             point.history.pop_front();
@@ -654,7 +698,8 @@ impl DeltaPacker {
         &mut self,
         range: &Range,
         origin: &Origin,
-        base_ts_ms: u64,
+        (base_ts_ms, base_age_ms): (u64, u64),
+        now: Instant,
         points: &[(&Name, &Point)],
     ) {
         let mut chunk = Chunk {
@@ -665,6 +710,7 @@ impl DeltaPacker {
             // Largest value the chunk may claim: sizes below are upper bounds.
             upto: range.upto,
             base_ts_ms,
+            base_age_ms: u32::try_from(base_age_ms).unwrap_or(u32::MAX),
             n_points: 0,
         };
         self.open_chunk(encoded_len(&chunk));
@@ -675,7 +721,7 @@ impl DeltaPacker {
                 name: (*name).clone(),
                 value: point.value.clone(),
                 unit: point.unit.clone(),
-                age_ms: u32::try_from(base_ts_ms.saturating_sub(point.ts_ms)).unwrap_or(u32::MAX),
+                age_ms: u32::try_from(point.age(now)).unwrap_or(u32::MAX),
             };
             let update_len = encoded_len(&update);
             let frame = self.current.as_ref().map_or(0, |d| d.points.len());

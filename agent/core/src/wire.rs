@@ -583,9 +583,12 @@ pub struct Chunk {
     pub after: u32,
     /// Range end, inclusive.
     pub upto: u32,
-    /// Newest origin timestamp of the chunk's points (ms since the epoch);
-    /// points carry their age relative to it.
+    /// The origin's wall-clock timestamp (ms since the epoch) of the
+    /// freshest point of the range, for people: ages never compare wall
+    /// clocks (most Pis have no real-time clock).
     pub base_ts_ms: u64,
+    /// That point's age when sent, ms (see [`PointUpdate::age_ms`]).
+    pub base_age_ms: u32,
     /// How many of `Delta::points` belong to this chunk.
     pub n_points: u8,
 }
@@ -601,7 +604,11 @@ pub struct PointUpdate {
     pub value: Value,
     /// Its unit, possibly empty.
     pub unit: Unit,
-    /// `base_ts_ms` minus this point's timestamp.
+    /// How old the value was when this frame was sent, ms, by monotonic
+    /// clocks only: the origin's time since the reading, plus for a relayed
+    /// value each relay's time since it received it. The receiver adds its
+    /// own time since receipt; a point's timestamp for people is
+    /// `base_ts_ms + base_age_ms - age_ms`.
     pub age_ms: u32,
 }
 

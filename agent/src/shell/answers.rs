@@ -63,7 +63,7 @@ pub fn answer(node: &mut Node, now: Instant, call: ApiCall, context: Context<'_>
             history,
             reply,
         } => {
-            let _ = reply.try_send(points(node, super::unix_ms(), &glob, history));
+            let _ = reply.try_send(points(node, now, &glob, history));
         }
         ApiCall::Point {
             node: origin,
@@ -122,7 +122,7 @@ fn point(node: &Node, now: Instant, origin_name: &str, name: &str) -> Answer {
             || Answer::error(404, format!("no point {origin_name}/{name} in this mesh")),
             |(origin, point)| Answer {
                 status: 200,
-                body: point_json(&origin.name, name, point, super::unix_ms(), true),
+                body: point_json(&origin.name, name, point, now, true),
             },
         )
 }
@@ -329,7 +329,7 @@ pub fn value_json(value: &shoal_core::wire::Value) -> Value {
 
 /// `GET /api/points`: every point matching `glob` (`NODE/NAME`, or just
 /// `NAME` for any node), by node name, then point name.
-pub fn points(node: &Node, wall_ms: u64, glob: &str, history: bool) -> Value {
+pub fn points(node: &Node, now: Instant, glob: &str, history: bool) -> Value {
     let (node_glob, name_glob) = glob.split_once('/').unwrap_or(("*", glob));
     let pattern = shoal_config::expr::Pattern {
         node: node_glob.to_owned(),
@@ -342,7 +342,7 @@ pub fn points(node: &Node, wall_ms: u64, glob: &str, history: bool) -> Value {
     for origin in origins {
         for (name, point) in &origin.points {
             if pattern.matches(own, &origin.name, name) {
-                list.push(point_json(&origin.name, name, point, wall_ms, history));
+                list.push(point_json(&origin.name, name, point, now, history));
             }
         }
     }
@@ -354,7 +354,7 @@ pub fn point_json(
     node: &str,
     name: &str,
     point: &shoal_core::store::Point,
-    wall_ms: u64,
+    now: Instant,
     history: bool,
 ) -> Value {
     let mut value = json!({
@@ -363,7 +363,8 @@ pub fn point_json(
         "value": value_json(&point.value),
         "unit": point.unit.as_str(),
         "ts_ms": point.ts_ms,
-        "age_ms": wall_ms.saturating_sub(point.ts_ms),
+        // By monotonic clocks, not the origin's wall clock (`ts_ms`).
+        "age_ms": point.age(now),
     });
     if history {
         value["history"] = point

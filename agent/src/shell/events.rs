@@ -169,8 +169,8 @@ impl EventFeed {
             return;
         };
         if origin != node.id() {
-            let age_ms = super::unix_ms().saturating_sub(point.ts_ms);
-            self.counters.observe_latency(age_ms as f64 / 1000.0);
+            // How old the value was when it arrived (monotonic clocks).
+            self.counters.observe_latency(point.age_ms as f64 / 1000.0);
         }
         self.send(
             "point",
@@ -180,6 +180,7 @@ impl EventFeed {
                 "value": value_json(&point.value),
                 "unit": point.unit.as_str(),
                 "ts_ms": point.ts_ms,
+                "age_ms": point.age_ms,
             }),
         );
         log::debug!(

@@ -242,13 +242,16 @@ fn restore_points(node: &mut Node, state_dir: &StateDir) {
         let (Some(name), Some(unit)) = (wire::name(&point.name), wire::unit(&point.unit)) else {
             continue;
         };
+        // As old as this node's own wall clock says (the same clock that
+        // stamped it; a restored value must not look fresh to stale rules).
+        let age = Duration::from_millis(super::unix_ms().saturating_sub(point.ts_ms));
         let reading = Reading {
             name,
             value: point.value,
             unit,
             ts_ms: point.ts_ms,
         };
-        if node.handle_reading(Instant::ZERO, reading).is_ok() {
+        if node.restore_reading(Instant::ZERO, reading, age).is_ok() {
             restored += 1;
         }
     }

@@ -25,6 +25,7 @@ fn publish(store: &mut Store, point: &str, value: f64) -> u32 {
             Value::Float(value),
             wire::unit("°C").expect("unit"),
             1000,
+            (Instant::ZERO, 0),
         )
         .expect("accepted")
 }
@@ -38,7 +39,7 @@ fn sync(from: &Store, to: &mut Store) {
 fn sync_at(from: &Store, to: &mut Store, now: Instant, live: impl Fn(NodeId) -> bool + Copy) {
     for digest in to.digest(true) {
         let diff = from.diff(&digest, live);
-        for delta in from.deltas(&diff.to_send) {
+        for delta in from.deltas(&diff.to_send, Instant::ZERO) {
             to.apply(&delta, now, live);
         }
     }
@@ -80,7 +81,13 @@ fn points_per_node_are_limited() {
     for i in 0..LIMITS.max_points_per_origin {
         publish(&mut s, &format!("p{i}"), 0.0);
     }
-    let refused = s.publish(n("one-more"), Value::Bool(true), Unit::new(), 0);
+    let refused = s.publish(
+        n("one-more"),
+        Value::Bool(true),
+        Unit::new(),
+        0,
+        (Instant::ZERO, 0),
+    );
     assert_eq!(refused, Err(PublishError::TooManyPoints { limit: 64 }));
     // An existing point still updates.
     publish(&mut s, "p0", 1.0);
@@ -91,7 +98,13 @@ fn points_per_node_are_limited() {
 fn invalid_readings_are_refused() {
     let mut s = store(1);
     assert_eq!(
-        s.publish(n("t"), Value::Float(f64::INFINITY), Unit::new(), 0),
+        s.publish(
+            n("t"),
+            Value::Float(f64::INFINITY),
+            Unit::new(),
+            0,
+            (Instant::ZERO, 0)
+        ),
         Err(PublishError::InvalidValue)
     );
     assert!(s.is_empty());
@@ -121,19 +134,25 @@ fn out_of_order_updates_apply_at_once_and_the_watermark_closes_over_them() {
     let mut b = store(2);
     publish(&mut a, "t", 1.0);
     publish(&mut a, "h", 2.0);
-    let second = a.deltas(&[Range {
-        origin: NodeId(1),
-        after: 1,
-        upto: 2,
-    }]);
+    let second = a.deltas(
+        &[Range {
+            origin: NodeId(1),
+            after: 1,
+            upto: 2,
+        }],
+        Instant::ZERO,
+    );
     b.apply(&second[0], Instant::ZERO, |_| true);
     assert!(b.point(NodeId(1), "h").is_some());
     assert_eq!(b.origin(NodeId(1)).map(|o| o.watermark), Some(0));
-    let first = a.deltas(&[Range {
-        origin: NodeId(1),
-        after: 0,
-        upto: 1,
-    }]);
+    let first = a.deltas(
+        &[Range {
+            origin: NodeId(1),
+            after: 0,
+            upto: 1,
+        }],
+        Instant::ZERO,
+    );
     b.apply(&first[0], Instant::ZERO, |_| true);
     // The gap closed: the remembered range (1, 2] is absorbed at once.
     assert_eq!(b.origin(NodeId(1)).map(|o| o.watermark), Some(2));
@@ -146,11 +165,14 @@ fn replayed_deltas_change_nothing() {
     let mut a = store(1);
     let mut b = store(2);
     publish(&mut a, "t", 1.0);
-    let deltas = a.deltas(&[Range {
-        origin: NodeId(1),
-        after: 0,
-        upto: 1,
-    }]);
+    let deltas = a.deltas(
+        &[Range {
+            origin: NodeId(1),
+            after: 0,
+            upto: 1,
+        }],
+        Instant::ZERO,
+    );
     assert_eq!(
         b.apply(&deltas[0], Instant::ZERO, |_| true).changed.len(),
         1
@@ -219,7 +241,7 @@ fn origins_that_are_not_live_are_never_taken() {
         let mut fake = store(id);
         publish(&mut fake, "t", 1.0);
         let digest = receiver.digest(true);
-        for delta in fake.deltas(&fake.diff(&digest[0], |_| true).to_send) {
+        for delta in fake.deltas(&fake.diff(&digest[0], |_| true).to_send, Instant::ZERO) {
             let applied = receiver.apply(&delta, Instant::ZERO, |_| false);
             assert_eq!(applied.not_live, 1);
         }
@@ -336,14 +358,20 @@ fn large_ranges_split_into_frames_that_each_claim_a_complete_range() {
             Value::Float(20.0 + f64::from(i) / 7.0),
             wire::unit("°C").expect("unit"),
             1_763_800_000_000 + u64::from(i as u32) * 10_000,
+            // Read every 10 s, as the timestamps say.
+            (Instant::from_millis(u64::from(i as u32) * 10_000), 0),
         )
         .expect("accepted");
     }
-    let frames = a.deltas(&[Range {
-        origin: NodeId(1),
-        after: 0,
-        upto: 128,
-    }]);
+    let sent = Instant::from_millis(1_280_000);
+    let frames = a.deltas(
+        &[Range {
+            origin: NodeId(1),
+            after: 0,
+            upto: 128,
+        }],
+        sent,
+    );
     assert!(frames.len() >= 3, "{} frames", frames.len());
     let mut next_after = 0;
     for delta in &frames {
@@ -367,8 +395,9 @@ fn large_ranges_split_into_frames_that_each_claim_a_complete_range() {
     assert_eq!(b.origin(NodeId(1)).map(|o| o.points.len()), Some(128));
     assert_eq!(b.origin(NodeId(1)).map(|o| o.watermark), Some(128));
     let mut c = Store::new(NodeId(3), n("node-3"), 1, limits);
+    let received = Instant::from_millis(500);
     for delta in &frames {
-        c.apply(delta, Instant::ZERO, |_| true);
+        c.apply(delta, received, |_| true);
     }
     let copied = c.origin(NodeId(1)).expect("learned");
     let original = a.origin(NodeId(1)).expect("own");
@@ -379,7 +408,38 @@ fn large_ranges_split_into_frames_that_each_claim_a_complete_range() {
             (copy.seq, &copy.value, &copy.unit, copy.ts_ms),
             (point.seq, &point.value, &point.unit, point.ts_ms)
         );
+        // Its age on `c`'s own clock: as old as at `a` when sent, plus the
+        // time since `c` received it; no wall clock compared.
+        let later = received + Duration::from_secs(3);
+        assert_eq!(copy.age(later), point.age(sent) + 3_000);
     }
+}
+
+#[test]
+fn ages_come_from_monotonic_clocks_whatever_the_origins_wall_clock_says() {
+    // The origin's wall clock is an hour behind (no real-time clock): its
+    // fresh reading still arrives as fresh, and ages only by our clock.
+    let mut origin = store(1);
+    let hour_behind = 1_763_800_000_000 - 3_600_000;
+    origin
+        .publish(
+            n("t"),
+            Value::Float(20.0),
+            Unit::new(),
+            hour_behind,
+            (Instant::from_millis(10_000), 0),
+        )
+        .expect("accepted");
+    let mut receiver = store(2);
+    let sent = Instant::from_millis(10_250);
+    let diff = origin.diff(&receiver.digest(true)[0], |_| true);
+    for delta in origin.deltas(&diff.to_send, sent) {
+        receiver.apply(&delta, Instant::from_millis(99_000), |_| true);
+    }
+    let point = receiver.point(NodeId(1), "t").expect("arrived");
+    assert_eq!(point.age(Instant::from_millis(99_000)), 250);
+    assert_eq!(point.age(Instant::from_millis(104_000)), 5_250);
+    assert_eq!(point.ts_ms, hour_behind, "shown as the origin stamped it");
 }
 
 #[test]
@@ -479,11 +539,14 @@ fn out_of_order_ranges_are_remembered_up_to_a_limit() {
     let mut b = store(2);
     // Every single-update range but the first, newest first.
     for seq in (2..=last).rev() {
-        let delta = a.deltas(&[Range {
-            origin: NodeId(1),
-            after: seq - 1,
-            upto: seq,
-        }]);
+        let delta = a.deltas(
+            &[Range {
+                origin: NodeId(1),
+                after: seq - 1,
+                upto: seq,
+            }],
+            Instant::ZERO,
+        );
         if let Some(delta) = delta.first() {
             b.apply(delta, Instant::ZERO, |_| true);
         }
@@ -492,11 +555,14 @@ fn out_of_order_ranges_are_remembered_up_to_a_limit() {
     assert_eq!(origin.watermark, 0);
     assert_eq!(origin.pending.len(), MAX_PENDING_RANGES, "bounded");
     b.apply(
-        &a.deltas(&[Range {
-            origin: NodeId(1),
-            after: 0,
-            upto: 1,
-        }])[0],
+        &a.deltas(
+            &[Range {
+                origin: NodeId(1),
+                after: 0,
+                upto: 1,
+            }],
+            Instant::ZERO,
+        )[0],
         Instant::ZERO,
         |_| true,
     );

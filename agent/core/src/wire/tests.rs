@@ -60,6 +60,7 @@ fn full_delta() -> Delta {
         after: 100,
         upto: 100,
         base_ts_ms: 1_763_800_000_000,
+        base_age_ms: 0,
         n_points: 0,
     };
     let quantities = [
@@ -656,6 +657,7 @@ proptest! {
             after: 0,
             upto: seq_gap,
             base_ts_ms: u64::MAX,
+            base_age_ms: u32::MAX,
             n_points: 1,
         };
         delta.chunks.push(chunk).expect("room");
