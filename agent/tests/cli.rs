@@ -292,6 +292,8 @@ fn the_systemd_unit_verifies_and_is_hardened() {
     ))
     .expect("systemd/shoal.service");
     assert!(unit.contains("Type=notify") && unit.contains("WatchdogSec="));
+    // `systemctl reload shoal` sends SIGHUP (a configuration reload).
+    assert!(unit.contains("\nExecReload=/bin/kill -HUP $MAINPID\n"));
     // Verify it against the binary just built (the unit names /usr/bin/shoal).
     let dir = std::env::temp_dir().join(format!("shoal-unit-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
@@ -431,6 +433,21 @@ fn the_deb_has_the_files_and_maintainer_scripts() {
     );
     let postrm = std::fs::read_to_string(scripts.join("postrm")).expect("postrm");
     assert!(postrm.contains("\"$1\" = purge"), "{postrm}");
+    // The packaged unit is the repository's, reload included.
+    let tree = dir.join("tree");
+    let status = Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(&deb)
+        .arg(&tree)
+        .status();
+    assert!(status.is_ok_and(|s| s.success()), "dpkg-deb -x");
+    let packaged =
+        std::fs::read_to_string(tree.join("lib/systemd/system/shoal.service")).expect("unit");
+    assert_eq!(
+        packaged,
+        std::fs::read_to_string(repo("systemd/shoal.service")).expect("unit")
+    );
+    assert!(packaged.contains("ExecReload=/bin/kill -HUP $MAINPID"));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -2585,3 +2585,127 @@ fn a_wall_clock_an_hour_off_neither_ages_fresh_values_nor_hides_stale_ones() {
         });
     }
 }
+
+/// `GET path` at `api`, or `None` while the agent does not answer.
+fn get_json(api: &str, path: &str) -> Option<shoal::shell::client::Reply> {
+    shoal::shell::client::request(api, "GET", path, None, Duration::from_secs(5)).ok()
+}
+
+/// The names of the rules the agent at `api` runs, in order.
+fn rule_names(api: &str) -> Vec<String> {
+    get_json(api, "/api/rules")
+        .and_then(|reply| reply.body["rules"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|rule| rule["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn sighup_reloads_the_configuration_refuses_a_bad_file_and_names_what_needs_a_restart() {
+    // Before this, SIGHUP's default action ended the agent (exit 129, no
+    // goodbye, no state saved).
+    let mut mesh = Mesh::new(26);
+    let warm = "[[rule]]\nname = \"warm\"\nwhen = \"self/temperature > 100\"\ndo = \"private\"\n";
+    mesh.add_full(1, 126, None, "[\"127.255.255.255\"]", "[]", warm);
+    let api = format!("127.0.0.126:{}", mesh.port + 2);
+    mesh.wait_for("the API and the first reading", INTERVAL * 5, |_| {
+        get_json(&api, "/api/points/agent-1/temperature").is_some_and(|r| r.status == 200)
+    });
+    assert_eq!(rule_names(&api), ["warm"]);
+    let pid = mesh.agents[0].pid();
+    let path = mesh.agents[0].config.clone();
+    let original = std::fs::read_to_string(&path).expect("config");
+
+    // A sensor and a rule added, a rule changed.
+    let reloaded = original.replace("self/temperature > 100", "self/temperature > 50")
+        + "[[sensor]]\nname = \"outdoor\"\ndriver = \"sim\"\nwaveform = \"constant\"\nvalue = 7.0\ninterval = \"1s\"\n"
+        + "[[rule]]\nname = \"cold\"\nwhen = \"self/outdoor < 10\"\ndo = \"hello\"\n";
+    std::fs::write(&path, &reloaded).expect("rewritten");
+    mesh.agents[0].signal("HUP");
+    let took = mesh.wait_for("the new sensor's point", INTERVAL * 3, |_| {
+        get_json(&api, "/api/points/agent-1/outdoor")
+            .is_some_and(|r| r.status == 200 && r.body["value"].as_f64() == Some(7.0))
+    });
+    eprintln!("SIGHUP to the new sensor's point through the API: {took:?}");
+    assert_eq!(rule_names(&api), ["warm", "cold"]);
+    let agent = &mut mesh.agents[0];
+    assert!(
+        agent.logged(&format!(
+            "reloaded {}: 2 sensors, 2 rules, 2 executors",
+            path.display()
+        )),
+        "{}",
+        agent.dump()
+    );
+    assert!(agent.logged("sensor outdoor added, rule warm changed, rule cold added"));
+    mesh.wait_for("the new rule runs its executor", INTERVAL * 3, |m| {
+        m.agents[0].logged("rule cold (active): runs hello")
+    });
+    let agent = &mut mesh.agents[0];
+    assert_eq!(
+        agent.wait_exit(Duration::from_millis(100)),
+        None,
+        "still running"
+    );
+    assert_eq!(agent.pid(), pid);
+    assert_eq!(agent.count("starting: beacons"), 1, "the same incarnation");
+    let stats = api_stats(&api).body;
+    assert_eq!(stats["config_reloads"], 1);
+    assert_eq!(stats["config_reloads_failed"], 0);
+
+    // A bad file: refused whole, every problem on one line, nothing changes.
+    let broken = reloaded.clone()
+        + "[[rule]]\nname = \"bad\"\nwhen = \"self/temperature >\"\ndo = \"nowhere\"\n[[sensor]]\nname = \"gone\"\ndriver = \"sim\"\n";
+    std::fs::write(&path, &broken).expect("rewritten");
+    mesh.agents[0].signal("HUP");
+    mesh.wait_for("the refusal", INTERVAL * 2, |m| {
+        m.agents[0].logged("refused, the running configuration stays")
+    });
+    let agent = &mut mesh.agents[0];
+    let refusal = agent.line_with("refused, the running configuration stays");
+    assert!(
+        refusal.contains(&format!("{}:", path.display()))
+            && refusal.contains("nowhere")
+            && refusal.contains("; "),
+        "every problem with its place, on one line: {refusal}"
+    );
+    assert_eq!(
+        agent.wait_exit(Duration::from_millis(100)),
+        None,
+        "still running"
+    );
+    assert_eq!(rule_names(&api), ["warm", "cold"], "the running rules stay");
+    assert_eq!(
+        get_json(&api, "/api/points/agent-1/gone").map(|r| r.status),
+        Some(404)
+    );
+    let stats = api_stats(&api).body;
+    assert_eq!(stats["config_reloads"], 1);
+    assert_eq!(stats["config_reloads_failed"], 1);
+
+    // mesh.port changed alone: named as needing a restart, not applied.
+    let port = mesh.port;
+    let moved = reloaded.replace(
+        &format!("\nport = {port}\n"),
+        &format!("\nport = {}\n", port + 3),
+    );
+    assert_ne!(moved, reloaded);
+    std::fs::write(&path, &moved).expect("rewritten");
+    mesh.agents[0].signal("HUP");
+    mesh.wait_for("the restart warning", INTERVAL * 2, |m| {
+        m.agents[0].logged("mesh.port changed: restart to apply")
+    });
+    let agent = &mut mesh.agents[0];
+    assert_eq!(
+        agent.count("changed: restart to apply"),
+        1,
+        "{}",
+        agent.dump()
+    );
+    assert_eq!(agent.count("reloaded "), 2);
+    assert_eq!(api_stats(&api).body["config_reloads"], 2);
+    // It still stops cleanly.
+    agent.signal("TERM");
+    assert_eq!(agent.wait_exit(Duration::from_secs(2)), Some(0));
+}

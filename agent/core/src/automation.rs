@@ -104,6 +104,39 @@ impl Node {
         self.automation.next = None;
     }
 
+    /// Replaces the rules and derived points at run time (a configuration
+    /// reload): unchanged rules keep their state and unchanged derived
+    /// points what they published (see [`Rules::reload`]); new and changed
+    /// ones start as at start. Everything is evaluated at once, so the
+    /// actions of new rules are queued by the time this returns. A removed
+    /// derived point keeps its last value in the store, as after a restart.
+    pub fn reload_rules(
+        &mut self,
+        now: Instant,
+        rules: Vec<rules::RuleSpec>,
+        computes: Vec<ComputeSpec>,
+    ) {
+        let automation = &mut self.automation;
+        automation.rules.reload(rules, now);
+        let published = computes
+            .iter()
+            .map(|compute| {
+                automation
+                    .computes
+                    .iter()
+                    .position(|previous| previous == compute)
+                    .and_then(|index| automation.published.get(index).copied().flatten())
+            })
+            .collect();
+        automation.published = published;
+        automation.computes = computes;
+        automation.dirty = true;
+        automation.next = None;
+        if !self.leaving {
+            self.run_rules(now);
+        }
+    }
+
     /// Tells the core the wall clock: `wall_ms` (ms since the Unix epoch)
     /// is `now`. Used for `stale_after` against origin timestamps.
     pub fn set_wall_clock(&mut self, now: Instant, wall_ms: u64) {

@@ -150,7 +150,7 @@ fn kleene(op: Op, a: Option<bool>, b: Option<bool>) -> Val {
 }
 
 /// A configured rule, parsed.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RuleSpec {
     /// Its name.
     pub name: String,
@@ -292,6 +292,35 @@ impl Rules {
         self.specs.is_empty()
     }
 
+    /// The rules `specs` in place of these: a rule whose spec is unchanged
+    /// (same name, same everything) keeps its state, so a reload neither
+    /// re-runs its action nor restarts its `for`; a new or changed rule
+    /// starts UNKNOWN at `now`, like at start. Returns how many kept their
+    /// state.
+    pub fn reload(&mut self, specs: Vec<RuleSpec>, now: Instant) -> usize {
+        let mut old: Vec<(RuleSpec, RuleStatus)> = std::mem::take(&mut self.specs)
+            .into_iter()
+            .zip(std::mem::take(&mut self.status))
+            .collect();
+        let mut kept = 0;
+        for spec in specs {
+            let status = match old.iter().position(|(previous, _)| *previous == spec) {
+                Some(index) => {
+                    kept += 1;
+                    old.swap_remove(index).1
+                }
+                None => RuleStatus {
+                    state: RuleState::Unknown,
+                    since: now,
+                    last_action: None,
+                },
+            };
+            self.specs.push(spec);
+            self.status.push(status);
+        }
+        kept
+    }
+
     /// Each rule's name and status.
     pub fn statuses(&self) -> impl Iterator<Item = (&str, &RuleStatus)> {
         self.specs
@@ -378,7 +407,7 @@ impl Rules {
 }
 
 /// A derived point: published as this node's point `name`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ComputeSpec {
     /// The point's name.
     pub name: String,

@@ -1038,6 +1038,96 @@ fn nodes_of_other_meshes_and_protocols_are_listed_not_silently_dropped() {
     assert_eq!(a.strangers(later).len(), 1);
 }
 
+#[test]
+fn reloaded_rules_keep_unchanged_state_and_new_ones_act_at_once() {
+    use rules::{ComputeSpec, RuleSpec, RuleState, Rules};
+    let rule = |name: &str, when: &str, run: &str| RuleSpec {
+        name: name.to_owned(),
+        when: shoal_config::expr::parse(when).expect("valid"),
+        until: None,
+        hold_for: Duration::ZERO,
+        run: run.to_owned(),
+        otherwise: Some(format!("{run}_off")),
+        on_unknown: None,
+        stale_after: None,
+    };
+    let compute = |name: &str, expr: &str| ComputeSpec {
+        name: name.to_owned(),
+        expr: shoal_config::expr::parse(expr).expect("valid"),
+    };
+    let actions = |node: &mut Node| -> std::vec::Vec<(String, String)> {
+        std::iter::from_fn(|| node.poll_event())
+            .filter_map(|event| match event {
+                Event::RuleAction { rule, executor, .. } => Some((rule, executor)),
+                _ => None,
+            })
+            .collect()
+    };
+    let point = |node: &Node, name: &str| {
+        node.store()
+            .point(node.id(), name)
+            .map(|point| point.value.clone())
+    };
+    let mut a = node(1);
+    a.set_rules(
+        Rules::new(vec![rule("hot", "self/temp > 5", "fan")], at(0)),
+        vec![compute("double", "self/temp * 2")],
+    );
+    a.handle_reading(at(100), reading("temp", 9.0))
+        .expect("stored");
+    assert_eq!(actions(&mut a), [("hot".to_owned(), "fan".to_owned())]);
+    assert_eq!(point(&a, "double"), Some(Value::Float(18.0)));
+    let double_seq = a.store().point(a.id(), "double").map(|p| p.seq);
+
+    // Unchanged rule and compute kept, one rule and one compute added.
+    a.reload_rules(
+        at(200),
+        vec![
+            rule("hot", "self/temp > 5", "fan"),
+            rule("warm", "self/temp > 8", "heat"),
+        ],
+        vec![
+            compute("double", "self/temp * 2"),
+            compute("triple", "self/temp * 3"),
+        ],
+    );
+    assert_eq!(
+        actions(&mut a),
+        [("warm".to_owned(), "heat".to_owned())],
+        "only the new rule acts, and at once"
+    );
+    assert_eq!(point(&a, "triple"), Some(Value::Float(27.0)));
+    assert_eq!(
+        a.store().point(a.id(), "double").map(|p| p.seq),
+        double_seq,
+        "an unchanged derived point is not published again"
+    );
+    let states: std::vec::Vec<(String, RuleState)> = a
+        .rules()
+        .map(|(name, status)| (name.to_owned(), status.state))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("hot".to_owned(), RuleState::Active),
+            ("warm".to_owned(), RuleState::Active)
+        ]
+    );
+
+    // A changed rule starts over (its first known state acts); a removed
+    // one is gone and acts no more.
+    a.reload_rules(
+        at(300),
+        vec![rule("hot", "self/temp > 10", "fan")],
+        std::vec::Vec::new(),
+    );
+    assert_eq!(actions(&mut a), [("hot".to_owned(), "fan_off".to_owned())]);
+    a.handle_reading(at(400), reading("temp", 1.0))
+        .expect("stored");
+    assert!(actions(&mut a).is_empty(), "warm was removed");
+    assert_eq!(a.rules().count(), 1);
+}
+
 /// `observer` runs one rule, `when`; its state after `twins` publish.
 fn rule_state_with(
     observer: &mut Node,

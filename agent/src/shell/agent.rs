@@ -2,7 +2,8 @@
 //!
 //! [`Agent::start`] builds the core [`Node`] and every subsystem; then
 //! [`run`] waits for the next [`Input`] ([`Agent::next_input`]) and hands it
-//! to [`Agent::step`], until SIGTERM or SIGINT. One task owns everything, so
+//! to [`Agent::step`], until SIGTERM or SIGINT; SIGHUP re-reads the
+//! configuration file ([`Agent::reload`], `reload.rs`). One task owns everything, so
 //! nothing is shared or locked. Each subsystem is one field with one owner
 //! and its own file:
 //!
@@ -28,6 +29,7 @@ use super::events::EventFeed;
 use super::executor::Executors;
 use super::notify::Notifier;
 use super::persist::Persistence;
+use super::reload;
 use super::runs::{Completed, Runs};
 use super::sensors::{self, SensorRead, Sensors};
 use super::sockets::{self, Sockets};
@@ -45,6 +47,7 @@ use smol::LocalExecutor;
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -100,7 +103,9 @@ pub enum Input {
     /// An executor run ended.
     ExecutorDone(Completed),
     /// SIGTERM or SIGINT.
-    Signal,
+    Stop,
+    /// SIGHUP.
+    Reload,
     /// A socket reported an error.
     SocketFailed(&'static str, io::Error),
 }
@@ -132,13 +137,19 @@ pub struct Agent<'ex> {
     signals: Signals,
     /// Joins and key rotations.
     trust: super::join::Trust,
+    /// The configuration in effect (see `reload.rs`).
+    config: Config,
+    /// The file it came from; `None`: the embedded defaults.
+    config_path: Option<PathBuf>,
 }
 
-/// Runs the agent until SIGTERM or SIGINT.
-pub fn run(config: Config) -> Result<(), RunError> {
+/// Runs the agent until SIGTERM or SIGINT; `path` is the file `config` was
+/// read from (`None`: the embedded defaults), re-read at SIGHUP.
+pub fn run(config: Config, path: Option<PathBuf>) -> Result<(), RunError> {
     let ex: LocalExecutor<'static> = LocalExecutor::new();
     smol::block_on(ex.run(async {
         let mut agent = Agent::start(&config, &ex).await?;
+        agent.config_path = path;
         loop {
             let input = agent.next_input().await;
             if agent.step(input).await? == Flow::Stop {
@@ -155,6 +166,10 @@ impl<'ex> Agent<'ex> {
         config: &Config,
         ex: &'ex LocalExecutor<'static>,
     ) -> Result<Agent<'ex>, RunError> {
+        // First: from here on a SIGHUP is a reload, never its default
+        // action (the end of the process).
+        let signals =
+            Signals::new([Signal::Term, Signal::Int, Signal::Hup]).map_err(RunError::Signals)?;
         for warning in &config.warnings {
             log::warn!(
                 "configuration {}:{}: {}",
@@ -210,7 +225,6 @@ impl<'ex> Agent<'ex> {
         .detach();
         log::info!("API on http://{}", config.api.listen);
         let sockets = Sockets::open(&config.mesh)?;
-        let signals = Signals::new([Signal::Term, Signal::Int]).map_err(RunError::Signals)?;
         let mut notifier = Notifier::from_env();
         notifier.ready(&format!("serving as {name}"));
         Ok(Agent {
@@ -230,6 +244,8 @@ impl<'ex> Agent<'ex> {
                 super::join::member_addr(config.mesh.bind, config.mesh.sync_port),
                 config.key_path(),
             ),
+            config: config.clone(),
+            config_path: None,
         })
     }
 
@@ -276,7 +292,8 @@ impl<'ex> Agent<'ex> {
         };
         let signal = async {
             match signals.next().await {
-                Some(_) => Input::Signal,
+                Some(Ok(Signal::Hup)) => Input::Reload,
+                Some(_) => Input::Stop,
                 None => future::pending().await,
             }
         };
@@ -326,7 +343,8 @@ impl<'ex> Agent<'ex> {
                 self.runs
                     .finish(&mut self.node, now, completed, &mut self.feed);
             }
-            Input::Signal => return Ok(self.stop(now).await),
+            Input::Stop => return Ok(self.stop(now).await),
+            Input::Reload => self.reload(now),
             Input::SocketFailed(what, source) => {
                 // Transient errors (ICMP unreachable reported on a UDP
                 // socket) are normal; anything else ends the agent.
@@ -373,6 +391,78 @@ impl<'ex> Agent<'ex> {
             }
         }
         Ok(actions)
+    }
+
+    /// SIGHUP: re-reads the configuration file. A file that does not
+    /// validate is refused whole (the problems logged on one line) and the
+    /// running configuration stays; otherwise sensors, actuators,
+    /// executors, rules and derived points are replaced, and each setting
+    /// that needs a restart is named in the log and left as it runs.
+    pub fn reload(&mut self, now: Instant) {
+        let Some(path) = self.config_path.clone() else {
+            log::warn!("SIGHUP: running on the embedded defaults, no configuration file to reload (start with --config FILE)");
+            self.feed.count_reload(false);
+            return;
+        };
+        let new = match shoal_config::load(&path) {
+            Ok(new) => new,
+            Err(error) => {
+                let problems = match error {
+                    shoal_config::LoadError::Invalid(problems) => {
+                        problems.to_string().replace('\n', "; ")
+                    }
+                    read => read.to_string(),
+                };
+                log::error!(
+                    "reload of {} refused, the running configuration stays: {problems}",
+                    path.display()
+                );
+                self.feed.count_reload(false);
+                return;
+            }
+        };
+        for warning in &new.warnings {
+            log::warn!(
+                "configuration {}:{}: {}",
+                warning.line,
+                warning.col,
+                warning.message
+            );
+        }
+        for key in reload::restart_needed(&self.config, &new) {
+            log::warn!("{key} changed: restart to apply");
+        }
+        let new = reload::in_effect(&self.config, new);
+        let old = std::mem::replace(&mut self.config, new);
+        let config = &self.config;
+        let changes = [
+            reload::changes("sensor", &old.sensors, &config.sensors, |s| &s.name),
+            reload::changes("actuator", &old.actuators, &config.actuators, |a| &a.name),
+            reload::changes("executor", &old.executors, &config.executors, |e| &e.name),
+            reload::changes("rule", &old.rules, &config.rules, |r| &r.name),
+            reload::changes("derived point", &old.computes, &config.computes, |c| {
+                &c.name
+            }),
+        ]
+        .concat();
+        if !changes.is_empty() {
+            log::info!("reload: {}", changes.join(", "));
+        }
+        let name = self.node.name().to_string();
+        self.sensors.reload(&config.sensors, &name, now);
+        reload_actuators(self.runs.executors_mut(), &old, config);
+        self.runs.executors_mut().reload(&config.executors);
+        let rules: Vec<RuleSpec> = config.rules.iter().map(RuleSpec::from).collect();
+        let computes: Vec<ComputeSpec> = config.computes.iter().map(ComputeSpec::from).collect();
+        self.node.reload_rules(now, rules, computes);
+        log::info!(
+            "reloaded {}: {} sensors, {} rules, {} executors",
+            path.display(),
+            self.sensors.len(),
+            config.rules.len(),
+            config.executors.len()
+        );
+        self.feed.count_reload(true);
     }
 
     /// Says goodbye to the mesh and saves the state.
@@ -466,18 +556,48 @@ fn start_node(config: &Config, identity: Identity) -> Result<Node, RunError> {
 fn executors(config: &Config, name: &str) -> Executors {
     let mut actuators = BTreeMap::new();
     for section in &config.actuators {
-        match sensors::actuator(section) {
-            Ok(device) => {
-                actuators.insert(section.name.clone(), device);
-            }
-            Err(reason) => log::warn!(
-                "actuator {} ({}): {reason}; executors using it will fail",
-                section.name,
-                section.driver
-            ),
+        if let Some(device) = actuator(section) {
+            actuators.insert(section.name.clone(), device);
         }
     }
     Executors::new(&config.executors, name).with_actuators(actuators)
+}
+
+/// The device of an `[[actuator]]`, or `None` (logged).
+fn actuator(section: &shoal_config::ActuatorSection) -> Option<Box<dyn shoal_hal::Actuator>> {
+    match sensors::actuator(section) {
+        Ok(device) => Some(device),
+        Err(reason) => {
+            log::warn!(
+                "actuator {} ({}): {reason}; executors using it will fail",
+                section.name,
+                section.driver
+            );
+            None
+        }
+    }
+}
+
+/// Actuators from `old` to `new`: an unchanged one keeps its device (and
+/// its state); a removed or changed one is dropped first, so that a changed
+/// one can open the same pin again; then new and changed ones are opened.
+fn reload_actuators(executors: &mut Executors, old: &Config, new: &Config) {
+    let unchanged = |section: &shoal_config::ActuatorSection,
+                     list: &[shoal_config::ActuatorSection]| {
+        list.contains(section)
+    };
+    for section in &old.actuators {
+        if !unchanged(section, &new.actuators) {
+            executors.remove_actuator(&section.name);
+        }
+    }
+    for section in &new.actuators {
+        if !unchanged(section, &old.actuators) {
+            if let Some(device) = actuator(section) {
+                executors.add_actuator(section.name.clone(), device);
+            }
+        }
+    }
 }
 
 /// The API token (created at the first start), or `None`: then writes and

@@ -56,7 +56,13 @@ pub fn answer(node: &mut Node, now: Instant, call: ApiCall, context: Context<'_>
             ));
         }
         ApiCall::Stats(reply) => {
-            let _ = reply.try_send(stats(node, now, context.uptime, context.api_stats));
+            let _ = reply.try_send(stats(
+                node,
+                now,
+                context.uptime,
+                context.api_stats,
+                context.counters,
+            ));
         }
         ApiCall::Points {
             glob,
@@ -377,7 +383,13 @@ pub fn point_json(
 }
 
 /// `GET /api/stats`.
-pub fn stats(node: &Node, now: Instant, uptime: Duration, api: &ApiStats) -> Value {
+pub fn stats(
+    node: &Node,
+    now: Instant,
+    uptime: Duration,
+    api: &ApiStats,
+    counters: &Counters,
+) -> Value {
     let s = node.stats();
     let peers = node.peers();
     json!({
@@ -407,6 +419,8 @@ pub fn stats(node: &Node, now: Instant, uptime: Duration, api: &ApiStats) -> Val
         "api_events_dropped": api.events_dropped.get(),
         "api_refused_connections": api.refused_connections.get(),
         "api_refused_per_client": api.refused_per_client.get(),
+        "config_reloads": counters.reloads,
+        "config_reloads_failed": counters.reloads_failed,
     })
 }
 

@@ -351,11 +351,16 @@ fn config_flag(args: &[String]) -> Result<Option<PathBuf>, String> {
 /// configuration.
 fn run_agent(path: Option<PathBuf>) -> ExitCode {
     init_logging();
+    // The file SIGHUP re-reads: the one given, or the default one if it
+    // exists (else the embedded defaults, and nothing to re-read).
+    let file = path
+        .clone()
+        .or_else(|| Some(PathBuf::from(DEFAULT_CONFIG)).filter(|default| default.exists()));
     let config = match configuration(path, "not started") {
         Ok(config) => config,
         Err(code) => return code,
     };
-    match crate::shell::agent::run(config) {
+    match crate::shell::agent::run(config, file) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("shoal: {error}");

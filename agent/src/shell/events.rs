@@ -50,6 +50,15 @@ impl EventFeed {
         api::broadcast(&self.subscribers, &self.stats, event, data);
     }
 
+    /// A configuration reload was applied, or refused.
+    pub fn count_reload(&mut self, applied: bool) {
+        if applied {
+            self.counters.reloads += 1;
+        } else {
+            self.counters.reloads_failed += 1;
+        }
+    }
+
     /// An executor run ended.
     pub fn run_ended(&mut self, record: &RunRecord) {
         self.counters.count_run(record);

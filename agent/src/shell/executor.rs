@@ -90,6 +90,29 @@ impl Executors {
         self
     }
 
+    /// The executors of `sections` in place of these (a configuration
+    /// reload), for runs started from now on. A run under way keeps the
+    /// copy it started with and ends as usual, even when its executor was
+    /// removed or changed; which executors are running is shared, so a
+    /// changed one stays busy until its old run ends.
+    pub fn reload(&mut self, sections: &[ExecutorSection]) {
+        self.by_name = sections
+            .iter()
+            .map(|section| (section.name.clone(), section.clone()))
+            .collect();
+    }
+
+    /// Drops actuator `name` (its device released): a run under way that
+    /// drives it finds it gone.
+    pub fn remove_actuator(&self, name: &str) {
+        self.actuators.borrow_mut().remove(name);
+    }
+
+    /// Installs actuator `name`, for runs under way too.
+    pub fn add_actuator(&self, name: String, device: Box<dyn Actuator>) {
+        self.actuators.borrow_mut().insert(name, device);
+    }
+
     /// Whether `name` may run for `caller` now; `Err` is the refusal.
     pub fn check(&self, name: &str, caller: &Caller) -> Result<(), Outcome> {
         let section = self.by_name.get(name).ok_or(Outcome::UnknownExecutor)?;

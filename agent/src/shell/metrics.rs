@@ -12,7 +12,8 @@
 //!   value was when it arrived here;
 //! - rule actions and executor runs by outcome; API requests, refused
 //!   writes, and connections closed at once by reason
-//!   (`shoal_api_connections_refused_total{reason="full"|"per_client"}`).
+//!   (`shoal_api_connections_refused_total{reason="full"|"per_client"}`);
+//!   configuration reloads (`shoal_config_reloads_total{result="applied"|"failed"}`).
 
 use super::api::ApiStats;
 use super::runs::RunRecord;
@@ -37,6 +38,11 @@ pub struct Counters {
     pub rule_actions: BTreeMap<String, u64>,
     /// Executor runs by (executor, outcome).
     pub executor_runs: BTreeMap<(String, String), u64>,
+    /// Configuration reloads (SIGHUP) applied.
+    pub reloads: u64,
+    /// Configuration reloads refused (a file that does not validate or
+    /// cannot be read, or no file).
+    pub reloads_failed: u64,
 }
 
 impl Counters {
@@ -321,6 +327,18 @@ fn counter_samples(families: &mut Families, stats: &Stats, counters: &Counters, 
             "API connections closed at once: every slot taken, or the client address's share",
             "counter",
             format!("shoal_api_connections_refused_total{{reason=\"{reason}\"}} {count}"),
+        );
+    }
+    for (result, count) in [
+        ("applied", counters.reloads),
+        ("failed", counters.reloads_failed),
+    ] {
+        add(
+            families,
+            "shoal_config_reloads_total",
+            "Configuration reloads (SIGHUP): applied, or refused with the running configuration kept",
+            "counter",
+            format!("shoal_config_reloads_total{{result=\"{result}\"}} {count}"),
         );
     }
     for (rule, count) in &counters.rule_actions {

@@ -119,6 +119,11 @@ impl Runs {
         }
     }
 
+    /// The executors, for a configuration reload.
+    pub fn executors_mut(&mut self) -> &mut Executors {
+        &mut self.executors
+    }
+
     /// The last runs, oldest first.
     pub fn records(&self) -> &VecDeque<RunRecord> {
         &self.records

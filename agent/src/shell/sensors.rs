@@ -12,7 +12,11 @@
 //! minute), and publishes fresh values as soon as it reads again.
 //!
 //! [`Sensors`] is the agent loop's owner of all of it: it starts due reads,
-//! and turns finished ones into the core's readings.
+//! and turns finished ones into the core's readings. A configuration reload
+//! ([`Sensors::reload`]) keeps each sensor whose section is unchanged as it
+//! is (schedule, deadband memory, error state, a read under way); a new or
+//! changed one starts afresh, and a read under way of a removed one is
+//! dropped when it returns.
 
 use shoal_config::{SensorSection, Setting};
 use shoal_core::time::Instant;
@@ -37,6 +41,10 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Sampler {
     /// The sensor's name.
     pub name: String,
+    /// Its section, to tell an unchanged sensor at a reload.
+    section: SensorSection,
+    /// Which sampler a read under way belongs to (set by [`Sensors`]).
+    id: u64,
     device: Option<Box<dyn Sensor>>,
     /// Points by quantity: point name and unit override.
     points: Vec<(&'static str, Name)>,
@@ -412,6 +420,8 @@ impl Sampler {
         };
         Ok(Sampler {
             name: sensor.name.clone(),
+            section: sensor.clone(),
+            id: 0,
             device: Some(device),
             points,
             unit,
@@ -570,33 +580,27 @@ fn reading(name: Name, value: Value, unit: Unit) -> Reading {
     }
 }
 
-/// Samplers for every configured sensor of node `node_name`; a sensor whose
-/// device cannot be built is logged and left out.
-pub fn samplers(sensors: &[SensorSection], node_name: &str, now: Instant) -> Vec<Sampler> {
-    sensors
-        .iter()
-        .filter_map(|sensor| {
-            let built =
-                device(sensor, node_name).and_then(|device| Sampler::new(sensor, device, now));
-            match built {
-                Ok(sampler) => Some(sampler),
-                Err(reason) => {
-                    log::warn!(
-                        "sensor {} ({}): {reason}; not sampled",
-                        sensor.name,
-                        sensor.driver
-                    );
-                    None
-                }
-            }
-        })
-        .collect()
+/// The sampler of a configured sensor of node `node_name`, or `None`
+/// (logged) when its device cannot be built.
+pub fn sampler(sensor: &SensorSection, node_name: &str, now: Instant) -> Option<Sampler> {
+    let built = device(sensor, node_name).and_then(|device| Sampler::new(sensor, device, now));
+    match built {
+        Ok(sampler) => Some(sampler),
+        Err(reason) => {
+            log::warn!(
+                "sensor {} ({}): {reason}; not sampled",
+                sensor.name,
+                sensor.driver
+            );
+            None
+        }
+    }
 }
 
-/// A sensor read that returned: the sampler's index, its device back, and
+/// A sensor read that returned: its sampler's id, its device back, and
 /// what it read.
 pub struct SensorRead {
-    index: usize,
+    id: u64,
     device: Box<dyn Sensor>,
     result: Result<Vec<Sample>, HalError>,
 }
@@ -604,7 +608,7 @@ pub struct SensorRead {
 impl std::fmt::Debug for SensorRead {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SensorRead")
-            .field("index", &self.index)
+            .field("id", &self.id)
             .field("ok", &self.result.is_ok())
             .finish_non_exhaustive()
     }
@@ -614,19 +618,46 @@ impl std::fmt::Debug for SensorRead {
 #[derive(Debug)]
 pub struct Sensors {
     samplers: Vec<Sampler>,
+    /// The id of the next sampler made.
+    next_id: u64,
     reads_tx: Sender<SensorRead>,
     reads: Receiver<SensorRead>,
 }
 
 impl Sensors {
-    /// Samplers for `sections` of node `node_name` (see [`samplers`]), none
+    /// Samplers for `sections` of node `node_name` (see [`sampler`]), none
     /// read yet.
     pub fn new(sections: &[SensorSection], node_name: &str, now: Instant) -> Sensors {
         let (reads_tx, reads) = smol::channel::unbounded();
-        Sensors {
-            samplers: samplers(sections, node_name, now),
+        let mut sensors = Sensors {
+            samplers: Vec::new(),
+            next_id: 0,
             reads_tx,
             reads,
+        };
+        sensors.reload(sections, node_name, now);
+        sensors
+    }
+
+    /// The sensors of `sections` from now on: a sensor whose section is
+    /// unchanged keeps its sampler (schedule, last values, errors, a read
+    /// under way); a new or changed one gets a new sampler, first read at
+    /// `now`; a removed one is dropped (a read of it under way is dropped
+    /// when it returns). Its points stay in the store with their last
+    /// values, as after a restart.
+    pub fn reload(&mut self, sections: &[SensorSection], node_name: &str, now: Instant) {
+        let mut previous = std::mem::take(&mut self.samplers);
+        for section in sections {
+            match previous.iter().position(|old| old.section == *section) {
+                Some(index) => self.samplers.push(previous.swap_remove(index)),
+                None => {
+                    if let Some(mut sampler) = sampler(section, node_name, now) {
+                        sampler.id = self.next_id;
+                        self.next_id += 1;
+                        self.samplers.push(sampler);
+                    }
+                }
+            }
         }
     }
 
@@ -657,7 +688,7 @@ impl Sensors {
     /// Starts a read of every due sensor on a blocking thread, and turns
     /// reads stuck past their timeout into errors.
     pub fn start_due(&mut self, ex: &LocalExecutor<'_>, node: &mut Node, now: Instant) {
-        for (index, sampler) in self.samplers.iter_mut().enumerate() {
+        for sampler in &mut self.samplers {
             let stuck = sampler.check_timeout(now);
             publish(node, now, &sampler.name, stuck);
             if !sampler.is_due(now) {
@@ -667,19 +698,14 @@ impl Sensors {
                 continue;
             };
             let reads = self.reads_tx.clone();
+            let id = sampler.id;
             ex.spawn(async move {
                 let (device, result) = smol::unblock(move || {
                     let result = device.read();
                     (device, result)
                 })
                 .await;
-                let _ = reads
-                    .send(SensorRead {
-                        index,
-                        device,
-                        result,
-                    })
-                    .await;
+                let _ = reads.send(SensorRead { id, device, result }).await;
             })
             .detach();
         }
@@ -693,9 +719,16 @@ impl Sensors {
         now: Instant,
         read: SensorRead,
     ) {
-        if let Some(sampler) = self.samplers.get_mut(read.index) {
-            let readings = sampler.finish(now, read.device, read.result);
-            publish(node, now, &sampler.name, readings);
+        match self
+            .samplers
+            .iter_mut()
+            .find(|sampler| sampler.id == read.id)
+        {
+            Some(sampler) => {
+                let readings = sampler.finish(now, read.device, read.result);
+                publish(node, now, &sampler.name, readings);
+            }
+            None => log::debug!("a read of a sensor removed by a reload returned: dropped"),
         }
         self.start_due(ex, node, now);
     }

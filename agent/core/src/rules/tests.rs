@@ -207,3 +207,51 @@ fn an_action_carries_the_values_of_its_inputs() {
     let (actions, _) = rules.evaluate(at(0), &m);
     assert_eq!(actions[0].inputs, "living/temperature=27");
 }
+
+#[test]
+fn a_reload_keeps_unchanged_rules_and_restarts_changed_ones() {
+    let mut m = Map::default();
+    m.set("living/temperature", Some(27.0));
+    let mut pending = rule("living/temperature > 26", 30);
+    pending.name = "slow".to_owned();
+    let mut rules = Rules::new(
+        vec![rule("living/temperature > 26", 0), pending.clone()],
+        at(0),
+    );
+    assert_eq!(run(&mut rules, at(0), &m), ["ac_on"]);
+    // Unchanged: the same state, its `for` not restarted, no action again.
+    let mut warm = rule("living/temperature > 20", 0);
+    warm.name = "warm".to_owned();
+    let kept = rules.reload(
+        vec![pending.clone(), rule("living/temperature > 26", 0), warm],
+        at(10),
+    );
+    assert_eq!(kept, 2);
+    let states: Vec<(String, RuleState, Instant)> = rules
+        .statuses()
+        .map(|(name, status)| (name.to_owned(), status.state, status.since))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("slow".to_owned(), RuleState::Pending, at(0)),
+            ("cool".to_owned(), RuleState::Active, at(0)),
+            ("warm".to_owned(), RuleState::Unknown, at(10)),
+        ]
+    );
+    let (actions, due) = rules.evaluate(at(11), &m);
+    let run: Vec<(&str, &str)> = actions
+        .iter()
+        .map(|a| (a.rule.as_str(), a.executor.as_str()))
+        .collect();
+    assert_eq!(run, [("warm", "ac_on")], "only the new rule acts");
+    assert_eq!(due, Some(at(30)), "the pending rule's wait goes on");
+    // Changed (another threshold): a new rule, UNKNOWN until evaluated,
+    // whose first known state acts; a removed one is gone.
+    let kept = rules.reload(vec![rule("living/temperature > 30", 0)], at(12));
+    assert_eq!(kept, 0);
+    let (actions, _) = rules.evaluate(at(12), &m);
+    assert_eq!(actions.len(), 1);
+    assert_eq!(actions[0].executor, "ac_off");
+    assert_eq!(rules.statuses().count(), 1);
+}

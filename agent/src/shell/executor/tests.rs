@@ -405,3 +405,33 @@ fn toggle_pulse_and_duty_actions() {
     let half = smol::block_on(executors.run("half", &me));
     assert_eq!(half.output, "fan: duty 0.5\n");
 }
+
+#[test]
+fn a_run_under_way_ends_normally_after_a_reload_removes_its_executor() {
+    let slow = section("slow", &["/bin/sleep", "0.3"], false, 5000, Policy::Refuse);
+    let kept = section("kept", &["/bin/true"], false, 5000, Policy::Refuse);
+    let mut executors = Executors::new(&[slow, kept.clone()], "pi-1");
+    // As `Runs::start` does: the run gets its own copy.
+    let under_way = executors.clone();
+    let me = local();
+    smol::block_on(async {
+        let run = under_way.run("slow", &me);
+        let reload = async {
+            smol::Timer::after(Duration::from_millis(100)).await;
+            let changed = section("slow", &["/bin/false"], false, 5000, Policy::Refuse);
+            executors.reload(&[changed, kept.clone()]);
+            let busy = executors.check("slow", &local());
+            executors.reload(std::slice::from_ref(&kept));
+            (busy, executors.check("slow", &local()))
+        };
+        let (done, (busy, gone)) = future::zip(run, reload).await;
+        assert_eq!(done.outcome, Outcome::Exited(0), "{}", done.output);
+        assert_eq!(busy, Err(Outcome::Busy), "changed, still running");
+        assert_eq!(gone, Err(Outcome::UnknownExecutor));
+    });
+    assert_eq!(executors.check("kept", &local()), Ok(()));
+    assert_eq!(
+        executors.check("slow", &local()),
+        Err(Outcome::UnknownExecutor)
+    );
+}

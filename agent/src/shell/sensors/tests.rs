@@ -201,3 +201,38 @@ fn unseeded_sim_sensors_differ_per_node_and_a_seed_is_shared() {
     assert_eq!(sim_seed(&section, "pi-b"), 7);
     assert!(device(&section, "pi-a").is_ok());
 }
+
+#[test]
+fn a_reload_keeps_unchanged_sensors_and_replaces_changed_ones() {
+    let sim = |name: &str, interval_s: u64| SensorSection {
+        driver: "sim".to_owned(),
+        ..section(name, interval_s, 0.0)
+    };
+    let mut sensors = Sensors::new(&[sim("a", 1), sim("b", 1)], "pi-1", at(0));
+    let state = |sensors: &Sensors| -> Vec<(String, u64, Instant)> {
+        sensors
+            .samplers
+            .iter()
+            .map(|s| (s.name.clone(), s.id, s.next))
+            .collect()
+    };
+    assert_eq!(
+        state(&sensors),
+        [("a".into(), 0, at(0)), ("b".into(), 1, at(0))]
+    );
+    // `a` was read: its schedule moved on; a reload must not reset it.
+    sensors.samplers[0].next = at(7);
+    sensors.reload(&[sim("c", 1), sim("a", 1), sim("b", 5)], "pi-1", at(3));
+    assert_eq!(
+        state(&sensors),
+        [
+            ("c".into(), 2, at(3)),
+            ("a".into(), 0, at(7)),
+            ("b".into(), 3, at(3)),
+        ],
+        "a kept, b changed (a new sampler), c new"
+    );
+    sensors.reload(&[sim("c", 1)], "pi-1", at(4));
+    assert_eq!(state(&sensors), [("c".into(), 2, at(3))]);
+    assert_eq!(sensors.len(), 1);
+}
