@@ -1,7 +1,8 @@
 //! The command line: parses arguments, runs a command, returns the exit code.
 //!
 //! Exit codes (README.md): 0 ok, 1 runtime failure, 2 bad usage or bad
-//! config, 3 agent not reachable. Errors go to stderr as one clear sentence.
+//! config, 3 agent not reachable, 4 (`status` only) mesh degraded. Errors
+//! go to stderr as one clear sentence.
 #![allow(clippy::print_stdout)]
 
 use shoal_core::wire;
@@ -52,7 +53,8 @@ Commands that talk to an agent find it at --api ADDR, else at api.listen of
 --config PATH (default /etc/shoal/shoal.toml), with the API token of its
 api.token_file. `shoal COMMAND --help` shows a command's options.
 
-Exit codes: 0 ok, 1 failure, 2 bad usage or configuration, 3 agent not reachable.
+Exit codes: 0 ok, 1 failure, 2 bad usage or configuration, 3 agent not reachable,
+4 (status) mesh degraded.
 Logging: RUST_LOG=debug|info|warn (default info).";
 
 /// How a client command finds the agent, for every command's help.
@@ -129,7 +131,9 @@ CLIENT_OPTIONS
         "status",
         "usage: shoal status [--api ADDR] [--config PATH] [--json]
 
-The mesh as the agent sees it: every node's state and route.
+The mesh as the agent sees it: every node's state and route. Exit 0 when
+the mesh is online, 4 when it is degraded (a node that is not HEALTHY; one
+that LEFT, a deliberate stop, does not count).
 
 options:
 CLIENT_OPTIONS
@@ -546,7 +550,8 @@ fn client_flags(args: &[String]) -> Result<ClientFlags, String> {
     Ok(flags)
 }
 
-/// `status`, `peers`, `exec`: exit 3 when no agent answers.
+/// `status`, `peers`, `exec`: exit 3 when no agent answers; `status` exits 4
+/// when the mesh is degraded.
 fn client_command(command: &str, flags: &ClientFlags) -> ExitCode {
     use crate::shell::client;
     let endpoint = match endpoint(flags) {
@@ -630,6 +635,9 @@ fn client_command(command: &str, flags: &ClientFlags) -> ExitCode {
                 }
             }
         }
+    }
+    if command == "status" && reply.body["mesh"] == "degraded" {
+        return ExitCode::from(4);
     }
     if command == "exec" {
         let outcome = reply.body["outcome"].as_str().unwrap_or("");
