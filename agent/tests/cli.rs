@@ -37,7 +37,14 @@ fn version_names_the_protocol() {
 
 #[test]
 fn check_accepts_the_shipped_example() {
-    let out = shoal(&["check", "--config", example().to_str().expect("utf-8 path")]);
+    // Written for a Pi: the file alone (its state directory and programs
+    // are this machine's business only when it runs here).
+    let out = shoal(&[
+        "check",
+        "--file-only",
+        "--config",
+        example().to_str().expect("utf-8 path"),
+    ]);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -340,6 +347,7 @@ fn the_packaged_default_configuration_is_valid() {
         "check",
         "--config",
         repo("systemd/shoal.toml").to_str().expect("utf-8"),
+        "--file-only",
     ]);
     assert_eq!(
         out.status.code(),
@@ -531,10 +539,24 @@ fn run_briefly(mut command: Command) -> (Option<i32>, String) {
 
 /// A config for an open mesh on 127.0.0.`host` with its state in `state`.
 fn state_config(name: &str, host: u8, state: &std::path::Path) -> PathBuf {
+    loopback_config(name, host, "open = true\n", "", state, "")
+}
+
+/// A config on 127.0.0.`host` (loopback only, ports of its own) with
+/// `mesh` and `api` added to their sections, its state in `state`, and
+/// `rest` at the end.
+fn loopback_config(
+    name: &str,
+    host: u8,
+    mesh: &str,
+    api: &str,
+    state: &std::path::Path,
+    rest: &str,
+) -> PathBuf {
     scratch(
         name,
         &format!(
-            "[mesh]\nopen = true\nbind = \"127.0.0.{host}\"\nbroadcast = [\"127.255.255.255\"]\nport = 47{host:03}\nsync_port = 48{host:03}\n[api]\nlisten = \"127.0.0.{host}:49{host:03}\"\n[state]\ndir = \"{}\"\n",
+            "[mesh]\n{mesh}bind = \"127.0.0.{host}\"\nbroadcast = [\"127.255.255.255\"]\nport = 47{host:03}\nsync_port = 48{host:03}\n[api]\nlisten = \"127.0.0.{host}:49{host:03}\"\n{api}[state]\ndir = \"{}\"\n{rest}",
             state.display()
         ),
     )
@@ -640,5 +662,209 @@ fn an_identity_the_service_cannot_read_stops_it_instead_of_being_replaced() {
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("belongs to uid 0"), "{stderr}");
     assert_eq!(std::fs::read_to_string(&identity).expect("kept"), valid);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A scratch directory of its own for test `name`, empty.
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("shoal-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// `shoal check` of `config` exits 2 with `shoal: MESSAGE` (a line that
+/// contains `message`), and `shoal run` refuses to start with that same
+/// line and exit 1: check passes only what run starts.
+fn check_and_run_refuse(config: &std::path::Path, message: &str) {
+    let out = shoal(&["check", "--config", config.to_str().expect("utf-8 path")]);
+    let checked = String::from_utf8_lossy(&out.stderr);
+    let line = checked
+        .lines()
+        .find(|line| line.starts_with("shoal: ") && line.contains(message))
+        .unwrap_or_else(|| panic!("check said nothing of {message:?}: {checked}"));
+    assert_eq!(out.status.code(), Some(2), "check: {checked}");
+    let (code, ran) = run_briefly(shoal_run(config));
+    assert_eq!(code, Some(1), "run refuses to start: {ran}");
+    assert!(
+        ran.lines().any(|l| l == line),
+        "run says what check said ({line:?}): {ran}"
+    );
+}
+
+#[test]
+fn check_refuses_a_malformed_mesh_key_as_run_does() {
+    let dir = scratch_dir("bad-key");
+    let key = dir.join("mesh.key");
+    std::fs::write(&key, "abcd\n").expect("key");
+    let mesh = format!("key_file = \"{}\"\n", key.display());
+    let config = loopback_config("bad-key.toml", 203, &mesh, "", &dir.join("state"), "");
+    check_and_run_refuse(
+        &config,
+        &format!(
+            "mesh key {}: expected 64 hex digits, found 4",
+            key.display()
+        ),
+    );
+    assert_eq!(std::fs::read_to_string(&key).expect("kept"), "abcd\n");
+    assert!(
+        !dir.join("state").exists(),
+        "no identity made for a start refused"
+    );
+    // Missing is fine where run creates it, not in a directory that is not there.
+    let key = dir.join("no-such-dir/mesh.key");
+    let mesh = format!("key_file = \"{}\"\n", key.display());
+    let config = loopback_config("no-key-dir.toml", 203, &mesh, "", &dir.join("state"), "");
+    check_and_run_refuse(
+        &config,
+        &format!("cannot write {}: No such file or directory", key.display()),
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn check_refuses_a_mesh_key_that_is_a_symbolic_link_as_run_does() {
+    let dir = scratch_dir("link-key");
+    let target = dir.join("elsewhere.key");
+    std::fs::write(&target, format!("{}\n", "ab".repeat(32))).expect("key");
+    let key = dir.join("mesh.key");
+    std::os::unix::fs::symlink(&target, &key).expect("link");
+    let mesh = format!("key_file = \"{}\"\n", key.display());
+    let config = loopback_config("link-key.toml", 204, &mesh, "", &dir.join("state"), "");
+    check_and_run_refuse(
+        &config,
+        &format!("mesh key {}: is a symbolic link", key.display()),
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn check_refuses_a_state_directory_that_cannot_be_made_as_run_does() {
+    // Root may write anywhere: a regular file on the path stops even root.
+    let dir = scratch_dir("state-under-file");
+    std::fs::write(dir.join("file"), "not a directory\n").expect("file");
+    let state = dir.join("file/state");
+    let config = state_config("state-under-file.toml", 205, &state);
+    check_and_run_refuse(
+        &config,
+        &format!("cannot create state directory {}", state.display()),
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn check_refuses_an_executor_whose_program_is_missing_as_run_does() {
+    let dir = scratch_dir("no-program");
+    let missing = dir.join("no-such-program");
+    let rest = format!(
+        "[[executor]]\nname = \"gone\"\naction = {{ command = [\"{}\", \"-x\"] }}\n[[executor]]\nname = \"found\"\naction = {{ command = [\"sh\", \"-c\", \"true\"] }}\n",
+        missing.display()
+    );
+    let config = loopback_config(
+        "no-program.toml",
+        206,
+        "open = true\n",
+        "",
+        &dir.join("state"),
+        &rest,
+    );
+    check_and_run_refuse(
+        &config,
+        &format!(
+            "executor \"gone\": cannot start {}: no such program",
+            missing.display()
+        ),
+    );
+    // A file that is not executable is refused too.
+    std::fs::write(&missing, "#!/bin/sh\n").expect("program");
+    check_and_run_refuse(
+        &config,
+        &format!(
+            "executor \"gone\": cannot start {}: not executable",
+            missing.display()
+        ),
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn check_refuses_a_bad_api_token_file_as_run_does() {
+    let dir = scratch_dir("bad-token");
+    let token = dir.join("api.token");
+    std::fs::write(&token, "two words\n").expect("token");
+    let api = format!("token_file = \"{}\"\n", token.display());
+    let config = loopback_config(
+        "bad-token.toml",
+        207,
+        "open = true\n",
+        &api,
+        &dir.join("state"),
+        "",
+    );
+    check_and_run_refuse(
+        &config,
+        &format!(
+            "API token file {} is empty or holds whitespace",
+            token.display()
+        ),
+    );
+    // A link in its place is not followed.
+    std::fs::remove_file(&token).expect("remove");
+    std::os::unix::fs::symlink(dir.join("elsewhere"), &token).expect("link");
+    check_and_run_refuse(
+        &config,
+        &format!("cannot read {}: is a symbolic link", token.display()),
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn check_creates_nothing_that_run_would_create() {
+    let dir = scratch_dir("check-creates-nothing");
+    let state = dir.join("new/state");
+    let config = loopback_config("creates-nothing.toml", 208, "", "", &state, "");
+    let out = shoal(&["check", "--config", config.to_str().expect("utf-8 path")]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .expect("list")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "no state directory, key or identity: {left:?}"
+    );
+    // --file-only: the file alone, whatever this machine lacks.
+    let missing = loopback_config(
+        "file-only.toml",
+        208,
+        "",
+        "",
+        &dir.join("file/state"),
+        "[[executor]]\nname = \"gone\"\naction = { command = [\"/nonexistent/program\"] }\n",
+    );
+    std::fs::write(dir.join("file"), "a file, not a directory\n").expect("file");
+    let config = missing.to_str().expect("utf-8 path");
+    let out = shoal(&["check", "--config", config]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "shoal: {config} is valid, but shoal run would not start on this machine as uid"
+        )) && stderr.contains("(2 problems;"),
+        "{stderr}"
+    );
+    let out = shoal(&["check", "--config", config, "--file-only"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

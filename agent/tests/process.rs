@@ -666,7 +666,8 @@ fn status_peers_and_exec_through_the_api() {
     let mut status = String::new();
     for _ in 0..50 {
         let (code, out, err) = cli(&["status", "--api", &api]);
-        assert_eq!(code, Some(0), "{err}");
+        // 4: degraded, while a node is not HEALTHY yet.
+        assert!(matches!(code, Some(0 | 4)), "{err}");
         status = out;
         if status.contains("agent-3: HEALTHY") && status.contains("agent-2: HEALTHY") {
             break;
@@ -2708,4 +2709,67 @@ fn sighup_reloads_the_configuration_refuses_a_bad_file_and_names_what_needs_a_re
     // It still stops cleanly.
     agent.signal("TERM");
     assert_eq!(agent.wait_exit(Duration::from_secs(2)), Some(0));
+}
+
+#[test]
+fn a_graceful_leave_keeps_the_mesh_online_and_a_crash_degrades_it() {
+    let mut mesh = Mesh::new(25);
+    let key = "55".repeat(32);
+    for n in 1..=3 {
+        mesh.add(n, 250 + n as u8, Some(&key));
+    }
+    let api = format!("127.0.0.251:{}", mesh.port + 2);
+    mesh.wait_for(
+        "all three HEALTHY in agent-1's status",
+        INTERVAL * 3,
+        |_| {
+            cli(&["status", "--api", &api])
+                .1
+                .starts_with("[Mesh Online] - 3/3 nodes active\n")
+        },
+    );
+    // A deliberate stop: the node says goodbye and is LEFT, not a fault.
+    mesh.agents[2].signal("TERM");
+    assert_eq!(
+        mesh.agents[2].wait_exit(Duration::from_secs(1)),
+        Some(0),
+        "{}",
+        mesh.agents[2].dump()
+    );
+    mesh.wait_for("agent-3 LEFT at agent-1", INTERVAL, |m| {
+        m.agents[0].logged("node agent-3: HEALTHY -> LEFT")
+    });
+    let (code, out, err) = cli(&["status", "--api", &api]);
+    assert!(
+        out.starts_with("[Mesh Online] - 2/2 nodes active\n") && out.contains("  agent-3: LEFT\n"),
+        "{out}{err}"
+    );
+    assert_eq!(code, Some(0), "{out}{err}");
+    let (code, json, _) = cli(&["status", "--api", &api, "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+    assert_eq!(
+        (&status["mesh"], &status["active"], &status["total"]),
+        (
+            &serde_json::json!("online"),
+            &serde_json::json!(2),
+            &serde_json::json!(2)
+        ),
+        "{json}"
+    );
+    assert_eq!(code, Some(0), "{json}");
+    // A crash is a fault: degraded, and exit 4.
+    mesh.agents[1].kill();
+    mesh.wait_for("agent-2 UNREACHABLE at agent-1", INTERVAL * 5, |m| {
+        m.agents[0].logged("node agent-2: SUSPECT -> UNREACHABLE")
+    });
+    let (code, out, err) = cli(&["status", "--api", &api]);
+    assert!(
+        out.starts_with("[Mesh Degraded] - 1/2 nodes active\n")
+            && out.contains("  agent-2: UNREACHABLE\n"),
+        "{out}{err}"
+    );
+    assert_eq!(code, Some(4), "{out}{err}");
+    let (code, json, _) = cli(&["status", "--api", &api, "--json"]);
+    assert!(json.contains("\"mesh\":\"degraded\""), "{json}");
+    assert_eq!(code, Some(4), "{json}");
 }

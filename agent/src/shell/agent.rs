@@ -29,6 +29,7 @@ use super::events::EventFeed;
 use super::executor::Executors;
 use super::notify::Notifier;
 use super::persist::Persistence;
+use super::preflight;
 use super::reload;
 use super::runs::{Completed, Runs};
 use super::sensors::{self, SensorRead, Sensors};
@@ -76,6 +77,14 @@ pub enum RunError {
     /// No usable node name.
     #[error("{0}")]
     Name(String),
+    /// A `command` executor whose program cannot start.
+    #[error("executor {name:?}: {reason}")]
+    Executor {
+        /// The executor.
+        name: String,
+        /// Why its program cannot start.
+        reason: String,
+    },
     /// This node id used up its incarnations and frame counters.
     #[error("this node id used up every frame counter of its last incarnation; it sends nothing more so that no nonce is reused. Start it again: it takes a new node id")]
     CounterExhausted,
@@ -160,8 +169,9 @@ pub fn run(config: Config, path: Option<PathBuf>) -> Result<(), RunError> {
 }
 
 impl<'ex> Agent<'ex> {
-    /// Reads the state directory, builds the node and every subsystem, and
-    /// opens the API and the mesh sockets, on `ex`.
+    /// Checks what it needs ([`preflight::problems`], the same checks as
+    /// `shoal check`), reads the state directory, builds the node and
+    /// every subsystem, and opens the API and the mesh sockets, on `ex`.
     pub async fn start(
         config: &Config,
         ex: &'ex LocalExecutor<'static>,
@@ -177,6 +187,15 @@ impl<'ex> Agent<'ex> {
                 warning.col,
                 warning.message
             );
+        }
+        // Refused before anything is created or written (no identity
+        // bumped for a start that cannot happen); the rest are logged.
+        let mut problems = preflight::problems(config).into_iter();
+        if let Some(first) = problems.next() {
+            for other in problems {
+                log::error!("{other}");
+            }
+            return Err(first);
         }
         let mut state_dir = StateDir::open(&config.state.dir)?;
         let identity = load_identity(&mut state_dir, config)?;
@@ -194,7 +213,7 @@ impl<'ex> Agent<'ex> {
         persistence.restore_incarnations(&mut node);
         let sensors = Sensors::new(&config.sensors, &name, Instant::ZERO);
         let runs = Runs::new(executors(config, &name));
-        let token = api_token(config);
+        let token = api_token(config)?;
         log::info!(
             "node {name} ({}) incarnation {} starting: beacons on port {}, sync on {}:{}, {} sensors",
             node.id(),
@@ -218,7 +237,7 @@ impl<'ex> Agent<'ex> {
         ex.spawn(api::serve(
             listener,
             calls_tx,
-            token,
+            Some(token),
             Rc::clone(&api_stats),
             subscribers,
         ))
@@ -600,24 +619,18 @@ fn reload_actuators(executors: &mut Executors, old: &Config, new: &Config) {
     }
 }
 
-/// The API token (created at the first start), or `None`: then writes and
-/// `exec` through the API are refused.
-fn api_token(config: &Config) -> Option<String> {
-    match state::read_or_create_token(&config.api.token_file) {
-        Ok((token, created)) => {
-            if created {
-                log::info!(
-                    "created the API token in {} (needed for writes and exec)",
-                    config.api.token_file.display()
-                );
-            }
-            Some(token)
-        }
-        Err(error) => {
-            log::warn!("{error}: writes and exec through the API are refused");
-            None
-        }
+/// The API token, created at the first start. One that cannot be read or
+/// made stops the agent (as `shoal check` says beforehand): an agent that
+/// silently refuses every write is a fault found too late.
+fn api_token(config: &Config) -> Result<String, RunError> {
+    let (token, created) = state::read_or_create_token(&config.api.token_file)?;
+    if created {
+        log::info!(
+            "created the API token in {} (needed for writes and exec)",
+            config.api.token_file.display()
+        );
     }
+    Ok(token)
 }
 
 /// One line of what the node did and refused, at shutdown.
@@ -656,7 +669,7 @@ const DEFAULT_HOSTNAMES: [&str; 6] = [
 ];
 
 /// The configured name, or the hostname (see [`default_name`]).
-fn node_name(config: &Config, id: NodeId) -> Result<Name, RunError> {
+pub(crate) fn node_name(config: &Config, id: NodeId) -> Result<Name, RunError> {
     let text = match &config.node.name {
         Some(name) => name.clone(),
         None => {

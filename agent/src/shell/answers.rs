@@ -228,16 +228,48 @@ fn known(fact: &str) -> Option<String> {
     (!fact.is_empty()).then(|| fact.to_owned())
 }
 
+/// How the mesh is: of the known nodes that count (`total`), how many are
+/// HEALTHY (`active`). A node that LEFT stopped deliberately and said so:
+/// it counts neither way, so a planned stop does not degrade the mesh for
+/// the hour until it is forgotten; SUSPECT and UNREACHABLE count against it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MeshHealth {
+    /// HEALTHY nodes.
+    pub active: usize,
+    /// Nodes that are not LEFT.
+    pub total: usize,
+}
+
+impl MeshHealth {
+    /// The count over the nodes' `states`.
+    pub fn of(states: impl IntoIterator<Item = PeerState>) -> MeshHealth {
+        let mut health = MeshHealth::default();
+        for state in states {
+            if state != PeerState::Left {
+                health.total += 1;
+            }
+            if state == PeerState::Healthy {
+                health.active += 1;
+            }
+        }
+        health
+    }
+
+    /// Every node that counts is HEALTHY (`/api/status` `mesh`: `online`,
+    /// else `degraded`).
+    pub fn is_online(self) -> bool {
+        self.active == self.total
+    }
+}
+
 /// `GET /api/status`: the mesh as this node sees it.
 pub fn status(node: &Node, now: Instant) -> Value {
     let ms = |at: Instant| u64::try_from(now.saturating_since(at).as_millis()).unwrap_or(u64::MAX);
     let mut nodes = Vec::new();
-    let mut active = 0;
+    let mut states = Vec::new();
     for (id, reach) in node.nodes(now) {
         let live = matches!(reach.state, PeerState::Healthy | PeerState::Suspect);
-        if reach.state == PeerState::Healthy {
-            active += 1;
-        }
+        states.push(reach.state);
         let peer = node.peers().get(id);
         let last_seen = if id == node.id() {
             Some(0)
@@ -270,16 +302,16 @@ pub fn status(node: &Node, now: Instant) -> Value {
             "os": meta.as_ref().and_then(|m| known(&m.os)),
         }));
     }
-    let total = nodes.len();
+    let health = MeshHealth::of(states);
     let conflicts: Vec<Value> = node
         .name_conflicts(now)
         .into_iter()
         .map(|(name, ids)| conflict_json(&name, &ids))
         .collect();
     json!({
-        "mesh": if active == total { "online" } else { "degraded" },
-        "active": active,
-        "total": total,
+        "mesh": if health.is_online() { "online" } else { "degraded" },
+        "active": health.active,
+        "total": health.total,
         "self": node.name().to_string(),
         "nodes": nodes,
         "conflicts": conflicts,

@@ -1,7 +1,8 @@
 //! The command line: parses arguments, runs a command, returns the exit code.
 //!
 //! Exit codes (README.md): 0 ok, 1 runtime failure, 2 bad usage or bad
-//! config, 3 agent not reachable. Errors go to stderr as one clear sentence.
+//! config, 3 agent not reachable, 4 (`status` only) mesh degraded. Errors
+//! go to stderr as one clear sentence.
 #![allow(clippy::print_stdout)]
 
 use shoal_core::wire;
@@ -19,7 +20,10 @@ commands:
                           a file: embedded defaults, loopback only, simulated sensors)
   demo [--nodes N]        a local mesh of N (default 3) agents on 127.0.0.x with
                           simulated sensors; Ctrl-C stops it and removes everything
-  check [--config PATH]   validate a configuration (default /etc/shoal/shoal.toml)
+  check [--config PATH] [--file-only]
+                          validate a configuration (default /etc/shoal/shoal.toml)
+                          and what run needs of this machine (state directory, key,
+                          token, executor programs); --file-only: the file alone
   init [--config PATH]    create this mesh's key (mode 0600) where run reads it
                           (mesh.key_file, or mesh.key in the state directory);
                           never overwrites one; run creates it too if missing
@@ -52,7 +56,8 @@ Commands that talk to an agent find it at --api ADDR, else at api.listen of
 --config PATH (default /etc/shoal/shoal.toml), with the API token of its
 api.token_file. `shoal COMMAND --help` shows a command's options.
 
-Exit codes: 0 ok, 1 failure, 2 bad usage or configuration, 3 agent not reachable.
+Exit codes: 0 ok, 1 failure, 2 bad usage or configuration, 3 agent not reachable,
+4 (status) mesh degraded.
 Logging: RUST_LOG=debug|info|warn (default info).";
 
 /// How a client command finds the agent, for every command's help.
@@ -87,13 +92,20 @@ options:
     ),
     (
         "check",
-        "usage: shoal check [--config PATH]
+        "usage: shoal check [--config PATH] [--file-only]
 
 Validates a configuration: exit 0 if valid, else 2 with every problem as
-file:line:col: message.
+file:line:col: message. For a valid file, also what shoal run needs of this
+machine before it starts, checked without creating or changing anything:
+the state directory (writable, or creatable), the mesh key and the API
+token file (valid, or creatable where run creates them), the node name, and
+every command executor's program (exists, executable; a bare name on
+$PATH); exit 2 with the very message run would stop with. Sockets are not
+opened.
 
 options:
-  -c, --config PATH  the file (default /etc/shoal/shoal.toml)",
+  -c, --config PATH  the file (default /etc/shoal/shoal.toml)
+  --file-only        the file alone (a configuration for another machine)",
     ),
     (
         "init",
@@ -129,7 +141,9 @@ CLIENT_OPTIONS
         "status",
         "usage: shoal status [--api ADDR] [--config PATH] [--json]
 
-The mesh as the agent sees it: every node's state and route.
+The mesh as the agent sees it: every node's state and route. Exit 0 when
+the mesh is online, 4 when it is degraded (a node that is not HEALTHY; one
+that LEFT, a deliberate stop, does not count).
 
 options:
 CLIENT_OPTIONS
@@ -237,10 +251,18 @@ pub fn run(args: &[String]) -> ExitCode {
             println!("{USAGE}");
             ExitCode::SUCCESS
         }
-        Some("check") => match config_flag(&args[1..]) {
-            Ok(path) => check(path),
-            Err(message) => usage_error(&message),
-        },
+        Some("check") => {
+            let file_only = args[1..].iter().any(|arg| arg == "--file-only");
+            let rest: Vec<String> = args[1..]
+                .iter()
+                .filter(|arg| *arg != "--file-only")
+                .cloned()
+                .collect();
+            match config_flag(&rest) {
+                Ok(path) => check(path, file_only),
+                Err(message) => usage_error(&message),
+            }
+        }
         Some("demo") => match demo_flags(&args[1..]) {
             Ok((nodes, port)) => crate::shell::demo::run(nodes, port),
             Err(message) => usage_error(&message),
@@ -411,22 +433,17 @@ fn configuration(path: Option<PathBuf>, what: &str) -> Result<shoal_config::Conf
     let explicit = path.is_some();
     let path = path.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
     if !explicit && !path.exists() {
-        let mut config = shoal_config::embedded();
         log::info!(
             "{} not found: using the embedded defaults (loopback only, simulated sensors)",
             path.display()
         );
-        if std::fs::create_dir_all(&config.state.dir).is_err() {
-            if let Some(home) = std::env::var_os("HOME") {
-                config.state.dir = PathBuf::from(home).join(".local/state/shoal");
-                config.api.token_file = config.state.dir.join("api.token");
-                let _ = std::fs::create_dir_all(&config.state.dir);
-                log::info!(
-                    "{} is not writable: keeping state in {}",
-                    shoal_config::defaults::STATE_DIR,
-                    config.state.dir.display()
-                );
-            }
+        let config = embedded_configuration();
+        if config.state.dir != std::path::Path::new(shoal_config::defaults::STATE_DIR) {
+            log::info!(
+                "{} is not writable: keeping state in {}",
+                shoal_config::defaults::STATE_DIR,
+                config.state.dir.display()
+            );
         }
         return Ok(config);
     }
@@ -438,6 +455,21 @@ fn configuration(path: Option<PathBuf>, what: &str) -> Result<shoal_config::Conf
         );
         ExitCode::from(2)
     })
+}
+
+/// The embedded defaults, with the state directory (and the API token in
+/// it) moved to `~/.local/state/shoal` when the system one cannot be used;
+/// decided without creating either (`shoal check` creates nothing, and
+/// `shoal run` creates its state directory as it starts).
+fn embedded_configuration() -> shoal_config::Config {
+    let mut config = shoal_config::embedded();
+    if crate::shell::state::check_dir(&config.state.dir).is_err() {
+        if let Some(home) = std::env::var_os("HOME") {
+            config.state.dir = PathBuf::from(home).join(".local/state/shoal");
+            config.api.token_file = config.state.dir.join("api.token");
+        }
+    }
+    config
 }
 
 /// `RUST_LOG` (default `info`); no timestamps under journald, which adds its own.
@@ -452,12 +484,21 @@ fn init_logging() {
     let _ = builder.try_init();
 }
 
-/// `shoal check`: 0 if valid, 2 with one `file:line:col: message` per problem.
-fn check(path: Option<PathBuf>) -> ExitCode {
+/// `shoal check`: 0 if `shoal run` would start with the configuration, 2
+/// with one `file:line:col: message` per problem of the file, or, for a
+/// valid file, with what would stop `run` on this machine (the very
+/// messages `run` prints: [`crate::shell::preflight`]). `file_only`: the
+/// file alone, for a configuration meant for another machine.
+fn check(path: Option<PathBuf>, file_only: bool) -> ExitCode {
     let explicit = path.is_some();
     let path = path.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
     if !explicit && !path.exists() {
-        let config = shoal_config::embedded();
+        let config = embedded_configuration();
+        if !file_only {
+            if let Err(code) = machine_problems(&config, "the embedded defaults are") {
+                return code;
+            }
+        }
         println!(
             "{}: not found; shoal run would use the embedded defaults (loopback only, {} simulated sensors), which are valid",
             path.display(),
@@ -475,6 +516,11 @@ fn check(path: Option<PathBuf>) -> ExitCode {
                     warning.col,
                     warning.message
                 );
+            }
+            if !file_only {
+                if let Err(code) = machine_problems(&config, &format!("{} is", path.display())) {
+                    return code;
+                }
             }
             println!(
                 "{}: ok ({}, {}, {}, {}, {})",
@@ -501,6 +547,25 @@ fn check(path: Option<PathBuf>) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// What would stop `shoal run` with `config` here, each as `shoal:
+/// MESSAGE`, exactly as run prints it, then a line that `valid` ("FILE
+/// is") is valid but would not start; `Err(2)` if anything would stop it.
+fn machine_problems(config: &shoal_config::Config, valid: &str) -> Result<(), ExitCode> {
+    let problems = crate::shell::preflight::problems(config);
+    if problems.is_empty() {
+        return Ok(());
+    }
+    for problem in &problems {
+        eprintln!("shoal: {problem}");
+    }
+    eprintln!(
+        "shoal: {valid} valid, but shoal run would not start on this machine as uid {} ({}; --file-only checks the file alone)",
+        rustix::process::geteuid().as_raw(),
+        count(problems.len(), "problem")
+    );
+    Err(ExitCode::from(2))
 }
 
 /// "1 sensor", "3 sensors".
@@ -551,7 +616,8 @@ fn client_flags(args: &[String]) -> Result<ClientFlags, String> {
     Ok(flags)
 }
 
-/// `status`, `peers`, `exec`: exit 3 when no agent answers.
+/// `status`, `peers`, `exec`: exit 3 when no agent answers; `status` exits 4
+/// when the mesh is degraded.
 fn client_command(command: &str, flags: &ClientFlags) -> ExitCode {
     use crate::shell::client;
     let endpoint = match endpoint(flags) {
@@ -635,6 +701,9 @@ fn client_command(command: &str, flags: &ClientFlags) -> ExitCode {
                 }
             }
         }
+    }
+    if command == "status" && reply.body["mesh"] == "degraded" {
+        return ExitCode::from(4);
     }
     if command == "exec" {
         let outcome = reply.body["outcome"].as_str().unwrap_or("");

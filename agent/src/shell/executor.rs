@@ -322,11 +322,8 @@ pub async fn run_command(
     };
     // Said plainly before spawning (some systems, qemu-user among them,
     // report a failed exec only as exit code 127 of the child).
-    if !program_exists(program) {
-        return (
-            Outcome::Failed,
-            format!("cannot start {program}: no such program (a full path, or a name on $PATH)"),
-        );
+    if let Err(reason) = find_program(program) {
+        return (Outcome::Failed, reason);
     }
     let mut command = std::process::Command::new(program);
     command
@@ -408,13 +405,50 @@ pub async fn run_command(
     }
 }
 
-/// Whether `program` names an existing file, directly or on `$PATH`.
-fn program_exists(program: &str) -> bool {
-    if program.contains('/') {
-        return std::path::Path::new(program).is_file();
+/// The file a command's `program` runs, as `exec` finds it: a path with a
+/// `/` as it is, a bare name in the first directory of `$PATH` (without
+/// `$PATH`, `/bin:/usr/bin`) that holds it executable. `Err` says why it
+/// cannot start, in the words a failed run and `shoal check` use.
+pub fn find_program(program: &str) -> Result<std::path::PathBuf, String> {
+    let no_such =
+        || format!("cannot start {program}: no such program (a full path, or a name on $PATH)");
+    let not_executable = || {
+        format!("cannot start {program}: not executable by this user (chmod +x, or fix the path)")
+    };
+    if program.is_empty() {
+        return Err("empty command".to_owned());
     }
-    std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+    if program.contains('/') {
+        let path = std::path::Path::new(program);
+        return match std::fs::metadata(path) {
+            Ok(metadata) if metadata.is_file() && is_executable(path) => Ok(path.to_owned()),
+            Ok(metadata) if metadata.is_file() => Err(not_executable()),
+            Ok(_) => Err(format!("cannot start {program}: not a file")),
+            Err(_) => Err(no_such()),
+        };
+    }
+    let search = std::env::var_os("PATH").unwrap_or_else(|| "/bin:/usr/bin".into());
+    let mut found_unexecutable = false;
+    for dir in std::env::split_paths(&search) {
+        let path = dir.join(program);
+        if path.is_file() {
+            if is_executable(&path) {
+                return Ok(path);
+            }
+            found_unexecutable = true;
+        }
+    }
+    Err(if found_unexecutable {
+        not_executable()
+    } else {
+        no_such()
+    })
+}
+
+/// Whether this process may execute `path` (as the kernel decides: its
+/// mode bits, owner and groups; root needs one `x` bit).
+fn is_executable(path: &std::path::Path) -> bool {
+    rustix::fs::access(path, rustix::fs::Access::EXEC_OK).is_ok()
 }
 
 /// Reads a pipe to its end, keeping the first [`MAX_CAPTURE`] bytes.

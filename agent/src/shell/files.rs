@@ -87,6 +87,21 @@ pub fn write_own(path: &Path, bytes: &[u8], replace: bool) -> io::Result<()> {
     written
 }
 
+/// Whether the agent can create files in directory `dir`: creates a
+/// temporary file there exclusively (as [`write_own`] does) and removes it
+/// again. Nothing else is touched; a crash in between leaves a name that
+/// [`remove_stale_temporaries`] clears.
+pub fn probe_writable(dir: &Path) -> io::Result<()> {
+    let temporary = temporary_beside(&dir.join("write-test"))?;
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(OFlags::NOFOLLOW.bits() as i32)
+        .open(&temporary)?;
+    fs::remove_file(&temporary)
+}
+
 /// `.NAME.<16 random hex>.tmp` in `path`'s directory.
 fn temporary_beside(path: &Path) -> io::Result<PathBuf> {
     let name = path
@@ -164,6 +179,16 @@ mod tests {
         fs::write(dir.join(".peers.0123456789abcdef.tmp"), "cut short").expect("stale");
         remove_stale_temporaries(&dir);
         assert_eq!(fs::read_dir(&dir).expect("list").count(), 1);
+        fs::remove_dir_all(&dir).expect("clean");
+    }
+
+    #[test]
+    fn a_writable_directory_is_probed_without_leaving_anything() {
+        let dir = scratch("probe");
+        probe_writable(&dir).expect("writable");
+        assert_eq!(fs::read_dir(&dir).expect("list").count(), 0);
+        let error = probe_writable(&dir.join("missing")).expect_err("no directory");
+        assert_eq!(error.kind(), io::ErrorKind::NotFound);
         fs::remove_dir_all(&dir).expect("clean");
     }
 

@@ -16,6 +16,7 @@ pub mod join;
 pub mod metrics;
 pub mod notify;
 pub mod persist;
+pub mod preflight;
 pub mod reload;
 pub mod runs;
 pub mod sensors;

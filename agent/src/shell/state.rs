@@ -604,6 +604,11 @@ pub fn read_or_create_token(path: &Path) -> Result<(String, bool), StateError> {
             })
         }
     };
+    Ok((read_token(path)?, created))
+}
+
+/// The API token in `path`: one word, not through a link.
+pub fn read_token(path: &Path) -> Result<String, StateError> {
     let text = files::read_own(path).map_err(|source| StateError::Read {
         path: path.to_owned(),
         source,
@@ -612,7 +617,121 @@ pub fn read_or_create_token(path: &Path) -> Result<(String, bool), StateError> {
     if token.is_empty() || token.chars().any(char::is_whitespace) {
         return Err(StateError::BadToken(path.to_owned()));
     }
-    Ok((token, created))
+    Ok(token)
+}
+
+/// Whether [`StateDir::open`] can use `dir`, found without creating it: an
+/// existing directory must take a new file; a missing one, its nearest
+/// existing parent (where `create_dir_all` starts). The errors are those
+/// `open` and the first write would meet.
+pub fn check_dir(dir: &Path) -> Result<(), StateError> {
+    let create_error = |source| StateError::Create {
+        path: dir.to_owned(),
+        source,
+    };
+    match fs::metadata(dir) {
+        Ok(metadata) if metadata.is_dir() => {
+            files::probe_writable(dir).map_err(|source| StateError::Write {
+                path: dir.to_owned(),
+                source,
+            })
+        }
+        Ok(_) => Err(create_error(errno(rustix::io::Errno::NOTDIR))),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {
+            let parent = nearest_existing(dir).map_err(create_error)?;
+            files::probe_writable(&parent).map_err(create_error)
+        }
+        Err(error) => Err(create_error(error)),
+    }
+}
+
+/// Whether the identity in `dir`, if there is one, can be read (not
+/// whether it parses: a corrupt one is replaced, and the agent starts).
+/// Its owner is not compared with this user: `shoal check` may well run as
+/// another user than the service, which checks the owner at start.
+pub fn check_identity(dir: &Path) -> Result<(), StateError> {
+    let path = dir.join(IDENTITY);
+    match files::open_own(&path) {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(StateError::Read { path, source }),
+    }
+}
+
+/// Whether the mesh key at `path` is valid ([`read_key`]), or, missing, can
+/// be created there ([`read_or_create_key`]) once the state directory
+/// `state_dir` exists.
+pub fn check_key(path: &Path, state_dir: &Path) -> Result<(), StateError> {
+    match fs::symlink_metadata(path) {
+        Ok(_) => read_key(path).map(|_| ()),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => check_creatable(path, state_dir),
+        Err(source) => Err(StateError::Write {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Whether the API token at `path` is valid ([`read_token`]), or, missing,
+/// can be created there ([`read_or_create_token`]) once the state
+/// directory `state_dir` exists.
+pub fn check_token(path: &Path, state_dir: &Path) -> Result<(), StateError> {
+    match fs::symlink_metadata(path) {
+        Ok(_) => read_token(path).map(|_| ()),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => check_creatable(path, state_dir),
+        Err(source) => Err(StateError::Read {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Whether a file can be created at `path` ([`files::write_own`]: in its
+/// directory, which is not made for it) once `state_dir` exists: the
+/// directory must exist and take a new file, or be `state_dir` or one of
+/// its parents, which the agent creates first.
+fn check_creatable(path: &Path, state_dir: &Path) -> Result<(), StateError> {
+    let write_error = |source| StateError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    match fs::metadata(dir) {
+        Ok(metadata) if metadata.is_dir() => files::probe_writable(dir).map_err(write_error),
+        Ok(_) => Err(write_error(errno(rustix::io::Errno::NOTDIR))),
+        // Made with the state directory (checked on its own).
+        Err(error) if error.kind() == io::ErrorKind::NotFound && state_dir.starts_with(dir) => {
+            Ok(())
+        }
+        Err(error) => Err(write_error(error)),
+    }
+}
+
+/// The nearest existing parent of missing directory `dir`, which must be
+/// a directory.
+fn nearest_existing(dir: &Path) -> io::Result<PathBuf> {
+    for parent in dir.ancestors().skip(1) {
+        let parent = if parent.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            parent
+        };
+        match fs::metadata(parent) {
+            Ok(metadata) if metadata.is_dir() => return Ok(parent.to_owned()),
+            Ok(_) => return Err(errno(rustix::io::Errno::NOTDIR)),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Err(errno(rustix::io::Errno::NOENT))
+}
+
+/// The OS error `errno`, worded as the OS words it.
+fn errno(errno: rustix::io::Errno) -> io::Error {
+    io::Error::from_raw_os_error(errno.raw_os_error())
 }
 
 /// A 32-bit mesh id derived from the key (FNV-1a), so meshes with different
@@ -827,6 +946,46 @@ mod tests {
         assert_eq!(state.load_points(), (points, Found::Valid));
         fs::write(dir.join(POINTS), "shoal-points 1\nt\tf:NaN\t\t1\nend\n").expect("written");
         assert!(matches!(state.load_points(), (list, Found::Corrupt(_)) if list.is_empty()));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn checks_find_what_start_would_meet_and_create_nothing() {
+        let dir = scratch("checks");
+        let state = dir.join("new/state");
+        fs::create_dir_all(&dir).expect("dir");
+        // A state directory to be made, with the key and token it will hold.
+        check_dir(&state).expect("creatable");
+        check_key(&state.join("mesh.key"), &state).expect("created at start");
+        check_token(&state.join("api.token"), &state).expect("created at start");
+        // Beside it, in an existing directory: fine; in a missing one: not.
+        check_key(&dir.join("mesh.key"), &state).expect("creatable beside");
+        let error = check_key(&dir.join("gone/mesh.key"), &state).expect_err("no directory");
+        assert!(
+            error.to_string().starts_with(&format!(
+                "cannot write {}/gone/mesh.key: No such file or directory",
+                dir.display()
+            )),
+            "{error}"
+        );
+        assert_eq!(fs::read_dir(&dir).expect("list").count(), 0, "nothing made");
+        // Under a regular file: what create_dir_all would say.
+        fs::write(dir.join("file"), "x").expect("file");
+        let error = check_dir(&dir.join("file/state")).expect_err("not a directory");
+        let made = fs::create_dir_all(dir.join("file/state")).expect_err("not a directory");
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "cannot create state directory {}/file/state: {made}",
+                dir.display()
+            )
+        );
+        // An existing identity must be readable; a missing one is a new node.
+        fs::create_dir_all(&state).expect("state");
+        check_identity(&state).expect("none yet");
+        fs::create_dir_all(state.join(IDENTITY)).expect("a directory in its place");
+        let error = check_identity(&state).expect_err("unreadable");
+        assert!(error.to_string().contains("not a regular file"), "{error}");
         let _ = fs::remove_dir_all(&dir);
     }
 

@@ -66,3 +66,96 @@ fn status_words_each_route_as_shoal_status_prints_it() {
         "{printed}"
     );
 }
+
+#[test]
+fn a_node_that_left_does_not_degrade_the_mesh_but_one_lost_does() {
+    let mut here = mesh_node(1, "here");
+    let mut there = mesh_node(2, "there");
+    let mut gone = mesh_node(3, "gone");
+    let mut now = Instant::from_millis(10);
+    let deliver = |here: &mut Node, from: &mut Node, host: u8, now: Instant| {
+        let address = std::net::SocketAddr::from(([127, 0, 0, host], 20195));
+        while let Some(transmit) = from.poll_transmit() {
+            here.handle_datagram(
+                now,
+                address,
+                shoal_core::Arrival::Broadcast,
+                &transmit.payload,
+            );
+        }
+    };
+    there.handle_timeout(now);
+    gone.handle_timeout(now);
+    deliver(&mut here, &mut there, 2, now);
+    deliver(&mut here, &mut gone, 3, now);
+    let status_now = status(&here, now);
+    assert_eq!(
+        (
+            &status_now["mesh"],
+            &status_now["active"],
+            &status_now["total"]
+        ),
+        (&json!("online"), &json!(3), &json!(3)),
+        "{status_now}"
+    );
+    // A goodbye: LEFT is listed, and counts neither way.
+    gone.handle_leave(now);
+    deliver(&mut here, &mut gone, 3, now);
+    let status_now = status(&here, now);
+    let state_of = |status: &Value, name: &str| {
+        status["nodes"]
+            .as_array()
+            .and_then(|nodes| nodes.iter().find(|n| n["name"] == name))
+            .map(|n| n["state"].clone())
+    };
+    assert_eq!(
+        state_of(&status_now, "gone"),
+        Some(json!("LEFT")),
+        "{status_now}"
+    );
+    assert_eq!(
+        (
+            &status_now["mesh"],
+            &status_now["active"],
+            &status_now["total"]
+        ),
+        (&json!("online"), &json!(2), &json!(2)),
+        "{status_now}"
+    );
+    // Silence is a fault: `there` stops answering and turns UNREACHABLE.
+    for _ in 0..100 {
+        now = now + std::time::Duration::from_millis(100);
+        here.handle_timeout(now);
+        while here.poll_transmit().is_some() {}
+    }
+    let status_now = status(&here, now);
+    assert_eq!(
+        state_of(&status_now, "there"),
+        Some(json!("UNREACHABLE")),
+        "{status_now}"
+    );
+    assert_eq!(
+        (
+            &status_now["mesh"],
+            &status_now["active"],
+            &status_now["total"]
+        ),
+        (&json!("degraded"), &json!(1), &json!(2)),
+        "{status_now}"
+    );
+}
+
+#[test]
+fn left_nodes_count_neither_way_and_any_other_state_degrades() {
+    use PeerState::{Healthy, Left, Suspect, Unreachable};
+    let health = |states: &[PeerState]| {
+        let health = MeshHealth::of(states.iter().copied());
+        (health.active, health.total, health.is_online())
+    };
+    assert_eq!(health(&[Healthy]), (1, 1, true));
+    assert_eq!(health(&[Healthy, Left, Healthy]), (2, 2, true));
+    assert_eq!(health(&[Healthy, Left, Left]), (1, 1, true));
+    assert_eq!(health(&[Healthy, Left, Unreachable]), (1, 2, false));
+    assert_eq!(health(&[Healthy, Suspect, Healthy]), (2, 3, false));
+    assert_eq!(health(&[]), (0, 0, true));
+}

@@ -435,3 +435,25 @@ fn a_run_under_way_ends_normally_after_a_reload_removes_its_executor() {
         Err(Outcome::UnknownExecutor)
     );
 }
+
+#[test]
+fn a_program_is_found_as_exec_finds_it_or_the_reason_is_said() {
+    assert!(find_program("sh").is_ok_and(|path| path.is_absolute()));
+    assert_eq!(
+        find_program("/bin/sh").ok(),
+        Some(std::path::PathBuf::from("/bin/sh"))
+    );
+    let missing = find_program("/nonexistent/program").expect_err("missing");
+    assert!(missing.contains("no such program"), "{missing}");
+    let missing = find_program("shoal-no-such-program").expect_err("not on PATH");
+    assert!(missing.contains("no such program"), "{missing}");
+    let plain = std::env::temp_dir().join(format!("shoal-not-executable-{}", std::process::id()));
+    std::fs::write(&plain, "#!/bin/sh\n").expect("written");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let error = find_program(&plain.display().to_string()).expect_err("not executable");
+    assert!(error.contains("not executable"), "{error}");
+    let _ = std::fs::remove_file(&plain);
+    let error = find_program("/").expect_err("a directory");
+    assert!(error.contains("not a file"), "{error}");
+}
