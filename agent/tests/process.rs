@@ -724,7 +724,11 @@ fn status_peers_and_exec_through_the_api() {
     let (code, out, err) = cli(&["exec", "agent-3", "hello", "--api", &api, "--token", token]);
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(out, "hello from agent-3 for agent-1\n");
-    assert!(mesh.agents[2].logged("executor hello for agent-1: exit 0"));
+    // The answer can reach us before agent-3's log line reaches its log
+    // reader (another process and a pipe): wait for it, bounded.
+    mesh.wait_for("agent-3 logs the run", Duration::from_secs(5), |m| {
+        m.agents[2].logged("executor hello for agent-1: exit 0")
+    });
     // Clear refusals, each one sentence on stderr, exit 1.
     let (code, _, err) = cli(&[
         "exec", "agent-3", "private", "--api", &api, "--token", token,
@@ -1535,7 +1539,9 @@ fn two_live_nodes_with_one_name_are_reported_and_never_picked_between() {
     let (code, out, err) = cli(&["exec", &id, "hello", "--api", &api, "--token", token]);
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(out, "hello from twin for agent-3\n");
-    assert!(mesh.agents[1].logged("executor hello for agent-3: exit 0"));
+    mesh.wait_for("the twin logs the run", Duration::from_secs(5), |m| {
+        m.agents[1].logged("executor hello for agent-3: exit 0")
+    });
     assert!(!mesh.agents[0].logged("executor hello for agent-3"));
 }
 
@@ -1961,7 +1967,9 @@ fn frames_captured_before_a_restart_never_act_after_it() {
         ]);
         assert_eq!(code, Some(0), "{err}");
         assert_eq!(out, format!("hello from agent-{to} for agent-{from}\n"));
-        assert!(mesh.agents[to - 1].logged(&runs(from)));
+        mesh.wait_for("the target logs the run", Duration::from_secs(5), |m| {
+            m.agents[to - 1].logged(&runs(from))
+        });
     }
     mesh.agents[1].signal("TERM");
     assert_eq!(mesh.agents[1].wait_exit(Duration::from_secs(2)), Some(0));
