@@ -6,6 +6,8 @@
 //! Without serf installed, the Serf half is skipped and says so; without
 //! root, iproute2 or iptables, the namespace half is. CI installs all.
 
+mod common;
+
 use shoal_bench::agent::System;
 use shoal_bench::cluster::Setup;
 use shoal_bench::{lab, Options};
@@ -22,19 +24,25 @@ fn installed(program: &str, arg: &str) -> bool {
 #[test]
 fn five_agents_of_each_system_go_through_every_scenario() {
     if !installed("curl", "--version") {
-        eprintln!("SKIPPED five_agents_of_each_system_go_through_every_scenario: curl is not installed (apt-get install curl)");
+        common::unavailable(
+            "five_agents_of_each_system_go_through_every_scenario",
+            "curl is not installed (apt-get install curl)",
+        );
         return;
     }
     let mut systems = vec![System::Shoal];
     if installed("serf", "version") {
         systems.push(System::Serf);
     } else {
-        eprintln!("SKIPPED the Serf half of the bench smoke test: serf is not installed (apt-get install serf)");
+        common::unavailable(
+            "the Serf half of the bench smoke test",
+            "serf is not installed (apt-get install serf)",
+        );
     }
     let netns_nodes = match lab::unavailable() {
         None => vec![5],
         Some(reason) => {
-            eprintln!("SKIPPED the namespace half of the bench smoke test: {reason}");
+            common::unavailable("the namespace half of the bench smoke test", &reason);
             Vec::new()
         }
     };

@@ -5,6 +5,8 @@
 //! wait is bounded; every process started is killed by its guard, also when
 //! a test fails; every test has its own ports.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
@@ -1084,7 +1086,10 @@ fn metrics_of_a_three_agent_mesh_pass_promtool() {
     }
     let promtool = Command::new("promtool").arg("--version").output();
     if promtool.is_err() {
-        eprintln!("SKIPPED promtool check: promtool is not installed (Debian package `prometheus`; .ci/run installs it)");
+        common::unavailable(
+            "the promtool check",
+            "promtool is not installed (Debian package `prometheus`; .ci/run installs it)",
+        );
         return;
     }
     let mut check = Command::new("promtool")
@@ -1123,7 +1128,10 @@ fn the_dashboard_renders_the_mesh_live_in_a_real_browser() {
                 .is_ok_and(|o| o.status.success())
         });
     let Some(browser) = browser else {
-        eprintln!("SKIPPED the dashboard test: no chromium installed (.ci/run installs it)");
+        common::unavailable(
+            "the dashboard test",
+            "no chromium installed (.ci/run installs it)",
+        );
         return;
     };
     let mut mesh = Mesh::new(13);
@@ -1787,16 +1795,7 @@ fn a_member_forging_the_origin_of_a_command_or_leave_is_refused() {
     assert!(status.contains("agent-1: HEALTHY"), "{status}");
 }
 
-/// Says why a test cannot run here: a failure under `CI=true` (CI installs
-/// everything), otherwise a visible skip.
-fn unavailable(test: &str, reason: &str) {
-    let message = format!("SKIPPED {test}: {reason}");
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{message} (CI must be able to run it)"
-    );
-    eprintln!("{message}");
-}
+use common::unavailable;
 
 /// `GET /api/stats` of the agent at `api`.
 fn api_stats(api: &str) -> shoal::shell::client::Reply {
