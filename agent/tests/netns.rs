@@ -506,8 +506,11 @@ fn a_join_token_works_across_an_ip_gateway() {
     lab.fresh_keys = true;
     let member = lab.start_in("a-1", &a1);
     let joiner = lab.start_in("b-1", &b1);
+    // The API token is made a moment after the key: wait for both.
     lab.wait_for("both made their own keys", Duration::from_secs(5), |lab| {
-        lab.logged(member, "created a new mesh key") && lab.logged(joiner, "created a new mesh key")
+        lab.logged(member, "created a new mesh key")
+            && lab.logged(joiner, "created a new mesh key")
+            && lab.dir.join("state-a-1/api.token").exists()
     });
     let api_token = std::fs::read_to_string(lab.dir.join("state-a-1/api.token")).expect("token");
     let (code, out, err) = lab.cli(&a1, &["token", "--token", api_token.trim()]);
