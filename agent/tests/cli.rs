@@ -116,6 +116,22 @@ fn bad_usage_exits_2() {
     assert_eq!(shoal(&["check", "--colour"]).status.code(), Some(2));
 }
 
+#[test]
+fn rules_exits_like_the_other_client_commands() {
+    for command in ["status", "peers", "rules"] {
+        // No agent there: 3, with one sentence on stderr.
+        let out = shoal(&[command, "--api", "127.0.0.1:1"]);
+        assert_eq!(out.status.code(), Some(3), "shoal {command}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("is `shoal run` running there?"), "{stderr}");
+        // Bad usage: 2.
+        let out = shoal(&[command, "extra", "--api", "127.0.0.1:1"]);
+        assert_eq!(out.status.code(), Some(2), "shoal {command} extra");
+        let out = shoal(&[command, "--colour"]);
+        assert_eq!(out.status.code(), Some(2), "shoal {command} --colour");
+    }
+}
+
 /// The commands the global usage lists, each with the flags its line names.
 fn listed_commands() -> Vec<(String, Vec<String>)> {
     let out = shoal(&["--help"]);
@@ -237,6 +253,7 @@ fn client_commands_take_the_api_address_and_token_file_from_config() {
     for (args, path, needs_token) in [
         (&["status"][..], "GET /api/status", false),
         (&["peers"], "GET /api/peers", false),
+        (&["rules"], "GET /api/rules", false),
         (&["get", "*/x"], "GET /api/points", false),
         (&["watch"], "GET /api/events", false),
         (&["exec", "n", "e"], "POST /api/exec/n/e", true),

@@ -2780,3 +2780,65 @@ fn a_graceful_leave_keeps_the_mesh_online_and_a_crash_degrades_it() {
     assert!(json.contains("\"mesh\":\"degraded\""), "{json}");
     assert_eq!(code, Some(4), "{json}");
 }
+
+#[test]
+fn a_rule_on_a_misspelt_point_says_so_once_and_shoal_rules_shows_the_suggestion() {
+    let mut mesh = Mesh::new(27);
+    let extra = "[[executor]]\nname = \"fan_on\"\naction = { command = [\"/bin/true\"] }\n\
+                 [[executor]]\nname = \"fan_off\"\naction = { command = [\"/bin/true\"] }\n\
+                 [[rule]]\nname = \"cool\"\nwhen = \"self/temprature > 26\"\ndo = \"fan_on\"\nelse = \"fan_off\"\n\
+                 on_unknown = \"fan_off\"\nstale_after = \"2s\"\n";
+    mesh.add_full(1, 27, None, "[\"127.255.255.255\"]", "[]", extra);
+    let api = format!("127.0.0.27:{}", mesh.port + 2);
+    const STUCK: &str = "rule cool has been unknown for 2s: self/temprature matches no point (did you mean self/temperature?)";
+    const FAIL_SAFE: &str = "executor fan_off for rule cool (unknown): exit 0";
+    mesh.wait_for("the report and the fail-safe", INTERVAL * 6, |m| {
+        m.agents[0].logged(STUCK) && m.agents[0].logged(FAIL_SAFE)
+    });
+    // Three more seconds unknown (bounded polling of the API, no sleep).
+    let rules_json = || {
+        let (code, stdout, stderr) = cli(&["rules", "--api", &api, "--json"]);
+        assert_eq!(code, Some(0), "{stderr}");
+        serde_json::from_str::<serde_json::Value>(&stdout).expect("JSON")
+    };
+    mesh.wait_for("5 s unknown", INTERVAL * 6, |_| {
+        rules_json()["rules"][0]["since_ms"].as_u64() >= Some(5000)
+    });
+    let answer = rules_json();
+    let rule = &answer["rules"][0];
+    assert_eq!(rule["name"], "cool");
+    assert_eq!(rule["state"], "unknown", "{answer}");
+    assert_eq!(rule["condition"], serde_json::Value::Null);
+    assert_eq!(rule["stuck"], true);
+    assert_eq!(rule["unknown_inputs"][0]["pattern"], "self/temprature");
+    assert_eq!(rule["unknown_inputs"][0]["problem"], "matches_nothing");
+    assert_eq!(
+        rule["unknown_inputs"][0]["suggestion"], "self/temperature",
+        "{answer}"
+    );
+    assert_eq!(rule["last_action"]["executor"], "fan_off");
+    // For people.
+    let (code, text, _) = cli(&["rules", "--api", &api]);
+    assert_eq!(code, Some(0));
+    assert!(
+        text.starts_with("  cool: unknown, condition unknown, for ")
+            && text.contains(
+                "\n    why: self/temprature matches no point (did you mean self/temperature?)\n"
+            ),
+        "{text}"
+    );
+    // Said once, done once.
+    let agent = &mesh.agents[0];
+    assert_eq!(
+        agent.count("rule cool has been unknown"),
+        1,
+        "{}",
+        agent.dump()
+    );
+    assert_eq!(agent.count(FAIL_SAFE), 1, "{}", agent.dump());
+    assert_eq!(agent.count("rule cool (unknown): runs fan_off"), 1);
+    // No agent there: exit 3, like the other client commands.
+    mesh.agents[0].kill();
+    let (code, _, stderr) = cli(&["rules", "--api", &api]);
+    assert_eq!(code, Some(3), "{stderr}");
+}

@@ -71,6 +71,107 @@ impl fmt::Display for Pattern {
     }
 }
 
+/// A candidate for [`Pattern::nearest`]: a point in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PointName<'a> {
+    /// Its node's name.
+    pub node: &'a str,
+    /// Its name within the node.
+    pub name: &'a str,
+    /// Whether the node is this one (what `self` means).
+    pub own: bool,
+}
+
+impl Pattern {
+    /// The pattern closest to this one (which matches nothing) that would
+    /// match one of `points`, as the user would write it: the part that
+    /// already matches is kept (`self/temprature` → `self/temperature`,
+    /// `*/temprature` → `*/temperature`), only a part without glob
+    /// characters is replaced. `None` unless one is close
+    /// ([`is_close`]); ties go to the alphabetically first, so the answer
+    /// never depends on the order of `points`.
+    pub fn nearest<'a>(&self, points: impl IntoIterator<Item = PointName<'a>>) -> Option<Pattern> {
+        let literal = |part: &str| !part.contains(['*', '?']);
+        let mut best: Option<(usize, Pattern)> = None;
+        for point in points {
+            let node_matches = if self.node == "self" {
+                point.own
+            } else {
+                glob(self.node.as_bytes(), point.node.as_bytes())
+            };
+            let name_matches = glob(self.name.as_bytes(), point.name.as_bytes());
+            let node_replaceable = self.node != "self" && literal(&self.node);
+            let (typed, distance, candidate) = match (node_matches, name_matches) {
+                (true, true) => continue,
+                (true, false) if literal(&self.name) => (
+                    self.name.chars().count(),
+                    edit_distance(&self.name, point.name),
+                    Pattern {
+                        node: self.node.clone(),
+                        name: point.name.to_owned(),
+                    },
+                ),
+                (false, true) if node_replaceable => (
+                    self.node.chars().count(),
+                    edit_distance(&self.node, point.node),
+                    Pattern {
+                        node: point.node.to_owned(),
+                        name: self.name.clone(),
+                    },
+                ),
+                (false, false) if node_replaceable && literal(&self.name) => (
+                    self.node.chars().count() + self.name.chars().count(),
+                    edit_distance(&self.node, point.node) + edit_distance(&self.name, point.name),
+                    Pattern {
+                        node: point.node.to_owned(),
+                        name: point.name.to_owned(),
+                    },
+                ),
+                _ => continue,
+            };
+            if !is_close(typed, distance) {
+                continue;
+            }
+            let better = match &best {
+                None => true,
+                Some((d, p)) => {
+                    (distance, candidate.to_string().as_str()) < (*d, p.to_string().as_str())
+                }
+            };
+            if better {
+                best = Some((distance, candidate));
+            }
+        }
+        best.map(|(_, pattern)| pattern)
+    }
+}
+
+/// Whether a name `typed_len` characters long, `distance` edits from a
+/// known one, is close enough to suggest it: at most a third of its length
+/// (at least 1) and at most 3 edits. `temprature` → `temperature` (1 of
+/// 10) is; `fan` → `led` (3 of 3) is not.
+pub fn is_close(typed_len: usize, distance: usize) -> bool {
+    distance > 0 && distance <= (typed_len / 3).clamp(1, 3)
+}
+
+/// The Levenshtein distance between `a` and `b` in characters: the fewest
+/// insertions, deletions and substitutions that make one the other. Time
+/// `a.len() * b.len()`, memory one row.
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = diagonal + usize::from(ca != *cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(diagonal + 1);
+        }
+    }
+    row[b.len()]
+}
+
 /// `*` matches any run of characters, `?` one character.
 pub fn glob(pattern: &[u8], text: &[u8]) -> bool {
     let (mut p, mut t) = (0, 0);

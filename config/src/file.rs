@@ -8,6 +8,7 @@
 
 use crate::defaults as d;
 use crate::duration::parse_duration;
+use crate::expr::PointName;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -758,9 +759,19 @@ impl Walker<'_> {
                         .iter()
                         .any(|name| crate::expr::glob(pattern.name.as_bytes(), name.as_bytes()));
                 if !matches {
+                    let nearest = pattern.nearest(local.iter().map(|name| PointName {
+                        node: "",
+                        name,
+                        own: true,
+                    }));
+                    let hint = nearest
+                        .map(|p| format!(" (did you mean {p}?)"))
+                        .unwrap_or_default();
                     self.warning(
                         span.clone(),
-                        format!("{owner} reads {pattern}, which matches no point of this node"),
+                        format!(
+                            "{owner} reads {pattern}, which matches no point of this node{hint}"
+                        ),
                     );
                 }
             }

@@ -8,8 +8,8 @@
 //! iterations only.
 #![allow(clippy::print_stdout)]
 
-use shoal_config::expr::{parse, Pattern};
-use shoal_core::rules::{self, Points, RuleSpec, Rules};
+use shoal_config::expr::{parse, Pattern, PointName};
+use shoal_core::rules::{self, Points, Problem, RuleSpec, Rules};
 use shoal_core::time::Instant as SimInstant;
 use shoal_core::wire::{self, Cipher, Counter, Header, MeshKey, Message, NodeId, Value};
 use shoal_core::{Arrival, Destination, Reading};
@@ -242,6 +242,18 @@ impl Points for Store<'_> {
             }
         }
         out
+    }
+
+    fn problem(&self, pattern: &Pattern, stale_after: Option<Duration>) -> Problem {
+        if self.lookup(pattern, stale_after).is_empty() {
+            Problem::MatchesNothing { suggestion: None }
+        } else {
+            Problem::NoNumber
+        }
+    }
+
+    fn point_names(&self) -> Vec<PointName<'_>> {
+        Vec::new()
     }
 }
 

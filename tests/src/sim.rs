@@ -203,6 +203,8 @@ pub struct SimNet {
     pub finished: Vec<Finished>,
     /// Every rule action asked for: when, which node, rule, executor.
     pub actions: Vec<(Instant, usize, String, String)>,
+    /// Every report of a rule stuck UNKNOWN: when, which node, the log line.
+    pub stuck: Vec<(Instant, usize, String)>,
     /// Rules and derived points installed on a node at every (re)start.
     automation: BTreeMap<usize, (Vec<RuleSpec>, Vec<ComputeSpec>)>,
 }
@@ -279,6 +281,7 @@ impl SimNet {
             wan: BTreeSet::new(),
             finished: Vec::new(),
             actions: Vec::new(),
+            stuck: Vec::new(),
             automation: BTreeMap::new(),
             config,
         };
@@ -647,6 +650,20 @@ impl SimNet {
                 self.actions
                     .push((now, index, rule.clone(), executor.clone()));
                 self.note(format!("node-{index} rule {rule} runs {executor}"));
+            }
+            if let Event::RuleStuck {
+                rule,
+                unknown_for,
+                inputs,
+            } = &event
+            {
+                let report = shoal_core::rules::RuleStuck {
+                    rule: rule.clone(),
+                    unknown_for: *unknown_for,
+                    inputs: inputs.clone(),
+                };
+                self.note(format!("node-{index} {report}"));
+                self.stuck.push((now, index, report.to_string()));
             }
             if let Event::PeerStateChanged { peer, from, to, .. } = event {
                 if let Some(subject) = self.index_of(peer) {

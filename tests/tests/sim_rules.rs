@@ -122,3 +122,85 @@ fn the_bedroom_cools_when_the_living_room_is_hot_and_fails_safe_when_it_is_gone(
     })
     .unwrap_or_else(|failure| panic!("{failure}"));
 }
+
+#[test]
+fn a_rule_on_a_misspelt_point_fails_safe_once_after_its_grace_and_says_what_was_meant() {
+    let mut config = SimConfig::lan(3, 602);
+    config.points_per_node = 0;
+    let mut sim = SimNet::new(config);
+    let rule = |name: &str, when: &str| RuleSpec {
+        name: name.to_owned(),
+        when: parse(when).expect("parses"),
+        until: None,
+        hold_for: Duration::ZERO,
+        run: "ac_on".to_owned(),
+        otherwise: Some("ac_off".to_owned()),
+        on_unknown: Some("ac_safe".to_owned()),
+        stale_after: Some(Duration::from_secs(2)),
+    };
+    sim.set_rules(
+        BEDROOM,
+        vec![
+            rule("typo", "node-0/temprature > 26"),
+            rule("right", "node-0/temperature > 26"),
+        ],
+        Vec::new(),
+    );
+    sim.publish(LIVING, "temperature", Value::Float(24.0));
+    // Readings keep coming, so the right rule stays known.
+    for _ in 0..30 {
+        sim.run_for(Duration::from_millis(500));
+        sim.publish(LIVING, "temperature", Value::Float(24.0));
+    }
+    let of = |rule: &str| -> Vec<(Instant, String)> {
+        sim.actions
+            .iter()
+            .filter(|(_, node, r, _)| *node == BEDROOM && r == rule)
+            .map(|(at, _, _, executor)| (*at, executor.clone()))
+            .collect()
+    };
+    // The typo: its fail-safe exactly once, when the 2 s grace ends.
+    let typo = of("typo");
+    assert_eq!(typo.len(), 1, "{typo:?}");
+    assert_eq!(typo[0].1, "ac_safe");
+    assert_eq!(typo[0].0, Instant::from_millis(2000), "{typo:?}");
+    let stuck: Vec<&str> = sim
+        .stuck
+        .iter()
+        .map(|(_, node, line)| {
+            assert_eq!(*node, BEDROOM);
+            line.as_str()
+        })
+        .collect();
+    assert_eq!(
+        stuck,
+        ["rule typo has been unknown for 2s: node-0/temprature matches no point (did you mean node-0/temperature?)"]
+    );
+    // The right rule went its way: known once node-0's point arrived.
+    assert_eq!(
+        of("right")
+            .iter()
+            .map(|(_, e)| e.as_str())
+            .collect::<Vec<_>>(),
+        ["ac_off"]
+    );
+    // The API's view, from the core: why the typo is unknown.
+    let status: Vec<(String, &str, bool)> = sim
+        .node(BEDROOM)
+        .rules()
+        .map(|(name, status)| (name.to_owned(), status.state.as_str(), status.stuck))
+        .collect();
+    assert_eq!(
+        status,
+        [
+            ("typo".to_owned(), "unknown", true),
+            ("right".to_owned(), "inactive", false)
+        ]
+    );
+    let why = sim.node(BEDROOM).rule_unknown_inputs(sim.now, "typo");
+    assert_eq!(why.len(), 1);
+    assert_eq!(
+        why[0].to_string(),
+        "node-0/temprature matches no point (did you mean node-0/temperature?)"
+    );
+}

@@ -3,11 +3,11 @@
 //! evaluated, and how derived points are published.
 
 use super::peers::PeerState;
-use super::rules::{self, ComputeSpec, Points, RuleAction, Rules};
+use super::rules::{self, ComputeSpec, Evaluation, Points, Problem, RuleAction, RuleStuck, Rules};
 use super::time::Instant;
 use super::wire::{self, NodeId, Value};
 use super::{Event, Node, Reading};
-use shoal_config::expr::Pattern;
+use shoal_config::expr::{Pattern, PointName};
 use std::time::Duration;
 
 /// Rules are evaluated at least this often (staleness needs no input to
@@ -36,8 +36,15 @@ struct StorePoints<'a> {
     now: Instant,
 }
 
-impl Points for StorePoints<'_> {
-    fn lookup(&self, pattern: &Pattern, stale_after: Option<Duration>) -> Vec<Option<f64>> {
+impl StorePoints<'_> {
+    /// Every point `pattern` matches, with its value or why it has none;
+    /// `Err(Ambiguous)` when it names a node more than one live node is
+    /// called.
+    fn find(
+        &self,
+        pattern: &Pattern,
+        stale_after: Option<Duration>,
+    ) -> Result<Vec<Result<f64, Problem>>, Problem> {
         let node = self.node;
         let own = node.name.as_str();
         let is_live = |id: NodeId| {
@@ -61,7 +68,7 @@ impl Points for StorePoints<'_> {
             0
         };
         if live_named > 1 {
-            return vec![None];
+            return Err(Problem::Ambiguous);
         }
         let mut out = Vec::new();
         for (id, origin) in node.store.origins() {
@@ -87,10 +94,49 @@ impl Points for StorePoints<'_> {
                     Value::Bool(b) => Some(if b { 1.0 } else { 0.0 }),
                     Value::Text(_) | Value::Error(_) => None,
                 };
-                out.push(value.filter(|_| live && fresh));
+                out.push(match value {
+                    _ if !live => Err(Problem::NotLive),
+                    None => Err(Problem::NoNumber),
+                    Some(_) if !fresh => Err(Problem::Stale),
+                    Some(v) => Ok(v),
+                });
             }
         }
-        out
+        Ok(out)
+    }
+}
+
+impl Points for StorePoints<'_> {
+    fn lookup(&self, pattern: &Pattern, stale_after: Option<Duration>) -> Vec<Option<f64>> {
+        match self.find(pattern, stale_after) {
+            Ok(found) => found.into_iter().map(Result::ok).collect(),
+            Err(_) => vec![None],
+        }
+    }
+
+    fn problem(&self, pattern: &Pattern, stale_after: Option<Duration>) -> Problem {
+        match self.find(pattern, stale_after) {
+            Ok(found) => found
+                .into_iter()
+                .find_map(Result::err)
+                .unwrap_or(Problem::MatchesNothing { suggestion: None }),
+            Err(problem) => problem,
+        }
+    }
+
+    fn point_names(&self) -> Vec<PointName<'_>> {
+        let node = self.node;
+        node.store
+            .origins()
+            .iter()
+            .flat_map(|(id, origin)| {
+                origin.points.keys().map(move |name| PointName {
+                    node: origin.name.as_str(),
+                    name: name.as_str(),
+                    own: *id == node.id,
+                })
+            })
+            .collect()
     }
 }
 
@@ -148,6 +194,13 @@ impl Node {
         self.automation.rules.statuses()
     }
 
+    /// The inputs of rule `name` without a value at `now`, and why (with
+    /// the nearest existing name for a pattern that matches nothing).
+    pub fn rule_unknown_inputs(&self, now: Instant, name: &str) -> Vec<rules::UnknownInput> {
+        let points = StorePoints { node: self, now };
+        self.automation.rules.unknown_inputs(name, &points)
+    }
+
     /// Evaluates rules and derived points if anything changed or one is due.
     pub(super) fn run_rules(&mut self, now: Instant) {
         let automation = &self.automation;
@@ -160,7 +213,11 @@ impl Node {
         }
         self.automation.dirty = false;
         let mut rules = std::mem::take(&mut self.automation.rules);
-        let (actions, pending) = {
+        let Evaluation {
+            actions,
+            stuck,
+            next: pending,
+        } = {
             let points = StorePoints { node: self, now };
             rules.evaluate(now, &points)
         };
@@ -171,6 +228,18 @@ impl Node {
         };
         let periodic = now + RULES_EVERY;
         self.automation.next = Some(pending.map_or(periodic, |at| at.min(periodic)));
+        for RuleStuck {
+            rule,
+            unknown_for,
+            inputs,
+        } in stuck
+        {
+            self.push_event(Event::RuleStuck {
+                rule,
+                unknown_for,
+                inputs,
+            });
+        }
         for RuleAction {
             rule,
             executor,

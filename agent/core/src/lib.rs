@@ -320,6 +320,16 @@ pub enum Event {
         /// Its inputs' values (see [`rules::RuleAction::inputs`]).
         inputs: String,
     },
+    /// A rule stayed UNKNOWN longer than its grace (reported once per
+    /// spell; see [`rules::RuleStuck`], whose `Display` is the log line).
+    RuleStuck {
+        /// The rule.
+        rule: String,
+        /// How long it has been UNKNOWN.
+        unknown_for: Duration,
+        /// Its inputs without a value, and why.
+        inputs: Vec<rules::UnknownInput>,
+    },
     /// A neighbor UNREACHABLE or LEFT for `prune_after` was forgotten.
     PeerPruned {
         /// The node.

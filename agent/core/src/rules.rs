@@ -23,10 +23,23 @@
 //! evaluation. The first known evaluation after start (or after UNKNOWN)
 //! counts as a transition, so a heater's `else = "heater_off"` also runs at
 //! start when it is cold enough not to heat... or warm enough not to.
+//!
+//! A rule that stays UNKNOWN longer than its grace (its `stale_after`, else
+//! [`UNKNOWN_GRACE`]) is reported once ([`RuleStuck`]: which inputs are
+//! unknown and why, with the nearest existing name for a pattern that
+//! matches nothing, e.g. a typo), and runs `on_unknown` then if it has not
+//! run in this spell: a rule unknown from the start never had a transition
+//! into UNKNOWN, so without this its fail-safe would never run. The report
+//! comes again only after the rule was known in between.
 
 use super::time::Instant;
-use shoal_config::expr::{Aggregate, Expr, Op, Pattern};
+use shoal_config::expr::{Aggregate, Expr, Op, Pattern, PointName};
+use std::fmt;
 use std::time::Duration;
+
+/// How long a rule without `stale_after` may stay UNKNOWN before it is
+/// reported (a rule with one waits that long).
+pub const UNKNOWN_GRACE: Duration = Duration::from_secs(60);
 
 /// A value during evaluation.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -61,6 +74,124 @@ impl Val {
 pub trait Points {
     /// Every point `pattern` matches: its value, `None` when unknown.
     fn lookup(&self, pattern: &Pattern, stale_after: Option<Duration>) -> Vec<Option<f64>>;
+
+    /// Why `pattern` gives no value: the problem of the first point it
+    /// matches that is unknown, or [`Problem::MatchesNothing`] (without a
+    /// suggestion) when it matches none.
+    fn problem(&self, pattern: &Pattern, stale_after: Option<Duration>) -> Problem;
+
+    /// Every point there is, for suggestions.
+    fn point_names(&self) -> Vec<PointName<'_>>;
+}
+
+/// Why an input of a rule has no value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    /// The pattern matches no point at all (a typo, a node or sensor that
+    /// never reported); `suggestion` is the nearest pattern that would.
+    MatchesNothing {
+        /// What was probably meant, e.g. `self/temperature`.
+        suggestion: Option<Pattern>,
+    },
+    /// Its node is UNREACHABLE or LEFT.
+    NotLive,
+    /// It holds no number (a sensor error, a text).
+    NoNumber,
+    /// Its last reading is older than the rule's `stale_after`.
+    Stale,
+    /// More than one live node has the name it names.
+    Ambiguous,
+}
+
+impl Problem {
+    /// The name shown by the API.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Problem::MatchesNothing { .. } => "matches_nothing",
+            Problem::NotLive => "not_live",
+            Problem::NoNumber => "no_number",
+            Problem::Stale => "stale",
+            Problem::Ambiguous => "ambiguous",
+        }
+    }
+}
+
+/// An input of a rule that has no value, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownInput {
+    /// The pattern as the rule writes it.
+    pub pattern: Pattern,
+    /// Why it has no value.
+    pub problem: Problem,
+}
+
+impl fmt::Display for UnknownInput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let pattern = &self.pattern;
+        match &self.problem {
+            Problem::MatchesNothing {
+                suggestion: Some(nearest),
+            } => {
+                write!(f, "{pattern} matches no point (did you mean {nearest}?)")
+            }
+            Problem::MatchesNothing { suggestion: None } => {
+                write!(f, "{pattern} matches no point")
+            }
+            Problem::NotLive => write!(f, "{pattern} is from a node that is not live"),
+            Problem::NoNumber => write!(f, "{pattern} holds no number"),
+            Problem::Stale => write!(f, "{pattern} is stale (older than stale_after)"),
+            Problem::Ambiguous => write!(f, "{pattern} names more than one live node"),
+        }
+    }
+}
+
+/// The inputs of `spec` (its `when` and `until`) that have no value, each
+/// once, in the order written, with why; a pattern that matches nothing
+/// gets the nearest existing name. `count(..)` is never unknown.
+pub fn unknown_inputs(spec: &RuleSpec, points: &impl Points) -> Vec<UnknownInput> {
+    fn walk<'e>(expr: &'e Expr, out: &mut Vec<(&'e Pattern, bool)>) {
+        match expr {
+            Expr::Point(p) => out.push((p, false)),
+            Expr::Aggregate(Aggregate::Count, _) | Expr::Number(_) | Expr::Bool(_) => {}
+            Expr::Aggregate(_, p) => out.push((p, true)),
+            Expr::Neg(e) | Expr::Not(e) => walk(e, out),
+            Expr::Binary(_, a, b) => {
+                walk(a, out);
+                walk(b, out);
+            }
+        }
+    }
+    let mut read = Vec::new();
+    walk(&spec.when, &mut read);
+    if let Some(until) = &spec.until {
+        walk(until, &mut read);
+    }
+    let mut out: Vec<UnknownInput> = Vec::new();
+    for (pattern, aggregate) in read {
+        if out.iter().any(|input| input.pattern == *pattern) {
+            continue;
+        }
+        let values = points.lookup(pattern, spec.stale_after);
+        let known = if aggregate {
+            values.iter().any(Option::is_some)
+        } else {
+            matches!(values.first(), Some(Some(_)))
+        };
+        if known {
+            continue;
+        }
+        let problem = match points.problem(pattern, spec.stale_after) {
+            Problem::MatchesNothing { .. } => Problem::MatchesNothing {
+                suggestion: pattern.nearest(points.point_names()),
+            },
+            problem => problem,
+        };
+        out.push(UnknownInput {
+            pattern: pattern.clone(),
+            problem,
+        });
+    }
+    out
 }
 
 /// Evaluates `expr` against `points`.
@@ -220,6 +351,79 @@ pub struct RuleStatus {
     pub since: Instant,
     /// The last executor it asked for, and when.
     pub last_action: Option<(Instant, String)>,
+    /// What `when` was at the last evaluation (`None`: unknown, or not
+    /// evaluated yet).
+    pub condition: Option<bool>,
+    /// UNKNOWN for longer than its grace, and reported ([`RuleStuck`]);
+    /// false again once it is known.
+    pub stuck: bool,
+    /// `on_unknown` was due in this UNKNOWN spell already (the transition
+    /// into it, or the grace passed): it never runs twice in one spell.
+    fail_safe_due: bool,
+}
+
+impl RuleStatus {
+    /// A rule that starts at `now`: UNKNOWN, nothing done yet.
+    fn new(now: Instant) -> RuleStatus {
+        RuleStatus {
+            state: RuleState::Unknown,
+            since: now,
+            last_action: None,
+            condition: None,
+            stuck: false,
+            fail_safe_due: false,
+        }
+    }
+}
+
+/// Why a rule is UNKNOWN when none of its inputs is.
+pub const NO_UNKNOWN_INPUT: &str =
+    "every input has a value, but the condition has none (a division by zero?)";
+
+/// A rule UNKNOWN for longer than its grace: reported once per spell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleStuck {
+    /// The rule.
+    pub rule: String,
+    /// How long it has been UNKNOWN.
+    pub unknown_for: Duration,
+    /// Its inputs without a value, and why (empty when every input is known
+    /// and the expression itself has none, as with a division by zero).
+    pub inputs: Vec<UnknownInput>,
+}
+
+impl fmt::Display for RuleStuck {
+    /// `rule cool has been unknown for 60s: self/temprature matches no
+    /// point (did you mean self/temperature?)`
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "rule {} has been unknown for {}s: ",
+            self.rule,
+            self.unknown_for.as_secs()
+        )?;
+        if self.inputs.is_empty() {
+            return write!(f, "{NO_UNKNOWN_INPUT}");
+        }
+        for (index, input) in self.inputs.iter().enumerate() {
+            if index > 0 {
+                write!(f, "; ")?;
+            }
+            write!(f, "{input}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What one evaluation of the rules asks for.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Evaluation {
+    /// The actions of the transitions (and of rules past their grace).
+    pub actions: Vec<RuleAction>,
+    /// Rules that just passed their grace while UNKNOWN.
+    pub stuck: Vec<RuleStuck>,
+    /// When a pending rule becomes due, or an UNKNOWN one's grace ends.
+    pub next: Option<Instant>,
 }
 
 /// An executor a rule asks for.
@@ -276,14 +480,7 @@ pub struct Rules {
 impl Rules {
     /// The rules `specs`, all UNKNOWN at `now`.
     pub fn new(specs: Vec<RuleSpec>, now: Instant) -> Rules {
-        let status = specs
-            .iter()
-            .map(|_| RuleStatus {
-                state: RuleState::Unknown,
-                since: now,
-                last_action: None,
-            })
-            .collect();
+        let status = specs.iter().map(|_| RuleStatus::new(now)).collect();
         Rules { specs, status }
     }
 
@@ -309,11 +506,7 @@ impl Rules {
                     kept += 1;
                     old.swap_remove(index).1
                 }
-                None => RuleStatus {
-                    state: RuleState::Unknown,
-                    since: now,
-                    last_action: None,
-                },
+                None => RuleStatus::new(now),
             };
             self.specs.push(spec);
             self.status.push(status);
@@ -329,21 +522,31 @@ impl Rules {
             .zip(self.status.iter())
     }
 
-    /// Evaluates every rule at `now`; returns the actions of the
-    /// transitions, and when a pending rule becomes due.
-    pub fn evaluate(
-        &mut self,
-        now: Instant,
-        points: &impl Points,
-    ) -> (Vec<RuleAction>, Option<Instant>) {
+    /// The inputs of rule `name` without a value, and why (see
+    /// [`unknown_inputs`]); empty for a rule that does not exist.
+    pub fn unknown_inputs(&self, name: &str, points: &impl Points) -> Vec<UnknownInput> {
+        self.specs
+            .iter()
+            .find(|spec| spec.name == name)
+            .map(|spec| unknown_inputs(spec, points))
+            .unwrap_or_default()
+    }
+
+    /// Evaluates every rule at `now`: the actions of the transitions, the
+    /// rules that just passed their grace while UNKNOWN, and when to
+    /// evaluate again at the latest.
+    pub fn evaluate(&mut self, now: Instant, points: &impl Points) -> Evaluation {
         let mut actions = Vec::new();
+        let mut stuck = Vec::new();
         let mut next: Option<Instant> = None;
+        let mut wake_at = |due: Instant| next = Some(next.map_or(due, |n: Instant| n.min(due)));
         for (spec, status) in self.specs.iter().zip(self.status.iter_mut()) {
             let when = eval(&spec.when, points, spec.stale_after).truth();
             let until = spec
                 .until
                 .as_ref()
                 .map(|until| eval(until, points, spec.stale_after).truth());
+            status.condition = when;
             let target = match (status.state, when, until) {
                 (_, None, _) => RuleState::Unknown,
                 // Hysteresis: an active rule with `until` ends only by it.
@@ -362,47 +565,81 @@ impl Rules {
                     if now >= due {
                         RuleState::Active
                     } else {
-                        next = Some(next.map_or(due, |n| n.min(due)));
+                        wake_at(due);
                         RuleState::Pending
                     }
                 }
                 (_, Some(true), _) if spec.hold_for.is_zero() => RuleState::Active,
                 (_, Some(true), _) => {
-                    let due = now + spec.hold_for;
-                    next = Some(next.map_or(due, |n| n.min(due)));
+                    wake_at(now + spec.hold_for);
                     RuleState::Pending
                 }
             };
-            if target == status.state {
+            if target != status.state {
+                let executor = match target {
+                    RuleState::Active => Some(spec.run.clone()),
+                    // From PENDING the action never ran: nothing to undo...
+                    // except at start, when the first known state is inactive.
+                    RuleState::Inactive if status.state != RuleState::Pending => {
+                        spec.otherwise.clone()
+                    }
+                    RuleState::Unknown => spec.on_unknown.clone(),
+                    _ => None,
+                };
+                log::info!(
+                    "rule {}: {} -> {}",
+                    spec.name,
+                    status.state.as_str(),
+                    target.as_str()
+                );
+                status.state = target;
+                status.since = now;
+                status.stuck = false;
+                status.fail_safe_due = target == RuleState::Unknown;
+                if let Some(executor) = executor {
+                    status.last_action = Some((now, executor.clone()));
+                    actions.push(RuleAction {
+                        rule: spec.name.clone(),
+                        executor,
+                        cause: target,
+                        inputs: inputs(&spec.when, points, spec.stale_after),
+                    });
+                }
+            }
+            if status.state != RuleState::Unknown || status.stuck {
                 continue;
             }
-            let executor = match target {
-                RuleState::Active => Some(spec.run.clone()),
-                // From PENDING the action never ran: nothing to undo... except
-                // at start, when the first known state is inactive.
-                RuleState::Inactive if status.state != RuleState::Pending => spec.otherwise.clone(),
-                RuleState::Unknown => spec.on_unknown.clone(),
-                _ => None,
-            };
-            log::info!(
-                "rule {}: {} -> {}",
-                spec.name,
-                status.state.as_str(),
-                target.as_str()
-            );
-            status.state = target;
-            status.since = now;
-            if let Some(executor) = executor {
+            // Unknown since `since`: reported once its grace has passed.
+            let grace_ends = status.since + spec.stale_after.unwrap_or(UNKNOWN_GRACE);
+            if now < grace_ends {
+                wake_at(grace_ends);
+                continue;
+            }
+            status.stuck = true;
+            stuck.push(RuleStuck {
+                rule: spec.name.clone(),
+                unknown_for: now.saturating_since(status.since),
+                inputs: unknown_inputs(spec, points),
+            });
+            if status.fail_safe_due {
+                continue;
+            }
+            status.fail_safe_due = true;
+            if let Some(executor) = spec.on_unknown.clone() {
                 status.last_action = Some((now, executor.clone()));
                 actions.push(RuleAction {
                     rule: spec.name.clone(),
                     executor,
-                    cause: target,
+                    cause: RuleState::Unknown,
                     inputs: inputs(&spec.when, points, spec.stale_after),
                 });
             }
         }
-        (actions, next)
+        Evaluation {
+            actions,
+            stuck,
+            next,
+        }
     }
 }
 

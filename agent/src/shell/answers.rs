@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use shoal_core::command::ExecError;
 use shoal_core::names::FindError;
 use shoal_core::peers::PeerState;
+use shoal_core::rules::{Problem, RuleState, UnknownInput};
 use shoal_core::strangers::Difference;
 use shoal_core::time::Instant;
 use shoal_core::wire::{self, NodeId};
@@ -457,11 +458,21 @@ pub fn stats(
 }
 
 /// `GET /api/rules`: each rule's state, and the last runs (newest first).
+/// An UNKNOWN rule says why: `why` (one sentence) and `unknown_inputs`
+/// (each input without a value: `pattern`, `problem`, `suggestion`);
+/// `stuck` once it has been UNKNOWN longer than its grace.
 pub fn rules(node: &Node, now: Instant, runs: &VecDeque<RunRecord>) -> Value {
     let ms = |at: Instant| u64::try_from(now.saturating_since(at).as_millis()).unwrap_or(u64::MAX);
     let rules: Vec<Value> = node
         .rules()
         .map(|(name, status)| {
+            let unknown = status.state == RuleState::Unknown;
+            let inputs = if unknown {
+                node.rule_unknown_inputs(now, name)
+            } else {
+                Vec::new()
+            };
+            let why = unknown.then(|| why_text(&inputs));
             json!({
                 "name": name,
                 "state": status.state.as_str(),
@@ -470,11 +481,46 @@ pub fn rules(node: &Node, now: Instant, runs: &VecDeque<RunRecord>) -> Value {
                     "executor": executor,
                     "ago_ms": ms(*at),
                 })),
+                "condition": status.condition,
+                "stuck": status.stuck,
+                "why": why,
+                "unknown_inputs": unknown_inputs_json(&inputs),
             })
         })
         .collect();
     let runs: Vec<Value> = runs.iter().rev().map(RunRecord::json).collect();
     json!({ "rules": rules, "runs": runs })
+}
+
+/// Why a rule is UNKNOWN, in one line: each input without a value and why.
+pub fn why_text(inputs: &[UnknownInput]) -> String {
+    if inputs.is_empty() {
+        return shoal_core::rules::NO_UNKNOWN_INPUT.to_owned();
+    }
+    let each: Vec<String> = inputs.iter().map(ToString::to_string).collect();
+    each.join("; ")
+}
+
+/// Inputs of a rule without a value, for the API and the event stream:
+/// `[{"pattern", "problem", "suggestion"}]` (`suggestion` null unless a
+/// pattern that matches nothing is close to an existing point).
+pub fn unknown_inputs_json(inputs: &[UnknownInput]) -> Value {
+    inputs
+        .iter()
+        .map(|input| {
+            let suggestion = match &input.problem {
+                Problem::MatchesNothing {
+                    suggestion: Some(nearest),
+                } => Some(nearest.to_string()),
+                _ => None,
+            };
+            json!({
+                "pattern": input.pattern.to_string(),
+                "problem": input.problem.as_str(),
+                "suggestion": suggestion,
+            })
+        })
+        .collect()
 }
 
 /// `GET /api/peers`: direct neighbors with health figures.

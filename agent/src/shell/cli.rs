@@ -35,6 +35,9 @@ commands:
                           the mesh as the agent sees it: each node's state and route
   peers [--healthy] [--api ADDR] [--json]
                           direct peers with health figures
+  rules [--api ADDR] [--json]
+                          every rule's state, condition and since when; why an
+                          unknown one is (an input matching nothing, a stale one)
   token [--expire DUR] [--addr HOST:PORT] [--api ADDR] [--token TOKEN] [--config PATH]
                           a one-time join token for a new node (default expiry 15m);
                           --addr: the member address it names (default this node's)
@@ -159,6 +162,19 @@ options:
   --healthy          only HEALTHY peers
 CLIENT_OPTIONS
   --json             the answer as JSON",
+    ),
+    (
+        "rules",
+        "usage: shoal rules [--api ADDR] [--config PATH] [--json]
+
+Every rule of the agent: its state (active, pending, inactive, unknown), its
+condition (true, false, unknown) and since when, its last action; for an
+unknown rule, why: each input without a value (a pattern that matches no
+point, with the nearest existing name; a stale point; a node not live).
+
+options:
+CLIENT_OPTIONS
+  --json             the answer as JSON (GET /api/rules)",
     ),
     (
         "token",
@@ -299,10 +315,12 @@ pub fn run(args: &[String]) -> ExitCode {
             Ok(flags) => join(&flags),
             Err(message) => usage_error(&message),
         },
-        Some(command @ ("status" | "peers" | "exec" | "get")) => match client_flags(&args[1..]) {
-            Ok(flags) => client_command(command, &flags),
-            Err(message) => usage_error(&message),
-        },
+        Some(command @ ("status" | "peers" | "rules" | "exec" | "get")) => {
+            match client_flags(&args[1..]) {
+                Ok(flags) => client_command(command, &flags),
+                Err(message) => usage_error(&message),
+            }
+        }
         Some(other) => usage_error(&format!("unknown command {other:?}")),
         None => usage_error("no command given"),
     }
@@ -616,8 +634,9 @@ fn client_flags(args: &[String]) -> Result<ClientFlags, String> {
     Ok(flags)
 }
 
-/// `status`, `peers`, `exec`: exit 3 when no agent answers; `status` exits 4
-/// when the mesh is degraded.
+/// `status`, `peers`, `rules`, `get`, `exec`: exit 3 when no agent
+/// answers, 2 on bad usage, 1 when the agent refuses or fails; `status`
+/// exits 4 when the mesh is degraded.
 fn client_command(command: &str, flags: &ClientFlags) -> ExitCode {
     use crate::shell::client;
     let endpoint = match endpoint(flags) {
@@ -653,6 +672,12 @@ fn client_command(command: &str, flags: &ClientFlags) -> ExitCode {
                 Duration::from_secs(10),
             )
         }
+        ("rules", []) => (
+            "GET",
+            "/api/rules".to_owned(),
+            None,
+            Duration::from_secs(10),
+        ),
         ("exec", [node, executor]) => (
             "POST",
             format!("/api/exec/{node}/{executor}"),
@@ -692,6 +717,7 @@ fn client_command(command: &str, flags: &ClientFlags) -> ExitCode {
         match command {
             "status" => print!("{}", client::format_status(&reply.body)),
             "peers" => print!("{}", client::format_peers(&reply.body)),
+            "rules" => print!("{}", client::format_rules(&reply.body)),
             "get" => print!("{}", client::format_points(&reply.body)),
             _ => {
                 let output = reply.body["output"].as_str().unwrap_or("");

@@ -315,6 +315,12 @@ pub fn format_event(event: &str, data: &Value, glob: Option<&str>) -> Option<Str
             data["state"].as_str()?,
             data["executor"].as_str()?
         )),
+        "rule_stuck" => Some(format!(
+            "rule {} has been unknown for {}: {}",
+            data["rule"].as_str()?,
+            human_age(data["unknown_ms"].as_u64()?),
+            data["why"].as_str()?
+        )),
         "run" => Some(format!(
             "executor {} for {}: {}",
             data["executor"].as_str()?,
@@ -401,6 +407,42 @@ pub fn follow_events(api: &str, mut on_event: impl FnMut(&str, &Value)) -> Resul
             }
         }
     }
+}
+
+/// `shoal rules` for people: per rule its state, the condition's value
+/// and for how long, the last action; for an UNKNOWN one, why.
+pub fn format_rules(answer: &Value) -> String {
+    let empty = Vec::new();
+    let rules = answer["rules"].as_array().unwrap_or(&empty);
+    if rules.is_empty() {
+        return "no rules\n".to_owned();
+    }
+    let mut out = String::new();
+    for rule in rules {
+        let state = rule["state"].as_str().unwrap_or("?");
+        let condition = match rule["condition"].as_bool() {
+            Some(true) => "true",
+            Some(false) => "false",
+            None => "unknown",
+        };
+        out.push_str(&format!(
+            "  {}: {state}, condition {condition}, for {}",
+            rule["name"].as_str().unwrap_or("?"),
+            human_age(rule["since_ms"].as_u64().unwrap_or(0)),
+        ));
+        let action = &rule["last_action"];
+        if let Some(executor) = action["executor"].as_str() {
+            out.push_str(&format!(
+                " (ran {executor} {} ago)",
+                human_age(action["ago_ms"].as_u64().unwrap_or(0))
+            ));
+        }
+        out.push('\n');
+        if let Some(why) = rule["why"].as_str() {
+            out.push_str(&format!("    why: {why}\n"));
+        }
+    }
+    out
 }
 
 /// `shoal peers` for people: one line per direct neighbor.

@@ -102,6 +102,27 @@ impl EventFeed {
                 );
                 return Some(event);
             }
+            Event::RuleStuck {
+                rule,
+                unknown_for,
+                inputs,
+            } => {
+                self.send(
+                    "rule_stuck",
+                    &json!({
+                        "rule": rule,
+                        "unknown_ms": u64::try_from(unknown_for.as_millis()).unwrap_or(u64::MAX),
+                        "why": super::answers::why_text(&inputs),
+                        "unknown_inputs": super::answers::unknown_inputs_json(&inputs),
+                    }),
+                );
+                let report = shoal_core::rules::RuleStuck {
+                    rule,
+                    unknown_for,
+                    inputs,
+                };
+                log::warn!("{report}");
+            }
             Event::CommandRequested { .. } | Event::CommandFinished { .. } => return Some(event),
             Event::RouteChanged { node: dest, route } => self.route_changed(node, dest, route),
             Event::IncarnationChanged { incarnation } => {

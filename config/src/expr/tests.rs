@@ -122,6 +122,85 @@ fn patterns_lists_every_point_read() {
     assert_eq!(names, ["*/t", "a/x", "b/y"]);
 }
 
+#[test]
+fn edit_distance_counts_insertions_deletions_and_substitutions() {
+    assert_eq!(edit_distance("temprature", "temperature"), 1);
+    assert_eq!(edit_distance("kitten", "sitting"), 3);
+    assert_eq!(edit_distance("", "abc"), 3);
+    assert_eq!(edit_distance("abc", ""), 3);
+    assert_eq!(edit_distance("same", "same"), 0);
+    assert_eq!(edit_distance("°C", "°F"), 1, "characters, not bytes");
+    assert!(is_close(10, 1) && is_close(10, 3) && !is_close(10, 4));
+    assert!(is_close(3, 1) && !is_close(3, 2), "short names: one edit");
+    assert!(!is_close(5, 0), "the same name is no suggestion");
+}
+
+fn names<'a>(own: &'a str, points: &[(&'a str, &'a str)]) -> Vec<PointName<'a>> {
+    points
+        .iter()
+        .map(|&(node, name)| PointName {
+            node,
+            name,
+            own: node == own,
+        })
+        .collect()
+}
+
+#[test]
+fn the_nearest_pattern_keeps_what_already_matches() {
+    let store = names(
+        "pi-1",
+        &[
+            ("pi-1", "temperature"),
+            ("pi-1", "humidity"),
+            ("pi-2", "temperature"),
+            ("pi-2", "pressure"),
+        ],
+    );
+    let nearest = |node: &str, name: &str| {
+        point(node, name)
+            .nearest(store.iter().copied())
+            .map(|p| p.to_string())
+    };
+    assert_eq!(
+        nearest("pi-1", "temprature").as_deref(),
+        Some("pi-1/temperature")
+    );
+    assert_eq!(
+        nearest("self", "temprature").as_deref(),
+        Some("self/temperature")
+    );
+    assert_eq!(nearest("*", "temprature").as_deref(), Some("*/temperature"));
+    assert_eq!(
+        nearest("pi-3", "pressure").as_deref(),
+        Some("pi-2/pressure"),
+        "a wrong node"
+    );
+    assert_eq!(
+        nearest("pi-3", "presure").as_deref(),
+        Some("pi-2/pressure"),
+        "both wrong, close in all"
+    );
+    // `self` is only this node's points.
+    assert_eq!(nearest("self", "presure"), None);
+    // Nothing close, or a glob part that cannot be guessed: no suggestion.
+    assert_eq!(nearest("pi-1", "wind_speed"), None);
+    assert_eq!(nearest("pi-1", "tmp*"), None);
+    assert_eq!(nearest("kitchen", "temperature"), None);
+    // Ties go to the alphabetically first, whatever the order.
+    let mut reversed = store.clone();
+    reversed.reverse();
+    for candidates in [store.clone(), reversed] {
+        assert_eq!(
+            point("pi-0", "temperature")
+                .nearest(candidates)
+                .map(|p| p.to_string())
+                .as_deref(),
+            Some("pi-1/temperature")
+        );
+    }
+}
+
 proptest::proptest! {
     #[test]
     fn any_text_parses_or_fails_cleanly(text in "\\PC{0,80}") {

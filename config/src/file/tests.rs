@@ -561,7 +561,7 @@ do = "x"
         .collect();
     assert_eq!(
         warnings,
-        ["9:1: rule \"r\" reads self/temprature, which matches no point of this node"]
+        ["9:1: rule \"r\" reads self/temprature, which matches no point of this node (did you mean self/temperature?)"]
     );
 }
 

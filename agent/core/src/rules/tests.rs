@@ -25,6 +25,26 @@ impl Points for Map {
             .map(|(_, v)| *v)
             .collect()
     }
+
+    fn problem(&self, pattern: &Pattern, stale_after: Option<Duration>) -> Problem {
+        if self.lookup(pattern, stale_after).is_empty() {
+            Problem::MatchesNothing { suggestion: None }
+        } else {
+            Problem::NoNumber
+        }
+    }
+
+    fn point_names(&self) -> Vec<PointName<'_>> {
+        self.0
+            .keys()
+            .filter_map(|key| key.split_once('/'))
+            .map(|(node, name)| PointName {
+                node,
+                name,
+                own: node == "me",
+            })
+            .collect()
+    }
 }
 
 fn val(text: &str, points: &Map) -> Val {
@@ -102,7 +122,7 @@ fn at(s: u64) -> Instant {
 fn run(rules: &mut Rules, now: Instant, m: &Map) -> Vec<String> {
     rules
         .evaluate(now, m)
-        .0
+        .actions
         .into_iter()
         .map(|a| a.executor)
         .collect()
@@ -117,9 +137,9 @@ fn actions_are_edge_triggered_and_for_delays_them() {
     assert_eq!(run(&mut rules, at(0), &m), ["ac_off"]);
     assert!(run(&mut rules, at(1), &m).is_empty(), "nothing twice");
     m.set("living/temperature", Some(27.0));
-    let (actions, due) = rules.evaluate(at(10), &m);
-    assert!(actions.is_empty());
-    assert_eq!(due, Some(at(40)));
+    let evaluation = rules.evaluate(at(10), &m);
+    assert!(evaluation.actions.is_empty());
+    assert_eq!(evaluation.next, Some(at(40)));
     assert_eq!(
         rules.statuses().next().map(|(_, s)| s.state),
         Some(RuleState::Pending)
@@ -204,7 +224,7 @@ fn an_action_carries_the_values_of_its_inputs() {
         "avg(*/temperature)=24.5 attic/temperature=unknown living/temperature=27"
     );
     let mut rules = Rules::new(vec![rule("living/temperature > 26", 0)], at(0));
-    let (actions, _) = rules.evaluate(at(0), &m);
+    let actions = rules.evaluate(at(0), &m).actions;
     assert_eq!(actions[0].inputs, "living/temperature=27");
 }
 
@@ -239,7 +259,8 @@ fn a_reload_keeps_unchanged_rules_and_restarts_changed_ones() {
             ("warm".to_owned(), RuleState::Unknown, at(10)),
         ]
     );
-    let (actions, due) = rules.evaluate(at(11), &m);
+    let evaluation = rules.evaluate(at(11), &m);
+    let (actions, due) = (evaluation.actions, evaluation.next);
     let run: Vec<(&str, &str)> = actions
         .iter()
         .map(|a| (a.rule.as_str(), a.executor.as_str()))
@@ -250,8 +271,153 @@ fn a_reload_keeps_unchanged_rules_and_restarts_changed_ones() {
     // whose first known state acts; a removed one is gone.
     let kept = rules.reload(vec![rule("living/temperature > 30", 0)], at(12));
     assert_eq!(kept, 0);
-    let (actions, _) = rules.evaluate(at(12), &m);
+    let actions = rules.evaluate(at(12), &m).actions;
     assert_eq!(actions.len(), 1);
     assert_eq!(actions[0].executor, "ac_off");
     assert_eq!(rules.statuses().count(), 1);
+}
+
+/// A rule on `self/temprature` (a typo) of a node that has `temperature`.
+fn typo(stale_after: Option<u64>) -> (Rules, Map) {
+    let mut m = Map::default();
+    m.set("me/temperature", Some(21.0));
+    m.set("other/temperature", Some(22.0));
+    let mut spec = rule("self/temprature > 26", 0);
+    spec.stale_after = stale_after.map(Duration::from_secs);
+    (Rules::new(vec![spec], at(0)), m)
+}
+
+fn status(rules: &Rules) -> RuleStatus {
+    rules.statuses().next().expect("one rule").1.clone()
+}
+
+#[test]
+fn a_rule_unknown_from_the_start_runs_its_fail_safe_once_after_the_grace_and_says_why() {
+    let (mut rules, m) = typo(Some(2));
+    let first = rules.evaluate(at(0), &m);
+    assert!(first.actions.is_empty() && first.stuck.is_empty());
+    assert_eq!(first.next, Some(at(2)), "woken when the grace ends");
+    assert!(
+        rules.evaluate(at(1), &m)
+            == Evaluation {
+                next: Some(at(2)),
+                ..Evaluation::default()
+            }
+    );
+    let evaluation = rules.evaluate(at(2), &m);
+    let executors: Vec<&str> = evaluation
+        .actions
+        .iter()
+        .map(|a| a.executor.as_str())
+        .collect();
+    assert_eq!(executors, ["ac_safe"]);
+    assert_eq!(evaluation.actions[0].cause, RuleState::Unknown);
+    assert_eq!(evaluation.actions[0].inputs, "self/temprature=unknown");
+    let [stuck] = evaluation.stuck.as_slice() else {
+        panic!("one report: {:?}", evaluation.stuck);
+    };
+    assert_eq!(
+        stuck.inputs,
+        [UnknownInput {
+            pattern: Pattern {
+                node: "self".to_owned(),
+                name: "temprature".to_owned()
+            },
+            problem: Problem::MatchesNothing {
+                suggestion: Some(Pattern {
+                    node: "self".to_owned(),
+                    name: "temperature".to_owned()
+                })
+            },
+        }]
+    );
+    assert_eq!(
+        stuck.to_string(),
+        "rule cool has been unknown for 2s: self/temprature matches no point (did you mean self/temperature?)"
+    );
+    assert!(status(&rules).stuck);
+    // Once: no more actions, reports or wake-ups for it.
+    for s in 3..300 {
+        let later = rules.evaluate(at(s), &m);
+        assert_eq!(later, Evaluation::default(), "at {s} s");
+    }
+    assert_eq!(
+        status(&rules).last_action,
+        Some((at(2), "ac_safe".to_owned()))
+    );
+}
+
+#[test]
+fn without_stale_after_the_grace_is_a_minute() {
+    let (mut rules, m) = typo(None);
+    assert!(run(&mut rules, at(0), &m).is_empty());
+    assert!(run(&mut rules, at(59), &m).is_empty());
+    assert_eq!(run(&mut rules, at(60), &m), ["ac_safe"]);
+    // Without on_unknown it is reported all the same, and runs nothing.
+    let mut spec = rule("nowhere/x > 1", 0);
+    spec.on_unknown = None;
+    let mut rules = Rules::new(vec![spec], at(0));
+    let evaluation = rules.evaluate(at(60), &Map::default());
+    assert!(evaluation.actions.is_empty());
+    assert_eq!(
+        evaluation.stuck[0].to_string(),
+        "rule cool has been unknown for 60s: nowhere/x matches no point"
+    );
+}
+
+#[test]
+fn a_rule_that_is_known_is_never_reported() {
+    let mut m = house();
+    let mut rules = Rules::new(vec![rule("max(*/temperature) > 26", 0)], at(0));
+    let mut actions = Vec::new();
+    for s in 0..600 {
+        m.set(
+            "living/temperature",
+            Some(if s % 200 < 100 { 27.0 } else { 25.0 }),
+        );
+        let evaluation = rules.evaluate(at(s), &m);
+        assert!(evaluation.stuck.is_empty(), "at {s} s");
+        actions.extend(evaluation.actions.into_iter().map(|a| a.executor));
+    }
+    // The attic is unknown throughout, but `max` goes by the known rooms.
+    assert_eq!(
+        actions,
+        ["ac_on", "ac_off", "ac_on", "ac_off", "ac_on", "ac_off"]
+    );
+    assert!(!status(&rules).stuck);
+}
+
+#[test]
+fn a_rule_whose_input_appears_becomes_known_and_is_reported_again_only_when_stuck_again() {
+    let (mut rules, mut m) = typo(Some(2));
+    assert!(run(&mut rules, at(0), &m).is_empty());
+    assert_eq!(run(&mut rules, at(2), &m), ["ac_safe"]);
+    // The point appears (the sensor got that name after all): known.
+    m.set("me/temprature", Some(27.0));
+    let evaluation = rules.evaluate(at(5), &m);
+    assert_eq!(evaluation.actions[0].executor, "ac_on");
+    assert!(evaluation.stuck.is_empty());
+    let known = status(&rules);
+    assert_eq!(
+        (known.state, known.condition, known.stuck),
+        (RuleState::Active, Some(true), false)
+    );
+    assert!(rules.unknown_inputs("cool", &m).is_empty());
+    for s in 6..100 {
+        assert_eq!(rules.evaluate(at(s), &m), Evaluation::default(), "at {s} s");
+    }
+    // It breaks (an error value): the fail-safe runs at the transition,
+    // the report comes after the grace, and the fail-safe does not run twice.
+    m.set("me/temprature", None);
+    assert_eq!(run(&mut rules, at(100), &m), ["ac_safe"]);
+    assert!(run(&mut rules, at(101), &m).is_empty());
+    let evaluation = rules.evaluate(at(102), &m);
+    assert!(evaluation.actions.is_empty(), "{:?}", evaluation.actions);
+    assert_eq!(
+        evaluation.stuck[0].to_string(),
+        "rule cool has been unknown for 2s: self/temprature holds no number"
+    );
+    for s in 103..200 {
+        assert_eq!(rules.evaluate(at(s), &m), Evaluation::default(), "at {s} s");
+    }
 }

@@ -159,3 +159,75 @@ fn left_nodes_count_neither_way_and_any_other_state_degrades() {
     assert_eq!(health(&[Healthy, Suspect, Healthy]), (2, 3, false));
     assert_eq!(health(&[]), (0, 0, true));
 }
+
+#[test]
+fn rules_say_why_an_unknown_rule_is_unknown_with_the_nearest_name() {
+    use shoal_core::rules::{RuleSpec, Rules};
+    let mut node = mesh_node(3, "pi-1");
+    node.set_wall_clock(Instant::ZERO, 1_700_000_000_000);
+    let spec = |name: &str, when: &str| RuleSpec {
+        name: name.to_owned(),
+        when: shoal_config::expr::parse(when).expect("parses"),
+        until: None,
+        hold_for: Duration::ZERO,
+        run: "fan_on".to_owned(),
+        otherwise: Some("fan_off".to_owned()),
+        on_unknown: Some("fan_off".to_owned()),
+        stale_after: Some(Duration::from_secs(2)),
+    };
+    node.set_rules(
+        Rules::new(
+            vec![
+                spec("typo", "pi-1/temprature > 26"),
+                spec("cool", "self/temperature > 26"),
+            ],
+            Instant::ZERO,
+        ),
+        Vec::new(),
+    );
+    let reading = |ms: u64| Reading {
+        name: wire::name("temperature").expect("valid"),
+        value: wire::Value::Float(21.0),
+        unit: wire::Unit::new(),
+        ts_ms: 1_700_000_000_000 + ms,
+    };
+    for ms in [0, 1000, 2000, 3000] {
+        node.handle_reading(Instant::from_millis(ms), reading(ms))
+            .expect("stored");
+        node.handle_timeout(Instant::from_millis(ms));
+    }
+    let answer = rules(&node, Instant::from_millis(3000), &VecDeque::new());
+    let [typo, cool] = answer["rules"].as_array().expect("rules").as_slice() else {
+        panic!("two rules: {answer}");
+    };
+    // The fields that were there stay as they were.
+    assert_eq!(typo["name"], "typo");
+    assert_eq!(typo["state"], "unknown");
+    assert_eq!(typo["since_ms"], 3000);
+    assert_eq!(typo["last_action"]["executor"], "fan_off", "{answer}");
+    // And it says why.
+    assert_eq!(typo["condition"], Value::Null);
+    assert_eq!(typo["stuck"], true);
+    assert_eq!(
+        typo["why"],
+        "pi-1/temprature matches no point (did you mean pi-1/temperature?)"
+    );
+    assert_eq!(
+        typo["unknown_inputs"],
+        json!([{"pattern": "pi-1/temprature", "problem": "matches_nothing", "suggestion": "pi-1/temperature"}])
+    );
+    assert_eq!(cool["state"], "inactive");
+    assert_eq!(cool["condition"], false);
+    assert_eq!(cool["stuck"], false);
+    assert_eq!(cool["why"], Value::Null);
+    assert_eq!(cool["unknown_inputs"], json!([]));
+    // Readings stop: the right rule's input goes stale, and it says so.
+    let later = Instant::from_millis(6000);
+    node.handle_timeout(later);
+    let answer = rules(&node, later, &VecDeque::new());
+    assert_eq!(answer["rules"][1]["state"], "unknown");
+    assert_eq!(
+        answer["rules"][1]["why"],
+        "self/temperature is stale (older than stale_after)"
+    );
+}

@@ -46,6 +46,42 @@ fn status_names_conflicts_and_strangers_after_the_nodes() {
 }
 
 #[test]
+fn rules_print_state_condition_age_and_why_an_unknown_one_is() {
+    let answer = json!({
+        "rules": [
+            {"name": "cool", "state": "active", "since_ms": 125_000, "condition": true,
+             "last_action": {"executor": "fan_on", "ago_ms": 125_000},
+             "stuck": false, "why": null, "unknown_inputs": []},
+            {"name": "typo", "state": "unknown", "since_ms": 3_000, "condition": null,
+             "last_action": {"executor": "fan_off", "ago_ms": 1_000},
+             "stuck": true,
+             "why": "self/temprature matches no point (did you mean self/temperature?)",
+             "unknown_inputs": [{"pattern": "self/temprature", "problem": "matches_nothing",
+                                 "suggestion": "self/temperature"}]},
+        ],
+        "runs": []
+    });
+    assert_eq!(
+        format_rules(&answer),
+        "  cool: active, condition true, for 2 min (ran fan_on 2 min ago)\n\
+         \x20 typo: unknown, condition unknown, for 3 s (ran fan_off 1 s ago)\n\
+         \x20   why: self/temprature matches no point (did you mean self/temperature?)\n"
+    );
+    assert_eq!(
+        format_rules(&json!({"rules": [], "runs": []})),
+        "no rules\n"
+    );
+    // A stand-in that answers something else prints no rules, not a panic.
+    assert_eq!(format_rules(&json!({"mesh": "online"})), "no rules\n");
+    let stuck =
+        json!({"rule": "typo", "unknown_ms": 2_000, "why": "self/temprature matches no point"});
+    assert_eq!(
+        format_event("rule_stuck", &stuck, None).as_deref(),
+        Some("rule typo has been unknown for 2 s: self/temprature matches no point")
+    );
+}
+
+#[test]
 fn replies_plain_and_chunked_are_parsed() {
     let plain = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 12\r\n\r\n{\"a\": true}\n";
     assert_eq!(
