@@ -979,8 +979,14 @@ impl Node {
                     }
                 })
             }
+            // An address check is not membership: from a sender not known
+            // yet (our challenge can arrive before our beacon) it is
+            // answered without making it a neighbor, whose first frame
+            // should be the beacon that names it.
             wire::kind::COOKIE => wire::decode_part::<wire::Cookie>(encoded).map(|cookie| {
-                if self.accept_frame(now, &header, from, arrival) {
+                if self.peers.get(sender).is_none()
+                    || self.accept_frame(now, &header, from, arrival)
+                {
                     self.on_cookie(now, from, cookie);
                 }
             }),
