@@ -92,9 +92,10 @@ fn five_agents_of_each_system_go_through_every_scenario() {
             // Nobody can call a killed agent failed before it has been silent
             // for a while, and everyone must within the limits.
             assert!(first > 0.5 && first <= last && last < 60.0, "{table}");
-            assert!(one("rejoin (alive everywhere)") < 30.0, "{table}");
-            // Within the bench's own wait (Serf once took 37.6 s here for a
-            // user event in namespaces: slow, but measured, not a hang).
+            // Within the bench's own wait (Serf once took 33 s here to see a
+            // restarted agent in namespaces, and 37.6 s for a user event:
+            // slow, but measured, not a hang).
+            assert!(one("rejoin (alive everywhere)") < 60.0, "{table}");
             assert!(one("propagation to all (agent log)") < 60.0, "{table}");
             assert!(one("RSS per agent, idle") > 0.5, "{table}");
             assert!(one("CPU per agent per idle minute") > 0.0, "{table}");
