@@ -384,23 +384,6 @@ async fn handle(request: Request<Incoming>, context: &Context) -> Response<Body>
             let (node, name) = (percent_decode(node), percent_decode(name));
             call(context, |reply| ApiCall::Point { node, name, reply }).await
         }
-        (&Method::POST, ["api", "points"]) => {
-            if !authorized(&request, context) {
-                unauthorized(stats)
-            } else {
-                match Limited::new(request.into_body(), MAX_BODY).collect().await {
-                    Err(_) => {
-                        Answer::error(413, format!("the body is larger than {MAX_BODY} bytes"))
-                    }
-                    Ok(body) => match parse_readings(&body.to_bytes()) {
-                        Err(message) => Answer::error(400, message),
-                        Ok(readings) => {
-                            call(context, |reply| ApiCall::Ingest { readings, reply }).await
-                        }
-                    },
-                }
-            }
-        }
         (&Method::GET, ["api", "events"]) => return events(context),
         (&Method::GET, [""]) => {
             return text_response(DASHBOARD.to_owned(), "text/html; charset=utf-8")
@@ -413,65 +396,8 @@ async fn handle(request: Request<Incoming>, context: &Context) -> Response<Body>
             let healthy = query_flag(&query, "healthy");
             ask(context, |reply| ApiCall::Peers { healthy, reply }).await
         }
-        (&Method::POST, ["api", "exec", node, executor]) => {
-            if !authorized(&request, context) {
-                unauthorized(stats)
-            } else {
-                // The body is not used; read (bounded) so keep-alive works.
-                let _ = Limited::new(request.into_body(), MAX_BODY).collect().await;
-                let (node, executor) = (percent_decode(node), percent_decode(executor));
-                call(context, |reply| ApiCall::Exec {
-                    node,
-                    executor,
-                    reply,
-                })
-                .await
-            }
-        }
-        (&Method::POST, ["api", "token"]) => {
-            if !authorized(&request, context) {
-                unauthorized(stats)
-            } else {
-                match token_query(&query) {
-                    Ok((valid_for, member)) => {
-                        call(context, |reply| ApiCall::Token {
-                            valid_for,
-                            member,
-                            reply,
-                        })
-                        .await
-                    }
-                    Err(message) => Answer::error(400, message),
-                }
-            }
-        }
-        (&Method::POST, ["api", "key", "rotate"]) => {
-            if !authorized(&request, context) {
-                unauthorized(stats)
-            } else {
-                let exclude: Vec<String> = query_value(&query, "exclude")
-                    .map(|list| {
-                        list.split(',')
-                            .filter(|n| !n.is_empty())
-                            .map(str::to_owned)
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                call(context, |reply| ApiCall::Rotate { exclude, reply }).await
-            }
-        }
-        (&Method::POST, ["api", "mesh", "reload"]) => {
-            if !authorized(&request, context) {
-                unauthorized(stats)
-            } else {
-                match query_value(&query, "knock").map(|a| a.parse::<std::net::SocketAddr>()) {
-                    Some(Err(_)) => Answer::error(400, "knock must be IP:PORT"),
-                    knock => {
-                        let knock = knock.and_then(Result::ok);
-                        call(context, |reply| ApiCall::Reload { knock, reply }).await
-                    }
-                }
-            }
+        (&Method::POST, _) if is_write(&segments) => {
+            write(request, context, &segments, &query).await
         }
         (_, ["api", "status" | "peers" | "rules" | "events" | "stats" | "points" | "token"])
         | (_, ["api", "mesh", "reload"])
@@ -483,6 +409,82 @@ async fn handle(request: Request<Incoming>, context: &Context) -> Response<Body>
         _ => Answer::error(404, format!("no such endpoint: {path}")),
     };
     respond(answer)
+}
+
+/// The API's writes, each behind the token.
+fn is_write(segments: &[&str]) -> bool {
+    matches!(
+        segments,
+        ["api", "points"]
+            | ["api", "exec", _, _]
+            | ["api", "token"]
+            | ["api", "key", "rotate"]
+            | ["api", "mesh", "reload"]
+    )
+}
+
+/// Answers one of the writes `is_write` names.
+async fn write(
+    request: Request<Incoming>,
+    context: &Context,
+    segments: &[&str],
+    query: &str,
+) -> Answer {
+    if !authorized(&request, context) {
+        return unauthorized(&context.stats);
+    }
+    match segments {
+        ["api", "points"] => match Limited::new(request.into_body(), MAX_BODY).collect().await {
+            Err(_) => Answer::error(413, format!("the body is larger than {MAX_BODY} bytes")),
+            Ok(body) => match parse_readings(&body.to_bytes()) {
+                Err(message) => Answer::error(400, message),
+                Ok(readings) => call(context, |reply| ApiCall::Ingest { readings, reply }).await,
+            },
+        },
+        ["api", "exec", node, executor] => {
+            // The body is not used; read (bounded) so keep-alive works.
+            let _ = Limited::new(request.into_body(), MAX_BODY).collect().await;
+            let (node, executor) = (percent_decode(node), percent_decode(executor));
+            call(context, |reply| ApiCall::Exec {
+                node,
+                executor,
+                reply,
+            })
+            .await
+        }
+        ["api", "token"] => match token_query(query) {
+            Ok((valid_for, member)) => {
+                call(context, |reply| ApiCall::Token {
+                    valid_for,
+                    member,
+                    reply,
+                })
+                .await
+            }
+            Err(message) => Answer::error(400, message),
+        },
+        ["api", "key", "rotate"] => {
+            let exclude: Vec<String> = query_value(query, "exclude")
+                .map(|list| {
+                    list.split(',')
+                        .filter(|n| !n.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default();
+            call(context, |reply| ApiCall::Rotate { exclude, reply }).await
+        }
+        ["api", "mesh", "reload"] => {
+            match query_value(query, "knock").map(|a| a.parse::<std::net::SocketAddr>()) {
+                Some(Err(_)) => Answer::error(400, "knock must be IP:PORT"),
+                knock => {
+                    let knock = knock.and_then(Result::ok);
+                    call(context, |reply| ApiCall::Reload { knock, reply }).await
+                }
+            }
+        }
+        _ => Answer::error(404, "no such endpoint"),
+    }
 }
 
 /// Hands a call to the agent's loop and waits for its answer; `None` when

@@ -643,8 +643,47 @@ fn client_command(command: &str, flags: &ClientFlags) -> ExitCode {
         Ok(endpoint) => endpoint,
         Err(code) => return code,
     };
+    let (method, path, token, wait) = match client_request(command, flags, &endpoint) {
+        Ok(request) => request,
+        Err(code) => return code,
+    };
     let api = endpoint.api.as_str();
-    let (method, path, token, wait) = match (command, flags.positional.as_slice()) {
+    let reply = match client::request(api, method, &path, token.as_deref(), wait) {
+        Ok(reply) => reply,
+        Err(error @ client::ClientError::Unreachable { .. }) => {
+            eprintln!("shoal: {error} (is `shoal run` running there? see --api)");
+            return ExitCode::from(3);
+        }
+        Err(error @ client::ClientError::BadAddress(_)) => return usage_error(&error.to_string()),
+        Err(error) => {
+            eprintln!("shoal: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    if reply.status == 401 {
+        eprintln!(
+            "shoal: the agent refused: {} (pass --token, set SHOAL_TOKEN, or run where the token file is readable)",
+            reply.error()
+        );
+        return ExitCode::from(1);
+    }
+    if reply.status != 200 {
+        eprintln!("shoal: {}", reply.error());
+        return ExitCode::from(1);
+    }
+    print_reply(command, flags, &reply)
+}
+
+/// The method, path, token and wait of a client command's API request.
+type ClientRequest = (&'static str, String, Option<String>, Duration);
+
+/// What a client command asks the API.
+fn client_request(
+    command: &str,
+    flags: &ClientFlags,
+    endpoint: &Endpoint,
+) -> Result<ClientRequest, ExitCode> {
+    Ok(match (command, flags.positional.as_slice()) {
         ("status", []) => (
             "GET",
             "/api/status".to_owned(),
@@ -681,36 +720,22 @@ fn client_command(command: &str, flags: &ClientFlags) -> ExitCode {
         ("exec", [node, executor]) => (
             "POST",
             format!("/api/exec/{node}/{executor}"),
-            api_token(flags, &endpoint),
+            api_token(flags, endpoint),
             crate::shell::api::EXEC_WAIT + Duration::from_secs(5),
         ),
-        ("exec", _) => return usage_error("exec needs NODE and EXECUTOR"),
-        (_, [extra, ..]) => return usage_error(&format!("unexpected argument {extra:?}")),
-        _ => return usage_error("unknown command"),
-    };
-    let reply = match client::request(api, method, &path, token.as_deref(), wait) {
-        Ok(reply) => reply,
-        Err(error @ client::ClientError::Unreachable { .. }) => {
-            eprintln!("shoal: {error} (is `shoal run` running there? see --api)");
-            return ExitCode::from(3);
-        }
-        Err(error @ client::ClientError::BadAddress(_)) => return usage_error(&error.to_string()),
-        Err(error) => {
-            eprintln!("shoal: {error}");
-            return ExitCode::from(1);
-        }
-    };
-    if reply.status == 401 {
-        eprintln!(
-            "shoal: the agent refused: {} (pass --token, set SHOAL_TOKEN, or run where the token file is readable)",
-            reply.error()
-        );
-        return ExitCode::from(1);
-    }
-    if reply.status != 200 {
-        eprintln!("shoal: {}", reply.error());
-        return ExitCode::from(1);
-    }
+        ("exec", _) => return Err(usage_error("exec needs NODE and EXECUTOR")),
+        (_, [extra, ..]) => return Err(usage_error(&format!("unexpected argument {extra:?}"))),
+        _ => return Err(usage_error("unknown command")),
+    })
+}
+
+/// Prints a client command's answer and says how it ended.
+fn print_reply(
+    command: &str,
+    flags: &ClientFlags,
+    reply: &crate::shell::client::Reply,
+) -> ExitCode {
+    use crate::shell::client;
     if flags.json {
         println!("{}", reply.body);
     } else {

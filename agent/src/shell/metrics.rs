@@ -128,7 +128,8 @@ pub fn render(node: &Node, now: Instant, counters: &Counters, api: &ApiStats) ->
     let mut families = Families::new();
     point_samples(&mut families, node);
     node_samples(&mut families, node, now);
-    counter_samples(&mut families, node.stats(), counters, api);
+    wire_samples(&mut families, node.stats());
+    agent_samples(&mut families, counters, api);
     let mut out = String::new();
     write_families(&mut out, &families);
     write_latency(&mut out, counters);
@@ -219,91 +220,78 @@ fn node_samples(families: &mut Families, node: &Node, now: Instant) {
     }
 }
 
-/// Frames, bytes, drops, routes, commands, API, rule actions, executor runs.
-fn counter_samples(families: &mut Families, stats: &Stats, counters: &Counters, api: &ApiStats) {
-    for (direction, frames, bytes) in [
-        ("in", stats.frames_in, stats.bytes_in),
-        ("out", stats.frames_out, stats.bytes_out),
-    ] {
+/// One counter per value of one label.
+fn labelled<L: std::fmt::Display>(
+    families: &mut Families,
+    name: &str,
+    help: &str,
+    label: &str,
+    samples: impl IntoIterator<Item = (L, u64)>,
+) {
+    for (value, count) in samples {
         add(
             families,
-            "shoal_frames_total",
-            "Datagrams received and sent",
+            name,
+            help,
             "counter",
-            format!("shoal_frames_total{{direction=\"{direction}\"}} {frames}"),
-        );
-        add(
-            families,
-            "shoal_bytes_total",
-            "Bytes received and sent",
-            "counter",
-            format!("shoal_bytes_total{{direction=\"{direction}\"}} {bytes}"),
-        );
-    }
-    for (reason, count) in &stats.dropped {
-        add(
-            families,
-            "shoal_frames_dropped_total",
-            "Datagrams dropped, by reason",
-            "counter",
-            format!("shoal_frames_dropped_total{{reason=\"{reason}\"}} {count}"),
+            format!(
+                "{name}{{{label}=\"{}\"}} {count}",
+                escape(&value.to_string())
+            ),
         );
     }
-    for (outcome, count) in &stats.joins {
-        add(
-            families,
-            "shoal_join_requests_total",
-            "Join requests, by outcome",
-            "counter",
-            format!("shoal_join_requests_total{{outcome=\"{outcome}\"}} {count}"),
-        );
-    }
+}
+
+/// The core's counters: frames, bytes, drops, joins, routes, commands.
+fn wire_samples(families: &mut Families, stats: &Stats) {
+    let directions = [("in", stats.frames_in), ("out", stats.frames_out)];
+    let help = "Datagrams received and sent";
+    labelled(
+        families,
+        "shoal_frames_total",
+        help,
+        "direction",
+        directions,
+    );
+    let bytes = [("in", stats.bytes_in), ("out", stats.bytes_out)];
+    let help = "Bytes received and sent";
+    labelled(families, "shoal_bytes_total", help, "direction", bytes);
+    let dropped = stats.dropped.iter().map(|(reason, n)| (reason, *n));
+    let help = "Datagrams dropped, by reason";
+    labelled(
+        families,
+        "shoal_frames_dropped_total",
+        help,
+        "reason",
+        dropped,
+    );
+    let joins = stats.joins.iter().map(|(outcome, n)| (outcome, *n));
+    let help = "Join requests, by outcome";
+    labelled(
+        families,
+        "shoal_join_requests_total",
+        help,
+        "outcome",
+        joins,
+    );
     for (name, help, value) in [
-        (
-            "shoal_routes_sent_total",
-            "Route advertisement frames sent",
-            stats.routes_sent,
-        ),
-        (
-            "shoal_commands_relayed_total",
-            "Commands and results relayed for others",
-            stats.commands_relayed,
-        ),
-        (
-            "shoal_commands_rate_limited_total",
-            "Commands refused by the per-asker rate limit",
-            stats.commands_rate_limited,
-        ),
-        (
-            "shoal_commands_hop_limit_total",
-            "Commands dropped at their hop limit",
-            stats.commands_hop_limit,
-        ),
-        (
-            "shoal_signatures_invalid_total",
-            "Commands, results and goodbyes whose signature or key does not match the node they speak for",
-            stats.signatures_invalid,
-        ),
-        (
-            "shoal_commands_stale_total",
-            "Commands refused: for another incarnation of this node or of the asker, or from an unknown asker",
-            stats.commands_stale,
-        ),
-        (
-            "shoal_commands_replayed_total",
-            "Commands refused: that request already ran here",
-            stats.commands_replayed,
-        ),
-        (
-            "shoal_command_results_refused_total",
-            "Results refused: not from the node asked, or not for this incarnation",
-            stats.results_refused,
-        ),
-        (
-            "shoal_farewells_stale_total",
-            "Goodbyes dropped: of an ended incarnation, an unknown node, or this node",
-            stats.farewells_stale,
-        ),
+        ("shoal_routes_sent_total", "Route advertisement frames sent", stats.routes_sent),
+        ("shoal_commands_relayed_total", "Commands and results relayed for others", stats.commands_relayed),
+        ("shoal_commands_rate_limited_total", "Commands refused by the per-asker rate limit", stats.commands_rate_limited),
+        ("shoal_commands_hop_limit_total", "Commands dropped at their hop limit", stats.commands_hop_limit),
+        ("shoal_signatures_invalid_total", "Commands, results and goodbyes whose signature or key does not match the node they speak for", stats.signatures_invalid),
+        ("shoal_commands_stale_total", "Commands refused: for another incarnation of this node or of the asker, or from an unknown asker", stats.commands_stale),
+        ("shoal_commands_replayed_total", "Commands refused: that request already ran here", stats.commands_replayed),
+        ("shoal_command_results_refused_total", "Results refused: not from the node asked, or not for this incarnation", stats.results_refused),
+        ("shoal_farewells_stale_total", "Goodbyes dropped: of an ended incarnation, an unknown node, or this node", stats.farewells_stale),
+    ] {
+        add(families, name, help, "counter", format!("{name} {value}"));
+    }
+}
+
+/// The agent's counters: API, reloads, rule actions, executor runs.
+fn agent_samples(families: &mut Families, counters: &Counters, api: &ApiStats) {
+    for (name, help, value) in [
         (
             "shoal_api_requests_total",
             "HTTP API requests",
@@ -317,42 +305,34 @@ fn counter_samples(families: &mut Families, stats: &Stats, counters: &Counters, 
     ] {
         add(families, name, help, "counter", format!("{name} {value}"));
     }
-    for (reason, count) in [
+    let refused = [
         ("full", api.refused_connections.get()),
         ("per_client", api.refused_per_client.get()),
-    ] {
-        add(
-            families,
-            "shoal_api_connections_refused_total",
-            "API connections closed at once: every slot taken, or the client address's share",
-            "counter",
-            format!("shoal_api_connections_refused_total{{reason=\"{reason}\"}} {count}"),
-        );
-    }
-    for (result, count) in [
+    ];
+    let help = "API connections closed at once: every slot taken, or the client address's share";
+    labelled(
+        families,
+        "shoal_api_connections_refused_total",
+        help,
+        "reason",
+        refused,
+    );
+    let reloads = [
         ("applied", counters.reloads),
         ("failed", counters.reloads_failed),
-    ] {
-        add(
-            families,
-            "shoal_config_reloads_total",
-            "Configuration reloads (SIGHUP): applied, or refused with the running configuration kept",
-            "counter",
-            format!("shoal_config_reloads_total{{result=\"{result}\"}} {count}"),
-        );
-    }
-    for (rule, count) in &counters.rule_actions {
-        add(
-            families,
-            "shoal_rule_actions_total",
-            "Executor actions asked for by each rule",
-            "counter",
-            format!(
-                "shoal_rule_actions_total{{rule=\"{}\"}} {count}",
-                escape(rule)
-            ),
-        );
-    }
+    ];
+    let help =
+        "Configuration reloads (SIGHUP): applied, or refused with the running configuration kept";
+    labelled(
+        families,
+        "shoal_config_reloads_total",
+        help,
+        "result",
+        reloads,
+    );
+    let actions = counters.rule_actions.iter().map(|(rule, n)| (rule, *n));
+    let help = "Executor actions asked for by each rule";
+    labelled(families, "shoal_rule_actions_total", help, "rule", actions);
     for ((executor, outcome), count) in &counters.executor_runs {
         add(
             families,
