@@ -545,6 +545,28 @@ const META_EVERY: u64 = 30;
 /// Leave is sent this many times, so one lost datagram does not hide it.
 const LEAVE_COPIES: usize = 3;
 
+/// What proves another node's life ended.
+#[derive(Debug, Default)]
+struct Lives {
+    /// Verified goodbyes of known nodes, kept to relay and to prove a
+    /// LEFT route or vouch (one per node, dropped with the node).
+    farewells: BTreeMap<NodeId, wire::Farewell>,
+    /// Incarnations of other nodes remembered from an earlier run (the
+    /// shell persists [`Node::incarnations`]): frames of older lives of
+    /// theirs, replayed after our restart, are refused.
+    floors: BTreeMap<NodeId, u32>,
+}
+
+/// When this node's beacons go.
+#[derive(Debug)]
+struct BeaconSchedule {
+    next: Instant,
+    last: Option<Instant>,
+    /// A newcomer (or a restarted neighbor) should hear our metadata and
+    /// public key in the next beacon, not 30 beacons later.
+    meta_due: bool,
+}
+
 /// One agent's protocol state.
 ///
 /// Feed it with `handle_datagram`, `handle_timeout` (at `poll_timeout()` or
@@ -577,26 +599,18 @@ pub struct Node {
     automation: automation::Automation,
     /// Conflicting names reported so far.
     names: names::NameWatch,
-    /// Verified goodbyes of known nodes, kept to relay and to prove a
-    /// LEFT route or vouch (one per node, dropped with the node).
-    farewells: BTreeMap<NodeId, wire::Farewell>,
-    /// Incarnations of other nodes remembered from an earlier run (the
-    /// shell persists [`Node::incarnations`]): frames of older lives of
-    /// theirs, replayed after our restart, are refused.
-    floors: BTreeMap<NodeId, u32>,
+    /// Goodbyes and incarnation floors: what proves a life ended.
+    lives: Lives,
     /// Join tokens this node issued, and the join rate limits.
     tokens: join::Tokens,
     /// Keys besides the current one during a rotation.
     rekey: rotation::Rekey,
-    /// A newcomer (or a restarted neighbor) should hear our metadata and
-    /// public key in the next beacon, not 30 beacons later.
-    meta_due: bool,
     /// Nodes of other meshes or protocol versions heard.
     strangers: strangers::Strangers,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
-    next_beacon: Instant,
-    last_beacon: Option<Instant>,
+    /// When the next beacon goes, and what it must carry.
+    beacon: BeaconSchedule,
     /// When this node started: route counters older than that may have been
     /// routed through our previous incarnation and are refused.
     started: Instant,
@@ -656,16 +670,17 @@ impl Node {
             commands: command::Commands::default(),
             automation: automation::Automation::default(),
             names: names::NameWatch::default(),
-            farewells: BTreeMap::new(),
-            floors: BTreeMap::new(),
+            lives: Lives::default(),
             tokens: join::Tokens::default(),
             rekey: rotation::Rekey::default(),
-            meta_due: false,
             strangers: strangers::Strangers::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
-            next_beacon: now + Duration::from_millis(phase),
-            last_beacon: None,
+            beacon: BeaconSchedule {
+                next: now + Duration::from_millis(phase),
+                last: None,
+                meta_due: false,
+            },
             started: now,
             leaving: false,
             stats: Stats::default(),
@@ -734,7 +749,7 @@ impl Node {
             return None;
         }
         [
-            Some(self.next_beacon),
+            Some(self.beacon.next),
             self.anti_entropy.next_deadline(),
             self.detector.next_deadline(),
             self.relay.next_check,
@@ -759,7 +774,7 @@ impl Node {
         self.refresh_routes(now);
         self.expire_commands(now);
         self.expire_rekey(now);
-        if now >= self.next_beacon {
+        if now >= self.beacon.next {
             self.send_beacon(now);
             self.prune_origins(now);
         }
@@ -902,6 +917,7 @@ impl Node {
                 return self.drop_frame(DropReason::Replayed, from);
             }
             None if self
+                .lives
                 .floors
                 .get(&header.sender)
                 .is_some_and(|&floor| header.counter.incarnation < floor) =>
@@ -1066,7 +1082,7 @@ impl Node {
             // hear of us: beacon early (at most four per interval, so a
             // crowd joining at once costs a few beacons, not one each).
             self.pull_beacon(now);
-            self.meta_due = true;
+            self.beacon.meta_due = true;
         }
         if (old_addr != Some(from) || restarted) && !self.address_check.is_checked(from, now) {
             // Checked before its first pull, which is then answered in full.
@@ -1166,7 +1182,7 @@ impl Node {
     /// A signed goodbye, from the leaver itself or relayed (`sender`).
     fn on_farewell(&mut self, now: Instant, sender: NodeId, farewell: wire::Farewell) {
         let node = farewell.node;
-        if self.farewells.get(&node) == Some(&farewell) {
+        if self.lives.farewells.get(&node) == Some(&farewell) {
             // Known already: no verification, no relay.
             return;
         }
@@ -1185,6 +1201,7 @@ impl Node {
             return;
         }
         if self
+            .lives
             .farewells
             .get(&node)
             .is_some_and(|old| old.incarnation >= farewell.incarnation)
@@ -1204,20 +1221,25 @@ impl Node {
         }
         self.relay.routes.mark_left(node, farewell.incarnation);
         self.relay.dirty = true;
-        if !self.farewells.contains_key(&node) && self.farewells.len() >= self.config.max_nodes {
+        if !self.lives.farewells.contains_key(&node)
+            && self.lives.farewells.len() >= self.config.max_nodes
+        {
             // Bounded: goodbyes of nodes no longer known make room.
             let gone: Vec<NodeId> = self
+                .lives
                 .farewells
                 .keys()
                 .copied()
                 .filter(|&id| self.peers.get(id).is_none() && self.relay.routes.get(id).is_none())
                 .collect();
             for id in gone {
-                self.farewells.remove(&id);
+                self.lives.farewells.remove(&id);
             }
         }
-        if self.farewells.contains_key(&node) || self.farewells.len() < self.config.max_nodes {
-            self.farewells.insert(node, farewell.clone());
+        if self.lives.farewells.contains_key(&node)
+            || self.lives.farewells.len() < self.config.max_nodes
+        {
+            self.lives.farewells.insert(node, farewell.clone());
         }
         // Beyond the sender's broadcast, as a delta is relayed.
         let sender_on_lan = self.peers.get(sender).is_some_and(|peer| peer.is_lan());
@@ -1256,7 +1278,7 @@ impl Node {
         self.cipher = Some(Cipher::new(&key));
         self.config.mesh_id = mesh_id;
         self.config.key = Some(key);
-        self.pull_beacon(self.last_beacon.unwrap_or(self.started));
+        self.pull_beacon(self.beacon.last.unwrap_or(self.started));
     }
 
     /// A join request (or stray join datagram) from `from`.
@@ -1326,7 +1348,7 @@ impl Node {
                 .and_then(|dest| dest.newest)
                 .map(|(counter, _)| counter.incarnation),
         };
-        match (heard, self.floors.get(&node)) {
+        match (heard, self.lives.floors.get(&node)) {
             (Some(heard), Some(&floor)) => Some(heard.max(floor)),
             (heard, _) => heard,
         }
@@ -1340,8 +1362,9 @@ impl Node {
         if node == self.id {
             return;
         }
-        if self.floors.len() < self.config.max_nodes || self.floors.contains_key(&node) {
-            let floor = self.floors.entry(node).or_insert(incarnation);
+        if self.lives.floors.len() < self.config.max_nodes || self.lives.floors.contains_key(&node)
+        {
+            let floor = self.lives.floors.entry(node).or_insert(incarnation);
             *floor = (*floor).max(incarnation);
         }
     }
@@ -1349,7 +1372,7 @@ impl Node {
     /// The newest incarnation known of every other node, to persist for
     /// [`Node::remember_incarnation`] at the next start.
     pub fn incarnations(&self) -> BTreeMap<NodeId, u32> {
-        let mut known = self.floors.clone();
+        let mut known = self.lives.floors.clone();
         let heard = self
             .peers
             .iter()
@@ -1425,7 +1448,7 @@ impl Node {
         // a rotated mesh key to it), in the first beacons and now and then.
         let meta = if self.stats.beacons_sent < 3
             || self.stats.beacons_sent.is_multiple_of(META_EVERY)
-            || std::mem::take(&mut self.meta_due)
+            || std::mem::take(&mut self.beacon.meta_due)
         {
             let mut meta = self.config.meta.clone().unwrap_or_default();
             meta.key = Some(self.key.public());
@@ -1456,7 +1479,7 @@ impl Node {
             .vouches
             .iter()
             .filter(|vouch| vouch.left)
-            .filter_map(|vouch| self.farewells.get(&vouch.liveness.node).cloned())
+            .filter_map(|vouch| self.lives.farewells.get(&vouch.liveness.node).cloned())
             .collect();
         let message = Message::Beacon(beacon);
         self.send_everywhere(&message, None);
@@ -1468,20 +1491,21 @@ impl Node {
             self.send_routes(now);
         }
         self.knock_and_exchange(now, &message);
-        self.last_beacon = Some(now);
+        self.beacon.last = Some(now);
         // 85-95 % of the interval: one lost beacon never reaches suspect_after.
         let interval = time::duration_ms(self.config.beacon_interval);
         let next = self.rng.range(interval * 85 / 100, interval * 95 / 100 + 1);
-        self.next_beacon = now + Duration::from_millis(next);
+        self.beacon.next = now + Duration::from_millis(next);
     }
 
     /// Sends the next beacon as soon as allowed (at most four per interval).
     fn pull_beacon(&mut self, now: Instant) {
         let earliest = self
-            .last_beacon
+            .beacon
+            .last
             .map_or(now, |at| at + self.config.beacon_interval / 4)
             .max(now);
-        self.next_beacon = self.next_beacon.min(earliest);
+        self.beacon.next = self.beacon.next.min(earliest);
     }
 
     /// Changes one neighbor, then acts on what the failure detector found:
@@ -1545,7 +1569,7 @@ impl Node {
     /// the table already): no deadline, question, route or mark of it stays.
     fn forget(&mut self, id: NodeId) {
         self.peers.remove(id);
-        self.farewells.remove(&id);
+        self.lives.farewells.remove(&id);
         self.commands.forget(id);
         self.detector.forget(id);
         self.relay.routes.remove_via(id);

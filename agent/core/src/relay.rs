@@ -379,6 +379,7 @@ impl Node {
             // then whatever the entry says (a neighbor that has not got the
             // goodbye yet still advertises it alive).
             let left = self
+                .lives
                 .farewells
                 .get(&entry.node)
                 .is_some_and(|f| f.incarnation >= entry.counter.incarnation);

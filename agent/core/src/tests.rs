@@ -1249,14 +1249,14 @@ fn goodbyes_kept_are_bounded_and_go_with_their_node() {
         let goodbye = crafted(id, 1, 50, &farewell_by(id, id, 1));
         b.handle_datagram(at(2), addr(id), Arrival::Broadcast, &goodbye);
     }
-    assert_eq!(b.farewells.len(), 4);
+    assert_eq!(b.lives.farewells.len(), 4);
     // A copy already held costs no verification and changes nothing.
     let again = crafted(3, 1, 60, &farewell_by(1, 1, 1));
     b.handle_datagram(at(3), addr(3), Arrival::Broadcast, &again);
-    assert_eq!(b.farewells.len(), 4);
+    assert_eq!(b.lives.farewells.len(), 4);
     b.forget(nid(3));
-    assert_eq!(b.farewells.len(), 3);
-    assert!(!b.farewells.contains_key(&nid(3)));
+    assert_eq!(b.lives.farewells.len(), 3);
+    assert!(!b.lives.farewells.contains_key(&nid(3)));
 }
 
 #[test]
