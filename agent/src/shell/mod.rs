@@ -14,6 +14,7 @@ pub mod files;
 pub mod host;
 pub mod join;
 pub mod metrics;
+pub mod mqtt;
 pub mod notify;
 pub mod persist;
 pub mod preflight;

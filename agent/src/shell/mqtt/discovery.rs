@@ -1,0 +1,2 @@
+//! Home Assistant MQTT discovery configs: one device per mesh node, an
+//! entity per point, executor and actuator exposed to MQTT.
