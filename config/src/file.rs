@@ -18,6 +18,9 @@ use std::time::Duration;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
+mod mqtt;
+pub use mqtt::{parse_broker, BridgeRole, MqttSection};
+
 /// One problem in a configuration file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -235,6 +238,9 @@ pub struct ExecutorSection {
     pub action: Action,
     /// Callable from other nodes.
     pub remote: bool,
+    /// A button in Home Assistant, and runnable from the MQTT command
+    /// topic (through the mesh, so it needs `remote` too).
+    pub mqtt: bool,
     /// Longest run before it is stopped.
     pub timeout: Duration,
     /// What a second run does while one is running.
@@ -316,6 +322,8 @@ pub struct Config {
     pub rules: Vec<RuleSection>,
     /// `[[compute]]`s.
     pub computes: Vec<ComputeSection>,
+    /// `[mqtt]`, if present.
+    pub mqtt: Option<MqttSection>,
     /// Things that work but are likely mistakes (`shoal check` shows them).
     pub warnings: Vec<Problem>,
 }
@@ -541,7 +549,7 @@ impl Walker<'_> {
             "",
             &[
                 "node", "mesh", "api", "state", "limits", "sensor", "actuator", "executor", "rule",
-                "compute",
+                "compute", "mqtt",
             ],
         );
         let empty = DeTable::new();
@@ -585,6 +593,13 @@ impl Walker<'_> {
             token_file.map_or_else(|| dir.join("api.token"), |(s, _)| PathBuf::from(s));
         let limits = self.section(root, "limits").unwrap_or(&empty);
         let limits = self.limits(limits);
+        let mqtt = match self.section(root, "mqtt") {
+            Some(table) => {
+                let span = self.span_of(root, "mqtt").unwrap_or(0..0);
+                Some(self.mqtt(table, span))
+            }
+            None => None,
+        };
 
         let sensors = self.array_of_tables(root, "sensor");
         let sensors: Vec<(SensorSection, Range<usize>)> = sensors
@@ -693,6 +708,10 @@ impl Walker<'_> {
             executors: executors.into_iter().map(|(e, _, _)| e).collect(),
             rules: rules.into_iter().map(|(r, _, _)| r).collect(),
             computes: computes.into_iter().map(|(c, _)| c).collect(),
+            mqtt: match mqtt {
+                Some(section) => Some(section?),
+                None => None,
+            },
             warnings: Vec::new(),
         })
     }
@@ -1321,9 +1340,23 @@ impl Walker<'_> {
 
     fn executor(&mut self, table: &DeTable<'_>, span: Range<usize>) -> Option<LocatedExecutor> {
         let p = "executor.";
-        self.known_keys(table, p, &["name", "action", "remote", "timeout", "policy"]);
+        self.known_keys(
+            table,
+            p,
+            &["name", "action", "remote", "mqtt", "timeout", "policy"],
+        );
         let name = self.required_name(table, p, span.clone());
         let remote = self.boolean(table, p, "remote").unwrap_or(false);
+        let mqtt = self.boolean(table, p, "mqtt").unwrap_or(false);
+        if mqtt && !remote {
+            let span = self.span_of(table, "mqtt").unwrap_or(span.clone());
+            self.problem(
+                span,
+                "executor.mqtt = true needs remote = true: the bridge that runs it may be \
+                 another node"
+                    .to_owned(),
+            );
+        }
         let timeout = self
             .duration(table, p, "timeout")
             .unwrap_or(d::EXECUTOR_TIMEOUT);
@@ -1458,6 +1491,7 @@ impl Walker<'_> {
                 name: name?.0,
                 action: action?,
                 remote,
+                mqtt,
                 timeout,
                 policy,
             },

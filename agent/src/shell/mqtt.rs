@@ -18,4 +18,6 @@
 //! | `P/NODE/ACTUATOR/set` | no | `ON` / `OFF` drives an `mqtt = true` actuator |
 //! | `D/COMPONENT/shoal_ID/OBJECT/config` | yes | Home Assistant discovery (see [`discovery`]) |
 
+pub mod client;
 pub mod discovery;
+pub mod packet;

@@ -65,6 +65,7 @@ pub fn restart_needed(running: &Config, new: &Config) -> Vec<&'static str> {
         max_points_per_node,
         history_per_point,
     } = &running.limits;
+    check("mqtt", running.mqtt == new.mqtt);
     check("limits.max_nodes", *max_nodes == new.limits.max_nodes);
     check(
         "limits.max_points_per_node",
@@ -91,6 +92,7 @@ pub fn in_effect(running: &Config, new: Config) -> Config {
         executors,
         rules,
         computes,
+        mqtt: _,
         warnings,
     } = new;
     Config {
@@ -104,6 +106,7 @@ pub fn in_effect(running: &Config, new: Config) -> Config {
         executors,
         rules,
         computes,
+        mqtt: running.mqtt.clone(),
         warnings,
     }
 }

@@ -614,3 +614,64 @@ fn a_config_file_without_end_is_refused_not_read_until_memory_runs_out() {
     let over = vec![b'#'; MAX_FILE_BYTES as usize + 1];
     assert!(read_bounded(&over[..]).is_err());
 }
+
+#[test]
+fn an_mqtt_section_takes_a_broker_url_and_has_defaults() {
+    let config = check("[mqtt]\nbroker = \"mqtt://192.168.1.5\"\n").unwrap();
+    let mqtt = config.mqtt.unwrap();
+    assert_eq!((mqtt.host.as_str(), mqtt.port), ("192.168.1.5", 1883));
+    assert_eq!(mqtt.topic_prefix, "shoal");
+    assert_eq!(mqtt.discovery_prefix, "homeassistant");
+    assert_eq!(mqtt.bridge, BridgeRole::Auto);
+    assert_eq!(mqtt.keepalive, Duration::from_secs(30));
+    assert_eq!(mqtt.username, None);
+    let config = check(
+        "[mqtt]\nbroker = \"mqtt://[::1]:1884/\"\nusername = \"shoal\"\npassword_file = \"/etc/shoal/mqtt.password\"\ntopic_prefix = \"home/mesh\"\ndiscovery_prefix = \"\"\nbridge = \"never\"\nkeepalive = \"10s\"\n",
+    )
+    .unwrap();
+    let mqtt = config.mqtt.unwrap();
+    assert_eq!((mqtt.host.as_str(), mqtt.port), ("::1", 1884));
+    assert_eq!(mqtt.username.as_deref(), Some("shoal"));
+    assert_eq!(
+        mqtt.password_file,
+        Some(std::path::PathBuf::from("/etc/shoal/mqtt.password"))
+    );
+    assert_eq!(mqtt.topic_prefix, "home/mesh");
+    assert_eq!(mqtt.discovery_prefix, "");
+    assert_eq!(mqtt.bridge, BridgeRole::Never);
+    assert!(check("").unwrap().mqtt.is_none());
+}
+
+#[test]
+fn bad_mqtt_settings_are_each_named() {
+    let all = problems(
+        "[mqtt]\nbroker = \"mqtts://h:8883\"\ntopic_prefix = \"a/+/b\"\ndiscovery_prefix = \"x//y\"\nbridge = \"always\"\nkeepalive = \"0s\"\ncolour = 1\n",
+    )
+    .join("\n");
+    for expected in [
+        "TLS brokers (mqtts://) are not supported",
+        "mqtt.topic_prefix \"a/+/b\"",
+        "mqtt.discovery_prefix \"x//y\"",
+        "mqtt.bridge \"always\" must be \"auto\" or \"never\"",
+        "mqtt.keepalive must be 1s to 65535s",
+        "colour",
+    ] {
+        assert!(all.contains(expected), "{expected:?} missing from:\n{all}");
+    }
+    assert!(problems("[mqtt]\n").join("").contains("mqtt needs `broker`"));
+    for url in ["http://h", "mqtt://", "mqtt://h:0", "mqtt://h:99999", "mqtt://h h"] {
+        assert!(parse_broker(url).is_err(), "{url}");
+    }
+    assert_eq!(parse_broker("tcp://broker.lan:1884"), Ok(("broker.lan".to_owned(), 1884)));
+}
+
+#[test]
+fn an_executor_exposed_to_mqtt_must_be_remote() {
+    let base = "[[executor]]\nname = \"open\"\naction = { command = [\"/bin/true\"] }\n";
+    assert!(problems(&format!("{base}mqtt = true\n"))
+        .join("")
+        .contains("executor.mqtt = true needs remote = true"));
+    let config = check(&format!("{base}mqtt = true\nremote = true\n")).unwrap();
+    assert!(config.executors[0].mqtt);
+    assert!(!check(base).unwrap().executors[0].mqtt);
+}

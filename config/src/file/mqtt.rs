@@ -1,0 +1,166 @@
+//! `[mqtt]`: the broker, credentials, topic prefixes and the bridge role.
+
+use super::{DeTable, Range, Walker};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Whether a node with `[mqtt]` may publish the mesh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BridgeRole {
+    /// One node of those with `bridge = "auto"` publishes at a time.
+    Auto,
+    /// Never publishes the mesh (connects for its `mqtt` sensors only).
+    Never,
+}
+
+/// `[mqtt]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MqttSection {
+    /// Broker host name or address.
+    pub host: String,
+    /// Broker port (1883 unless the URL says otherwise).
+    pub port: u16,
+    /// User name.
+    pub username: Option<String>,
+    /// File holding the password (its first line).
+    pub password_file: Option<PathBuf>,
+    /// States go under `PREFIX/NODE/POINT`.
+    pub topic_prefix: String,
+    /// Home Assistant discovery prefix; empty: no discovery.
+    pub discovery_prefix: String,
+    /// The bridge role.
+    pub bridge: BridgeRole,
+    /// MQTT keepalive.
+    pub keepalive: Duration,
+}
+
+/// Splits `mqtt://host[:port]` into host and port.
+pub fn parse_broker(url: &str) -> Result<(String, u16), String> {
+    if url.starts_with("mqtts://") || url.starts_with("ssl://") {
+        return Err(
+            "TLS brokers (mqtts://) are not supported: use mqtt:// on the LAN, or a local \
+             Mosquitto bridging to the TLS broker (see the README)"
+                .to_owned(),
+        );
+    }
+    let rest = url
+        .strip_prefix("mqtt://")
+        .or_else(|| url.strip_prefix("tcp://"))
+        .ok_or_else(|| format!("{url:?} must look like mqtt://HOST:PORT"))?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let (host, port) = if let Some(bracketed) = rest.strip_prefix('[') {
+        let (host, tail) = bracketed
+            .split_once(']')
+            .ok_or_else(|| format!("{url:?}: an IPv6 address needs its closing ]"))?;
+        (host, tail.strip_prefix(':'))
+    } else {
+        match rest.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (rest, None),
+        }
+    };
+    let valid_host = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '_'));
+    if !valid_host {
+        return Err(format!("{url:?} has no valid host"));
+    }
+    let port = match port {
+        None => 1883,
+        Some(port) => match port.parse::<u16>() {
+            Ok(port) if port > 0 => port,
+            _ => return Err(format!("{url:?}: the port must be 1 to 65535")),
+        },
+    };
+    Ok((host.to_owned(), port))
+}
+
+/// Whether `prefix` can start MQTT topic names: not empty, no wildcards,
+/// no empty level, no NUL.
+fn valid_prefix(prefix: &str) -> bool {
+    !prefix.is_empty()
+        && prefix.len() <= 64
+        && !prefix.starts_with('$')
+        && prefix.split('/').all(|level| !level.is_empty())
+        && !prefix.chars().any(|c| matches!(c, '+' | '#' | '\0') || c.is_control())
+}
+
+impl Walker<'_> {
+    pub(super) fn mqtt(&mut self, table: &DeTable<'_>, span: Range<usize>) -> Option<MqttSection> {
+        let p = "mqtt.";
+        self.known_keys(
+            table,
+            p,
+            &[
+                "broker",
+                "username",
+                "password_file",
+                "topic_prefix",
+                "discovery_prefix",
+                "bridge",
+                "keepalive",
+            ],
+        );
+        let broker = self.required_string(table, p, "broker", span);
+        let broker = broker.and_then(|(url, span)| match parse_broker(&url) {
+            Ok(broker) => Some(broker),
+            Err(message) => {
+                self.problem(span, format!("mqtt.broker {message}"));
+                None
+            }
+        });
+        let username = self.string(table, p, "username").map(|(s, _)| s);
+        let password_file = self
+            .string(table, p, "password_file")
+            .map(|(s, _)| PathBuf::from(s));
+        let prefix = |walker: &mut Self, key: &str, default: &str, may_be_empty: bool| {
+            match walker.string(table, p, key) {
+                None => Some(default.to_owned()),
+                Some((text, _)) if text.is_empty() && may_be_empty => Some(text),
+                Some((text, _)) if valid_prefix(&text) => Some(text),
+                Some((text, span)) => {
+                    walker.problem(
+                        span,
+                        format!(
+                            "{p}{key} {text:?} must be topic levels without + # $ or empty levels"
+                        ),
+                    );
+                    None
+                }
+            }
+        };
+        let topic_prefix = prefix(self, "topic_prefix", "shoal", false);
+        let discovery_prefix = prefix(self, "discovery_prefix", "homeassistant", true);
+        let bridge = match self.string(table, p, "bridge") {
+            None => Some(BridgeRole::Auto),
+            Some((text, _)) if text == "auto" => Some(BridgeRole::Auto),
+            Some((text, _)) if text == "never" => Some(BridgeRole::Never),
+            Some((text, span)) => {
+                self.problem(
+                    span,
+                    format!("mqtt.bridge {text:?} must be \"auto\" or \"never\""),
+                );
+                None
+            }
+        };
+        let keepalive = self
+            .duration(table, p, "keepalive")
+            .unwrap_or(Duration::from_secs(30));
+        if !(Duration::from_secs(1)..=Duration::from_secs(65_535)).contains(&keepalive) {
+            let span = self.span_of(table, "keepalive").unwrap_or(0..0);
+            self.problem(span, "mqtt.keepalive must be 1s to 65535s".to_owned());
+        }
+        let (host, port) = broker?;
+        Some(MqttSection {
+            host,
+            port,
+            username,
+            password_file,
+            topic_prefix: topic_prefix?,
+            discovery_prefix: discovery_prefix?,
+            bridge: bridge?,
+            keepalive,
+        })
+    }
+}
