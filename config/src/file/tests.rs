@@ -617,8 +617,8 @@ fn a_config_file_without_end_is_refused_not_read_until_memory_runs_out() {
 
 #[test]
 fn an_mqtt_section_takes_a_broker_url_and_has_defaults() {
-    let config = check("[mqtt]\nbroker = \"mqtt://192.168.1.5\"\n").unwrap();
-    let mqtt = config.mqtt.unwrap();
+    let config = check("[mqtt]\nbroker = \"mqtt://192.168.1.5\"\n").expect("valid");
+    let mqtt = config.mqtt.expect("valid");
     assert_eq!((mqtt.host.as_str(), mqtt.port), ("192.168.1.5", 1883));
     assert_eq!(mqtt.topic_prefix, "shoal");
     assert_eq!(mqtt.discovery_prefix, "homeassistant");
@@ -628,8 +628,8 @@ fn an_mqtt_section_takes_a_broker_url_and_has_defaults() {
     let config = check(
         "[mqtt]\nbroker = \"mqtt://[::1]:1884/\"\nusername = \"shoal\"\npassword_file = \"/etc/shoal/mqtt.password\"\ntopic_prefix = \"home/mesh\"\ndiscovery_prefix = \"\"\nbridge = \"never\"\nkeepalive = \"10s\"\n",
     )
-    .unwrap();
-    let mqtt = config.mqtt.unwrap();
+    .expect("valid");
+    let mqtt = config.mqtt.expect("valid");
     assert_eq!((mqtt.host.as_str(), mqtt.port), ("::1", 1884));
     assert_eq!(mqtt.username.as_deref(), Some("shoal"));
     assert_eq!(
@@ -639,7 +639,7 @@ fn an_mqtt_section_takes_a_broker_url_and_has_defaults() {
     assert_eq!(mqtt.topic_prefix, "home/mesh");
     assert_eq!(mqtt.discovery_prefix, "");
     assert_eq!(mqtt.bridge, BridgeRole::Never);
-    assert!(check("").unwrap().mqtt.is_none());
+    assert!(check("").expect("valid").mqtt.is_none());
 }
 
 #[test]
@@ -671,7 +671,7 @@ fn an_executor_exposed_to_mqtt_must_be_remote() {
     assert!(problems(&format!("{base}mqtt = true\n"))
         .join("")
         .contains("executor.mqtt = true needs remote = true"));
-    let config = check(&format!("{base}mqtt = true\nremote = true\n")).unwrap();
+    let config = check(&format!("{base}mqtt = true\nremote = true\n")).expect("valid");
     assert!(config.executors[0].mqtt);
-    assert!(!check(base).unwrap().executors[0].mqtt);
+    assert!(!check(base).expect("valid").executors[0].mqtt);
 }
