@@ -17,6 +17,7 @@
 //! | `persistence` | `persist.rs` | remembered peers, last own values |
 //! | `notifier` | `notify.rs` | systemd readiness and watchdog |
 //! | `api_calls` | `api.rs`, `answers.rs` | HTTP requests, answered in `answers.rs` |
+//! | `mqtt` | `mqtt.rs` | the broker connection, the bridge role, Home Assistant |
 //!
 //! After every input the loop drains the core ([`Agent::step`]): datagrams
 //! to the sockets, events to the feed (and to persistence), and the events
@@ -27,6 +28,7 @@ use super::answers;
 use super::api::{self, ApiCall, ApiStats};
 use super::events::EventFeed;
 use super::executor::Executors;
+use super::mqtt::Bridge;
 use super::notify::Notifier;
 use super::persist::Persistence;
 use super::preflight;
@@ -88,6 +90,9 @@ pub enum RunError {
     /// This node id used up its incarnations and frame counters.
     #[error("this node id used up every frame counter of its last incarnation; it sends nothing more so that no nonce is reused. Start it again: it takes a new node id")]
     CounterExhausted,
+    /// `[mqtt]` cannot be used (its password file).
+    #[error("{0}")]
+    Mqtt(String),
     /// A socket failed while running.
     #[error("the {what} socket failed: {source}")]
     Io {
@@ -117,6 +122,8 @@ pub enum Input {
     Reload,
     /// A socket reported an error.
     SocketFailed(&'static str, io::Error),
+    /// The MQTT connection reported something.
+    Mqtt(super::mqtt::client::ClientEvent),
 }
 
 /// Whether the loop goes on after a step.
@@ -146,6 +153,8 @@ pub struct Agent<'ex> {
     signals: Signals,
     /// Joins and key rotations.
     trust: super::join::Trust,
+    /// The MQTT bridge, with `[mqtt]`.
+    mqtt: Option<Bridge>,
     /// The configuration in effect (see `reload.rs`).
     config: Config,
     /// The file it came from; `None`: the embedded defaults.
@@ -244,6 +253,12 @@ impl<'ex> Agent<'ex> {
         .detach();
         log::info!("API on http://{}", config.api.listen);
         let sockets = Sockets::open(&config.mesh)?;
+        let password = match config.mqtt.as_ref().and_then(|m| m.password_file.as_ref()) {
+            Some(path) => Some(super::mqtt::read_password(path).map_err(RunError::Mqtt)?),
+            None => None,
+        };
+        super::mqtt::announce_executors(config, &mut node, Instant::ZERO);
+        let mqtt = Bridge::start(ex, config, &mut node, Instant::ZERO, password);
         let mut notifier = Notifier::from_env();
         notifier.ready(&format!("serving as {name}"));
         Ok(Agent {
@@ -263,6 +278,7 @@ impl<'ex> Agent<'ex> {
                 super::join::member_addr(config.mesh.bind, config.mesh.sync_port),
                 config.key_path(),
             ),
+            mqtt,
             config: config.clone(),
             config_path: None,
         })
@@ -296,6 +312,7 @@ impl<'ex> Agent<'ex> {
             runs,
             api_calls,
             signals,
+            mqtt,
             ..
         } = self;
         let deadline = async {
@@ -324,11 +341,17 @@ impl<'ex> Agent<'ex> {
         };
         let finished = async { Input::ExecutorDone(runs.next_finished().await) };
         let read = async { Input::SensorRead(sensors.next_read().await) };
+        let broker = async {
+            match mqtt {
+                Some(bridge) => Input::Mqtt(bridge.next_event().await),
+                None => future::pending().await,
+            }
+        };
         future::or(
             sockets.recv(),
             future::or(
                 future::or(deadline, signal),
-                future::or(call, future::or(finished, read)),
+                future::or(call, future::or(finished, future::or(read, broker))),
             ),
         )
         .await
@@ -355,12 +378,20 @@ impl<'ex> Agent<'ex> {
                     api_stats: &self.api_stats,
                     counters: self.feed.counters(),
                     trust: &mut self.trust,
+                    mqtt: self.mqtt.as_ref(),
                 };
                 answers::answer(&mut self.node, now, call, context);
             }
             Input::ExecutorDone(completed) => {
+                let (executor, outcome) = completed.summary();
+                super::mqtt::executor_ran(&self.config, &mut self.node, now, &executor, &outcome);
                 self.runs
                     .finish(&mut self.node, now, completed, &mut self.feed);
+            }
+            Input::Mqtt(event) => {
+                if let Some(bridge) = &mut self.mqtt {
+                    bridge.on_client(&mut self.node, now, event);
+                }
             }
             Input::Stop => return Ok(self.stop(now).await),
             Input::Reload => self.reload(now),
@@ -376,7 +407,12 @@ impl<'ex> Agent<'ex> {
         // Actions may produce more datagrams and events: bounded rounds.
         for _ in 0..4 {
             let actions = self.drain().await?;
-            if actions.is_empty() {
+            let later = self.now();
+            let published = match &mut self.mqtt {
+                Some(bridge) => bridge.tick(&mut self.node, later),
+                None => false,
+            };
+            if actions.is_empty() && !published {
                 break;
             }
             let now = self.now();
@@ -405,6 +441,9 @@ impl<'ex> Agent<'ex> {
         let mut actions = Vec::new();
         while let Some(event) = self.node.poll_event() {
             self.persistence.observe(&self.node, &event)?;
+            if let Some(bridge) = &mut self.mqtt {
+                bridge.observe(&event);
+            }
             if let Some(action) = self.feed.publish(&self.node, event) {
                 actions.push(action);
             }
@@ -493,6 +532,9 @@ impl<'ex> Agent<'ex> {
             log::error!("while stopping: {error}");
         }
         self.persistence.save(&self.node);
+        if let Some(bridge) = self.mqtt.take() {
+            bridge.close().await;
+        }
         log_stats(&self.node);
         log::info!(
             "stopped ({} state writes this run)",

@@ -33,6 +33,8 @@ pub struct Context<'a> {
     pub counters: &'a Counters,
     /// Joins and key rotations.
     pub trust: &'a mut super::join::Trust,
+    /// The MQTT bridge, with `[mqtt]`.
+    pub mqtt: Option<&'a super::mqtt::Bridge>,
 }
 
 /// Answers `call` at `now`. A reply channel that closed (the client went
@@ -40,7 +42,11 @@ pub struct Context<'a> {
 pub fn answer(node: &mut Node, now: Instant, call: ApiCall, context: Context<'_>) {
     match call {
         ApiCall::Status(reply) => {
-            let _ = reply.try_send(status(node, now));
+            let mut status = status(node, now);
+            if let Some(bridge) = context.mqtt {
+                status["mqtt"] = bridge.status_json();
+            }
+            let _ = reply.try_send(status);
         }
         ApiCall::Peers { healthy, reply } => {
             let _ = reply.try_send(peers(node, now, healthy));

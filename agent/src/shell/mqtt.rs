@@ -21,3 +21,678 @@
 pub mod client;
 pub mod discovery;
 pub mod packet;
+pub mod election;
+
+use self::client::{Client, ClientEvent, Settings};
+use self::discovery::{Device, Entity, Kind, Topics};
+use self::election::Role;
+use shoal_config::{BridgeRole, Config, MqttSection};
+use shoal_core::peers::PeerState;
+use shoal_core::time::Instant;
+use shoal_core::wire::{self, Name, NodeId, Value};
+use shoal_core::{Event, Node, Reading};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+/// The largest message from the broker kept (a larger one is dropped).
+const MAX_MESSAGE: usize = 64 * 1024;
+/// Handovers remembered for status.
+const MAX_HANDOVERS: usize = 8;
+/// Commands from MQTT waiting for their result.
+const MAX_PENDING: usize = 64;
+/// Prefix of the point each MQTT-exposed executor keeps its last outcome in.
+pub const EXEC_POINT_PREFIX: &str = "exec.";
+
+/// A change of the node publishing the mesh, as this node saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handover {
+    /// When, ms since the Unix epoch.
+    pub at_ms: u64,
+    /// The bridge before (`None`: none).
+    pub from: Option<String>,
+    /// The bridge after.
+    pub to: Option<String>,
+}
+
+/// Counters for status and metrics.
+#[derive(Debug, Default, Clone)]
+pub struct BridgeCounters {
+    /// Messages that could not be queued (the bridge then resends all).
+    pub queue_full: u64,
+    /// Commands from MQTT run.
+    pub commands: u64,
+    /// Commands from MQTT refused (not exposed, unknown node, bad topic).
+    pub commands_refused: u64,
+    /// Messages on subscribed topics that meant nothing.
+    pub bad_messages: u64,
+}
+
+/// The MQTT subsystem of one agent. See the module docs.
+#[derive(Debug)]
+pub struct Bridge {
+    section: MqttSection,
+    topics: Topics,
+    client: Client,
+    own: NodeId,
+    own_name: String,
+    role: Role,
+    connected: bool,
+    /// Retained topics as last published, to send only what changed and
+    /// clear what went away.
+    published: BTreeMap<String, Vec<u8>>,
+    dirty_points: BTreeSet<(NodeId, Name)>,
+    dirty_all: bool,
+    /// Until then this node does not take over (it is still hearing the mesh).
+    settle_until: Instant,
+    /// The node publishing, as last seen (for handovers).
+    bridge_seen: Option<NodeId>,
+    handovers: VecDeque<Handover>,
+    /// Commands sent for MQTT: request id → (node name, executor).
+    pending: BTreeMap<u32, (String, String)>,
+    counters: BridgeCounters,
+    /// When the election is looked at again (at least each second).
+    next_election: Instant,
+    /// When everything is compared with what the broker holds again.
+    next_full: Instant,
+    /// The send queue overflowed: send everything once it has drained.
+    resend: bool,
+}
+
+/// `P/bridge/NODE`: a node's role, and its Last Will.
+fn role_topic(prefix: &str, node: &str) -> String {
+    format!("{prefix}/bridge/{node}")
+}
+
+/// The words a value is published as.
+fn state_payload(value: &Value) -> String {
+    match value {
+        Value::Float(v) => serde_json::to_string(v).unwrap_or_default(),
+        Value::Int(v) => v.to_string(),
+        Value::Bool(b) => b.to_string(),
+        Value::Text(t) => t.to_string(),
+        Value::Error(_) => "unavailable".to_owned(),
+    }
+}
+
+/// How Home Assistant should show a point with this value.
+fn kind(value: &Value, unit: &str) -> Kind {
+    match value {
+        Value::Float(_) | Value::Int(_) => Kind::Numeric,
+        Value::Bool(_) => Kind::Binary,
+        Value::Text(_) => Kind::Text,
+        Value::Error(_) if unit.is_empty() => Kind::Text,
+        Value::Error(_) => Kind::Numeric,
+    }
+}
+
+/// Publishes `value` as this node's point `name`.
+fn set_point(node: &mut Node, now: Instant, name: &str, value: &str) {
+    let text = heapless::String::<{ wire::MAX_TEXT }>::try_from(value);
+    let (Some(name), Ok(text)) = (wire::name(name), text) else {
+        log::warn!("mqtt: cannot publish point {name:?}");
+        return;
+    };
+    let reading = Reading {
+        name,
+        value: Value::Text(text),
+        unit: wire::Unit::new(),
+        ts_ms: super::unix_ms(),
+    };
+    if let Err(error) = node.handle_reading(now, reading) {
+        log::warn!("mqtt: cannot publish point: {error}");
+    }
+}
+
+/// Each executor exposed to MQTT gets its point `exec.NAME` (`ready`, then
+/// its last outcome): that is how the bridge, whichever node it is, knows
+/// it may offer it as a button. Every node does this, with `[mqtt]` or not.
+pub fn announce_executors(config: &Config, node: &mut Node, now: Instant) {
+    for executor in config.executors.iter().filter(|e| e.mqtt) {
+        set_point(node, now, &format!("{EXEC_POINT_PREFIX}{}", executor.name), "ready");
+    }
+}
+
+/// An executor of this node ended: its point says how, if it is exposed.
+pub fn executor_ran(config: &Config, node: &mut Node, now: Instant, executor: &str, outcome: &str) {
+    if config.executors.iter().any(|e| e.mqtt && e.name == executor) {
+        set_point(node, now, &format!("{EXEC_POINT_PREFIX}{executor}"), outcome);
+    }
+}
+
+/// The password in `path` (its first line), read at start.
+pub fn read_password(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    let text = super::files::read_own(path)
+        .map_err(|e| format!("cannot read mqtt.password_file {}: {e}", path.display()))?;
+    Ok(text.lines().next().unwrap_or("").as_bytes().to_vec())
+}
+
+impl Bridge {
+    /// Starts the MQTT connection when the configuration has `[mqtt]` with
+    /// a bridge role (`None` otherwise).
+    pub fn start(
+        ex: &smol::LocalExecutor<'static>,
+        config: &Config,
+        node: &mut Node,
+        now: Instant,
+        password: Option<Vec<u8>>,
+    ) -> Option<Bridge> {
+        let section = config.mqtt.clone()?;
+        if section.bridge == BridgeRole::Never {
+            return None;
+        }
+        let topics = Topics {
+            prefix: section.topic_prefix.clone(),
+            discovery: section.discovery_prefix.clone(),
+        };
+        let own_name = node.name().to_string();
+        let mut subscriptions = vec![format!("{}/+/exec/+/run", topics.prefix)];
+        if !topics.discovery.is_empty() {
+            subscriptions.push(format!("{}/status", topics.discovery));
+        }
+        let settings = Settings {
+            host: section.host.clone(),
+            port: section.port,
+            client_id: format!("shoal-{}", node.id()),
+            username: section.username.clone(),
+            password,
+            keep_alive: section.keepalive,
+            will: Some((role_topic(&topics.prefix, &own_name), b"offline".to_vec())),
+            subscriptions,
+            max_packet: MAX_MESSAGE,
+        };
+        log::info!(
+            "mqtt: connecting to {}:{} (states under {}/, discovery {})",
+            section.host,
+            section.port,
+            topics.prefix,
+            if topics.discovery.is_empty() { "off" } else { &topics.discovery }
+        );
+        let timing = node.config();
+        let settle_until = now + timing.unreachable_after + timing.beacon_interval;
+        set_point(node, now, election::POINT, Role::Offline.as_str());
+        Some(Bridge {
+            client: Client::start(ex, settings),
+            section,
+            topics,
+            own: node.id(),
+            own_name,
+            role: Role::Offline,
+            connected: false,
+            published: BTreeMap::new(),
+            dirty_points: BTreeSet::new(),
+            dirty_all: false,
+            settle_until,
+            bridge_seen: None,
+            handovers: VecDeque::new(),
+            pending: BTreeMap::new(),
+            counters: BridgeCounters::default(),
+            next_election: now,
+            next_full: now,
+            resend: false,
+        })
+    }
+
+    /// The next event of the connection.
+    pub async fn next_event(&self) -> ClientEvent {
+        self.client.next_event().await
+    }
+
+    /// Notes what an event of the core changes on the broker.
+    pub fn observe(&mut self, event: &Event) {
+        match event {
+            Event::PointChanged { origin, name } => {
+                if name.as_str() == election::POINT {
+                    self.next_election = Instant::ZERO;
+                }
+                self.dirty_points.insert((*origin, name.clone()));
+            }
+            Event::PeerStateChanged { .. }
+            | Event::RouteChanged { .. }
+            | Event::PeerPruned { .. }
+            | Event::OriginForgotten { .. }
+            | Event::PeerRestarted { .. }
+            | Event::PeerDiscovered { .. } => {
+                self.dirty_all = true;
+                self.next_election = Instant::ZERO;
+            }
+            Event::CommandFinished {
+                id,
+                outcome,
+                output,
+                ..
+            } => self.command_finished(*id, *outcome, output),
+            _ => {}
+        }
+    }
+
+    /// What the connection reported.
+    pub fn on_client(&mut self, node: &mut Node, now: Instant, event: ClientEvent) {
+        match event {
+            ClientEvent::Connected => {
+                log::info!(
+                    "mqtt: connected to {}:{}",
+                    self.section.host,
+                    self.section.port
+                );
+                self.connected = true;
+                self.published.clear();
+                self.dirty_all = true;
+                let before = self.role;
+                self.elect(node, now);
+                if self.role == before {
+                    self.send_role();
+                }
+            }
+            ClientEvent::Disconnected { reason, retry_in } => {
+                log::warn!(
+                    "mqtt: {} {}:{}: {reason}; trying again in {}",
+                    if self.connected { "lost" } else { "no connection to" },
+                    self.section.host,
+                    self.section.port,
+                    shoal_config::format_duration(retry_in)
+                );
+                self.connected = false;
+                self.elect(node, now);
+            }
+            ClientEvent::Message { topic, payload } => self.on_message(node, now, &topic, &payload),
+        }
+    }
+
+    fn on_message(&mut self, node: &mut Node, now: Instant, topic: &str, payload: &[u8]) {
+        let discovery = &self.topics.discovery;
+        if !discovery.is_empty() && topic.strip_prefix(discovery.as_str()) == Some("/status") {
+            if payload == b"online" && self.role == Role::Active {
+                log::info!("mqtt: Home Assistant is online: sending the discovery configs again");
+                let prefix = format!("{discovery}/");
+                self.published.retain(|topic, _| !topic.starts_with(&prefix));
+                self.dirty_all = true;
+            }
+            return;
+        }
+        let parts: Option<Vec<&str>> = topic
+            .strip_prefix(self.topics.prefix.as_str())
+            .and_then(|rest| rest.strip_prefix('/'))
+            .map(|rest| rest.split('/').collect());
+        match parts.as_deref() {
+            Some([target, "exec", executor, "run"]) => {
+                if self.role == Role::Active {
+                    let (target, executor) = (target.to_string(), executor.to_string());
+                    self.command(node, now, &target, &executor);
+                }
+            }
+            _ => {
+                self.counters.bad_messages += 1;
+                log::debug!("mqtt: ignored a message on {topic}");
+            }
+        }
+    }
+}
+
+impl Bridge {
+    /// A button press or a message on a command topic: runs `executor` on
+    /// `target` through the mesh if it is exposed to MQTT.
+    fn command(&mut self, node: &mut Node, now: Instant, target: &str, executor: &str) {
+        let checked = node
+            .find_node(now, target)
+            .map_err(|error| match error {
+                shoal_core::names::FindError::Unknown => "no such node".to_owned(),
+                shoal_core::names::FindError::Ambiguous(ids) => {
+                    format!("{} nodes have that name", ids.len())
+                }
+            })
+            .and_then(|id| {
+                let point = format!("{EXEC_POINT_PREFIX}{executor}");
+                match node.store().point(id, &point) {
+                    Some(_) => Ok(id),
+                    None => Err("not exposed to MQTT (mqtt = true in its [[executor]])".to_owned()),
+                }
+            })
+            .and_then(|id| match self.pending.len() < MAX_PENDING {
+                true => Ok(id),
+                false => Err("too many commands waiting".to_owned()),
+            })
+            .and_then(|id| {
+                let name = wire::name(executor).ok_or("not a valid executor name")?;
+                node.exec(now, id, name, super::api::EXEC_WAIT)
+                    .map_err(|error| error.to_string())
+            });
+        match checked {
+            Ok(request) => {
+                log::info!("mqtt: exec {executor} on {target} (request {request})");
+                self.counters.commands += 1;
+                self.pending
+                    .insert(request, (target.to_owned(), executor.to_owned()));
+            }
+            Err(why) => {
+                log::warn!("mqtt: refused to run {executor} on {target}: {why}");
+                self.counters.commands_refused += 1;
+                let payload = serde_json::json!({
+                    "outcome": "refused",
+                    "error": why,
+                    "at_ms": super::unix_ms(),
+                });
+                let topic = format!("{}/{target}/exec/{executor}/result", self.topics.prefix);
+                self.send(topic, payload.to_string().into_bytes(), false);
+            }
+        }
+    }
+
+    fn command_finished(&mut self, id: u32, outcome: wire::Outcome, output: &str) {
+        let Some((target, executor)) = self.pending.remove(&id) else {
+            return;
+        };
+        log::info!("mqtt: {executor} on {target}: {outcome}");
+        let exit_code = match outcome {
+            wire::Outcome::Exited(code) => Some(code),
+            _ => None,
+        };
+        let payload = serde_json::json!({
+            "outcome": outcome.to_string(),
+            "exit_code": exit_code,
+            "output": output,
+            "at_ms": super::unix_ms(),
+        });
+        let topic = format!("{}/{target}/exec/{executor}/result", self.topics.prefix);
+        self.send(topic, payload.to_string().into_bytes(), false);
+    }
+
+    /// After every step: the election, then what changed to the broker.
+    /// True when it gave the node something to send (its role changed).
+    pub fn tick(&mut self, node: &mut Node, now: Instant) -> bool {
+        let role = self.role;
+        if now >= self.next_election {
+            self.elect(node, now);
+        }
+        let changed = role != self.role;
+        if self.role != Role::Active || !self.connected {
+            self.dirty_points.clear();
+            return changed;
+        }
+        if now >= self.next_full
+            || (self.resend && self.client.queued() < client::OUT_QUEUE / 2)
+        {
+            self.resend = false;
+            self.dirty_all = true;
+        }
+        if std::mem::take(&mut self.dirty_all) {
+            self.dirty_points.clear();
+            self.next_full = now + FULL_EVERY;
+            self.publish_all(node, now);
+            return changed;
+        }
+        for (origin, name) in std::mem::take(&mut self.dirty_points) {
+            let mut wanted = BTreeMap::new();
+            if let Some(point) = node.store().point(origin, &name) {
+                self.point_messages(node, now, origin, &name, point, &mut wanted);
+            }
+            for (topic, (payload, signature)) in wanted {
+                self.put(topic, payload, signature);
+            }
+        }
+        changed
+    }
+
+    /// Decides this node's role from the mesh's view (see `election.rs`).
+    fn elect(&mut self, node: &mut Node, now: Instant) {
+        self.next_election = now + Duration::from_secs(1);
+        let others: Vec<(NodeId, Role)> = node
+            .store()
+            .origins()
+            .keys()
+            .filter(|id| **id != self.own)
+            .filter(|id| {
+                node.reach(now, **id)
+                    .is_some_and(|reach| reach.state == PeerState::Healthy)
+            })
+            .filter_map(|id| match &node.store().point(*id, election::POINT)?.value {
+                Value::Text(text) => Some((*id, Role::parse(text)?)),
+                _ => None,
+            })
+            .collect();
+        let settled = now >= self.settle_until;
+        let next = election::next_role(self.own, self.role, self.connected, settled, &others);
+        let bridge = match next {
+            Role::Active => Some(self.own),
+            _ => others
+                .iter()
+                .filter(|(_, role)| *role == Role::Active)
+                .map(|(id, _)| *id)
+                .min(),
+        };
+        if bridge != self.bridge_seen {
+            let name = |id: Option<NodeId>| id.map(|id| super::answers::name_or_id(node, id));
+            let handover = Handover {
+                at_ms: super::unix_ms(),
+                from: name(self.bridge_seen),
+                to: name(bridge),
+            };
+            log::info!(
+                "mqtt: the bridge is now {} (was {})",
+                handover.to.as_deref().unwrap_or("none"),
+                handover.from.as_deref().unwrap_or("none")
+            );
+            if self.handovers.len() >= MAX_HANDOVERS {
+                self.handovers.pop_front();
+            }
+            self.handovers.push_back(handover);
+            self.bridge_seen = bridge;
+        }
+        if next != self.role {
+            log::info!(
+                "mqtt: this node is {} (was {})",
+                next.as_str(),
+                self.role.as_str()
+            );
+            self.role = next;
+            set_point(node, now, election::POINT, next.as_str());
+            self.send_role();
+            if next == Role::Active {
+                self.published.clear();
+                self.dirty_all = true;
+            }
+        }
+    }
+
+    /// Says this node's role on `P/bridge/NODE` (retained).
+    fn send_role(&mut self) {
+        let topic = role_topic(&self.topics.prefix, &self.own_name);
+        let role = self.role.as_str().as_bytes().to_vec();
+        self.published.remove(&topic);
+        self.send(topic, role, true);
+    }
+}
+
+/// How often the active bridge compares everything with what it published.
+const FULL_EVERY: Duration = Duration::from_secs(60);
+
+/// A retained message wanted on the broker: its payload, and what is
+/// compared to decide whether it changed (an attributes message's age
+/// changes every time; that alone is not worth a message).
+type Wanted = BTreeMap<String, (Vec<u8>, Vec<u8>)>;
+
+fn want(wanted: &mut Wanted, topic: String, payload: Vec<u8>) {
+    wanted.insert(topic, (payload.clone(), payload));
+}
+
+/// A node as Home Assistant's device.
+fn device(node: &Node, id: NodeId, name: &str) -> (String, Option<String>, Option<String>) {
+    let meta = if id == node.id() {
+        node.config().meta.clone()
+    } else {
+        node.peers().get(id).and_then(|peer| peer.meta.clone())
+    };
+    let known = |fact: &str| (!fact.is_empty()).then(|| fact.to_owned());
+    (
+        name.to_owned(),
+        meta.as_ref().and_then(|m| known(&m.model)),
+        meta.as_ref().and_then(|m| known(&m.version)),
+    )
+}
+
+impl Bridge {
+    /// Publishes everything that differs from what the broker holds, and
+    /// clears what is no longer there (a pruned node's or point's states
+    /// and discovery configs).
+    fn publish_all(&mut self, node: &Node, now: Instant) {
+        let mut wanted = Wanted::new();
+        let prefix = &self.topics.prefix;
+        want(&mut wanted, format!("{prefix}/bridge"), self.own_name.clone().into_bytes());
+        let role = Role::Active.as_str().as_bytes().to_vec();
+        want(&mut wanted, role_topic(prefix, &self.own_name), role);
+        for (id, reach) in node.nodes(now) {
+            let Some(name) = node.node_name(id) else {
+                continue;
+            };
+            let online = matches!(reach.state, PeerState::Healthy | PeerState::Suspect);
+            let word = if online { "online" } else { "offline" };
+            want(&mut wanted, format!("{prefix}/{name}/availability"), word.into());
+        }
+        for (origin, held) in node.store().origins() {
+            for (name, point) in &held.points {
+                self.point_messages(node, now, *origin, name, point, &mut wanted);
+            }
+        }
+        let gone: Vec<String> = self
+            .published
+            .keys()
+            .filter(|topic| !wanted.contains_key(*topic))
+            .cloned()
+            .collect();
+        for (topic, (payload, signature)) in wanted {
+            self.put(topic, payload, signature);
+        }
+        for topic in gone {
+            self.published.remove(&topic);
+            self.send(topic, Vec::new(), true);
+        }
+    }
+
+    /// The state, attributes and discovery config of one point.
+    fn point_messages(
+        &self,
+        node: &Node,
+        now: Instant,
+        origin: NodeId,
+        name: &str,
+        point: &shoal_core::store::Point,
+        wanted: &mut Wanted,
+    ) {
+        let Some(origin_name) = node.store().origin(origin).map(|o| o.name.to_string()) else {
+            return;
+        };
+        let prefix = &self.topics.prefix;
+        let state = format!("{prefix}/{origin_name}/{name}");
+        want(wanted, state.clone(), state_payload(&point.value).into_bytes());
+        let error = match &point.value {
+            Value::Error(why) => Some(why.as_str()),
+            _ => None,
+        };
+        let mut attributes = serde_json::json!({
+            "unit": point.unit.as_str(),
+            "origin": origin_name,
+            "origin_id": origin.to_string(),
+            "ts_ms": point.ts_ms,
+            "error": error,
+        });
+        let signature = attributes.to_string().into_bytes();
+        attributes["age_ms"] = serde_json::json!(point.age(now));
+        let payload = attributes.to_string().into_bytes();
+        wanted.insert(format!("{state}/attributes"), (payload, signature));
+        let (device_name, model, version) = device(node, origin, &origin_name);
+        let (own_name, own_model, own_version) = device(node, self.own, &self.own_name);
+        let owner = Device {
+            id: origin,
+            name: &device_name,
+            model: model.as_deref(),
+            version: version.as_deref(),
+        };
+        let bridge = Device {
+            id: self.own,
+            name: &own_name,
+            model: own_model.as_deref(),
+            version: own_version.as_deref(),
+        };
+        let mut entities = vec![Entity::Point {
+            name,
+            unit: point.unit.as_str(),
+            kind: kind(&point.value, &point.unit),
+        }];
+        if let Some(executor) = name.strip_prefix(EXEC_POINT_PREFIX) {
+            entities.push(Entity::Button { executor });
+        }
+        for entity in &entities {
+            if let Some(message) = discovery::config(&self.topics, &owner, &bridge, entity) {
+                want(wanted, message.topic, message.payload.into_bytes());
+            }
+        }
+    }
+
+    /// Publishes a retained message unless the broker has it already.
+    fn put(&mut self, topic: String, payload: Vec<u8>, signature: Vec<u8>) {
+        if self.published.get(&topic) == Some(&signature) {
+            return;
+        }
+        if self.send(topic.clone(), payload, true) {
+            self.published.insert(topic, signature);
+        }
+    }
+
+    /// Queues a message; a full queue makes the bridge send everything
+    /// again later (the broker may have missed some).
+    fn send(&mut self, topic: String, payload: Vec<u8>, retain: bool) -> bool {
+        if !self.connected {
+            return false;
+        }
+        if self.client.publish(topic, payload, retain) {
+            return true;
+        }
+        if self.counters.queue_full == 0 {
+            log::warn!("mqtt: the send queue is full: the broker is slow; sending everything again once it drains");
+        }
+        self.counters.queue_full += 1;
+        self.published.clear();
+        self.resend = true;
+        false
+    }
+}
+
+impl Bridge {
+    /// This node's role now.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// What `/api/status` says of MQTT.
+    pub fn status_json(&self) -> serde_json::Value {
+        let stats = self.client.stats();
+        let handovers: Vec<serde_json::Value> = self
+            .handovers
+            .iter()
+            .map(|h| serde_json::json!({"at_ms": h.at_ms, "from": h.from, "to": h.to}))
+            .collect();
+        serde_json::json!({
+            "broker": format!("{}:{}", self.section.host, self.section.port),
+            "connected": self.connected,
+            "role": self.role.as_str(),
+            "bridge": self.handovers.back().and_then(|h| h.to.clone()),
+            "handovers": handovers,
+            "connects": stats.connects.get(),
+            "disconnects": stats.disconnects.get(),
+            "published": stats.published.get(),
+            "received": stats.received.get(),
+            "dropped": stats.dropped.get(),
+            "queue_full": self.counters.queue_full,
+            "commands": self.counters.commands,
+            "commands_refused": self.counters.commands_refused,
+            "bad_messages": self.counters.bad_messages,
+        })
+    }
+
+    /// A graceful stop: this node's role topic says `offline` (the broker
+    /// then never publishes the Last Will), and the connection closes.
+    pub async fn close(mut self) {
+        self.role = Role::Offline;
+        self.send_role();
+        self.client.close(Duration::from_secs(1)).await;
+    }
+}

@@ -78,6 +78,13 @@ pub struct Completed {
     finished: executor::Finished,
 }
 
+impl Completed {
+    /// The executor's name and its outcome in words (`exit 0`, `timed out`).
+    pub fn summary(&self) -> (String, String) {
+        (self.executor.clone(), self.finished.outcome.to_string())
+    }
+}
+
 /// An `exec` from the API awaiting its answer.
 #[derive(Debug)]
 struct PendingExec {

@@ -7,6 +7,8 @@
 //! harness does not capture it), and into `target/skipped-tests.txt`,
 //! which `.ci/run` lists at the end of the run.
 
+pub(crate) mod agents;
+
 use std::io::Write;
 
 /// Says that `test` cannot run here because of `reason`: a failure under
