@@ -1,5 +1,6 @@
 //! What the agent's integration tests share: how a test that cannot run
-//! here says so.
+//! here says so, and [`ha`], Home Assistant's reading of MQTT discovery
+//! messages.
 //!
 //! With `CI=true` a missing tool or privilege fails the test (CI installs
 //! everything, so a skip there would hide a gap). Otherwise the test is
@@ -30,3 +31,8 @@ pub(crate) fn unavailable(test: &str, reason: &str) {
         let _ = writeln!(file, "{message}");
     }
 }
+
+// Used by `ha_discovery.rs` and the MQTT bridge's tests; the other test
+// crates that share this module compile it unused.
+#[allow(dead_code)]
+pub(crate) mod ha;
