@@ -16,7 +16,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-
 #[test]
 fn five_agents_find_each_other_and_see_a_graceful_leave() {
     let mut mesh = Mesh::new(0);

@@ -20,8 +20,8 @@
 
 pub mod client;
 pub mod discovery;
-pub mod packet;
 pub mod election;
+pub mod packet;
 
 use self::client::{Client, ClientEvent, Settings};
 use self::discovery::{Device, Entity, Kind, Topics};
@@ -148,14 +148,28 @@ fn set_point(node: &mut Node, now: Instant, name: &str, value: &str) {
 /// it may offer it as a button. Every node does this, with `[mqtt]` or not.
 pub fn announce_executors(config: &Config, node: &mut Node, now: Instant) {
     for executor in config.executors.iter().filter(|e| e.mqtt) {
-        set_point(node, now, &format!("{EXEC_POINT_PREFIX}{}", executor.name), "ready");
+        set_point(
+            node,
+            now,
+            &format!("{EXEC_POINT_PREFIX}{}", executor.name),
+            "ready",
+        );
     }
 }
 
 /// An executor of this node ended: its point says how, if it is exposed.
 pub fn executor_ran(config: &Config, node: &mut Node, now: Instant, executor: &str, outcome: &str) {
-    if config.executors.iter().any(|e| e.mqtt && e.name == executor) {
-        set_point(node, now, &format!("{EXEC_POINT_PREFIX}{executor}"), outcome);
+    if config
+        .executors
+        .iter()
+        .any(|e| e.mqtt && e.name == executor)
+    {
+        set_point(
+            node,
+            now,
+            &format!("{EXEC_POINT_PREFIX}{executor}"),
+            outcome,
+        );
     }
 }
 
@@ -205,7 +219,11 @@ impl Bridge {
             section.host,
             section.port,
             topics.prefix,
-            if topics.discovery.is_empty() { "off" } else { &topics.discovery }
+            if topics.discovery.is_empty() {
+                "off"
+            } else {
+                &topics.discovery
+            }
         );
         let timing = node.config();
         let settle_until = now + timing.unreachable_after + timing.beacon_interval;
@@ -286,7 +304,11 @@ impl Bridge {
             ClientEvent::Disconnected { reason, retry_in } => {
                 log::warn!(
                     "mqtt: {} {}:{}: {reason}; trying again in {}",
-                    if self.connected { "lost" } else { "no connection to" },
+                    if self.connected {
+                        "lost"
+                    } else {
+                        "no connection to"
+                    },
                     self.section.host,
                     self.section.port,
                     shoal_config::format_duration(retry_in)
@@ -304,7 +326,8 @@ impl Bridge {
             if payload == b"online" && self.role == Role::Active {
                 log::info!("mqtt: Home Assistant is online: sending the discovery configs again");
                 let prefix = format!("{discovery}/");
-                self.published.retain(|topic, _| !topic.starts_with(&prefix));
+                self.published
+                    .retain(|topic, _| !topic.starts_with(&prefix));
                 self.dirty_all = true;
             }
             return;
@@ -408,9 +431,7 @@ impl Bridge {
             self.dirty_points.clear();
             return changed;
         }
-        if now >= self.next_full
-            || (self.resend && self.client.queued() < client::OUT_QUEUE / 2)
-        {
+        if now >= self.next_full || (self.resend && self.client.queued() < client::OUT_QUEUE / 2) {
             self.resend = false;
             self.dirty_all = true;
         }
@@ -444,10 +465,12 @@ impl Bridge {
                 node.reach(now, **id)
                     .is_some_and(|reach| reach.state == PeerState::Healthy)
             })
-            .filter_map(|id| match &node.store().point(*id, election::POINT)?.value {
-                Value::Text(text) => Some((*id, Role::parse(text)?)),
-                _ => None,
-            })
+            .filter_map(
+                |id| match &node.store().point(*id, election::POINT)?.value {
+                    Value::Text(text) => Some((*id, Role::parse(text)?)),
+                    _ => None,
+                },
+            )
             .collect();
         let settled = now >= self.settle_until;
         let next = election::next_role(self.own, self.role, self.connected, settled, &others);
@@ -536,7 +559,11 @@ impl Bridge {
     fn publish_all(&mut self, node: &Node, now: Instant) {
         let mut wanted = Wanted::new();
         let prefix = &self.topics.prefix;
-        want(&mut wanted, format!("{prefix}/bridge"), self.own_name.clone().into_bytes());
+        want(
+            &mut wanted,
+            format!("{prefix}/bridge"),
+            self.own_name.clone().into_bytes(),
+        );
         let role = Role::Active.as_str().as_bytes().to_vec();
         want(&mut wanted, role_topic(prefix, &self.own_name), role);
         for (id, reach) in node.nodes(now) {
@@ -545,7 +572,11 @@ impl Bridge {
             };
             let online = matches!(reach.state, PeerState::Healthy | PeerState::Suspect);
             let word = if online { "online" } else { "offline" };
-            want(&mut wanted, format!("{prefix}/{name}/availability"), word.into());
+            want(
+                &mut wanted,
+                format!("{prefix}/{name}/availability"),
+                word.into(),
+            );
         }
         for (origin, held) in node.store().origins() {
             for (name, point) in &held.points {
@@ -582,7 +613,11 @@ impl Bridge {
         };
         let prefix = &self.topics.prefix;
         let state = format!("{prefix}/{origin_name}/{name}");
-        want(wanted, state.clone(), state_payload(&point.value).into_bytes());
+        want(
+            wanted,
+            state.clone(),
+            state_payload(&point.value).into_bytes(),
+        );
         let error = match &point.value {
             Value::Error(why) => Some(why.as_str()),
             _ => None,

@@ -263,7 +263,12 @@ impl Mesh {
     }
 
     /// Waits up to `limit` for `done`; on timeout panics with every log.
-    pub(crate) fn wait_for(&self, what: &str, limit: Duration, done: impl Fn(&Mesh) -> bool) -> Duration {
+    pub(crate) fn wait_for(
+        &self,
+        what: &str,
+        limit: Duration,
+        done: impl Fn(&Mesh) -> bool,
+    ) -> Duration {
         let start = Instant::now();
         while start.elapsed() < limit {
             if done(self) {

@@ -83,7 +83,9 @@ fn valid_prefix(prefix: &str) -> bool {
         && prefix.len() <= 64
         && !prefix.starts_with('$')
         && prefix.split('/').all(|level| !level.is_empty())
-        && !prefix.chars().any(|c| matches!(c, '+' | '#' | '\0') || c.is_control())
+        && !prefix
+            .chars()
+            .any(|c| matches!(c, '+' | '#' | '\0') || c.is_control())
 }
 
 impl Walker<'_> {
@@ -114,20 +116,18 @@ impl Walker<'_> {
         let password_file = self
             .string(table, p, "password_file")
             .map(|(s, _)| PathBuf::from(s));
-        let prefix = |walker: &mut Self, key: &str, default: &str, may_be_empty: bool| {
-            match walker.string(table, p, key) {
-                None => Some(default.to_owned()),
-                Some((text, _)) if text.is_empty() && may_be_empty => Some(text),
-                Some((text, _)) if valid_prefix(&text) => Some(text),
-                Some((text, span)) => {
-                    walker.problem(
-                        span,
-                        format!(
-                            "{p}{key} {text:?} must be topic levels without + # $ or empty levels"
-                        ),
-                    );
-                    None
-                }
+        let prefix = |walker: &mut Self, key: &str, default: &str, may_be_empty: bool| match walker
+            .string(table, p, key)
+        {
+            None => Some(default.to_owned()),
+            Some((text, _)) if text.is_empty() && may_be_empty => Some(text),
+            Some((text, _)) if valid_prefix(&text) => Some(text),
+            Some((text, span)) => {
+                walker.problem(
+                    span,
+                    format!("{p}{key} {text:?} must be topic levels without + # $ or empty levels"),
+                );
+                None
             }
         };
         let topic_prefix = prefix(self, "topic_prefix", "shoal", false);

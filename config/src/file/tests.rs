@@ -658,11 +658,22 @@ fn bad_mqtt_settings_are_each_named() {
     ] {
         assert!(all.contains(expected), "{expected:?} missing from:\n{all}");
     }
-    assert!(problems("[mqtt]\n").join("").contains("mqtt needs `broker`"));
-    for url in ["http://h", "mqtt://", "mqtt://h:0", "mqtt://h:99999", "mqtt://h h"] {
+    assert!(problems("[mqtt]\n")
+        .join("")
+        .contains("mqtt needs `broker`"));
+    for url in [
+        "http://h",
+        "mqtt://",
+        "mqtt://h:0",
+        "mqtt://h:99999",
+        "mqtt://h h",
+    ] {
         assert!(parse_broker(url).is_err(), "{url}");
     }
-    assert_eq!(parse_broker("tcp://broker.lan:1884"), Ok(("broker.lan".to_owned(), 1884)));
+    assert_eq!(
+        parse_broker("tcp://broker.lan:1884"),
+        Ok(("broker.lan".to_owned(), 1884))
+    );
 }
 
 #[test]

@@ -100,7 +100,10 @@ mod tests {
         let view = [(B, Role::Standby), (C, Role::Standby)];
         assert_eq!(next_role(A, Role::Standby, true, true, &view), Role::Active);
         let view = [(A, Role::Standby), (C, Role::Standby)];
-        assert_eq!(next_role(B, Role::Standby, true, true, &view), Role::Standby);
+        assert_eq!(
+            next_role(B, Role::Standby, true, true, &view),
+            Role::Standby
+        );
         // A node offline (no broker) is not a candidate.
         let view = [(A, Role::Offline), (C, Role::Standby)];
         assert_eq!(next_role(B, Role::Standby, true, true, &view), Role::Active);
@@ -110,8 +113,14 @@ mod tests {
     fn a_returning_or_unsettled_node_never_makes_a_second_bridge() {
         // B (higher id) is active; A returns with the lower id: stays standby.
         let view = [(B, Role::Active)];
-        assert_eq!(next_role(A, Role::Standby, true, true, &view), Role::Standby);
-        assert_eq!(next_role(A, Role::Offline, true, true, &view), Role::Standby);
+        assert_eq!(
+            next_role(A, Role::Standby, true, true, &view),
+            Role::Standby
+        );
+        assert_eq!(
+            next_role(A, Role::Offline, true, true, &view),
+            Role::Standby
+        );
         // Not settled: no takeover even when no one is seen.
         assert_eq!(next_role(A, Role::Standby, true, false, &[]), Role::Standby);
     }

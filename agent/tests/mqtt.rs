@@ -1,0 +1,522 @@
+//! The MQTT bridge against a real Mosquitto that each test starts on
+//! loopback (a free port, a temporary directory, stopped by PID): the whole
+//! mesh under `shoal/`, Home Assistant discovery checked as Home Assistant
+//! would, buttons that run executors through the mesh, exactly one bridge
+//! across a kill and a return, and a broker restart.
+
+mod common;
+
+use common::agents::{Agent, Mesh};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The broker's binary: on PATH, or where Debian puts it (`/usr/sbin`,
+/// not on a user's PATH).
+fn mosquitto() -> String {
+    let packaged = "/usr/sbin/mosquitto";
+    if std::path::Path::new(packaged).exists() {
+        packaged.to_owned()
+    } else {
+        "mosquitto".to_owned()
+    }
+}
+
+/// A Mosquitto of the test's own; killed on drop.
+struct Broker {
+    child: Option<Child>,
+    host: String,
+    port: u16,
+    dir: PathBuf,
+    /// Its log (`log_type all`: every packet), across restarts.
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Broker {
+    /// Starts Mosquitto on `host` and a free port; `None` (said) when it is
+    /// not installed.
+    fn start(test: &str, host: &str) -> Option<Broker> {
+        let installed = |tool: &str| {
+            Command::new(tool)
+                .arg("--help")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok()
+        };
+        if !installed(&mosquitto()) || !installed("mosquitto_sub") || !installed("mosquitto_pub") {
+            common::unavailable(test, "mosquitto and mosquitto-clients are not installed");
+            return None;
+        }
+        let port = std::net::TcpListener::bind((host, 0))
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let dir = std::env::temp_dir().join(format!("shoal-mqtt-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("broker dir");
+        let mut broker = Broker {
+            child: None,
+            host: host.to_owned(),
+            port,
+            dir,
+            log: Arc::default(),
+        };
+        broker.restart();
+        Some(broker)
+    }
+
+    /// (Re)starts the broker on the same port, with nothing retained.
+    fn restart(&mut self) {
+        let conf = self.dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {} {}\nallow_anonymous true\npersistence false\nlog_dest stdout\nlog_type all\n",
+                self.port, self.host
+            ),
+        )
+        .expect("broker config");
+        let mut child = Command::new(mosquitto())
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto starts");
+        let stdout = child.stdout.take().expect("piped");
+        let sink = Arc::clone(&self.log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                sink.lock().expect("log").push(line);
+            }
+        });
+        self.child = Some(child);
+        let start = Instant::now();
+        while std::net::TcpStream::connect((self.host.as_str(), self.port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "mosquitto did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("mqtt://{}:{}", self.host, self.port)
+    }
+
+    /// Every retained message under `filter` now: topic → payload.
+    fn retained(&self, filter: &str) -> BTreeMap<String, String> {
+        let output = Command::new("mosquitto_sub")
+            .args(["-h", &self.host, "-p", &self.port.to_string()])
+            .args(["-t", filter, "-v", "--retained-only", "-W", "1"])
+            .output()
+            .expect("mosquitto_sub runs");
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|line| line.split_once(' '))
+            .map(|(topic, payload)| (topic.to_owned(), payload.to_owned()))
+            .collect()
+    }
+
+    fn publish(&self, topic: &str, payload: &str) {
+        let status = Command::new("mosquitto_pub")
+            .args(["-h", &self.host, "-p", &self.port.to_string()])
+            .args(["-t", topic, "-m", payload])
+            .status()
+            .expect("mosquitto_pub runs");
+        assert!(status.success());
+    }
+
+    /// Client ids that published to a topic matching `part` since line
+    /// `from` of the broker's log, and the log's line count.
+    fn publishers(&self, part: &str, from: usize) -> (BTreeSet<String>, usize) {
+        let lines = self.log.lock().expect("log");
+        let ids = lines[from.min(lines.len())..]
+            .iter()
+            .filter(|line| line.contains("Received PUBLISH from") && line.contains(part))
+            .filter_map(|line| line.split("Received PUBLISH from ").nth(1))
+            .filter_map(|rest| rest.split_whitespace().next())
+            .map(str::to_owned)
+            .collect();
+        (ids, lines.len())
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A `mosquitto_sub` on `#`, every line stamped with when it arrived.
+struct Subscriber {
+    child: Child,
+    lines: Arc<Mutex<Vec<(Instant, String)>>>,
+}
+
+impl Subscriber {
+    fn start(broker: &Broker, filter: &str) -> Subscriber {
+        let mut child = Command::new("mosquitto_sub")
+            .args(["-h", &broker.host, "-p", &broker.port.to_string()])
+            .args(["-t", filter, "-v"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto_sub starts");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&lines);
+        let stdout = child.stdout.take().expect("piped");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                sink.lock().expect("lines").push((Instant::now(), line));
+            }
+        });
+        Subscriber { child, lines }
+    }
+
+    /// Lines since index `from` starting with `topic ` (the payloads).
+    fn payloads(&self, from: usize, topic: &str) -> Vec<(Instant, String)> {
+        let prefix = format!("{topic} ");
+        let lines = self.lines.lock().expect("lines");
+        lines[from.min(lines.len())..]
+            .iter()
+            .filter_map(|(at, line)| Some((*at, line.strip_prefix(&prefix)?.to_owned())))
+            .collect()
+    }
+
+    fn len(&self) -> usize {
+        self.lines.lock().expect("lines").len()
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if done() {
+            return start.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out after {limit:?} waiting for {what}");
+}
+
+/// An executor every node has, exposed to MQTT.
+const BUTTON: &str = "[[executor]]\nname = \"button\"\naction = { command = [\"/bin/sh\", \"-c\", \"echo pressed on $SHOAL_NODE\"] }\nremote = true\nmqtt = true\n";
+
+/// Three agents on 127.0.0.(base+1..3); the first two with `[mqtt]`.
+fn three_agents(mesh: &mut Mesh, broker: &Broker, base: u8) {
+    let key = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let mqtt = format!(
+        "[mqtt]\nbroker = \"{}\"\nkeepalive = \"5s\"\n",
+        broker.url()
+    );
+    for n in 1..=3u8 {
+        let mut extra = BUTTON.to_owned();
+        if n < 3 {
+            extra.push_str(&mqtt);
+        } else {
+            extra.push_str("[[sensor]]\nname = \"fast\"\ndriver = \"sim\"\nwaveform = \"sine\"\nmin = 0.0\nmax = 100.0\nperiod = \"7s\"\ninterval = \"100ms\"\n");
+        }
+        let peers = "[]";
+        mesh.add_full(
+            usize::from(n),
+            base + n,
+            Some(key),
+            "[\"127.255.255.255\"]",
+            peers,
+            &extra,
+        );
+    }
+}
+
+/// The active bridge's name, if exactly one node says `active`.
+fn active_bridge(broker: &Broker) -> Option<String> {
+    let roles = broker.retained("shoal/bridge/+");
+    let active: Vec<&String> = roles
+        .iter()
+        .filter(|(_, role)| role.as_str() == "active")
+        .map(|(topic, _)| topic)
+        .collect();
+    match active.as_slice() {
+        [one] => one.strip_prefix("shoal/bridge/").map(str::to_owned),
+        _ => None,
+    }
+}
+
+fn agent_named<'m>(mesh: &'m mut Mesh, name: &str) -> &'m mut Agent {
+    let n: usize = name.trim_start_matches("agent-").parse().expect("agent-N");
+    &mut mesh.agents[n - 1]
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[test]
+fn the_whole_mesh_appears_with_discovery_and_buttons_run_through_the_mesh() {
+    let Some(broker) = Broker::start(
+        "the_whole_mesh_appears_with_discovery_and_buttons_run_through_the_mesh",
+        "127.0.0.100",
+    ) else {
+        return;
+    };
+    let subscriber = Subscriber::start(&broker, "shoal/#");
+    let mut mesh = Mesh::new(0);
+    three_agents(&mut mesh, &broker, 100);
+    // Every node's points and availability, retained.
+    wait_until(
+        "every node's states retained",
+        Duration::from_secs(20),
+        || {
+            let states = broker.retained("shoal/#");
+            (1..=3).all(|n| {
+                states.contains_key(&format!("shoal/agent-{n}/temperature"))
+                    && states.contains_key(&format!("shoal/agent-{n}/exec.button"))
+                    && states
+                        .get(&format!("shoal/agent-{n}/availability"))
+                        .map(String::as_str)
+                        == Some("online")
+            }) && active_bridge(&broker).is_some()
+        },
+    );
+    let states = broker.retained("shoal/#");
+    let attributes: serde_json::Value =
+        serde_json::from_str(&states["shoal/agent-3/temperature/attributes"]).expect("JSON");
+    assert_eq!(attributes["origin"], "agent-3");
+    assert!(attributes["age_ms"].as_u64().is_some(), "{attributes}");
+    assert!(states["shoal/agent-3/temperature"].parse::<f64>().is_ok());
+    // Every discovery config, as Home Assistant would check it.
+    let configs = broker.retained("homeassistant/#");
+    let messages: Vec<(String, String)> = configs.clone().into_iter().collect();
+    common::ha::validate_all("homeassistant", &messages).expect("valid discovery");
+    for n in 1..=3 {
+        let id = mesh.agents[n - 1].id();
+        for topic in [
+            format!("homeassistant/sensor/shoal_{id}/p_temperature/config"),
+            format!("homeassistant/button/shoal_{id}/x_button/config"),
+        ] {
+            assert!(
+                configs.contains_key(&topic),
+                "{topic} missing: {configs:#?}"
+            );
+        }
+    }
+    let bridge = active_bridge(&broker).expect("one bridge");
+    eprintln!("bridge: {bridge}");
+
+    // A button of agent-3 (no MQTT of its own) runs there, through the mesh.
+    let from = subscriber.len();
+    broker.publish("shoal/agent-3/exec/button/run", "PRESS");
+    wait_until("the button's result", Duration::from_secs(10), || {
+        !subscriber
+            .payloads(from, "shoal/agent-3/exec/button/result")
+            .is_empty()
+    });
+    let result = &subscriber.payloads(from, "shoal/agent-3/exec/button/result")[0].1;
+    let result: serde_json::Value = serde_json::from_str(result).expect("JSON");
+    assert_eq!(result["outcome"], "exit 0", "{result}");
+    assert_eq!(result["output"], "pressed on agent-3\n");
+    // `hello` is remote but not exposed to MQTT: refused, and said.
+    let from = subscriber.len();
+    broker.publish("shoal/agent-3/exec/hello/run", "PRESS");
+    wait_until("the refusal", Duration::from_secs(10), || {
+        !subscriber
+            .payloads(from, "shoal/agent-3/exec/hello/result")
+            .is_empty()
+    });
+    let refusal = &subscriber.payloads(from, "shoal/agent-3/exec/hello/result")[0].1;
+    assert!(refusal.contains("\"outcome\":\"refused\""), "{refusal}");
+    assert!(refusal.contains("not exposed to MQTT"), "{refusal}");
+    assert!(agent_named(&mut mesh, &bridge).logged("refused to run hello on agent-3"));
+    assert!(!mesh.agents[2].logged("hello from agent-3"));
+
+    // Latency from a reading on agent-3 (no MQTT) to the broker: the
+    // reading's own wall-clock time against the subscriber's arrival time.
+    let from = subscriber.len();
+    wait_until(
+        "100 readings of agent-3's fast point",
+        Duration::from_secs(30),
+        || {
+            subscriber
+                .payloads(from, "shoal/agent-3/fast/attributes")
+                .len()
+                >= 100
+        },
+    );
+    let now_ms = unix_ms();
+    let now = Instant::now();
+    let mut latencies: Vec<u64> = subscriber
+        .payloads(from, "shoal/agent-3/fast/attributes")
+        .iter()
+        .filter_map(|(at, payload)| {
+            let attributes: serde_json::Value = serde_json::from_str(payload).ok()?;
+            let arrived_ms = now_ms - now.duration_since(*at).as_millis() as u64;
+            Some(arrived_ms.saturating_sub(attributes["ts_ms"].as_u64()?))
+        })
+        .collect();
+    latencies.sort_unstable();
+    let median = latencies[latencies.len() / 2];
+    let p99 = latencies[latencies.len() * 99 / 100];
+    eprintln!(
+        "reading to broker through the bridge: median {median} ms, p99 {p99} ms over {} readings",
+        latencies.len()
+    );
+}
+
+#[test]
+fn a_killed_bridge_is_replaced_and_its_return_makes_no_second_bridge() {
+    let Some(broker) = Broker::start(
+        "a_killed_bridge_is_replaced_and_its_return_makes_no_second_bridge",
+        "127.0.0.104",
+    ) else {
+        return;
+    };
+    let subscriber = Subscriber::start(&broker, "shoal/#");
+    let mut mesh = Mesh::new(1);
+    three_agents(&mut mesh, &broker, 104);
+    wait_until("a bridge", Duration::from_secs(20), || {
+        active_bridge(&broker).is_some()
+    });
+    let first = active_bridge(&broker).expect("a bridge");
+    let other = if first == "agent-1" {
+        "agent-2"
+    } else {
+        "agent-1"
+    };
+    let from = subscriber.len();
+    agent_named(&mut mesh, &first).kill();
+    let killed = Instant::now();
+    // The other takes over; states flow again from it.
+    let took_over = wait_until("the other node takes over", Duration::from_secs(15), || {
+        subscriber
+            .payloads(from, &format!("shoal/bridge/{other}"))
+            .iter()
+            .any(|(_, role)| role == "active")
+    });
+    let flowing = wait_until("states flow again", Duration::from_secs(5), || {
+        subscriber
+            .payloads(from, "shoal/agent-3/temperature")
+            .iter()
+            .any(|(at, _)| at.duration_since(killed) >= took_over)
+    });
+    eprintln!(
+        "bridge {first} killed: {other} active after {took_over:?}, states flowing after {:?}",
+        took_over + flowing
+    );
+    let dead = format!("shoal/{first}/availability");
+    wait_until("the dead bridge offline", Duration::from_secs(5), || {
+        broker
+            .retained("shoal/+/availability")
+            .get(&dead)
+            .map(String::as_str)
+            == Some("offline")
+    });
+    let availability = broker.retained("shoal/+/availability");
+    assert_eq!(
+        availability[&format!("shoal/{other}/availability")],
+        "online"
+    );
+    assert_eq!(availability["shoal/agent-3/availability"], "online");
+    // Its Last Will said so too.
+    assert_eq!(
+        broker.retained("shoal/bridge/+")[&format!("shoal/bridge/{first}")],
+        "offline"
+    );
+
+    // It returns: still exactly one node publishes states, for 60 s.
+    agent_named(&mut mesh, &first).restart();
+    let (_, mark) = broker.publishers("/temperature", 0);
+    std::thread::sleep(Duration::from_secs(60));
+    let (publishers, _) = broker.publishers("/temperature", mark);
+    assert_eq!(publishers.len(), 1, "states published by {publishers:?}");
+    assert_eq!(active_bridge(&broker).as_deref(), Some(other));
+    let returned = agent_named(&mut mesh, &first);
+    assert!(
+        returned.logged("mqtt: this node is standby"),
+        "{}",
+        returned.dump()
+    );
+    assert_eq!(
+        returned.count("mqtt: this node is active"),
+        0,
+        "{}",
+        returned.dump()
+    );
+}
+
+#[test]
+fn after_the_broker_was_down_30_s_the_bridge_reconnects_and_publishes_everything_again() {
+    let Some(mut broker) = Broker::start(
+        "after_the_broker_was_down_30_s_the_bridge_reconnects_and_publishes_everything_again",
+        "127.0.0.108",
+    ) else {
+        return;
+    };
+    let mut mesh = Mesh::new(2);
+    three_agents(&mut mesh, &broker, 108);
+    wait_until("a bridge", Duration::from_secs(20), || {
+        active_bridge(&broker).is_some()
+    });
+    let bridge = active_bridge(&broker).expect("a bridge");
+    let rss = |agent: &Agent| -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", agent.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let before = rss(agent_named(&mut mesh, &bridge));
+    let before_count = broker.retained("homeassistant/#").len();
+    broker.stop();
+    std::thread::sleep(Duration::from_secs(30));
+    broker.restart();
+    // Nothing retained survived the restart: all of it comes back.
+    let took = wait_until(
+        "everything published again",
+        Duration::from_secs(45),
+        || {
+            broker.retained("homeassistant/#").len() >= before_count
+                && active_bridge(&broker).is_some()
+                && broker.retained("shoal/+/temperature").len() == 3
+        },
+    );
+    eprintln!("republished {took:?} after the broker came back ({before_count} configs)");
+    for agent in &mesh.agents {
+        assert!(
+            agent.logged("mqtt: lost") || !agent.logged("mqtt: connected"),
+            "{}",
+            agent.dump()
+        );
+    }
+    let after = rss(agent_named(&mut mesh, &bridge));
+    eprintln!("bridge RSS {before} kB before, {after} kB after");
+    assert!(
+        after < before + 2048,
+        "RSS grew from {before} kB to {after} kB"
+    );
+    let messages: Vec<(String, String)> = broker.retained("homeassistant/#").into_iter().collect();
+    common::ha::validate_all("homeassistant", &messages).expect("valid discovery");
+}
