@@ -520,3 +520,78 @@ fn after_the_broker_was_down_30_s_the_bridge_reconnects_and_publishes_everything
     let messages: Vec<(String, String)> = broker.retained("homeassistant/#").into_iter().collect();
     common::ha::validate_all("homeassistant", &messages).expect("valid discovery");
 }
+
+/// `GET /api/points/NODE/NAME`'s value at `api`, if it answers.
+fn point_value(api: &str, node: &str, name: &str) -> Option<serde_json::Value> {
+    let path = format!("/api/points/{node}/{name}");
+    let reply =
+        shoal::shell::client::request(api, "GET", &path, None, Duration::from_secs(5)).ok()?;
+    (reply.status == 200).then(|| reply.body["value"].clone())
+}
+
+#[test]
+fn an_mqtt_sensor_turns_published_json_into_points_on_every_node() {
+    let Some(broker) = Broker::start(
+        "an_mqtt_sensor_turns_published_json_into_points_on_every_node",
+        "127.0.0.112",
+    ) else {
+        return;
+    };
+    let mut mesh = Mesh::new(3);
+    let key = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    // agent-1 reads Zigbee2MQTT's topic and never bridges; agent-2 has no MQTT.
+    let source = format!(
+        "[mqtt]\nbroker = \"{}\"\nbridge = \"never\"\n[[sensor]]\nname = \"kitchen\"\ndriver = \"mqtt\"\ntopic = \"zigbee2mqtt/kitchen\"\njson = {{ temperature = \"/temperature\", humidity = \"/humidity\" }}\nunit = \"°C\"\n",
+        broker.url()
+    );
+    mesh.add_full(1, 113, Some(key), "[\"127.255.255.255\"]", "[]", &source);
+    mesh.add_full(2, 114, Some(key), "[\"127.255.255.255\"]", "[]", "");
+    let api = format!("127.0.0.114:{}", mesh.port + 2);
+    mesh.wait_for("agent-1 connected", Duration::from_secs(10), |m| {
+        m.agents[0].logged("mqtt: connected")
+    });
+    broker.publish(
+        "zigbee2mqtt/kitchen",
+        r#"{"temperature":21.5,"humidity":40,"linkquality":99}"#,
+    );
+    let took = wait_until("the points on agent-2", Duration::from_secs(10), || {
+        point_value(&api, "agent-1", "kitchen.temperature") == Some(serde_json::json!(21.5))
+            && point_value(&api, "agent-1", "kitchen.humidity") == Some(serde_json::json!(40.0))
+    });
+    eprintln!("an MQTT message became points on another node in {took:?}");
+    // Garbage: the points turn into errors everywhere, logged once.
+    for bad in ["{oops", "{oops", "\u{1}\u{2} binary"] {
+        broker.publish("zigbee2mqtt/kitchen", bad);
+    }
+    wait_until("the error on agent-2", Duration::from_secs(10), || {
+        point_value(&api, "agent-1", "kitchen.temperature")
+            .is_some_and(|v| v["error"] == "the message is not JSON")
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        mesh.agents[0].count("until a good message"),
+        1,
+        "{}",
+        mesh.agents[0].dump()
+    );
+    let status = shoal::shell::client::request(
+        &format!("127.0.0.113:{}", mesh.port + 2),
+        "GET",
+        "/api/status",
+        None,
+        Duration::from_secs(5),
+    )
+    .expect("status");
+    assert_eq!(status.body["mqtt"]["sensor_errors"], 3, "{}", status.body);
+    // A good message again.
+    broker.publish("zigbee2mqtt/kitchen", r#"{"temperature":22,"humidity":41}"#);
+    wait_until("the value back", Duration::from_secs(10), || {
+        point_value(&api, "agent-1", "kitchen.temperature") == Some(serde_json::json!(22.0))
+    });
+    // `bridge = "never"`: it publishes nothing of the mesh.
+    assert!(
+        broker.retained("shoal/#").is_empty(),
+        "{:?}",
+        broker.retained("shoal/#")
+    );
+}

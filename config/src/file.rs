@@ -19,7 +19,7 @@ use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 mod mqtt;
-pub use mqtt::{parse_broker, BridgeRole, MqttSection};
+pub use mqtt::{field_points, parse_broker, BridgeRole, MqttSection};
 
 /// One problem in a configuration file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,6 +179,9 @@ pub struct SensorSection {
     pub deadband: f64,
     /// Driver settings (validated by name and type here, by value in `hal`).
     pub settings: BTreeMap<String, Setting>,
+    /// Points taken from a JSON message (`json = "/pointer"` or a table of
+    /// them), as (point name, JSON pointer); empty: the message is the value.
+    pub json: Vec<(String, String)>,
 }
 
 /// `[[actuator]]`.
@@ -448,6 +451,7 @@ const SENSOR_DRIVERS: &[(&str, &[&str])] = &[
     ),
     ("ds18b20", &["device"]),
     ("gpio_in", &["pin", "pull", "debounce", "mode"]),
+    ("mqtt", &["topic", "json", "unit"]),
 ];
 const SENSOR_COMMON: &[&str] = &[
     "name",
@@ -692,6 +696,17 @@ impl Walker<'_> {
                 }
             }
         }
+        if mqtt.is_none() {
+            for (sensor, span) in sensors.iter().filter(|(s, _)| s.driver == "mqtt") {
+                self.problem(
+                    span.clone(),
+                    format!(
+                        "sensor {:?} uses driver mqtt, which needs an [mqtt] section",
+                        sensor.name
+                    ),
+                );
+            }
+        }
         self.compute_cycles(&computes, node_name.as_ref().map(|(n, _)| n.as_str()));
         self.unmatched_local_patterns(&sensors, &executors, &rules, &computes);
         let _ = span;
@@ -745,6 +760,7 @@ impl Walker<'_> {
         let mut local: Vec<String> = QUANTITY_NAMES.iter().map(|q| (*q).to_owned()).collect();
         for (sensor, _) in sensors {
             local.push(sensor.name.clone());
+            local.extend(sensor.json.iter().map(|(point, _)| point.clone()));
             local.extend(
                 QUANTITY_NAMES
                     .iter()
@@ -1047,11 +1063,17 @@ impl Walker<'_> {
             table,
             p,
             &allowed,
-            &["name", "driver", "interval", "deadband"],
+            &["name", "driver", "interval", "deadband", "json"],
         );
+        let mut json = Vec::new();
         if let Some((driver, _)) = &driver {
             if driver == "sim" {
                 self.check_sim(table, &settings, span.clone());
+            }
+            if driver == "mqtt" {
+                let sensor = name.as_ref().map_or("", |(n, _)| n.as_str());
+                json = self.json_fields(table, sensor);
+                self.check_topic(table, &settings, span.clone());
             }
             self.check_hardware(table, driver, &settings, span.clone());
         }
@@ -1062,6 +1084,7 @@ impl Walker<'_> {
                 interval,
                 deadband,
                 settings,
+                json,
             },
             span,
         ))

@@ -22,6 +22,7 @@ pub mod client;
 pub mod discovery;
 pub mod election;
 pub mod packet;
+pub mod source;
 
 use self::client::{Client, ClientEvent, Settings};
 use self::discovery::{Device, Entity, Kind, Topics};
@@ -70,6 +71,10 @@ pub struct BridgeCounters {
 /// The MQTT subsystem of one agent. See the module docs.
 #[derive(Debug)]
 pub struct Bridge {
+    /// `bridge = "auto"`: takes part in the election.
+    bridging: bool,
+    /// This node's `mqtt` sensors.
+    sources: source::Sources,
     section: MqttSection,
     topics: Topics,
     client: Client,
@@ -191,7 +196,9 @@ impl Bridge {
         password: Option<Vec<u8>>,
     ) -> Option<Bridge> {
         let section = config.mqtt.clone()?;
-        if section.bridge == BridgeRole::Never {
+        let sources = source::Sources::new(&config.sensors);
+        let bridging = section.bridge == BridgeRole::Auto;
+        if !bridging && sources.is_empty() {
             return None;
         }
         let topics = Topics {
@@ -199,9 +206,12 @@ impl Bridge {
             discovery: section.discovery_prefix.clone(),
         };
         let own_name = node.name().to_string();
-        let mut subscriptions = vec![format!("{}/+/exec/+/run", topics.prefix)];
-        if !topics.discovery.is_empty() {
-            subscriptions.push(format!("{}/status", topics.discovery));
+        let mut subscriptions = sources.topics();
+        if bridging {
+            subscriptions.push(format!("{}/+/exec/+/run", topics.prefix));
+            if !topics.discovery.is_empty() {
+                subscriptions.push(format!("{}/status", topics.discovery));
+            }
         }
         let settings = Settings {
             host: section.host.clone(),
@@ -210,7 +220,7 @@ impl Bridge {
             username: section.username.clone(),
             password,
             keep_alive: section.keepalive,
-            will: Some((role_topic(&topics.prefix, &own_name), b"offline".to_vec())),
+            will: bridging.then(|| (role_topic(&topics.prefix, &own_name), b"offline".to_vec())),
             subscriptions,
             max_packet: MAX_MESSAGE,
         };
@@ -227,8 +237,12 @@ impl Bridge {
         );
         let timing = node.config();
         let settle_until = now + timing.unreachable_after + timing.beacon_interval;
-        set_point(node, now, election::POINT, Role::Offline.as_str());
+        if bridging {
+            set_point(node, now, election::POINT, Role::Offline.as_str());
+        }
         Some(Bridge {
+            bridging,
+            sources,
             client: Client::start(ex, settings),
             section,
             topics,
@@ -321,6 +335,16 @@ impl Bridge {
     }
 
     fn on_message(&mut self, node: &mut Node, now: Instant, topic: &str, payload: &[u8]) {
+        let readings = self.sources.on_message(topic, payload, super::unix_ms());
+        let ours = !readings.is_empty() || self.sources.topics().iter().any(|t| t == topic);
+        for reading in readings {
+            if let Err(error) = node.handle_reading(now, reading) {
+                log::warn!("mqtt: a reading was refused: {error}");
+            }
+        }
+        if ours {
+            return;
+        }
         let discovery = &self.topics.discovery;
         if !discovery.is_empty() && topic.strip_prefix(discovery.as_str()) == Some("/status") {
             if payload == b"online" && self.role == Role::Active {
@@ -456,6 +480,9 @@ impl Bridge {
     /// Decides this node's role from the mesh's view (see `election.rs`).
     fn elect(&mut self, node: &mut Node, now: Instant) {
         self.next_election = now + Duration::from_secs(1);
+        if !self.bridging {
+            return;
+        }
         let others: Vec<(NodeId, Role)> = node
             .store()
             .origins()
@@ -518,6 +545,9 @@ impl Bridge {
 
     /// Says this node's role on `P/bridge/NODE` (retained).
     fn send_role(&mut self) {
+        if !self.bridging {
+            return;
+        }
         let topic = role_topic(&self.topics.prefix, &self.own_name);
         let role = self.role.as_str().as_bytes().to_vec();
         self.published.remove(&topic);
@@ -720,6 +750,7 @@ impl Bridge {
             "commands": self.counters.commands,
             "commands_refused": self.counters.commands_refused,
             "bad_messages": self.counters.bad_messages,
+            "sensor_errors": self.sources.errors,
         })
     }
 

@@ -647,7 +647,9 @@ impl Sensors {
     /// values, as after a restart.
     pub fn reload(&mut self, sections: &[SensorSection], node_name: &str, now: Instant) {
         let mut previous = std::mem::take(&mut self.samplers);
-        for section in sections {
+        // `mqtt` sensors are not sampled: their messages come through the
+        // MQTT connection (`mqtt/source.rs`).
+        for section in sections.iter().filter(|s| s.driver != "mqtt") {
             match previous.iter().position(|old| old.section == *section) {
                 Some(index) => self.samplers.push(previous.swap_remove(index)),
                 None => {

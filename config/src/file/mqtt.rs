@@ -164,3 +164,111 @@ impl Walker<'_> {
         })
     }
 }
+
+/// The point names of a sensor's JSON fields: one field is published under
+/// the sensor's name; several as `NAME.FIELD`, or as plain `FIELD` when the
+/// sensor is named after one of them (as for multi-quantity drivers).
+pub fn field_points(sensor: &str, fields: &[String]) -> Vec<String> {
+    if fields.len() == 1 {
+        return vec![sensor.to_owned()];
+    }
+    let plain = fields.iter().any(|f| f == sensor);
+    fields
+        .iter()
+        .map(|field| {
+            if plain {
+                field.clone()
+            } else {
+                format!("{sensor}.{field}")
+            }
+        })
+        .collect()
+}
+
+impl Walker<'_> {
+    /// `json = "/pointer"` or `json = { field = "/pointer", ... }`.
+    pub(super) fn json_fields(
+        &mut self,
+        table: &DeTable<'_>,
+        sensor: &str,
+    ) -> Vec<(String, String)> {
+        use toml::de::DeValue;
+        let Some(value) = table.get("json") else {
+            return Vec::new();
+        };
+        let mut pointers: Vec<(String, String, Range<usize>)> = Vec::new();
+        match value.get_ref() {
+            DeValue::String(pointer) => {
+                pointers.push((String::new(), pointer.to_string(), value.span()));
+            }
+            DeValue::Table(fields) => {
+                for (field, pointer) in fields.iter() {
+                    match pointer.get_ref() {
+                        DeValue::String(text) => pointers.push((
+                            field.get_ref().to_string(),
+                            text.to_string(),
+                            pointer.span(),
+                        )),
+                        _ => self.problem(
+                            pointer.span(),
+                            format!(
+                                "sensor.json.{} must be a JSON pointer string",
+                                field.get_ref()
+                            ),
+                        ),
+                    }
+                }
+            }
+            _ => {
+                self.problem(
+                    value.span(),
+                    "sensor.json must be a JSON pointer like \"/temperature\" or a table of them"
+                        .to_owned(),
+                );
+                return Vec::new();
+            }
+        }
+        let fields: Vec<String> = pointers.iter().map(|(f, _, _)| f.clone()).collect();
+        let names = field_points(sensor, &fields);
+        let mut out = Vec::new();
+        for ((_, pointer, span), name) in pointers.into_iter().zip(names) {
+            if !(pointer.is_empty() || pointer.starts_with('/')) {
+                self.problem(
+                    span,
+                    format!("sensor.json {pointer:?} must be empty or start with /"),
+                );
+            } else if !super::is_valid_name(&name) {
+                self.problem(
+                    span,
+                    format!("sensor.json makes point {name:?}: 1 to 32 of A-Z a-z 0-9 _ - ."),
+                );
+            } else {
+                out.push((name, pointer));
+            }
+        }
+        out
+    }
+
+    /// An `mqtt` sensor's `topic`: present, and a topic name (no wildcards).
+    pub(super) fn check_topic(
+        &mut self,
+        table: &DeTable<'_>,
+        settings: &std::collections::BTreeMap<String, super::Setting>,
+        span: Range<usize>,
+    ) {
+        match settings.get("topic") {
+            Some(super::Setting::Text(topic))
+                if !topic.is_empty()
+                    && topic.len() <= 256
+                    && !topic.chars().any(|c| matches!(c, '+' | '#' | '\0')) => {}
+            Some(_) => {
+                let span = self.span_of(table, "topic").unwrap_or(span);
+                self.problem(
+                    span,
+                    "sensor.topic must be one MQTT topic (no + or # wildcards)".to_owned(),
+                );
+            }
+            None => self.problem(span, "an mqtt sensor needs `topic`".to_owned()),
+        }
+    }
+}

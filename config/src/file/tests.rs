@@ -116,7 +116,7 @@ do = "fan_of"
             "4:19: mesh.suspect_after (2s) must be at least twice mesh.beacon_interval (5s), or one lost beacon looks like a failure",
             "10:1: duplicate sensor name \"t\"",
             "10:1: duplicate point (sensor or compute) name \"t\"",
-            "12:10: unknown sensor driver \"bme999\"; known: sim, soc_temp, system, bme280, bmp280, sht3x, bh1750, ads1115, ds18b20, gpio_in",
+            "12:10: unknown sensor driver \"bme999\"; known: sim, soc_temp, system, bme280, bmp280, sht3x, bh1750, ads1115, ds18b20, gpio_in, mqtt",
             "20:9: rule.when: unknown word \"t\": a point is NODE/NAME (self/NAME on this node)",
             "21:6: rule \"cool\" names executor \"fan_of\", which is not defined",
         ]
@@ -685,4 +685,55 @@ fn an_executor_exposed_to_mqtt_must_be_remote() {
     let config = check(&format!("{base}mqtt = true\nremote = true\n")).expect("valid");
     assert!(config.executors[0].mqtt);
     assert!(!check(base).expect("valid").executors[0].mqtt);
+}
+
+#[test]
+fn an_mqtt_sensor_takes_a_topic_and_json_pointers() {
+    let base = "[mqtt]\nbroker = \"mqtt://h\"\n[[sensor]]\nname = \"kitchen\"\ndriver = \"mqtt\"\ntopic = \"zigbee2mqtt/kitchen\"\n";
+    let config = check(&format!(
+        "{base}json = {{ temperature = \"/temperature\", humidity = \"/humidity\" }}\nunit = \"°C\"\n"
+    ))
+    .expect("valid");
+    let sensor = &config.sensors[0];
+    assert_eq!(
+        sensor.json,
+        vec![
+            ("kitchen.humidity".to_owned(), "/humidity".to_owned()),
+            ("kitchen.temperature".to_owned(), "/temperature".to_owned()),
+        ]
+    );
+    assert_eq!(
+        sensor.settings.get("topic"),
+        Some(&Setting::Text("zigbee2mqtt/kitchen".to_owned()))
+    );
+    let config = check(&format!("{base}json = \"/temperature\"\n")).expect("valid");
+    assert_eq!(
+        config.sensors[0].json,
+        vec![("kitchen".to_owned(), "/temperature".to_owned())]
+    );
+    assert!(check(base).expect("valid").sensors[0].json.is_empty());
+    // A rule on a field is not "a pattern that matches no point".
+    let config = check(&format!(
+        "{base}json = {{ t = \"/t\", h = \"/h\" }}\n[[executor]]\nname = \"x\"\naction = {{ command = [\"/bin/true\"] }}\n[[rule]]\nname = \"r\"\nwhen = \"self/kitchen.t > 1\"\ndo = \"x\"\n"
+    ))
+    .expect("valid");
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+}
+
+#[test]
+fn bad_mqtt_sensors_are_each_named() {
+    let all = problems(
+        "[[sensor]]\nname = \"a\"\ndriver = \"mqtt\"\ntopic = \"x/+\"\njson = { t = \"temperature\", u = 3 }\n[[sensor]]\nname = \"b\"\ndriver = \"mqtt\"\njson = [1]\n",
+    )
+    .join("\n");
+    for expected in [
+        "sensor \"a\" uses driver mqtt, which needs an [mqtt] section",
+        "sensor.topic must be one MQTT topic (no + or # wildcards)",
+        "sensor.json \"temperature\" must be empty or start with /",
+        "sensor.json.u must be a JSON pointer string",
+        "an mqtt sensor needs `topic`",
+        "sensor.json must be a JSON pointer",
+    ] {
+        assert!(all.contains(expected), "{expected:?} missing from:\n{all}");
+    }
 }

@@ -1,0 +1,200 @@
+//! MQTT topics as sensors: a message on a `driver = "mqtt"` sensor's topic
+//! (Zigbee2MQTT, Tasmota, any publisher) becomes points of this node, and
+//! travels the mesh like any reading.
+//!
+//! With `json`, each JSON pointer gives one point; without, the payload
+//! itself is the value (a number, `true`/`false`/`ON`/`OFF`, or text). A
+//! message that is not what the sensor expects (not UTF-8, not JSON, a
+//! pointer that is missing or not a value) turns the points into errors,
+//! counted and logged once until a good message comes, as a failing sensor
+//! read does. Deadband applies as for any sensor.
+
+use shoal_config::{SensorSection, Setting};
+use shoal_core::wire::{self, Value, MAX_TEXT};
+use shoal_core::Reading;
+use std::collections::BTreeMap;
+
+/// One `mqtt` sensor.
+#[derive(Debug)]
+struct Source {
+    section: SensorSection,
+    topic: String,
+    unit: wire::Unit,
+    /// The last value published per point (for the deadband).
+    last: BTreeMap<String, Value>,
+    /// A bad message was logged; quiet until a good one.
+    warned: bool,
+}
+
+/// This node's `mqtt` sensors.
+#[derive(Debug, Default)]
+pub struct Sources {
+    sources: Vec<Source>,
+    /// Messages that were not what their sensor expects.
+    pub errors: u64,
+}
+
+impl Sources {
+    /// The `mqtt` sensors among `sections`.
+    pub fn new(sections: &[SensorSection]) -> Sources {
+        let sources = sections
+            .iter()
+            .filter(|s| s.driver == "mqtt")
+            .filter_map(|section| {
+                let Some(Setting::Text(topic)) = section.settings.get("topic") else {
+                    return None;
+                };
+                let unit = match section.settings.get("unit") {
+                    Some(Setting::Text(unit)) => wire::unit(unit).unwrap_or_default(),
+                    _ => wire::Unit::new(),
+                };
+                Some(Source {
+                    topic: topic.clone(),
+                    section: section.clone(),
+                    unit,
+                    last: BTreeMap::new(),
+                    warned: false,
+                })
+            })
+            .collect();
+        Sources { sources, errors: 0 }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.sources.is_empty()
+    }
+
+    /// The topics to subscribe to.
+    pub fn topics(&self) -> Vec<String> {
+        let mut topics: Vec<String> = self.sources.iter().map(|s| s.topic.clone()).collect();
+        topics.sort();
+        topics.dedup();
+        topics
+    }
+
+    /// The readings a message on `topic` gives (empty when no sensor has
+    /// that topic, or the deadband holds them back).
+    pub fn on_message(&mut self, topic: &str, payload: &[u8], ts_ms: u64) -> Vec<Reading> {
+        let mut readings = Vec::new();
+        for source in self.sources.iter_mut().filter(|s| s.topic == topic) {
+            let values = values(&source.section, payload);
+            let bad = values.iter().find_map(|(_, value)| match value {
+                Value::Error(why) => Some(why.to_string()),
+                _ => None,
+            });
+            match bad {
+                Some(why) => {
+                    self.errors += 1;
+                    if !std::mem::replace(&mut source.warned, true) {
+                        log::warn!(
+                            "sensor {} (mqtt {topic}): {why}; until a good message its points are in error",
+                            source.section.name
+                        );
+                    }
+                }
+                None => source.warned = false,
+            }
+            for (point, value) in values {
+                if within_deadband(source.last.get(&point), &value, source.section.deadband) {
+                    continue;
+                }
+                let Some(name) = wire::name(&point) else {
+                    continue;
+                };
+                source.last.insert(point, value.clone());
+                readings.push(Reading {
+                    name,
+                    value,
+                    unit: source.unit.clone(),
+                    ts_ms,
+                });
+            }
+        }
+        readings
+    }
+}
+
+fn within_deadband(last: Option<&Value>, new: &Value, deadband: f64) -> bool {
+    match (last, new) {
+        (Some(Value::Float(old)), Value::Float(new)) => (old - new).abs() < deadband,
+        (Some(old), new) => old == new && deadband > 0.0,
+        (None, _) => false,
+    }
+}
+
+/// An error value, cut to what a point can hold.
+fn error(why: &str) -> Value {
+    let mut text = heapless::String::<MAX_TEXT>::new();
+    for c in why.chars() {
+        if text.push(c).is_err() {
+            break;
+        }
+    }
+    Value::Error(text)
+}
+
+/// A text value, or an error when it is too long or not printable.
+fn text(value: &str) -> Value {
+    match heapless::String::<MAX_TEXT>::try_from(value) {
+        Ok(text) if !value.chars().any(char::is_control) => Value::Text(text),
+        _ => error("text too long or not printable"),
+    }
+}
+
+/// The points of one message for `section`.
+fn values(section: &SensorSection, payload: &[u8]) -> Vec<(String, Value)> {
+    let points: Vec<String> = if section.json.is_empty() {
+        vec![section.name.clone()]
+    } else {
+        section
+            .json
+            .iter()
+            .map(|(point, _)| point.clone())
+            .collect()
+    };
+    let all = |value: Value| points.iter().map(|p| (p.clone(), value.clone())).collect();
+    let Ok(body) = std::str::from_utf8(payload) else {
+        return all(error("the message is not UTF-8"));
+    };
+    if section.json.is_empty() {
+        return all(plain(body.trim()));
+    }
+    let Ok(document) = serde_json::from_str::<serde_json::Value>(body) else {
+        return all(error("the message is not JSON"));
+    };
+    section
+        .json
+        .iter()
+        .map(|(point, pointer)| {
+            let value = match document.pointer(pointer) {
+                None | Some(serde_json::Value::Null) => error(&format!("no {pointer}")),
+                Some(serde_json::Value::Bool(b)) => Value::Bool(*b),
+                Some(serde_json::Value::Number(n)) => match n.as_f64() {
+                    Some(v) if v.is_finite() => Value::Float(v),
+                    _ => error("not a finite number"),
+                },
+                Some(serde_json::Value::String(s)) => text(s),
+                Some(_) => error(&format!("{pointer} is not a value")),
+            };
+            (point.clone(), value)
+        })
+        .collect()
+}
+
+/// A payload that is the value itself.
+fn plain(body: &str) -> Value {
+    if let Ok(number) = body.parse::<f64>() {
+        if number.is_finite() {
+            return Value::Float(number);
+        }
+    }
+    match body {
+        "true" | "ON" | "on" => Value::Bool(true),
+        "false" | "OFF" | "off" => Value::Bool(false),
+        _ => text(body),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,113 @@
+//! Tests of MQTT topics as sensors.
+
+use super::*;
+
+fn section(json: &[(&str, &str)], deadband: f64) -> SensorSection {
+    let mut settings = BTreeMap::new();
+    settings.insert("topic".to_owned(), Setting::Text("z2m/kitchen".to_owned()));
+    settings.insert("unit".to_owned(), Setting::Text("°C".to_owned()));
+    SensorSection {
+        name: "kitchen".to_owned(),
+        driver: "mqtt".to_owned(),
+        interval: std::time::Duration::from_secs(10),
+        deadband,
+        settings,
+        json: json
+            .iter()
+            .map(|(p, j)| ((*p).to_owned(), (*j).to_owned()))
+            .collect(),
+    }
+}
+
+fn values_of(readings: &[Reading]) -> Vec<(String, Value)> {
+    readings
+        .iter()
+        .map(|r| (r.name.to_string(), r.value.clone()))
+        .collect()
+}
+
+#[test]
+fn json_pointers_become_points_with_the_sensors_unit() {
+    let mut sources = Sources::new(&[section(
+        &[
+            ("kitchen.temperature", "/temperature"),
+            ("kitchen.occupied", "/state/occupancy"),
+        ],
+        0.0,
+    )]);
+    assert_eq!(sources.topics(), vec!["z2m/kitchen".to_owned()]);
+    let readings = sources.on_message(
+        "z2m/kitchen",
+        br#"{"temperature": 21.5, "state": {"occupancy": true}, "other": "x"}"#,
+        7,
+    );
+    assert_eq!(
+        values_of(&readings),
+        vec![
+            ("kitchen.temperature".to_owned(), Value::Float(21.5)),
+            ("kitchen.occupied".to_owned(), Value::Bool(true)),
+        ]
+    );
+    assert_eq!(readings[0].unit.as_str(), "°C");
+    assert_eq!(readings[0].ts_ms, 7);
+    assert!(sources.on_message("z2m/other", b"{}", 7).is_empty());
+    assert_eq!(sources.errors, 0);
+}
+
+#[test]
+fn a_plain_payload_is_the_value() {
+    let mut sources = Sources::new(&[section(&[], 0.0)]);
+    for (payload, value) in [
+        (&b" 23.25\n"[..], Value::Float(23.25)),
+        (b"ON", Value::Bool(true)),
+        (b"false", Value::Bool(false)),
+        (
+            b"open",
+            Value::Text(heapless::String::try_from("open").unwrap()),
+        ),
+    ] {
+        let readings = sources.on_message("z2m/kitchen", payload, 0);
+        assert_eq!(values_of(&readings), vec![("kitchen".to_owned(), value)]);
+    }
+}
+
+#[test]
+fn bad_messages_are_errors_counted_and_logged_once_until_a_good_one() {
+    let mut sources = Sources::new(&[section(&[("kitchen", "/t")], 0.0)]);
+    let cases: [(&[u8], &str); 6] = [
+        (b"\xff\xfe binary", "the message is not UTF-8"),
+        (b"{not json", "the message is not JSON"),
+        (br#"{"u": 1}"#, "no /t"),
+        (br#"{"t": null}"#, "no /t"),
+        (br#"{"t": [1, 2]}"#, "/t is not a value"),
+        (
+            br#"{"t": "a text much longer than thirty-two bytes"}"#,
+            "text too long or not printable",
+        ),
+    ];
+    for (payload, why) in cases {
+        let readings = sources.on_message("z2m/kitchen", payload, 0);
+        assert_eq!(
+            values_of(&readings),
+            vec![("kitchen".to_owned(), error(why))],
+            "{payload:?}"
+        );
+    }
+    assert_eq!(sources.errors, 6);
+    assert!(sources.sources[0].warned);
+    sources.on_message("z2m/kitchen", br#"{"t": 1}"#, 0);
+    assert!(!sources.sources[0].warned);
+    // An oversized pointer's error still fits a point.
+    let long = format!("/{}", "x".repeat(100));
+    assert!(matches!(error(&format!("no {long}")), Value::Error(e) if e.len() <= MAX_TEXT));
+}
+
+#[test]
+fn the_deadband_holds_back_small_changes() {
+    let mut sources = Sources::new(&[section(&[("kitchen", "/t")], 0.5)]);
+    let mut published = |payload: &[u8]| sources.on_message("z2m/kitchen", payload, 0).len();
+    assert_eq!(published(br#"{"t": 20.0}"#), 1);
+    assert_eq!(published(br#"{"t": 20.3}"#), 0);
+    assert_eq!(published(br#"{"t": 20.6}"#), 1);
+    assert_eq!(published(br#"{"t": 20.6}"#), 0);
+}
