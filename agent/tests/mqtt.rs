@@ -234,6 +234,7 @@ fn three_agents(mesh: &mut Mesh, broker: &Broker, base: u8) {
         if n < 3 {
             extra.push_str(&mqtt);
         } else {
+            extra.push_str("[[actuator]]\nname = \"door\"\ndriver = \"sim\"\nmqtt = true\n");
             extra.push_str("[[sensor]]\nname = \"fast\"\ndriver = \"sim\"\nwaveform = \"sine\"\nmin = 0.0\nmax = 100.0\nperiod = \"7s\"\ninterval = \"100ms\"\n");
         }
         let peers = "[]";
@@ -350,6 +351,27 @@ fn the_whole_mesh_appears_with_discovery_and_buttons_run_through_the_mesh() {
     assert!(refusal.contains("not exposed to MQTT"), "{refusal}");
     assert!(agent_named(&mut mesh, &bridge).logged("refused to run hello on agent-3"));
     assert!(!mesh.agents[2].logged("hello from agent-3"));
+
+    // agent-3's actuator `door` is a switch: ON and OFF drive it through
+    // the mesh, and its state comes back.
+    let id = mesh.agents[2].id();
+    wait_until("the switch's config", Duration::from_secs(10), || {
+        broker
+            .retained("homeassistant/switch/#")
+            .contains_key(&format!("homeassistant/switch/shoal_{id}/a_door/config"))
+    });
+    for (command, state) in [("ON", "true"), ("OFF", "false")] {
+        let from = subscriber.len();
+        broker.publish("shoal/agent-3/switch.door/set", command);
+        wait_until("the switch's state", Duration::from_secs(10), || {
+            subscriber
+                .payloads(from, "shoal/agent-3/switch.door")
+                .iter()
+                .any(|(_, s)| s == state)
+        });
+    }
+    let messages: Vec<(String, String)> = broker.retained("homeassistant/#").into_iter().collect();
+    common::ha::validate_all("homeassistant", &messages).expect("valid discovery");
 
     // Latency from a reading on agent-3 (no MQTT) to the broker: the
     // reading's own wall-clock time against the subscriber's arrival time.

@@ -193,6 +193,9 @@ pub struct ActuatorSection {
     pub driver: String,
     /// Driver settings.
     pub settings: BTreeMap<String, Setting>,
+    /// A switch in Home Assistant: its state is the point `switch.NAME`,
+    /// and the executors `NAME.on` and `NAME.off` (remote) set it.
+    pub mqtt: bool,
 }
 
 /// What an executor does.
@@ -1320,9 +1323,18 @@ impl Walker<'_> {
             span.clone(),
             "actuator",
             ACTUATOR_DRIVERS,
-            &["name", "driver"],
+            &["name", "driver", "mqtt"],
         );
-        let settings = self.settings(table, p, &allowed, &["name", "driver"]);
+        let settings = self.settings(table, p, &allowed, &["name", "driver", "mqtt"]);
+        let mqtt = self.boolean(table, p, "mqtt").unwrap_or(false);
+        if let Some((name, name_span)) = name.as_ref().filter(|_| mqtt) {
+            if name.len() > 25 {
+                self.problem(
+                    name_span.clone(),
+                    format!("actuator {name:?} has mqtt = true: its name must be at most 25 bytes (its state is the point switch.NAME)"),
+                );
+            }
+        }
         if let Some((driver, _)) = &driver {
             let at = |walker: &Self, key: &str| walker.span_of(table, key).unwrap_or(span.clone());
             match settings.get("pin") {
@@ -1356,6 +1368,7 @@ impl Walker<'_> {
                 name: name?.0,
                 driver: driver?.0,
                 settings,
+                mqtt,
             },
             span,
         ))
@@ -1371,6 +1384,12 @@ impl Walker<'_> {
         let name = self.required_name(table, p, span.clone());
         let remote = self.boolean(table, p, "remote").unwrap_or(false);
         let mqtt = self.boolean(table, p, "mqtt").unwrap_or(false);
+        if let Some(name) = name.as_ref().filter(|(n, _)| mqtt && n.len() > 27) {
+            self.problem(
+                name.1.clone(),
+                format!("executor {:?} has mqtt = true: its name must be at most 27 bytes (its last outcome is the point exec.NAME)", name.0),
+            );
+        }
         if mqtt && !remote {
             let span = self.span_of(table, "mqtt").unwrap_or(span.clone());
             self.problem(

@@ -385,6 +385,15 @@ impl<'ex> Agent<'ex> {
             Input::ExecutorDone(completed) => {
                 let (executor, outcome) = completed.summary();
                 super::mqtt::executor_ran(&self.config, &mut self.node, now, &executor, &outcome);
+                if let Some((actuator, on)) = completed.switched() {
+                    super::mqtt::actuator_switched(
+                        &self.config,
+                        &mut self.node,
+                        now,
+                        &actuator,
+                        on,
+                    );
+                }
                 self.runs
                     .finish(&mut self.node, now, completed, &mut self.feed);
             }
@@ -509,7 +518,9 @@ impl<'ex> Agent<'ex> {
         let name = self.node.name().to_string();
         self.sensors.reload(&config.sensors, &name, now);
         reload_actuators(self.runs.executors_mut(), &old, config);
-        self.runs.executors_mut().reload(&config.executors);
+        self.runs
+            .executors_mut()
+            .reload(&super::mqtt::all_executors(config));
         let rules: Vec<RuleSpec> = config.rules.iter().map(RuleSpec::from).collect();
         let computes: Vec<ComputeSpec> = config.computes.iter().map(ComputeSpec::from).collect();
         self.node.reload_rules(now, rules, computes);
@@ -621,7 +632,7 @@ fn executors(config: &Config, name: &str) -> Executors {
             actuators.insert(section.name.clone(), device);
         }
     }
-    Executors::new(&config.executors, name).with_actuators(actuators)
+    Executors::new(&super::mqtt::all_executors(config), name).with_actuators(actuators)
 }
 
 /// The device of an `[[actuator]]`, or `None` (logged).

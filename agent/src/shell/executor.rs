@@ -34,6 +34,8 @@ pub struct Finished {
     pub duration: Duration,
     /// A point this node must publish (`publish` executors).
     pub publish: Option<(String, f64)>,
+    /// An actuator driven, and whether it is on now.
+    pub switched: Option<(String, bool)>,
 }
 
 /// Who asked for a run.
@@ -143,11 +145,16 @@ impl Executors {
         }
         self.running.borrow_mut().insert(name.to_owned(), 0);
         let mut publish = None;
+        let mut switched = None;
         let (outcome, output) = match &section.action {
             Action::Command(argv) => {
                 run_command(argv, section.timeout, &self.env(name, caller)).await
             }
-            Action::Actuator { actuator, command } => self.drive(actuator, *command).await,
+            Action::Actuator { actuator, command } => {
+                let (outcome, output, on) = self.drive(actuator, *command).await;
+                switched = on.map(|on| (actuator.clone(), on));
+                (outcome, output)
+            }
             Action::Webhook(url) => {
                 let body = serde_json::json!({
                     "node": self.node_name,
@@ -170,11 +177,13 @@ impl Executors {
             output,
             duration: started.elapsed(),
             publish,
+            switched,
         }
     }
 
-    /// Drives actuator `name`; a pulse returns when it has ended.
-    async fn drive(&self, name: &str, action: ActuatorAction) -> (Outcome, String) {
+    /// Drives actuator `name`; a pulse returns when it has ended. Also says
+    /// whether it is on afterwards, when that is known.
+    async fn drive(&self, name: &str, action: ActuatorAction) -> (Outcome, String, Option<bool>) {
         let command = match action {
             ActuatorAction::Set(on) => ActuatorCommand::Set(on),
             ActuatorAction::Toggle => ActuatorCommand::Toggle,
@@ -193,15 +202,16 @@ impl Executors {
                     format!(
                         "actuator {name:?} is not available on this node (see the log at start)\n"
                     ),
+                    None,
                 )
             }
         };
         let state = match applied {
             Ok(state) => state,
-            Err(error) => return (Outcome::Failed, format!("{name}: {error}\n")),
+            Err(error) => return (Outcome::Failed, format!("{name}: {error}\n"), None),
         };
         let ActuatorAction::Pulse(length) = action else {
-            return (Outcome::Exited(0), describe(state));
+            return (Outcome::Exited(0), describe(state), Some(state > 0.0));
         };
         smol::Timer::after(length).await;
         let ended = match self.actuators.borrow_mut().get_mut(name) {
@@ -215,10 +225,12 @@ impl Executors {
                     "{name}: on for {}, then off\n",
                     shoal_config::format_duration(length)
                 ),
+                Some(false),
             ),
             Err(error) => (
                 Outcome::Failed,
                 format!("{name}: ending the pulse: {error}\n"),
+                None,
             ),
         }
     }
@@ -239,6 +251,7 @@ fn refused(outcome: Outcome) -> Finished {
         output: String::new(),
         duration: Duration::ZERO,
         publish: None,
+        switched: None,
     }
 }
 

@@ -409,6 +409,7 @@ mod tests {
                 output: String::new(),
                 duration: std::time::Duration::from_millis(5),
                 publish: None,
+                switched: None,
             };
             counters.count_run(&RunRecord::ended(
                 0,

@@ -15,7 +15,8 @@
 //! | `P/bridge` | yes | the name of the node publishing now |
 //! | `P/NODE/exec/EXECUTOR/run` | no | any payload runs EXECUTOR on NODE (only `mqtt = true` executors) |
 //! | `P/NODE/exec/EXECUTOR/result` | no | JSON: `outcome`, `exit_code`, `output`, `at_ms` |
-//! | `P/NODE/ACTUATOR/set` | no | `ON` / `OFF` drives an `mqtt = true` actuator |
+//! | `P/NODE/switch.ACTUATOR` | yes | `true` / `false`: an `mqtt = true` actuator's state |
+//! | `P/NODE/switch.ACTUATOR/set` | no | `ON` / `OFF` drives it (through its node's `ACTUATOR.on` / `.off`) |
 //! | `D/COMPONENT/shoal_ID/OBJECT/config` | yes | Home Assistant discovery (see [`discovery`]) |
 
 pub mod client;
@@ -151,6 +152,8 @@ fn set_point(node: &mut Node, now: Instant, name: &str, value: &str) {
 /// Each executor exposed to MQTT gets its point `exec.NAME` (`ready`, then
 /// its last outcome): that is how the bridge, whichever node it is, knows
 /// it may offer it as a button. Every node does this, with `[mqtt]` or not.
+/// Likewise each actuator exposed to MQTT gets `switch.NAME`, off: every
+/// actuator driver starts its output off.
 pub fn announce_executors(config: &Config, node: &mut Node, now: Instant) {
     for executor in config.executors.iter().filter(|e| e.mqtt) {
         set_point(
@@ -159,6 +162,9 @@ pub fn announce_executors(config: &Config, node: &mut Node, now: Instant) {
             &format!("{EXEC_POINT_PREFIX}{}", executor.name),
             "ready",
         );
+    }
+    for actuator in config.actuators.iter().filter(|a| a.mqtt) {
+        actuator_switched(config, node, now, &actuator.name, false);
     }
 }
 
@@ -175,6 +181,61 @@ pub fn executor_ran(config: &Config, node: &mut Node, now: Instant, executor: &s
             &format!("{EXEC_POINT_PREFIX}{executor}"),
             outcome,
         );
+    }
+}
+
+/// Prefix of the Bool point each MQTT-exposed actuator keeps its state in.
+pub const SWITCH_POINT_PREFIX: &str = "switch.";
+
+/// The configured executors, and for each actuator with `mqtt = true` the
+/// two that switch it: `NAME.on` and `NAME.off` (remote, queued, so a
+/// quick off after on runs in order).
+pub fn all_executors(config: &Config) -> Vec<shoal_config::ExecutorSection> {
+    use shoal_config::{Action, ActuatorAction, ExecutorSection, Policy};
+    let mut all = config.executors.clone();
+    for actuator in config.actuators.iter().filter(|a| a.mqtt) {
+        for (word, on) in [("on", true), ("off", false)] {
+            let name = format!("{}.{word}", actuator.name);
+            if all.iter().any(|e| e.name == name) {
+                continue;
+            }
+            all.push(ExecutorSection {
+                name,
+                action: Action::Actuator {
+                    actuator: actuator.name.clone(),
+                    command: ActuatorAction::Set(on),
+                },
+                remote: true,
+                mqtt: false,
+                timeout: Duration::from_secs(10),
+                policy: Policy::Queue,
+            });
+        }
+    }
+    all
+}
+
+/// An actuator of this node was driven: an exposed one's state point says
+/// whether it is on.
+pub fn actuator_switched(config: &Config, node: &mut Node, now: Instant, actuator: &str, on: bool) {
+    if !config
+        .actuators
+        .iter()
+        .any(|a| a.mqtt && a.name == actuator)
+    {
+        return;
+    }
+    let Some(name) = wire::name(&format!("{SWITCH_POINT_PREFIX}{actuator}")) else {
+        return;
+    };
+    let reading = Reading {
+        name,
+        value: Value::Bool(on),
+        unit: wire::Unit::new(),
+        ts_ms: super::unix_ms(),
+    };
+    if let Err(error) = node.handle_reading(now, reading) {
+        log::warn!("mqtt: cannot publish the state of {actuator}: {error}");
     }
 }
 
@@ -209,6 +270,7 @@ impl Bridge {
         let mut subscriptions = sources.topics();
         if bridging {
             subscriptions.push(format!("{}/+/exec/+/run", topics.prefix));
+            subscriptions.push(format!("{}/+/+/set", topics.prefix));
             if !topics.discovery.is_empty() {
                 subscriptions.push(format!("{}/status", topics.discovery));
             }
@@ -364,7 +426,12 @@ impl Bridge {
             Some([target, "exec", executor, "run"]) => {
                 if self.role == Role::Active {
                     let (target, executor) = (target.to_string(), executor.to_string());
-                    self.command(node, now, &target, &executor);
+                    self.command(node, now, &target, &executor, None);
+                }
+            }
+            Some([target, point, "set"]) if point.starts_with(SWITCH_POINT_PREFIX) => {
+                if self.role == Role::Active {
+                    self.switch(node, now, target, point, payload);
                 }
             }
             _ => {
@@ -376,9 +443,34 @@ impl Bridge {
 }
 
 impl Bridge {
+    /// `ON`/`OFF` on a switch's command topic: runs `ACTUATOR.on` or
+    /// `.off` on its node, if the node shows that actuator as exposed.
+    fn switch(&mut self, node: &mut Node, now: Instant, target: &str, point: &str, payload: &[u8]) {
+        let actuator = &point[SWITCH_POINT_PREFIX.len()..];
+        let word = match payload {
+            b"ON" | b"on" | b"true" | b"1" => "on",
+            b"OFF" | b"off" | b"false" | b"0" => "off",
+            _ => {
+                self.counters.bad_messages += 1;
+                log::warn!("mqtt: {target}/{point}/set wants ON or OFF");
+                return;
+            }
+        };
+        let executor = format!("{actuator}.{word}");
+        self.command(node, now, target, &executor, Some(point));
+    }
+
     /// A button press or a message on a command topic: runs `executor` on
-    /// `target` through the mesh if it is exposed to MQTT.
-    fn command(&mut self, node: &mut Node, now: Instant, target: &str, executor: &str) {
+    /// `target` through the mesh if it is exposed to MQTT (the point
+    /// `exposed_by`, `exec.EXECUTOR` unless said, exists on the target).
+    fn command(
+        &mut self,
+        node: &mut Node,
+        now: Instant,
+        target: &str,
+        executor: &str,
+        exposed_by: Option<&str>,
+    ) {
         let checked = node
             .find_node(now, target)
             .map_err(|error| match error {
@@ -388,10 +480,14 @@ impl Bridge {
                 }
             })
             .and_then(|id| {
-                let point = format!("{EXEC_POINT_PREFIX}{executor}");
+                let point = exposed_by
+                    .map_or_else(|| format!("{EXEC_POINT_PREFIX}{executor}"), str::to_owned);
                 match node.store().point(id, &point) {
                     Some(_) => Ok(id),
-                    None => Err("not exposed to MQTT (mqtt = true in its [[executor]])".to_owned()),
+                    None => Err(
+                        "not exposed to MQTT (mqtt = true in its [[executor]] or [[actuator]])"
+                            .to_owned(),
+                    ),
                 }
             })
             .and_then(|id| match self.pending.len() < MAX_PENDING {
@@ -677,11 +773,17 @@ impl Bridge {
             model: own_model.as_deref(),
             version: own_version.as_deref(),
         };
-        let mut entities = vec![Entity::Point {
-            name,
-            unit: point.unit.as_str(),
-            kind: kind(&point.value, &point.unit),
-        }];
+        let mut entities = Vec::new();
+        match name.strip_prefix(SWITCH_POINT_PREFIX) {
+            Some(actuator) if matches!(point.value, Value::Bool(_)) => {
+                entities.push(Entity::Switch { actuator });
+            }
+            _ => entities.push(Entity::Point {
+                name,
+                unit: point.unit.as_str(),
+                kind: kind(&point.value, &point.unit),
+            }),
+        }
         if let Some(executor) = name.strip_prefix(EXEC_POINT_PREFIX) {
             entities.push(Entity::Button { executor });
         }

@@ -83,6 +83,11 @@ impl Completed {
     pub fn summary(&self) -> (String, String) {
         (self.executor.clone(), self.finished.outcome.to_string())
     }
+
+    /// The actuator it drove and whether that is on now, if known.
+    pub fn switched(&self) -> Option<(String, bool)> {
+        self.finished.switched.clone()
+    }
 }
 
 /// An `exec` from the API awaiting its answer.

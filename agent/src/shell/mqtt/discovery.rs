@@ -82,7 +82,7 @@ pub enum Entity<'a> {
         executor: &'a str,
     },
     /// An actuator exposed to MQTT: a switch; its state is the node's Bool
-    /// point named like the actuator.
+    /// point `switch.ACTUATOR`, its command topic `P/NODE/switch.ACTUATOR/set`.
     Switch {
         /// The actuator's name.
         actuator: &'a str,
@@ -331,8 +331,11 @@ fn entity_fields(payload: &mut Map<String, Value>, prefix: &str, node: &str, ent
             put("payload_press", "PRESS".to_owned());
         }
         Entity::Switch { actuator } => {
-            put("command_topic", format!("{prefix}/{node}/{actuator}/set"));
-            put("state_topic", format!("{prefix}/{node}/{actuator}"));
+            put(
+                "command_topic",
+                format!("{prefix}/{node}/switch.{actuator}/set"),
+            );
+            put("state_topic", format!("{prefix}/{node}/switch.{actuator}"));
             put("payload_on", "ON".to_owned());
             put("payload_off", "OFF".to_owned());
             put("state_on", "true".to_owned());

@@ -203,8 +203,8 @@ fn a_switch_sends_on_off_and_reads_its_bool_point() {
         json!({
             "name": "fan",
             "unique_id": "shoal_0123456789abcdef_a_fan",
-            "command_topic": "shoal/greenhouse/fan/set",
-            "state_topic": "shoal/greenhouse/fan",
+            "command_topic": "shoal/greenhouse/switch.fan/set",
+            "state_topic": "shoal/greenhouse/switch.fan",
             "payload_on": "ON",
             "payload_off": "OFF",
             "state_on": "true",
