@@ -33,6 +33,8 @@ struct Broker {
     dir: PathBuf,
     /// Its log (`log_type all`: every packet), across restarts.
     log: Arc<Mutex<Vec<String>>>,
+    /// Access settings for its configuration.
+    access: String,
 }
 
 impl Broker {
@@ -63,6 +65,7 @@ impl Broker {
             port,
             dir,
             log: Arc::default(),
+            access: "allow_anonymous true\n".to_owned(),
         };
         broker.restart();
         Some(broker)
@@ -74,8 +77,8 @@ impl Broker {
         std::fs::write(
             &conf,
             format!(
-                "listener {} {}\nallow_anonymous true\npersistence false\nlog_dest stdout\nlog_type all\n",
-                self.port, self.host
+                "listener {} {}\n{}persistence false\nlog_dest stdout\nlog_type all\n",
+                self.port, self.host, self.access
             ),
         )
         .expect("broker config");
@@ -102,6 +105,24 @@ impl Broker {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// From now on only `user` with `password` may connect (restarts it).
+    fn require_password(&mut self, user: &str, password: &str) {
+        let file = self.dir.join("passwords");
+        let status = Command::new("mosquitto_passwd")
+            .args(["-c", "-b"])
+            .arg(&file)
+            .args([user, password])
+            .status()
+            .expect("mosquitto_passwd runs");
+        assert!(status.success());
+        // Read by the broker after it drops root for its own user.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        self.access = format!("allow_anonymous false\npassword_file {}\n", file.display());
+        self.stop();
+        self.restart();
     }
 
     fn stop(&mut self) {
@@ -373,6 +394,21 @@ fn the_whole_mesh_appears_with_discovery_and_buttons_run_through_the_mesh() {
     let messages: Vec<(String, String)> = broker.retained("homeassistant/#").into_iter().collect();
     common::ha::validate_all("homeassistant", &messages).expect("valid discovery");
 
+    // Home Assistant restarts with its retained configs gone: its birth
+    // message brings them all back.
+    let topic = format!("homeassistant/sensor/shoal_{id}/p_temperature/config");
+    let status = Command::new("mosquitto_pub")
+        .args(["-h", &broker.host, "-p", &broker.port.to_string()])
+        .args(["-t", &topic, "-r", "-n"])
+        .status()
+        .expect("mosquitto_pub runs");
+    assert!(status.success());
+    assert!(!broker.retained("homeassistant/#").contains_key(&topic));
+    broker.publish("homeassistant/status", "online");
+    wait_until("the configs sent again", Duration::from_secs(10), || {
+        broker.retained("homeassistant/#").contains_key(&topic)
+    });
+
     // Latency from a reading on agent-3 (no MQTT) to the broker: the
     // reading's own wall-clock time against the subscriber's arrival time.
     let from = subscriber.len();
@@ -460,6 +496,22 @@ fn a_killed_bridge_is_replaced_and_its_return_makes_no_second_bridge() {
         "online"
     );
     assert_eq!(availability["shoal/agent-3/availability"], "online");
+    // `shoal status` on the new bridge shows the handover.
+    let host = if other == "agent-1" { 105 } else { 106 };
+    let output = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args([
+            "status",
+            "--api",
+            &format!("127.0.0.{host}:{}", mesh.port + 2),
+        ])
+        .output()
+        .expect("shoal status runs");
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(printed.contains("this node active"), "{printed}");
+    assert!(
+        printed.contains(&format!("MQTT handover: {first} -> {other}")),
+        "{printed}"
+    );
     // Its Last Will said so too.
     assert_eq!(
         broker.retained("shoal/bridge/+")[&format!("shoal/bridge/{first}")],
@@ -610,10 +662,140 @@ fn an_mqtt_sensor_turns_published_json_into_points_on_every_node() {
     wait_until("the value back", Duration::from_secs(10), || {
         point_value(&api, "agent-1", "kitchen.temperature") == Some(serde_json::json!(22.0))
     });
+    // A flood of 20,000 bad messages and one of 100 kB: counted, dropped,
+    // and the mesh's timing undisturbed (no beacon late enough for SUSPECT).
+    let mut flood = Command::new("mosquitto_pub")
+        .args(["-h", &broker.host, "-p", &broker.port.to_string()])
+        .args(["-t", "zigbee2mqtt/kitchen", "-l"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_pub runs");
+    {
+        use std::io::Write;
+        let mut stdin = flood.stdin.take().expect("piped");
+        for n in 0..20_000 {
+            writeln!(stdin, "{{\"temperature\": oops {n}").expect("written");
+        }
+    }
+    assert!(flood.wait().expect("mosquitto_pub ends").success());
+    broker.publish("zigbee2mqtt/kitchen", &"x".repeat(100_000));
+    // QoS 0 under a flood may lose a message: say it again until it lands.
+    let mut said = Instant::now() - Duration::from_secs(1);
+    wait_until("the value after the flood", Duration::from_secs(20), || {
+        if said.elapsed() >= Duration::from_secs(1) {
+            broker.publish("zigbee2mqtt/kitchen", r#"{"temperature":23,"humidity":42}"#);
+            said = Instant::now();
+        }
+        point_value(&api, "agent-1", "kitchen.temperature") == Some(serde_json::json!(23.0))
+    });
+    let status = shoal::shell::client::request(
+        &format!("127.0.0.113:{}", mesh.port + 2),
+        "GET",
+        "/api/status",
+        None,
+        Duration::from_secs(5),
+    )
+    .expect("status");
+    let mqtt = &status.body["mqtt"];
+    eprintln!(
+        "flood: {} received, {} bad, {} dropped",
+        mqtt["received"], mqtt["sensor_errors"], mqtt["dropped"]
+    );
+    assert!(
+        mqtt["dropped"].as_u64() >= Some(1),
+        "the 100 kB message: {mqtt}"
+    );
+    assert!(mqtt["sensor_errors"].as_u64() > Some(3), "{mqtt}");
+    for agent in &mesh.agents {
+        assert!(!agent.logged("-> SUSPECT"), "{}", agent.dump());
+    }
     // `bridge = "never"`: it publishes nothing of the mesh.
     assert!(
         broker.retained("shoal/#").is_empty(),
         "{:?}",
         broker.retained("shoal/#")
     );
+}
+
+#[test]
+fn a_wrong_password_is_said_counted_and_retried_and_the_right_one_connects() {
+    let Some(mut broker) = Broker::start(
+        "a_wrong_password_is_said_counted_and_retried_and_the_right_one_connects",
+        "127.0.0.116",
+    ) else {
+        return;
+    };
+    broker.require_password("shoal", "right horse battery");
+    let mut mesh = Mesh::new(4);
+    let key = "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100";
+    let password = mesh.dir.join("mqtt.password");
+    std::fs::write(&password, "wrong\n").expect("password written");
+    let mqtt = format!(
+        "[mqtt]\nbroker = \"{}\"\nusername = \"shoal\"\npassword_file = \"{}\"\n",
+        broker.url(),
+        password.display()
+    );
+    mesh.add_full(1, 117, Some(key), "[\"127.255.255.255\"]", "[]", &mqtt);
+    let api = format!("127.0.0.117:{}", mesh.port + 2);
+    mesh.wait_for("two refusals", Duration::from_secs(10), |m| {
+        m.agents[0].count("refused: not authorized")
+            + m.agents[0].count("refused: bad user name or password")
+            >= 2
+    });
+    let status =
+        shoal::shell::client::request(&api, "GET", "/api/status", None, Duration::from_secs(5))
+            .expect("status");
+    assert!(
+        status.body["mqtt"]["disconnects"].as_u64() >= Some(2),
+        "{}",
+        status.body
+    );
+    assert_eq!(status.body["mqtt"]["connected"], false);
+    // The mesh runs on meanwhile, and with the right password it connects.
+    std::fs::write(&password, "right horse battery\n").expect("password written");
+    mesh.agents[0].restart();
+    mesh.wait_for("connected", Duration::from_secs(10), |m| {
+        m.agents[0].logged("mqtt: connected")
+    });
+}
+
+#[test]
+fn a_pruned_node_leaves_the_broker_and_home_assistant() {
+    let Some(broker) = Broker::start(
+        "a_pruned_node_leaves_the_broker_and_home_assistant",
+        "127.0.0.120",
+    ) else {
+        return;
+    };
+    let mut mesh = Mesh::new(5);
+    mesh.mesh_extra = "prune_after = \"4s\"\n".to_owned();
+    three_agents(&mut mesh, &broker, 120);
+    mesh.wait_for("agent-3 started", Duration::from_secs(5), |m| {
+        m.agents[2].logged("incarnation")
+    });
+    let id = mesh.agents[2].id();
+    let ours = |topics: &BTreeMap<String, String>| {
+        topics
+            .keys()
+            .filter(|t| t.contains(&format!("shoal_{id}")) || t.starts_with("shoal/agent-3/"))
+            .count()
+    };
+    wait_until("agent-3 on the broker", Duration::from_secs(20), || {
+        let all = broker.retained("#");
+        all.contains_key(&format!(
+            "homeassistant/sensor/shoal_{id}/p_temperature/config"
+        )) && all.contains_key("shoal/agent-3/temperature")
+    });
+    let before = ours(&broker.retained("#"));
+    mesh.agents[2].signal("TERM");
+    assert_eq!(mesh.agents[2].wait_exit(Duration::from_secs(5)), Some(0));
+    let took = wait_until(
+        "agent-3 gone from the broker",
+        Duration::from_secs(20),
+        || ours(&broker.retained("#")) == 0,
+    );
+    eprintln!(
+        "{before} retained topics of agent-3 removed {took:?} after it left (prune_after 4s)"
+    );
+    assert!(broker.retained("shoal/agent-1/temperature").len() == 1);
 }

@@ -234,6 +234,35 @@ pub fn format_status(status: &Value) -> String {
             )),
         }
     }
+    if status["mqtt"].is_object() {
+        out.push_str(&format_mqtt(&status["mqtt"], crate::shell::unix_ms()));
+    }
+    out
+}
+
+/// The MQTT lines of `shoal status`: the broker, this node's role, the
+/// bridge, and the last handover with how long ago (`now_ms`) it was.
+pub fn format_mqtt(mqtt: &Value, now_ms: u64) -> String {
+    let broker = mqtt["broker"].as_str().unwrap_or("?");
+    let connection = if mqtt["connected"] == true {
+        "connected"
+    } else {
+        "not connected"
+    };
+    let mut out = format!(
+        "  MQTT: {broker} {connection}; this node {}; bridge: {}\n",
+        mqtt["role"].as_str().unwrap_or("?"),
+        mqtt["bridge"].as_str().unwrap_or("none")
+    );
+    if let Some(last) = mqtt["handovers"].as_array().and_then(|h| h.last()) {
+        let ago = now_ms.saturating_sub(last["at_ms"].as_u64().unwrap_or(now_ms));
+        out.push_str(&format!(
+            "  MQTT handover: {} -> {}, {} ago\n",
+            last["from"].as_str().unwrap_or("none"),
+            last["to"].as_str().unwrap_or("none"),
+            shoal_config::format_duration(std::time::Duration::from_secs(ago / 1000))
+        ));
+    }
     out
 }
 

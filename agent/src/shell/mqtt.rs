@@ -397,7 +397,9 @@ impl Bridge {
     }
 
     fn on_message(&mut self, node: &mut Node, now: Instant, topic: &str, payload: &[u8]) {
-        let readings = self.sources.on_message(topic, payload, super::unix_ms());
+        let readings = self
+            .sources
+            .on_message(now, topic, payload, super::unix_ms());
         let ours = !readings.is_empty() || self.sources.topics().iter().any(|t| t == topic);
         for reading in readings {
             if let Err(error) = node.handle_reading(now, reading) {

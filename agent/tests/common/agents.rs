@@ -166,6 +166,8 @@ pub(crate) struct Mesh {
     pub(crate) agents: Vec<Agent>,
     /// Environment for the next agent added (then cleared).
     pub(crate) next_env: Vec<(&'static str, String)>,
+    /// `[mesh]` settings for every agent added from now on (TOML lines).
+    pub(crate) mesh_extra: String,
 }
 
 impl Mesh {
@@ -182,6 +184,7 @@ impl Mesh {
             port,
             agents: Vec::new(),
             next_env: Vec::new(),
+            mesh_extra: String::new(),
         }
     }
 
@@ -247,9 +250,10 @@ impl Mesh {
         std::fs::write(
             &config,
             format!(
-                "[node]\nname = \"{node_name}\"\n[mesh]\nport = {}\nsync_port = {}\nbind = \"127.0.0.{host}\"\nbroadcast = {broadcast}\npeers = {peers}\n{key_line}[api]\nlisten = \"127.0.0.{host}:{}\"\n[state]\ndir = \"{}\"\n[[sensor]]\nname = \"temperature\"\ndriver = \"sim\"\nmin = 18.0\nmax = 24.0\ninterval = \"1s\"\n[[executor]]\nname = \"hello\"\naction = {{ command = [\"/bin/sh\", \"-c\", \"echo hello from $SHOAL_NODE for $SHOAL_CALLER\"] }}\nremote = true\n[[executor]]\nname = \"private\"\naction = {{ command = [\"/bin/true\"] }}\n{extra}",
+                "[node]\nname = \"{node_name}\"\n[mesh]\nport = {}\nsync_port = {}\nbind = \"127.0.0.{host}\"\nbroadcast = {broadcast}\npeers = {peers}\n{}{key_line}[api]\nlisten = \"127.0.0.{host}:{}\"\n[state]\ndir = \"{}\"\n[[sensor]]\nname = \"temperature\"\ndriver = \"sim\"\nmin = 18.0\nmax = 24.0\ninterval = \"1s\"\n[[executor]]\nname = \"hello\"\naction = {{ command = [\"/bin/sh\", \"-c\", \"echo hello from $SHOAL_NODE for $SHOAL_CALLER\"] }}\nremote = true\n[[executor]]\nname = \"private\"\naction = {{ command = [\"/bin/true\"] }}\n{extra}",
                 self.port,
                 self.port + 1,
+                self.mesh_extra,
                 self.port + 2,
                 state.display()
             ),

@@ -116,3 +116,26 @@ fn an_agent_that_is_not_there_is_unreachable() {
         Err(ClientError::BadAddress(_))
     ));
 }
+
+#[test]
+fn the_mqtt_lines_say_the_role_the_bridge_and_the_last_handover() {
+    let mqtt = serde_json::json!({
+        "broker": "127.0.0.1:1883",
+        "connected": true,
+        "role": "standby",
+        "bridge": "b",
+        "handovers": [
+            {"at_ms": 1_000, "from": null, "to": "a"},
+            {"at_ms": 50_000, "from": "a", "to": "b"}
+        ]
+    });
+    assert_eq!(
+        format_mqtt(&mqtt, 62_000),
+        "  MQTT: 127.0.0.1:1883 connected; this node standby; bridge: b\n  MQTT handover: a -> b, 12s ago\n"
+    );
+    let alone = serde_json::json!({"broker": "h:1", "connected": false, "role": "offline", "bridge": null, "handovers": []});
+    assert_eq!(
+        format_mqtt(&alone, 0),
+        "  MQTT: h:1 not connected; this node offline; bridge: none\n"
+    );
+}

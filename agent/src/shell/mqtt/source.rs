@@ -10,9 +10,11 @@
 //! read does. Deadband applies as for any sensor.
 
 use shoal_config::{SensorSection, Setting};
+use shoal_core::time::Instant;
 use shoal_core::wire::{self, Value, MAX_TEXT};
 use shoal_core::Reading;
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 /// One `mqtt` sensor.
 #[derive(Debug)]
@@ -20,8 +22,10 @@ struct Source {
     section: SensorSection,
     topic: String,
     unit: wire::Unit,
-    /// The last value published per point (for the deadband).
-    last: BTreeMap<String, Value>,
+    /// The last value published per point, and when (for the deadband).
+    last: BTreeMap<String, (Value, Instant)>,
+    /// An unchanged value is published again after this long.
+    max_interval: Duration,
     /// A bad message was logged; quiet until a good one.
     warned: bool,
 }
@@ -48,7 +52,12 @@ impl Sources {
                     Some(Setting::Text(unit)) => wire::unit(unit).unwrap_or_default(),
                     _ => wire::Unit::new(),
                 };
+                let max_interval = match section.settings.get("max_interval") {
+                    Some(Setting::Duration(d)) => *d,
+                    _ => Duration::from_secs(60).max(section.interval),
+                };
                 Some(Source {
+                    max_interval,
                     topic: topic.clone(),
                     section: section.clone(),
                     unit,
@@ -73,9 +82,17 @@ impl Sources {
         topics
     }
 
-    /// The readings a message on `topic` gives (empty when no sensor has
-    /// that topic, or the deadband holds them back).
-    pub fn on_message(&mut self, topic: &str, payload: &[u8], ts_ms: u64) -> Vec<Reading> {
+    /// The readings a message on `topic` gives at `now` (empty when no
+    /// sensor has that topic, or nothing changed beyond the deadband since
+    /// the last reading, sent less than `max_interval` ago: a flood of
+    /// repeats costs the mesh nothing).
+    pub fn on_message(
+        &mut self,
+        now: Instant,
+        topic: &str,
+        payload: &[u8],
+        ts_ms: u64,
+    ) -> Vec<Reading> {
         let mut readings = Vec::new();
         for source in self.sources.iter_mut().filter(|s| s.topic == topic) {
             let values = values(&source.section, payload);
@@ -96,13 +113,18 @@ impl Sources {
                 None => source.warned = false,
             }
             for (point, value) in values {
-                if within_deadband(source.last.get(&point), &value, source.section.deadband) {
+                let fresh = source
+                    .last
+                    .get(&point)
+                    .is_some_and(|(_, at)| now.saturating_since(*at) < source.max_interval);
+                let last = source.last.get(&point).map(|(value, _)| value);
+                if fresh && within_deadband(last, &value, source.section.deadband) {
                     continue;
                 }
                 let Some(name) = wire::name(&point) else {
                     continue;
                 };
-                source.last.insert(point, value.clone());
+                source.last.insert(point, (value.clone(), now));
                 readings.push(Reading {
                     name,
                     value,
@@ -115,10 +137,12 @@ impl Sources {
     }
 }
 
+/// Whether `new` is no news after `last`: a number within the deadband
+/// (as for polled sensors, a change must exceed it), anything else equal.
 fn within_deadband(last: Option<&Value>, new: &Value, deadband: f64) -> bool {
     match (last, new) {
-        (Some(Value::Float(old)), Value::Float(new)) => (old - new).abs() < deadband,
-        (Some(old), new) => old == new && deadband > 0.0,
+        (Some(Value::Float(old)), Value::Float(new)) => (old - new).abs() <= deadband,
+        (Some(old), new) => old == new,
         (None, _) => false,
     }
 }

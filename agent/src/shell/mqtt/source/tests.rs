@@ -37,6 +37,7 @@ fn json_pointers_become_points_with_the_sensors_unit() {
     )]);
     assert_eq!(sources.topics(), vec!["z2m/kitchen".to_owned()]);
     let readings = sources.on_message(
+        Instant::ZERO,
         "z2m/kitchen",
         br#"{"temperature": 21.5, "state": {"occupancy": true}, "other": "x"}"#,
         7,
@@ -50,7 +51,9 @@ fn json_pointers_become_points_with_the_sensors_unit() {
     );
     assert_eq!(readings[0].unit.as_str(), "°C");
     assert_eq!(readings[0].ts_ms, 7);
-    assert!(sources.on_message("z2m/other", b"{}", 7).is_empty());
+    assert!(sources
+        .on_message(Instant::ZERO, "z2m/other", b"{}", 7)
+        .is_empty());
     assert_eq!(sources.errors, 0);
 }
 
@@ -66,7 +69,7 @@ fn a_plain_payload_is_the_value() {
             Value::Text(heapless::String::try_from("open").unwrap()),
         ),
     ] {
-        let readings = sources.on_message("z2m/kitchen", payload, 0);
+        let readings = sources.on_message(Instant::ZERO, "z2m/kitchen", payload, 0);
         assert_eq!(values_of(&readings), vec![("kitchen".to_owned(), value)]);
     }
 }
@@ -86,16 +89,17 @@ fn bad_messages_are_errors_counted_and_logged_once_until_a_good_one() {
         ),
     ];
     for (payload, why) in cases {
-        let readings = sources.on_message("z2m/kitchen", payload, 0);
+        let section = sources.sources[0].section.clone();
         assert_eq!(
-            values_of(&readings),
+            values(&section, payload),
             vec![("kitchen".to_owned(), error(why))],
             "{payload:?}"
         );
+        sources.on_message(Instant::ZERO, "z2m/kitchen", payload, 0);
     }
     assert_eq!(sources.errors, 6);
     assert!(sources.sources[0].warned);
-    sources.on_message("z2m/kitchen", br#"{"t": 1}"#, 0);
+    sources.on_message(Instant::ZERO, "z2m/kitchen", br#"{"t": 1}"#, 0);
     assert!(!sources.sources[0].warned);
     // An oversized pointer's error still fits a point.
     let long = format!("/{}", "x".repeat(100));
@@ -105,9 +109,45 @@ fn bad_messages_are_errors_counted_and_logged_once_until_a_good_one() {
 #[test]
 fn the_deadband_holds_back_small_changes() {
     let mut sources = Sources::new(&[section(&[("kitchen", "/t")], 0.5)]);
-    let mut published = |payload: &[u8]| sources.on_message("z2m/kitchen", payload, 0).len();
+    let mut published = |payload: &[u8]| {
+        sources
+            .on_message(Instant::ZERO, "z2m/kitchen", payload, 0)
+            .len()
+    };
     assert_eq!(published(br#"{"t": 20.0}"#), 1);
     assert_eq!(published(br#"{"t": 20.3}"#), 0);
     assert_eq!(published(br#"{"t": 20.6}"#), 1);
     assert_eq!(published(br#"{"t": 20.6}"#), 0);
+}
+
+#[test]
+fn repeats_are_sent_again_only_after_max_interval_and_a_flood_of_garbage_once() {
+    let mut sources = Sources::new(&[section(&[("kitchen", "/t")], 0.0)]);
+    let at = |s: u64| Instant::from_millis(s * 1000);
+    assert_eq!(
+        sources
+            .on_message(at(0), "z2m/kitchen", br#"{"t": 1}"#, 0)
+            .len(),
+        1
+    );
+    assert_eq!(
+        sources
+            .on_message(at(30), "z2m/kitchen", br#"{"t": 1}"#, 0)
+            .len(),
+        0
+    );
+    assert_eq!(
+        sources
+            .on_message(at(61), "z2m/kitchen", br#"{"t": 1}"#, 0)
+            .len(),
+        1
+    );
+    let garbage: usize = (0..10_000)
+        .map(|_| sources.on_message(at(62), "z2m/kitchen", b"{oops", 0).len())
+        .sum();
+    assert_eq!(
+        garbage, 1,
+        "the error is one reading, however many bad messages"
+    );
+    assert_eq!(sources.errors, 10_000);
 }
