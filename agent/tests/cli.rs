@@ -892,3 +892,29 @@ fn check_creates_nothing_that_run_would_create() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn check_refuses_an_mqtt_password_file_it_cannot_read_as_run_does() {
+    let dir = scratch_dir("mqtt-password");
+    let password = dir.join("no-such.password");
+    let rest = format!(
+        "[mqtt]\nbroker = \"mqtt://127.0.0.1:9\"\nusername = \"shoal\"\npassword_file = \"{}\"\n",
+        password.display()
+    );
+    let config = loopback_config(
+        "mqtt-password.toml",
+        209,
+        "open = true\n",
+        "",
+        &dir.join("state"),
+        &rest,
+    );
+    check_and_run_refuse(
+        &config,
+        &format!(
+            "cannot read mqtt.password_file {}: No such file or directory",
+            password.display()
+        ),
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -257,7 +257,7 @@ impl<'ex> Agent<'ex> {
             Some(path) => Some(super::mqtt::read_password(path).map_err(RunError::Mqtt)?),
             None => None,
         };
-        super::mqtt::announce_executors(config, &mut node, Instant::ZERO);
+        super::mqtt::announce_executors(config, &mut node, Instant::ZERO, true);
         let mqtt = Bridge::start(ex, config, &mut node, Instant::ZERO, password);
         let mut notifier = Notifier::from_env();
         notifier.ready(&format!("serving as {name}"));
@@ -521,6 +521,7 @@ impl<'ex> Agent<'ex> {
         self.runs
             .executors_mut()
             .reload(&super::mqtt::all_executors(config));
+        super::mqtt::announce_executors(config, &mut self.node, now, false);
         let rules: Vec<RuleSpec> = config.rules.iter().map(RuleSpec::from).collect();
         let computes: Vec<ComputeSpec> = config.computes.iter().map(ComputeSpec::from).collect();
         self.node.reload_rules(now, rules, computes);

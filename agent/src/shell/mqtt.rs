@@ -151,20 +151,24 @@ fn set_point(node: &mut Node, now: Instant, name: &str, value: &str) {
 
 /// Each executor exposed to MQTT gets its point `exec.NAME` (`ready`, then
 /// its last outcome): that is how the bridge, whichever node it is, knows
-/// it may offer it as a button. Every node does this, with `[mqtt]` or not.
+/// it may offer it as a button. Every node does this, with `[mqtt]` or not,
+/// at start and after a reload (a point already there keeps its value).
 /// Likewise each actuator exposed to MQTT gets `switch.NAME`, off: every
 /// actuator driver starts its output off.
-pub fn announce_executors(config: &Config, node: &mut Node, now: Instant) {
+pub fn announce_executors(config: &Config, node: &mut Node, now: Instant, start: bool) {
+    let own = node.id();
     for executor in config.executors.iter().filter(|e| e.mqtt) {
-        set_point(
-            node,
-            now,
-            &format!("{EXEC_POINT_PREFIX}{}", executor.name),
-            "ready",
-        );
+        let point = format!("{EXEC_POINT_PREFIX}{}", executor.name);
+        if node.store().point(own, &point).is_none() {
+            set_point(node, now, &point, "ready");
+        }
     }
     for actuator in config.actuators.iter().filter(|a| a.mqtt) {
-        actuator_switched(config, node, now, &actuator.name, false);
+        // At start the device is off, whatever the last run left.
+        let point = format!("{SWITCH_POINT_PREFIX}{}", actuator.name);
+        if start || node.store().point(own, &point).is_none() {
+            actuator_switched(config, node, now, &actuator.name, false);
+        }
     }
 }
 

@@ -66,6 +66,11 @@ pub fn problems(config: &Config) -> Vec<RunError> {
             problems.push(error.into());
         }
     }
+    if let Some(path) = config.mqtt.as_ref().and_then(|m| m.password_file.as_ref()) {
+        if let Err(error) = super::mqtt::read_password(path) {
+            problems.push(RunError::Mqtt(error));
+        }
+    }
     for section in &config.executors {
         if let Action::Command(argv) = &section.action {
             let program = argv.first().map_or("", String::as_str);
