@@ -136,10 +136,17 @@ impl Broker {
         format!("mqtt://{}:{}", self.host, self.port)
     }
 
+    /// `mosquitto_sub` or `mosquitto_pub` pointed at this broker.
+    fn client(&self, tool: &str) -> Command {
+        let mut command = Command::new(tool);
+        command.args(["-h", &self.host, "-p", &self.port.to_string()]);
+        command
+    }
+
     /// Every retained message under `filter` now: topic → payload.
     fn retained(&self, filter: &str) -> BTreeMap<String, String> {
-        let output = Command::new("mosquitto_sub")
-            .args(["-h", &self.host, "-p", &self.port.to_string()])
+        let output = self
+            .client("mosquitto_sub")
             .args(["-t", filter, "-v", "--retained-only", "-W", "1"])
             .output()
             .expect("mosquitto_sub runs");
@@ -151,8 +158,8 @@ impl Broker {
     }
 
     fn publish(&self, topic: &str, payload: &str) {
-        let status = Command::new("mosquitto_pub")
-            .args(["-h", &self.host, "-p", &self.port.to_string()])
+        let status = self
+            .client("mosquitto_pub")
             .args(["-t", topic, "-m", payload])
             .status()
             .expect("mosquitto_pub runs");
@@ -189,8 +196,8 @@ struct Subscriber {
 
 impl Subscriber {
     fn start(broker: &Broker, filter: &str) -> Subscriber {
-        let mut child = Command::new("mosquitto_sub")
-            .args(["-h", &broker.host, "-p", &broker.port.to_string()])
+        let mut child = broker
+            .client("mosquitto_sub")
             .args(["-t", filter, "-v"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -397,8 +404,8 @@ fn the_whole_mesh_appears_with_discovery_and_buttons_run_through_the_mesh() {
     // Home Assistant restarts with its retained configs gone: its birth
     // message brings them all back.
     let topic = format!("homeassistant/sensor/shoal_{id}/p_temperature/config");
-    let status = Command::new("mosquitto_pub")
-        .args(["-h", &broker.host, "-p", &broker.port.to_string()])
+    let status = broker
+        .client("mosquitto_pub")
         .args(["-t", &topic, "-r", "-n"])
         .status()
         .expect("mosquitto_pub runs");
@@ -595,6 +602,13 @@ fn after_the_broker_was_down_30_s_the_bridge_reconnects_and_publishes_everything
     common::ha::validate_all("homeassistant", &messages).expect("valid discovery");
 }
 
+/// `GET /api/status` at `api`.
+fn status_at(api: &str) -> serde_json::Value {
+    shoal::shell::client::request(api, "GET", "/api/status", None, Duration::from_secs(5))
+        .expect("status")
+        .body
+}
+
 /// `GET /api/points/NODE/NAME`'s value at `api`, if it answers.
 fn point_value(api: &str, node: &str, name: &str) -> Option<serde_json::Value> {
     let path = format!("/api/points/{node}/{name}");
@@ -648,15 +662,8 @@ fn an_mqtt_sensor_turns_published_json_into_points_on_every_node() {
         "{}",
         mesh.agents[0].dump()
     );
-    let status = shoal::shell::client::request(
-        &format!("127.0.0.113:{}", mesh.port + 2),
-        "GET",
-        "/api/status",
-        None,
-        Duration::from_secs(5),
-    )
-    .expect("status");
-    assert_eq!(status.body["mqtt"]["sensor_errors"], 3, "{}", status.body);
+    let status = status_at(&format!("127.0.0.113:{}", mesh.port + 2));
+    assert_eq!(status["mqtt"]["sensor_errors"], 3, "{status}");
     // A good message again.
     broker.publish("zigbee2mqtt/kitchen", r#"{"temperature":22,"humidity":41}"#);
     wait_until("the value back", Duration::from_secs(10), || {
@@ -664,8 +671,8 @@ fn an_mqtt_sensor_turns_published_json_into_points_on_every_node() {
     });
     // A flood of 20,000 bad messages and one of 100 kB: counted, dropped,
     // and the mesh's timing undisturbed (no beacon late enough for SUSPECT).
-    let mut flood = Command::new("mosquitto_pub")
-        .args(["-h", &broker.host, "-p", &broker.port.to_string()])
+    let mut flood = broker
+        .client("mosquitto_pub")
         .args(["-t", "zigbee2mqtt/kitchen", "-l"])
         .stdin(Stdio::piped())
         .spawn()
@@ -688,15 +695,8 @@ fn an_mqtt_sensor_turns_published_json_into_points_on_every_node() {
         }
         point_value(&api, "agent-1", "kitchen.temperature") == Some(serde_json::json!(23.0))
     });
-    let status = shoal::shell::client::request(
-        &format!("127.0.0.113:{}", mesh.port + 2),
-        "GET",
-        "/api/status",
-        None,
-        Duration::from_secs(5),
-    )
-    .expect("status");
-    let mqtt = &status.body["mqtt"];
+    let status = status_at(&format!("127.0.0.113:{}", mesh.port + 2));
+    let mqtt = &status["mqtt"];
     eprintln!(
         "flood: {} received, {} bad, {} dropped",
         mqtt["received"], mqtt["sensor_errors"], mqtt["dropped"]
@@ -742,15 +742,12 @@ fn a_wrong_password_is_said_counted_and_retried_and_the_right_one_connects() {
             + m.agents[0].count("refused: bad user name or password")
             >= 2
     });
-    let status =
-        shoal::shell::client::request(&api, "GET", "/api/status", None, Duration::from_secs(5))
-            .expect("status");
+    let status = status_at(&api);
     assert!(
-        status.body["mqtt"]["disconnects"].as_u64() >= Some(2),
-        "{}",
-        status.body
+        status["mqtt"]["disconnects"].as_u64() >= Some(2),
+        "{status}"
     );
-    assert_eq!(status.body["mqtt"]["connected"], false);
+    assert_eq!(status["mqtt"]["connected"], false);
     // The mesh runs on meanwhile, and with the right password it connects.
     std::fs::write(&password, "right horse battery\n").expect("password written");
     mesh.agents[0].restart();
