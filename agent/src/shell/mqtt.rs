@@ -725,8 +725,9 @@ impl Bridge {
             self.put(topic, payload, signature);
         }
         for topic in gone {
-            self.published.remove(&topic);
-            self.send(topic, Vec::new(), true);
+            if self.send(topic.clone(), Vec::new(), true) {
+                self.published.remove(&topic);
+            }
         }
     }
 
@@ -810,8 +811,8 @@ impl Bridge {
         }
     }
 
-    /// Queues a message; a full queue makes the bridge send everything
-    /// again later (the broker may have missed some).
+    /// Queues a message; when the queue is full, the next full pass (once
+    /// it has half drained) sends what did not fit.
     fn send(&mut self, topic: String, payload: Vec<u8>, retain: bool) -> bool {
         if !self.connected {
             return false;
@@ -820,10 +821,11 @@ impl Bridge {
             return true;
         }
         if self.counters.queue_full == 0 {
-            log::warn!("mqtt: the send queue is full: the broker is slow; sending everything again once it drains");
+            log::warn!("mqtt: the send queue is full (the broker is slow, or the mesh is large); the rest follows once it drains");
         }
         self.counters.queue_full += 1;
-        self.published.clear();
+        // What was queued stays recorded (it will be sent); what was not is
+        // missing from `published`, so the next full pass sends it.
         self.resend = true;
         false
     }

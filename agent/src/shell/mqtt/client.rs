@@ -26,7 +26,7 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// A connection that lasted this long starts the backoff over.
 const STABLE: Duration = Duration::from_secs(60);
 /// Messages waiting to be sent.
-pub const OUT_QUEUE: usize = 4096;
+pub const OUT_QUEUE: usize = 1024;
 /// Events waiting for the agent's loop.
 const EVENT_QUEUE: usize = 256;
 

@@ -207,3 +207,34 @@ fn an_unreachable_broker_is_a_disconnect_with_a_reason() {
         assert!(!client.stats().up.get());
     }));
 }
+
+#[test]
+fn a_broker_that_stops_reading_fills_the_queue_to_its_bound_and_no_further() {
+    let ex = smol::LocalExecutor::new();
+    smol::block_on(ex.run(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let client = Client::start(&ex, settings(port));
+        let (mut broker, _) = within(Duration::from_secs(5), listener.accept())
+            .await
+            .unwrap();
+        read_packet(&mut broker).await;
+        broker.write_all(&[0x20, 2, 0, 0]).await.unwrap();
+        assert_eq!(client.next_event().await, ClientEvent::Connected);
+        // The broker reads nothing more: socket buffers fill, then the queue.
+        let payload = vec![b'x'; 2048];
+        let mut refused = 0;
+        for n in 0..20_000 {
+            if !client.publish(format!("t/{n}"), payload.clone(), false) {
+                refused += 1;
+            }
+            if n % 64 == 0 {
+                // Let the task write what the socket takes.
+                smol::Timer::after(Duration::from_millis(1)).await;
+            }
+        }
+        assert!(refused > 0, "the queue never filled");
+        assert!(client.queued() <= OUT_QUEUE, "{} queued", client.queued());
+        drop(broker);
+    }));
+}
