@@ -469,6 +469,24 @@ fn a_killed_bridge_is_replaced_and_its_return_makes_no_second_bridge() {
     } else {
         "agent-1"
     };
+    // A command published retained runs once, live; the copy the broker
+    // keeps must not run again when a node (re)subscribes (below).
+    let pressed = subscriber.len();
+    let status = broker
+        .client("mosquitto_pub")
+        .args(["-t", "shoal/agent-3/exec/button/run", "-m", "PRESS", "-r"])
+        .status()
+        .expect("mosquitto_pub runs");
+    assert!(status.success());
+    wait_until(
+        "the retained press run once",
+        Duration::from_secs(10),
+        || {
+            !subscriber
+                .payloads(pressed, "shoal/agent-3/exec/button/result")
+                .is_empty()
+        },
+    );
     let from = subscriber.len();
     agent_named(&mut mesh, &first).kill();
     let killed = Instant::now();
@@ -538,6 +556,13 @@ fn a_killed_bridge_is_replaced_and_its_return_makes_no_second_bridge() {
         "{}",
         returned.dump()
     );
+    assert!(
+        returned.logged("ignored a retained message on shoal/agent-3/exec/button/run"),
+        "{}",
+        returned.dump()
+    );
+    let runs = subscriber.payloads(pressed, "shoal/agent-3/exec/button/result");
+    assert_eq!(runs.len(), 1, "the retained press ran again: {runs:?}");
     assert_eq!(
         returned.count("mqtt: this node is active"),
         0,

@@ -668,6 +668,14 @@ impl Walker<'_> {
                     .map(|(c, span)| (c.name.as_str(), span.clone())),
             )
             .collect();
+        for (point, span) in &points {
+            self.reserved_point(point, span.clone());
+        }
+        for (sensor, span) in &sensors {
+            for (point, _) in &sensor.json {
+                self.reserved_point(point, span.clone());
+            }
+        }
         self.unique("point (sensor or compute)", points.into_iter());
         let actuator_names: BTreeSet<&str> =
             actuators.iter().map(|(a, _)| a.name.as_str()).collect();

@@ -253,12 +253,7 @@ impl<'ex> Agent<'ex> {
         .detach();
         log::info!("API on http://{}", config.api.listen);
         let sockets = Sockets::open(&config.mesh)?;
-        let password = match config.mqtt.as_ref().and_then(|m| m.password_file.as_ref()) {
-            Some(path) => Some(super::mqtt::read_password(path).map_err(RunError::Mqtt)?),
-            None => None,
-        };
-        super::mqtt::announce_executors(config, &mut node, Instant::ZERO, true);
-        let mqtt = Bridge::start(ex, config, &mut node, Instant::ZERO, password);
+        let mqtt = Bridge::open(ex, config, &mut node).map_err(RunError::Mqtt)?;
         let mut notifier = Notifier::from_env();
         notifier.ready(&format!("serving as {name}"));
         Ok(Agent {

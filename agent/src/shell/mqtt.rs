@@ -44,6 +44,9 @@ const MAX_HANDOVERS: usize = 8;
 const MAX_PENDING: usize = 64;
 /// Prefix of the point each MQTT-exposed executor keeps its last outcome in.
 pub const EXEC_POINT_PREFIX: &str = "exec.";
+/// The value of `exec.NAME` / `switch.NAME` once NAME is no longer exposed
+/// (a point restored from an earlier run must not keep offering it).
+pub const UNEXPOSED: &str = "unexposed";
 
 /// A change of the node publishing the mesh, as this node saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,7 +88,7 @@ pub struct Bridge {
     connected: bool,
     /// Retained topics as last published, to send only what changed and
     /// clear what went away.
-    published: BTreeMap<String, Vec<u8>>,
+    published: BTreeMap<String, u64>,
     dirty_points: BTreeSet<(NodeId, Name)>,
     dirty_all: bool,
     /// Until then this node does not take over (it is still hearing the mesh).
@@ -102,6 +105,15 @@ pub struct Bridge {
     next_full: Instant,
     /// The send queue overflowed: send everything once it has drained.
     resend: bool,
+    /// When the last full pass ran (at most one a second).
+    last_full: Instant,
+    /// Each point's last Home Assistant kind other than from an error
+    /// value, so an error spell does not change its component.
+    kinds: BTreeMap<(NodeId, Name), Kind>,
+    /// When Home Assistant's birth message last made us resend configs.
+    last_birth: Option<Instant>,
+    /// When a refused command was last logged (at most one a second).
+    last_refusal_log: Option<Instant>,
 }
 
 /// `P/bridge/NODE`: a node's role, and its Last Will.
@@ -157,17 +169,58 @@ fn set_point(node: &mut Node, now: Instant, name: &str, value: &str) {
 /// actuator driver starts its output off.
 pub fn announce_executors(config: &Config, node: &mut Node, now: Instant, start: bool) {
     let own = node.id();
-    for executor in config.executors.iter().filter(|e| e.mqtt) {
-        let point = format!("{EXEC_POINT_PREFIX}{}", executor.name);
-        if node.store().point(own, &point).is_none() {
-            set_point(node, now, &point, "ready");
+    let exposed_executors: Vec<String> = config
+        .executors
+        .iter()
+        .filter(|e| e.mqtt)
+        .map(|e| format!("{EXEC_POINT_PREFIX}{}", e.name))
+        .collect();
+    let exposed_switches: Vec<String> = config
+        .actuators
+        .iter()
+        .filter(|a| a.mqtt)
+        .map(|a| format!("{SWITCH_POINT_PREFIX}{}", a.name))
+        .collect();
+    for point in &exposed_executors {
+        let held = node.store().point(own, point).map(|p| p.value.clone());
+        let withdrawn = matches!(&held, Some(Value::Text(t)) if t.as_str() == UNEXPOSED);
+        if held.is_none() || withdrawn {
+            set_point(node, now, point, "ready");
         }
     }
     for actuator in config.actuators.iter().filter(|a| a.mqtt) {
         // At start the device is off, whatever the last run left.
         let point = format!("{SWITCH_POINT_PREFIX}{}", actuator.name);
-        if start || node.store().point(own, &point).is_none() {
+        let is_bool = matches!(
+            node.store().point(own, &point).map(|p| &p.value),
+            Some(Value::Bool(_))
+        );
+        if start || !is_bool {
             actuator_switched(config, node, now, &actuator.name, false);
+        }
+    }
+    // Points of an earlier configuration (restored from the state
+    // directory) must not keep offering what is no longer exposed, nor
+    // claim a bridge role this node no longer plays.
+    let held: Vec<String> = node
+        .store()
+        .origin(own)
+        .map(|o| o.points.keys().map(|k| k.to_string()).collect())
+        .unwrap_or_default();
+    let bridging = config
+        .mqtt
+        .as_ref()
+        .is_some_and(|m| m.bridge == BridgeRole::Auto);
+    for point in held {
+        let stale = (point.starts_with(EXEC_POINT_PREFIX) && !exposed_executors.contains(&point))
+            || (point.starts_with(SWITCH_POINT_PREFIX) && !exposed_switches.contains(&point));
+        let value = node.store().point(own, &point).map(|p| p.value.clone());
+        if stale && !matches!(&value, Some(Value::Text(t)) if t.as_str() == UNEXPOSED) {
+            set_point(node, now, &point, UNEXPOSED);
+        }
+        let claims = matches!(&value, Some(Value::Text(t)) if t.as_str() != Role::Offline.as_str());
+        if point == election::POINT && !bridging && claims {
+            set_point(node, now, &point, Role::Offline.as_str());
         }
     }
 }
@@ -251,8 +304,24 @@ pub fn read_password(path: &std::path::Path) -> Result<Vec<u8>, String> {
 }
 
 impl Bridge {
+    /// At the agent's start: announces this node's exposed executors and
+    /// switches, reads the password, and starts the bridge if `[mqtt]`
+    /// asks for one.
+    pub fn open(
+        ex: &smol::LocalExecutor<'static>,
+        config: &Config,
+        node: &mut Node,
+    ) -> Result<Option<Bridge>, String> {
+        let password = match config.mqtt.as_ref().and_then(|m| m.password_file.as_ref()) {
+            Some(path) => Some(read_password(path)?),
+            None => None,
+        };
+        announce_executors(config, node, Instant::ZERO, true);
+        Ok(Bridge::start(ex, config, node, Instant::ZERO, password))
+    }
+
     /// Starts the MQTT connection when the configuration has `[mqtt]` with
-    /// a bridge role (`None` otherwise).
+    /// a bridge role or `mqtt` sensors (`None` otherwise).
     pub fn start(
         ex: &smol::LocalExecutor<'static>,
         config: &Config,
@@ -327,6 +396,10 @@ impl Bridge {
             next_election: now,
             next_full: now,
             resend: false,
+            last_full: Instant::ZERO,
+            kinds: BTreeMap::new(),
+            last_birth: None,
+            last_refusal_log: None,
         })
     }
 
@@ -396,14 +469,25 @@ impl Bridge {
                 self.connected = false;
                 self.elect(node, now);
             }
-            ClientEvent::Message { topic, payload } => self.on_message(node, now, &topic, &payload),
+            ClientEvent::Message {
+                topic,
+                payload,
+                retained,
+            } => self.on_message(node, now, &topic, &payload, retained),
         }
     }
 
-    fn on_message(&mut self, node: &mut Node, now: Instant, topic: &str, payload: &[u8]) {
+    fn on_message(
+        &mut self,
+        node: &mut Node,
+        now: Instant,
+        topic: &str,
+        payload: &[u8],
+        retained: bool,
+    ) {
         let readings = self
             .sources
-            .on_message(now, topic, payload, super::unix_ms());
+            .on_message(now, topic, payload, retained, super::unix_ms());
         let ours = !readings.is_empty() || self.sources.topics().iter().any(|t| t == topic);
         for reading in readings {
             if let Err(error) = node.handle_reading(now, reading) {
@@ -415,13 +499,27 @@ impl Bridge {
         }
         let discovery = &self.topics.discovery;
         if !discovery.is_empty() && topic.strip_prefix(discovery.as_str()) == Some("/status") {
-            if payload == b"online" && self.role == Role::Active {
+            let recent = self
+                .last_birth
+                .is_some_and(|at| now.saturating_since(at) < Duration::from_secs(30));
+            if payload == b"online" && self.role == Role::Active && !recent {
+                self.last_birth = Some(now);
                 log::info!("mqtt: Home Assistant is online: sending the discovery configs again");
                 let prefix = format!("{discovery}/");
                 self.published
                     .retain(|topic, _| !topic.starts_with(&prefix));
                 self.dirty_all = true;
             }
+            return;
+        }
+        if retained {
+            // A command left retained on the broker would run again at every
+            // reconnect: commands count only when they are sent.
+            self.counters.bad_messages += 1;
+            self.log_refusal(
+                now,
+                &format!("ignored a retained message on {topic}: publish commands without retain"),
+            );
             return;
         }
         let parts: Option<Vec<&str>> = topic
@@ -458,7 +556,7 @@ impl Bridge {
             b"OFF" | b"off" | b"false" | b"0" => "off",
             _ => {
                 self.counters.bad_messages += 1;
-                log::warn!("mqtt: {target}/{point}/set wants ON or OFF");
+                self.log_refusal(now, &format!("{target}/{point}/set wants ON or OFF"));
                 return;
             }
         };
@@ -488,9 +586,17 @@ impl Bridge {
             .and_then(|id| {
                 let point = exposed_by
                     .map_or_else(|| format!("{EXEC_POINT_PREFIX}{executor}"), str::to_owned);
-                match node.store().point(id, &point) {
-                    Some(_) => Ok(id),
-                    None => Err(
+                let exposed = node
+                    .store()
+                    .point(id, &point)
+                    .is_some_and(|p| match &p.value {
+                        Value::Text(text) => text.as_str() != UNEXPOSED,
+                        Value::Bool(_) => true,
+                        _ => exposed_by.is_none(),
+                    });
+                match exposed {
+                    true => Ok(id),
+                    false => Err(
                         "not exposed to MQTT (mqtt = true in its [[executor]] or [[actuator]])"
                             .to_owned(),
                     ),
@@ -513,7 +619,10 @@ impl Bridge {
                     .insert(request, (target.to_owned(), executor.to_owned()));
             }
             Err(why) => {
-                log::warn!("mqtt: refused to run {executor} on {target}: {why}");
+                self.log_refusal(
+                    now,
+                    &format!("refused to run {executor} on {target}: {why}"),
+                );
                 self.counters.commands_refused += 1;
                 let payload = serde_json::json!({
                     "outcome": "refused",
@@ -561,7 +670,9 @@ impl Bridge {
             self.resend = false;
             self.dirty_all = true;
         }
-        if std::mem::take(&mut self.dirty_all) {
+        if self.dirty_all && now >= self.last_full + Duration::from_secs(1) {
+            self.dirty_all = false;
+            self.last_full = now;
             self.dirty_points.clear();
             self.next_full = now + FULL_EVERY;
             self.publish_all(node, now);
@@ -572,8 +683,8 @@ impl Bridge {
             if let Some(point) = node.store().point(origin, &name) {
                 self.point_messages(node, now, origin, &name, point, &mut wanted);
             }
-            for (topic, (payload, signature)) in wanted {
-                self.put(topic, payload, signature);
+            for (topic, (payload, signed)) in in_order(wanted) {
+                self.put(topic, payload, signed);
             }
         }
         changed
@@ -591,8 +702,11 @@ impl Bridge {
             .keys()
             .filter(|id| **id != self.own)
             .filter(|id| {
-                node.reach(now, **id)
-                    .is_some_and(|reach| reach.state == PeerState::Healthy)
+                // A SUSPECT node keeps its claim: a lost beacon or two on
+                // Wi-Fi is not a handover.
+                node.reach(now, **id).is_some_and(|reach| {
+                    matches!(reach.state, PeerState::Healthy | PeerState::Suspect)
+                })
             })
             .filter_map(
                 |id| match &node.store().point(*id, election::POINT)?.value {
@@ -603,6 +717,14 @@ impl Bridge {
             .collect();
         let settled = now >= self.settle_until;
         let next = election::next_role(self.own, self.role, self.connected, settled, &others);
+        let rival = others.iter().any(|(_, role)| *role == Role::Active);
+        if next == Role::Active && self.role == Role::Active && rival {
+            // Another node published as the bridge for a while (a split
+            // view): what the broker holds may be its, so all of ours again.
+            log::info!("mqtt: another node was active too; publishing everything again");
+            self.published.clear();
+            self.dirty_all = true;
+        }
         let bridge = match next {
             Role::Active => Some(self.own),
             _ => others
@@ -663,10 +785,28 @@ const FULL_EVERY: Duration = Duration::from_secs(60);
 /// A retained message wanted on the broker: its payload, and what is
 /// compared to decide whether it changed (an attributes message's age
 /// changes every time; that alone is not worth a message).
-type Wanted = BTreeMap<String, (Vec<u8>, Vec<u8>)>;
+type Wanted = BTreeMap<String, (Vec<u8>, u64)>;
+
+/// What `published` remembers of a payload: a hash, not the bytes.
+fn signature(bytes: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut hasher);
+    hasher.finish()
+}
 
 fn want(wanted: &mut Wanted, topic: String, payload: Vec<u8>) {
-    wanted.insert(topic, (payload.clone(), payload));
+    let signed = signature(&payload);
+    wanted.insert(topic, (payload, signed));
+}
+
+/// Attributes before states: a point going into error is unavailable in
+/// Home Assistant before its `unavailable` state arrives.
+fn in_order(wanted: Wanted) -> impl Iterator<Item = (String, (Vec<u8>, u64))> {
+    let (first, rest): (Vec<_>, Vec<_>) = wanted
+        .into_iter()
+        .partition(|(topic, _)| topic.ends_with("/attributes"));
+    first.into_iter().chain(rest)
 }
 
 /// A node as Home Assistant's device.
@@ -715,14 +855,17 @@ impl Bridge {
                 self.point_messages(node, now, *origin, name, point, &mut wanted);
             }
         }
+        let store = node.store();
+        self.kinds
+            .retain(|(origin, name), _| store.point(*origin, name).is_some());
         let gone: Vec<String> = self
             .published
             .keys()
             .filter(|topic| !wanted.contains_key(*topic))
             .cloned()
             .collect();
-        for (topic, (payload, signature)) in wanted {
-            self.put(topic, payload, signature);
+        for (topic, (payload, signed)) in in_order(wanted) {
+            self.put(topic, payload, signed);
         }
         for topic in gone {
             if self.send(topic.clone(), Vec::new(), true) {
@@ -733,7 +876,7 @@ impl Bridge {
 
     /// The state, attributes and discovery config of one point.
     fn point_messages(
-        &self,
+        &mut self,
         node: &Node,
         now: Instant,
         origin: NodeId,
@@ -762,10 +905,10 @@ impl Bridge {
             "ts_ms": point.ts_ms,
             "error": error,
         });
-        let signature = attributes.to_string().into_bytes();
+        let signed = signature(attributes.to_string().as_bytes());
         attributes["age_ms"] = serde_json::json!(point.age(now));
         let payload = attributes.to_string().into_bytes();
-        wanted.insert(format!("{state}/attributes"), (payload, signature));
+        wanted.insert(format!("{state}/attributes"), (payload, signed));
         let (device_name, model, version) = device(node, origin, &origin_name);
         let (own_name, own_model, own_version) = device(node, self.own, &self.own_name);
         let owner = Device {
@@ -785,13 +928,29 @@ impl Bridge {
             Some(actuator) if matches!(point.value, Value::Bool(_)) => {
                 entities.push(Entity::Switch { actuator });
             }
-            _ => entities.push(Entity::Point {
-                name,
-                unit: point.unit.as_str(),
-                kind: kind(&point.value, &point.unit),
-            }),
+            _ => {
+                let key = (origin, wire::name(name).unwrap_or_default());
+                let kind = match &point.value {
+                    Value::Error(_) => self
+                        .kinds
+                        .get(&key)
+                        .copied()
+                        .unwrap_or_else(|| kind(&point.value, &point.unit)),
+                    value => {
+                        let kind = kind(value, &point.unit);
+                        self.kinds.insert(key, kind);
+                        kind
+                    }
+                };
+                entities.push(Entity::Point {
+                    name,
+                    unit: point.unit.as_str(),
+                    kind,
+                });
+            }
         }
-        if let Some(executor) = name.strip_prefix(EXEC_POINT_PREFIX) {
+        let withdrawn = matches!(&point.value, Value::Text(t) if t.as_str() == UNEXPOSED);
+        if let Some(executor) = name.strip_prefix(EXEC_POINT_PREFIX).filter(|_| !withdrawn) {
             entities.push(Entity::Button { executor });
         }
         for entity in &entities {
@@ -802,12 +961,12 @@ impl Bridge {
     }
 
     /// Publishes a retained message unless the broker has it already.
-    fn put(&mut self, topic: String, payload: Vec<u8>, signature: Vec<u8>) {
-        if self.published.get(&topic) == Some(&signature) {
+    fn put(&mut self, topic: String, payload: Vec<u8>, signed: u64) {
+        if self.published.get(&topic) == Some(&signed) {
             return;
         }
         if self.send(topic.clone(), payload, true) {
-            self.published.insert(topic, signature);
+            self.published.insert(topic, signed);
         }
     }
 
@@ -824,14 +983,29 @@ impl Bridge {
             log::warn!("mqtt: the send queue is full (the broker is slow, or the mesh is large); the rest follows once it drains");
         }
         self.counters.queue_full += 1;
-        // What was queued stays recorded (it will be sent); what was not is
+        // A lost result or refusal is not resent; a retained message is:
+        // what was queued stays recorded (it will be sent); what was not is
         // missing from `published`, so the next full pass sends it.
-        self.resend = true;
+        self.resend |= retain;
         false
     }
 }
 
 impl Bridge {
+    /// Logs a refusal or an ignored message, at most one a second (anyone
+    /// who can publish to the broker could otherwise fill the log).
+    fn log_refusal(&mut self, now: Instant, what: &str) {
+        let quiet = self
+            .last_refusal_log
+            .is_some_and(|at| now.saturating_since(at) < Duration::from_secs(1));
+        if quiet {
+            log::debug!("mqtt: {what}");
+        } else {
+            self.last_refusal_log = Some(now);
+            log::warn!("mqtt: {what}");
+        }
+    }
+
     /// This node's role now.
     pub fn role(&self) -> Role {
         self.role

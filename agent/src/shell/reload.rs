@@ -66,6 +66,14 @@ pub fn restart_needed(running: &Config, new: &Config) -> Vec<&'static str> {
         history_per_point,
     } = &running.limits;
     check("mqtt", running.mqtt == new.mqtt);
+    let mqtt_sensors = |config: &Config| -> Vec<shoal_config::SensorSection> {
+        let sensors = config.sensors.iter().filter(|s| s.driver == "mqtt");
+        sensors.cloned().collect()
+    };
+    check(
+        "sensors with driver = \"mqtt\"",
+        mqtt_sensors(running) == mqtt_sensors(new),
+    );
     check("limits.max_nodes", *max_nodes == new.limits.max_nodes);
     check(
         "limits.max_points_per_node",
@@ -95,6 +103,18 @@ pub fn in_effect(running: &Config, new: Config) -> Config {
         mqtt: _,
         warnings,
     } = new;
+    // `mqtt` sensors live in the bridge, built at start: they stay as running.
+    let sensors = sensors
+        .into_iter()
+        .filter(|s| s.driver != "mqtt")
+        .chain(
+            running
+                .sensors
+                .iter()
+                .filter(|s| s.driver == "mqtt")
+                .cloned(),
+        )
+        .collect();
     Config {
         node: running.node.clone(),
         mesh: running.mesh.clone(),
@@ -245,6 +265,18 @@ do = "fan_on"
         ];
         let mut limits = BASE.to_owned();
         limits.push_str("[limits]\n");
+        // `[mqtt]` itself, and its sensors (against a running [mqtt]).
+        let broker = "[mqtt]\nbroker = \"mqtt://127.0.0.1\"\n";
+        let new = parse(&format!("{BASE}{broker}"));
+        assert_eq!(restart_needed(&running, &new), ["mqtt"]);
+        let with_mqtt = parse(&format!("{BASE}{broker}"));
+        let source = "[[sensor]]\nname = \"z\"\ndriver = \"mqtt\"\ntopic = \"z2m/z\"\n";
+        let new = parse(&format!("{BASE}{broker}{source}"));
+        assert_eq!(
+            restart_needed(&with_mqtt, &new),
+            ["sensors with driver = \"mqtt\""]
+        );
+        assert!(restart_needed(&with_mqtt, &in_effect(&with_mqtt, new)).is_empty());
         for (section, line, key) in cases {
             let new = if section == "[limits]" {
                 parse(&format!("{limits}{line}\n"))

@@ -53,6 +53,10 @@ pub fn parse_broker(url: &str) -> Result<(String, u16), String> {
             .split_once(']')
             .ok_or_else(|| format!("{url:?}: an IPv6 address needs its closing ]"))?;
         (host, tail.strip_prefix(':'))
+    } else if rest.matches(':').count() > 1 {
+        return Err(format!(
+            "{url:?}: write an IPv6 address in brackets, mqtt://[::1]:1883"
+        ));
     } else {
         match rest.rsplit_once(':') {
             Some((host, port)) => (host, Some(port)),
@@ -185,7 +189,22 @@ pub fn field_points(sensor: &str, fields: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// Point name prefixes the agent publishes under itself (MQTT exposure and
+/// the bridge role): a sensor or derived point may not use them, or it
+/// would offer a button, a switch or a bridge claim nobody configured.
+pub(super) const RESERVED_PREFIXES: &[&str] = &["exec.", "switch.", "mqtt."];
+
 impl Walker<'_> {
+    /// A point named with a reserved prefix is a problem.
+    pub(super) fn reserved_point(&mut self, point: &str, span: Range<usize>) {
+        if let Some(prefix) = RESERVED_PREFIXES.iter().find(|p| point.starts_with(**p)) {
+            self.problem(
+                span,
+                format!("point {point:?}: names starting with {prefix:?} are the agent's own (MQTT buttons, switches and the bridge role)"),
+            );
+        }
+    }
+
     /// `json = "/pointer"` or `json = { field = "/pointer", ... }`.
     pub(super) fn json_fields(
         &mut self,

@@ -737,3 +737,41 @@ fn bad_mqtt_sensors_are_each_named() {
         assert!(all.contains(expected), "{expected:?} missing from:\n{all}");
     }
 }
+
+#[test]
+fn the_agents_own_point_prefixes_are_reserved() {
+    for (section, name) in [
+        (
+            "[[sensor]]\nname = \"exec.door\"\ndriver = \"system\"\n",
+            "exec.door",
+        ),
+        (
+            "[[compute]]\nname = \"switch.pump\"\nexpr = \"1\"\n",
+            "switch.pump",
+        ),
+        (
+            "[[sensor]]\nname = \"mqtt.bridge\"\ndriver = \"system\"\n",
+            "mqtt.bridge",
+        ),
+    ] {
+        let all = problems(section).join("\n");
+        assert!(
+            all.contains(&format!("point \"{name}\": names starting with")),
+            "{all}"
+        );
+    }
+    // A JSON field's point too; a field merely named `exec` is fine.
+    let mqtt = "[mqtt]\nbroker = \"mqtt://h\"\n[[sensor]]\ndriver = \"mqtt\"\ntopic = \"t\"\n";
+    let all = problems(&format!(
+        "{mqtt}name = \"exec\"\njson = {{ door = \"/d\", x = \"/x\" }}\n"
+    ))
+    .join("\n");
+    assert!(
+        all.contains("point \"exec.door\": names starting with"),
+        "{all}"
+    );
+    check(&format!(
+        "{mqtt}name = \"a\"\njson = {{ x = \"/x\", exec = \"/y\" }}\n"
+    ))
+    .expect("valid");
+}

@@ -73,6 +73,8 @@ pub enum ClientEvent {
         topic: String,
         /// Payload.
         payload: Vec<u8>,
+        /// A retained message, sent because we subscribed (it may be old).
+        retained: bool,
     },
 }
 
@@ -108,8 +110,9 @@ pub struct Outgoing {
     pub retain: bool,
 }
 
-/// The agent's end of the connection. Dropping it stops the task (after a
-/// DISCONNECT, so the broker does not publish the Last Will).
+/// The agent's end of the connection. Dropping it cancels the task (the
+/// broker then publishes the Last Will); [`Client::close`] ends it with a
+/// DISCONNECT instead.
 #[derive(Debug)]
 pub struct Client {
     out: Sender<Outgoing>,
@@ -295,9 +298,21 @@ async fn serve(
 ) -> Result<(), String> {
     let keep_alive = settings.keep_alive.max(Duration::from_secs(1));
     let mut last_sent = Instant::now();
+    let mut last_received = Instant::now();
     let mut ping_sent: Option<Instant> = None;
+    let mut handled = 0u32;
     loop {
-        let tick = keep_alive.saturating_sub(last_sent.elapsed());
+        // Other tasks (the agent's loop) run between packets, however fast
+        // the broker sends.
+        handled = handled.wrapping_add(1);
+        if handled.is_multiple_of(16) {
+            future::yield_now().await;
+        }
+        let quiet = last_sent.min(last_received);
+        let tick = match ping_sent {
+            Some(at) => keep_alive.saturating_sub(at.elapsed()),
+            None => keep_alive.saturating_sub(quiet.elapsed()),
+        };
         let mut read_stream = stream.clone();
         let wake = future::or(
             async { Wake::Packet(reader.next(&mut read_stream, stats).await) },
@@ -308,19 +323,23 @@ async fn serve(
         )
         .await;
         match wake {
-            Wake::Packet(packet) => match packet? {
+            Wake::Packet(packet) => match packet.inspect(|_| last_received = Instant::now())? {
                 Incoming::Publish {
                     topic,
                     payload,
                     ack,
-                    ..
+                    retain,
                 } => {
                     if let Some(id) = ack {
                         write(&mut stream, &packet::puback(id)).await?;
                     }
                     bump(&stats.received);
                     if events
-                        .try_send(ClientEvent::Message { topic, payload })
+                        .try_send(ClientEvent::Message {
+                            topic,
+                            payload,
+                            retained: retain,
+                        })
                         .is_err()
                     {
                         bump(&stats.dropped);
@@ -354,7 +373,12 @@ async fn serve(
                 if ping_sent.is_some_and(|at| at.elapsed() >= keep_alive) {
                     return Err("the broker did not answer a ping".to_owned());
                 }
-                if last_sent.elapsed() >= keep_alive && ping_sent.is_none() {
+                // Ping when we sent nothing (the broker needs a packet per
+                // keepalive) or heard nothing (a half-open connection
+                // otherwise goes unnoticed while we keep publishing).
+                let quiet =
+                    last_sent.elapsed() >= keep_alive || last_received.elapsed() >= keep_alive;
+                if quiet && ping_sent.is_none() {
                     write(&mut stream, &packet::pingreq()).await?;
                     ping_sent = Some(Instant::now());
                     last_sent = Instant::now();

@@ -86,15 +86,19 @@ impl Sources {
     /// sensor has that topic, or nothing changed beyond the deadband since
     /// the last reading, sent less than `max_interval` ago: a flood of
     /// repeats costs the mesh nothing).
+    /// A retained message counts only while the sensor has no value yet:
+    /// the broker sends it again at every reconnect, and it may be old.
     pub fn on_message(
         &mut self,
         now: Instant,
         topic: &str,
         payload: &[u8],
+        retained: bool,
         ts_ms: u64,
     ) -> Vec<Reading> {
         let mut readings = Vec::new();
-        for source in self.sources.iter_mut().filter(|s| s.topic == topic) {
+        let wanted = |s: &&mut Source| s.topic == topic && (s.last.is_empty() || !retained);
+        for source in self.sources.iter_mut().filter(wanted) {
             let values = values(&source.section, payload);
             let bad = values.iter().find_map(|(_, value)| match value {
                 Value::Error(why) => Some(why.to_string()),

@@ -40,6 +40,7 @@ fn json_pointers_become_points_with_the_sensors_unit() {
         Instant::ZERO,
         "z2m/kitchen",
         br#"{"temperature": 21.5, "state": {"occupancy": true}, "other": "x"}"#,
+        false,
         7,
     );
     assert_eq!(
@@ -52,7 +53,7 @@ fn json_pointers_become_points_with_the_sensors_unit() {
     assert_eq!(readings[0].unit.as_str(), "°C");
     assert_eq!(readings[0].ts_ms, 7);
     assert!(sources
-        .on_message(Instant::ZERO, "z2m/other", b"{}", 7)
+        .on_message(Instant::ZERO, "z2m/other", b"{}", false, 7)
         .is_empty());
     assert_eq!(sources.errors, 0);
 }
@@ -69,7 +70,7 @@ fn a_plain_payload_is_the_value() {
             Value::Text(heapless::String::try_from("open").unwrap()),
         ),
     ] {
-        let readings = sources.on_message(Instant::ZERO, "z2m/kitchen", payload, 0);
+        let readings = sources.on_message(Instant::ZERO, "z2m/kitchen", payload, false, 0);
         assert_eq!(values_of(&readings), vec![("kitchen".to_owned(), value)]);
     }
 }
@@ -95,11 +96,11 @@ fn bad_messages_are_errors_counted_and_logged_once_until_a_good_one() {
             vec![("kitchen".to_owned(), error(why))],
             "{payload:?}"
         );
-        sources.on_message(Instant::ZERO, "z2m/kitchen", payload, 0);
+        sources.on_message(Instant::ZERO, "z2m/kitchen", payload, false, 0);
     }
     assert_eq!(sources.errors, 6);
     assert!(sources.sources[0].warned);
-    sources.on_message(Instant::ZERO, "z2m/kitchen", br#"{"t": 1}"#, 0);
+    sources.on_message(Instant::ZERO, "z2m/kitchen", br#"{"t": 1}"#, false, 0);
     assert!(!sources.sources[0].warned);
     // An oversized pointer's error still fits a point.
     let long = format!("/{}", "x".repeat(100));
@@ -111,7 +112,7 @@ fn the_deadband_holds_back_small_changes() {
     let mut sources = Sources::new(&[section(&[("kitchen", "/t")], 0.5)]);
     let mut published = |payload: &[u8]| {
         sources
-            .on_message(Instant::ZERO, "z2m/kitchen", payload, 0)
+            .on_message(Instant::ZERO, "z2m/kitchen", payload, false, 0)
             .len()
     };
     assert_eq!(published(br#"{"t": 20.0}"#), 1);
@@ -126,28 +127,43 @@ fn repeats_are_sent_again_only_after_max_interval_and_a_flood_of_garbage_once() 
     let at = |s: u64| Instant::from_millis(s * 1000);
     assert_eq!(
         sources
-            .on_message(at(0), "z2m/kitchen", br#"{"t": 1}"#, 0)
+            .on_message(at(0), "z2m/kitchen", br#"{"t": 1}"#, false, 0)
             .len(),
         1
     );
     assert_eq!(
         sources
-            .on_message(at(30), "z2m/kitchen", br#"{"t": 1}"#, 0)
+            .on_message(at(30), "z2m/kitchen", br#"{"t": 1}"#, false, 0)
             .len(),
         0
     );
     assert_eq!(
         sources
-            .on_message(at(61), "z2m/kitchen", br#"{"t": 1}"#, 0)
+            .on_message(at(61), "z2m/kitchen", br#"{"t": 1}"#, false, 0)
             .len(),
         1
     );
     let garbage: usize = (0..10_000)
-        .map(|_| sources.on_message(at(62), "z2m/kitchen", b"{oops", 0).len())
+        .map(|_| {
+            sources
+                .on_message(at(62), "z2m/kitchen", b"{oops", false, 0)
+                .len()
+        })
         .sum();
     assert_eq!(
         garbage, 1,
         "the error is one reading, however many bad messages"
     );
     assert_eq!(sources.errors, 10_000);
+}
+
+#[test]
+fn a_retained_message_counts_only_before_the_first_value() {
+    let mut sources = Sources::new(&[section(&[("kitchen", "/t")], 0.0)]);
+    let first = sources.on_message(Instant::ZERO, "z2m/kitchen", br#"{"t": 1}"#, true, 0);
+    assert_eq!(first.len(), 1, "the retained value is better than none");
+    let again = sources.on_message(Instant::ZERO, "z2m/kitchen", br#"{"t": 5}"#, true, 0);
+    assert!(again.is_empty(), "a reconnect's retained copy is not news");
+    let live = sources.on_message(Instant::ZERO, "z2m/kitchen", br#"{"t": 5}"#, false, 0);
+    assert_eq!(live.len(), 1);
 }
