@@ -4,17 +4,18 @@
 //! `standby` (connected, ready) or `offline` (no broker); the point travels
 //! with every other point. Every node then decides from the same view:
 //!
-//! - an active node stays active, unless another HEALTHY node is active
-//!   with a lower id (two actives after a partition heals: the higher
-//!   steps down at once);
-//! - a standby node becomes active only when no HEALTHY node is active, it
+//! - an active node stays active, unless another live node is active with
+//!   a lower id (two actives after a partition heals: the higher steps
+//!   down at once, and the lower publishes everything again);
+//! - a standby node becomes active only when no live node is active, it
 //!   has been up long enough to have heard the mesh (a node that returns
 //!   sees the bridge in place and stays standby), and its id is the lowest
-//!   of the HEALTHY standby nodes.
+//!   of the live standby nodes.
 //!
-//! A bridge that dies stops being HEALTHY at `unreachable_after`; one that
-//! loses the broker says `offline` within a step, and the next standby
-//! takes over.
+//! Live means HEALTHY or SUSPECT: a beacon or two lost on Wi-Fi is not a
+//! handover. A bridge that dies stops counting when it turns UNREACHABLE
+//! (`unreachable_after`); one that loses the broker says `offline` within a
+//! step, and the next standby takes over.
 
 use shoal_core::wire::NodeId;
 
@@ -53,7 +54,7 @@ impl Role {
     }
 }
 
-/// This node's next role. `others` are the other HEALTHY nodes' claims;
+/// This node's next role. `others` are the other live nodes' claims;
 /// `settled` says this node has been up long enough to know the mesh.
 pub fn next_role(
     own: NodeId,
