@@ -1848,11 +1848,16 @@ fn a_fresh_node_joins_with_a_token_that_works_once_and_expires() {
     let mut mesh = Mesh::new(22);
     mesh.add(1, 221, Some(FRESH));
     mesh.add(2, 222, Some(FRESH));
-    mesh.wait_for("both made their own keys", INTERVAL * 2, |m| {
-        m.agents
-            .iter()
-            .all(|a| a.logged("created a new mesh key in"))
-    });
+    // The API token is written a moment after the key: wait for both.
+    mesh.wait_for(
+        "both made their own keys and API tokens",
+        INTERVAL * 2,
+        |m| {
+            m.agents.iter().all(|a| {
+                a.logged("created a new mesh key in") && a.logged("created the API token in")
+            })
+        },
+    );
     let api = |n: usize| format!("127.0.0.{}:{}", 220 + n, mesh.port + 2);
     let api_token = std::fs::read_to_string(mesh.dir.join("agent-1/api.token")).expect("token");
     let api_token = api_token.trim();
@@ -2422,8 +2427,10 @@ fn sighup_reloads_the_configuration_refuses_a_bad_file_and_names_what_needs_a_re
     assert_ne!(moved, reloaded);
     std::fs::write(&path, &moved).expect("rewritten");
     mesh.agents[0].signal("HUP");
-    mesh.wait_for("the restart warning", INTERVAL * 2, |m| {
+    // The warning comes first, then the "reloaded" line: wait for both.
+    mesh.wait_for("the restart warning and the reload", INTERVAL * 2, |m| {
         m.agents[0].logged("mesh.port changed: restart to apply")
+            && m.agents[0].count("reloaded ") >= 2
     });
     let agent = &mut mesh.agents[0];
     assert_eq!(
