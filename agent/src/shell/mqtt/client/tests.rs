@@ -43,6 +43,27 @@ async fn within<T>(limit: Duration, work: impl std::future::Future<Output = T>) 
     timeout(limit, work).await.expect("timed out")
 }
 
+/// Accepts the client's next connection and answers its CONNECT with `code`.
+async fn accept(listener: &TcpListener, code: u8) -> TcpStream {
+    let (mut broker, _) = within(Duration::from_secs(5), listener.accept())
+        .await
+        .unwrap();
+    within(Duration::from_secs(5), read_packet(&mut broker)).await;
+    broker.write_all(&[0x20, 2, 0, code]).await.unwrap();
+    broker
+}
+
+/// The same, accepted, through its SUBSCRIBE and the client's `Connected`.
+async fn connected(listener: &TcpListener, client: &Client) -> TcpStream {
+    let mut broker = accept(listener, 0).await;
+    within(Duration::from_secs(5), read_packet(&mut broker)).await;
+    assert_eq!(
+        within(Duration::from_secs(5), client.next_event()).await,
+        ClientEvent::Connected
+    );
+    broker
+}
+
 #[test]
 fn backoff_doubles_up_to_its_ceiling() {
     assert_eq!(backoff(0), Duration::from_secs(1));
@@ -124,11 +145,7 @@ fn a_refusal_garbage_and_silence_each_end_the_connection_with_a_reason_and_a_ret
         let port = listener.local_addr().unwrap().port();
         let client = Client::start(&ex, settings(port));
         // 1: bad password.
-        let (mut broker, _) = within(Duration::from_secs(5), listener.accept())
-            .await
-            .unwrap();
-        read_packet(&mut broker).await;
-        broker.write_all(&[0x20, 2, 0, 4]).await.unwrap();
+        let _broker = accept(&listener, 4).await;
         let ClientEvent::Disconnected { reason, retry_in } =
             within(Duration::from_secs(5), client.next_event()).await
         else {
@@ -137,16 +154,7 @@ fn a_refusal_garbage_and_silence_each_end_the_connection_with_a_reason_and_a_ret
         assert!(reason.contains("bad user name or password"), "{reason}");
         assert_eq!(retry_in, Duration::from_secs(1));
         // 2: accepted, then garbage (a packet type no broker sends).
-        let (mut broker, _) = within(Duration::from_secs(5), listener.accept())
-            .await
-            .unwrap();
-        read_packet(&mut broker).await;
-        broker.write_all(&[0x20, 2, 0, 0]).await.unwrap();
-        read_packet(&mut broker).await; // SUBSCRIBE
-        assert_eq!(
-            within(Duration::from_secs(5), client.next_event()).await,
-            ClientEvent::Connected
-        );
+        let mut broker = connected(&listener, &client).await;
         broker.write_all(&[0x10, 0]).await.unwrap();
         let ClientEvent::Disconnected { reason, retry_in } =
             within(Duration::from_secs(5), client.next_event()).await
@@ -157,16 +165,7 @@ fn a_refusal_garbage_and_silence_each_end_the_connection_with_a_reason_and_a_ret
         assert_eq!(retry_in, Duration::from_secs(2), "backoff grows");
         // 3: an oversized message is skipped, the next one arrives, and a
         // broker that closes mid-packet is a disconnect.
-        let (mut broker, _) = within(Duration::from_secs(5), listener.accept())
-            .await
-            .unwrap();
-        read_packet(&mut broker).await;
-        broker.write_all(&[0x20, 2, 0, 0]).await.unwrap();
-        read_packet(&mut broker).await;
-        assert_eq!(
-            within(Duration::from_secs(5), client.next_event()).await,
-            ClientEvent::Connected
-        );
+        let mut broker = connected(&listener, &client).await;
         let big = packet::publish("z/x", &vec![7u8; 5000], false);
         broker.write_all(&big).await.unwrap();
         broker
@@ -225,11 +224,8 @@ fn a_broker_that_stops_reading_fills_the_queue_to_its_bound_and_no_further() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let client = Client::start(&ex, settings(port));
-        let (mut broker, _) = within(Duration::from_secs(5), listener.accept())
-            .await
-            .unwrap();
-        read_packet(&mut broker).await;
-        broker.write_all(&[0x20, 2, 0, 0]).await.unwrap();
+        // Accepted, but it never reads the SUBSCRIBE or anything after.
+        let broker = accept(&listener, 0).await;
         assert_eq!(
             within(Duration::from_secs(5), client.next_event()).await,
             ClientEvent::Connected
