@@ -32,7 +32,7 @@ use shoal_config::{BridgeRole, Config, MqttSection};
 use shoal_core::peers::PeerState;
 use shoal_core::time::Instant;
 use shoal_core::wire::{self, Name, NodeId, Value};
-use shoal_core::{Event, Node, Reading};
+use shoal_core::{Event, Node};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
@@ -145,19 +145,9 @@ fn kind(value: &Value, unit: &str) -> Kind {
 
 /// Publishes `value` as this node's point `name`.
 fn set_point(node: &mut Node, now: Instant, name: &str, value: &str) {
-    let text = heapless::String::<{ wire::MAX_TEXT }>::try_from(value);
-    let (Some(name), Ok(text)) = (wire::name(name), text) else {
-        log::warn!("mqtt: cannot publish point {name:?}");
-        return;
-    };
-    let reading = Reading {
-        name,
-        value: Value::Text(text),
-        unit: wire::Unit::new(),
-        ts_ms: super::unix_ms(),
-    };
-    if let Err(error) = node.handle_reading(now, reading) {
-        log::warn!("mqtt: cannot publish point: {error}");
+    match heapless::String::<{ wire::MAX_TEXT }>::try_from(value) {
+        Ok(text) => super::runs::publish_own(node, now, name, Value::Text(text)),
+        Err(_) => log::warn!("mqtt: {value:?} does not fit point {name:?}"),
     }
 }
 
@@ -275,24 +265,13 @@ pub fn all_executors(config: &Config) -> Vec<shoal_config::ExecutorSection> {
 /// An actuator of this node was driven: an exposed one's state point says
 /// whether it is on.
 pub fn actuator_switched(config: &Config, node: &mut Node, now: Instant, actuator: &str, on: bool) {
-    if !config
+    if config
         .actuators
         .iter()
         .any(|a| a.mqtt && a.name == actuator)
     {
-        return;
-    }
-    let Some(name) = wire::name(&format!("{SWITCH_POINT_PREFIX}{actuator}")) else {
-        return;
-    };
-    let reading = Reading {
-        name,
-        value: Value::Bool(on),
-        unit: wire::Unit::new(),
-        ts_ms: super::unix_ms(),
-    };
-    if let Err(error) = node.handle_reading(now, reading) {
-        log::warn!("mqtt: cannot publish the state of {actuator}: {error}");
+        let point = format!("{SWITCH_POINT_PREFIX}{actuator}");
+        super::runs::publish_own(node, now, &point, Value::Bool(on));
     }
 }
 

@@ -269,7 +269,7 @@ impl Runs {
         }
         self.records.push_back(record);
         if let Some((point, value)) = &finished.publish {
-            publish_value(node, now, point, *value);
+            publish_own(node, now, point, wire::Value::Float(*value));
         }
         if let Some((origin, id)) = request {
             let summary = executor::summary(&finished.output);
@@ -278,15 +278,16 @@ impl Runs {
     }
 }
 
-/// A `publish` executor's point.
-fn publish_value(node: &mut Node, now: Instant, point: &str, value: f64) {
+/// Publishes `value` as this node's point `point` (a `publish` executor,
+/// and the MQTT bridge's own points); a bad name or a refusal is logged.
+pub fn publish_own(node: &mut Node, now: Instant, point: &str, value: wire::Value) {
     let Some(name) = wire::name(point) else {
         log::warn!("publish: {point:?} is not a valid point name");
         return;
     };
     let reading = Reading {
         name,
-        value: wire::Value::Float(value),
+        value,
         unit: wire::Unit::new(),
         ts_ms: super::unix_ms(),
     };
