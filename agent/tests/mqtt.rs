@@ -166,6 +166,15 @@ impl Broker {
         assert!(status.success());
     }
 
+    fn publish_retained(&self, topic: &str, payload: &str) {
+        let status = self
+            .client("mosquitto_pub")
+            .args(["-r", "-t", topic, "-m", payload])
+            .status()
+            .expect("mosquitto_pub runs");
+        assert!(status.success());
+    }
+
     /// Client ids that published to a topic matching `part` since line
     /// `from` of the broker's log, and the log's line count.
     fn publishers(&self, part: &str, from: usize) -> (BTreeSet<String>, usize) {
@@ -820,4 +829,80 @@ fn a_pruned_node_leaves_the_broker_and_home_assistant() {
         "{before} retained topics of agent-3 removed {took:?} after it left (prune_after 4s)"
     );
     assert!(broker.retained("shoal/agent-1/temperature").len() == 1);
+}
+
+#[test]
+fn a_new_bridge_clears_what_earlier_bridges_left_and_nothing_else() {
+    let Some(broker) = Broker::start(
+        "a_new_bridge_clears_what_earlier_bridges_left_and_nothing_else",
+        "127.0.0.124",
+    ) else {
+        return;
+    };
+    // What a bridge leaves when a node is pruned while another node is
+    // the bridge: a ghost node's states, role and Home Assistant configs.
+    let ghost_config = serde_json::json!({
+        "name": "temperature",
+        "unique_id": "shoal_00000000000000ff_p_temperature",
+        "state_topic": "shoal/ghost/temperature",
+        "availability": [{"topic": "shoal/bridge/agent-9", "payload_available": "active"}],
+        "device": {"identifiers": ["shoal_00000000000000ff"], "name": "ghost"},
+    });
+    let ghost_topic = "homeassistant/sensor/shoal_00000000000000ff/p_temperature/config";
+    let leftovers = [
+        ("shoal/ghost/temperature", "21.5".to_owned()),
+        (
+            "shoal/ghost/temperature/attributes",
+            "{\"unit\":\"°C\"}".to_owned(),
+        ),
+        ("shoal/ghost/availability", "online".to_owned()),
+        ("shoal/bridge/agent-9", "offline".to_owned()),
+        (ghost_topic, ghost_config.to_string()),
+    ];
+    // Not the bridge's: another integration's config, another shoal mesh's
+    // (other topic prefix) under the same device-id pattern, and a
+    // command left retained by mistake.
+    let mut other_mesh = ghost_config.clone();
+    other_mesh["availability"][0]["topic"] = "upstairs/bridge/attic".into();
+    let other_topic = "homeassistant/sensor/shoal_00000000000000ee/p_temperature/config";
+    let foreign = [
+        (
+            "homeassistant/sensor/0x00158d0001/temperature/config",
+            "{\"name\":\"zigbee\"}".to_owned(),
+        ),
+        (other_topic, other_mesh.to_string()),
+        ("upstairs/attic/temperature", "19.0".to_owned()),
+        ("shoal/agent-3/exec/button/run", "press".to_owned()),
+    ];
+    for (topic, payload) in leftovers.iter().chain(foreign.iter()) {
+        broker.publish_retained(topic, payload);
+    }
+    let mut mesh = Mesh::new(6);
+    three_agents(&mut mesh, &broker, 124);
+    wait_until("a bridge", Duration::from_secs(20), || {
+        active_bridge(&broker).is_some()
+    });
+    let took = wait_until("the leftovers cleared", Duration::from_secs(20), || {
+        let all = broker.retained("#");
+        leftovers.iter().all(|(topic, _)| !all.contains_key(*topic))
+    });
+    eprintln!(
+        "{} leftover topics cleared {took:?} after a bridge was active",
+        leftovers.len()
+    );
+    let all = broker.retained("#");
+    for (topic, payload) in &foreign {
+        assert_eq!(all.get(*topic), Some(payload), "{topic} kept as it was");
+    }
+    assert!(all.contains_key("shoal/agent-3/temperature"));
+    for agent in &mesh.agents {
+        assert!(
+            !agent.logged("pressed on"),
+            "a retained command never runs (nor twice through the snapshot)"
+        );
+    }
+    let bridge = active_bridge(&broker).expect("one bridge");
+    let agent = agent_named(&mut mesh, &bridge);
+    assert!(agent.logged("read the broker's retained topics"));
+    assert!(agent.logged("ignored a retained message on shoal/agent-3/exec/button/run"));
 }

@@ -18,11 +18,15 @@
 //! | `P/NODE/switch.ACTUATOR` | yes | `true` / `false`: an `mqtt = true` actuator's state |
 //! | `P/NODE/switch.ACTUATOR/set` | no | `ON` / `OFF` drives it (through its node's `ACTUATOR.on` / `.off`) |
 //! | `D/COMPONENT/shoal_ID/OBJECT/config` | yes | Home Assistant discovery (see [`discovery`]) |
+//!
+//! A node that becomes the bridge first reads what the broker holds (see
+//! [`snapshot`]), so it also clears what earlier bridges left.
 
 pub mod client;
 pub mod discovery;
 pub mod election;
 pub mod packet;
+pub mod snapshot;
 pub mod source;
 
 use self::client::{Client, ClientEvent, Settings};
@@ -114,6 +118,8 @@ pub struct Bridge {
     last_birth: Option<Instant>,
     /// When a refused command was last logged (at most one a second).
     last_refusal_log: Option<Instant>,
+    /// Reading what earlier bridges left on the broker (see `snapshot.rs`).
+    snapshot: snapshot::Phase,
 }
 
 /// `P/bridge/NODE`: a node's role, and its Last Will.
@@ -379,6 +385,7 @@ impl Bridge {
             kinds: BTreeMap::new(),
             last_birth: None,
             last_refusal_log: None,
+            snapshot: snapshot::Phase::Due,
         })
     }
 
@@ -425,6 +432,7 @@ impl Bridge {
                     self.section.port
                 );
                 self.connected = true;
+                self.snapshot = snapshot::Phase::Due;
                 self.published.clear();
                 self.dirty_all = true;
                 let before = self.role;
@@ -446,6 +454,7 @@ impl Bridge {
                     shoal_config::format_duration(retry_in)
                 );
                 self.connected = false;
+                self.snapshot = snapshot::Phase::Due;
                 self.elect(node, now);
             }
             ClientEvent::Message {
@@ -488,6 +497,14 @@ impl Bridge {
                 self.published
                     .retain(|topic, _| !topic.starts_with(&prefix));
                 self.dirty_all = true;
+            }
+            return;
+        }
+        if snapshot::covers(&self.topics, topic) {
+            // Our own publishes come back while the snapshot is read; only
+            // retained ones were there before.
+            if retained {
+                self.adopt(node, topic, payload);
             }
             return;
         }
@@ -641,6 +658,7 @@ impl Bridge {
             self.elect(node, now);
         }
         let changed = role != self.role;
+        self.read_snapshot(now);
         if self.role != Role::Active || !self.connected {
             self.dirty_points.clear();
             return changed;
@@ -755,6 +773,68 @@ impl Bridge {
         let role = self.role.as_str().as_bytes().to_vec();
         self.published.remove(&topic);
         self.send(topic, role, true);
+    }
+}
+
+impl Bridge {
+    /// Subscribes to what earlier bridges may have left once this node is
+    /// the bridge and connected, and unsubscribes after `READ_FOR`; the
+    /// full pass that follows clears what nothing wants.
+    fn read_snapshot(&mut self, now: Instant) {
+        use snapshot::Phase;
+        let active = self.role == Role::Active && self.connected;
+        match self.snapshot {
+            Phase::Due if active => {
+                let filters = snapshot::filters(&self.topics);
+                if self.client.hand(client::Outgoing::Subscribe(filters)) {
+                    self.snapshot = Phase::Reading {
+                        until: now + snapshot::READ_FOR,
+                        adopted: 0,
+                    };
+                }
+            }
+            Phase::Reading { until, adopted } if !active || now >= until => {
+                // A lost connection took the subscription with it.
+                let filters = snapshot::filters(&self.topics);
+                if self.connected && !self.client.hand(client::Outgoing::Unsubscribe(filters)) {
+                    return;
+                }
+                self.snapshot = if active { Phase::Done } else { Phase::Due };
+                if active {
+                    log::info!("mqtt: read the broker's retained topics: {adopted} to compare with the mesh");
+                    self.dirty_all = true;
+                }
+            }
+            Phase::Done if !active => self.snapshot = Phase::Due,
+            _ => {}
+        }
+    }
+
+    /// A retained message the snapshot found: remembered as published
+    /// (unless this bridge published the topic itself), so the next full
+    /// pass clears it when nothing in the mesh wants it.
+    fn adopt(&mut self, node: &Node, topic: &str, payload: &[u8]) {
+        let snapshot::Phase::Reading { until, adopted } = self.snapshot else {
+            return;
+        };
+        if adopted >= snapshot::MAX_ADOPTED || self.published.contains_key(topic) {
+            return;
+        }
+        let known = |name: &str| {
+            name == self.own_name
+                || node
+                    .store()
+                    .origins()
+                    .values()
+                    .any(|origin| origin.name.as_str() == name)
+        };
+        if snapshot::clearable(&self.topics, topic, payload, known) {
+            self.published.insert(topic.to_owned(), signature(payload));
+            self.snapshot = snapshot::Phase::Reading {
+                until,
+                adopted: adopted + 1,
+            };
+        }
     }
 }
 

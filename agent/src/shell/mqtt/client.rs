@@ -99,16 +99,29 @@ fn bump(counter: &Cell<u64>) {
     counter.set(counter.get().saturating_add(1));
 }
 
-/// A message to publish.
+/// What the bridge hands the connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outgoing {
-    /// Topic.
-    pub topic: String,
-    /// Payload.
-    pub payload: Vec<u8>,
-    /// Retained.
-    pub retain: bool,
+pub enum Outgoing {
+    /// A message to publish.
+    Publish {
+        /// Topic.
+        topic: String,
+        /// Payload.
+        payload: Vec<u8>,
+        /// Retained.
+        retain: bool,
+    },
+    /// Subscribe to these filters for this connection only (they are not
+    /// renewed after a reconnect).
+    Subscribe(Vec<String>),
+    /// Unsubscribe from these filters.
+    Unsubscribe(Vec<String>),
 }
+
+/// The packet id of the subscriptions made at connect.
+const SETTINGS_SUBSCRIPTION: u16 = 1;
+/// The packet id of a later [`Outgoing::Subscribe`] or `Unsubscribe`.
+const LATER_SUBSCRIPTION: u16 = 2;
 
 /// The agent's end of the connection. Dropping it cancels the task (the
 /// broker then publishes the Last Will); [`Client::close`] ends it with a
@@ -144,11 +157,16 @@ impl Client {
     /// Queues a message; `false` when the queue is full (the bridge then
     /// sends its whole state again once the connection drains it).
     pub fn publish(&self, topic: String, payload: Vec<u8>, retain: bool) -> bool {
-        match self.out.try_send(Outgoing {
+        self.hand(Outgoing::Publish {
             topic,
             payload,
             retain,
-        }) {
+        })
+    }
+
+    /// Queues a subscribe or unsubscribe; `false` when the queue is full.
+    pub fn hand(&self, outgoing: Outgoing) -> bool {
+        match self.out.try_send(outgoing) {
             Ok(()) => true,
             Err(TrySendError::Full(_) | TrySendError::Closed(_)) => false,
         }
@@ -271,7 +289,8 @@ async fn session(
     }
     while out.try_recv().is_ok() {}
     if !settings.subscriptions.is_empty() {
-        write(&mut stream, &packet::subscribe(1, &settings.subscriptions)).await?;
+        let subscribe = packet::subscribe(SETTINGS_SUBSCRIPTION, &settings.subscriptions);
+        write(&mut stream, &subscribe).await?;
     }
     stats.up.set(true);
     bump(&stats.connects);
@@ -345,24 +364,34 @@ async fn serve(
                         bump(&stats.dropped);
                     }
                 }
-                Incoming::SubAck { codes, .. } => {
-                    for (filter, code) in settings.subscriptions.iter().zip(codes) {
+                Incoming::SubAck { id, codes } => {
+                    let filters = (id == SETTINGS_SUBSCRIPTION).then_some(&settings.subscriptions);
+                    for (filter, code) in filters.into_iter().flatten().zip(codes) {
                         if code == 0x80 {
                             log::warn!("mqtt: the broker refused the subscription to {filter}");
                         }
                     }
                 }
                 Incoming::PingResp => ping_sent = None,
-                Incoming::PubAck => {}
+                Incoming::PubAck | Incoming::UnsubAck => {}
                 Incoming::ConnAck { .. } => return Err("a second CONNACK".to_owned()),
             },
-            Wake::Send(Some(message)) => {
-                write(
-                    &mut stream,
-                    &packet::publish(&message.topic, &message.payload, message.retain),
-                )
-                .await?;
-                bump(&stats.published);
+            Wake::Send(Some(outgoing)) => {
+                let bytes = match &outgoing {
+                    Outgoing::Publish {
+                        topic,
+                        payload,
+                        retain,
+                    } => {
+                        bump(&stats.published);
+                        packet::publish(topic, payload, *retain)
+                    }
+                    Outgoing::Subscribe(filters) => packet::subscribe(LATER_SUBSCRIPTION, filters),
+                    Outgoing::Unsubscribe(filters) => {
+                        packet::unsubscribe(LATER_SUBSCRIPTION, filters)
+                    }
+                };
+                write(&mut stream, &bytes).await?;
                 last_sent = Instant::now();
             }
             Wake::Send(None) => {

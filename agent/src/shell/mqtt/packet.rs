@@ -56,6 +56,8 @@ pub enum Incoming {
         /// Granted QoS or 0x80 per filter.
         codes: Vec<u8>,
     },
+    /// An UNSUBSCRIBE answered.
+    UnsubAck,
     /// Our PINGREQ answered.
     PingResp,
 }
@@ -190,6 +192,15 @@ pub fn subscribe(id: u16, filters: &[String]) -> Vec<u8> {
     packet(0x82, &body)
 }
 
+/// UNSUBSCRIBE from `filters`.
+pub fn unsubscribe(id: u16, filters: &[String]) -> Vec<u8> {
+    let mut body = id.to_be_bytes().to_vec();
+    for filter in filters {
+        put_bytes(&mut body, filter.as_bytes());
+    }
+    packet(0xa2, &body)
+}
+
 /// PINGREQ.
 pub fn pingreq() -> Vec<u8> {
     vec![0xc0, 0]
@@ -246,6 +257,8 @@ fn parse(first: u8, body: &[u8]) -> Result<Incoming, PacketError> {
             codes: body[2..].to_vec(),
         }),
         9 => Err(PacketError::Malformed("SUBACK")),
+        11 if body.len() == 2 => Ok(Incoming::UnsubAck),
+        11 => Err(PacketError::Malformed("UNSUBACK")),
         13 if body.is_empty() => Ok(Incoming::PingResp),
         13 => Err(PacketError::Malformed("PINGRESP")),
         other => Err(PacketError::Unexpected(other)),

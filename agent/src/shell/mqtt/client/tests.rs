@@ -253,3 +253,38 @@ fn a_broker_that_stops_reading_fills_the_queue_to_its_bound_and_no_further() {
         drop(broker);
     }));
 }
+
+#[test]
+fn later_subscriptions_go_out_in_order_and_their_answers_are_quiet() {
+    let ex = smol::LocalExecutor::new();
+    smol::block_on(ex.run(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let client = Client::start(&ex, settings(port));
+        let mut broker = connected(&listener, &client).await;
+        let filters = vec!["shoal/+".to_owned()];
+        assert!(client.publish("shoal/a/t".to_owned(), b"1".to_vec(), true));
+        assert!(client.hand(Outgoing::Subscribe(filters.clone())));
+        assert!(client.hand(Outgoing::Unsubscribe(filters.clone())));
+        let read = |broker: &mut TcpStream| {
+            let mut broker = broker.clone();
+            async move { within(Duration::from_secs(5), read_packet(&mut broker)).await }
+        };
+        assert_eq!(
+            read(&mut broker).await,
+            packet::publish("shoal/a/t", b"1", true)
+        );
+        assert_eq!(read(&mut broker).await, packet::subscribe(2, &filters));
+        assert_eq!(read(&mut broker).await, packet::unsubscribe(2, &filters));
+        // A refused later subscription and an UNSUBACK end nothing.
+        broker.write_all(&[0x90, 3, 0, 2, 0x80]).await.unwrap();
+        broker.write_all(&[0xb0, 2, 0, 2]).await.unwrap();
+        assert!(client.publish("shoal/a/t".to_owned(), b"2".to_vec(), true));
+        assert_eq!(
+            read(&mut broker).await,
+            packet::publish("shoal/a/t", b"2", true)
+        );
+        assert!(client.stats().up.get());
+        assert_eq!(client.stats().published.get(), 2);
+    }));
+}

@@ -126,6 +126,27 @@ fn broker_answers_decode() {
         decode(&[0x40, 2, 0, 1], 10).unwrap(),
         Decoded::Packet(Incoming::PubAck, 4)
     );
+    assert_eq!(
+        decode(&[0xb0, 2, 0, 2], 10).unwrap(),
+        Decoded::Packet(Incoming::UnsubAck, 4)
+    );
+    assert_eq!(
+        decode(&[0xb0, 1, 0], 10),
+        Err(PacketError::Malformed("UNSUBACK"))
+    );
+}
+
+#[test]
+fn subscribe_and_unsubscribe_bytes() {
+    let filters = vec!["a/+".to_owned(), "b".to_owned()];
+    assert_eq!(
+        subscribe(2, &filters),
+        vec![0x82, 12, 0, 2, 0, 3, b'a', b'/', b'+', 0, 0, 1, b'b', 0]
+    );
+    assert_eq!(
+        unsubscribe(2, &filters),
+        vec![0xa2, 10, 0, 2, 0, 3, b'a', b'/', b'+', 0, 1, b'b']
+    );
 }
 
 #[test]
