@@ -388,6 +388,39 @@ fn the_whole_mesh_appears_with_discovery_and_buttons_run_through_the_mesh() {
     assert!(refusal.contains("not exposed to MQTT"), "{refusal}");
     assert!(agent_named(&mut mesh, &bridge).logged("refused to run hello on agent-3"));
     assert!(!mesh.agents[2].logged("hello from agent-3"));
+    // The same counted in /metrics, on the bridge and not on the other.
+    let n: u8 = bridge
+        .trim_start_matches("agent-")
+        .parse()
+        .expect("agent-N");
+    let metrics = common::get_text(
+        &format!("127.0.0.{}:{}", 100 + n, mesh.port + 2),
+        "/metrics",
+    );
+    for sample in [
+        "shoal_mqtt_connected 1\n",
+        "shoal_mqtt_bridge_active 1\n",
+        "shoal_mqtt_commands_total 1\n",
+        "shoal_mqtt_commands_refused_total 1\n",
+    ] {
+        assert!(metrics.contains(sample), "no {sample:?} in\n{metrics}");
+    }
+    common::promtool_check(
+        "the_whole_mesh_appears_with_discovery_and_buttons_run_through_the_mesh",
+        &metrics,
+    );
+    let standby = common::get_text(
+        &format!("127.0.0.{}:{}", 103 - n, mesh.port + 2),
+        "/metrics",
+    );
+    assert!(
+        standby.contains("shoal_mqtt_bridge_active 0\n"),
+        "{standby}"
+    );
+    assert!(
+        standby.contains("shoal_mqtt_commands_total 0\n"),
+        "{standby}"
+    );
 
     // agent-3's actuator `door` is a switch: ON and OFF drive it through
     // the mesh, and its state comes back.

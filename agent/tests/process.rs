@@ -764,23 +764,6 @@ fn points_stats_ingest_and_watch_through_the_api_and_cli() {
     assert!(!text.contains("outdoor_temp"), "the glob filters: {text}");
 }
 
-/// The body of `GET path` at `api`, as text.
-fn get_text(api: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(api).expect("connects");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .expect("writes");
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).expect("reads");
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    text.split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default()
-}
-
 #[test]
 fn metrics_of_a_three_agent_mesh_pass_promtool() {
     let mut mesh = Mesh::new(12);
@@ -797,7 +780,7 @@ fn metrics_of_a_three_agent_mesh_pass_promtool() {
     });
     std::thread::sleep(INTERVAL * 2);
     let api = format!("127.0.0.121:{}", mesh.port + 2);
-    let text = get_text(&api, "/metrics");
+    let text = common::get_text(&api, "/metrics");
     for expected in [
         "shoal_climate_celsius{node=\"agent-1\",sensor=\"climate\"} ",
         "shoal_temperature{node=\"agent-2\",sensor=\"temperature\"} ",
@@ -809,37 +792,7 @@ fn metrics_of_a_three_agent_mesh_pass_promtool() {
     ] {
         assert!(text.contains(expected), "no {expected:?} in\n{text}");
     }
-    let promtool = Command::new("promtool").arg("--version").output();
-    if promtool.is_err() {
-        common::unavailable(
-            "the promtool check",
-            "promtool is not installed (Debian package `prometheus`; .ci/run installs it)",
-        );
-        return;
-    }
-    let mut check = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool runs");
-    {
-        use std::io::Write;
-        check
-            .stdin
-            .take()
-            .expect("piped")
-            .write_all(text.as_bytes())
-            .expect("writes");
-    }
-    let out = check.wait_with_output().expect("promtool ends");
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed:\n{}{}\n{text}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::promtool_check("metrics_of_a_three_agent_mesh_pass_promtool", &text);
 }
 
 #[test]

@@ -60,6 +60,7 @@ pub fn answer(node: &mut Node, now: Instant, call: ApiCall, context: Context<'_>
                 now,
                 context.counters,
                 context.api_stats,
+                context.mqtt,
             ));
         }
         ApiCall::Stats(reply) => {

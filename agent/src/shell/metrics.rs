@@ -124,12 +124,23 @@ fn add(families: &mut Families, name: &str, help: &str, kind: &'static str, samp
 }
 
 /// The whole exposition.
-pub fn render(node: &Node, now: Instant, counters: &Counters, api: &ApiStats) -> String {
+pub fn render(
+    node: &Node,
+    now: Instant,
+    counters: &Counters,
+    api: &ApiStats,
+    mqtt: Option<&super::mqtt::Bridge>,
+) -> String {
     let mut families = Families::new();
     point_samples(&mut families, node);
     node_samples(&mut families, node, now);
     wire_samples(&mut families, node.stats());
     agent_samples(&mut families, counters, api);
+    for (name, help, kind, value) in mqtt.map(|bridge| bridge.metrics()).unwrap_or_default() {
+        let name = format!("shoal_mqtt_{name}");
+        let sample = format!("{name} {value}");
+        add(&mut families, &name, help, kind, sample);
+    }
     let mut out = String::new();
     write_families(&mut out, &families);
     write_latency(&mut out, counters);
@@ -418,7 +429,13 @@ mod tests {
                 &finished,
             ));
         }
-        let text = render(&lone_node(), Instant::ZERO, &counters, &ApiStats::default());
+        let text = render(
+            &lone_node(),
+            Instant::ZERO,
+            &counters,
+            &ApiStats::default(),
+            None,
+        );
         for label in ["exit 0", "exit 3", "timed out"] {
             let sample =
                 format!("shoal_executor_runs_total{{executor=\"fan_on\",outcome=\"{label}\"}} 1\n");
@@ -434,7 +451,7 @@ mod tests {
         }
         let api = ApiStats::default();
         api.refused_per_client.set(3);
-        let text = render(&lone_node(), Instant::ZERO, &counters, &api);
+        let text = render(&lone_node(), Instant::ZERO, &counters, &api, None);
         assert!(
             text.contains("shoal_sync_latency_seconds_bucket{le=\"0.01\"} 1\n"),
             "{text}"

@@ -74,6 +74,8 @@ pub struct BridgeCounters {
     pub commands_refused: u64,
     /// Messages on subscribed topics that meant nothing.
     pub bad_messages: u64,
+    /// Changes of the node publishing, as this node saw them.
+    pub handovers: u64,
 }
 
 /// The MQTT subsystem of one agent. See the module docs.
@@ -746,6 +748,7 @@ impl Bridge {
                 self.handovers.pop_front();
             }
             self.handovers.push_back(handover);
+            self.counters.handovers += 1;
             self.bridge_seen = bridge;
         }
         if next != self.role {
@@ -1094,7 +1097,95 @@ impl Bridge {
             "commands_refused": self.counters.commands_refused,
             "bad_messages": self.counters.bad_messages,
             "sensor_errors": self.sources.errors,
+            "handovers_seen": self.counters.handovers,
         })
+    }
+
+    /// What `/metrics` says of MQTT: (name, help, type, value), the names
+    /// without their `shoal_mqtt_` prefix.
+    pub fn metrics(&self) -> Vec<(&'static str, &'static str, &'static str, u64)> {
+        let stats = self.client.stats();
+        let c = &self.counters;
+        vec![
+            (
+                "connected",
+                "1 while connected to the broker",
+                "gauge",
+                u64::from(self.connected),
+            ),
+            (
+                "bridge_active",
+                "1 while this node publishes the mesh",
+                "gauge",
+                u64::from(self.role == Role::Active),
+            ),
+            (
+                "connects_total",
+                "Connections to the broker made",
+                "counter",
+                stats.connects.get(),
+            ),
+            (
+                "disconnects_total",
+                "Connections that failed or ended",
+                "counter",
+                stats.disconnects.get(),
+            ),
+            (
+                "published_total",
+                "Messages sent to the broker",
+                "counter",
+                stats.published.get(),
+            ),
+            (
+                "received_total",
+                "Messages received from the broker",
+                "counter",
+                stats.received.get(),
+            ),
+            (
+                "dropped_total",
+                "Received messages dropped: too large, or the agent's queue full",
+                "counter",
+                stats.dropped.get(),
+            ),
+            (
+                "queue_full_total",
+                "Messages not queued for sending (sent on the next full pass)",
+                "counter",
+                c.queue_full,
+            ),
+            (
+                "commands_total",
+                "Commands from MQTT run through the mesh",
+                "counter",
+                c.commands,
+            ),
+            (
+                "commands_refused_total",
+                "Commands from MQTT refused (not exposed, unknown node, bad payload)",
+                "counter",
+                c.commands_refused,
+            ),
+            (
+                "bad_messages_total",
+                "Messages on subscribed topics that meant nothing (retained commands included)",
+                "counter",
+                c.bad_messages,
+            ),
+            (
+                "sensor_errors_total",
+                "Messages an mqtt sensor could not read",
+                "counter",
+                self.sources.errors,
+            ),
+            (
+                "handovers_total",
+                "Changes of the node publishing the mesh",
+                "counter",
+                c.handovers,
+            ),
+        ]
     }
 
     /// A graceful stop: this node's role topic says `offline` (the broker
