@@ -19,7 +19,10 @@ use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 mod mqtt;
-pub use mqtt::{field_points, parse_broker, BridgeRole, MqttSection};
+pub use mqtt::{
+    field_points, is_reserved_point, parse_broker, BridgeRole, MqttSection, RESERVED_NODE,
+    RESERVED_POINT,
+};
 
 /// One problem in a configuration file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -569,6 +572,11 @@ impl Walker<'_> {
                 self.problem(
                     name_span.clone(),
                     format!("node.name {name:?} must be 1 to 32 of A-Z a-z 0-9 _ - ."),
+                );
+            } else if name == mqtt::RESERVED_NODE {
+                self.problem(
+                    name_span.clone(),
+                    format!("node.name {name:?} is the agent's own (the MQTT topics {name}/NODE hold each node's bridge role)"),
                 );
             }
         }

@@ -736,7 +736,8 @@ pub(crate) fn node_name(config: &Config, id: NodeId) -> Result<Name, RunError> {
 }
 
 /// A node name from a hostname: cut down to valid characters and length;
-/// a distribution's default hostname gets `-` and 4 hex digits of the id.
+/// a distribution's default hostname, or `bridge` (the MQTT bridge's
+/// topics use it), gets `-` and 4 hex digits of the id.
 pub fn default_name(hostname: &str, id: NodeId) -> String {
     let clean: String = hostname
         .trim()
@@ -744,7 +745,8 @@ pub fn default_name(hostname: &str, id: NodeId) -> String {
         .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
         .take(wire::MAX_NAME)
         .collect();
-    if !DEFAULT_HOSTNAMES.contains(&clean.to_ascii_lowercase().as_str()) {
+    let lower = clean.to_ascii_lowercase();
+    if !DEFAULT_HOSTNAMES.contains(&lower.as_str()) && lower != shoal_config::RESERVED_NODE {
         return clean;
     }
     let suffix = format!("-{:04x}", id.0 >> 48);
@@ -764,6 +766,7 @@ mod tests {
         assert_eq!(default_name("RaspberryPi", id), "RaspberryPi-a1b2");
         assert_eq!(default_name("kitchen\n", id), "kitchen");
         assert_eq!(default_name("raspberrypi-2", id), "raspberrypi-2");
+        assert_eq!(default_name("bridge", id), "bridge-a1b2");
         assert_eq!(default_name("my host!", id), "myhost");
         let other = NodeId(0x0000_c3d4_e5f6_0718);
         assert_ne!(

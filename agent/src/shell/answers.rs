@@ -151,6 +151,12 @@ fn ingest(node: &mut Node, now: Instant, readings: Vec<(String, f64, String)>) -
             refused.push(format!("{name}: invalid"));
             continue;
         };
+        if shoal_config::is_reserved_point(&name) {
+            refused.push(format!(
+                "{name}: the name is the agent's own (exec., switch., mqtt., availability)"
+            ));
+            continue;
+        }
         let reading = Reading {
             name: point,
             value: wire::Value::Float(value),

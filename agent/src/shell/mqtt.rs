@@ -122,6 +122,8 @@ pub struct Bridge {
     last_refusal_log: Option<Instant>,
     /// Reading what earlier bridges left on the broker (see `snapshot.rs`).
     snapshot: snapshot::Phase,
+    /// A point under a reserved name was skipped (said once).
+    reserved_logged: bool,
 }
 
 /// `P/bridge/NODE`: a node's role, and its Last Will.
@@ -388,6 +390,7 @@ impl Bridge {
             last_birth: None,
             last_refusal_log: None,
             snapshot: snapshot::Phase::Due,
+            reserved_logged: false,
         })
     }
 
@@ -904,6 +907,9 @@ impl Bridge {
             let Some(name) = node.node_name(id) else {
                 continue;
             };
+            if name.as_str() == shoal_config::RESERVED_NODE {
+                continue;
+            }
             let online = matches!(reach.state, PeerState::Healthy | PeerState::Suspect);
             let word = if online { "online" } else { "offline" };
             want(
@@ -949,6 +955,16 @@ impl Bridge {
         let Some(origin_name) = node.store().origin(origin).map(|o| o.name.to_string()) else {
             return;
         };
+        if origin_name == shoal_config::RESERVED_NODE || name == shoal_config::RESERVED_POINT {
+            // Its topics would be the bridge's own (`P/bridge/...`,
+            // `P/NODE/availability`); the configuration refuses these
+            // names, but another agent's (an older one's) may not.
+            if !self.reserved_logged {
+                self.reserved_logged = true;
+                log::warn!("mqtt: not publishing {origin_name}/{name}: {:?} nodes and {:?} points would overwrite the bridge's own topics; rename it", shoal_config::RESERVED_NODE, shoal_config::RESERVED_POINT);
+            }
+            return;
+        }
         let prefix = &self.topics.prefix;
         let state = format!("{prefix}/{origin_name}/{name}");
         want(
@@ -1196,3 +1212,6 @@ impl Bridge {
         self.client.close(Duration::from_secs(1)).await;
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -194,9 +194,27 @@ pub fn field_points(sensor: &str, fields: &[String]) -> Vec<String> {
 /// would offer a button, a switch or a bridge claim nobody configured.
 pub(super) const RESERVED_PREFIXES: &[&str] = &["exec.", "switch.", "mqtt."];
 
+/// A point name the bridge's topics use (`P/NODE/availability`).
+pub const RESERVED_POINT: &str = "availability";
+
+/// Whether a point name is the agent's own (a reserved prefix, or
+/// [`RESERVED_POINT`]): no sensor, compute or API reading may take it.
+pub fn is_reserved_point(name: &str) -> bool {
+    name == RESERVED_POINT || RESERVED_PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+/// A node name the bridge's topics use (`P/bridge/NODE`, `P/bridge`).
+pub const RESERVED_NODE: &str = "bridge";
+
 impl Walker<'_> {
     /// A point named with a reserved prefix is a problem.
     pub(super) fn reserved_point(&mut self, point: &str, span: Range<usize>) {
+        if point == RESERVED_POINT {
+            self.problem(
+                span.clone(),
+                format!("point {point:?}: the name is the agent's own (the MQTT topic NODE/{point} says whether the node is up)"),
+            );
+        }
         if let Some(prefix) = RESERVED_PREFIXES.iter().find(|p| point.starts_with(**p)) {
             self.problem(
                 span,

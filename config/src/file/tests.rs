@@ -774,4 +774,23 @@ fn the_agents_own_point_prefixes_are_reserved() {
         "{mqtt}name = \"a\"\njson = {{ x = \"/x\", exec = \"/y\" }}\n"
     ))
     .expect("valid");
+    // The names the bridge's own topics use.
+    let all = problems("[[compute]]\nname = \"availability\"\nexpr = \"1\"\n").join("\n");
+    assert!(
+        all.contains("point \"availability\": the name is the agent's own"),
+        "{all}"
+    );
+    let all = problems(&format!(
+        "{mqtt}name = \"availability\"\njson = {{ availability = \"/a\", x = \"/x\" }}\n"
+    ))
+    .join("\n");
+    assert!(
+        all.contains("point \"availability\": the name is the agent's own"),
+        "{all}"
+    );
+    let all = problems("[node]\nname = \"bridge\"\n").join("\n");
+    assert!(
+        all.contains("node.name \"bridge\" is the agent's own"),
+        "{all}"
+    );
 }

@@ -231,3 +231,33 @@ fn rules_say_why_an_unknown_rule_is_unknown_with_the_nearest_name() {
         "self/temperature is stale (older than stale_after)"
     );
 }
+
+#[test]
+fn a_reading_under_the_agents_own_names_is_refused_and_the_rest_kept() {
+    let mut node = mesh_node(1, "kitchen");
+    let readings = [
+        "exec.door",
+        "switch.fan",
+        "mqtt.bridge",
+        "availability",
+        "ok",
+    ]
+    .into_iter()
+    .map(|name| (name.to_owned(), 1.0, String::new()))
+    .collect();
+    let answer = ingest(&mut node, Instant::from_millis(10), readings);
+    assert_eq!(answer.status, 422);
+    let error = answer.body["error"].as_str().expect("error");
+    assert!(
+        error.starts_with("accepted 1; refused: exec.door: the name is the agent's own"),
+        "{error}"
+    );
+    for name in ["switch.fan", "mqtt.bridge", "availability"] {
+        assert!(
+            error.contains(&format!("{name}: the name is the agent's own")),
+            "{error}"
+        );
+        assert!(node.store().point(node.id(), name).is_none());
+    }
+    assert!(node.store().point(node.id(), "ok").is_some());
+}

@@ -18,7 +18,7 @@ fn settings(port: u16) -> Settings {
 }
 
 /// Reads one whole packet from the client (fixed header, remaining length, body).
-async fn read_packet(stream: &mut TcpStream) -> Vec<u8> {
+pub(crate) async fn read_packet(stream: &mut TcpStream) -> Vec<u8> {
     let mut first = [0u8; 2];
     stream.read_exact(&mut first).await.unwrap();
     let mut packet = first.to_vec();
