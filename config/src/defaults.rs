@@ -39,6 +39,10 @@ pub const API_TOKEN_FILE: &str = "/var/lib/shoal/api.token";
 pub const STATE_DIR: &str = "/var/lib/shoal";
 /// Default sampling interval of a sensor.
 pub const SENSOR_INTERVAL: Duration = Duration::from_secs(10);
+/// Default interval of an `mqtt` sensor: the least time between two
+/// readings of one point (a change is sent at once, later ones within the
+/// interval are held and the latest goes when it ends).
+pub const MQTT_SENSOR_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Longest an executor may run before it is stopped (its whole process
 /// group killed).

@@ -1066,9 +1066,12 @@ impl Walker<'_> {
         let p = "sensor.";
         let (name, driver, allowed) =
             self.device(table, span.clone(), "sensor", SENSOR_DRIVERS, SENSOR_COMMON);
-        let interval = self
-            .duration(table, p, "interval")
-            .unwrap_or(d::SENSOR_INTERVAL);
+        let mqtt = driver.as_ref().is_some_and(|(driver, _)| driver == "mqtt");
+        let interval = self.duration(table, p, "interval").unwrap_or(if mqtt {
+            d::MQTT_SENSOR_INTERVAL
+        } else {
+            d::SENSOR_INTERVAL
+        });
         if interval.is_zero() {
             let span = self.span_of(table, "interval").unwrap_or(span.clone());
             self.problem(span, "sensor.interval must be above zero".to_owned());

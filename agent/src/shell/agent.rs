@@ -296,6 +296,7 @@ impl<'ex> Agent<'ex> {
         let wake = [
             self.node.poll_timeout(),
             self.sensors.next_deadline(),
+            self.mqtt.as_ref().and_then(Bridge::next_deadline),
             ping_due,
         ]
         .into_iter()

@@ -394,6 +394,11 @@ impl Bridge {
         })
     }
 
+    /// When [`Bridge::tick`] has held source readings to send.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.sources.next_due()
+    }
+
     /// The next event of the connection.
     pub async fn next_event(&self) -> ClientEvent {
         self.client.next_event().await
@@ -655,14 +660,22 @@ impl Bridge {
         self.send(topic, payload.to_string().into_bytes(), false);
     }
 
-    /// After every step: the election, then what changed to the broker.
-    /// True when it gave the node something to send (its role changed).
+    /// After every step: held source readings that are due, the election,
+    /// then what changed to the broker. True when it gave the node
+    /// something to send (a reading, or its role changed).
     pub fn tick(&mut self, node: &mut Node, now: Instant) -> bool {
+        let due = self.sources.due(now);
+        let mut changed = !due.is_empty();
+        for reading in due {
+            if let Err(error) = node.handle_reading(now, reading) {
+                log::warn!("mqtt: a reading was refused: {error}");
+            }
+        }
         let role = self.role;
         if now >= self.next_election {
             self.elect(node, now);
         }
-        let changed = role != self.role;
+        changed |= role != self.role;
         self.read_snapshot(now);
         if self.role != Role::Active || !self.connected {
             self.dirty_points.clear();

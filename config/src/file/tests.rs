@@ -712,6 +712,16 @@ fn an_mqtt_sensor_takes_a_topic_and_json_pointers() {
         vec![("kitchen".to_owned(), "/temperature".to_owned())]
     );
     assert!(check(base).expect("valid").sensors[0].json.is_empty());
+    // At most one reading a second unless said otherwise.
+    assert_eq!(
+        check(base).expect("valid").sensors[0].interval,
+        d::MQTT_SENSOR_INTERVAL
+    );
+    let fast = check(&format!("{base}interval = \"100ms\"\n")).expect("valid");
+    assert_eq!(
+        fast.sensors[0].interval,
+        std::time::Duration::from_millis(100)
+    );
     // A rule on a field is not "a pattern that matches no point".
     let config = check(&format!(
         "{base}json = {{ t = \"/t\", h = \"/h\" }}\n[[executor]]\nname = \"x\"\naction = {{ command = [\"/bin/true\"] }}\n[[rule]]\nname = \"r\"\nwhen = \"self/kitchen.t > 1\"\ndo = \"x\"\n"

@@ -8,6 +8,12 @@
 //! pointer that is missing or not a value) turns the points into errors,
 //! counted and logged once until a good message comes, as a failing sensor
 //! read does. Deadband applies as for any sensor.
+//!
+//! `interval` (1 s unless set) is the least time between two readings of a
+//! point: a change is sent at once, changes within the interval after it
+//! are held and only the latest is sent when the interval ends. A
+//! publisher sending 100 changes a second costs the mesh one reading a
+//! second, and a door that opens is still seen at once.
 
 use shoal_config::{SensorSection, Setting};
 use shoal_core::time::Instant;
@@ -24,6 +30,9 @@ struct Source {
     unit: wire::Unit,
     /// The last value published per point, and when (for the deadband).
     last: BTreeMap<String, (Value, Instant)>,
+    /// Changes within `interval` of the last reading: the latest per
+    /// point, with its message's time, sent when the interval ends.
+    held: BTreeMap<String, (Value, u64)>,
     /// An unchanged value is published again after this long.
     max_interval: Duration,
     /// A bad message was logged; quiet until a good one.
@@ -62,6 +71,7 @@ impl Sources {
                     section: section.clone(),
                     unit,
                     last: BTreeMap::new(),
+                    held: BTreeMap::new(),
                     warned: false,
                 })
             })
@@ -117,27 +127,79 @@ impl Sources {
                 None => source.warned = false,
             }
             for (point, value) in values {
-                let fresh = source
+                let since = source
                     .last
                     .get(&point)
-                    .is_some_and(|(_, at)| now.saturating_since(*at) < source.max_interval);
+                    .map(|(_, at)| now.saturating_since(*at));
                 let last = source.last.get(&point).map(|(value, _)| value);
-                if fresh && within_deadband(last, &value, source.section.deadband) {
+                if since.is_some_and(|since| since < source.max_interval)
+                    && within_deadband(last, &value, source.section.deadband)
+                {
+                    // Back where it was sent: a held change is void.
+                    source.held.remove(&point);
                     continue;
                 }
-                let Some(name) = wire::name(&point) else {
+                if since.is_some_and(|since| since < source.section.interval) {
+                    source.held.insert(point, (value, ts_ms));
                     continue;
-                };
-                source.last.insert(point, (value.clone(), now));
-                readings.push(Reading {
-                    name,
-                    value,
-                    unit: source.unit.clone(),
-                    ts_ms,
-                });
+                }
+                readings.extend(source.send(now, point, value, ts_ms));
             }
         }
         readings
+    }
+
+    /// When the next held change is due, if any.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.sources
+            .iter()
+            .flat_map(|source| {
+                source.held.keys().filter_map(|point| {
+                    let (_, at) = source.last.get(point)?;
+                    Some(*at + source.section.interval)
+                })
+            })
+            .min()
+    }
+
+    /// The held changes whose interval has ended at `now`.
+    pub fn due(&mut self, now: Instant) -> Vec<Reading> {
+        let mut readings = Vec::new();
+        for source in &mut self.sources {
+            let interval = source.section.interval;
+            let ended: Vec<String> = source
+                .held
+                .keys()
+                .filter(|point| {
+                    source
+                        .last
+                        .get(*point)
+                        .is_none_or(|(_, at)| now.saturating_since(*at) >= interval)
+                })
+                .cloned()
+                .collect();
+            for point in ended {
+                if let Some((value, ts_ms)) = source.held.remove(&point) {
+                    readings.extend(source.send(now, point, value, ts_ms));
+                }
+            }
+        }
+        readings
+    }
+}
+
+impl Source {
+    /// A reading of `point`, remembered as the last one sent.
+    fn send(&mut self, now: Instant, point: String, value: Value, ts_ms: u64) -> Option<Reading> {
+        let name = wire::name(&point)?;
+        self.held.remove(&point);
+        self.last.insert(point, (value.clone(), now));
+        Some(Reading {
+            name,
+            value,
+            unit: self.unit.clone(),
+            ts_ms,
+        })
     }
 }
 

@@ -9,7 +9,8 @@ fn section(json: &[(&str, &str)], deadband: f64) -> SensorSection {
     SensorSection {
         name: "kitchen".to_owned(),
         driver: "mqtt".to_owned(),
-        interval: std::time::Duration::from_secs(10),
+        // No holding back, except where a test says so.
+        interval: std::time::Duration::ZERO,
         deadband,
         settings,
         json: json
@@ -166,4 +167,43 @@ fn a_retained_message_counts_only_before_the_first_value() {
     assert!(again.is_empty(), "a reconnect's retained copy is not news");
     let live = sources.on_message(Instant::ZERO, "z2m/kitchen", br#"{"t": 5}"#, false, 0);
     assert_eq!(live.len(), 1);
+}
+
+#[test]
+fn changes_within_the_interval_are_held_and_the_latest_sent_when_it_ends() {
+    let mut kitchen = section(&[("kitchen", "/t")], 0.0);
+    kitchen.interval = std::time::Duration::from_secs(1);
+    let mut sources = Sources::new(&[kitchen]);
+    let ms = Instant::from_millis;
+    let message = |sources: &mut Sources, at: u64, t: u32| {
+        let payload = format!("{{\"t\": {t}}}");
+        values_of(&sources.on_message(ms(at), "z2m/kitchen", payload.as_bytes(), false, at))
+    };
+    // The first change goes at once; 100 more within the second are held.
+    assert_eq!(
+        message(&mut sources, 0, 0),
+        vec![("kitchen".to_owned(), Value::Float(0.0))]
+    );
+    for n in 1..=100 {
+        assert!(message(&mut sources, u64::from(n) * 9, n).is_empty());
+    }
+    assert_eq!(sources.next_due(), Some(ms(1000)));
+    assert!(sources.due(ms(999)).is_empty());
+    let due = sources.due(ms(1000));
+    assert_eq!(
+        values_of(&due),
+        vec![("kitchen".to_owned(), Value::Float(100.0))]
+    );
+    assert_eq!(due[0].ts_ms, 900, "the held message's own time");
+    assert_eq!(sources.next_due(), None);
+    // A change after a quiet interval goes at once again.
+    assert_eq!(
+        message(&mut sources, 2500, 7),
+        vec![("kitchen".to_owned(), Value::Float(7.0))]
+    );
+    // A held change that returns to the value sent is void.
+    assert!(message(&mut sources, 2600, 8).is_empty());
+    assert!(message(&mut sources, 2700, 7).is_empty());
+    assert_eq!(sources.next_due(), None);
+    assert!(sources.due(ms(5000)).is_empty());
 }
