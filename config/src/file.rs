@@ -19,10 +19,12 @@ use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 mod mqtt;
+mod sources;
 pub use mqtt::{
     field_points, is_reserved_point, parse_broker, BridgeRole, MqttSection, RESERVED_NODE,
     RESERVED_POINT,
 };
+pub use sources::{parse_url, Url};
 
 /// One problem in a configuration file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,7 +172,7 @@ pub enum Setting {
 }
 
 /// `[[sensor]]`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct SensorSection {
     /// Point name within the node.
     pub name: String,
@@ -185,6 +187,14 @@ pub struct SensorSection {
     /// Points taken from a JSON message (`json = "/pointer"` or a table of
     /// them), as (point name, JSON pointer); empty: the message is the value.
     pub json: Vec<(String, String)>,
+    /// Units by point name, of a sensor whose values come as messages
+    /// (`unit = "W"` for every point, or a table by `json` field). A
+    /// point with a unit takes numbers only: text there is an error.
+    pub units: BTreeMap<String, String>,
+    /// `http`: extra request headers, (name, value).
+    pub headers: Vec<(String, String)>,
+    /// `command`: the program and its arguments (run without a shell).
+    pub argv: Vec<String>,
 }
 
 /// `[[actuator]]`.
@@ -458,7 +468,24 @@ const SENSOR_DRIVERS: &[(&str, &[&str])] = &[
     ("ds18b20", &["device"]),
     ("gpio_in", &["pin", "pull", "debounce", "mode"]),
     ("mqtt", &["topic", "json", "unit"]),
+    (
+        "http",
+        &[
+            "url",
+            "json",
+            "unit",
+            "headers",
+            "username",
+            "password_file",
+        ],
+    ),
+    ("command", &["command", "json", "unit"]),
+    ("websocket", &["url", "json", "unit"]),
 ];
+
+/// Drivers whose values come as messages (JSON or plain), mapped to points
+/// by `json` pointers, with units by point.
+pub const MESSAGE_DRIVERS: &[&str] = &["mqtt", "http", "command", "websocket"];
 const SENSOR_COMMON: &[&str] = &[
     "name",
     "driver",
@@ -1081,35 +1108,50 @@ impl Walker<'_> {
             let span = self.span_of(table, "deadband").unwrap_or(span.clone());
             self.problem(span, "sensor.deadband must not be negative".to_owned());
         }
-        let settings = self.settings(
-            table,
-            p,
-            &allowed,
-            &["name", "driver", "interval", "deadband", "json"],
-        );
-        let mut json = Vec::new();
+        let messages = driver
+            .as_ref()
+            .is_some_and(|(driver, _)| MESSAGE_DRIVERS.contains(&driver.as_str()));
+        let mut skipped = vec!["name", "driver", "interval", "deadband", "json"];
+        if messages {
+            skipped.extend(["unit", "headers", "command"]);
+        }
+        let settings = self.settings(table, p, &allowed, &skipped);
+        let mut section = SensorSection {
+            name: name.as_ref().map(|(n, _)| n.clone()).unwrap_or_default(),
+            interval,
+            deadband,
+            ..SensorSection::default()
+        };
         if let Some((driver, _)) = &driver {
             if driver == "sim" {
                 self.check_sim(table, &settings, span.clone());
             }
-            if driver == "mqtt" {
-                let sensor = name.as_ref().map_or("", |(n, _)| n.as_str());
-                json = self.json_fields(table, sensor);
-                self.check_topic(table, &settings, span.clone());
+            if messages {
+                let keyed = self.json_fields(table, &section.name);
+                let points: Vec<(String, String)> = if table.get("json").is_none() {
+                    vec![(String::new(), section.name.clone())]
+                } else {
+                    keyed
+                        .iter()
+                        .map(|(f, p, _)| (f.clone(), p.clone()))
+                        .collect()
+                };
+                section.units = self.units(table, &points);
+                section.json = keyed.into_iter().map(|(_, p, j)| (p, j)).collect();
             }
+            match driver.as_str() {
+                "mqtt" => self.check_topic(table, &settings, span.clone()),
+                "command" => section.argv = self.command_argv(table, span.clone()),
+                "http" => section.headers = self.headers(table),
+                _ => {}
+            }
+            self.check_source(table, driver, &settings, span.clone());
             self.check_hardware(table, driver, &settings, span.clone());
         }
-        Some((
-            SensorSection {
-                name: name?.0,
-                driver: driver?.0,
-                interval,
-                deadband,
-                settings,
-                json,
-            },
-            span,
-        ))
+        section.settings = settings;
+        name?;
+        section.driver = driver?.0;
+        Some((section, span))
     }
 
     /// The part sensors and actuators share: a valid name, a known driver,

@@ -48,36 +48,7 @@ pub fn parse_broker(url: &str) -> Result<(String, u16), String> {
         .or_else(|| url.strip_prefix("tcp://"))
         .ok_or_else(|| format!("{url:?} must look like mqtt://HOST:PORT"))?;
     let rest = rest.strip_suffix('/').unwrap_or(rest);
-    let (host, port) = if let Some(bracketed) = rest.strip_prefix('[') {
-        let (host, tail) = bracketed
-            .split_once(']')
-            .ok_or_else(|| format!("{url:?}: an IPv6 address needs its closing ]"))?;
-        (host, tail.strip_prefix(':'))
-    } else if rest.matches(':').count() > 1 {
-        return Err(format!(
-            "{url:?}: write an IPv6 address in brackets, mqtt://[::1]:1883"
-        ));
-    } else {
-        match rest.rsplit_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (rest, None),
-        }
-    };
-    let valid_host = !host.is_empty()
-        && host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '_'));
-    if !valid_host {
-        return Err(format!("{url:?} has no valid host"));
-    }
-    let port = match port {
-        None => 1883,
-        Some(port) => match port.parse::<u16>() {
-            Ok(port) if port > 0 => port,
-            _ => return Err(format!("{url:?}: the port must be 1 to 65535")),
-        },
-    };
-    Ok((host.to_owned(), port))
+    super::sources::host_port(rest, 1883, url)
 }
 
 /// Whether `prefix` can start MQTT topic names: not empty, no wildcards,
@@ -223,12 +194,13 @@ impl Walker<'_> {
         }
     }
 
-    /// `json = "/pointer"` or `json = { field = "/pointer", ... }`.
+    /// `json = "/pointer"` or `json = { field = "/pointer", ... }`, as
+    /// (field, point name, pointer); the field is empty for one pointer.
     pub(super) fn json_fields(
         &mut self,
         table: &DeTable<'_>,
         sensor: &str,
-    ) -> Vec<(String, String)> {
+    ) -> Vec<(String, String, String)> {
         use toml::de::DeValue;
         let Some(value) = table.get("json") else {
             return Vec::new();
@@ -268,7 +240,7 @@ impl Walker<'_> {
         let fields: Vec<String> = pointers.iter().map(|(f, _, _)| f.clone()).collect();
         let names = field_points(sensor, &fields);
         let mut out = Vec::new();
-        for ((_, pointer, span), name) in pointers.into_iter().zip(names) {
+        for ((field, pointer, span), name) in pointers.into_iter().zip(names) {
             if !(pointer.is_empty() || pointer.starts_with('/')) {
                 self.problem(
                     span,
@@ -280,7 +252,7 @@ impl Walker<'_> {
                     format!("sensor.json makes point {name:?}: 1 to 32 of A-Z a-z 0-9 _ - ."),
                 );
             } else {
-                out.push((name, pointer));
+                out.push((field, name, pointer));
             }
         }
         out

@@ -1,12 +1,12 @@
 //! Unit tests of `file`: the configuration file: every error with its position.
 use super::*;
 
-fn check(text: &str) -> Result<Config, Problems> {
+pub(super) fn check(text: &str) -> Result<Config, Problems> {
     parse(text, Path::new("test.toml"))
 }
 
 /// `line:col: message` lines of a file that must be invalid.
-fn problems(text: &str) -> Vec<String> {
+pub(super) fn problems(text: &str) -> Vec<String> {
     match check(text) {
         Ok(config) => panic!("expected problems, got {config:?}"),
         Err(problems) => problems
@@ -116,7 +116,7 @@ do = "fan_of"
             "4:19: mesh.suspect_after (2s) must be at least twice mesh.beacon_interval (5s), or one lost beacon looks like a failure",
             "10:1: duplicate sensor name \"t\"",
             "10:1: duplicate point (sensor or compute) name \"t\"",
-            "12:10: unknown sensor driver \"bme999\"; known: sim, soc_temp, system, bme280, bmp280, sht3x, bh1750, ads1115, ds18b20, gpio_in, mqtt",
+            "12:10: unknown sensor driver \"bme999\"; known: sim, soc_temp, system, bme280, bmp280, sht3x, bh1750, ads1115, ds18b20, gpio_in, mqtt, http, command, websocket",
             "20:9: rule.when: unknown word \"t\": a point is NODE/NAME (self/NAME on this node)",
             "21:6: rule \"cool\" names executor \"fan_of\", which is not defined",
         ]
