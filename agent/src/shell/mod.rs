@@ -13,6 +13,7 @@ pub mod executor;
 pub mod files;
 pub mod host;
 pub mod join;
+pub mod messages;
 pub mod metrics;
 pub mod mqtt;
 pub mod notify;

@@ -2,8 +2,7 @@
 //! (Zigbee2MQTT, Tasmota, any publisher) becomes points of this node, and
 //! travels the mesh like any reading.
 //!
-//! With `json`, each JSON pointer gives one point; without, the payload
-//! itself is the value (a number, `true`/`false`/`ON`/`OFF`, or text). A
+//! Messages become values as for every message sensor (`messages.rs`). A
 //! message that is not what the sensor expects (not UTF-8, not JSON, a
 //! pointer that is missing or not a value) turns the points into errors,
 //! counted and logged once until a good message comes, as a failing sensor
@@ -15,9 +14,10 @@
 //! publisher sending 100 changes a second costs the mesh one reading a
 //! second, and a door that opens is still seen at once.
 
+use crate::shell::messages::{self, within_deadband, Mapping};
 use shoal_config::{SensorSection, Setting};
 use shoal_core::time::Instant;
-use shoal_core::wire::{self, Value, MAX_TEXT};
+use shoal_core::wire::{self, Value};
 use shoal_core::Reading;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -27,7 +27,7 @@ use std::time::Duration;
 struct Source {
     section: SensorSection,
     topic: String,
-    unit: wire::Unit,
+    mapping: Mapping,
     /// The last value published per point, and when (for the deadband).
     last: BTreeMap<String, (Value, Instant)>,
     /// Changes within `interval` of the last reading: the latest per
@@ -57,10 +57,6 @@ impl Sources {
                 let Some(Setting::Text(topic)) = section.settings.get("topic") else {
                     return None;
                 };
-                let unit = match section.settings.get("unit") {
-                    Some(Setting::Text(unit)) => wire::unit(unit).unwrap_or_default(),
-                    _ => wire::Unit::new(),
-                };
                 let max_interval = match section.settings.get("max_interval") {
                     Some(Setting::Duration(d)) => *d,
                     _ => Duration::from_secs(60).max(section.interval),
@@ -69,7 +65,7 @@ impl Sources {
                     max_interval,
                     topic: topic.clone(),
                     section: section.clone(),
-                    unit,
+                    mapping: Mapping::new(section),
                     last: BTreeMap::new(),
                     held: BTreeMap::new(),
                     warned: false,
@@ -109,7 +105,14 @@ impl Sources {
         let mut readings = Vec::new();
         let wanted = |s: &&mut Source| s.topic == topic && (s.last.is_empty() || !retained);
         for source in self.sources.iter_mut().filter(wanted) {
-            let values = values(&source.section, payload);
+            let values = source.mapping.values(payload).unwrap_or_else(|why| {
+                let error = messages::error(&why);
+                source
+                    .mapping
+                    .points()
+                    .map(|p| (p.to_owned(), error.clone()))
+                    .collect()
+            });
             let bad = values.iter().find_map(|(_, value)| match value {
                 Value::Error(why) => Some(why.to_string()),
                 _ => None,
@@ -192,97 +195,15 @@ impl Source {
     /// A reading of `point`, remembered as the last one sent.
     fn send(&mut self, now: Instant, point: String, value: Value, ts_ms: u64) -> Option<Reading> {
         let name = wire::name(&point)?;
+        let unit = self.mapping.unit(&point);
         self.held.remove(&point);
         self.last.insert(point, (value.clone(), now));
         Some(Reading {
+            unit,
             name,
             value,
-            unit: self.unit.clone(),
             ts_ms,
         })
-    }
-}
-
-/// Whether `new` is no news after `last`: a number within the deadband
-/// (as for polled sensors, a change must exceed it), anything else equal.
-fn within_deadband(last: Option<&Value>, new: &Value, deadband: f64) -> bool {
-    match (last, new) {
-        (Some(Value::Float(old)), Value::Float(new)) => (old - new).abs() <= deadband,
-        (Some(old), new) => old == new,
-        (None, _) => false,
-    }
-}
-
-/// An error value, cut to what a point can hold.
-fn error(why: &str) -> Value {
-    let mut text = heapless::String::<MAX_TEXT>::new();
-    for c in why.chars() {
-        if text.push(c).is_err() {
-            break;
-        }
-    }
-    Value::Error(text)
-}
-
-/// A text value, or an error when it is too long or not printable.
-fn text(value: &str) -> Value {
-    match heapless::String::<MAX_TEXT>::try_from(value) {
-        Ok(text) if !value.chars().any(char::is_control) => Value::Text(text),
-        _ => error("text too long or not printable"),
-    }
-}
-
-/// The points of one message for `section`.
-fn values(section: &SensorSection, payload: &[u8]) -> Vec<(String, Value)> {
-    let points: Vec<String> = if section.json.is_empty() {
-        vec![section.name.clone()]
-    } else {
-        section
-            .json
-            .iter()
-            .map(|(point, _)| point.clone())
-            .collect()
-    };
-    let all = |value: Value| points.iter().map(|p| (p.clone(), value.clone())).collect();
-    let Ok(body) = std::str::from_utf8(payload) else {
-        return all(error("the message is not UTF-8"));
-    };
-    if section.json.is_empty() {
-        return all(plain(body.trim()));
-    }
-    let Ok(document) = serde_json::from_str::<serde_json::Value>(body) else {
-        return all(error("the message is not JSON"));
-    };
-    section
-        .json
-        .iter()
-        .map(|(point, pointer)| {
-            let value = match document.pointer(pointer) {
-                None | Some(serde_json::Value::Null) => error(&format!("no {pointer}")),
-                Some(serde_json::Value::Bool(b)) => Value::Bool(*b),
-                Some(serde_json::Value::Number(n)) => match n.as_f64() {
-                    Some(v) if v.is_finite() => Value::Float(v),
-                    _ => error("not a finite number"),
-                },
-                Some(serde_json::Value::String(s)) => text(s),
-                Some(_) => error(&format!("{pointer} is not a value")),
-            };
-            (point.clone(), value)
-        })
-        .collect()
-}
-
-/// A payload that is the value itself.
-fn plain(body: &str) -> Value {
-    if let Ok(number) = body.parse::<f64>() {
-        if number.is_finite() {
-            return Value::Float(number);
-        }
-    }
-    match body {
-        "true" | "ON" | "on" => Value::Bool(true),
-        "false" | "OFF" | "off" => Value::Bool(false),
-        _ => text(body),
     }
 }
 

@@ -30,7 +30,7 @@ fn section(name: &str, interval_s: u64, deadband: f64) -> SensorSection {
         interval: Duration::from_secs(interval_s),
         deadband,
         settings,
-        json: Vec::new(),
+        ..SensorSection::default()
     }
 }
 
