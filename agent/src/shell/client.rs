@@ -136,7 +136,7 @@ pub fn parse_reply(raw: &[u8]) -> Result<Reply, String> {
     Ok(Reply { status, body })
 }
 
-fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     loop {
         let line_end = data.windows(2).position(|w| w == b"\r\n")?;

@@ -258,85 +258,85 @@ fn refused(outcome: Outcome) -> Finished {
 /// POSTs `body` (JSON) to an `http://` URL; 2xx is success. (No TLS in this
 /// build: an `https://` webhook is refused with a reason.)
 pub async fn webhook(url: &str, body: &str, timeout: Duration) -> (Outcome, String) {
-    let Some(rest) = url.strip_prefix("http://") else {
-        return (
-            Outcome::Failed,
-            format!("{url}: only http:// webhooks are supported (no TLS in this build); use a local relay for https"),
-        );
+    let target = match shoal_config::parse_url(url, "http", "https") {
+        Ok(target) => target,
+        Err(why) => return (Outcome::Failed, format!("webhook {why}")),
     };
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let path = if path.is_empty() { "/" } else { path };
-    let host_port = if authority.contains(':') {
-        authority.to_owned()
-    } else {
-        format!("{authority}:80")
-    };
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\nUser-Agent: shoal/{}\r\n\r\n{body}",
-        body.len(),
-        env!("CARGO_PKG_VERSION")
-    );
     let exchange = async {
-        use futures_lite::AsyncWriteExt;
-        let mut stream = smol::net::TcpStream::connect(host_port.as_str()).await?;
-        stream.write_all(request.as_bytes()).await?;
-        let mut answer = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            let n = stream.read(&mut buf).await?;
-            if n == 0 || answer.len() >= MAX_CAPTURE {
-                break;
-            }
-            answer.extend_from_slice(&buf[..n]);
-        }
-        Ok::<Vec<u8>, std::io::Error>(answer)
+        Some(
+            super::fetch::exchange(
+                &target,
+                "POST",
+                "Content-Type: application/json\r\n",
+                body.as_bytes(),
+            )
+            .await,
+        )
     };
     let deadline = async {
         smol::Timer::after(timeout).await;
-        Err(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "no answer in time",
-        ))
+        None
     };
     match future::or(exchange, deadline).await {
-        Err(error) if error.kind() == std::io::ErrorKind::TimedOut => (
+        None => (
             Outcome::TimedOut,
             format!(
                 "{url}: no answer within {}",
                 shoal_config::format_duration(timeout)
             ),
         ),
-        Err(error) => (Outcome::Failed, format!("{url}: {error}")),
-        Ok(answer) => {
-            let text = String::from_utf8_lossy(&answer);
-            let status_line = text.lines().next().unwrap_or("").trim().to_owned();
-            let status: u16 = status_line
-                .split(' ')
-                .nth(1)
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0);
-            if (200..300).contains(&status) {
-                (Outcome::Exited(0), format!("{status_line}\n"))
-            } else {
-                (Outcome::Failed, format!("{url}: {status_line}\n"))
-            }
+        Some(Err(error)) => (Outcome::Failed, format!("{url}: {error}")),
+        Some(Ok(answer)) if (200..300).contains(&answer.status) => {
+            (Outcome::Exited(0), format!("{}\n", answer.status_line))
         }
+        Some(Ok(answer)) => (Outcome::Failed, format!("{url}: {}\n", answer.status_line)),
     }
 }
 
 /// Runs `argv` in its own process group; kills the group after `timeout`.
+/// The output is stdout then stderr, and what became of the program.
 pub async fn run_command(
     argv: &[String],
     timeout: Duration,
     env: &[(String, String)],
 ) -> (Outcome, String) {
+    let ran = run_argv(argv, timeout, env).await;
+    let mut text = String::from_utf8_lossy(&ran.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&ran.stderr));
+    text.push_str(&ran.note);
+    (ran.outcome, text)
+}
+
+/// What a program run by [`run_argv`] did.
+#[derive(Debug)]
+pub struct Ran {
+    /// Its exit, a kill by timeout, or a failure to run it.
+    pub outcome: Outcome,
+    /// Its stdout, cut at [`MAX_CAPTURE`] bytes.
+    pub stdout: Vec<u8>,
+    /// Its stderr, cut the same way.
+    pub stderr: Vec<u8>,
+    /// What the agent has to say about the run (a signal, a timeout, why
+    /// it could not start), empty when it ran and exited.
+    pub note: String,
+}
+
+/// Runs `argv` in its own process group, without a shell, and kills the
+/// group after `timeout`; stdout and stderr kept apart.
+pub async fn run_argv(argv: &[String], timeout: Duration, env: &[(String, String)]) -> Ran {
+    let failed = |note: String| Ran {
+        outcome: Outcome::Failed,
+        stdout: Vec::new(),
+        stderr: Vec::new(),
+        note,
+    };
     let Some((program, args)) = argv.split_first() else {
-        return (Outcome::Failed, "empty command".to_owned());
+        return failed("empty command".to_owned());
     };
     // Said plainly before spawning (some systems, qemu-user among them,
     // report a failed exec only as exit code 127 of the child).
     if let Err(reason) = find_program(program) {
-        return (Outcome::Failed, reason);
+        return failed(reason);
     }
     let mut command = std::process::Command::new(program);
     command
@@ -351,7 +351,7 @@ pub async fn run_command(
         .stderr(Stdio::piped());
     let mut child = match command.spawn() {
         Ok(child) => child,
-        Err(error) => return (Outcome::Failed, format!("cannot start {program}: {error}")),
+        Err(error) => return failed(format!("cannot start {program}: {error}")),
     };
     let pid = child.id();
     let stdout = child.stdout.take();
@@ -381,9 +381,8 @@ pub async fn run_command(
         None
     };
     match future::or(work, deadline).await {
-        Some((out, err, status)) => {
-            let mut text = String::from_utf8_lossy(&out).into_owned();
-            text.push_str(&String::from_utf8_lossy(&err));
+        Some((stdout, stderr, status)) => {
+            let mut note = String::new();
             let outcome = match status {
                 Ok(status) => match status.code() {
                     Some(code) => Outcome::Exited(code),
@@ -391,29 +390,36 @@ pub async fn run_command(
                         // The wire has no variant for it; the output says.
                         use std::os::unix::process::ExitStatusExt;
                         if let Some(signal) = status.signal() {
-                            text.push_str(&format!("{program} was killed by signal {signal}\n"));
+                            note = format!("{program} was killed by signal {signal}\n");
                         }
                         Outcome::Failed
                     }
                 },
                 Err(error) => {
-                    text.push_str(&format!("cannot wait for {program}: {error}"));
+                    note = format!("cannot wait for {program}: {error}");
                     Outcome::Failed
                 }
             };
-            (outcome, text)
+            Ran {
+                outcome,
+                stdout,
+                stderr,
+                note,
+            }
         }
         None => {
             kill_group(pid);
             // Reap it so no zombie is left.
             let _ = child.status().await;
-            (
-                Outcome::TimedOut,
-                format!(
+            Ran {
+                outcome: Outcome::TimedOut,
+                stdout: Vec::new(),
+                stderr: Vec::new(),
+                note: format!(
                     "{program} ran longer than {}; its process group was killed",
                     shoal_config::format_duration(timeout)
                 ),
-            )
+            }
         }
     }
 }

@@ -334,7 +334,7 @@ fn a_webhook_that_hangs_times_out_and_one_nobody_serves_fails() {
         Duration::from_secs(2),
     ));
     assert_eq!(outcome, Outcome::Failed);
-    assert!(output.contains("only http://"), "{output}");
+    assert!(output.contains("https:// is not supported"), "{output}");
 }
 
 #[test]
