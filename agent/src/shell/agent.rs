@@ -375,6 +375,11 @@ impl<'ex> Agent<'ex> {
                     counters: self.feed.counters(),
                     trust: &mut self.trust,
                     mqtt: self.mqtt.as_ref(),
+                    sensor_errors: self.sensors.errors()
+                        + self
+                            .mqtt
+                            .as_ref()
+                            .map_or(0, |bridge| bridge.sensor_errors()),
                 };
                 answers::answer(&mut self.node, now, call, context);
             }

@@ -35,6 +35,8 @@ pub struct Context<'a> {
     pub trust: &'a mut super::join::Trust,
     /// The MQTT bridge, with `[mqtt]`.
     pub mqtt: Option<&'a super::mqtt::Bridge>,
+    /// Failed sensor reads and error values read, by every kind of sensor.
+    pub sensor_errors: u64,
 }
 
 /// Answers `call` at `now`. A reply channel that closed (the client went
@@ -61,6 +63,7 @@ pub fn answer(node: &mut Node, now: Instant, call: ApiCall, context: Context<'_>
                 context.counters,
                 context.api_stats,
                 context.mqtt,
+                context.sensor_errors,
             ));
         }
         ApiCall::Stats(reply) => {
@@ -70,6 +73,7 @@ pub fn answer(node: &mut Node, now: Instant, call: ApiCall, context: Context<'_>
                 context.uptime,
                 context.api_stats,
                 context.counters,
+                context.sensor_errors,
             ));
         }
         ApiCall::Points {
@@ -435,6 +439,7 @@ pub fn stats(
     uptime: Duration,
     api: &ApiStats,
     counters: &Counters,
+    sensor_errors: u64,
 ) -> Value {
     let s = node.stats();
     let peers = node.peers();
@@ -448,6 +453,7 @@ pub fn stats(
         "uptime": uptime.as_secs(),
         "dropped": s.dropped,
         "points": node.store().len(),
+        "sensor_errors": sensor_errors,
         "routes_sent": s.routes_sent,
         "commands_relayed": s.commands_relayed,
         "commands_rate_limited": s.commands_rate_limited,

@@ -130,12 +130,22 @@ pub fn render(
     counters: &Counters,
     api: &ApiStats,
     mqtt: Option<&super::mqtt::Bridge>,
+    sensor_errors: u64,
 ) -> String {
     let mut families = Families::new();
     point_samples(&mut families, node);
     node_samples(&mut families, node, now);
     wire_samples(&mut families, node.stats());
     agent_samples(&mut families, counters, api);
+    let name = "shoal_sensor_errors_total";
+    let help = "Failed sensor reads and error values read (bad messages, missing fields)";
+    add(
+        &mut families,
+        name,
+        help,
+        "counter",
+        format!("{name} {sensor_errors}"),
+    );
     for (name, help, kind, value) in mqtt.map(|bridge| bridge.metrics()).unwrap_or_default() {
         let name = format!("shoal_mqtt_{name}");
         let sample = format!("{name} {value}");
@@ -435,6 +445,7 @@ mod tests {
             &counters,
             &ApiStats::default(),
             None,
+            0,
         );
         for label in ["exit 0", "exit 3", "timed out"] {
             let sample =
@@ -451,7 +462,7 @@ mod tests {
         }
         let api = ApiStats::default();
         api.refused_per_client.set(3);
-        let text = render(&lone_node(), Instant::ZERO, &counters, &api, None);
+        let text = render(&lone_node(), Instant::ZERO, &counters, &api, None, 0);
         assert!(
             text.contains("shoal_sync_latency_seconds_bucket{le=\"0.01\"} 1\n"),
             "{text}"

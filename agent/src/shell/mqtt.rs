@@ -1097,6 +1097,11 @@ impl Bridge {
         }
     }
 
+    /// Messages its `mqtt` sensors could not read.
+    pub fn sensor_errors(&self) -> u64 {
+        self.sources.errors
+    }
+
     /// This node's role now.
     pub fn role(&self) -> Role {
         self.role

@@ -11,6 +11,13 @@
 //! silent gap), is retried with backoff (interval × 2, 4, 8... up to a
 //! minute), and publishes fresh values as soon as it reads again.
 //!
+//! Sensors whose values come as messages read differently and behave the
+//! same: an `http` sensor's GET and a `command` sensor's run are async
+//! tasks on the agent's executor (no thread each), bounded by `timeout`,
+//! and their message becomes values through `messages.rs`. A message that
+//! cannot be read is a failed read (error, backoff); a JSON pointer that
+//! finds nothing is an error on its point only.
+//!
 //! [`Sensors`] is the agent loop's owner of all of it: it starts due reads,
 //! and turns finished ones into the core's readings. A configuration reload
 //! ([`Sensors::reload`]) keeps each sensor whose section is unchanged as it
@@ -18,6 +25,8 @@
 //! changed one starts afresh, and a read under way of a removed one is
 //! dropped when it returns.
 
+use super::fetch;
+use super::messages::{within_deadband, Mapping};
 use shoal_config::{SensorSection, Setting};
 use shoal_core::time::Instant;
 use shoal_core::wire::{self, Name, Unit, Value};
@@ -31,11 +40,55 @@ use smol::LocalExecutor;
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// Drivers whose messages come when their publisher sends them, not when
+/// a sampler asks.
+pub const PUSHED: &[&str] = &["mqtt", "websocket"];
+
 /// Longest wait between retries of a failing sensor (unless its interval
 /// is longer).
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Default time a read may take.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a sampler reads.
+pub enum Device {
+    /// A hal device: a blocking read on a thread.
+    Hal(Box<dyn Sensor>),
+    /// A message source read by an async task.
+    Fetch(Fetch),
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Device::Hal(_) => f.write_str("Hal"),
+            Device::Fetch(fetch) => f.debug_tuple("Fetch").field(fetch).finish(),
+        }
+    }
+}
+
+/// A source of messages read on an interval.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fetch {
+    /// `http`: GET the URL with these request headers.
+    Http {
+        /// Where.
+        url: shoal_config::Url,
+        /// Header lines (each ending in CRLF), basic auth included.
+        headers: String,
+    },
+    /// `command`: run the argv; its stdout is the message.
+    Command(Vec<String>),
+}
+
+/// What a read returned.
+#[derive(Debug)]
+pub enum ReadResult {
+    /// A hal device's samples.
+    Samples(Result<Vec<Sample>, HalError>),
+    /// A message, or why there is none.
+    Message(Result<Vec<u8>, String>),
+}
 
 /// One configured sensor and its schedule.
 pub struct Sampler {
@@ -45,18 +98,24 @@ pub struct Sampler {
     section: SensorSection,
     /// Which sampler a read under way belongs to (set by [`Sensors`]).
     id: u64,
-    device: Option<Box<dyn Sensor>>,
-    /// Points by quantity: point name and unit override.
-    points: Vec<(&'static str, Name)>,
+    device: Option<Device>,
+    /// Points by quantity (a hal quantity, or a message sensor's point
+    /// name) and point name.
+    points: Vec<(String, Name)>,
+    /// A `sim` sensor's unit override.
     unit: Option<Unit>,
+    /// How a message sensor's message becomes values.
+    mapping: Option<Mapping>,
     interval: Duration,
     deadband: f64,
     max_interval: Duration,
     timeout: Duration,
     /// When the next read is due.
     pub next: Instant,
-    last: BTreeMap<&'static str, (f64, Instant)>,
+    last: BTreeMap<String, (Value, Instant)>,
     failures: u32,
+    /// Failed reads and error values read (the sensor errors counter).
+    pub errors: u64,
     /// The error published, while in error.
     error: Option<String>,
     /// A read in flight since then.
@@ -187,8 +246,36 @@ fn i2c_bus(sensor: &SensorSection) -> Result<LazyI2c, String> {
     Ok(LazyI2c { bus, open: None })
 }
 
+/// What reads a `[[sensor]]` section of node `node_name`.
+pub fn device(sensor: &SensorSection, node_name: &str) -> Result<Device, String> {
+    match sensor.driver.as_str() {
+        "http" => {
+            let Some(Setting::Text(url)) = sensor.settings.get("url") else {
+                return Err("an http sensor needs `url`".to_owned());
+            };
+            let url = shoal_config::parse_url(url, "http", "https")?;
+            let password = match text(sensor, "password_file") {
+                Some(path) => Some(
+                    super::mqtt::read_password(std::path::Path::new(path))
+                        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+                        .map_err(|e| e.replace("mqtt.password_file", "password_file"))?,
+                ),
+                None => None,
+            };
+            let headers = fetch::request_headers(
+                &sensor.headers,
+                text(sensor, "username"),
+                password.as_deref(),
+            );
+            Ok(Device::Fetch(Fetch::Http { url, headers }))
+        }
+        "command" => Ok(Device::Fetch(Fetch::Command(sensor.argv.clone()))),
+        _ => hal_device(sensor, node_name).map(Device::Hal),
+    }
+}
+
 /// Builds the hal device of a `[[sensor]]` section of node `node_name`.
-pub fn device(sensor: &SensorSection, node_name: &str) -> Result<Box<dyn Sensor>, String> {
+pub fn hal_device(sensor: &SensorSection, node_name: &str) -> Result<Box<dyn Sensor>, String> {
     let fs = || RootFs::new("/");
     Ok(match sensor.driver.as_str() {
         "sim" => sim_device(sensor, node_name)?,
@@ -401,12 +488,22 @@ fn quantities(sensor: &SensorSection, device: &dyn Sensor) -> Vec<&'static str> 
 
 impl Sampler {
     /// A sampler for `sensor` around `device`, first read at `now`.
-    pub fn new(
-        sensor: &SensorSection,
-        device: Box<dyn Sensor>,
-        now: Instant,
-    ) -> Result<Sampler, String> {
-        let points = point_names(&sensor.name, &quantities(sensor, device.as_ref()))
+    pub fn new(sensor: &SensorSection, device: Device, now: Instant) -> Result<Sampler, String> {
+        let mapping = matches!(device, Device::Fetch(_)).then(|| Mapping::new(sensor));
+        let names: Vec<(String, String)> = match (&device, &mapping) {
+            (Device::Hal(device), _) => {
+                point_names(&sensor.name, &quantities(sensor, device.as_ref()))
+                    .into_iter()
+                    .map(|(q, name)| (q.to_owned(), name))
+                    .collect()
+            }
+            (Device::Fetch(_), Some(mapping)) => mapping
+                .points()
+                .map(|point| (point.to_owned(), point.to_owned()))
+                .collect(),
+            (Device::Fetch(_), None) => Vec::new(),
+        };
+        let points = names
             .into_iter()
             .map(|(q, name)| {
                 wire::name(&name).map(|n| (q, n)).ok_or_else(|| {
@@ -425,6 +522,7 @@ impl Sampler {
             device: Some(device),
             points,
             unit,
+            mapping,
             interval: sensor.interval,
             deadband: sensor.deadband,
             max_interval: duration(sensor, "max_interval")
@@ -433,6 +531,7 @@ impl Sampler {
             next: now,
             last: BTreeMap::new(),
             failures: 0,
+            errors: 0,
             error: None,
             reading_since: None,
         })
@@ -454,7 +553,7 @@ impl Sampler {
     }
 
     /// Hands the device out for a read at `now`.
-    pub fn start(&mut self, now: Instant) -> Option<Box<dyn Sensor>> {
+    pub fn start(&mut self, now: Instant) -> Option<Device> {
         let device = self.device.take()?;
         self.reading_since = Some(now);
         Some(device)
@@ -479,21 +578,46 @@ impl Sampler {
 
     /// The read started by [`Sampler::start`] returned: the device comes
     /// back, and the readings to publish go out.
-    pub fn finish(
-        &mut self,
-        now: Instant,
-        device: Box<dyn Sensor>,
-        result: Result<Vec<Sample>, HalError>,
-    ) -> Vec<Reading> {
+    pub fn finish(&mut self, now: Instant, device: Device, result: ReadResult) -> Vec<Reading> {
         self.device = Some(device);
         self.reading_since = None;
-        match result {
-            Ok(samples) => self.succeed(now, &samples),
-            Err(error) => self.fail(now, error.to_string()),
+        match self.values(result) {
+            Ok(values) => self.succeed(now, values),
+            Err(error) => self.fail(now, error),
         }
     }
 
-    fn succeed(&mut self, now: Instant, samples: &[Sample]) -> Vec<Reading> {
+    /// A read's values as (quantity, value, unit), or why there are none.
+    fn values(&self, result: ReadResult) -> Result<Vec<(String, Value, Unit)>, String> {
+        match result {
+            ReadResult::Samples(samples) => Ok(samples
+                .map_err(|error| error.to_string())?
+                .into_iter()
+                .filter(|sample| sample.value.is_finite())
+                .map(|sample| {
+                    let unit = self
+                        .unit
+                        .clone()
+                        .or_else(|| wire::unit(sample.unit.symbol()))
+                        .unwrap_or_default();
+                    (sample.quantity.to_owned(), Value::Float(sample.value), unit)
+                })
+                .collect()),
+            ReadResult::Message(message) => {
+                let mapping = self.mapping.as_ref().ok_or("no mapping")?;
+                Ok(mapping
+                    .values(&message?)?
+                    .into_iter()
+                    .map(|(point, value)| {
+                        let unit = mapping.unit(&point);
+                        (point, value, unit)
+                    })
+                    .collect())
+            }
+        }
+    }
+
+    fn succeed(&mut self, now: Instant, values: Vec<(String, Value, Unit)>) -> Vec<Reading> {
         let recovered = self.error.take();
         if let Some(error) = &recovered {
             log::info!("sensor {}: reads again (was: {error})", self.name);
@@ -501,37 +625,40 @@ impl Sampler {
         self.failures = 0;
         self.next = now + self.interval;
         let mut readings = Vec::new();
-        for sample in samples {
-            let Some((_, point)) = self.points.iter().find(|(q, _)| *q == sample.quantity) else {
+        for (quantity, value, unit) in values {
+            let Some((_, point)) = self.points.iter().find(|(q, _)| *q == quantity) else {
                 continue;
             };
-            if !sample.value.is_finite() {
-                continue;
+            if let Value::Error(why) = &value {
+                self.errors += 1;
+                let said = self
+                    .last
+                    .get(&quantity)
+                    .is_some_and(|(last, _)| *last == value);
+                if !said {
+                    log::warn!("sensor {}: point {point}: {why}", self.name);
+                }
             }
             let publish = recovered.is_some()
-                || match self.last.get(sample.quantity) {
+                || match self.last.get(&quantity) {
                     None => true,
                     Some((last, at)) => {
-                        (sample.value - last).abs() > self.deadband
+                        !within_deadband(Some(last), &value, self.deadband)
                             || now.saturating_since(*at) >= self.max_interval
                     }
                 };
             if !publish {
                 continue;
             }
-            let unit = self
-                .unit
-                .clone()
-                .or_else(|| wire::unit(sample.unit.symbol()))
-                .unwrap_or_default();
-            self.last.insert(sample.quantity, (sample.value, now));
-            readings.push(reading(point.clone(), Value::Float(sample.value), unit));
+            self.last.insert(quantity, (value.clone(), now));
+            readings.push(reading(point.clone(), value, unit));
         }
         readings
     }
 
     fn fail(&mut self, now: Instant, message: String) -> Vec<Reading> {
         self.failures = self.failures.saturating_add(1);
+        self.errors += 1;
         let factor = 1u32 << (self.failures - 1).min(10);
         let backoff = (self.interval * factor).min(MAX_BACKOFF.max(self.interval));
         self.next = now + backoff;
@@ -601,15 +728,21 @@ pub fn sampler(sensor: &SensorSection, node_name: &str, now: Instant) -> Option<
 /// what it read.
 pub struct SensorRead {
     id: u64,
-    device: Box<dyn Sensor>,
-    result: Result<Vec<Sample>, HalError>,
+    device: Device,
+    result: ReadResult,
 }
 
 impl std::fmt::Debug for SensorRead {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SensorRead")
             .field("id", &self.id)
-            .field("ok", &self.result.is_ok())
+            .field(
+                "ok",
+                &matches!(
+                    self.result,
+                    ReadResult::Samples(Ok(_)) | ReadResult::Message(Ok(_))
+                ),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -622,6 +755,8 @@ pub struct Sensors {
     next_id: u64,
     reads_tx: Sender<SensorRead>,
     reads: Receiver<SensorRead>,
+    /// The errors counted by samplers a reload removed.
+    retired_errors: u64,
 }
 
 impl Sensors {
@@ -634,6 +769,7 @@ impl Sensors {
             next_id: 0,
             reads_tx,
             reads,
+            retired_errors: 0,
         };
         sensors.reload(sections, node_name, now);
         sensors
@@ -647,9 +783,12 @@ impl Sensors {
     /// values, as after a restart.
     pub fn reload(&mut self, sections: &[SensorSection], node_name: &str, now: Instant) {
         let mut previous = std::mem::take(&mut self.samplers);
-        // `mqtt` sensors are not sampled: their messages come through the
-        // MQTT connection (`mqtt/source.rs`).
-        for section in sections.iter().filter(|s| s.driver != "mqtt") {
+        // `mqtt` and `websocket` sensors are not sampled: their messages
+        // come when the publisher sends them (`mqtt/source.rs`, `feeds.rs`).
+        for section in sections
+            .iter()
+            .filter(|s| !PUSHED.contains(&s.driver.as_str()))
+        {
             match previous.iter().position(|old| old.section == *section) {
                 Some(index) => self.samplers.push(previous.swap_remove(index)),
                 None => {
@@ -661,6 +800,13 @@ impl Sensors {
                 }
             }
         }
+        self.retired_errors += previous.iter().map(|s| s.errors).sum::<u64>();
+    }
+
+    /// Failed reads and error values read, by sensors sampled now and
+    /// by those a reload removed.
+    pub fn errors(&self) -> u64 {
+        self.retired_errors + self.samplers.iter().map(|s| s.errors).sum::<u64>()
     }
 
     /// Number of sensors sampled.
@@ -696,17 +842,14 @@ impl Sensors {
             if !sampler.is_due(now) {
                 continue;
             }
-            let Some(mut device) = sampler.start(now) else {
+            let Some(device) = sampler.start(now) else {
                 continue;
             };
             let reads = self.reads_tx.clone();
             let id = sampler.id;
+            let timeout = sampler.timeout;
             ex.spawn(async move {
-                let (device, result) = smol::unblock(move || {
-                    let result = device.read();
-                    (device, result)
-                })
-                .await;
+                let (device, result) = read(device, timeout).await;
                 let _ = reads.send(SensorRead { id, device, result }).await;
             })
             .detach();
@@ -733,6 +876,38 @@ impl Sensors {
             None => log::debug!("a read of a sensor removed by a reload returned: dropped"),
         }
         self.start_due(ex, node, now);
+    }
+}
+
+/// One read of `device`: a hal device's on a blocking thread (it cannot
+/// be stopped; the sampler's timeout marks it in error meanwhile), a
+/// message source's as a task that ends at `timeout`.
+async fn read(device: Device, timeout: Duration) -> (Device, ReadResult) {
+    match device {
+        Device::Hal(mut device) => {
+            smol::unblock(move || {
+                let result = device.read();
+                (Device::Hal(device), ReadResult::Samples(result))
+            })
+            .await
+        }
+        Device::Fetch(fetch) => {
+            let work = async {
+                match &fetch {
+                    Fetch::Http { url, headers } => fetch::get(url, headers).await,
+                    Fetch::Command(argv) => fetch::command(argv, timeout).await,
+                }
+            };
+            let deadline = async {
+                smol::Timer::after(timeout).await;
+                Err(format!(
+                    "read timed out after {}",
+                    shoal_config::format_duration(timeout)
+                ))
+            };
+            let result = futures_lite::future::or(work, deadline).await;
+            (Device::Fetch(fetch), ReadResult::Message(result))
+        }
     }
 }
 

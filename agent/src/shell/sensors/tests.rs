@@ -53,7 +53,7 @@ fn read(
 ) -> Vec<(String, String)> {
     let device = sampler.start(now).expect("idle");
     sampler
-        .finish(now, device, result)
+        .finish(now, device, ReadResult::Samples(result))
         .into_iter()
         .map(|r| (r.name.to_string(), r.value.to_string()))
         .collect()
@@ -89,7 +89,8 @@ fn point_names_follow_the_sensor_name() {
 
 #[test]
 fn a_stable_room_sends_nothing_until_max_interval() {
-    let mut sampler = Sampler::new(&section("climate", 10, 0.5), empty(), at(0)).expect("valid");
+    let mut sampler =
+        Sampler::new(&section("climate", 10, 0.5), Device::Hal(empty()), at(0)).expect("valid");
     assert_eq!(read(&mut sampler, at(0), climate(21.0, 40.0)).len(), 2);
     // Within the deadband: nothing.
     assert!(read(&mut sampler, at(10), climate(21.3, 40.2)).is_empty());
@@ -107,7 +108,8 @@ fn a_stable_room_sends_nothing_until_max_interval() {
 
 #[test]
 fn a_failing_sensor_publishes_its_error_once_backs_off_and_recovers() {
-    let mut sampler = Sampler::new(&section("climate", 10, 0.5), empty(), at(0)).expect("valid");
+    let mut sampler =
+        Sampler::new(&section("climate", 10, 0.5), Device::Hal(empty()), at(0)).expect("valid");
     read(&mut sampler, at(0), climate(21.0, 40.0));
     let unplugged = || Err(HalError::Bus(shoal_hal::bus::BusError::Nack(0x76)));
     let published = read(&mut sampler, at(10), unplugged());
@@ -132,7 +134,8 @@ fn a_failing_sensor_publishes_its_error_once_backs_off_and_recovers() {
 
 #[test]
 fn backoff_is_capped() {
-    let mut sampler = Sampler::new(&section("climate", 10, 0.5), empty(), at(0)).expect("valid");
+    let mut sampler =
+        Sampler::new(&section("climate", 10, 0.5), Device::Hal(empty()), at(0)).expect("valid");
     let mut now = 0;
     for _ in 0..20 {
         read(
@@ -148,7 +151,8 @@ fn backoff_is_capped() {
 
 #[test]
 fn a_hung_read_is_an_error_after_its_timeout_and_blocks_no_one() {
-    let mut sampler = Sampler::new(&section("climate", 10, 0.5), empty(), at(0)).expect("valid");
+    let mut sampler =
+        Sampler::new(&section("climate", 10, 0.5), Device::Hal(empty()), at(0)).expect("valid");
     let device = sampler.start(at(0)).expect("idle");
     assert!(
         !sampler.is_due(at(100)),
@@ -164,7 +168,8 @@ fn a_hung_read_is_an_error_after_its_timeout_and_blocks_no_one() {
     );
     assert!(sampler.check_timeout(at(6)).is_empty(), "published once");
     // The read finally returns: values again.
-    assert_eq!(sampler.finish(at(30), device, climate(20.0, 30.0)).len(), 2);
+    let result = ReadResult::Samples(climate(20.0, 30.0));
+    assert_eq!(sampler.finish(at(30), device, result).len(), 2);
 }
 
 #[test]
@@ -236,4 +241,105 @@ fn a_reload_keeps_unchanged_sensors_and_replaces_changed_ones() {
     sensors.reload(&[sim("c", 1)], "pi-1", at(4));
     assert_eq!(state(&sensors), [("c".into(), 2, at(3))]);
     assert_eq!(sensors.len(), 1);
+}
+
+/// An `http` sensor of a Shelly-like plug (nothing is fetched here: the
+/// tests hand the sampler what a read returned).
+fn plug() -> Sampler {
+    let section = SensorSection {
+        name: "plug".to_owned(),
+        driver: "http".to_owned(),
+        interval: Duration::from_secs(10),
+        json: vec![
+            ("plug.power".to_owned(), "/apower".to_owned()),
+            ("plug.on".to_owned(), "/output".to_owned()),
+        ],
+        units: [("plug.power".to_owned(), "W".to_owned())].into(),
+        ..SensorSection::default()
+    };
+    let fetch = Fetch::Command(vec!["/bin/true".to_owned()]);
+    Sampler::new(&section, Device::Fetch(fetch), at(0)).expect("valid")
+}
+
+fn message(sampler: &mut Sampler, now: Instant, result: Result<&str, &str>) -> Vec<Reading> {
+    let device = sampler.start(now).expect("idle");
+    let result = result.map(|m| m.as_bytes().to_vec()).map_err(str::to_owned);
+    sampler.finish(now, device, ReadResult::Message(result))
+}
+
+#[test]
+fn a_message_sensor_maps_pointers_to_points_with_their_units() {
+    let mut sampler = plug();
+    let readings = message(
+        &mut sampler,
+        at(0),
+        Ok(r#"{"apower": 12.5, "output": true}"#),
+    );
+    let got: Vec<(String, String, String)> = readings
+        .iter()
+        .map(|r| (r.name.to_string(), r.value.to_string(), r.unit.to_string()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("plug.power".into(), "12.5".into(), "W".into()),
+            ("plug.on".into(), "true".into(), "".into())
+        ]
+    );
+    // Unchanged: nothing; a changed boolean goes out.
+    assert!(message(
+        &mut sampler,
+        at(10),
+        Ok(r#"{"apower": 12.5, "output": true}"#)
+    )
+    .is_empty());
+    let off = message(
+        &mut sampler,
+        at(20),
+        Ok(r#"{"apower": 12.5, "output": false}"#),
+    );
+    assert_eq!(off.len(), 1);
+    assert_eq!(sampler.errors, 0);
+}
+
+#[test]
+fn a_missing_field_is_an_error_on_its_point_and_garbage_fails_the_read() {
+    let mut sampler = plug();
+    message(
+        &mut sampler,
+        at(0),
+        Ok(r#"{"apower": 12.5, "output": true}"#),
+    );
+    // One field gone: its point only, once.
+    let readings = message(&mut sampler, at(10), Ok(r#"{"output": true}"#));
+    assert_eq!(readings.len(), 1);
+    assert_eq!(readings[0].value.to_string(), "error: no /apower");
+    assert!(message(&mut sampler, at(20), Ok(r#"{"output": true}"#)).is_empty());
+    assert_eq!(sampler.errors, 2, "each bad read counts");
+    assert_eq!(sampler.error(), None, "the sensor itself reads");
+    // HTML instead of JSON, a 500, NaN where a number belongs.
+    let html = message(&mut sampler, at(30), Ok("<html><body>Oops</body></html>"));
+    assert_eq!(html.len(), 2);
+    assert!(html[0]
+        .value
+        .to_string()
+        .starts_with("error: the message is not JSON"));
+    assert_eq!(sampler.next, at(40), "tries again after an interval");
+    assert!(message(&mut sampler, at(40), Err("HTTP HTTP/1.1 500 Oops")).len() == 2);
+    assert_eq!(sampler.next, at(60), "then backs off");
+    let text = message(
+        &mut sampler,
+        at(60),
+        Ok(r#"{"apower": "NaN", "output": true}"#),
+    );
+    assert_eq!(sampler.error(), None, "a good read again");
+    let power = text
+        .iter()
+        .find(|r| r.name.as_str() == "plug.power")
+        .expect("sent");
+    assert_eq!(power.value.to_string(), "error: not a finite number");
+    assert_eq!(sampler.errors, 5);
+    // And back to a number.
+    let back = message(&mut sampler, at(70), Ok(r#"{"apower": 3, "output": true}"#));
+    assert_eq!(back[0].value.to_string(), "3");
 }
