@@ -20,6 +20,7 @@ pub mod mqtt;
 pub mod notify;
 pub mod persist;
 pub mod preflight;
+pub mod pushed;
 pub mod reload;
 pub mod runs;
 pub mod sensors;

@@ -27,7 +27,6 @@ pub mod discovery;
 pub mod election;
 pub mod packet;
 pub mod snapshot;
-pub mod source;
 
 use self::client::{Client, ClientEvent, Settings};
 use self::discovery::{Device, Entity, Kind, Topics};
@@ -84,7 +83,7 @@ pub struct Bridge {
     /// `bridge = "auto"`: takes part in the election.
     bridging: bool,
     /// This node's `mqtt` sensors.
-    sources: source::Sources,
+    sources: super::pushed::Sources,
     section: MqttSection,
     topics: Topics,
     client: Client,
@@ -319,7 +318,7 @@ impl Bridge {
         password: Option<Vec<u8>>,
     ) -> Option<Bridge> {
         let section = config.mqtt.clone()?;
-        let sources = source::Sources::new(&config.sensors);
+        let sources = super::pushed::Sources::new(&config.sensors, "mqtt");
         let bridging = section.bridge == BridgeRole::Auto;
         if !bridging && sources.is_empty() {
             return None;

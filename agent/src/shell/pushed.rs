@@ -1,12 +1,15 @@
-//! MQTT topics as sensors: a message on a `driver = "mqtt"` sensor's topic
-//! (Zigbee2MQTT, Tasmota, any publisher) becomes points of this node, and
-//! travels the mesh like any reading.
+//! Sensors whose messages are pushed: `mqtt` (a topic; Zigbee2MQTT,
+//! Tasmota, any publisher) and `websocket` (a feed). A message becomes
+//! points of this node, which travel the mesh like any reading. The
+//! connection that brings the messages lives elsewhere (`mqtt/client.rs`,
+//! `feeds.rs`); this is what every such sensor shares.
 //!
 //! Messages become values as for every message sensor (`messages.rs`). A
 //! message that is not what the sensor expects (not UTF-8, not JSON, a
 //! pointer that is missing or not a value) turns the points into errors,
 //! counted and logged once until a good message comes, as a failing sensor
-//! read does. Deadband applies as for any sensor.
+//! read does; so does a lost connection ([`Sources::on_failure`]).
+//! Deadband applies as for any sensor.
 //!
 //! `interval` (1 s unless set) is the least time between two readings of a
 //! point: a change is sent at once, changes within the interval after it
@@ -22,11 +25,12 @@ use shoal_core::Reading;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// One `mqtt` sensor.
+/// One pushed sensor.
 #[derive(Debug)]
 struct Source {
     section: SensorSection,
-    topic: String,
+    /// What its messages come by: an MQTT topic, a websocket sensor's name.
+    key: String,
     mapping: Mapping,
     /// The last value published per point, and when (for the deadband).
     last: BTreeMap<String, (Value, Instant)>,
@@ -39,7 +43,7 @@ struct Source {
     warned: bool,
 }
 
-/// This node's `mqtt` sensors.
+/// This node's pushed sensors of one driver.
 #[derive(Debug, Default)]
 pub struct Sources {
     sources: Vec<Source>,
@@ -48,14 +52,17 @@ pub struct Sources {
 }
 
 impl Sources {
-    /// The `mqtt` sensors among `sections`.
-    pub fn new(sections: &[SensorSection]) -> Sources {
+    /// The sensors of `driver` (`mqtt`: keyed by topic; `websocket`: by
+    /// sensor name) among `sections`.
+    pub fn new(sections: &[SensorSection], driver: &str) -> Sources {
         let sources = sections
             .iter()
-            .filter(|s| s.driver == "mqtt")
+            .filter(|s| s.driver == driver)
             .filter_map(|section| {
-                let Some(Setting::Text(topic)) = section.settings.get("topic") else {
-                    return None;
+                let key = match section.settings.get("topic") {
+                    Some(Setting::Text(topic)) if driver == "mqtt" => topic.clone(),
+                    _ if driver == "mqtt" => return None,
+                    _ => section.name.clone(),
                 };
                 let max_interval = match section.settings.get("max_interval") {
                     Some(Setting::Duration(d)) => *d,
@@ -63,7 +70,7 @@ impl Sources {
                 };
                 Some(Source {
                     max_interval,
-                    topic: topic.clone(),
+                    key,
                     section: section.clone(),
                     mapping: Mapping::new(section),
                     last: BTreeMap::new(),
@@ -80,16 +87,16 @@ impl Sources {
         self.sources.is_empty()
     }
 
-    /// The topics to subscribe to.
+    /// The keys: for `mqtt`, the topics to subscribe to.
     pub fn topics(&self) -> Vec<String> {
-        let mut topics: Vec<String> = self.sources.iter().map(|s| s.topic.clone()).collect();
+        let mut topics: Vec<String> = self.sources.iter().map(|s| s.key.clone()).collect();
         topics.sort();
         topics.dedup();
         topics
     }
 
-    /// The readings a message on `topic` gives at `now` (empty when no
-    /// sensor has that topic, or nothing changed beyond the deadband since
+    /// The readings a message on `topic` (a key) gives at `now` (empty when
+    /// no sensor has that key, or nothing changed beyond the deadband since
     /// the last reading, sent less than `max_interval` ago: a flood of
     /// repeats costs the mesh nothing).
     /// A retained message counts only while the sensor has no value yet:
@@ -103,51 +110,25 @@ impl Sources {
         ts_ms: u64,
     ) -> Vec<Reading> {
         let mut readings = Vec::new();
-        let wanted = |s: &&mut Source| s.topic == topic && (s.last.is_empty() || !retained);
+        let wanted = |s: &&mut Source| s.key == topic && (s.last.is_empty() || !retained);
         for source in self.sources.iter_mut().filter(wanted) {
-            let values = source.mapping.values(payload).unwrap_or_else(|why| {
-                let error = messages::error(&why);
-                source
-                    .mapping
-                    .points()
-                    .map(|p| (p.to_owned(), error.clone()))
-                    .collect()
-            });
-            let bad = values.iter().find_map(|(_, value)| match value {
-                Value::Error(why) => Some(why.to_string()),
-                _ => None,
-            });
-            match bad {
-                Some(why) => {
-                    self.errors += 1;
-                    if !std::mem::replace(&mut source.warned, true) {
-                        log::warn!(
-                            "sensor {} (mqtt {topic}): {why}; until a good message its points are in error",
-                            source.section.name
-                        );
-                    }
-                }
-                None => source.warned = false,
-            }
-            for (point, value) in values {
-                let since = source
-                    .last
-                    .get(&point)
-                    .map(|(_, at)| now.saturating_since(*at));
-                let last = source.last.get(&point).map(|(value, _)| value);
-                if since.is_some_and(|since| since < source.max_interval)
-                    && within_deadband(last, &value, source.section.deadband)
-                {
-                    // Back where it was sent: a held change is void.
-                    source.held.remove(&point);
-                    continue;
-                }
-                if since.is_some_and(|since| since < source.section.interval) {
-                    source.held.insert(point, (value, ts_ms));
-                    continue;
-                }
-                readings.extend(source.send(now, point, value, ts_ms));
-            }
+            let values = source
+                .mapping
+                .values(payload)
+                .unwrap_or_else(|why| source.all(&why));
+            readings.extend(source.offer(now, values, ts_ms, &mut self.errors));
+        }
+        readings
+    }
+
+    /// The readings of a lost connection for the sensors of `key`: every
+    /// point an error saying `why` (counted and logged once, as a bad
+    /// message is).
+    pub fn on_failure(&mut self, now: Instant, key: &str, why: &str, ts_ms: u64) -> Vec<Reading> {
+        let mut readings = Vec::new();
+        for source in self.sources.iter_mut().filter(|s| s.key == key) {
+            let values = source.all(why);
+            readings.extend(source.offer(now, values, ts_ms, &mut self.errors));
         }
         readings
     }
@@ -192,6 +173,66 @@ impl Sources {
 }
 
 impl Source {
+    /// Every point of the sensor as an error saying `why`.
+    fn all(&self, why: &str) -> Vec<(String, Value)> {
+        let error = messages::error(why);
+        self.mapping
+            .points()
+            .map(|point| (point.to_owned(), error.clone()))
+            .collect()
+    }
+
+    /// The readings `values` give: errors counted into `errors` (and
+    /// logged once until a good message), then deadband, `max_interval`
+    /// and the holding of changes within `interval`.
+    fn offer(
+        &mut self,
+        now: Instant,
+        values: Vec<(String, Value)>,
+        ts_ms: u64,
+        errors: &mut u64,
+    ) -> Vec<Reading> {
+        let bad = values.iter().find_map(|(_, value)| match value {
+            Value::Error(why) => Some(why.to_string()),
+            _ => None,
+        });
+        match bad {
+            Some(why) => {
+                *errors += 1;
+                if !std::mem::replace(&mut self.warned, true) {
+                    log::warn!(
+                        "sensor {} ({} {}): {why}; until a good message its points are in error",
+                        self.section.name,
+                        self.section.driver,
+                        self.key
+                    );
+                }
+            }
+            None => self.warned = false,
+        }
+        let mut readings = Vec::new();
+        for (point, value) in values {
+            let since = self
+                .last
+                .get(&point)
+                .map(|(_, at)| now.saturating_since(*at));
+            let last = self.last.get(&point).map(|(value, _)| value);
+            if since.is_some_and(|since| since < self.max_interval)
+                && within_deadband(last, &value, self.section.deadband)
+            {
+                // Back where it was sent: a held change is void.
+                self.held.remove(&point);
+                continue;
+            }
+            if since.is_some_and(|since| since < self.section.interval) {
+                self.held.insert(point, (value, ts_ms));
+                continue;
+            }
+            readings.extend(self.send(now, point, value, ts_ms));
+        }
+        readings
+    }
+
     /// A reading of `point`, remembered as the last one sent.
     fn send(&mut self, now: Instant, point: String, value: Value, ts_ms: u64) -> Option<Reading> {
         let name = wire::name(&point)?;

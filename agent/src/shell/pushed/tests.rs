@@ -1,4 +1,4 @@
-//! Tests of MQTT topics as sensors.
+//! Tests of pushed sensors (MQTT topics here; websocket feeds share it).
 
 use super::*;
 
@@ -39,7 +39,7 @@ fn json_pointers_become_points_with_the_sensors_unit() {
     kitchen
         .units
         .insert("kitchen.temperature".to_owned(), "°C".to_owned());
-    let mut sources = Sources::new(&[kitchen]);
+    let mut sources = Sources::new(&[kitchen], "mqtt");
     assert_eq!(sources.topics(), vec!["z2m/kitchen".to_owned()]);
     let readings = sources.on_message(
         Instant::ZERO,
@@ -66,7 +66,7 @@ fn json_pointers_become_points_with_the_sensors_unit() {
 
 #[test]
 fn a_plain_payload_is_the_value() {
-    let mut sources = Sources::new(&[section(&[], 0.0)]);
+    let mut sources = Sources::new(&[section(&[], 0.0)], "mqtt");
     for (payload, value) in [
         (&b" 23.25\n"[..], Value::Float(23.25)),
         (b"ON", Value::Bool(true)),
@@ -83,7 +83,7 @@ fn a_plain_payload_is_the_value() {
 
 #[test]
 fn bad_messages_are_errors_counted_and_logged_once_until_a_good_one() {
-    let mut sources = Sources::new(&[section(&[("kitchen", "/t")], 0.0)]);
+    let mut sources = Sources::new(&[section(&[("kitchen", "/t")], 0.0)], "mqtt");
     let cases: [(&[u8], &str); 6] = [
         (b"\xff\xfe binary", "the message is not UTF-8"),
         (b"{not json", "the message is not JSON"),
@@ -112,7 +112,7 @@ fn bad_messages_are_errors_counted_and_logged_once_until_a_good_one() {
 
 #[test]
 fn the_deadband_holds_back_small_changes() {
-    let mut sources = Sources::new(&[section(&[("kitchen", "/t")], 0.5)]);
+    let mut sources = Sources::new(&[section(&[("kitchen", "/t")], 0.5)], "mqtt");
     let mut published = |payload: &[u8]| {
         sources
             .on_message(Instant::ZERO, "z2m/kitchen", payload, false, 0)
@@ -126,7 +126,7 @@ fn the_deadband_holds_back_small_changes() {
 
 #[test]
 fn repeats_are_sent_again_only_after_max_interval_and_a_flood_of_garbage_once() {
-    let mut sources = Sources::new(&[section(&[("kitchen", "/t")], 0.0)]);
+    let mut sources = Sources::new(&[section(&[("kitchen", "/t")], 0.0)], "mqtt");
     let at = |s: u64| Instant::from_millis(s * 1000);
     assert_eq!(
         sources
@@ -162,7 +162,7 @@ fn repeats_are_sent_again_only_after_max_interval_and_a_flood_of_garbage_once() 
 
 #[test]
 fn a_retained_message_counts_only_before_the_first_value() {
-    let mut sources = Sources::new(&[section(&[("kitchen", "/t")], 0.0)]);
+    let mut sources = Sources::new(&[section(&[("kitchen", "/t")], 0.0)], "mqtt");
     let first = sources.on_message(Instant::ZERO, "z2m/kitchen", br#"{"t": 1}"#, true, 0);
     assert_eq!(first.len(), 1, "the retained value is better than none");
     let again = sources.on_message(Instant::ZERO, "z2m/kitchen", br#"{"t": 5}"#, true, 0);
@@ -175,7 +175,7 @@ fn a_retained_message_counts_only_before_the_first_value() {
 fn changes_within_the_interval_are_held_and_the_latest_sent_when_it_ends() {
     let mut kitchen = section(&[("kitchen", "/t")], 0.0);
     kitchen.interval = std::time::Duration::from_secs(1);
-    let mut sources = Sources::new(&[kitchen]);
+    let mut sources = Sources::new(&[kitchen], "mqtt");
     let ms = Instant::from_millis;
     let message = |sources: &mut Sources, at: u64, t: u32| {
         let payload = format!("{{\"t\": {t}}}");
@@ -208,4 +208,27 @@ fn changes_within_the_interval_are_held_and_the_latest_sent_when_it_ends() {
     assert!(message(&mut sources, 2700, 7).is_empty());
     assert_eq!(sources.next_due(), None);
     assert!(sources.due(ms(5000)).is_empty());
+}
+
+#[test]
+fn a_websocket_sensor_is_keyed_by_name_and_a_lost_feed_is_an_error_once() {
+    let feed = SensorSection {
+        name: "feed".to_owned(),
+        driver: "websocket".to_owned(),
+        json: vec![("feed".to_owned(), "/p".to_owned())],
+        ..SensorSection::default()
+    };
+    let mut sources = Sources::new(&[feed.clone(), section(&[], 0.0)], "websocket");
+    assert_eq!(sources.topics(), vec!["feed".to_owned()]);
+    let ms = Instant::from_millis;
+    let first = sources.on_message(ms(0), "feed", br#"{"p": 7}"#, false, 1);
+    assert_eq!(values_of(&first), vec![("feed".to_owned(), Value::Float(7.0))]);
+    let lost = sources.on_failure(ms(10), "feed", "connection lost: reset", 2);
+    assert_eq!(lost.len(), 1);
+    assert_eq!(lost[0].value.to_string(), "error: connection lost: reset");
+    assert!(sources.on_failure(ms(20), "feed", "connection lost: reset", 3).is_empty());
+    assert_eq!(sources.errors, 2);
+    assert!(sources.on_failure(ms(20), "other", "x", 3).is_empty());
+    let back = sources.on_message(ms(30), "feed", br#"{"p": 7}"#, false, 4);
+    assert_eq!(values_of(&back), vec![("feed".to_owned(), Value::Float(7.0))]);
 }
