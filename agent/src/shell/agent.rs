@@ -28,6 +28,7 @@ use super::answers;
 use super::api::{self, ApiCall, ApiStats};
 use super::events::EventFeed;
 use super::executor::Executors;
+use super::feeds::Feeds;
 use super::mqtt::Bridge;
 use super::notify::Notifier;
 use super::persist::Persistence;
@@ -124,6 +125,8 @@ pub enum Input {
     SocketFailed(&'static str, io::Error),
     /// The MQTT connection reported something.
     Mqtt(super::mqtt::client::ClientEvent),
+    /// A websocket feed brought a message or went down.
+    Feed(super::feeds::FeedEvent),
 }
 
 /// Whether the loop goes on after a step.
@@ -155,6 +158,8 @@ pub struct Agent<'ex> {
     trust: super::join::Trust,
     /// The MQTT bridge, with `[mqtt]`.
     mqtt: Option<Bridge>,
+    /// The `websocket` sensors' connections, if any.
+    feeds: Option<Feeds>,
     /// The configuration in effect (see `reload.rs`).
     config: Config,
     /// The file it came from; `None`: the embedded defaults.
@@ -274,6 +279,7 @@ impl<'ex> Agent<'ex> {
                 config.key_path(),
             ),
             mqtt,
+            feeds: Feeds::start(ex, &config.sensors),
             config: config.clone(),
             config_path: None,
         })
@@ -297,6 +303,7 @@ impl<'ex> Agent<'ex> {
             self.node.poll_timeout(),
             self.sensors.next_deadline(),
             self.mqtt.as_ref().and_then(Bridge::next_deadline),
+            self.feeds.as_ref().and_then(Feeds::next_deadline),
             ping_due,
         ]
         .into_iter()
@@ -309,6 +316,7 @@ impl<'ex> Agent<'ex> {
             api_calls,
             signals,
             mqtt,
+            feeds,
             ..
         } = self;
         let deadline = async {
@@ -343,11 +351,20 @@ impl<'ex> Agent<'ex> {
                 None => future::pending().await,
             }
         };
+        let feed = async {
+            match feeds {
+                Some(feeds) => Input::Feed(feeds.next_event().await),
+                None => future::pending().await,
+            }
+        };
         future::or(
             sockets.recv(),
             future::or(
                 future::or(deadline, signal),
-                future::or(call, future::or(finished, future::or(read, broker))),
+                future::or(
+                    call,
+                    future::or(finished, future::or(read, future::or(broker, feed))),
+                ),
             ),
         )
         .await
@@ -376,10 +393,8 @@ impl<'ex> Agent<'ex> {
                     trust: &mut self.trust,
                     mqtt: self.mqtt.as_ref(),
                     sensor_errors: self.sensors.errors()
-                        + self
-                            .mqtt
-                            .as_ref()
-                            .map_or(0, |bridge| bridge.sensor_errors()),
+                        + self.mqtt.as_ref().map_or(0, Bridge::sensor_errors)
+                        + self.feeds.as_ref().map_or(0, Feeds::errors),
                 };
                 answers::answer(&mut self.node, now, call, context);
             }
@@ -403,6 +418,11 @@ impl<'ex> Agent<'ex> {
                     bridge.on_client(&mut self.node, now, event);
                 }
             }
+            Input::Feed(event) => {
+                if let Some(feeds) = &mut self.feeds {
+                    feeds.on_event(&mut self.node, now, event);
+                }
+            }
             Input::Stop => return Ok(self.stop(now).await),
             Input::Reload => self.reload(now),
             Input::SocketFailed(what, source) => {
@@ -418,10 +438,13 @@ impl<'ex> Agent<'ex> {
         for _ in 0..4 {
             let actions = self.drain().await?;
             let later = self.now();
-            let published = match &mut self.mqtt {
+            let mut published = match &mut self.mqtt {
                 Some(bridge) => bridge.tick(&mut self.node, later),
                 None => false,
             };
+            if let Some(feeds) = &mut self.feeds {
+                published |= feeds.tick(&mut self.node, later);
+            }
             if actions.is_empty() && !published {
                 break;
             }
@@ -518,6 +541,13 @@ impl<'ex> Agent<'ex> {
         }
         let name = self.node.name().to_string();
         self.sensors.reload(&config.sensors, &name, now);
+        let websockets = |c: &Config| -> Vec<shoal_config::SensorSection> {
+            let sensors = c.sensors.iter().filter(|s| s.driver == "websocket");
+            sensors.cloned().collect()
+        };
+        if websockets(&old) != websockets(config) {
+            self.feeds = Feeds::start(self.ex, &config.sensors);
+        }
         reload_actuators(self.runs.executors_mut(), &old, config);
         self.runs
             .executors_mut()

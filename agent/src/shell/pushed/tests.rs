@@ -222,13 +222,21 @@ fn a_websocket_sensor_is_keyed_by_name_and_a_lost_feed_is_an_error_once() {
     assert_eq!(sources.topics(), vec!["feed".to_owned()]);
     let ms = Instant::from_millis;
     let first = sources.on_message(ms(0), "feed", br#"{"p": 7}"#, false, 1);
-    assert_eq!(values_of(&first), vec![("feed".to_owned(), Value::Float(7.0))]);
+    assert_eq!(
+        values_of(&first),
+        vec![("feed".to_owned(), Value::Float(7.0))]
+    );
     let lost = sources.on_failure(ms(10), "feed", "connection lost: reset", 2);
     assert_eq!(lost.len(), 1);
     assert_eq!(lost[0].value.to_string(), "error: connection lost: reset");
-    assert!(sources.on_failure(ms(20), "feed", "connection lost: reset", 3).is_empty());
+    assert!(sources
+        .on_failure(ms(20), "feed", "connection lost: reset", 3)
+        .is_empty());
     assert_eq!(sources.errors, 2);
     assert!(sources.on_failure(ms(20), "other", "x", 3).is_empty());
     let back = sources.on_message(ms(30), "feed", br#"{"p": 7}"#, false, 4);
-    assert_eq!(values_of(&back), vec![("feed".to_owned(), Value::Float(7.0))]);
+    assert_eq!(
+        values_of(&back),
+        vec![("feed".to_owned(), Value::Float(7.0))]
+    );
 }
