@@ -69,8 +69,11 @@ fn upgrade(stream: &mut std::net::TcpStream, status: &str, right_key: bool) {
     );
 }
 
+/// What a scripted server does with one connection.
+type Script = Box<dyn FnOnce(std::net::TcpStream) + Send>;
+
 /// A server on 127.0.0.1 running `script` per connection, in order.
-fn server(scripts: Vec<Box<dyn FnOnce(std::net::TcpStream) + Send>>) -> u16 {
+fn server(scripts: Vec<Script>) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     std::thread::spawn(move || {
@@ -120,7 +123,7 @@ fn message(payload: &str) -> FeedEvent {
 #[test]
 fn messages_fragments_pings_and_a_close_then_it_comes_back() {
     let (pong_tx, pong_rx) = std::sync::mpsc::channel();
-    let first: Box<dyn FnOnce(std::net::TcpStream) + Send> = Box::new(move |mut s| {
+    let first: Script = Box::new(move |mut s| {
         upgrade(&mut s, "101 Switching Protocols", true);
         let _ = s.write_all(&frame(true, 0x1, br#"{"p": 1}"#));
         let _ = s.write_all(&frame(false, 0x1, br#"{"p""#));
@@ -146,7 +149,7 @@ fn messages_fragments_pings_and_a_close_then_it_comes_back() {
         let _ = s.write_all(&frame(true, 0x8, &1000u16.to_be_bytes()));
         std::thread::sleep(Duration::from_millis(200));
     });
-    let second: Box<dyn FnOnce(std::net::TcpStream) + Send> = Box::new(|mut s| {
+    let second: Script = Box::new(|mut s| {
         upgrade(&mut s, "101 Switching Protocols", true);
         let _ = s.write_all(&frame(true, 0x1, br#"{"p": 4}"#));
         std::thread::sleep(Duration::from_millis(500));
@@ -184,7 +187,7 @@ fn messages_fragments_pings_and_a_close_then_it_comes_back() {
 
 #[test]
 fn servers_that_do_not_speak_websocket_are_said() {
-    let cases: Vec<(Box<dyn FnOnce(std::net::TcpStream) + Send>, &str)> = vec![
+    let cases: Vec<(Script, &str)> = vec![
         (
             Box::new(|mut s| upgrade(&mut s, "404 Not Found", true)),
             "the server did not upgrade: \"HTTP/1.1 404 Not Found\"",
