@@ -918,3 +918,44 @@ fn check_refuses_an_mqtt_password_file_it_cannot_read_as_run_does() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn check_refuses_a_command_sensor_without_its_program_and_an_unreadable_http_password() {
+    let dir = scratch_dir("sensor-sources");
+    let missing = dir.join("no-such-probe");
+    let password = dir.join("no-such.password");
+    let cases = [
+        (
+            format!(
+                "[[sensor]]\nname = \"ups\"\ndriver = \"command\"\ncommand = [\"{}\"]\n",
+                missing.display()
+            ),
+            format!(
+                "sensor \"ups\": cannot start {}: no such program",
+                missing.display()
+            ),
+        ),
+        (
+            format!(
+                "[[sensor]]\nname = \"plug\"\ndriver = \"http\"\nurl = \"http://127.0.0.1:9/\"\nusername = \"admin\"\npassword_file = \"{}\"\n",
+                password.display()
+            ),
+            format!(
+                "sensor \"plug\": cannot read password_file {}: No such file or directory",
+                password.display()
+            ),
+        ),
+    ];
+    for (rest, expected) in cases {
+        let config = loopback_config(
+            "sensor-sources.toml",
+            212,
+            "open = true\n",
+            "",
+            &dir.join("state"),
+            &rest,
+        );
+        check_and_run_refuse(&config, &expected);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

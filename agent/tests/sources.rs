@@ -331,9 +331,7 @@ fn http_and_command_sources_reach_every_node_and_bad_servers_are_errors_that_hea
                 value_at(&api, "agent-1", &format!("{name}.power")) == serde_json::json!(2.5)
             })
     });
-    eprintln!(
-        "all six healed {took:?} after the servers behaved"
-    );
+    eprintln!("all six healed {took:?} after the servers behaved");
     assert!(
         server.requests_for("/hang") > hang_requests,
         "the hung sampler asked again"

@@ -88,6 +88,15 @@ pub enum RunError {
         /// Why its program cannot start.
         reason: String,
     },
+    /// A `command` sensor whose program cannot start, or an `http` sensor
+    /// whose password file cannot be read.
+    #[error("sensor {name:?}: {reason}")]
+    Sensor {
+        /// The sensor.
+        name: String,
+        /// Why it cannot be read.
+        reason: String,
+    },
     /// This node id used up its incarnations and frame counters.
     #[error("this node id used up every frame counter of its last incarnation; it sends nothing more so that no nonce is reused. Start it again: it takes a new node id")]
     CounterExhausted,

@@ -71,6 +71,28 @@ pub fn problems(config: &Config) -> Vec<RunError> {
             problems.push(RunError::Mqtt(error));
         }
     }
+    for section in &config.sensors {
+        let reason = match (
+            section.driver.as_str(),
+            section.settings.get("password_file"),
+        ) {
+            ("command", _) => {
+                executor::find_program(section.argv.first().map_or("", String::as_str)).err()
+            }
+            ("http", Some(shoal_config::Setting::Text(path))) => {
+                super::mqtt::read_password(std::path::Path::new(path))
+                    .err()
+                    .map(|e| e.replace("mqtt.password_file", "password_file"))
+            }
+            _ => None,
+        };
+        if let Some(reason) = reason {
+            problems.push(RunError::Sensor {
+                name: section.name.clone(),
+                reason,
+            });
+        }
+    }
     for section in &config.executors {
         if let Action::Command(argv) = &section.action {
             let program = argv.first().map_or("", String::as_str);
