@@ -299,9 +299,7 @@ pub fn accept_for(key: &str) -> String {
 /// Connects and upgrades to a websocket.
 async fn connect(url: &Url) -> Result<TcpStream, String> {
     let authority = url.authority();
-    let mut stream = TcpStream::connect(authority.as_str())
-        .await
-        .map_err(|e| format!("cannot connect to {authority}: {e}"))?;
+    let mut stream = super::fetch::connect(&authority).await?;
     let _ = stream.set_nodelay(true);
     let key = base64(&nonce());
     let request = format!(

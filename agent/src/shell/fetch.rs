@@ -46,9 +46,7 @@ pub async fn exchange(
     body: &[u8],
 ) -> Result<Answer, String> {
     let authority = url.authority();
-    let mut stream = smol::net::TcpStream::connect(authority.as_str())
-        .await
-        .map_err(|e| format!("cannot connect to {authority}: {e}"))?;
+    let mut stream = connect(&authority).await?;
     let host = if url.port == 80 {
         authority.trim_end_matches(":80").to_owned()
     } else {
@@ -71,6 +69,16 @@ pub async fn exchange(
         .await
         .map_err(|e| format!("{authority}: sending failed: {e}"))?;
     read_answer(&mut stream).await
+}
+
+/// Connects to `host:port`; an address is used as it is (a name is
+/// resolved on a blocking thread, which an address does not need).
+pub async fn connect(authority: &str) -> Result<smol::net::TcpStream, String> {
+    let connected = match authority.parse::<std::net::SocketAddr>() {
+        Ok(address) => smol::net::TcpStream::connect(address).await,
+        Err(_) => smol::net::TcpStream::connect(authority).await,
+    };
+    connected.map_err(|e| format!("cannot connect to {authority}: {e}"))
 }
 
 /// Reads one answer: until its length, its last chunk, or the close.
