@@ -296,7 +296,7 @@ fn run(options: &Options) -> Result<String, String> {
     Ok(format!(
         "| sources | requests/s served | feed messages/s sent | agent-1 CPU (% of a core) | agent-1 RSS max | readings/s at agent-2 | mean age on arrival | sensor errors | not HEALTHY |\n\
          |---|---|---|---|---|---|---|---|---|\n\
-         | {} http + {} websocket at {} Hz, {} s | {requests:.0} | {messages:.0} | {:.1} % | {:.1} MiB | {:.0} | {:.0} ms | {errors} | {} |\n{}",
+         | {} http + {} websocket at {} Hz, {} s | {requests:.0} | {messages:.0} | {:.1} % | {:.1} MiB | {:.0} | {:.1} ms | {errors} | {} |\n{}",
         options.http,
         options.ws,
         options.rate,
