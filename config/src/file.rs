@@ -18,8 +18,10 @@ use std::time::Duration;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
+mod export;
 mod mqtt;
 mod sources;
+pub use export::ExportSection;
 pub use mqtt::{
     field_points, is_reserved_point, parse_broker, BridgeRole, MqttSection, RESERVED_NODE,
     RESERVED_POINT,
@@ -343,6 +345,8 @@ pub struct Config {
     pub computes: Vec<ComputeSection>,
     /// `[mqtt]`, if present.
     pub mqtt: Option<MqttSection>,
+    /// `[[export]]`: this node's points to time-series engines.
+    pub exports: Vec<ExportSection>,
     /// Things that work but are likely mistakes (`shoal check` shows them).
     pub warnings: Vec<Problem>,
 }
@@ -586,7 +590,7 @@ impl Walker<'_> {
             "",
             &[
                 "node", "mesh", "api", "state", "limits", "sensor", "actuator", "executor", "rule",
-                "compute", "mqtt",
+                "compute", "mqtt", "export",
             ],
         );
         let empty = DeTable::new();
@@ -642,6 +646,12 @@ impl Walker<'_> {
             }
             None => None,
         };
+
+        let exports = self.array_of_tables(root, "export");
+        let exports: Vec<ExportSection> = exports
+            .iter()
+            .filter_map(|(t, s)| self.export(t, s.clone()))
+            .collect();
 
         let sensors = self.array_of_tables(root, "sensor");
         let sensors: Vec<(SensorSection, Range<usize>)> = sensors
@@ -773,6 +783,7 @@ impl Walker<'_> {
                 Some(section) => Some(section?),
                 None => None,
             },
+            exports,
             warnings: Vec::new(),
         })
     }

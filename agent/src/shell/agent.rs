@@ -97,6 +97,14 @@ pub enum RunError {
         /// Why it cannot be read.
         reason: String,
     },
+    /// An `[[export]]` whose token or password file cannot be read.
+    #[error("export to {url}: {reason}")]
+    Export {
+        /// Its URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
     /// This node id used up its incarnations and frame counters.
     #[error("this node id used up every frame counter of its last incarnation; it sends nothing more so that no nonce is reused. Start it again: it takes a new node id")]
     CounterExhausted,
@@ -169,6 +177,8 @@ pub struct Agent<'ex> {
     mqtt: Option<Bridge>,
     /// The `websocket` sensors' connections, if any.
     feeds: Option<Feeds>,
+    /// `[[export]]`: this node's points to time-series engines.
+    exports: super::export::Exports,
     /// The configuration in effect (see `reload.rs`).
     config: Config,
     /// The file it came from; `None`: the embedded defaults.
@@ -289,6 +299,7 @@ impl<'ex> Agent<'ex> {
             ),
             mqtt,
             feeds: Feeds::start(ex, &config.sensors),
+            exports: super::export::Exports::start(ex, &config.exports),
             config: config.clone(),
             config_path: None,
         })
@@ -404,6 +415,7 @@ impl<'ex> Agent<'ex> {
                     sensor_errors: self.sensors.errors()
                         + self.mqtt.as_ref().map_or(0, Bridge::sensor_errors)
                         + self.feeds.as_ref().map_or(0, Feeds::errors),
+                    exports: &self.exports,
                 };
                 answers::answer(&mut self.node, now, call, context);
             }
@@ -486,6 +498,7 @@ impl<'ex> Agent<'ex> {
             if let Some(bridge) = &mut self.mqtt {
                 bridge.observe(&event);
             }
+            self.exports.observe(&self.node, &event);
             if let Some(action) = self.feed.publish(&self.node, event) {
                 actions.push(action);
             }
@@ -557,6 +570,7 @@ impl<'ex> Agent<'ex> {
         if websockets(&old) != websockets(config) {
             self.feeds = Feeds::start(self.ex, &config.sensors);
         }
+        self.exports.reload(self.ex, &config.exports);
         reload_actuators(self.runs.executors_mut(), &old, config);
         self.runs
             .executors_mut()

@@ -37,6 +37,8 @@ pub struct Context<'a> {
     pub mqtt: Option<&'a super::mqtt::Bridge>,
     /// Failed sensor reads and error values read, by every kind of sensor.
     pub sensor_errors: u64,
+    /// `[[export]]`s and their counters.
+    pub exports: &'a super::export::Exports,
 }
 
 /// Answers `call` at `now`. A reply channel that closed (the client went
@@ -64,17 +66,20 @@ pub fn answer(node: &mut Node, now: Instant, call: ApiCall, context: Context<'_>
                 context.api_stats,
                 context.mqtt,
                 context.sensor_errors,
+                context.exports,
             ));
         }
         ApiCall::Stats(reply) => {
-            let _ = reply.try_send(stats(
+            let mut stats = stats(
                 node,
                 now,
                 context.uptime,
                 context.api_stats,
                 context.counters,
                 context.sensor_errors,
-            ));
+            );
+            stats["exports"] = context.exports.status_json();
+            let _ = reply.try_send(stats);
         }
         ApiCall::Points {
             glob,

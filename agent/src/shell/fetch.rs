@@ -225,13 +225,18 @@ pub fn request_headers(
         text.push_str(&format!("{name}: {value}\r\n"));
     }
     if let Some(user) = user {
-        let credentials = format!("{user}:{}", password.unwrap_or(""));
-        text.push_str(&format!(
-            "Authorization: Basic {}\r\n",
-            base64(credentials.as_bytes())
-        ));
+        text.push_str(&basic_auth(user, password));
     }
     text
+}
+
+/// The `Authorization: Basic ...` header line.
+pub fn basic_auth(user: &str, password: Option<&str>) -> String {
+    let credentials = format!("{user}:{}", password.unwrap_or(""));
+    format!(
+        "Authorization: Basic {}\r\n",
+        base64(credentials.as_bytes())
+    )
 }
 
 /// Standard base64 with padding.

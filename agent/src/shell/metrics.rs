@@ -131,6 +131,7 @@ pub fn render(
     api: &ApiStats,
     mqtt: Option<&super::mqtt::Bridge>,
     sensor_errors: u64,
+    exports: &super::export::Exports,
 ) -> String {
     let mut families = Families::new();
     point_samples(&mut families, node);
@@ -146,6 +147,39 @@ pub fn render(
         "counter",
         format!("{name} {sensor_errors}"),
     );
+    for (url, values) in exports.metrics() {
+        let names = [
+            (
+                "shoal_export_sent_total",
+                "Samples an engine accepted",
+                "counter",
+            ),
+            (
+                "shoal_export_dropped_total",
+                "Samples dropped: the buffer was full while the engine was down",
+                "counter",
+            ),
+            (
+                "shoal_export_rejected_total",
+                "Samples an engine refused (HTTP 400), dropped",
+                "counter",
+            ),
+            (
+                "shoal_export_failures_total",
+                "Requests that failed (retried with backoff)",
+                "counter",
+            ),
+            (
+                "shoal_export_pending",
+                "Samples waiting to be sent",
+                "gauge",
+            ),
+        ];
+        for ((name, help, kind), value) in names.into_iter().zip(values) {
+            let sample = format!("{name}{{export=\"{}\"}} {value}", escape(&url));
+            add(&mut families, name, help, kind, sample);
+        }
+    }
     for (name, help, kind, value) in mqtt.map(|bridge| bridge.metrics()).unwrap_or_default() {
         let name = format!("shoal_mqtt_{name}");
         let sample = format!("{name} {value}");
@@ -446,6 +480,7 @@ mod tests {
             &ApiStats::default(),
             None,
             0,
+            &Default::default(),
         );
         for label in ["exit 0", "exit 3", "timed out"] {
             let sample =
@@ -462,7 +497,15 @@ mod tests {
         }
         let api = ApiStats::default();
         api.refused_per_client.set(3);
-        let text = render(&lone_node(), Instant::ZERO, &counters, &api, None, 0);
+        let text = render(
+            &lone_node(),
+            Instant::ZERO,
+            &counters,
+            &api,
+            None,
+            0,
+            &Default::default(),
+        );
         assert!(
             text.contains("shoal_sync_latency_seconds_bucket{le=\"0.01\"} 1\n"),
             "{text}"

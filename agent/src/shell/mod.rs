@@ -10,6 +10,7 @@ pub mod client;
 pub mod demo;
 pub mod events;
 pub mod executor;
+pub mod export;
 pub mod feeds;
 pub mod fetch;
 pub mod files;

@@ -93,6 +93,14 @@ pub fn problems(config: &Config) -> Vec<RunError> {
             });
         }
     }
+    for section in &config.exports {
+        if let Err(reason) = super::export::check(section) {
+            problems.push(RunError::Export {
+                url: section.url_text.clone(),
+                reason,
+            });
+        }
+    }
     for section in &config.executors {
         if let Action::Command(argv) = &section.action {
             let program = argv.first().map_or("", String::as_str);

@@ -101,6 +101,7 @@ pub fn in_effect(running: &Config, new: Config) -> Config {
         rules,
         computes,
         mqtt: _,
+        exports,
         warnings,
     } = new;
     // `mqtt` sensors live in the bridge, built at start: they stay as running.
@@ -127,6 +128,7 @@ pub fn in_effect(running: &Config, new: Config) -> Config {
         rules,
         computes,
         mqtt: running.mqtt.clone(),
+        exports,
         warnings,
     }
 }
