@@ -14,6 +14,7 @@ pub mod export;
 pub mod feeds;
 pub mod fetch;
 pub mod files;
+pub mod history;
 pub mod host;
 pub mod join;
 pub mod messages;
