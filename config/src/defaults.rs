@@ -37,6 +37,8 @@ pub const API_PORT: u16 = 8080;
 pub const API_TOKEN_FILE: &str = "/var/lib/shoal/api.token";
 /// State directory: node id, incarnation, peers, last values.
 pub const STATE_DIR: &str = "/var/lib/shoal";
+/// How long the device keeps its points' quarter-hour history.
+pub const HISTORY_RETAIN: Duration = Duration::from_secs(30 * 86_400);
 /// Default sampling interval of a sensor.
 pub const SENSOR_INTERVAL: Duration = Duration::from_secs(10);
 /// Default interval of an `mqtt` sensor: the least time between two

@@ -147,6 +147,14 @@ pub struct StateSection {
     pub dir: PathBuf,
 }
 
+/// `[history]`: this node's points kept on the device, downsampled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistorySection {
+    /// How long quarter-hour buckets are kept (minute buckets: a day);
+    /// zero: no history.
+    pub retain: Duration,
+}
+
 /// `[limits]`: the bounds of every table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LimitsSection {
@@ -347,6 +355,8 @@ pub struct Config {
     pub mqtt: Option<MqttSection>,
     /// `[[export]]`: this node's points to time-series engines.
     pub exports: Vec<ExportSection>,
+    /// `[history]`.
+    pub history: HistorySection,
     /// Things that work but are likely mistakes (`shoal check` shows them).
     pub warnings: Vec<Problem>,
 }
@@ -590,7 +600,7 @@ impl Walker<'_> {
             "",
             &[
                 "node", "mesh", "api", "state", "limits", "sensor", "actuator", "executor", "rule",
-                "compute", "mqtt", "export",
+                "compute", "mqtt", "export", "history",
             ],
         );
         let empty = DeTable::new();
@@ -639,6 +649,21 @@ impl Walker<'_> {
             token_file.map_or_else(|| dir.join("api.token"), |(s, _)| PathBuf::from(s));
         let limits = self.section(root, "limits").unwrap_or(&empty);
         let limits = self.limits(limits);
+        let history = self.section(root, "history").unwrap_or(&empty);
+        self.known_keys(history, "history.", &["retain"]);
+        let retain = self
+            .duration(history, "history.", "retain")
+            .unwrap_or(d::HISTORY_RETAIN);
+        if !retain.is_zero()
+            && !(Duration::from_secs(86_400)..=Duration::from_secs(366 * 86_400)).contains(&retain)
+        {
+            let span = self.span_of(history, "retain").unwrap_or(0..0);
+            self.problem(
+                span,
+                "history.retain must be 1d to 366d, or 0s for no history".to_owned(),
+            );
+        }
+        let history = HistorySection { retain };
         let mqtt = match self.section(root, "mqtt") {
             Some(table) => {
                 let span = self.span_of(root, "mqtt").unwrap_or(0..0);
@@ -784,6 +809,7 @@ impl Walker<'_> {
                 None => None,
             },
             exports,
+            history,
             warnings: Vec::new(),
         })
     }

@@ -23,8 +23,8 @@ pub use duration::{format_duration, parse_duration, DurationError};
 pub use file::{
     embedded, field_points, is_reserved_point, is_valid_name, load, parse, parse_broker, parse_url,
     read_bounded, Action, ActuatorAction, ActuatorSection, ApiSection, BridgeRole, Broadcast,
-    ComputeSection, Config, ExecutorSection, ExportSection, Expression, LimitsSection, LoadError,
-    MeshSection, MqttSection, NodeSection, Policy, Problem, Problems, RuleSection, SensorSection,
-    Setting, StateSection, Url, EMBEDDED, MAX_FILE_BYTES, MESSAGE_DRIVERS, RESERVED_NODE,
-    RESERVED_POINT,
+    ComputeSection, Config, ExecutorSection, ExportSection, Expression, HistorySection,
+    LimitsSection, LoadError, MeshSection, MqttSection, NodeSection, Policy, Problem, Problems,
+    RuleSection, SensorSection, Setting, StateSection, Url, EMBEDDED, MAX_FILE_BYTES,
+    MESSAGE_DRIVERS, RESERVED_NODE, RESERVED_POINT,
 };

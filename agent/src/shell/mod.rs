@@ -24,6 +24,7 @@ pub mod notify;
 pub mod persist;
 pub mod preflight;
 pub mod pushed;
+pub mod recorder;
 pub mod reload;
 pub mod runs;
 pub mod sensors;

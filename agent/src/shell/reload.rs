@@ -65,6 +65,7 @@ pub fn restart_needed(running: &Config, new: &Config) -> Vec<&'static str> {
         max_points_per_node,
         history_per_point,
     } = &running.limits;
+    check("history.retain", running.history == new.history);
     check("mqtt", running.mqtt == new.mqtt);
     let mqtt_sensors = |config: &Config| -> Vec<shoal_config::SensorSection> {
         let sensors = config.sensors.iter().filter(|s| s.driver == "mqtt");
@@ -102,6 +103,7 @@ pub fn in_effect(running: &Config, new: Config) -> Config {
         computes,
         mqtt: _,
         exports,
+        history: _,
         warnings,
     } = new;
     // `mqtt` sensors live in the bridge, built at start: they stay as running.
@@ -129,6 +131,7 @@ pub fn in_effect(running: &Config, new: Config) -> Config {
         computes,
         mqtt: running.mqtt.clone(),
         exports,
+        history: running.history.clone(),
         warnings,
     }
 }

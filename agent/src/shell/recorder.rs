@@ -1,0 +1,241 @@
+//! The history file (`STATE_DIR/history.shb`): this node's numeric
+//! readings go into [`History`] buckets, and every ten minutes the closed
+//! ones are appended in one write (six an hour); once a day the file is
+//! rewritten without what aged out (`[history] retain`). A file cut by a
+//! power cut or a `kill -9` is read up to its last whole batch and cut
+//! there, said in the log, never fatal.
+//!
+//! The daily rewrite and every query read the file on a blocking thread,
+//! so a slow SD card never holds up the agent's loop; batches that close
+//! meanwhile wait in memory (bounded, see [`history::MAX_PENDING`]).
+
+use super::history::{self, Bucket, History, Step};
+use shoal_core::wire::Value;
+use shoal_core::{Event, Node};
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How often closed buckets are written.
+pub const WRITE_EVERY_MS: u64 = 10 * 60_000;
+/// How often the file is rewritten without what aged out.
+const COMPACT_EVERY_MS: u64 = 24 * 3_600_000;
+/// The largest history file read (a full 366-day file of 1,024 points is
+/// smaller).
+const MAX_FILE: u64 = 256 * 1024 * 1024;
+/// The file's name in the state directory.
+pub const FILE_NAME: &str = "history.shb";
+
+/// The history of this node's points and its file.
+#[derive(Debug)]
+pub struct Recorder {
+    history: History,
+    path: PathBuf,
+    retain_min: u32,
+    next_write_ms: u64,
+    next_compact_ms: u64,
+    /// A rewrite under way on a blocking thread.
+    compacting: Option<smol::Task<Result<(), String>>>,
+    /// Writes to the file (appends and rewrites).
+    pub writes: u64,
+    /// Writes that failed.
+    pub write_errors: u64,
+}
+
+/// Reads the whole file (at most [`MAX_FILE`]); a missing one is empty.
+fn read_file(path: &Path) -> Result<Vec<u8>, String> {
+    let file = match super::files::open_own(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok(bytes)
+}
+
+/// Appends `bytes` and syncs them.
+fn append(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_data()
+}
+
+/// Reads the file and rewrites it with only the buckets still kept.
+fn compact(path: &Path, now_min: u32, retain_min: u32) -> Result<(), String> {
+    let decoded = history::decode_batches(&read_file(path)?);
+    let kept: Vec<(String, Bucket)> = decoded
+        .buckets
+        .into_iter()
+        .filter(|(_, bucket)| history::kept(bucket, now_min, retain_min))
+        .collect();
+    let bytes = history::encode_batch(&kept);
+    super::files::write_own(path, &bytes, true)
+        .map_err(|e| format!("cannot rewrite {}: {e}", path.display()))
+}
+
+fn minutes(ms: u64) -> u32 {
+    u32::try_from(ms / 60_000).unwrap_or(u32::MAX)
+}
+
+impl Recorder {
+    /// The history in state directory `dir`, kept `retain` (`None` when
+    /// zero). A damaged file is cut after its last whole batch, and said.
+    pub fn open(dir: &Path, retain: Duration, now_ms: u64) -> Option<Recorder> {
+        if retain.is_zero() {
+            return None;
+        }
+        let path = dir.join(FILE_NAME);
+        match read_file(&path) {
+            Ok(bytes) => {
+                let decoded = history::decode_batches(&bytes);
+                if let Some(why) = &decoded.damaged {
+                    log::warn!(
+                        "history: {} has {why}; kept the {} buckets before it and cut the rest",
+                        path.display(),
+                        decoded.buckets.len()
+                    );
+                    let cut = std::fs::OpenOptions::new()
+                        .write(true)
+                        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                        .open(&path)
+                        .and_then(|file| {
+                            file.set_len(decoded.valid_len as u64)?;
+                            file.sync_all()
+                        });
+                    if let Err(error) = cut {
+                        log::warn!("history: cannot cut {}: {error}", path.display());
+                    }
+                }
+            }
+            Err(why) => log::warn!("history: {why}; starting a new one"),
+        }
+        Some(Recorder {
+            history: History::default(),
+            path,
+            retain_min: u32::try_from(retain.as_secs() / 60).unwrap_or(u32::MAX),
+            next_write_ms: now_ms + WRITE_EVERY_MS,
+            next_compact_ms: now_ms + COMPACT_EVERY_MS / 24,
+            compacting: None,
+            writes: 0,
+            write_errors: 0,
+        })
+    }
+
+    /// A reading of this node's: into the history if it is a number.
+    pub fn observe(&mut self, node: &Node, event: &Event) {
+        let Event::PointChanged { origin, name } = event else {
+            return;
+        };
+        if *origin != node.id() {
+            return;
+        }
+        let Some(point) = node.store().point(*origin, name) else {
+            return;
+        };
+        let value = match point.value {
+            Value::Float(v) => v,
+            Value::Int(v) => v as f64,
+            Value::Bool(b) => f64::from(u8::from(b)),
+            _ => return,
+        };
+        self.history.record(name, point.ts_ms, value);
+    }
+
+    /// Writes closed buckets when ten minutes passed, and starts the
+    /// daily rewrite when a day passed (`ex` runs it).
+    pub fn tick(&mut self, ex: &smol::LocalExecutor<'static>, now_ms: u64) {
+        if let Some(task) = &self.compacting {
+            if !task.is_finished() {
+                return;
+            }
+            if let Some(task) = self.compacting.take() {
+                self.writes += 1;
+                if let Some(Err(why)) =
+                    futures_lite::future::block_on(futures_lite::future::poll_once(task))
+                {
+                    self.write_errors += 1;
+                    log::warn!("history: {why}");
+                }
+            }
+        }
+        if now_ms >= self.next_compact_ms {
+            self.next_compact_ms = now_ms + COMPACT_EVERY_MS;
+            self.write(now_ms);
+            let (path, now_min, retain) = (self.path.clone(), minutes(now_ms), self.retain_min);
+            self.compacting =
+                Some(ex.spawn(smol::unblock(move || compact(&path, now_min, retain))));
+            return;
+        }
+        if now_ms >= self.next_write_ms {
+            self.next_write_ms = now_ms + WRITE_EVERY_MS;
+            self.write(now_ms);
+        }
+    }
+
+    /// Appends what closed by `now_ms` (at a stop: everything, even the
+    /// open buckets).
+    pub fn write(&mut self, now_ms: u64) {
+        self.history.close_ended(now_ms);
+        let batch = self.history.take_batch();
+        if batch.is_empty() {
+            return;
+        }
+        match append(&self.path, &history::encode_batch(&batch)) {
+            Ok(()) => self.writes += 1,
+            Err(error) => {
+                self.write_errors += 1;
+                log::warn!(
+                    "history: cannot write {}: {error}; {} buckets lost",
+                    self.path.display(),
+                    batch.len()
+                );
+            }
+        }
+    }
+
+    /// The steps of `point` from `since_ms` to `now_ms`, `step_ms` wide:
+    /// the file read on a blocking thread, and what is not written yet.
+    pub fn query(
+        &self,
+        point: &str,
+        since_ms: u64,
+        step_ms: u64,
+        now_ms: u64,
+    ) -> impl std::future::Future<Output = Result<Vec<Step>, String>> + 'static {
+        let path = self.path.clone();
+        let point = point.to_owned();
+        let unwritten = self.history.unwritten(&point);
+        async move {
+            smol::unblock(move || {
+                let decoded = history::decode_batches(&read_file(&path)?);
+                let mut buckets: Vec<Bucket> = decoded
+                    .buckets
+                    .into_iter()
+                    .filter(|(name, _)| *name == point)
+                    .map(|(_, bucket)| bucket)
+                    .collect();
+                buckets.extend(unwritten);
+                let step_min = u32::try_from((step_ms / 60_000).max(1)).unwrap_or(u32::MAX);
+                Ok(history::query(
+                    &buckets,
+                    minutes(since_ms),
+                    minutes(now_ms) + 1,
+                    step_min,
+                ))
+            })
+            .await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
