@@ -673,10 +673,19 @@ impl Walker<'_> {
         };
 
         let exports = self.array_of_tables(root, "export");
-        let exports: Vec<ExportSection> = exports
+        let exports: Vec<(ExportSection, Range<usize>)> = exports
             .iter()
-            .filter_map(|(t, s)| self.export(t, s.clone()))
+            .filter_map(|(t, s)| Some((self.export(t, s.clone())?, s.clone())))
             .collect();
+        // One series per URL in /metrics: two exports to one URL would
+        // also send every sample twice.
+        self.unique(
+            "export",
+            exports
+                .iter()
+                .map(|(e, span)| (e.url_text.as_str(), span.clone())),
+        );
+        let exports: Vec<ExportSection> = exports.into_iter().map(|(e, _)| e).collect();
 
         let sensors = self.array_of_tables(root, "sensor");
         let sensors: Vec<(SensorSection, Range<usize>)> = sensors
@@ -1130,8 +1139,11 @@ impl Walker<'_> {
         let p = "sensor.";
         let (name, driver, allowed) =
             self.device(table, span.clone(), "sensor", SENSOR_DRIVERS, SENSOR_COMMON);
-        let mqtt = driver.as_ref().is_some_and(|(driver, _)| driver == "mqtt");
-        let interval = self.duration(table, p, "interval").unwrap_or(if mqtt {
+        // Pushed messages: interval is the least time between readings.
+        let pushed = driver
+            .as_ref()
+            .is_some_and(|(driver, _)| driver == "mqtt" || driver == "websocket");
+        let interval = self.duration(table, p, "interval").unwrap_or(if pushed {
             d::MQTT_SENSOR_INTERVAL
         } else {
             d::SENSOR_INTERVAL

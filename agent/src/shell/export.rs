@@ -113,7 +113,9 @@ impl Exports {
     }
 
     /// The exports of `sections` from now on: an unchanged one keeps its
-    /// buffer and task; a new or changed one starts empty.
+    /// buffer and task; a changed one to the same engine keeps its buffer
+    /// (cut to the new size, counted); a new one starts empty. What waits
+    /// for a removed export is said in the log.
     pub fn reload(&mut self, ex: &smol::LocalExecutor<'static>, sections: &[ExportSection]) {
         let mut previous = std::mem::take(&mut self.exports);
         for section in sections {
@@ -128,10 +130,28 @@ impl Exports {
                     continue;
                 }
             };
-            let queue = Rc::new(RefCell::new(Queue {
-                capacity: section.buffer,
-                ..Queue::default()
-            }));
+            // The same engine with other settings keeps what waits for it.
+            let same_engine = previous
+                .iter()
+                .position(|e| e.section.url == section.url && e.section.kind == section.kind);
+            let queue = match same_engine {
+                Some(index) => {
+                    let old = previous.swap_remove(index);
+                    let mut waiting = old.queue.borrow_mut();
+                    waiting.capacity = section.buffer;
+                    while waiting.lines.len() > section.buffer {
+                        waiting.lines.pop_front();
+                        waiting.front += 1;
+                        waiting.dropped += 1;
+                    }
+                    drop(waiting);
+                    old.queue
+                }
+                None => Rc::new(RefCell::new(Queue {
+                    capacity: section.buffer,
+                    ..Queue::default()
+                })),
+            };
             log::info!(
                 "export: this node's points matching {:?} to {} every {}",
                 section.points,
@@ -144,6 +164,15 @@ impl Exports {
                 queue,
                 _task: task,
             });
+        }
+        for gone in previous {
+            let waiting = gone.queue.borrow().lines.len();
+            if waiting > 0 {
+                log::warn!(
+                    "export to {} removed: {waiting} samples that waited for it are dropped",
+                    gone.section.url_text
+                );
+            }
         }
     }
 

@@ -31,6 +31,11 @@ pub const PING_AFTER: Duration = Duration::from_secs(30);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Events waiting for the agent's loop.
 const QUEUE: usize = 256;
+/// Frames one message may come in (control frames between them count).
+const MAX_FRAMES: u32 = 1024;
+/// Bytes of one message skipped (over [`MAX_MESSAGE`]) before the feed is
+/// dropped as misbehaving.
+const MAX_SKIPPED: u64 = 16 * 1024 * 1024;
 
 /// What a feed's task reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -257,8 +262,15 @@ async fn session(feed: &Feed, events: &Sender<FeedEvent>, stats: &FeedStats) -> 
             Incoming::Ping(data) => reader.send(0xA, &data).await?,
             Incoming::Pong | Incoming::Skipped => {}
             Incoming::Close(code) => {
-                let _ = reader.send(0x8, &code.to_be_bytes()).await;
-                return Err(format!("the server closed the feed (code {code})"));
+                // The close is echoed with the code received, or none.
+                let echo = code.map(u16::to_be_bytes);
+                let _ = reader
+                    .send(0x8, echo.as_ref().map_or(&[][..], |b| &b[..]))
+                    .await;
+                return Err(match code {
+                    Some(code) => format!("the server closed the feed (code {code})"),
+                    None => "the server closed the feed".to_owned(),
+                });
             }
         }
     }
@@ -315,6 +327,9 @@ async fn connect(url: &Url) -> Result<TcpStream, String> {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
+        if head.len() % 1024 == 1023 {
+            future::yield_now().await;
+        }
         if head.len() > 16 * 1024 {
             return Err("the upgrade answer's headers are longer than 16 KiB".to_owned());
         }
@@ -353,7 +368,8 @@ enum Incoming {
     Pong,
     /// A message over the bound, skipped.
     Skipped,
-    Close(u16),
+    /// With its status code, if it had one.
+    Close(Option<u16>),
 }
 
 struct Reader {
@@ -372,10 +388,13 @@ impl Reader {
         })
     }
 
-    /// Reads `length` bytes, kept (appended) or skipped.
+    /// Reads `length` bytes, kept (appended) or skipped. Yields every
+    /// 64 KiB: a socket that always has data never makes a read wait, so
+    /// without it a fast server would hold the agent's loop.
     async fn payload(&mut self, length: u64, keep: bool) -> Result<(), String> {
         let mut left = length;
         let mut chunk = [0u8; 4096];
+        let mut since_yield = 0usize;
         while left > 0 {
             let n = usize::try_from(left.min(chunk.len() as u64)).unwrap_or(chunk.len());
             self.read_exact(&mut chunk[..n]).await?;
@@ -383,6 +402,11 @@ impl Reader {
                 self.buffered.extend_from_slice(&chunk[..n]);
             }
             left -= n as u64;
+            since_yield += n;
+            if since_yield >= 64 * 1024 {
+                since_yield = 0;
+                future::yield_now().await;
+            }
         }
         Ok(())
     }
@@ -413,9 +437,20 @@ impl Reader {
     async fn rest(&mut self, first: u8, stats: &FeedStats) -> Result<Incoming, String> {
         self.buffered.clear();
         let mut skipping = false;
+        let mut skipped = 0u64;
         let mut started = false;
         let mut next_first = Some(first);
+        let mut frames = 0u32;
         loop {
+            frames += 1;
+            if frames > MAX_FRAMES {
+                return Err(format!(
+                    "the server sent a message in more than {MAX_FRAMES} frames"
+                ));
+            }
+            if frames.is_multiple_of(16) {
+                future::yield_now().await;
+            }
             let mut head = [0u8; 2];
             match next_first.take() {
                 Some(byte) => {
@@ -426,6 +461,12 @@ impl Reader {
             }
             let fin = head[0] & 0x80 != 0;
             let opcode = head[0] & 0x0f;
+            if head[0] & 0x70 != 0 {
+                return Err(
+                    "the server sent a frame with reserved bits set (an extension not asked for)"
+                        .to_owned(),
+                );
+            }
             if head[1] & 0x80 != 0 {
                 return Err("the server sent a masked frame".to_owned());
             }
@@ -450,9 +491,7 @@ impl Reader {
                 self.read_exact(&mut data).await?;
                 match opcode {
                     0x8 => {
-                        let code = data
-                            .get(..2)
-                            .map_or(1005, |b| u16::from_be_bytes([b[0], b[1]]));
+                        let code = data.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]));
                         return Ok(Incoming::Close(code));
                     }
                     // Between the fragments of a message: answered here,
@@ -478,7 +517,14 @@ impl Reader {
             let fits = (self.buffered.len() as u64).saturating_add(length) <= MAX_MESSAGE as u64;
             if !fits && !skipping {
                 skipping = true;
+                skipped = self.buffered.len() as u64;
                 self.buffered.clear();
+            }
+            if skipping {
+                skipped = skipped.saturating_add(length);
+                if skipped > MAX_SKIPPED {
+                    return Err("the server sent a message over 16 MiB".to_owned());
+                }
             }
             self.payload(length, !skipping).await?;
             if fin {
@@ -499,9 +545,11 @@ impl Reader {
         for (i, byte) in data.iter().take(125).enumerate() {
             frame.push(byte ^ mask[i % 4]);
         }
-        self.stream
-            .write_all(&frame)
+        // A server that never reads would otherwise hold this feed (and
+        // its points' last values) forever.
+        timeout(PING_AFTER, self.stream.write_all(&frame))
             .await
+            .ok_or("the server stopped reading")?
             .map_err(|e| format!("sending failed: {e}"))
     }
 }

@@ -104,7 +104,14 @@ async fn read_answer(
         }
         if let Some((start, _, _, framing)) = &head {
             let body = &raw[*start..];
-            if body.len() > MAX_ANSWER + 64 {
+            // Chunk framing adds to the body: its bound is the decoded
+            // size (checked below), with room for the framing here.
+            let bound = if *framing == Framing::Chunked {
+                2 * MAX_ANSWER
+            } else {
+                MAX_ANSWER
+            };
+            if body.len() > bound {
                 return Err(format!(
                     "the answer is larger than {} KiB",
                     MAX_ANSWER / 1024
@@ -112,7 +119,11 @@ async fn read_answer(
             }
             let complete = match framing {
                 Framing::Length(length) => body.len() >= *length,
-                Framing::Chunked => body.ends_with(b"0\r\n\r\n"),
+                // Data may end in "0\r\n" too: complete only when the
+                // chunks parse from the start to a last, empty one.
+                Framing::Chunked => {
+                    body.ends_with(b"0\r\n\r\n") && super::client::dechunk(body).is_some()
+                }
                 Framing::Close => false,
             };
             if complete {

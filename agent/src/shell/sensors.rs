@@ -120,6 +120,9 @@ pub struct Sampler {
     error: Option<String>,
     /// A read in flight since then.
     reading_since: Option<Instant>,
+    /// The read in flight is a message source's: its task ends itself at
+    /// `timeout` with that error, so the sampler does not time it out too.
+    self_timed: bool,
 }
 
 impl std::fmt::Debug for Sampler {
@@ -534,6 +537,7 @@ impl Sampler {
             errors: 0,
             error: None,
             reading_since: None,
+            self_timed: false,
         })
     }
 
@@ -547,7 +551,9 @@ impl Sampler {
     pub fn deadline(&self) -> Option<Instant> {
         match (&self.device, self.reading_since) {
             (Some(_), _) => Some(self.next),
-            (None, Some(since)) if self.error.is_none() => Some(since + self.timeout),
+            (None, Some(since)) if self.error.is_none() && !self.self_timed => {
+                Some(since + self.timeout)
+            }
             _ => None,
         }
     }
@@ -556,6 +562,7 @@ impl Sampler {
     pub fn start(&mut self, now: Instant) -> Option<Device> {
         let device = self.device.take()?;
         self.reading_since = Some(now);
+        self.self_timed = matches!(device, Device::Fetch(_));
         Some(device)
     }
 
@@ -564,7 +571,10 @@ impl Sampler {
     pub fn check_timeout(&mut self, now: Instant) -> Vec<Reading> {
         match self.reading_since {
             Some(since)
-                if self.device.is_none() && now >= since + self.timeout && self.error.is_none() =>
+                if self.device.is_none()
+                    && !self.self_timed
+                    && now >= since + self.timeout
+                    && self.error.is_none() =>
             {
                 let message = format!(
                     "read timed out after {}",

@@ -7,8 +7,11 @@ use std::time::Duration;
 
 /// Samples kept while the engine is down, unless `buffer` says otherwise.
 pub(super) const EXPORT_BUFFER: usize = 10_000;
-/// The most samples kept per export, whatever `buffer` says.
-pub(super) const MAX_EXPORT_BUFFER: usize = 1_000_000;
+/// The most samples kept per export, whatever `buffer` says (about 20 MB
+/// of lines: a Pi's memory is not the engine's).
+pub(super) const MAX_EXPORT_BUFFER: usize = 200_000;
+/// The most samples per request (about 1 MB of body).
+const MAX_BATCH: usize = 10_000;
 
 /// `[[export]]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,20 +91,18 @@ impl Walker<'_> {
             }
             Some((glob, _)) => glob,
         };
-        let count =
-            |walker: &mut Self, key: &str, default: usize| match walker.integer(table, p, key) {
-                None => default,
-                Some((n, _)) if (1..=MAX_EXPORT_BUFFER as i64).contains(&n) => n as usize,
-                Some((n, span)) => {
-                    walker.problem(
-                        span,
-                        format!("export.{key} {n} must be 1 to {MAX_EXPORT_BUFFER}"),
-                    );
-                    default
-                }
-            };
-        let buffer = count(self, "buffer", EXPORT_BUFFER);
-        let batch = count(self, "batch", 5_000);
+        let count = |walker: &mut Self, key: &str, default: usize, most: usize| match walker
+            .integer(table, p, key)
+        {
+            None => default,
+            Some((n, _)) if (1..=most as i64).contains(&n) => n as usize,
+            Some((n, span)) => {
+                walker.problem(span, format!("export.{key} {n} must be 1 to {most}"));
+                default
+            }
+        };
+        let buffer = count(self, "buffer", EXPORT_BUFFER, MAX_EXPORT_BUFFER);
+        let batch = count(self, "batch", 5_000, MAX_BATCH);
         let interval = self
             .duration(table, p, "interval")
             .unwrap_or(Duration::from_secs(10));
@@ -115,6 +116,14 @@ impl Walker<'_> {
         let token_file = path(self, "token_file");
         let password_file = path(self, "password_file");
         let username = self.string(table, p, "username").map(|(s, _)| s);
+        if token_file.is_some() && (username.is_some() || password_file.is_some()) {
+            let span = self.span_of(table, "token_file").unwrap_or(0..0);
+            self.problem(
+                span,
+                "export.token_file (InfluxDB 2) or username and password_file (InfluxDB 1), not both"
+                    .to_owned(),
+            );
+        }
         let (url, url_text) = url?;
         Some(ExportSection {
             kind: kind?,

@@ -39,6 +39,9 @@ pub(super) fn host_port(
         let (host, tail) = bracketed
             .split_once(']')
             .ok_or_else(|| format!("{url:?}: an IPv6 address needs its closing ]"))?;
+        if !tail.is_empty() && !tail.starts_with(':') {
+            return Err(format!("{url:?}: only :PORT may follow an IPv6 address"));
+        }
         (host, tail.strip_prefix(':'))
     } else if authority.matches(':').count() > 1 {
         return Err(format!("{url:?}: write an IPv6 address in brackets, [::1]"));
@@ -99,6 +102,17 @@ pub fn parse_url(url: &str, scheme: &str, secure: &str) -> Result<Url, String> {
     };
     Ok(Url { host, port, path })
 }
+
+/// Request headers the agent writes itself (extra ones would duplicate
+/// them; `Authorization` comes from `username` and `password_file`).
+const RESERVED_HEADERS: &[&str] = &[
+    "Host",
+    "Content-Length",
+    "Transfer-Encoding",
+    "Connection",
+    "Upgrade",
+    "Authorization",
+];
 
 /// Whether `name` is an HTTP header name (RFC 9110 token characters).
 fn is_header_name(name: &str) -> bool {
@@ -192,6 +206,16 @@ impl Walker<'_> {
         for (name, text) in fields.iter() {
             let name = name.get_ref().to_string();
             match text.get_ref() {
+                DeValue::String(_)
+                    if RESERVED_HEADERS
+                        .iter()
+                        .any(|h| h.eq_ignore_ascii_case(&name)) =>
+                {
+                    self.problem(
+                        text.span(),
+                        format!("sensor.headers.{name}: the agent sets {name} itself"),
+                    );
+                }
                 DeValue::String(text)
                     if is_header_name(&name)
                         && !text.chars().any(|c| c.is_control() && c != '\t') =>

@@ -165,3 +165,40 @@ fn batches_go_out_a_refused_one_is_dropped_and_a_down_engine_is_retried() {
     assert_eq!((q.sent, q.rejected, q.failures, q.dropped), (3, 2, 1, 0));
     assert_eq!(q.last_error, None);
 }
+
+#[test]
+fn a_reload_keeps_what_waits_for_the_same_engine() {
+    let ex: &'static smol::LocalExecutor<'static> = Box::leak(Box::new(smol::LocalExecutor::new()));
+    let url = shoal_config::Url {
+        host: "127.0.0.1".into(),
+        port: 9,
+        path: "/write".into(),
+    };
+    let mut first = section(url.clone(), 10);
+    first.interval = Duration::from_secs(3600);
+    first.username = None;
+    let mut exports = Exports::start(ex, std::slice::from_ref(&first));
+    for n in 0..50 {
+        exports.exports[0].queue.borrow_mut().push(format!("l{n}"));
+    }
+    // Another interval and a smaller buffer, the same engine.
+    let mut changed = first.clone();
+    changed.interval = Duration::from_secs(1800);
+    changed.buffer = 30;
+    exports.reload(ex, std::slice::from_ref(&changed));
+    let q = exports.exports[0].queue.borrow();
+    assert_eq!(q.lines.len(), 30, "cut to the new buffer");
+    assert_eq!(
+        q.lines.front().map(String::as_str),
+        Some("l20"),
+        "the newest kept"
+    );
+    assert_eq!(q.dropped, 20, "and the cut counted");
+    drop(q);
+    // Another engine: a new, empty queue.
+    let mut other = changed.clone();
+    other.url.port = 10;
+    other.url_text = "http://127.0.0.1:10/write".into();
+    exports.reload(ex, std::slice::from_ref(&other));
+    assert!(exports.exports[0].queue.borrow().lines.is_empty());
+}

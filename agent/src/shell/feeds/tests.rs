@@ -217,6 +217,35 @@ fn servers_that_do_not_speak_websocket_are_said() {
             Box::new(|_| {}),
             "the server closed the connection during the upgrade",
         ),
+        (
+            Box::new(|mut s| {
+                upgrade(&mut s, "101 Switching Protocols", true);
+                // A message that never ends: empty fragments, as fast as it can.
+                let mut flood = frame(false, 0x1, b"");
+                for _ in 0..2000 {
+                    flood.extend_from_slice(&frame(false, 0x0, b""));
+                }
+                let _ = s.write_all(&flood);
+                std::thread::sleep(Duration::from_millis(200));
+            }),
+            "the server sent a message in more than 1024 frames",
+        ),
+        (
+            Box::new(|mut s| {
+                upgrade(&mut s, "101 Switching Protocols", true);
+                let _ = s.write_all(&[0xC1, 1, b'x']);
+                std::thread::sleep(Duration::from_millis(200));
+            }),
+            "the server sent a frame with reserved bits set (an extension not asked for)",
+        ),
+        (
+            Box::new(|mut s| {
+                upgrade(&mut s, "101 Switching Protocols", true);
+                let _ = s.write_all(&frame(true, 0x8, b""));
+                std::thread::sleep(Duration::from_millis(200));
+            }),
+            "the server closed the feed",
+        ),
     ];
     for (script, expected) in cases {
         let port = server(vec![script]);

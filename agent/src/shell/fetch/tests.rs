@@ -54,6 +54,15 @@ fn bodies_by_length_by_chunks_and_by_close() {
         Duration::from_millis(20),
     );
     assert_eq!(get_now(&url), Ok(b"{\"t\": 21.5}".to_vec()));
+    // A chunk whose data ends in "0\r\n", the last chunk coming later.
+    let url = serve(
+        vec![
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\n21.0\r\n\r\n".to_vec(),
+            b"0\r\n\r\n".to_vec(),
+        ],
+        Duration::from_millis(50),
+    );
+    assert_eq!(get_now(&url), Ok(b"21.0\r\n".to_vec()));
     let url = serve(
         vec![b"HTTP/1.0 200 OK\r\n\r\n42\n".to_vec()],
         Duration::ZERO,

@@ -343,3 +343,19 @@ fn a_missing_field_is_an_error_on_its_point_and_garbage_fails_the_read() {
     let back = message(&mut sampler, at(70), Ok(r#"{"apower": 3, "output": true}"#));
     assert_eq!(back[0].value.to_string(), "3");
 }
+
+#[test]
+fn a_message_read_times_itself_out_once() {
+    let mut sampler = plug();
+    let device = sampler.start(at(0)).expect("idle");
+    assert_eq!(sampler.deadline(), None, "its task ends at the timeout");
+    assert!(sampler.check_timeout(at(60)).is_empty());
+    let result = ReadResult::Message(Err("read timed out after 5s".to_owned()));
+    assert_eq!(sampler.finish(at(5), device, result).len(), 2);
+    assert_eq!(sampler.errors, 1, "one timeout, one error");
+    assert_eq!(
+        sampler.next,
+        at(15),
+        "retried after an interval, as any failure"
+    );
+}

@@ -32,6 +32,16 @@ fn an_influx_export_takes_a_url_and_sensible_defaults() {
 }
 
 #[test]
+fn two_exports_to_one_url_are_refused() {
+    let one = "[[export]]\nkind = \"influx\"\nurl = \"http://x/write\"\n";
+    let all = problems(&format!("{one}{one}")).join("\n");
+    assert!(
+        all.contains("duplicate export name \"http://x/write\""),
+        "{all}"
+    );
+}
+
+#[test]
 fn bad_exports_are_each_named_with_their_place() {
     for (section, expected) in [
         ("url = \"http://x/write\"\n", "export needs `kind`"),
@@ -46,11 +56,11 @@ fn bad_exports_are_each_named_with_their_place() {
         ),
         (
             "kind = \"influx\"\nurl = \"http://x/\"\nbuffer = 0\n",
-            "export.buffer 0 must be 1 to 1000000",
+            "export.buffer 0 must be 1 to 200000",
         ),
         (
             "kind = \"influx\"\nurl = \"http://x/\"\nbatch = -1\n",
-            "export.batch -1 must be 1 to 1000000",
+            "export.batch -1 must be 1 to 10000",
         ),
         (
             "kind = \"influx\"\nurl = \"http://x/\"\npoints = \"a/b/c\"\n",
@@ -59,6 +69,10 @@ fn bad_exports_are_each_named_with_their_place() {
         (
             "kind = \"influx\"\nurl = \"http://x/\"\ninterval = \"0s\"\n",
             "export.interval must be above zero",
+        ),
+        (
+            "kind = \"influx\"\nurl = \"http://x/\"\ntoken_file = \"/t\"\nusername = \"u\"\n",
+            "not both",
         ),
         (
             "kind = \"influx\"\nurl = \"http://x/\"\ncolour = 1\n",

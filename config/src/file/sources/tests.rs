@@ -36,6 +36,7 @@ fn urls_split_into_host_port_and_path() {
         ("http://user:pw@plug/", "credentials"),
         ("http://plug:0/", "port must be 1 to 65535"),
         ("http://::1/", "IPv6"),
+        ("http://[::1]junk/x", "only :PORT may follow"),
     ] {
         let error = parse_url(bad, "http", "https").expect_err(bad);
         assert!(error.contains(why), "{bad}: {error}");
@@ -103,6 +104,8 @@ fn a_command_sensor_takes_an_argv_and_a_websocket_a_ws_url() {
         config.sensors[1].json,
         vec![("feed".to_owned(), "/p".to_owned())]
     );
+    let pushed = crate::defaults::MQTT_SENSOR_INTERVAL;
+    assert_eq!(config.sensors[1].interval, pushed, "a feed's interval: 1 s");
 }
 
 #[test]
@@ -115,6 +118,7 @@ fn bad_sources_are_each_named_with_their_place() {
         ("driver = \"http\"\nurl = \"http://x/\"\nheaders = { \"Bad Name\" = \"x\" }\n", "sensor.headers.Bad Name: a header name"),
         ("driver = \"http\"\nurl = \"http://x/\"\nheaders = { X = \"a\\r\\nInjected: 1\" }\n", "sensor.headers.X"),
         ("driver = \"http\"\nurl = \"http://x/\"\nheaders = \"x\"\n", "sensor.headers must be a table"),
+        ("driver = \"http\"\nurl = \"http://x/\"\nheaders = { host = \"y\" }\n", "sensor.headers.host: the agent sets host itself"),
         ("driver = \"command\"\n", "a command sensor needs `command"),
         ("driver = \"command\"\ncommand = \"/bin/date\"\n", "sensor.command must be a list"),
         ("driver = \"command\"\ncommand = []\n", "sensor.command needs a program"),
