@@ -142,7 +142,7 @@ fn unwritten_buckets_answer_queries_and_old_ones_age_out() {
     history.record("t", DAY_START_MS, 3.0);
     history.record("t", DAY_START_MS + 30_000, 5.0);
     history.record("t", DAY_START_MS + 60_000, 7.0);
-    history.record("t", f64::NAN as u64, f64::NAN);
+    history.record("t", DAY_START_MS, f64::NAN);
     let unwritten = history.unwritten("t");
     assert_eq!(
         unwritten.len(),
