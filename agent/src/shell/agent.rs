@@ -179,6 +179,8 @@ pub struct Agent<'ex> {
     feeds: Option<Feeds>,
     /// `[[export]]`: this node's points to time-series engines.
     exports: super::export::Exports,
+    /// This node's history on the device (`[history]`).
+    recorder: Option<super::recorder::Recorder>,
     /// The configuration in effect (see `reload.rs`).
     config: Config,
     /// The file it came from; `None`: the embedded defaults.
@@ -300,6 +302,11 @@ impl<'ex> Agent<'ex> {
             mqtt,
             feeds: Feeds::start(ex, &config.sensors),
             exports: super::export::Exports::start(ex, &config.exports),
+            recorder: super::recorder::Recorder::open(
+                &config.state.dir,
+                config.history.retain,
+                super::unix_ms(),
+            ),
             config: config.clone(),
             config_path: None,
         })
@@ -416,6 +423,8 @@ impl<'ex> Agent<'ex> {
                         + self.mqtt.as_ref().map_or(0, Bridge::sensor_errors)
                         + self.feeds.as_ref().map_or(0, Feeds::errors),
                     exports: &self.exports,
+                    recorder: self.recorder.as_ref(),
+                    ex: self.ex,
                 };
                 answers::answer(&mut self.node, now, call, context);
             }
@@ -485,6 +494,9 @@ impl<'ex> Agent<'ex> {
             }
         }
         self.persistence.maybe_save(&self.node);
+        if let Some(recorder) = &mut self.recorder {
+            recorder.tick(self.ex, super::unix_ms());
+        }
         Ok(Flow::Continue)
     }
 
@@ -499,6 +511,9 @@ impl<'ex> Agent<'ex> {
                 bridge.observe(&event);
             }
             self.exports.observe(&self.node, &event);
+            if let Some(recorder) = &mut self.recorder {
+                recorder.observe(&self.node, &event);
+            }
             if let Some(action) = self.feed.publish(&self.node, event) {
                 actions.push(action);
             }
@@ -598,6 +613,10 @@ impl<'ex> Agent<'ex> {
             log::error!("while stopping: {error}");
         }
         self.persistence.save(&self.node);
+        if let Some(recorder) = &mut self.recorder {
+            // Everything, open buckets too: a restart goes on from there.
+            recorder.write(u64::MAX);
+        }
         if let Some(bridge) = self.mqtt.take() {
             bridge.close().await;
         }

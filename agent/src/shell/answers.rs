@@ -39,6 +39,10 @@ pub struct Context<'a> {
     pub sensor_errors: u64,
     /// `[[export]]`s and their counters.
     pub exports: &'a super::export::Exports,
+    /// This node's history, unless `[history] retain = "0s"`.
+    pub recorder: Option<&'a super::recorder::Recorder>,
+    /// Runs answers that need the disk (history queries).
+    pub ex: &'a smol::LocalExecutor<'static>,
 }
 
 /// Answers `call` at `now`. A reply channel that closed (the client went
@@ -95,6 +99,13 @@ pub fn answer(node: &mut Node, now: Instant, call: ApiCall, context: Context<'_>
         } => {
             let _ = reply.try_send(point(node, now, &origin, &name));
         }
+        ApiCall::History {
+            node: origin,
+            name,
+            since,
+            step,
+            reply,
+        } => history(node, &context, &origin, &name, since, step, reply),
         ApiCall::Ingest { readings, reply } => {
             let _ = reply.try_send(ingest(node, now, readings));
         }
@@ -148,6 +159,70 @@ fn point(node: &Node, now: Instant, origin_name: &str, name: &str) -> Answer {
                 body: point_json(&origin.name, name, point, now, true),
             },
         )
+}
+
+/// The most steps one history answer has.
+const MAX_STEPS: u64 = 4096;
+
+/// `GET /api/points/NODE/NAME/history`: this node's own points from its
+/// history file, answered by a task (the file is read on a blocking
+/// thread).
+fn history(
+    node: &Node,
+    context: &Context<'_>,
+    origin: &str,
+    name: &str,
+    since: Duration,
+    step: Duration,
+    reply: smol::channel::Sender<Answer>,
+) {
+    let own = node.name().as_str();
+    let answer = |status, text: String| {
+        let _ = reply.try_send(Answer::error(status, text));
+    };
+    if origin != own && origin != "self" {
+        return answer(
+            501,
+            format!("only this node's own points have history here: ask {origin}'s API (fetching another node's history through the mesh is not built yet)"),
+        );
+    }
+    let Some(recorder) = context.recorder else {
+        return answer(
+            404,
+            "this node keeps no history ([history] retain = \"0s\")".to_owned(),
+        );
+    };
+    if step < Duration::from_secs(60) {
+        return answer(
+            400,
+            "step: at least 1m (the finest history is per minute)".to_owned(),
+        );
+    }
+    if since.as_secs() / step.as_secs().max(1) > MAX_STEPS {
+        return answer(400, format!("since/step: at most {MAX_STEPS} steps"));
+    }
+    let now_ms = super::unix_ms();
+    let since_ms = now_ms.saturating_sub(u64::try_from(since.as_millis()).unwrap_or(u64::MAX));
+    let step_ms = u64::try_from(step.as_millis()).unwrap_or(u64::MAX);
+    let query = recorder.query(name, since_ms, step_ms, now_ms);
+    context
+        .ex
+        .spawn(async move {
+            let answer = match query.await {
+                Ok(steps) => Answer {
+                    status: 200,
+                    body: steps
+                        .iter()
+                        .map(
+                            |s| json!({"ts_ms": s.ts_ms, "min": s.min, "avg": s.avg, "max": s.max}),
+                        )
+                        .collect(),
+                },
+                Err(why) => Answer::error(500, why),
+            };
+            let _ = reply.send(answer).await;
+        })
+        .detach();
 }
 
 /// `POST /api/points`: readings as this node's points; 422 names the

@@ -116,6 +116,19 @@ pub enum ApiCall {
         /// Where the answer goes.
         reply: Sender<Answer>,
     },
+    /// `GET /api/points/NODE/NAME/history?since=24h&step=5m`.
+    History {
+        /// The node.
+        node: String,
+        /// The point.
+        name: String,
+        /// How far back (`since`, default 24 h).
+        since: std::time::Duration,
+        /// Step width (`step`, default 5 min).
+        step: std::time::Duration,
+        /// Where the answer goes.
+        reply: Sender<Answer>,
+    },
     /// `POST /api/points`: readings from outside, as this node's points.
     Ingest {
         /// The readings.
@@ -379,6 +392,27 @@ async fn handle(request: Request<Incoming>, context: &Context) -> Response<Body>
                 reply,
             })
             .await
+        }
+        (&Method::GET, ["api", "points", node, name, "history"]) => {
+            let (node, name) = (percent_decode(node), percent_decode(name));
+            let duration = |key: &str, default: u64| match query_value(&query, key) {
+                None => Ok(std::time::Duration::from_secs(default)),
+                Some(text) => shoal_config::parse_duration(&text)
+                    .map_err(|e| Answer::error(400, format!("{key}: {e}"))),
+            };
+            match (duration("since", 86_400), duration("step", 300)) {
+                (Ok(since), Ok(step)) => {
+                    call(context, |reply| ApiCall::History {
+                        node,
+                        name,
+                        since,
+                        step,
+                        reply,
+                    })
+                    .await
+                }
+                (Err(answer), _) | (_, Err(answer)) => answer,
+            }
         }
         (&Method::GET, ["api", "points", node, name]) => {
             let (node, name) = (percent_decode(node), percent_decode(name));

@@ -219,12 +219,27 @@ pub struct Decoded {
     pub damaged: Option<String>,
 }
 
+/// The size of a batch's header (magic, length, CRC).
+pub const HEADER: usize = 12;
+
+/// The payload length a batch header announces, or why it is no header.
+pub fn payload_length(header: &[u8; HEADER]) -> Result<usize, String> {
+    if &header[..4] != MAGIC {
+        return Err("not a history batch".to_owned());
+    }
+    let length = u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as usize;
+    if length > MAX_BATCH {
+        return Err(format!("a batch of {length} bytes"));
+    }
+    Ok(length)
+}
+
 /// Reads batches until the end or the first damaged one.
 pub fn decode_batches(bytes: &[u8]) -> Decoded {
     let mut decoded = Decoded::default();
     let mut at = 0;
     while at < bytes.len() {
-        match decode_one(&bytes[at..]) {
+        match decode_batch(&bytes[at..]) {
             Ok((buckets, used)) => {
                 decoded.buckets.extend(buckets);
                 at += used;
@@ -239,18 +254,17 @@ pub fn decode_batches(bytes: &[u8]) -> Decoded {
     decoded
 }
 
-type Batch = (Vec<(String, Bucket)>, usize);
+/// A batch's buckets, and its size in bytes.
+pub type Batch = (Vec<(String, Bucket)>, usize);
 
-fn decode_one(bytes: &[u8]) -> Result<Batch, String> {
-    let header = bytes.get(..12).ok_or("a batch cut short")?;
-    if &header[..4] != MAGIC {
-        return Err("not a history batch".to_owned());
-    }
-    let length = u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as usize;
+/// The first batch of `bytes`: its buckets and its size in bytes.
+pub fn decode_batch(bytes: &[u8]) -> Result<Batch, String> {
+    let header: &[u8; HEADER] = bytes
+        .get(..HEADER)
+        .and_then(|h| h.try_into().ok())
+        .ok_or("a batch cut short")?;
+    let length = payload_length(header)?;
     let crc = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
-    if length > MAX_BATCH {
-        return Err(format!("a batch of {length} bytes"));
-    }
     let payload = bytes
         .get(12..12 + length)
         .ok_or("a batch cut short (a write that did not finish)")?;

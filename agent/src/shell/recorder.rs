@@ -7,7 +7,9 @@
 //!
 //! The daily rewrite and every query read the file on a blocking thread,
 //! so a slow SD card never holds up the agent's loop; batches that close
-//! meanwhile wait in memory (bounded, see [`history::MAX_PENDING`]).
+//! meanwhile wait in memory (bounded, see [`history::MAX_PENDING`]). The
+//! file is read a batch at a time, never whole: a query holds one batch
+//! and the buckets of its point, the rewrite one batch.
 
 use super::history::{self, Bucket, History, Step};
 use shoal_core::wire::Value;
@@ -21,9 +23,6 @@ use std::time::Duration;
 pub const WRITE_EVERY_MS: u64 = 10 * 60_000;
 /// How often the file is rewritten without what aged out.
 const COMPACT_EVERY_MS: u64 = 24 * 3_600_000;
-/// The largest history file read (a full 366-day file of 1,024 points is
-/// smaller).
-const MAX_FILE: u64 = 256 * 1024 * 1024;
 /// The file's name in the state directory.
 pub const FILE_NAME: &str = "history.shb";
 
@@ -43,18 +42,62 @@ pub struct Recorder {
     pub write_errors: u64,
 }
 
-/// Reads the whole file (at most [`MAX_FILE`]); a missing one is empty.
-fn read_file(path: &Path) -> Result<Vec<u8>, String> {
+/// What [`scan`] found: bytes of whole batches, and why it stopped early.
+type Scanned = (u64, Option<String>);
+
+/// Reads the file a batch at a time, handing each batch's buckets to
+/// `each`, until its end or its first damaged batch; a missing file is
+/// empty.
+fn scan(path: &Path, mut each: impl FnMut(Vec<(String, Bucket)>)) -> Result<Scanned, String> {
     let file = match super::files::open_own(path) {
         Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, None)),
         Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
     };
-    let mut bytes = Vec::new();
-    file.take(MAX_FILE)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    Ok(bytes)
+    let mut reader = std::io::BufReader::new(file);
+    let mut valid = 0u64;
+    loop {
+        let mut header = [0u8; history::HEADER];
+        let got = read_up_to(&mut reader, &mut header)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        if got == 0 {
+            return Ok((valid, None));
+        }
+        let damaged = |why: &str| Ok((valid, Some(format!("{why} at byte {valid}"))));
+        if got < history::HEADER {
+            return damaged("a batch cut short");
+        }
+        let length = match history::payload_length(&header) {
+            Ok(length) => length,
+            Err(why) => return damaged(&why),
+        };
+        let mut batch = header.to_vec();
+        batch.resize(history::HEADER + length, 0);
+        let got = read_up_to(&mut reader, &mut batch[history::HEADER..])
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        if got < length {
+            return damaged("a batch cut short (a write that did not finish)");
+        }
+        match history::decode_batch(&batch) {
+            Ok((buckets, used)) => {
+                each(buckets);
+                valid += used as u64;
+            }
+            Err(why) => return damaged(&why),
+        }
+    }
+}
+
+/// Reads until `buf` is full or the file ends; how much it read.
+fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..])? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    Ok(filled)
 }
 
 /// Appends `bytes` and syncs them.
@@ -69,17 +112,35 @@ fn append(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     file.sync_data()
 }
 
-/// Reads the file and rewrites it with only the buckets still kept.
+/// Rewrites the file with only the buckets still kept, a batch at a time
+/// into a new file beside it that then takes its place.
 fn compact(path: &Path, now_min: u32, retain_min: u32) -> Result<(), String> {
-    let decoded = history::decode_batches(&read_file(path)?);
-    let kept: Vec<(String, Bucket)> = decoded
-        .buckets
-        .into_iter()
-        .filter(|(_, bucket)| history::kept(bucket, now_min, retain_min))
-        .collect();
-    let bytes = history::encode_batch(&kept);
-    super::files::write_own(path, &bytes, true)
-        .map_err(|e| format!("cannot rewrite {}: {e}", path.display()))
+    let fresh = path.with_extension("shb.new");
+    let _ = std::fs::remove_file(&fresh);
+    let failed = |e: std::io::Error| format!("cannot rewrite {}: {e}", path.display());
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(&fresh)
+        .map_err(failed)?;
+    let mut written = Ok(());
+    scan(path, |buckets| {
+        let kept: Vec<(String, Bucket)> = buckets
+            .into_iter()
+            .filter(|(_, bucket)| history::kept(bucket, now_min, retain_min))
+            .collect();
+        if !kept.is_empty() && written.is_ok() {
+            written = out.write_all(&history::encode_batch(&kept));
+        }
+    })?;
+    written.and_then(|()| out.sync_all()).map_err(failed)?;
+    std::fs::rename(&fresh, path).map_err(failed)?;
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+    }
+    Ok(())
 }
 
 fn minutes(ms: u64) -> u32 {
@@ -94,21 +155,20 @@ impl Recorder {
             return None;
         }
         let path = dir.join(FILE_NAME);
-        match read_file(&path) {
-            Ok(bytes) => {
-                let decoded = history::decode_batches(&bytes);
-                if let Some(why) = &decoded.damaged {
+        let mut buckets = 0usize;
+        match scan(&path, |batch| buckets += batch.len()) {
+            Ok((valid_len, damaged)) => {
+                if let Some(why) = &damaged {
                     log::warn!(
-                        "history: {} has {why}; kept the {} buckets before it and cut the rest",
+                        "history: {} has {why}; kept the {buckets} buckets before it and cut the rest",
                         path.display(),
-                        decoded.buckets.len()
                     );
                     let cut = std::fs::OpenOptions::new()
                         .write(true)
                         .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
                         .open(&path)
                         .and_then(|file| {
-                            file.set_len(decoded.valid_len as u64)?;
+                            file.set_len(valid_len)?;
                             file.sync_all()
                         });
                     if let Err(error) = cut {
@@ -216,13 +276,11 @@ impl Recorder {
         let unwritten = self.history.unwritten(&point);
         async move {
             smol::unblock(move || {
-                let decoded = history::decode_batches(&read_file(&path)?);
-                let mut buckets: Vec<Bucket> = decoded
-                    .buckets
-                    .into_iter()
-                    .filter(|(name, _)| *name == point)
-                    .map(|(_, bucket)| bucket)
-                    .collect();
+                let mut buckets: Vec<Bucket> = Vec::new();
+                scan(&path, |batch| {
+                    let ours = batch.into_iter().filter(|(name, _)| *name == point);
+                    buckets.extend(ours.map(|(_, bucket)| bucket));
+                })?;
                 buckets.extend(unwritten);
                 let step_min = u32::try_from((step_ms / 60_000).max(1)).unwrap_or(u32::MAX);
                 Ok(history::query(
