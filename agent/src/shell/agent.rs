@@ -215,23 +215,7 @@ impl<'ex> Agent<'ex> {
         // action (the end of the process).
         let signals =
             Signals::new([Signal::Term, Signal::Int, Signal::Hup]).map_err(RunError::Signals)?;
-        for warning in &config.warnings {
-            log::warn!(
-                "configuration {}:{}: {}",
-                warning.line,
-                warning.col,
-                warning.message
-            );
-        }
-        // Refused before anything is created or written (no identity
-        // bumped for a start that cannot happen); the rest are logged.
-        let mut problems = preflight::problems(config).into_iter();
-        if let Some(first) = problems.next() {
-            for other in problems {
-                log::error!("{other}");
-            }
-            return Err(first);
-        }
+        check_before_start(config)?;
         let mut state_dir = StateDir::open(&config.state.dir)?;
         let identity = load_identity(&mut state_dir, config)?;
         let name = identity.name.clone();
@@ -464,7 +448,18 @@ impl<'ex> Agent<'ex> {
                 log::debug!("{what} socket: {source}");
             }
         }
-        // Actions may produce more datagrams and events: bounded rounds.
+        self.settle().await?;
+        self.persistence.maybe_save(&self.node);
+        if let Some(recorder) = &mut self.recorder {
+            recorder.tick(self.ex, super::unix_ms());
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// After an input: sends what the core queued and acts on its events,
+    /// in bounded rounds (actions may produce more datagrams and events),
+    /// with the subsystems' ticks (held readings, the MQTT bridge).
+    async fn settle(&mut self) -> Result<(), RunError> {
         for _ in 0..4 {
             let actions = self.drain().await?;
             let later = self.now();
@@ -489,15 +484,11 @@ impl<'ex> Agent<'ex> {
                     | shoal_core::Event::RotationDone { .. } => {
                         self.trust.on_event(&self.node, event);
                     }
-                    other => self.runs.on_event(ex, &mut self.node, now, other),
+                    other => self.runs.on_event(self.ex, &mut self.node, now, other),
                 }
             }
         }
-        self.persistence.maybe_save(&self.node);
-        if let Some(recorder) = &mut self.recorder {
-            recorder.tick(self.ex, super::unix_ms());
-        }
-        Ok(Flow::Continue)
+        Ok(())
     }
 
     /// Sends every queued datagram and publishes every event; returns the
@@ -627,6 +618,28 @@ impl<'ex> Agent<'ex> {
         );
         Flow::Stop
     }
+}
+
+/// The configuration's warnings said, and its problems refused before
+/// anything is created or written (no identity bumped for a start that
+/// cannot happen): the first returned, the rest logged.
+fn check_before_start(config: &Config) -> Result<(), RunError> {
+    for warning in &config.warnings {
+        log::warn!(
+            "configuration {}:{}: {}",
+            warning.line,
+            warning.col,
+            warning.message
+        );
+    }
+    let mut problems = preflight::problems(config).into_iter();
+    if let Some(first) = problems.next() {
+        for other in problems {
+            log::error!("{other}");
+        }
+        return Err(first);
+    }
+    Ok(())
 }
 
 /// The next identity from the state directory (the incarnation bumped and

@@ -484,25 +484,13 @@ impl Reader {
                 n => u64::from(n),
             };
             if opcode >= 0x8 {
-                if length > 125 || !fin {
+                if !fin || length > 125 {
                     return Err("the server sent a bad control frame".to_owned());
                 }
-                let mut data = vec![0u8; length as usize];
-                self.read_exact(&mut data).await?;
-                match opcode {
-                    0x8 => {
-                        let code = data.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]));
-                        return Ok(Incoming::Close(code));
-                    }
-                    // Between the fragments of a message: answered here,
-                    // and the message goes on.
-                    0x9 if started => self.send(0xA, &data).await?,
-                    0xA if started => {}
-                    0x9 => return Ok(Incoming::Ping(data)),
-                    0xA => return Ok(Incoming::Pong),
-                    other => return Err(format!("the server sent an unknown opcode {other:#x}")),
+                match self.control(opcode, length as usize, started).await? {
+                    Some(incoming) => return Ok(incoming),
+                    None => continue,
                 }
-                continue;
             }
             match opcode {
                 0x0 if !started => {
@@ -534,6 +522,30 @@ impl Reader {
                 }
                 return Ok(Incoming::Message(std::mem::take(&mut self.buffered)));
             }
+        }
+    }
+
+    /// A control frame of `length` bytes: returned, or (between the
+    /// fragments of a message, `started`) a ping answered here and the
+    /// message read on (`None`).
+    async fn control(
+        &mut self,
+        opcode: u8,
+        length: usize,
+        started: bool,
+    ) -> Result<Option<Incoming>, String> {
+        let mut data = vec![0u8; length];
+        self.read_exact(&mut data).await?;
+        match opcode {
+            0x8 => {
+                let code = data.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]));
+                Ok(Some(Incoming::Close(code)))
+            }
+            0x9 if started => self.send(0xA, &data).await.map(|()| None),
+            0xA if started => Ok(None),
+            0x9 => Ok(Some(Incoming::Ping(data))),
+            0xA => Ok(Some(Incoming::Pong)),
+            other => Err(format!("the server sent an unknown opcode {other:#x}")),
         }
     }
 

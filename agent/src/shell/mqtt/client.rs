@@ -377,21 +377,7 @@ async fn serve(
                 Incoming::ConnAck { .. } => return Err("a second CONNACK".to_owned()),
             },
             Wake::Send(Some(outgoing)) => {
-                let bytes = match &outgoing {
-                    Outgoing::Publish {
-                        topic,
-                        payload,
-                        retain,
-                    } => {
-                        bump(&stats.published);
-                        packet::publish(topic, payload, *retain)
-                    }
-                    Outgoing::Subscribe(filters) => packet::subscribe(LATER_SUBSCRIPTION, filters),
-                    Outgoing::Unsubscribe(filters) => {
-                        packet::unsubscribe(LATER_SUBSCRIPTION, filters)
-                    }
-                };
-                write(&mut stream, &bytes).await?;
+                write(&mut stream, &outgoing_bytes(&outgoing, stats)).await?;
                 last_sent = Instant::now();
             }
             Wake::Send(None) => {
@@ -414,6 +400,22 @@ async fn serve(
                 }
             }
         }
+    }
+}
+
+/// The packet of what the bridge handed over (a publish is counted).
+fn outgoing_bytes(outgoing: &Outgoing, stats: &ClientStats) -> Vec<u8> {
+    match outgoing {
+        Outgoing::Publish {
+            topic,
+            payload,
+            retain,
+        } => {
+            bump(&stats.published);
+            packet::publish(topic, payload, *retain)
+        }
+        Outgoing::Subscribe(filters) => packet::subscribe(LATER_SUBSCRIPTION, filters),
+        Outgoing::Unsubscribe(filters) => packet::unsubscribe(LATER_SUBSCRIPTION, filters),
     }
 }
 
