@@ -204,7 +204,7 @@ fn three_agents_export_every_sample_and_a_stopped_engine_loses_only_what_a_buffe
     // 60 s of readings.
     std::thread::sleep(Duration::from_secs(60));
     let sent = |n: u8| export_stats(&api(n))["sent"].as_u64().unwrap_or(0);
-    let (took, samples) = all_in(&engine, &sent);
+    let (took, samples) = all_in(&engine, &sent, &[0, 0, 0]);
     for n in 1..=3u8 {
         let (stamps, unit) = &samples[&format!("agent-{n}")];
         assert_eq!(unit, "°C", "the unit tag");
@@ -228,6 +228,11 @@ fn three_agents_export_every_sample_and_a_stopped_engine_loses_only_what_a_buffe
     // The engine is down for 30 s.
     let before: Vec<u64> = (1..=3).map(sent).collect();
     engine.stop();
+    // What the engine acknowledged while it was shutting down it may not
+    // have stored (VictoriaMetrics 1.79 answers 204 to a write that comes
+    // as it stops, and keeps it only in memory): at most that is missing.
+    let at_stop: Vec<u64> = (1..=3).map(sent).collect();
+    let window: Vec<u64> = (0..3).map(|i| at_stop[i] - before[i]).collect();
     std::thread::sleep(Duration::from_secs(30));
     let failing = export_stats(&api(1));
     assert!(failing["failures"].as_u64().unwrap_or(0) > 0, "{failing}");
@@ -249,7 +254,7 @@ fn three_agents_export_every_sample_and_a_stopped_engine_loses_only_what_a_buffe
             })
         },
     );
-    let (_, samples) = all_in(&engine, &sent);
+    let (_, samples) = all_in(&engine, &sent, &window);
     for n in 1..=3u8 {
         let stats = export_stats(&api(n));
         if n < 3 {
@@ -265,8 +270,11 @@ fn three_agents_export_every_sample_and_a_stopped_engine_loses_only_what_a_buffe
             );
         }
     }
+    let missing: Vec<u64> = (1..=3u8)
+        .map(|n| sent(n).saturating_sub(samples[&format!("agent-{n}")].0.len() as u64))
+        .collect();
     eprintln!(
-        "after 30 s down: buffers sent {took:?} after the restart; agent-3 (buffer 20) dropped {} and counted them",
+        "after 30 s down: buffers sent {took:?} after the restart; agent-3 (buffer 20) dropped {} and counted them; acknowledged as the engine stopped: {window:?}, of which not stored: {missing:?}",
         export_stats(&api(3))["dropped"]
     );
     let metrics = get(&api(3), "/metrics").unwrap_or_default();
@@ -280,11 +288,13 @@ fn three_agents_export_every_sample_and_a_stopped_engine_loses_only_what_a_buffe
 }
 
 /// VictoriaMetrics' samples once every agent's are all there: between
-/// what the agent said it had sent just before the query and just after
+/// what the agent said it had sent just before the query (less what the
+/// engine may have lost as it stopped, `lost_at_most`) and just after
 /// (readings keep coming while the test looks), and how long that took.
 fn all_in(
     engine: &Engine,
     sent: &dyn Fn(u8) -> u64,
+    lost_at_most: &[u64],
 ) -> (
     Duration,
     std::collections::BTreeMap<String, (Vec<u64>, String)>,
@@ -301,12 +311,13 @@ fn all_in(
                     .map_or(0, |s| s.0.len() as u64)
             })
             .collect();
-        if (0..3).all(|i| before[i] <= counts[i] && counts[i] <= after[i]) {
+        let fits = |i: usize| before[i] <= counts[i] + lost_at_most[i] && counts[i] <= after[i];
+        if (0..3).all(fits) {
             return (start.elapsed(), samples);
         }
         assert!(
             start.elapsed() < Duration::from_secs(30),
-            "VictoriaMetrics holds {counts:?} samples; the agents sent {before:?} .. {after:?}"
+            "VictoriaMetrics holds {counts:?} samples; the agents sent {before:?} .. {after:?} (the engine may have lost up to {lost_at_most:?} as it stopped)"
         );
         std::thread::sleep(Duration::from_millis(500));
     }
