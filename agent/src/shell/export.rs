@@ -76,11 +76,7 @@ pub struct Exports {
 
 /// The request headers of an export: content type and credentials.
 fn headers(section: &ExportSection) -> Result<String, String> {
-    let read = |path: &std::path::Path, what: &str| {
-        super::mqtt::read_password(path)
-            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
-            .map_err(|e| e.replace("mqtt.password_file", what))
-    };
+    let read = super::files::read_first_line;
     let mut text = "Content-Type: text/plain; charset=utf-8\r\n".to_owned();
     if let Some(path) = &section.token_file {
         text.push_str(&format!(

@@ -37,6 +37,14 @@ pub fn read_own(path: &Path) -> io::Result<String> {
     shoal_config::read_bounded(open_own(path)?)
 }
 
+/// The first line of a secret file named by configuration `setting`
+/// (`mqtt.password_file`, `password_file` ...), or why it cannot be read.
+pub fn read_first_line(path: &Path, setting: &str) -> Result<String, String> {
+    let text =
+        read_own(path).map_err(|e| format!("cannot read {setting} {}: {e}", path.display()))?;
+    Ok(text.lines().next().unwrap_or("").to_owned())
+}
+
 /// Like [`read_own`], and the file must belong to the user the agent runs
 /// as: a secret written by someone else is not this node's.
 pub fn read_owned_secret(path: &Path) -> io::Result<String> {

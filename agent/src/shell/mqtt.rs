@@ -286,9 +286,7 @@ pub fn actuator_switched(config: &Config, node: &mut Node, now: Instant, actuato
 
 /// The password in `path` (its first line), read at start.
 pub fn read_password(path: &std::path::Path) -> Result<Vec<u8>, String> {
-    let text = super::files::read_own(path)
-        .map_err(|e| format!("cannot read mqtt.password_file {}: {e}", path.display()))?;
-    Ok(text.lines().next().unwrap_or("").as_bytes().to_vec())
+    super::files::read_first_line(path, "mqtt.password_file").map(String::into_bytes)
 }
 
 impl Bridge {

@@ -80,9 +80,7 @@ pub fn problems(config: &Config) -> Vec<RunError> {
                 executor::find_program(section.argv.first().map_or("", String::as_str)).err()
             }
             ("http", Some(shoal_config::Setting::Text(path))) => {
-                super::mqtt::read_password(std::path::Path::new(path))
-                    .err()
-                    .map(|e| e.replace("mqtt.password_file", "password_file"))
+                super::files::read_first_line(std::path::Path::new(path), "password_file").err()
             }
             _ => None,
         };

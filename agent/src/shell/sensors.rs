@@ -258,11 +258,10 @@ pub fn device(sensor: &SensorSection, node_name: &str) -> Result<Device, String>
             };
             let url = shoal_config::parse_url(url, "http", "https")?;
             let password = match text(sensor, "password_file") {
-                Some(path) => Some(
-                    super::mqtt::read_password(std::path::Path::new(path))
-                        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
-                        .map_err(|e| e.replace("mqtt.password_file", "password_file"))?,
-                ),
+                Some(path) => Some(super::files::read_first_line(
+                    std::path::Path::new(path),
+                    "password_file",
+                )?),
                 None => None,
             };
             let headers = fetch::request_headers(
