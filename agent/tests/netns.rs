@@ -408,6 +408,56 @@ fn two_subnets_joined_by_two_gateways_fail_over_for_exec_and_sync() {
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(out, "hello from b-2\n");
 
+    // b-2's history, asked of b-2 through the gateway, page by page:
+    // the same steps b-2 answers itself (but the open minute, which
+    // moves between the two asks).
+    let history = [
+        "get",
+        "b-2/temperature",
+        "--history",
+        "--since",
+        "1h",
+        "--step",
+        "1m",
+        "--json",
+    ];
+    let (code, out, err) = lab.cli(&a1, &history);
+    assert_eq!(code, Some(0), "{err}");
+    let remote: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let (code, out, err) = lab.cli(&lab.ns("b-2"), &history);
+    assert_eq!(code, Some(0), "{err}");
+    let local: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let (remote, local) = (
+        remote.as_array().expect("list"),
+        local.as_array().expect("list"),
+    );
+    assert!(!remote.is_empty(), "b-2 has history");
+    // A minute may begin between the two asks.
+    assert!(
+        local.len().abs_diff(remote.len()) <= 1,
+        "{remote:?} vs {local:?}"
+    );
+    let whole = remote.len().min(local.len()) - 1;
+    assert_eq!(remote[..whole], local[..whole]);
+    assert_eq!(
+        remote[0]["ts_ms"], local[0]["ts_ms"],
+        "the same first minute"
+    );
+    assert!(
+        remote.iter().all(|s| {
+            let (min, avg, max) = (s["min"].as_f64(), s["avg"].as_f64(), s["max"].as_f64());
+            min <= avg && avg <= max && min >= Some(0.0) && max <= Some(100.0)
+        }),
+        "{remote:?}"
+    );
+    let (code, text, err) = lab.cli(&a1, &history[..7]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(text.starts_with("time (UTC)"), "{text}");
+    eprintln!(
+        "b-2's history through {via}: {} steps, as b-2 answers it",
+        remote.len()
+    );
+
     // Take the subnet-B link of the gateway in use down.
     let other = if via == "gw-1" { "gw-2" } else { "gw-1" };
     let gw_ns = lab.ns(&via);

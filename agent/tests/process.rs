@@ -825,7 +825,8 @@ fn the_dashboard_renders_the_mesh_live_in_a_real_browser() {
         m.agents.iter().all(|a| a.count("discovered node") >= 2)
     });
     let url = format!("http://127.0.0.131:{}/?probe", mesh.port + 2);
-    let run_browser = |window: &str,
+    let run_browser = |page: &str,
+                       window: &str,
                        extra: &[&str],
                        profile: &str,
                        kill_after: Option<(Duration, &mut Agent)>| {
@@ -845,7 +846,7 @@ fn the_dashboard_renders_the_mesh_live_in_a_real_browser() {
                 "--user-data-dir={}",
                 mesh.dir.join(profile).display()
             ))
-            .arg(&url)
+            .arg(format!("{url}{page}"))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -860,6 +861,7 @@ fn the_dashboard_renders_the_mesh_live_in_a_real_browser() {
     // Load the page; agent-3 dies while it is open (UNREACHABLE 3 s later).
     let mut victim = mesh.agents.remove(2);
     let dom = run_browser(
+        "",
         "390,844",
         &["--timeout=6500", "--dump-dom"],
         "profile-1",
@@ -915,8 +917,11 @@ fn the_dashboard_renders_the_mesh_live_in_a_real_browser() {
     // Its last value is shown as stale, not as a fresh one.
     assert!(dom.contains("data-point=\"agent-3/temperature\"><td>agent-3/<wbr>temperature</td><td class=\"value stale\">"), "{dom}");
     // In a 1280-px window the Points table fits its card, age column and
-    // all, with long names and an error value in it.
+    // all, with long names and an error value in it; the chart of another
+    // node's point (as a click on its row opens it) draws its history,
+    // asked of that node through the mesh.
     let wide = run_browser(
+        "#point=agent-2/temperature&range=24h",
         "1280,800",
         &["--timeout=3000", "--dump-dom"],
         "profile-3",
@@ -935,9 +940,28 @@ fn the_dashboard_renders_the_mesh_live_in_a_real_browser() {
         card.contains("data-overflows=\"false\""),
         "the Points table is wider than its card at 1280 px: <section{card}>"
     );
+    let chart = wide
+        .split("<section data-card=\"chart\"")
+        .nth(1)
+        .and_then(|rest| rest.split("</section>").next())
+        .unwrap_or("");
+    let steps: u64 = chart
+        .split("data-steps=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        chart.contains("data-chart=\"agent-2/temperature\"")
+            && steps >= 1
+            && chart.contains("class=\"avg\"")
+            && chart.contains("last 24 hours"),
+        "no chart of agent-2/temperature: <section{chart}"
+    );
     // A screenshot for people (a test artifact, not committed).
     let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
     run_browser(
+        "#point=agent-1/climate&range=24h",
         "390,844",
         &[
             "--timeout=3000",
@@ -1682,7 +1706,9 @@ fn frames_captured_before_a_restart_never_act_after_it() {
                 | Message::Routes(_)
                 | Message::KeyOffer(_)
                 | Message::KeyConfirm(_)
-                | Message::Cookie(_),
+                | Message::Cookie(_)
+                | Message::HistoryQuery(_)
+                | Message::HistoryPage(_),
             ) => "other",
             Err(_) => "undecodable",
         };

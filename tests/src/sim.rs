@@ -201,6 +201,8 @@ pub struct SimNet {
     wan: BTreeSet<(usize, usize)>,
     /// Every command answer received, in order.
     pub finished: Vec<Finished>,
+    /// Every history page received, in order.
+    pub pages: Vec<Page>,
     /// Every rule action asked for: when, which node, rule, executor.
     pub actions: Vec<(Instant, usize, String, String)>,
     /// Every report of a rule stuck UNKNOWN: when, which node, the log line.
@@ -224,6 +226,33 @@ pub struct Finished {
     pub outcome: Outcome,
     /// Its output.
     pub output: String,
+}
+
+/// A history page received by a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    /// The asker.
+    pub node: usize,
+    /// Its query number.
+    pub id: u32,
+    /// How it was answered.
+    pub status: wire::HistoryStatus,
+    /// The steps.
+    pub rows: Vec<wire::HistoryRow>,
+    /// Where the next page starts.
+    pub next_min: Option<u32>,
+}
+
+/// The history every simulated node keeps of its point `temp`: one step per
+/// minute, min/avg/max derived from the node's index and the minute.
+pub fn sim_history_row(index: usize, minute: u32) -> wire::HistoryRow {
+    let base = (index * 1000) as f32 + (minute % 1000) as f32;
+    wire::HistoryRow {
+        minute,
+        min: base,
+        avg: base + 0.5,
+        max: base + 1.0,
+    }
 }
 
 impl SimNet {
@@ -280,6 +309,7 @@ impl SimNet {
             isolated: false,
             wan: BTreeSet::new(),
             finished: Vec::new(),
+            pages: Vec::new(),
             actions: Vec::new(),
             stuck: Vec::new(),
             automation: BTreeMap::new(),
@@ -620,7 +650,33 @@ impl SimNet {
             }
         }
         let mut answers = Vec::new();
+        let mut history_answers = Vec::new();
         for event in events {
+            if let Event::HistoryRequested(request) = &event {
+                // Each step of the range (only the point `temp` exists).
+                let rows = (request.since_min..request.until_min)
+                    .step_by(request.step_min as usize)
+                    .map(|minute| sim_history_row(index, minute))
+                    .filter(|_| request.point.as_str() == "temp");
+                let (rows, next) = shoal_core::queries::page(rows, request.from_min);
+                history_answers.push((request.clone(), rows, next));
+            }
+            if let Event::HistoryAnswered {
+                id,
+                status,
+                rows,
+                next_min,
+                ..
+            } = &event
+            {
+                self.pages.push(Page {
+                    node: index,
+                    id: *id,
+                    status: *status,
+                    rows: rows.clone(),
+                    next_min: *next_min,
+                });
+            }
             if let Event::CommandRequested {
                 origin,
                 id,
@@ -680,10 +736,14 @@ impl SimNet {
                 }
             }
         }
-        let again = !answers.is_empty();
+        let again = !answers.is_empty() || !history_answers.is_empty();
         if let Some(node) = self.nodes[index].node.as_mut() {
             for (origin, id, (outcome, output)) in answers {
                 node.complete_command(now, origin, id, outcome, &output);
+            }
+            for (request, rows, next) in history_answers {
+                let status = wire::HistoryStatus::Rows;
+                node.answer_history(now, &request, status, rows, next);
             }
         }
         for transmit in transmits {
@@ -753,6 +813,33 @@ impl SimNet {
         };
         self.drain(from);
         result
+    }
+
+    /// Node `from` asks node `target` for a page of its point `point`'s
+    /// history: `(since, until, step)` minutes, from minute `from_min`.
+    pub fn query_history(
+        &mut self,
+        from: usize,
+        target: usize,
+        point: &str,
+        range: (u32, u32, u32),
+        from_min: u32,
+    ) -> Result<u32, ExecError> {
+        let now = self.now;
+        let target_id = self.nodes[target].identity.id();
+        let point = wire::name(point).expect("valid point name");
+        let timeout = Duration::from_secs(5);
+        let result = match self.nodes[from].node.as_mut() {
+            Some(node) => node.query_history(now, target_id, point, range, from_min, timeout),
+            None => Err(ExecError::Leaving),
+        };
+        self.drain(from);
+        result
+    }
+
+    /// The page node `node` got for its query `id`.
+    pub fn page(&self, node: usize, id: u32) -> Option<&Page> {
+        self.pages.iter().find(|p| p.node == node && p.id == id)
     }
 
     /// The answer node `node` got to its request `id`.

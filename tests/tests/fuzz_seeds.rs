@@ -48,7 +48,7 @@ fn node(id: u64, key: Option<MeshKey>) -> Node {
 }
 
 /// Two nodes talking for a few seconds: beacons, a reading, a pull, an
-/// exec and its result, and a goodbye. Every frame, in order.
+/// exec and its result, a history page, and a goodbye. Every frame, in order.
 fn conversation(key: Option<MeshKey>) -> Vec<Vec<u8>> {
     let mut nodes = [node(1, key.clone()), node(2, key)];
     let mut frames = Vec::new();
@@ -74,6 +74,13 @@ fn conversation(key: Option<MeshKey>) -> Vec<Vec<u8>> {
                 .exec(now, nodes[1].id(), executor, Duration::from_secs(5))
                 .is_ok();
         }
+        if step == 120 {
+            let point = name("temp").expect("valid");
+            let range = (29_400_000, 29_400_060, 5);
+            let timeout = Duration::from_secs(5);
+            let target = nodes[1].id();
+            let _ = nodes[0].query_history(now, target, point, range, range.0, timeout);
+        }
         if step == 380 {
             nodes[1].handle_leave(now);
         }
@@ -88,8 +95,28 @@ fn conversation(key: Option<MeshKey>) -> Vec<Vec<u8>> {
                 frames.push(transmit.payload.to_vec());
             }
             while let Some(event) = nodes[from].poll_event() {
-                if let shoal_core::Event::CommandRequested { origin, id, .. } = event {
-                    nodes[from].complete_command(now, origin, id, wire::Outcome::Exited(0), "on");
+                match event {
+                    shoal_core::Event::CommandRequested { origin, id, .. } => {
+                        nodes[from].complete_command(
+                            now,
+                            origin,
+                            id,
+                            wire::Outcome::Exited(0),
+                            "on",
+                        );
+                    }
+                    shoal_core::Event::HistoryRequested(request) => {
+                        let row = wire::HistoryRow {
+                            minute: request.since_min,
+                            min: 20.5,
+                            avg: 21.0,
+                            max: 21.5,
+                        };
+                        let (rows, next) = shoal_core::queries::page([row], request.from_min);
+                        let status = wire::HistoryStatus::Rows;
+                        nodes[from].answer_history(now, &request, status, rows, next);
+                    }
+                    _ => {}
                 }
             }
         }
@@ -119,6 +146,8 @@ fn one_of_each_kind(
             Message::KeyOffer(_) => "key_offer",
             Message::KeyConfirm(_) => "key_confirm",
             Message::Cookie(_) => "cookie",
+            Message::HistoryQuery(_) => "history_query",
+            Message::HistoryPage(_) => "history_page",
         };
         seeds
             .entry(kind.to_owned())

@@ -1,6 +1,7 @@
 //! Multi-hop routing in the simulator: three subnets chained by gateways,
 //! failover between two gateways, partitions, and loop freedom checked at
-//! every step of many seeded runs with random crashes and loss.
+//! every step of many seeded runs with random crashes and loss; commands
+//! and history pages across the gateways.
 
 use shoal_core::peers::PeerState;
 use shoal_tests::sim::{SimConfig, SimNet};
@@ -335,4 +336,84 @@ fn exec_keeps_working_through_the_other_gateway_within_the_failover_bound() {
         sim.exec(1, dead, "ping"),
         Err(shoal_core::command::ExecError::Unreachable)
     );
+}
+
+/// Node `from` gathers `target`'s history of `temp` page by page, asking
+/// again after a page that got no answer; the steps, and how many pages
+/// were asked for. Bounded: at most 100 asks.
+fn gather(
+    sim: &mut SimNet,
+    from: usize,
+    target: usize,
+    range: (u32, u32, u32),
+) -> (Vec<shoal_core::wire::HistoryRow>, u32) {
+    use shoal_core::wire::HistoryStatus;
+    let (mut rows, mut next, mut asks) = (Vec::new(), Some(range.0), 0);
+    while let Some(from_min) = next {
+        asks += 1;
+        assert!(asks <= 100, "gathering did not end");
+        let Ok(id) = sim.query_history(from, target, "temp", range, from_min) else {
+            sim.run_for(Duration::from_millis(200));
+            continue;
+        };
+        sim.run_until("a page or its timeout", INTERVAL * 6, |sim| {
+            sim.page(from, id).is_some()
+        })
+        .unwrap_or_else(|failure| panic!("{failure}"));
+        let page = sim.page(from, id).expect("answered").clone();
+        match page.status {
+            HistoryStatus::Rows => {
+                rows.extend(page.rows);
+                next = page.next_min;
+            }
+            // No answer in time (a gateway died on the way): ask again.
+            HistoryStatus::NoAnswer | HistoryStatus::NoRoute => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    (rows, asks)
+}
+
+#[test]
+fn history_of_a_point_beyond_two_gateways_comes_whole_under_loss_and_a_gateway_crash() {
+    use shoal_tests::sim::sim_history_row;
+    let mut sim = three_subnets(SimConfig::lan(NODES, 408).with_loss(0.05));
+    sim.run_until("every node reaches every node", INTERVAL * 20, |sim| {
+        sim.all_reach(&all())
+    })
+    .unwrap_or_else(|failure| panic!("{failure}"));
+    // A day of 5-minute steps: 288 steps, 5 pages, across two gateways.
+    let range = (29_000_000, 29_000_000 + 1_440, 5);
+    let expected: Vec<_> = (range.0..range.1)
+        .step_by(5)
+        .map(|minute| sim_history_row(9, minute))
+        .collect();
+    let (rows, asks) = gather(&mut sim, 0, 9, range);
+    assert_eq!(rows, expected);
+    let relayed: u64 = all()
+        .iter()
+        .map(|&i| sim.node(i).stats().history_relayed)
+        .sum();
+    eprintln!("288 steps of node-9 at node-0 in {asks} pages under 5 % loss; {relayed} relays");
+    assert!(relayed >= 4 * 5, "two relays each way per page: {relayed}");
+    // A gateway on the path dies: the next asks go the other way.
+    let path = sim.path(1, 6).expect("no loop");
+    sim.crash(path[1]);
+    let (rows, asks) = gather(&mut sim, 1, 6, range);
+    let expected: Vec<_> = expected
+        .iter()
+        .map(|r| sim_history_row(6, r.minute))
+        .collect();
+    assert_eq!(rows, expected);
+    eprintln!(
+        "after gateway node-{} crashed: node-6's history whole at node-1 in {asks} asks",
+        path[1]
+    );
+    // A point without history is an empty answer, not an error.
+    let id = sim
+        .query_history(0, 9, "nothing", range, range.0)
+        .expect("sent");
+    sim.run_for(INTERVAL);
+    let page = sim.page(0, id).expect("answered");
+    assert!(page.rows.is_empty() && page.next_min.is_none(), "{page:?}");
 }

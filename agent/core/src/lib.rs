@@ -17,6 +17,7 @@
 //! - [`routes`]: the distance-vector table; `relay`: bridging, route
 //!   advertisements and how any node is reached;
 //! - [`command`]: commands relayed hop by hop, with their results;
+//! - [`queries`]: history pages asked of a point's origin, relayed the same way;
 //! - [`sign`]: node keys; the signatures on commands, results and leaves;
 //! - [`names`]: one name, one node (conflicts reported, ambiguous names
 //!   refused);
@@ -40,6 +41,7 @@ mod discovery;
 pub mod join;
 pub mod names;
 pub mod peers;
+pub mod queries;
 pub mod rand;
 mod relay;
 pub mod rotation;
@@ -297,6 +299,23 @@ pub enum Event {
         /// executors marked remote.
         local: bool,
     },
+    /// A node asked this one for a page of a point's history: the shell
+    /// answers with [`Node::answer_history`] (or never: the asker gives up).
+    HistoryRequested(queries::HistoryRequest),
+    /// A history query this node sent with [`Node::query_history`] was
+    /// answered (or got no answer in time).
+    HistoryAnswered {
+        /// The query number `query_history` returned.
+        id: u32,
+        /// The node asked.
+        target: NodeId,
+        /// How it was answered.
+        status: wire::HistoryStatus,
+        /// The steps of this page.
+        rows: Vec<wire::HistoryRow>,
+        /// Where the next page starts, if there is more.
+        next_min: Option<u32>,
+    },
     /// A command this node sent with [`Node::exec`] ended.
     CommandFinished {
         /// The request number `exec` returned.
@@ -502,6 +521,21 @@ pub struct Stats {
     /// Results refused: not for a pending command of this incarnation, or
     /// not from the node it went to.
     pub results_refused: u64,
+    /// History queries this node sent (one per page).
+    pub history_queries_sent: u64,
+    /// History queries sent again because no page came yet.
+    pub history_queries_retried: u64,
+    /// Our history queries that got no page in time.
+    pub history_queries_unanswered: u64,
+    /// History pages this node answered for others.
+    pub history_queries_served: u64,
+    /// History queries and pages relayed for others.
+    pub history_relayed: u64,
+    /// History queries refused: too many from one asker.
+    pub history_rate_limited: u64,
+    /// History queries and pages dropped: seen before, hop limit used up,
+    /// no route, or not for a query of ours.
+    pub history_dropped: u64,
     /// Goodbyes dropped: of an ended incarnation, of an unknown node, or
     /// of this node.
     pub farewells_stale: u64,
@@ -596,6 +630,7 @@ pub struct Node {
     /// Routes beyond one hop, and bridging.
     relay: Relay,
     commands: command::Commands,
+    queries: queries::Queries,
     automation: automation::Automation,
     /// Conflicting names reported so far.
     names: names::NameWatch,
@@ -668,6 +703,7 @@ impl Node {
             anti_entropy: AntiEntropy::new(now),
             relay: Relay::new(config.max_nodes),
             commands: command::Commands::default(),
+            queries: queries::Queries::default(),
             automation: automation::Automation::default(),
             names: names::NameWatch::default(),
             lives: Lives::default(),
@@ -754,6 +790,7 @@ impl Node {
             self.detector.next_deadline(),
             self.relay.next_check,
             self.commands.next_deadline(),
+            self.queries.next_deadline(),
             self.automation.next,
             self.rekey.next_deadline(),
         ]
@@ -773,6 +810,7 @@ impl Node {
         }
         self.refresh_routes(now);
         self.expire_commands(now);
+        self.expire_queries(now);
         self.expire_rekey(now);
         if now >= self.beacon.next {
             self.send_beacon(now);
@@ -972,6 +1010,22 @@ impl Node {
                     if self.accept_frame(now, &header, from, arrival) {
                         self.refresh_routes(now);
                         self.on_command_result(now, result);
+                    }
+                })
+            }
+            wire::kind::HISTORY_QUERY => {
+                wire::decode_part::<wire::HistoryQuery>(encoded).map(|query| {
+                    if self.accept_frame(now, &header, from, arrival) {
+                        self.refresh_routes(now);
+                        self.on_history_query(now, query);
+                    }
+                })
+            }
+            wire::kind::HISTORY_PAGE => {
+                wire::decode_part::<wire::HistoryPage>(encoded).map(|page| {
+                    if self.accept_frame(now, &header, from, arrival) {
+                        self.refresh_routes(now);
+                        self.on_history_page(now, page);
                     }
                 })
             }
@@ -1571,6 +1625,7 @@ impl Node {
         self.peers.remove(id);
         self.lives.farewells.remove(&id);
         self.commands.forget(id);
+        self.queries.forget(id);
         self.detector.forget(id);
         self.relay.routes.remove_via(id);
         self.push_event(Event::PeerPruned { peer: id });
@@ -1710,7 +1765,9 @@ impl Node {
             | Message::CommandResult(_)
             | Message::KeyOffer(_)
             | Message::KeyConfirm(_)
-            | Message::Cookie(_) => {}
+            | Message::Cookie(_)
+            | Message::HistoryQuery(_)
+            | Message::HistoryPage(_) => {}
         }
         if let Destination::Unicast(addr) = destination {
             if let Some(peer) = self.peers.iter_mut().find(|p| p.addr == addr) {

@@ -41,6 +41,8 @@
 //! | 8 | [`KeyOffer`] | unicast hop by hop to each member, during a key rotation | the new mesh key sealed to that member, when to switch, the initiator's signature |
 //! | 9 | [`KeyConfirm`] | unicast hop by hop back to the initiator | which rotation, the member's signature |
 //! | 10 | [`Cookie`] | unicast: a challenge to a source address not yet checked, or its echo | a keyed hash of the address and the minute |
+//! | 11 | [`HistoryQuery`] | unicast hop by hop towards a point's origin | asker, query number, target, hop limit, point, range, step, first step wanted |
+//! | 12 | [`HistoryPage`] | unicast hop by hop back to the asker | query number, status, up to 64 steps (minute, min, avg, max), where the next page starts |
 //!
 //! Commands, results, farewells and key messages are signed by the node they speak for
 //! (see [`crate::sign`]); nothing else is, so beacons stay small.
@@ -244,6 +246,100 @@ pub enum Message {
     /// An address check: a challenge to an address that has not shown it
     /// receives our replies, or its echo (see `address_check`).
     Cookie(Cookie),
+    /// A question for one page of a point's history, relayed hop by hop to
+    /// the point's origin.
+    HistoryQuery(HistoryQuery),
+    /// One page of a point's history, relayed back to whoever asked.
+    HistoryPage(HistoryPage),
+}
+
+/// Most rows in one [`HistoryPage`] (16 bytes each on the wire).
+pub const MAX_HISTORY_ROWS: usize = 64;
+
+/// "Send me the steps of `point` from `since_min` to `until_min`, each
+/// `step_min` wide, from the step at `from_min` on." Times are minutes
+/// since the Unix epoch. Unsigned: it reads what every member may read,
+/// and its answer goes to `origin` along the routes, never to an address
+/// the frame names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryQuery {
+    /// Who asked: the page goes back there.
+    pub origin: NodeId,
+    /// The asker's query number.
+    pub id: u32,
+    /// The point's origin, which keeps its history.
+    pub target: NodeId,
+    /// Relays left before it is dropped.
+    pub hops_left: u8,
+    /// Sending attempt: the asker sends again (same `id`) until answered.
+    pub attempt: u8,
+    /// The point.
+    pub point: Name,
+    /// The range's start; the steps are aligned to it.
+    pub since_min: u32,
+    /// The range's end (exclusive).
+    pub until_min: u32,
+    /// Minutes per step, at least 1.
+    pub step_min: u32,
+    /// The first step wanted (`since_min` for the first page).
+    pub from_min: u32,
+}
+
+/// How a [`HistoryQuery`] was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HistoryStatus {
+    /// Rows follow (maybe none: no readings in the range).
+    Rows,
+    /// The target keeps no history (`[history] retain = "0s"`).
+    NoHistory,
+    /// The target could not read its history file.
+    Failed,
+    /// Too many queries from the asker: refused by the rate limit.
+    RateLimited,
+    /// A node on the way had no route to the target.
+    NoRoute,
+    /// Nothing came back in time (set by the asker, never sent).
+    NoAnswer,
+}
+
+// Rows are checked finite when decoded, and the shell builds them from
+// finite buckets, so equality is reflexive.
+impl Eq for HistoryRow {}
+
+/// One step of a point's history: its start in minutes since the Unix
+/// epoch, and the smallest, mean and largest reading in it (the device
+/// stores them as `f32`, so nothing is lost).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct HistoryRow {
+    /// The step's start, minutes since the Unix epoch.
+    pub minute: u32,
+    /// Smallest reading.
+    pub min: f32,
+    /// Mean reading.
+    pub avg: f32,
+    /// Largest reading.
+    pub max: f32,
+}
+
+/// One page of the answer to a [`HistoryQuery`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryPage {
+    /// Who asked (where this goes).
+    pub origin: NodeId,
+    /// The asker's query number.
+    pub id: u32,
+    /// Who answers: the target, or the relay that gave up.
+    pub target: NodeId,
+    /// Relays left before it is dropped.
+    pub hops_left: u8,
+    /// The attempt of the query this answers.
+    pub attempt: u8,
+    /// How it was answered.
+    pub status: HistoryStatus,
+    /// The steps, in time order.
+    pub rows: Vec<HistoryRow, MAX_HISTORY_ROWS>,
+    /// Where the next page starts, if there is more.
+    pub next_min: Option<u32>,
 }
 
 /// An address check. A node answers a source address it has not checked
@@ -470,7 +566,7 @@ pub struct PeerAddress {
 }
 
 /// Number of [`Message`] variants this version knows.
-const KNOWN_MESSAGES: u8 = kind::COOKIE + 1;
+const KNOWN_MESSAGES: u8 = kind::HISTORY_PAGE + 1;
 
 /// The heartbeat. Without suspects, vouches and metadata it is 58 bytes
 /// with a key for a 7-character name (see the size tests).
@@ -843,6 +939,10 @@ pub mod kind {
     pub const KEY_CONFIRM: u8 = 9;
     /// [`super::Message::Cookie`].
     pub const COOKIE: u8 = 10;
+    /// [`super::Message::HistoryQuery`].
+    pub const HISTORY_QUERY: u8 = 11;
+    /// [`super::Message::HistoryPage`].
+    pub const HISTORY_PAGE: u8 = 12;
 }
 
 /// Authenticates and decrypts the body of `frame` (whose header `header`
@@ -933,6 +1033,8 @@ pub fn decode_body(
         kind::KEY_OFFER => Message::KeyOffer(decode_part(encoded)?),
         kind::KEY_CONFIRM => Message::KeyConfirm(decode_part(encoded)?),
         kind::COOKIE => Message::Cookie(decode_part(encoded)?),
+        kind::HISTORY_QUERY => Message::HistoryQuery(decode_part(encoded)?),
+        kind::HISTORY_PAGE => Message::HistoryPage(decode_part(encoded)?),
         _ => Message::Leave(decode_part(encoded)?),
     })
 }
@@ -1023,6 +1125,28 @@ impl Checked for KeyConfirm {
 impl Checked for Cookie {
     fn is_valid(&self) -> bool {
         true
+    }
+}
+
+impl Checked for HistoryQuery {
+    fn is_valid(&self) -> bool {
+        is_valid_name(&self.point)
+            && self.step_min >= 1
+            && self.since_min <= self.from_min
+            && self.from_min <= self.until_min
+    }
+}
+
+impl Checked for HistoryPage {
+    fn is_valid(&self) -> bool {
+        self.rows.windows(2).all(|w| w[0].minute < w[1].minute)
+            && self
+                .rows
+                .iter()
+                .all(|r| r.min.is_finite() && r.avg.is_finite() && r.max.is_finite())
+            && self
+                .next_min
+                .is_none_or(|next| self.rows.last().is_none_or(|r| r.minute < next))
     }
 }
 

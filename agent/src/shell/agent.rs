@@ -144,6 +144,8 @@ pub enum Input {
     Mqtt(super::mqtt::client::ClientEvent),
     /// A websocket feed brought a message or went down.
     Feed(super::feeds::FeedEvent),
+    /// A range of this node's history was read for another node.
+    HistoryRead(super::mesh_history::ReadDone),
 }
 
 /// Whether the loop goes on after a step.
@@ -181,6 +183,8 @@ pub struct Agent<'ex> {
     exports: super::export::Exports,
     /// This node's history on the device (`[history]`).
     recorder: Option<super::recorder::Recorder>,
+    /// History asked of other nodes and answered to them.
+    mesh_history: super::mesh_history::MeshHistory,
     /// The configuration in effect (see `reload.rs`).
     config: Config,
     /// The file it came from; `None`: the embedded defaults.
@@ -291,6 +295,7 @@ impl<'ex> Agent<'ex> {
                 config.history.retain,
                 super::unix_ms(),
             ),
+            mesh_history: super::mesh_history::MeshHistory::default(),
             config: config.clone(),
             config_path: None,
         })
@@ -328,6 +333,7 @@ impl<'ex> Agent<'ex> {
             signals,
             mqtt,
             feeds,
+            mesh_history,
             ..
         } = self;
         let deadline = async {
@@ -368,13 +374,17 @@ impl<'ex> Agent<'ex> {
                 None => future::pending().await,
             }
         };
+        let history = async { Input::HistoryRead(mesh_history.next_read().await) };
         future::or(
             sockets.recv(),
             future::or(
                 future::or(deadline, signal),
                 future::or(
                     call,
-                    future::or(finished, future::or(read, future::or(broker, feed))),
+                    future::or(
+                        finished,
+                        future::or(read, future::or(broker, future::or(feed, history))),
+                    ),
                 ),
             ),
         )
@@ -408,6 +418,7 @@ impl<'ex> Agent<'ex> {
                         + self.feeds.as_ref().map_or(0, Feeds::errors),
                     exports: &self.exports,
                     recorder: self.recorder.as_ref(),
+                    mesh_history: &mut self.mesh_history,
                     ex: self.ex,
                 };
                 answers::answer(&mut self.node, now, call, context);
@@ -437,6 +448,7 @@ impl<'ex> Agent<'ex> {
                     feeds.on_event(&mut self.node, now, event);
                 }
             }
+            Input::HistoryRead(done) => self.mesh_history.on_read(&mut self.node, now, done),
             Input::Stop => return Ok(self.stop(now).await),
             Input::Reload => self.reload(now),
             Input::SocketFailed(what, source) => {
@@ -483,6 +495,31 @@ impl<'ex> Agent<'ex> {
                     shoal_core::Event::MeshKeyChanged { .. }
                     | shoal_core::Event::RotationDone { .. } => {
                         self.trust.on_event(&self.node, event);
+                    }
+                    shoal_core::Event::HistoryRequested(request) => {
+                        self.mesh_history.on_requested(
+                            &mut self.node,
+                            now,
+                            self.recorder.as_ref(),
+                            self.ex,
+                            request,
+                        );
+                    }
+                    shoal_core::Event::HistoryAnswered {
+                        id,
+                        status,
+                        rows,
+                        next_min,
+                        ..
+                    } => {
+                        self.mesh_history.on_answered(
+                            &mut self.node,
+                            now,
+                            id,
+                            status,
+                            rows,
+                            next_min,
+                        );
                     }
                     other => self.runs.on_event(self.ex, &mut self.node, now, other),
                 }

@@ -41,6 +41,8 @@ pub struct Context<'a> {
     pub exports: &'a super::export::Exports,
     /// This node's history, unless `[history] retain = "0s"`.
     pub recorder: Option<&'a super::recorder::Recorder>,
+    /// History asked of other nodes through the mesh.
+    pub mesh_history: &'a mut super::mesh_history::MeshHistory,
     /// Runs answers that need the disk (history queries).
     pub ex: &'a smol::LocalExecutor<'static>,
 }
@@ -83,6 +85,13 @@ pub fn answer(node: &mut Node, now: Instant, call: ApiCall, context: Context<'_>
                 context.sensor_errors,
             );
             stats["exports"] = context.exports.status_json();
+            stats["history"] = context.recorder.map_or(
+                serde_json::Value::Null,
+                super::recorder::Recorder::status_json,
+            );
+            if let Some(history) = stats["history"].as_object_mut() {
+                history.insert("refused".into(), context.mesh_history.refused.into());
+            }
             let _ = reply.try_send(stats);
         }
         ApiCall::Points {
@@ -105,7 +114,7 @@ pub fn answer(node: &mut Node, now: Instant, call: ApiCall, context: Context<'_>
             since,
             step,
             reply,
-        } => history(node, &context, &origin, &name, since, step, reply),
+        } => history(node, now, context, (&origin, &name), since, step, reply),
         ApiCall::Ingest { readings, reply } => {
             let _ = reply.try_send(ingest(node, now, readings));
         }
@@ -161,36 +170,21 @@ fn point(node: &Node, now: Instant, origin_name: &str, name: &str) -> Answer {
         )
 }
 
-/// The most steps one history answer has.
-const MAX_STEPS: u64 = 4096;
-
 /// `GET /api/points/NODE/NAME/history`: this node's own points from its
 /// history file, answered by a task (the file is read on a blocking
-/// thread).
+/// thread); another node's asked of it through the mesh.
 fn history(
-    node: &Node,
-    context: &Context<'_>,
-    origin: &str,
-    name: &str,
+    node: &mut Node,
+    now: Instant,
+    context: Context<'_>,
+    (origin, name): (&str, &str),
     since: Duration,
     step: Duration,
     reply: smol::channel::Sender<Answer>,
 ) {
-    let own = node.name().as_str();
+    use super::mesh_history::{self, MAX_STEPS};
     let answer = |status, text: String| {
         let _ = reply.try_send(Answer::error(status, text));
-    };
-    if origin != own && origin != "self" {
-        return answer(
-            501,
-            format!("only this node's own points have history here: ask {origin}'s API (fetching another node's history through the mesh is not built yet)"),
-        );
-    }
-    let Some(recorder) = context.recorder else {
-        return answer(
-            404,
-            "this node keeps no history ([history] retain = \"0s\")".to_owned(),
-        );
     };
     if step < Duration::from_secs(60) {
         return answer(
@@ -201,7 +195,37 @@ fn history(
     if since.as_secs() / step.as_secs().max(1) > MAX_STEPS {
         return answer(400, format!("since/step: at most {MAX_STEPS} steps"));
     }
+    let Some(point) = wire::name(name) else {
+        return answer(404, format!("no point {origin}/{name} in this mesh"));
+    };
     let now_ms = super::unix_ms();
+    let own = node.name().as_str();
+    if origin != own && origin != "self" {
+        let target = match node.find_node(now, origin) {
+            Ok(id) => id,
+            Err(FindError::Ambiguous(ids)) => {
+                return answer(
+                    409,
+                    format!(
+                        "{} nodes are named {origin:?}: give one another node.name",
+                        ids.len()
+                    ),
+                )
+            }
+            Err(_) => return answer(404, format!("no node {origin} in this mesh")),
+        };
+        let range = mesh_history::range(point, since, step, now_ms);
+        let what = format!("{origin}/{name}");
+        return context
+            .mesh_history
+            .ask(node, now, target, what, range, reply);
+    }
+    let Some(recorder) = context.recorder else {
+        return answer(
+            404,
+            "this node keeps no history ([history] retain = \"0s\")".to_owned(),
+        );
+    };
     let since_ms = now_ms.saturating_sub(u64::try_from(since.as_millis()).unwrap_or(u64::MAX));
     let step_ms = u64::try_from(step.as_millis()).unwrap_or(u64::MAX);
     let query = recorder.query(name, since_ms, step_ms, now_ms);
@@ -211,12 +235,7 @@ fn history(
             let answer = match query.await {
                 Ok(steps) => Answer {
                     status: 200,
-                    body: steps
-                        .iter()
-                        .map(
-                            |s| json!({"ts_ms": s.ts_ms, "min": s.min, "avg": s.avg, "max": s.max}),
-                        )
-                        .collect(),
+                    body: mesh_history::steps_json(&steps),
                 },
                 Err(why) => Answer::error(500, why),
             };
@@ -543,6 +562,14 @@ pub fn stats(
         "command_results_refused": s.results_refused,
         "signatures_invalid": s.signatures_invalid,
         "farewells_stale": s.farewells_stale,
+        "history_queries": {
+            "sent": s.history_queries_sent,
+            "unanswered": s.history_queries_unanswered,
+            "served": s.history_queries_served,
+            "relayed": s.history_relayed,
+            "rate_limited": s.history_rate_limited,
+            "dropped": s.history_dropped,
+        },
         "joins": s.joins,
         "join_tokens_outstanding": node.outstanding_tokens(now),
         "strangers_unlisted": node.unlisted_strangers(),

@@ -123,12 +123,19 @@ options:
     (
         "get",
         "usage: shoal get [GLOB] [--api ADDR] [--config PATH] [--json]
+       shoal get NODE/NAME --history [--since DUR] [--step DUR] [--json]
 
 Current points, e.g. shoal get '*/temperature' (default '*/*').
+With --history, one point's min/avg/max per step from the history its
+node keeps (asked of that node through the mesh when it is another one),
+e.g. shoal get garage/temperature --history --since 7d --step 6h.
 
 options:
 CLIENT_OPTIONS
-  --json             the answer as JSON",
+  --json             the answer as JSON
+  --history          the point's history instead of its value
+  --since DUR        how far back (default 24h; 1m..366d)
+  --step DUR         one line per step (default 1h; at least 1m)",
     ),
     (
         "watch",
@@ -606,6 +613,10 @@ struct ClientFlags {
     expire: Option<String>,
     addr: Option<String>,
     exclude: Vec<String>,
+    /// `get --history`, with `--since` and `--step`.
+    history: bool,
+    since: Option<String>,
+    step: Option<String>,
     positional: Vec<String>,
 }
 
@@ -627,6 +638,9 @@ fn client_flags(args: &[String]) -> Result<ClientFlags, String> {
             "--addr" => flags.addr = Some(value("--addr")?),
             "--exclude" => flags.exclude.push(value("--exclude")?),
             "--healthy" => flags.healthy = true,
+            "--history" => flags.history = true,
+            "--since" => flags.since = Some(value("--since")?),
+            "--step" => flags.step = Some(value("--step")?),
             flag if flag.starts_with('-') => return Err(format!("unexpected option {flag:?}")),
             _ => flags.positional.push(arg.clone()),
         }
@@ -690,6 +704,10 @@ fn client_request(
             None,
             Duration::from_secs(10),
         ),
+        ("get", [point]) if flags.history => history_request(point, flags)?,
+        ("get", _) if flags.history => {
+            return Err(usage_error("get --history needs one NODE/NAME"))
+        }
         ("get", globs) if globs.len() <= 1 => {
             let glob = globs.first().map_or("*/*", String::as_str);
             (
@@ -729,6 +747,33 @@ fn client_request(
     })
 }
 
+/// `get NODE/NAME --history`: the request, its range checked here so a
+/// typo is a usage error, not a round trip.
+fn history_request(point: &str, flags: &ClientFlags) -> Result<ClientRequest, ExitCode> {
+    let Some((node, name)) = point.split_once('/').filter(|(n, p)| {
+        !n.is_empty() && !p.is_empty() && !point.contains(['*', '?']) && !p.contains('/')
+    }) else {
+        return Err(usage_error(&format!(
+            "get --history needs one NODE/NAME, not {point:?}"
+        )));
+    };
+    let duration = |flag: &str, value: &Option<String>, default: &str| {
+        let text = value.clone().unwrap_or_else(|| default.to_owned());
+        match shoal_config::parse_duration(&text) {
+            Ok(_) => Ok(text),
+            Err(why) => Err(usage_error(&format!("{flag} {text:?}: {why}"))),
+        }
+    };
+    let since = duration("--since", &flags.since, "24h")?;
+    let step = duration("--step", &flags.step, "1h")?;
+    Ok((
+        "GET",
+        format!("/api/points/{node}/{name}/history?since={since}&step={step}"),
+        None,
+        Duration::from_secs(60),
+    ))
+}
+
 /// Prints a client command's answer and says how it ended.
 fn print_reply(
     command: &str,
@@ -743,6 +788,7 @@ fn print_reply(
             "status" => print!("{}", client::format_status(&reply.body)),
             "peers" => print!("{}", client::format_peers(&reply.body)),
             "rules" => print!("{}", client::format_rules(&reply.body)),
+            "get" if flags.history => print!("{}", client::format_history(&reply.body)),
             "get" => print!("{}", client::format_points(&reply.body)),
             _ => {
                 let output = reply.body["output"].as_str().unwrap_or("");

@@ -286,6 +286,50 @@ pub fn format_points(points: &Value) -> String {
     out
 }
 
+/// `shoal get NODE/NAME --history`: one line per step, oldest first, in
+/// UTC.
+pub fn format_history(steps: &Value) -> String {
+    let empty = Vec::new();
+    let steps = steps.as_array().unwrap_or(&empty);
+    if steps.is_empty() {
+        return "no history in that range (none recorded yet, or not a number)\n".to_owned();
+    }
+    let mut out = "time (UTC)              min        avg        max\n".to_owned();
+    for step in steps {
+        let number = |key: &str| {
+            step[key]
+                .as_f64()
+                .map_or("?".to_owned(), |v| format!("{v:.4}"))
+        };
+        out.push_str(&format!(
+            "{}  {:>9}  {:>9}  {:>9}\n",
+            utc_minute(step["ts_ms"].as_u64().unwrap_or(0)),
+            number("min"),
+            number("avg"),
+            number("max"),
+        ));
+    }
+    out
+}
+
+/// `YYYY-MM-DD HH:MM` in UTC of `ms` since the Unix epoch (the civil
+/// calendar from days, after Howard Hinnant's `civil_from_days`).
+pub fn utc_minute(ms: u64) -> String {
+    let minutes = ms / 60_000;
+    let days = i64::try_from(minutes / 1_440).unwrap_or(0);
+    let (hour, minute) = ((minutes % 1_440) / 60, minutes % 60);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {hour:02}:{minute:02}")
+}
+
 fn show_value(value: &Value, unit: &str) -> String {
     match value {
         Value::Object(error) => format!(

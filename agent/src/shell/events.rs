@@ -123,7 +123,10 @@ impl EventFeed {
                 };
                 log::warn!("{report}");
             }
-            Event::CommandRequested { .. } | Event::CommandFinished { .. } => return Some(event),
+            Event::CommandRequested { .. }
+            | Event::CommandFinished { .. }
+            | Event::HistoryRequested(_)
+            | Event::HistoryAnswered { .. } => return Some(event),
             Event::RouteChanged { node: dest, route } => self.route_changed(node, dest, route),
             Event::IncarnationChanged { incarnation } => {
                 log::warn!("frame counter exhausted: now incarnation {incarnation}");

@@ -379,7 +379,9 @@ pub fn query(buckets: &[Bucket], since_min: u32, until_min: u32, step_min: u32) 
         .map(|(at, (min, sum, max, count))| Step {
             ts_ms: u64::from(at) * 60_000,
             min,
-            avg: sum / count as f64,
+            // Stored as f32: the mean too, so every node answers the
+            // same numbers (pages through the mesh carry f32).
+            avg: f64::from((sum / count as f64) as f32),
             max,
         })
         .collect()

@@ -339,6 +339,12 @@ fn wire_samples(families: &mut Families, stats: &Stats) {
         ("shoal_commands_replayed_total", "Commands refused: that request already ran here", stats.commands_replayed),
         ("shoal_command_results_refused_total", "Results refused: not from the node asked, or not for this incarnation", stats.results_refused),
         ("shoal_farewells_stale_total", "Goodbyes dropped: of an ended incarnation, an unknown node, or this node", stats.farewells_stale),
+        ("shoal_history_queries_sent_total", "History pages this node asked of other nodes", stats.history_queries_sent),
+        ("shoal_history_queries_unanswered_total", "History pages asked of other nodes that got no answer in time", stats.history_queries_unanswered),
+        ("shoal_history_queries_served_total", "History pages this node answered for other nodes", stats.history_queries_served),
+        ("shoal_history_relayed_total", "History queries and pages relayed for others", stats.history_relayed),
+        ("shoal_history_rate_limited_total", "History queries refused by the per-asker rate limit", stats.history_rate_limited),
+        ("shoal_history_dropped_total", "History queries and pages dropped: duplicates, hop limit, no route, or not for a query of ours", stats.history_dropped),
     ] {
         add(families, name, help, "counter", format!("{name} {value}"));
     }

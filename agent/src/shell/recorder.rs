@@ -113,8 +113,24 @@ fn append(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// Rewrites the file with only the buckets still kept, a batch at a time
-/// into a new file beside it that then takes its place.
-fn compact(path: &Path, now_min: u32, retain_min: u32) -> Result<(), String> {
+/// into a new file beside it that then takes its place, with `tail` (the
+/// batch due now) at its end: the day's rewrite is also that slot's write.
+/// If the rewrite fails, `tail` is appended to the old file instead.
+fn compact(path: &Path, now_min: u32, retain_min: u32, tail: &[u8]) -> Result<(), String> {
+    let rewritten = rewrite(path, now_min, retain_min, tail);
+    if rewritten.is_err() && !tail.is_empty() {
+        if let Err(error) = append(path, tail) {
+            return Err(format!(
+                "{}; the batch due now is lost too: {error}",
+                rewritten.err().unwrap_or_default()
+            ));
+        }
+    }
+    rewritten
+}
+
+/// [`compact`] itself.
+fn rewrite(path: &Path, now_min: u32, retain_min: u32, tail: &[u8]) -> Result<(), String> {
     let fresh = path.with_extension("shb.new");
     let _ = std::fs::remove_file(&fresh);
     let failed = |e: std::io::Error| format!("cannot rewrite {}: {e}", path.display());
@@ -135,7 +151,10 @@ fn compact(path: &Path, now_min: u32, retain_min: u32) -> Result<(), String> {
             written = out.write_all(&history::encode_batch(&kept));
         }
     })?;
-    written.and_then(|()| out.sync_all()).map_err(failed)?;
+    written
+        .and_then(|()| out.write_all(tail))
+        .and_then(|()| out.sync_all())
+        .map_err(failed)?;
     std::fs::rename(&fresh, path).map_err(failed)?;
     if let Some(dir) = path.parent() {
         let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
@@ -228,11 +247,21 @@ impl Recorder {
             }
         }
         if now_ms >= self.next_compact_ms {
+            // The day's rewrite carries the batch due now: one write, so
+            // a day is 144 writes (6 an hour) with its rewrite.
             self.next_compact_ms = now_ms + COMPACT_EVERY_MS;
-            self.write(now_ms);
+            self.next_write_ms = now_ms + WRITE_EVERY_MS;
+            self.history.close_ended(now_ms);
+            let batch = self.history.take_batch();
+            let tail = if batch.is_empty() {
+                Vec::new()
+            } else {
+                history::encode_batch(&batch)
+            };
             let (path, now_min, retain) = (self.path.clone(), minutes(now_ms), self.retain_min);
-            self.compacting =
-                Some(ex.spawn(smol::unblock(move || compact(&path, now_min, retain))));
+            self.compacting = Some(ex.spawn(smol::unblock(move || {
+                compact(&path, now_min, retain, &tail)
+            })));
             return;
         }
         if now_ms >= self.next_write_ms {
@@ -262,6 +291,23 @@ impl Recorder {
         }
     }
 
+    /// What `/api/stats` says of the history: writes, failures, the
+    /// file's size.
+    pub fn status_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "writes": self.writes,
+            "write_errors": self.write_errors,
+            "file_bytes": std::fs::metadata(&self.path).map_or(0, |m| m.len()),
+            "retain_min": self.retain_min,
+        })
+    }
+
+    /// Records one reading (tests drive the recorder without a node).
+    #[cfg(test)]
+    pub fn record(&mut self, point: &str, ts_ms: u64, value: f64) {
+        self.history.record(point, ts_ms, value);
+    }
+
     /// The steps of `point` from `since_ms` to `now_ms`, `step_ms` wide:
     /// the file read on a blocking thread, and what is not written yet.
     pub fn query(
@@ -270,6 +316,19 @@ impl Recorder {
         since_ms: u64,
         step_ms: u64,
         now_ms: u64,
+    ) -> impl std::future::Future<Output = Result<Vec<Step>, String>> + 'static {
+        let step_min = u32::try_from((step_ms / 60_000).max(1)).unwrap_or(u32::MAX);
+        self.query_minutes(point, minutes(since_ms), minutes(now_ms) + 1, step_min)
+    }
+
+    /// The steps of `point` from minute `since_min` to `until_min`
+    /// (exclusive), `step_min` wide (minutes since the Unix epoch).
+    pub fn query_minutes(
+        &self,
+        point: &str,
+        since_min: u32,
+        until_min: u32,
+        step_min: u32,
     ) -> impl std::future::Future<Output = Result<Vec<Step>, String>> + 'static {
         let path = self.path.clone();
         let point = point.to_owned();
@@ -282,13 +341,7 @@ impl Recorder {
                     buckets.extend(ours.map(|(_, bucket)| bucket));
                 })?;
                 buckets.extend(unwritten);
-                let step_min = u32::try_from((step_ms / 60_000).max(1)).unwrap_or(u32::MAX);
-                Ok(history::query(
-                    &buckets,
-                    minutes(since_ms),
-                    minutes(now_ms) + 1,
-                    step_min,
-                ))
+                Ok(history::query(&buckets, since_min, until_min, step_min))
             })
             .await
         }

@@ -673,3 +673,59 @@ proptest! {
         prop_assert_eq!(decode(&frame, Some(&key())), Ok(message));
     }
 }
+
+#[test]
+fn golden_bytes_of_a_history_query_and_page() {
+    let query = Message::HistoryQuery(HistoryQuery {
+        origin: NodeId(1),
+        id: 2,
+        target: NodeId(3),
+        hops_left: 16,
+        attempt: 0,
+        point: name("t").expect("valid"),
+        since_min: 300,
+        until_min: 301,
+        step_min: 1,
+        from_min: 300,
+    });
+    let mut buf = [0u8; MAX_BODY];
+    let bytes = postcard::to_slice(&query, &mut buf).expect("fits");
+    assert_eq!(
+        bytes,
+        &[
+            11, // Message::HistoryQuery
+            1, 0, 0, 0, 0, 0, 0, 0, // origin, fixed
+            2, // id
+            3, 0, 0, 0, 0, 0, 0, 0, // target
+            16, 0, // hops left, attempt
+            1, b't', // point
+            0xac, 0x02, 0xad, 0x02, 1, 0xac, 0x02, // since, until, step, from
+        ][..]
+    );
+    let mut rows = Vec::new();
+    rows.push(HistoryRow {
+        minute: 300,
+        min: 1.0,
+        avg: 1.0,
+        max: 1.0,
+    })
+    .expect("room");
+    let page = Message::HistoryPage(HistoryPage {
+        origin: NodeId(1),
+        id: 2,
+        target: NodeId(3),
+        hops_left: 16,
+        attempt: 0,
+        status: HistoryStatus::Rows,
+        rows,
+        next_min: None,
+    });
+    let bytes = postcard::to_slice(&page, &mut buf).expect("fits");
+    let mut expected = vec![12, 1, 0, 0, 0, 0, 0, 0, 0, 2, 3, 0, 0, 0, 0, 0, 0, 0, 16, 0];
+    expected.extend_from_slice(&[0, 1, 0xac, 0x02]); // Rows, one row, minute 300
+    for _ in 0..3 {
+        expected.extend_from_slice(&1.0f32.to_le_bytes());
+    }
+    expected.push(0); // no next page
+    assert_eq!(bytes, expected.as_slice());
+}

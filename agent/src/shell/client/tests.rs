@@ -139,3 +139,29 @@ fn the_mqtt_lines_say_the_role_the_bridge_and_the_last_handover() {
         "  MQTT: h:1 not connected; this node offline; bridge: none\n"
     );
 }
+
+#[test]
+fn history_prints_one_utc_line_per_step() {
+    assert_eq!(utc_minute(0), "1970-01-01 00:00");
+    assert_eq!(utc_minute(1_767_225_600_000), "2026-01-01 00:00");
+    assert_eq!(
+        utc_minute(951_782_400_000 + 61 * 60_000),
+        "2000-02-29 01:01"
+    );
+    let steps = serde_json::json!([
+        {"ts_ms": 1_767_225_600_000u64, "min": 1.5, "avg": 2.25, "max": 3.0},
+        {"ts_ms": 1_767_229_200_000u64, "min": -1.0, "avg": 0.0, "max": 1.0},
+    ]);
+    let text = format_history(&steps);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(
+        lines[1].starts_with("2026-01-01 00:00") && lines[1].contains("2.2500"),
+        "{text}"
+    );
+    assert!(
+        lines[2].starts_with("2026-01-01 01:00") && lines[2].contains("-1.0000"),
+        "{text}"
+    );
+    assert!(format_history(&serde_json::json!([])).starts_with("no history"));
+}

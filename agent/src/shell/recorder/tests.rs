@@ -117,3 +117,117 @@ fn no_history_when_retain_is_zero_and_junk_files_are_replaced() {
     assert!(steps.is_empty());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Points the writer below records each minute.
+const KILLED_BATCH: usize = 4000;
+
+/// The writer `kill_9_during_batch_writes_loses_at_most_the_batch_being_written`
+/// kills: this test binary run again with `SHOAL_RECORDER_WRITER=DIR`,
+/// appending batches of [`KILLED_BATCH`] buckets (about 100 KB) to the
+/// history in DIR as fast as it can, saying `wrote` after each, for at
+/// most 20 s.
+fn writer(dir: &Path) {
+    use std::io::Write as _;
+    let mut recorder = Recorder::open(dir, Duration::from_secs(86_400), START_MS).expect("on");
+    let started = std::time::Instant::now();
+    let mut minute = 0u64;
+    while started.elapsed() < Duration::from_secs(20) {
+        let at = START_MS + minute * 60_000;
+        for point in 0..KILLED_BATCH {
+            recorder.record(&format!("p{point:04}"), at, point as f64);
+        }
+        minute += 1;
+        recorder.write(START_MS + minute * 60_000);
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "wrote");
+        let _ = out.flush();
+    }
+}
+
+/// Batches in the history file, and whether it ends in a torn one.
+fn batches_in(path: &Path) -> (usize, bool) {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    let (mut at, mut batches) = (0, 0);
+    while let Ok((_, used)) = history::decode_batch(&bytes[at..]) {
+        at += used;
+        batches += 1;
+    }
+    (batches, at < bytes.len())
+}
+
+#[test]
+fn kill_9_during_batch_writes_loses_at_most_the_batch_being_written() {
+    if let Some(dir) = std::env::var_os("SHOAL_RECORDER_WRITER") {
+        return writer(Path::new(&dir));
+    }
+    use std::io::BufRead as _;
+    let dir = scratch("kill9");
+    let path = dir.join(FILE_NAME);
+    let (mut said, mut torn_seen) = (0usize, 0usize);
+    for round in 0..10u64 {
+        let mut child = std::process::Command::new(std::env::current_exe().expect("self"))
+            .args([
+                "--exact",
+                "shell::recorder::tests::kill_9_during_batch_writes_loses_at_most_the_batch_being_written",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("SHOAL_RECORDER_WRITER", &dir)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the writer starts");
+        let mut lines = std::io::BufReader::new(child.stdout.take().expect("piped")).lines();
+        // Let it write a few batches, then kill it at a varying moment.
+        let mut wrote = 0;
+        while wrote < 3 {
+            match lines.next() {
+                // libtest's "test NAME ... " starts the first line.
+                Some(Ok(line)) if line.ends_with("wrote") => wrote += 1,
+                Some(Ok(_)) => {}
+                _ => panic!("the writer ended after {wrote} batches"),
+            }
+        }
+        std::thread::sleep(Duration::from_micros(1_300 * round + 300));
+        child.kill().expect("SIGKILL");
+        let _ = child.wait();
+        wrote += lines
+            .map_while(Result::ok)
+            .filter(|l| l.ends_with("wrote"))
+            .count();
+        said += wrote;
+        // Every batch it said it wrote is there, whole; at most the one
+        // being written when it died is torn (or whole but unsaid).
+        let (whole, torn) = batches_in(&path);
+        assert!(
+            whole == said || whole == said + 1,
+            "round {round}: {whole} whole batches, {said} written"
+        );
+        torn_seen += usize::from(torn);
+        said = whole;
+        // Opening it (the next writer, or the agent) cuts the torn end.
+        drop(Recorder::open(&dir, Duration::from_secs(86_400), START_MS).expect("on"));
+        assert_eq!(batches_in(&path), (whole, false), "round {round}");
+    }
+    eprintln!("10 kills during batch writes: {torn_seen} left a torn batch, each cut at the next open; no whole batch lost");
+    // A power cut can leave the last batch cut anywhere (a kill rarely
+    // does: the kernel finishes most writes): at every 4 KB page and
+    // around the header, opening keeps exactly the batches before it.
+    let all = std::fs::read(&path).expect("history");
+    let (_, first) = history::decode_batch(&all).expect("a batch");
+    let (_, second) = history::decode_batch(&all[first..]).expect("a batch");
+    let (bytes, whole, last) = (&all[..first + second], 2, first);
+    let cuts = (last..bytes.len()).step_by(4096).chain([
+        last + 1,
+        last + 11,
+        last + 12,
+        last + 13,
+        bytes.len() - 1,
+    ]);
+    for cut in cuts {
+        std::fs::write(&path, &bytes[..cut]).expect("cut");
+        drop(Recorder::open(&dir, Duration::from_secs(86_400), START_MS).expect("on"));
+        assert_eq!(batches_in(&path), (whole - 1, false), "cut at {cut}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
