@@ -39,16 +39,45 @@ struct Queue {
     rejected: u64,
     failures: u64,
     last_error: Option<String>,
+    /// The sequence number after the last line of the request under way
+    /// (`front` when none is).
+    in_flight_end: u64,
+    /// Lines of the request under way pushed out of the buffer meanwhile:
+    /// sent if the request succeeds, dropped if it fails.
+    left_in_flight: u64,
 }
 
 impl Queue {
     fn push(&mut self, line: String) {
         if self.lines.len() >= self.capacity {
             self.lines.pop_front();
+            if self.front < self.in_flight_end {
+                self.left_in_flight += 1;
+            } else {
+                self.dropped += 1;
+            }
             self.front += 1;
-            self.dropped += 1;
         }
         self.lines.push_back(line);
+    }
+
+    /// The request of the lines below `end` ended: `Some(accepted)` when
+    /// the engine answered (2xx: `true`; refused: `false`), `None` when it
+    /// failed. Every line of it is counted once: sent, rejected or dropped.
+    fn finish_request(&mut self, end: u64, answered: Option<bool>) {
+        let left = std::mem::take(&mut self.left_in_flight);
+        match answered {
+            Some(accepted) => {
+                let removed = self.remove_until(end) + left;
+                if accepted {
+                    self.sent += removed;
+                } else {
+                    self.rejected += removed;
+                }
+            }
+            None => self.dropped += left,
+        }
+        self.in_flight_end = self.front;
     }
 
     /// Removes the lines numbered below `end` (those sent, or refused).
@@ -294,6 +323,7 @@ async fn send(section: ExportSection, headers: String, queue: Rc<RefCell<Queue>>
                 break;
             }
             let end = start + batch.len() as u64;
+            queue.borrow_mut().in_flight_end = end;
             let body = batch.join("\n");
             let answer = futures_lite::future::or(
                 async {
@@ -324,14 +354,9 @@ async fn send(section: ExportSection, headers: String, queue: Rc<RefCell<Queue>>
                 Some(Ok(answer)) => Err(format!("HTTP {}", answer.status_line)),
             };
             let mut q = queue.borrow_mut();
+            q.finish_request(end, outcome.as_ref().ok().copied());
             match outcome {
-                Ok(accepted) => {
-                    let removed = q.remove_until(end);
-                    if accepted {
-                        q.sent += removed;
-                    } else {
-                        q.rejected += removed;
-                    }
+                Ok(_) => {
                     if failures > 0 {
                         log::info!("export to {}: sending again", section.url_text);
                     }

@@ -20,7 +20,9 @@ pub struct ExportSection {
     pub kind: String,
     /// Where to POST (its path and query as the engine wants them).
     pub url: Url,
-    /// The URL as written, for messages.
+    /// The URL as written, for messages, logs, `/api/stats` and metric
+    /// labels: the values of credential parameters (`p`, `password`,
+    /// `token`) replaced by `***` (see [`redacted`]).
     pub url_text: String,
     /// Which of this node's points: a glob on `NODE/NAME` or `NAME`.
     pub points: String,
@@ -74,7 +76,7 @@ impl Walker<'_> {
         let url = self
             .required_string(table, p, "url", span)
             .and_then(|(text, span)| match parse_url(&text, "http", "https") {
-                Ok(url) => Some((url, text)),
+                Ok(url) => Some((url, redacted(&text))),
                 Err(why) => {
                     self.problem(span, format!("export.url {why}"));
                     None
@@ -138,6 +140,24 @@ impl Walker<'_> {
             password_file,
         })
     }
+}
+
+/// `url` with the values of its credential query parameters (InfluxDB
+/// 1.x takes `u` and `p`; `password` and `token` too) replaced by `***`,
+/// so a password written into the URL never reaches a log line, an API
+/// answer or a metric label.
+pub(crate) fn redacted(url: &str) -> String {
+    let Some((base, query)) = url.split_once('?') else {
+        return url.to_owned();
+    };
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if matches!(key, "p" | "password" | "token") => format!("{key}=***"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{base}?{}", pairs.join("&"))
 }
 
 #[cfg(test)]

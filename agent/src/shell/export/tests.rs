@@ -202,3 +202,39 @@ fn a_reload_keeps_what_waits_for_the_same_engine() {
     exports.reload(ex, std::slice::from_ref(&other));
     assert!(exports.exports[0].queue.borrow().lines.is_empty());
 }
+
+#[test]
+fn a_line_pushed_out_while_its_request_is_under_way_is_counted_once() {
+    let run = |answered: Option<bool>| {
+        let mut queue = Queue {
+            capacity: 3,
+            ..Queue::default()
+        };
+        for n in 0..3 {
+            queue.push(format!("l{n}"));
+        }
+        // Lines 0..3 go out; two more come meanwhile, pushing out 0 and 1.
+        queue.in_flight_end = 3;
+        queue.push("l3".to_owned());
+        queue.push("l4".to_owned());
+        assert_eq!(queue.dropped, 0, "not lost yet: they are in the request");
+        queue.finish_request(3, answered);
+        queue
+    };
+    let sent = run(Some(true));
+    assert_eq!((sent.sent, sent.dropped, sent.rejected), (3, 0, 0));
+    assert_eq!(sent.lines, ["l3", "l4"]);
+    let refused = run(Some(false));
+    assert_eq!((refused.sent, refused.dropped, refused.rejected), (0, 0, 3));
+    let failed = run(None);
+    assert_eq!((failed.sent, failed.dropped, failed.rejected), (0, 2, 0));
+    assert_eq!(
+        failed.lines,
+        ["l2", "l3", "l4"],
+        "l2 waits for the next try"
+    );
+    // Beyond the request, a line pushed out is dropped at once.
+    let mut later = failed;
+    later.push("l5".to_owned());
+    assert_eq!(later.dropped, 3);
+}

@@ -83,3 +83,20 @@ fn bad_exports_are_each_named_with_their_place() {
         assert!(all.contains(expected), "{section}: {all}");
     }
 }
+
+#[test]
+fn a_password_in_the_url_never_shows() {
+    assert_eq!(
+        redacted("http://db:8086/write?db=shoal&u=me&p=s3cret"),
+        "http://db:8086/write?db=shoal&u=me&p=***"
+    );
+    assert_eq!(
+        redacted("http://db/api/v2/write?org=o&bucket=b&token=abc&password=x"),
+        "http://db/api/v2/write?org=o&bucket=b&token=***&password=***"
+    );
+    assert_eq!(redacted("http://db:8428/write"), "http://db:8428/write");
+    let config = check("[[export]]\nkind = \"influx\"\nurl = \"http://db/write?db=x&p=s3cret\"\n")
+        .expect("valid");
+    assert_eq!(config.exports[0].url_text, "http://db/write?db=x&p=***");
+    assert!(config.exports[0].url.path.contains("s3cret"), "still sent");
+}
