@@ -1017,7 +1017,7 @@ impl Node {
                 wire::decode_part::<wire::HistoryQuery>(encoded).map(|query| {
                     if self.accept_frame(now, &header, from, arrival) {
                         self.refresh_routes(now);
-                        self.on_history_query(now, query);
+                        self.on_history_query(now, sender, query);
                     }
                 })
             }

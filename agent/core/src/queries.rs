@@ -17,8 +17,16 @@
 //! asker by its node id along the routes, never to an address a frame
 //! names. The target and every relay limit queries per asker with a token
 //! bucket (a 4,096-step answer is 64 pages, so the burst is larger than a
-//! command's). The asker sends again every beacon interval until a page
-//! comes, or gives up at the deadline ([`HistoryStatus::NoAnswer`]).
+//! command's), and per neighbor that handed them over (proven by its
+//! frame), so a member making up askers is limited all the same; the
+//! target reads nothing for an asker it has no route back to. Query
+//! numbers are random, so a member off the path cannot answer a query it
+//! never saw or mark its pages seen in advance. Pages are not signed: a
+//! relay on the path could alter one, as it could drop it (as with point
+//! updates, which are not signed either); the asker's shell checks that
+//! each page lies inside the range and moves on. The asker sends again
+//! every beacon interval until a page comes, or gives up at the deadline
+//! ([`HistoryStatus::NoAnswer`]).
 //!
 //! The core keeps no history: the target's shell gets
 //! [`Event::HistoryRequested`], reads its history and answers with
@@ -44,6 +52,11 @@ const SEEN_QUERIES: usize = 256;
 pub const QUERY_BURST: u32 = 64;
 /// ...and then one per this long.
 pub const QUERY_REFILL: Duration = Duration::from_millis(50);
+/// Queries one neighbor may hand us in a burst, whoever they say asked
+/// (a relay carries several askers' queries)...
+pub const SENDER_BURST: u32 = 128;
+/// ...and then one per this long.
+pub const SENDER_REFILL: Duration = Duration::from_millis(25);
 
 /// What the target's shell is asked to answer: the steps of `point` from
 /// `since_min` to `until_min`, `step_min` wide, from `from_min` on (all in
@@ -85,11 +98,14 @@ type SeenKey = (NodeId, u32, u8, Option<NodeId>);
 /// The query bookkeeping of one node, bounded.
 #[derive(Debug, Default)]
 pub(super) struct Queries {
-    next_id: u32,
     pending: BTreeMap<u32, Pending>,
     seen: BTreeSet<SeenKey>,
     seen_order: VecDeque<SeenKey>,
+    /// Per asker (as the query says).
     buckets: Option<Buckets<NodeId>>,
+    /// Per neighbor that handed us queries (as the frame proves): a member
+    /// making up askers is limited all the same.
+    senders: Option<Buckets<NodeId>>,
 }
 
 impl Queries {
@@ -116,9 +132,12 @@ impl Queries {
             .min()
     }
 
-    /// Drops the rate limit kept for a forgotten node.
+    /// Drops the rate limits kept for a forgotten node.
     pub(super) fn forget(&mut self, id: NodeId) {
-        if let Some(buckets) = self.buckets.as_mut() {
+        for buckets in [self.buckets.as_mut(), self.senders.as_mut()]
+            .into_iter()
+            .flatten()
+        {
             buckets.remove(&id);
         }
     }
@@ -169,8 +188,12 @@ impl Node {
             }
             Some(self.next_hop(now, target).ok_or(ExecError::Unreachable)?)
         };
-        self.queries.next_id = self.queries.next_id.wrapping_add(1);
-        let id = self.queries.next_id;
+        // Random, so a member off the path cannot guess the number of a
+        // query to answer it falsely or mark it seen in advance.
+        let mut id = self.rng.next_u64() as u32;
+        while self.queries.pending.contains_key(&id) {
+            id = self.rng.next_u64() as u32;
+        }
         let query = HistoryQuery {
             origin: self.id,
             id,
@@ -293,7 +316,8 @@ impl Node {
         }
     }
 
-    pub(super) fn on_history_query(&mut self, now: Instant, query: HistoryQuery) {
+    /// A query that `sender` (proven by the frame) handed us.
+    pub(super) fn on_history_query(&mut self, now: Instant, sender: NodeId, query: HistoryQuery) {
         let key = (query.origin, query.id, query.attempt, None);
         if !self.queries.first_sight(key) {
             self.stats.history_dropped += 1;
@@ -305,6 +329,17 @@ impl Node {
             return;
         }
         let max_buckets = self.config.max_nodes;
+        let from_sender = self
+            .queries
+            .senders
+            .get_or_insert_with(|| Buckets::new(SENDER_BURST, SENDER_REFILL, max_buckets))
+            .allow(now, sender);
+        if !from_sender {
+            // Whoever it claims asked, this neighbor sends too many: no
+            // answer (it would go to the claimed asker).
+            self.stats.history_rate_limited += 1;
+            return;
+        }
         if !self
             .queries
             .buckets
@@ -318,6 +353,11 @@ impl Node {
             return;
         }
         if query.target == self.id {
+            if self.next_hop(now, query.origin).is_none() {
+                // No way back: reading the history would be for nothing.
+                self.stats.history_dropped += 1;
+                return;
+            }
             self.push_event(Event::HistoryRequested(request_of(&query)));
             return;
         }

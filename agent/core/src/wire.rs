@@ -294,6 +294,9 @@ pub enum HistoryStatus {
     NoHistory,
     /// The target could not read its history file.
     Failed,
+    /// The target refused: the range is too large, or it is reading too
+    /// much history for others now (ask again later).
+    Refused,
     /// Too many queries from the asker: refused by the rate limit.
     RateLimited,
     /// A node on the way had no route to the target.

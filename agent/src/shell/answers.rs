@@ -192,13 +192,14 @@ fn history(
             "step: at least 1m (the finest history is per minute)".to_owned(),
         );
     }
-    if since.as_secs() / step.as_secs().max(1) > MAX_STEPS {
-        return answer(400, format!("since/step: at most {MAX_STEPS} steps"));
-    }
     let Some(point) = wire::name(name) else {
         return answer(404, format!("no point {origin}/{name} in this mesh"));
     };
     let now_ms = super::unix_ms();
+    let range = mesh_history::range(point, since, step, now_ms);
+    if mesh_history::steps_in(&range) > MAX_STEPS {
+        return answer(400, format!("since/step: at most {MAX_STEPS} steps"));
+    }
     let own = node.name().as_str();
     if origin != own && origin != "self" {
         let target = match node.find_node(now, origin) {
@@ -214,7 +215,6 @@ fn history(
             }
             Err(_) => return answer(404, format!("no node {origin} in this mesh")),
         };
-        let range = mesh_history::range(point, since, step, now_ms);
         let what = format!("{origin}/{name}");
         return context
             .mesh_history

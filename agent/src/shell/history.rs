@@ -88,9 +88,10 @@ pub struct History {
 impl History {
     /// A reading of `point` at `ts_ms` (Unix ms): into its open bucket of
     /// each tier; a bucket it leaves behind is closed and waits for the
-    /// next batch. Non-finite values are not samples.
+    /// next batch. Non-finite values are not samples, nor values beyond
+    /// what a bucket's `f32` holds (±3.4e38): every node answers the same.
     pub fn record(&mut self, point: &str, ts_ms: u64, value: f64) {
-        if !value.is_finite() {
+        if !(value as f32).is_finite() {
             return;
         }
         let minute = u32::try_from(ts_ms / 60_000).unwrap_or(u32::MAX);

@@ -38,8 +38,18 @@ pub const MAX_FETCHES: usize = 8;
 const MAX_READS: usize = 4;
 /// Requests waiting for those reads.
 const MAX_WAITING: usize = 32;
-/// Ranges read for others kept to answer their next pages.
-const CACHED: usize = 2;
+/// Ranges read for others kept to answer their next pages (each at most
+/// 4,096 steps of 16 bytes).
+const CACHED: usize = 8;
+/// Reads of ranges not in the cache, for others: a burst...
+const READ_BURST: f64 = 4.0;
+/// ...and then one per this long, whoever asks (a member making up
+/// ranges and askers cannot keep the disk busy).
+const READ_REFILL: Duration = Duration::from_secs(2);
+/// How long one answer may take, all its pages together.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
+/// The most pages one answer takes (4,096 steps in pages of 64).
+const MAX_PAGES: u32 = 65;
 /// How long a range read for others is kept.
 const CACHE_FOR: Duration = Duration::from_secs(30);
 /// How long one page may take (the core sends the query again every
@@ -58,6 +68,10 @@ struct Fetch {
     what: String,
     range: Range,
     steps: Vec<Step>,
+    /// The first step of the page asked for now.
+    from_min: u32,
+    pages: u32,
+    started: Instant,
 }
 
 /// A range read from the file for another node.
@@ -76,8 +90,14 @@ pub struct MeshHistory {
     reading: BTreeMap<Range, Vec<HistoryRequest>>,
     reads_tx: Sender<Read>,
     reads_rx: Receiver<Read>,
-    /// Requests for others refused: too many waiting, or the file failed.
+    /// Reads for others the budget allows now, and when it was counted.
+    read_budget: (f64, Option<Instant>),
+    /// Requests for others refused: too many waiting or read, too large,
+    /// or the file failed.
     pub refused: u64,
+    /// Pages from others that made no sense (rows outside the range or
+    /// out of order, a next page that does not move on): the answer ends.
+    pub bad_pages: u64,
 }
 
 impl Default for MeshHistory {
@@ -89,7 +109,9 @@ impl Default for MeshHistory {
             reading: BTreeMap::new(),
             reads_tx,
             reads_rx,
+            read_budget: (READ_BURST, None),
             refused: 0,
+            bad_pages: 0,
         }
     }
 }
@@ -106,6 +128,11 @@ pub fn range(point: Name, since: Duration, step: Duration, now_ms: u64) -> Range
         minute(now_ms).saturating_add(1),
         step_min,
     )
+}
+
+/// How many steps `range` has (the asker and the target count alike).
+pub fn steps_in(range: &Range) -> u64 {
+    u64::from(range.2.saturating_sub(range.1)).div_ceil(u64::from(range.3.max(1)))
 }
 
 /// The JSON answer of `steps`.
@@ -143,12 +170,21 @@ impl MeshHistory {
             what,
             steps: Vec::new(),
             range: range.clone(),
+            from_min: range.1,
+            pages: 0,
+            started: now,
         };
         self.next_page(node, now, fetch, range.1);
     }
 
     /// Asks for the page of `fetch` from `from_min` on.
-    fn next_page(&mut self, node: &mut Node, now: Instant, fetch: Fetch, from_min: u32) {
+    fn next_page(&mut self, node: &mut Node, now: Instant, mut fetch: Fetch, from_min: u32) {
+        if fetch.reply.is_closed() {
+            // The client went away: nothing more to ask for.
+            return;
+        }
+        fetch.from_min = from_min;
+        fetch.pages += 1;
         let (point, since, until, step) = fetch.range.clone();
         match node.query_history(
             now,
@@ -190,6 +226,16 @@ impl MeshHistory {
         };
         let failed = |text: &str| Answer::error(504, format!("{}: {text}", fetch.what));
         let answer = match status {
+            HistoryStatus::Rows if !fits(&fetch, &rows, next_min) => {
+                self.bad_pages += 1;
+                Answer::error(
+                    502,
+                    format!(
+                        "{}: a page of its history made no sense (rows outside the range, or no progress)",
+                        fetch.what
+                    ),
+                )
+            }
             HistoryStatus::Rows => {
                 fetch.steps.extend(rows.iter().map(|r| Step {
                     ts_ms: u64::from(r.minute) * 60_000,
@@ -198,15 +244,24 @@ impl MeshHistory {
                     max: f64::from(r.max),
                 }));
                 match next_min {
-                    Some(next) if (fetch.steps.len() as u64) < MAX_STEPS => {
-                        return self.next_page(node, now, fetch, next);
+                    Some(_) if now.saturating_since(fetch.started) > FETCH_TIMEOUT => {
+                        failed("its pages took too long")
                     }
-                    _ => Answer {
+                    Some(_) if fetch.pages >= MAX_PAGES => failed("too many pages"),
+                    Some(next) => return self.next_page(node, now, fetch, next),
+                    None => Answer {
                         status: 200,
                         body: steps_json(&fetch.steps),
                     },
                 }
             }
+            HistoryStatus::Refused => Answer::error(
+                503,
+                format!(
+                    "{}: that node refused (a range over {MAX_STEPS} steps, or it is busy reading history for others: try again)",
+                    fetch.what
+                ),
+            ),
             HistoryStatus::NoHistory => Answer::error(
                 404,
                 format!(
@@ -261,17 +316,27 @@ impl MeshHistory {
             return;
         }
         let waiting: usize = self.reading.values().map(Vec::len).sum();
-        let steps = u64::from(range.2.saturating_sub(range.1)) / u64::from(range.3.max(1));
-        if waiting >= MAX_WAITING
-            || steps > MAX_STEPS
-            || (!self.reading.contains_key(&range) && self.reading.len() >= MAX_READS)
+        if let Some(list) = self
+            .reading
+            .get_mut(&range)
+            .filter(|_| waiting < MAX_WAITING)
         {
-            // The asker sends again; a refusal here costs nothing.
-            self.refused += 1;
+            list.push(request);
             return;
         }
-        if let Some(list) = self.reading.get_mut(&range) {
-            list.push(request);
+        if steps_in(&range) > MAX_STEPS
+            || waiting >= MAX_WAITING
+            || self.reading.len() >= MAX_READS
+            || !self.may_read(now)
+        {
+            self.refused += 1;
+            node.answer_history(
+                now,
+                &request,
+                HistoryStatus::Refused,
+                Default::default(),
+                None,
+            );
             return;
         }
         self.reading.insert(range.clone(), vec![request]);
@@ -282,6 +347,21 @@ impl MeshHistory {
             let _ = done.send(Read { range, steps }).await;
         })
         .detach();
+    }
+
+    /// Takes a read from the node-wide budget, if there is one.
+    fn may_read(&mut self, now: Instant) -> bool {
+        let (tokens, last) = self.read_budget;
+        let refill = last.map_or(0.0, |at| {
+            now.saturating_since(at).as_secs_f64() / READ_REFILL.as_secs_f64()
+        });
+        let tokens = (tokens + refill).min(READ_BURST);
+        if tokens < 1.0 {
+            self.read_budget = (tokens, Some(now));
+            return false;
+        }
+        self.read_budget = (tokens - 1.0, Some(now));
+        true
     }
 
     /// The next range read for another node.
@@ -332,6 +412,25 @@ impl MeshHistory {
         }
         self.cache.push_back((range, now, rows));
     }
+}
+
+/// Whether a page fits the answer gathered so far: its rows inside the
+/// range, from the step asked, after the last step kept and in order, and
+/// its next page (if any) further on and inside the range.
+fn fits(fetch: &Fetch, rows: &[HistoryRow], next_min: Option<u32>) -> bool {
+    let (_, _, until, _) = fetch.range;
+    let after = fetch
+        .steps
+        .last()
+        .map(|s| u32::try_from(s.ts_ms / 60_000).unwrap_or(u32::MAX));
+    let ordered = rows.windows(2).all(|w| w[0].minute < w[1].minute);
+    let inside = rows.iter().all(|r| {
+        r.minute >= fetch.from_min && r.minute < until && after.is_none_or(|a| r.minute > a)
+    });
+    let onward = next_min.is_none_or(|next| {
+        next > fetch.from_min && next < until && rows.last().is_none_or(|r| next > r.minute)
+    });
+    ordered && inside && onward
 }
 
 /// A range read for another node, for the agent's loop.

@@ -36,6 +36,8 @@ pub struct Recorder {
     next_compact_ms: u64,
     /// A rewrite under way on a blocking thread.
     compacting: Option<smol::Task<Result<(), String>>>,
+    /// The batch that rewrite carries, answered from here until it ends.
+    compacting_tail: Vec<(String, Bucket)>,
     /// Writes to the file (appends and rewrites).
     pub writes: u64,
     /// Writes that failed.
@@ -204,6 +206,7 @@ impl Recorder {
             next_write_ms: now_ms + WRITE_EVERY_MS,
             next_compact_ms: now_ms + COMPACT_EVERY_MS / 24,
             compacting: None,
+            compacting_tail: Vec::new(),
             writes: 0,
             write_errors: 0,
         })
@@ -237,6 +240,7 @@ impl Recorder {
                 return;
             }
             if let Some(task) = self.compacting.take() {
+                self.compacting_tail.clear();
                 self.writes += 1;
                 if let Some(Err(why)) =
                     futures_lite::future::block_on(futures_lite::future::poll_once(task))
@@ -258,6 +262,7 @@ impl Recorder {
             } else {
                 history::encode_batch(&batch)
             };
+            self.compacting_tail = batch;
             let (path, now_min, retain) = (self.path.clone(), minutes(now_ms), self.retain_min);
             self.compacting = Some(ex.spawn(smol::unblock(move || {
                 compact(&path, now_min, retain, &tail)
@@ -332,7 +337,12 @@ impl Recorder {
     ) -> impl std::future::Future<Output = Result<Vec<Step>, String>> + 'static {
         let path = self.path.clone();
         let point = point.to_owned();
-        let unwritten = self.history.unwritten(&point);
+        let mut unwritten = self.history.unwritten(&point);
+        let carried = self
+            .compacting_tail
+            .iter()
+            .filter(|(name, _)| *name == point);
+        unwritten.extend(carried.map(|(_, bucket)| *bucket));
         async move {
             smol::unblock(move || {
                 let mut buckets: Vec<Bucket> = Vec::new();

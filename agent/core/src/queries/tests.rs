@@ -391,3 +391,57 @@ fn malformed_queries_and_pages_do_not_decode() {
         assert!(wire::decode_body(&header, &f, Some(&cipher)).is_err());
     }
 }
+
+#[test]
+fn a_member_making_up_askers_is_limited_by_what_its_frames_prove() {
+    let mut n = node(1, 1024);
+    hears(&mut n, at(0), &[2]);
+    let mut served = 0;
+    for origin in 0..400u64 {
+        // Each claims another asker, all handed over by node 2.
+        let q = Message::HistoryQuery(query(1000 + origin, 1, 3, 16));
+        n.handle_datagram(
+            at(0),
+            addr(2),
+            Arrival::Unicast,
+            &frame(2, origin as u32 + 1, &q),
+        );
+        served += usize::from(!events(&mut n).is_empty());
+    }
+    assert_eq!(
+        served, 0,
+        "no route to node 3: relayed or refused, never read"
+    );
+    assert_eq!(
+        n.stats().history_rate_limited,
+        400 - u64::from(SENDER_BURST)
+    );
+}
+
+#[test]
+fn a_query_for_this_node_from_an_asker_it_cannot_reach_is_not_read() {
+    let mut n = node(1, 16);
+    hears(&mut n, at(0), &[2]);
+    // Node 77 is unknown here: its page could go nowhere.
+    let q = Message::HistoryQuery(query(77, 1, 1, 16));
+    n.handle_datagram(at(10), addr(2), Arrival::Unicast, &frame(2, 1, &q));
+    assert!(events(&mut n).is_empty());
+    assert_eq!(n.stats().history_dropped, 1);
+}
+
+#[test]
+fn query_numbers_are_not_guessable_in_sequence() {
+    let mut n = node(1, 16);
+    hears(&mut n, at(0), &[2]);
+    let point = wire::name("temp").expect("valid");
+    let ids: Vec<u32> = (0..4)
+        .map(|_| {
+            n.query_history(at(10), nid(2), point.clone(), (0, 100, 1), 0, TIMEOUT)
+                .expect("sent")
+        })
+        .collect();
+    assert!(
+        ids.windows(2).all(|w| w[1] != w[0].wrapping_add(1)),
+        "{ids:?}"
+    );
+}

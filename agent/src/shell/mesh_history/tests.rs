@@ -233,3 +233,95 @@ fn answers_gathered_at_once_are_bounded() {
         assert_eq!(rx.try_recv().map(|a| a.status).ok(), Some(504));
     }
 }
+
+#[test]
+fn a_page_that_makes_no_sense_ends_the_answer_with_502() {
+    let (mut a, b) = pair();
+    let point = wire::name("temp").expect("valid");
+    let range = range(
+        point,
+        Duration::from_secs(3600),
+        Duration::from_secs(60),
+        START_MS,
+    );
+    let since = range.1;
+    let row = |minute| HistoryRow {
+        minute,
+        min: 1.0,
+        avg: 1.0,
+        max: 1.0,
+    };
+    for (rows, next) in [
+        // No progress: the same page again and again.
+        (vec![], Some(since)),
+        // A row before the range, or after its end.
+        (vec![row(since - 1)], None),
+        (vec![row(range.2)], None),
+        // Out of order.
+        (vec![row(since + 2), row(since + 1)], None),
+        // A next page behind its own rows.
+        (vec![row(since + 5)], Some(since + 3)),
+    ] {
+        let mut asker = MeshHistory::default();
+        let (tx, rx) = smol::channel::bounded(1);
+        asker.ask(
+            &mut a,
+            Instant::from_millis(3_000),
+            b.id(),
+            "b/temp".into(),
+            range.clone(),
+            tx,
+        );
+        let id = *asker.fetches.keys().next().expect("asked");
+        let status = HistoryStatus::Rows;
+        asker.on_answered(
+            &mut a,
+            Instant::from_millis(3_001),
+            id,
+            status,
+            rows.clone(),
+            next,
+        );
+        let answer = rx.try_recv().expect("answered at once");
+        assert_eq!(answer.status, 502, "{rows:?} {next:?}: {}", answer.body);
+        assert!(asker.fetches.is_empty() && asker.bad_pages == 1);
+    }
+}
+
+#[test]
+fn reads_for_others_are_budgeted_and_a_refusal_is_said() {
+    let dir = scratch("budget");
+    let recorder = Recorder::open(&dir, Duration::from_secs(86_400), START_MS).expect("on");
+    let (a, mut b) = pair();
+    let mut keeper = MeshHistory::default();
+    let ex: &'static smol::LocalExecutor<'static> = Box::leak(Box::new(smol::LocalExecutor::new()));
+    let now = Instant::from_millis(3_000);
+    let request = |since_min: u32, step_min: u32| HistoryRequest {
+        origin: a.id(),
+        id: since_min,
+        attempt: 0,
+        point: wire::name("temp").expect("valid"),
+        since_min,
+        until_min: 29_000_000,
+        step_min,
+        from_min: since_min,
+    };
+    // Too many steps: refused at once, said so.
+    keeper.on_requested(
+        &mut b,
+        now,
+        Some(&recorder),
+        ex,
+        request(29_000_000 - 4097, 1),
+    );
+    assert_eq!(keeper.refused, 1);
+    // Four distinct ranges are read; a fifth is refused until the budget
+    // refills (one read per 2 s).
+    for n in 0..5 {
+        keeper.on_requested(&mut b, now, Some(&recorder), ex, request(28_999_000 + n, 1));
+    }
+    assert_eq!((keeper.reading.len(), keeper.refused), (4, 2));
+    let refusals = std::iter::from_fn(|| b.poll_transmit()).count();
+    assert_eq!(refusals, 2, "each refusal is a page back to the asker");
+    let _ = std::fs::remove_dir_all(&dir);
+}
