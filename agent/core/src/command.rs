@@ -103,6 +103,51 @@ struct Served {
 /// member's bogus answer can't shadow the real one).
 type SeenKey = (NodeId, u32, u8, Option<NodeId>);
 
+/// The last `N` messages handled (by key), to drop a second copy: a loop
+/// or a duplicated datagram. The oldest is forgotten first.
+#[derive(Debug)]
+pub(super) struct LoopGuard<K, const N: usize> {
+    set: BTreeSet<K>,
+    order: VecDeque<K>,
+}
+
+impl<K, const N: usize> Default for LoopGuard<K, N> {
+    fn default() -> Self {
+        LoopGuard {
+            set: BTreeSet::new(),
+            order: VecDeque::new(),
+        }
+    }
+}
+
+impl<K: Ord + Copy, const N: usize> LoopGuard<K, N> {
+    /// Notes `key`; false if it was seen before.
+    pub(super) fn first_sight(&mut self, key: K) -> bool {
+        if !self.set.insert(key) {
+            return false;
+        }
+        self.order.push_back(key);
+        if self.order.len() > N {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
+
+    /// Whether `key` was seen (without noting it).
+    pub(super) fn contains(&self, key: &K) -> bool {
+        self.set.contains(key)
+    }
+
+    /// Keys remembered (at most `N`; the set and its order agree).
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        debug_assert_eq!(self.set.len(), self.order.len());
+        self.set.len()
+    }
+}
+
 /// The command bookkeeping of one node, bounded.
 #[derive(Debug, Default)]
 pub(super) struct Commands {
@@ -110,8 +155,7 @@ pub(super) struct Commands {
     /// Our commands awaiting an answer.
     pending: BTreeMap<u32, Pending>,
     /// Messages we handled, to drop a second copy (a loop, a duplicate).
-    seen: BTreeSet<SeenKey>,
-    seen_order: VecDeque<SeenKey>,
+    pub(super) seen: LoopGuard<SeenKey, SEEN_COMMANDS>,
     /// Commands run here for others, by (origin, id).
     served: BTreeMap<(NodeId, u32), Served>,
     served_order: VecDeque<(NodeId, u32)>,
@@ -127,16 +171,7 @@ pub(super) struct Commands {
 impl Commands {
     /// Notes a message; false if it was seen before.
     fn first_sight(&mut self, key: SeenKey) -> bool {
-        if !self.seen.insert(key) {
-            return false;
-        }
-        self.seen_order.push_back(key);
-        if self.seen_order.len() > SEEN_COMMANDS {
-            if let Some(old) = self.seen_order.pop_front() {
-                self.seen.remove(&old);
-            }
-        }
-        true
+        self.seen.first_sight(key)
     }
 
     /// Takes a token of `origin`'s bucket; false when it is empty. At

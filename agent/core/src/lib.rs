@@ -301,7 +301,7 @@ pub enum Event {
     },
     /// A node asked this one for a page of a point's history: the shell
     /// answers with [`Node::answer_history`] (or never: the asker gives up).
-    HistoryRequested(queries::HistoryRequest),
+    HistoryRequested(wire::HistoryQuery),
     /// A history query this node sent with [`Node::query_history`] was
     /// answered (or got no answer in time).
     HistoryAnswered {

@@ -32,7 +32,7 @@
 //! [`Event::HistoryRequested`], reads its history and answers with
 //! [`Node::answer_history`]; the asker gets [`Event::HistoryAnswered`].
 
-use super::command::ExecError;
+use super::command::{ExecError, LoopGuard};
 use super::peers::PeerState;
 use super::routes::INFINITY;
 use super::time::{Buckets, Instant};
@@ -40,7 +40,7 @@ use super::wire::{
     HistoryPage, HistoryQuery, HistoryRow, HistoryStatus, Message, Name, NodeId, MAX_HISTORY_ROWS,
 };
 use super::{Destination, Event, Node};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Most of our queries awaiting a page.
@@ -57,29 +57,6 @@ pub const QUERY_REFILL: Duration = Duration::from_millis(50);
 pub const SENDER_BURST: u32 = 128;
 /// ...and then one per this long.
 pub const SENDER_REFILL: Duration = Duration::from_millis(25);
-
-/// What the target's shell is asked to answer: the steps of `point` from
-/// `since_min` to `until_min`, `step_min` wide, from `from_min` on (all in
-/// minutes since the Unix epoch).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HistoryRequest {
-    /// Who asked (this node itself for its own query).
-    pub origin: NodeId,
-    /// The asker's query number.
-    pub id: u32,
-    /// The attempt being answered.
-    pub attempt: u8,
-    /// The point.
-    pub point: Name,
-    /// The range's start; steps are aligned to it.
-    pub since_min: u32,
-    /// The range's end (exclusive).
-    pub until_min: u32,
-    /// Minutes per step.
-    pub step_min: u32,
-    /// The first step wanted.
-    pub from_min: u32,
-}
 
 /// One of our queries awaiting its page.
 #[derive(Debug, Clone)]
@@ -99,8 +76,7 @@ type SeenKey = (NodeId, u32, u8, Option<NodeId>);
 #[derive(Debug, Default)]
 pub(super) struct Queries {
     pending: BTreeMap<u32, Pending>,
-    seen: BTreeSet<SeenKey>,
-    seen_order: VecDeque<SeenKey>,
+    seen: LoopGuard<SeenKey, SEEN_QUERIES>,
     /// Per asker (as the query says).
     buckets: Option<Buckets<NodeId>>,
     /// Per neighbor that handed us queries (as the frame proves): a member
@@ -111,16 +87,7 @@ pub(super) struct Queries {
 impl Queries {
     /// Notes a message; false if it was seen before.
     fn first_sight(&mut self, key: SeenKey) -> bool {
-        if !self.seen.insert(key) {
-            return false;
-        }
-        self.seen_order.push_back(key);
-        if self.seen_order.len() > SEEN_QUERIES {
-            if let Some(old) = self.seen_order.pop_front() {
-                self.seen.remove(&old);
-            }
-        }
-        true
+        self.seen.first_sight(key)
     }
 
     /// The earliest deadline or retry of a pending query.
@@ -160,8 +127,9 @@ pub fn page(
 }
 
 impl Node {
-    /// Asks `target` for one page of `point`'s history (see
-    /// [`HistoryRequest`] for the range). The page comes as
+    /// Asks `target` for one page of `point`'s history: the steps from
+    /// `since_min` to `until_min` (exclusive), `step_min` wide, from
+    /// `from_min` on (minutes since the Unix epoch). The page comes as
     /// [`Event::HistoryAnswered`] with the returned query number, at the
     /// latest after `timeout` (then as [`HistoryStatus::NoAnswer`]).
     pub fn query_history(
@@ -219,7 +187,7 @@ impl Node {
         self.queries.first_sight((self.id, id, 0, None));
         self.stats.history_queries_sent += 1;
         match hop {
-            None => self.push_event(Event::HistoryRequested(request_of(&query))),
+            None => self.push_event(Event::HistoryRequested(query)),
             Some(addr) => self.send(Destination::Unicast(addr), &Message::HistoryQuery(query)),
         }
         Ok(id)
@@ -230,7 +198,7 @@ impl Node {
     pub fn answer_history(
         &mut self,
         now: Instant,
-        request: &HistoryRequest,
+        request: &HistoryQuery,
         status: HistoryStatus,
         rows: heapless::Vec<HistoryRow, MAX_HISTORY_ROWS>,
         next_min: Option<u32>,
@@ -358,7 +326,7 @@ impl Node {
                 self.stats.history_dropped += 1;
                 return;
             }
-            self.push_event(Event::HistoryRequested(request_of(&query)));
+            self.push_event(Event::HistoryRequested(query));
             return;
         }
         let Some(hops_left) = query.hops_left.checked_sub(1).filter(|&h| h > 0) else {
@@ -430,20 +398,6 @@ impl Node {
             rows: page.rows.into_iter().collect(),
             next_min: page.next_min,
         });
-    }
-}
-
-/// What the shell is asked for `query`.
-fn request_of(query: &HistoryQuery) -> HistoryRequest {
-    HistoryRequest {
-        origin: query.origin,
-        id: query.id,
-        attempt: query.attempt,
-        point: query.point.clone(),
-        since_min: query.since_min,
-        until_min: query.until_min,
-        step_min: query.step_min,
-        from_min: query.from_min,
     }
 }
 

@@ -12,18 +12,19 @@
 //! ```
 //!
 //! Bounded: at most [`MAX_FETCHES`] answers are being gathered here (each
-//! at most [`MAX_STEPS`] steps), at most [`MAX_READS`] ranges are being
-//! read for others, and the [`CACHED`] last ranges read are kept for
-//! [`CACHE_FOR`] so the pages of one answer read the file once.
+//! at most [`MAX_STEPS`] steps, 65 pages, 60 s); for others, at most 4
+//! ranges are being read at once, then one every 2 s node-wide (beyond,
+//! an explicit refusal), and the last 8 ranges read are kept 30 s so the
+//! pages of one answer read the file once.
 
 use super::api::Answer;
 use super::history::Step;
 use super::recorder::Recorder;
 use serde_json::json;
 use shoal_core::command::ExecError;
-use shoal_core::queries::{self, HistoryRequest};
+use shoal_core::queries;
 use shoal_core::time::Instant;
-use shoal_core::wire::{HistoryRow, HistoryStatus, Name, NodeId};
+use shoal_core::wire::{HistoryQuery, HistoryRow, HistoryStatus, Name, NodeId};
 use shoal_core::Node;
 use smol::channel::{Receiver, Sender};
 use std::collections::{BTreeMap, VecDeque};
@@ -87,7 +88,7 @@ pub struct MeshHistory {
     fetches: BTreeMap<u32, Fetch>,
     cache: VecDeque<(Range, Instant, Rc<Vec<HistoryRow>>)>,
     /// Ranges being read, with the requests waiting for them.
-    reading: BTreeMap<Range, Vec<HistoryRequest>>,
+    reading: BTreeMap<Range, Vec<HistoryQuery>>,
     reads_tx: Sender<Read>,
     reads_rx: Receiver<Read>,
     /// Reads for others the budget allows now, and when it was counted.
@@ -291,7 +292,7 @@ impl MeshHistory {
         now: Instant,
         recorder: Option<&Recorder>,
         ex: &smol::LocalExecutor<'static>,
-        request: HistoryRequest,
+        request: HistoryQuery,
     ) {
         let Some(recorder) = recorder else {
             node.answer_history(

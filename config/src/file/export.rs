@@ -22,7 +22,7 @@ pub struct ExportSection {
     pub url: Url,
     /// The URL as written, for messages, logs, `/api/stats` and metric
     /// labels: the values of credential parameters (`p`, `password`,
-    /// `token`) replaced by `***` (see [`redacted`]).
+    /// `token`) replaced by `***`.
     pub url_text: String,
     /// Which of this node's points: a glob on `NODE/NAME` or `NAME`.
     pub points: String,

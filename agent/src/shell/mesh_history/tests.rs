@@ -296,8 +296,11 @@ fn reads_for_others_are_budgeted_and_a_refusal_is_said() {
     let mut keeper = MeshHistory::default();
     let ex: &'static smol::LocalExecutor<'static> = Box::leak(Box::new(smol::LocalExecutor::new()));
     let now = Instant::from_millis(3_000);
-    let request = |since_min: u32, step_min: u32| HistoryRequest {
-        origin: a.id(),
+    let (asker, keeper_id) = (a.id(), b.id());
+    let request = |since_min: u32, step_min: u32| HistoryQuery {
+        origin: asker,
+        target: keeper_id,
+        hops_left: 16,
         id: since_min,
         attempt: 0,
         point: wire::name("temp").expect("valid"),
