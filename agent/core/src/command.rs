@@ -305,17 +305,10 @@ impl Node {
         if self.commands.pending.len() >= MAX_PENDING_COMMANDS {
             return Err(ExecError::TooManyPending);
         }
-        let hop = if target == self.id {
-            None
-        } else {
-            let reach = self.reach(now, target).ok_or(ExecError::UnknownNode)?;
-            if matches!(reach.state, PeerState::Unreachable | PeerState::Left)
-                || self.known_incarnation(target).is_none()
-            {
-                return Err(ExecError::Unreachable);
-            }
-            Some(self.next_hop(now, target).ok_or(ExecError::Unreachable)?)
-        };
+        let hop = self.first_hop(now, target)?;
+        if hop.is_some() && self.known_incarnation(target).is_none() {
+            return Err(ExecError::Unreachable);
+        }
         self.commands.next_id = self.commands.next_id.wrapping_add(1);
         let id = self.commands.next_id;
         let retry = self.config.beacon_interval;
@@ -348,6 +341,25 @@ impl Node {
             }
         }
         Ok(id)
+    }
+
+    /// Where a message of ours to `target` goes first: `None` for this
+    /// node itself, else the next hop of a live route.
+    pub(super) fn first_hop(
+        &mut self,
+        now: Instant,
+        target: NodeId,
+    ) -> Result<Option<std::net::SocketAddr>, ExecError> {
+        if target == self.id {
+            return Ok(None);
+        }
+        let reach = self.reach(now, target).ok_or(ExecError::UnknownNode)?;
+        if matches!(reach.state, PeerState::Unreachable | PeerState::Left) {
+            return Err(ExecError::Unreachable);
+        }
+        self.next_hop(now, target)
+            .map(Some)
+            .ok_or(ExecError::Unreachable)
     }
 
     /// Our command `id` to `target` as it goes on the wire now: for the

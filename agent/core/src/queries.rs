@@ -33,7 +33,6 @@
 //! [`Node::answer_history`]; the asker gets [`Event::HistoryAnswered`].
 
 use super::command::{ExecError, LoopGuard};
-use super::peers::PeerState;
 use super::routes::INFINITY;
 use super::time::{Buckets, Instant};
 use super::wire::{
@@ -147,15 +146,7 @@ impl Node {
         if self.queries.pending.len() >= MAX_PENDING_QUERIES {
             return Err(ExecError::TooManyPending);
         }
-        let hop = if target == self.id {
-            None
-        } else {
-            let reach = self.reach(now, target).ok_or(ExecError::UnknownNode)?;
-            if matches!(reach.state, PeerState::Unreachable | PeerState::Left) {
-                return Err(ExecError::Unreachable);
-            }
-            Some(self.next_hop(now, target).ok_or(ExecError::Unreachable)?)
-        };
+        let hop = self.first_hop(now, target)?;
         // Random, so a member off the path cannot guess the number of a
         // query to answer it falsely or mark it seen in advance.
         let mut id = self.rng.next_u64() as u32;
