@@ -155,6 +155,23 @@ fn batches_in(path: &Path) -> (usize, bool) {
     (batches, at < bytes.len())
 }
 
+/// This test binary again; under `SHOAL_TEST_RUNNER` (an emulator command
+/// line, as CI sets for the ARM builds under qemu-user, where no
+/// binfmt_misc runs a foreign binary directly) started through it.
+fn this_test_binary() -> std::process::Command {
+    let me = std::env::current_exe().expect("self");
+    let runner = std::env::var("SHOAL_TEST_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    match words.next() {
+        Some(emulator) => {
+            let mut command = std::process::Command::new(emulator);
+            command.args(words).arg(me);
+            command
+        }
+        None => std::process::Command::new(me),
+    }
+}
+
 #[test]
 fn kill_9_during_batch_writes_loses_at_most_the_batch_being_written() {
     if let Some(dir) = std::env::var_os("SHOAL_RECORDER_WRITER") {
@@ -165,7 +182,7 @@ fn kill_9_during_batch_writes_loses_at_most_the_batch_being_written() {
     let path = dir.join(FILE_NAME);
     let (mut said, mut torn_seen) = (0usize, 0usize);
     for round in 0..10u64 {
-        let mut child = std::process::Command::new(std::env::current_exe().expect("self"))
+        let mut child = this_test_binary()
             .args([
                 "--exact",
                 "shell::recorder::tests::kill_9_during_batch_writes_loses_at_most_the_batch_being_written",
