@@ -226,9 +226,8 @@ fn history(
             "this node keeps no history ([history] retain = \"0s\")".to_owned(),
         );
     };
-    let since_ms = now_ms.saturating_sub(u64::try_from(since.as_millis()).unwrap_or(u64::MAX));
-    let step_ms = u64::try_from(step.as_millis()).unwrap_or(u64::MAX);
-    let query = recorder.query(name, since_ms, step_ms, now_ms);
+    // The range the mesh path asks for, read here.
+    let query = recorder.query_minutes(&range.0, range.1, range.2, range.3);
     context
         .ex
         .spawn(async move {
