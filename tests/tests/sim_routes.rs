@@ -413,7 +413,10 @@ fn history_of_a_point_beyond_two_gateways_comes_whole_under_loss_and_a_gateway_c
     let id = sim
         .query_history(0, 9, "nothing", range, range.0)
         .expect("sent");
-    sim.run_for(INTERVAL);
+    sim.run_until("the empty answer", INTERVAL * 6, |sim| {
+        sim.page(0, id).is_some()
+    })
+    .unwrap_or_else(|failure| panic!("{failure}"));
     let page = sim.page(0, id).expect("answered");
     assert!(page.rows.is_empty() && page.next_min.is_none(), "{page:?}");
 }

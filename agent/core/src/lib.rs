@@ -824,9 +824,7 @@ impl Node {
             self.pull(now);
         }
         self.run_rules(now);
-        if self.names.dirty {
-            self.check_names(now);
-        }
+        self.check_names_now_and_then(now);
     }
 
     /// Publishes a reading of this node and pushes it to the neighbors.
@@ -974,9 +972,23 @@ impl Node {
         // several KB of fixed-capacity lists, too much to move for a beacon.
         let sender = header.sender;
         let result = match kind {
+            wire::kind::BEACON if self.is_same_quiet_beacon(sender, encoded) => {
+                if self.accept_frame(now, &header, from, arrival) {
+                    self.on_same_beacon(now, sender, from);
+                }
+                Ok(())
+            }
             wire::kind::BEACON => wire::decode_part::<Beacon>(encoded).map(|beacon| {
                 if self.accept_frame(now, &header, from, arrival) {
+                    let quiet = beacon.is_quiet();
                     self.on_beacon(now, sender, from, beacon);
+                    if let Some(peer) = self.peers.get_mut(sender) {
+                        peer.quiet_beacon.clear();
+                        if quiet {
+                            // Too long to remember: decoded every time.
+                            let _ = peer.quiet_beacon.extend_from_slice(encoded);
+                        }
+                    }
                 }
             }),
             wire::kind::DIGEST => wire::decode_part::<Digest>(encoded).map(|digest| {
@@ -1071,9 +1083,7 @@ impl Node {
         }
         self.refresh_routes(now);
         self.run_rules(now);
-        if self.names.dirty {
-            self.check_names(now);
-        }
+        self.check_names_now_and_then(now);
     }
 
     /// Bookkeeping for an authenticated, fresh, valid frame: its sender is a
@@ -1123,6 +1133,7 @@ impl Node {
                 peer.incarnation = counter.incarnation;
                 peer.first_heard = now;
                 peer.beacons_in = 0;
+                peer.quiet_beacon.clear();
             }
             peer.observe(counter, now);
         });
@@ -1175,7 +1186,6 @@ impl Node {
     }
 
     fn on_beacon(&mut self, now: Instant, sender: NodeId, from: SocketAddr, beacon: Beacon) {
-        let (my_hash, my_progress) = (self.store.hash(), self.store.progress());
         if let Some(peer) = self.peers.get_mut(sender) {
             if peer.name.as_ref() != Some(&beacon.name) {
                 self.names.dirty = true;
@@ -1194,9 +1204,13 @@ impl Node {
             peer.store_hash = beacon.store_hash;
             peer.progress = beacon.progress;
             peer.heard = beacon.heard;
-            peer.view = beacon.view;
+            if peer.view != beacon.view {
+                peer.view = beacon.view;
+                peer.view_since = now;
+            }
             peer.beacons_in += 1;
         }
+        self.after_beacon(now, sender, from, beacon.store_hash, beacon.progress);
         for suspect in &beacon.suspects {
             if suspect.node == self.id {
                 // We are alive: say so now rather than at the next beacon.
@@ -1208,10 +1222,40 @@ impl Node {
         for vouch in &beacon.vouches {
             self.apply_vouch(now, vouch);
         }
-        // Anti-entropy: the side that knows less (or as much) asks, at most
-        // once per interval, the neighbor that knows the most.
-        if beacon.store_hash != my_hash && my_progress <= beacon.progress {
-            self.anti_entropy.consider(sender, from, beacon.progress);
+    }
+
+    /// Whether `encoded` is byte for byte the quiet beacon body `sender`
+    /// sent last: then it says nothing new.
+    fn is_same_quiet_beacon(&self, sender: NodeId, encoded: &[u8]) -> bool {
+        self.peers
+            .get(sender)
+            .is_some_and(|peer| !peer.quiet_beacon.is_empty() && peer.quiet_beacon == encoded)
+    }
+
+    /// A beacon equal to the sender's last, quiet one: what `on_beacon`
+    /// would do with it, without decoding it again. Its fields are the
+    /// peer's already; only the count and anti-entropy look again.
+    fn on_same_beacon(&mut self, now: Instant, sender: NodeId, from: SocketAddr) {
+        let Some(peer) = self.peers.get_mut(sender) else {
+            return;
+        };
+        peer.beacons_in += 1;
+        let (store_hash, progress) = (peer.store_hash, peer.progress);
+        self.after_beacon(now, sender, from, store_hash, progress);
+    }
+
+    /// Anti-entropy after a beacon: the side that knows less (or as much)
+    /// asks, at most once per interval, the neighbor that knows the most.
+    fn after_beacon(
+        &mut self,
+        now: Instant,
+        sender: NodeId,
+        from: SocketAddr,
+        store_hash: u32,
+        progress: u64,
+    ) {
+        if store_hash != self.store.hash() && self.store.progress() <= progress {
+            self.anti_entropy.consider(sender, from, progress);
             if self.anti_entropy.may_pull(now) {
                 self.pull(now);
             }
@@ -1540,7 +1584,7 @@ impl Node {
         for farewell in farewells {
             self.send_everywhere(&Message::Leave(farewell), None);
         }
-        self.relay.bridging = self.is_bridge(heard, view);
+        self.relay.bridging = self.is_bridge(now, heard, view);
         if self.relay.bridging {
             self.send_routes(now);
         }

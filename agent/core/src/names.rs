@@ -48,6 +48,8 @@ pub(crate) struct NameWatch {
     reported: BTreeSet<Name>,
     /// Membership or names changed since the last check.
     pub(crate) dirty: bool,
+    /// No check before this: at most one per beacon interval.
+    not_before: Option<Instant>,
 }
 
 impl Node {
@@ -122,6 +124,19 @@ impl Node {
             || self.relay.routes.get(id).is_some()
             || self.store.origin(id).is_some();
         known.then_some(id)
+    }
+
+    /// [`Node::check_names`] if something changed, at most once per beacon
+    /// interval: a check visits every node, and in a large mesh that
+    /// changes (nodes starting, flapping under load) it would otherwise run
+    /// after every frame. A conflict is reported at most one interval late;
+    /// `handle_timeout` runs at least once per interval.
+    pub(crate) fn check_names_now_and_then(&mut self, now: Instant) {
+        if !self.names.dirty || self.names.not_before.is_some_and(|at| now < at) {
+            return;
+        }
+        self.names.not_before = Some(now + self.config.beacon_interval);
+        self.check_names(now);
     }
 
     /// Reports each newly conflicting name once; forgets the ones whose

@@ -97,10 +97,20 @@ pub struct Peer {
     pub heard: u16,
     /// Fingerprint of those nodes, by its last beacon.
     pub view: u32,
+    /// Since when `view` has been what it is.
+    pub(crate) view_since: Instant,
     pub(crate) window: ReplayWindow,
     /// Silent to us (no direct frame) for `unreachable_after`.
     pub(crate) directly_silent: bool,
+    /// The body of its last beacon if that one was quiet (no suspects, no
+    /// vouches, no meta) and short; empty otherwise. A beacon with the same
+    /// body says nothing new and is not decoded again (`Node::receive`).
+    pub(crate) quiet_beacon: heapless::Vec<u8, QUIET_BEACON_MAX>,
 }
+
+/// The longest beacon body remembered as quiet: a steady beacon is about
+/// 30 bytes (its name, hashes, counts).
+pub(crate) const QUIET_BEACON_MAX: usize = 64;
 
 impl Peer {
     fn new(now: Instant, id: NodeId, addr: SocketAddr, counter: Counter) -> Peer {
@@ -125,8 +135,10 @@ impl Peer {
             first_heard: now,
             heard: 0,
             view: 0,
+            view_since: now,
             window: ReplayWindow::default(),
             directly_silent: false,
+            quiet_beacon: heapless::Vec::new(),
         }
     }
 

@@ -18,6 +18,15 @@ const VIEW_WINDOW: u32 = 10;
 /// advertise their routes anyway this often (in beacons), so unusual
 /// topologies are found too.
 const ROUTE_PROBE_EVERY: u64 = 30;
+/// A view (ours or a neighbor's) counts towards starting to bridge only
+/// once it has not changed for this long (in beacon intervals): while a
+/// large LAN discovers itself every view differs from every other, and a LAN
+/// where every node thought itself a bridge would spend its air time on
+/// route lists (250 agents started at once on loopback never settled).
+const VIEW_SETTLE: u32 = 3;
+/// Routes are re-selected at most once per this share of the beacon
+/// interval (`refresh_routes`).
+const REFRESH_GAP_DIVISOR: u32 = 10;
 /// Names ride in route advertisements the first few times, then this often.
 const ROUTE_NAMES_EVERY: u64 = 10;
 
@@ -35,6 +44,10 @@ pub(crate) struct Relay {
     pub(crate) bridging: bool,
     /// Beacons in a row that found our view differing from a neighbor's.
     bridge_streak: u8,
+    /// Our view fingerprint at the last beacon, and since when it is that.
+    own_view: Option<(u32, Instant)>,
+    /// When routes were last re-selected (see `REFRESH_GAP_DIVISOR`).
+    last_refresh: Option<Instant>,
 }
 
 impl Relay {
@@ -46,6 +59,8 @@ impl Relay {
             dirty: false,
             bridging: false,
             bridge_streak: 0,
+            own_view: None,
+            last_refresh: None,
         }
     }
 }
@@ -198,22 +213,37 @@ impl Node {
     /// Whether we may be the only path between some of our neighbors: a
     /// neighbor beyond the LAN, or a live neighbor whose view differs from
     /// ours while it hears no more nodes than we do. Now and then, any
-    /// difference at all.
-    pub(super) fn is_bridge(&mut self, heard: u16, view: u32) -> bool {
+    /// difference at all. To start bridging, the views (or the unicast-only
+    /// neighbor) must have settled (`VIEW_SETTLE`); a node bridging already
+    /// keeps to it while views differ at all, so a gateway whose LAN churns
+    /// stays one.
+    pub(super) fn is_bridge(&mut self, now: Instant, heard: u16, view: u32) -> bool {
+        let ours_since = match self.relay.own_view {
+            Some((known, since)) if known == view => since,
+            _ => {
+                self.relay.own_view = Some((view, now));
+                now
+            }
+        };
+        let settle = self.config.beacon_interval * VIEW_SETTLE;
+        let bridging = self.relay.bridging;
+        let settled = |since: Instant| bridging || now.saturating_since(since) >= settle;
         let live = |p: &&super::peers::Peer| {
             matches!(p.state, PeerState::Healthy | PeerState::Suspect) && p.heard > 0
         };
+        // Heard by unicast only, for a settle time: in a crowded LAN a
+        // neighbor's answer can come before any of its beacons got through.
         let remote = self.detector.unicast_only().any(|id| {
-            self.peers
-                .get(id)
-                .is_some_and(|p| matches!(p.state, PeerState::Healthy | PeerState::Suspect))
+            self.peers.get(id).is_some_and(|p| {
+                matches!(p.state, PeerState::Healthy | PeerState::Suspect) && settled(p.first_heard)
+            })
         });
         let probe = self.stats.beacons_sent.is_multiple_of(ROUTE_PROBE_EVERY);
-        let differs = self
-            .peers
-            .iter()
-            .filter(live)
-            .any(|p| p.view != view && (p.heard <= heard || probe));
+        let differs =
+            settled(ours_since)
+                && self.peers.iter().filter(live).any(|p| {
+                    p.view != view && (p.heard <= heard || probe) && settled(p.view_since)
+                });
         // Views differ for a moment while nodes discover each other: only a
         // difference seen in two beacons in a row counts.
         self.relay.bridge_streak = if differs {
@@ -419,6 +449,19 @@ impl Node {
             self.relay.dirty = false;
             return;
         }
+        // Not again within a tenth of a beacon interval: selection visits
+        // every destination, and a large mesh in flux (hundreds of nodes
+        // starting at once) changes something with nearly every frame.
+        // `next_check` brings the pending re-selection at the end of the gap.
+        let gap = self.config.beacon_interval / REFRESH_GAP_DIVISOR;
+        if let Some(at) = self.relay.last_refresh.map(|last| last + gap) {
+            if now < at {
+                // Any earlier check is due already: it waits for the gap too.
+                self.relay.next_check = Some(at);
+                return;
+            }
+        }
+        self.relay.last_refresh = Some(now);
         self.relay.dirty = false;
         let timing = self.remote_timing();
         let usable = Usable {

@@ -598,6 +598,14 @@ pub struct Beacon {
     pub view: u32,
 }
 
+impl Beacon {
+    /// Says only what a steady node repeats: no suspects, no vouches, no
+    /// meta. A receiver may skip decoding the same body again.
+    pub fn is_quiet(&self) -> bool {
+        self.suspects.is_empty() && self.vouches.is_empty() && self.meta.is_none()
+    }
+}
+
 /// A node and the newest counter someone has of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Liveness {
