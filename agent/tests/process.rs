@@ -1997,6 +1997,11 @@ fn a_key_rotation_moves_the_live_members_and_locks_out_the_rest() {
     // agent-5 stops (its own key file is left as it was).
     mesh.agents[4].signal("TERM");
     assert_eq!(mesh.agents[4].wait_exit(Duration::from_secs(2)), Some(0));
+    // Its goodbye is a broadcast, which a busy agent may read up to a tenth
+    // of a beacon interval later (sockets.rs): rotate once it counts.
+    mesh.wait_for("agent-5 left, at agent-1", INTERVAL, |m| {
+        sees(m, 1, 5, "LEFT")
+    });
     let token = std::fs::read_to_string(mesh.dir.join("agent-1/api.token")).expect("token");
     let started = Instant::now();
     let (code, out, err) = cli(&[

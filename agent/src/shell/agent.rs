@@ -53,6 +53,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::Duration;
 
 /// Why the agent stopped with an error.
@@ -189,13 +190,22 @@ pub struct Agent<'ex> {
     config: Config,
     /// The file it came from; `None`: the embedded defaults.
     config_path: Option<PathBuf>,
+    /// Datagrams taken in a row without looking at the other inputs.
+    burst: u32,
+    /// The signal pipe, as the main loop knows it.
+    signal_watch: super::mainloop::Watch,
 }
+
+/// At most this many waiting datagrams are taken in a row before the other
+/// inputs (the API, signals, deadlines) are looked at: a flood on the mesh
+/// port delays them by one burst, never more.
+const FAIR_BURST: u32 = 32;
 
 /// Runs the agent until SIGTERM or SIGINT; `path` is the file `config` was
 /// read from (`None`: the embedded defaults), re-read at SIGHUP.
 pub fn run(config: Config, path: Option<PathBuf>) -> Result<(), RunError> {
     let ex: LocalExecutor<'static> = LocalExecutor::new();
-    smol::block_on(ex.run(async {
+    let looped = super::mainloop::block_on(ex.run(async {
         let mut agent = Agent::start(&config, &ex).await?;
         agent.config_path = path;
         loop {
@@ -204,7 +214,11 @@ pub fn run(config: Config, path: Option<PathBuf>) -> Result<(), RunError> {
                 return Ok(());
             }
         }
-    }))
+    }));
+    looped.map_err(|source| RunError::Io {
+        what: "main loop",
+        source,
+    })?
 }
 
 impl<'ex> Agent<'ex> {
@@ -267,6 +281,8 @@ impl<'ex> Agent<'ex> {
         .detach();
         log::info!("API on http://{}", config.api.listen);
         let sockets = Sockets::open(&config.mesh)?;
+        let signal_watch = super::mainloop::watch(std::os::fd::AsFd::as_fd(&signals))
+            .map_err(RunError::Signals)?;
         let mqtt = Bridge::open(ex, config, &mut node).map_err(RunError::Mqtt)?;
         let mut notifier = Notifier::from_env();
         notifier.ready(&format!("serving as {name}"));
@@ -298,6 +314,8 @@ impl<'ex> Agent<'ex> {
             mesh_history: super::mesh_history::MeshHistory::default(),
             config: config.clone(),
             config_path: None,
+            burst: 0,
+            signal_watch,
         })
     }
 
@@ -310,6 +328,15 @@ impl<'ex> Agent<'ex> {
     pub async fn next_input(&mut self) -> Input {
         // Pinged from here only: a wedged loop stops the pings.
         self.notifier.tick();
+        // A datagram already waiting is taken before anything is built
+        // below; after a burst of them, the other inputs get their turn.
+        if self.burst < FAIR_BURST {
+            if let Some(input) = self.sockets.try_recv() {
+                self.burst += 1;
+                return input;
+            }
+        }
+        self.burst = 0;
         let now = self.now();
         let ping_due = self
             .notifier
@@ -325,6 +352,7 @@ impl<'ex> Agent<'ex> {
         .into_iter()
         .flatten()
         .min();
+        let started = self.started;
         let Agent {
             sockets,
             sensors,
@@ -334,26 +362,37 @@ impl<'ex> Agent<'ex> {
             mqtt,
             feeds,
             mesh_history,
+            signal_watch,
             ..
         } = self;
         let deadline = async {
             match wake {
                 Some(at) => {
-                    let delay =
-                        Duration::from_millis(at.as_millis().saturating_sub(now.as_millis()));
-                    smol::Timer::after(delay).await;
+                    let at = started + Duration::from_millis(at.as_millis());
+                    super::mainloop::sleep_until(at).await;
                 }
                 None => future::pending::<()>().await,
             }
             Input::Deadline
         };
-        let signal = async {
-            match signals.next().await {
-                Some(Ok(Signal::Hup)) => Input::Reload,
-                Some(_) => Input::Stop,
-                None => future::pending().await,
+        // The signal pipe is read only when the loop saw it readable.
+        let signal_watch = *signal_watch;
+        let signal = std::future::poll_fn(|cx| {
+            if !signal_watch.maybe_ready() {
+                signal_watch.wanted();
+                return Poll::Pending;
             }
-        };
+            match signals.poll_next(cx) {
+                Poll::Ready(Some(Ok(Signal::Hup))) => Poll::Ready(Input::Reload),
+                Poll::Ready(Some(_)) => Poll::Ready(Input::Stop),
+                Poll::Ready(None) => Poll::Pending,
+                Poll::Pending => {
+                    signal_watch.drained();
+                    signal_watch.wanted();
+                    Poll::Pending
+                }
+            }
+        });
         let call = async {
             match api_calls.recv().await {
                 Ok(call) => Input::Api(call),
@@ -375,8 +414,8 @@ impl<'ex> Agent<'ex> {
             }
         };
         let history = async { Input::HistoryRead(mesh_history.next_read().await) };
+        // The mesh last: whatever else is ready goes first after a burst.
         future::or(
-            sockets.recv(),
             future::or(
                 future::or(deadline, signal),
                 future::or(
@@ -387,6 +426,7 @@ impl<'ex> Agent<'ex> {
                     ),
                 ),
             ),
+            sockets.recv(),
         )
         .await
     }
@@ -406,6 +446,7 @@ impl<'ex> Agent<'ex> {
             }
             Input::SensorRead(read) => self.sensors.finish(ex, &mut self.node, now, read),
             Input::Api(call) => {
+                self.feed.note_send_dropped(self.sockets.send_dropped());
                 let context = answers::Context {
                     runs: &mut self.runs,
                     uptime: self.started.elapsed(),
@@ -531,7 +572,7 @@ impl<'ex> Agent<'ex> {
     /// Sends every queued datagram and publishes every event; returns the
     /// events that ask for action.
     async fn drain(&mut self) -> Result<Vec<shoal_core::Event>, RunError> {
-        self.sockets.send_all(&mut self.node).await;
+        self.sockets.send_all(&mut self.node);
         let mut actions = Vec::new();
         while let Some(event) = self.node.poll_event() {
             self.persistence.observe(&self.node, &event)?;

@@ -46,6 +46,11 @@ impl EventFeed {
         &self.counters
     }
 
+    /// The sockets' count of datagrams dropped at send, as `/metrics` shows it.
+    pub fn note_send_dropped(&mut self, dropped: u64) {
+        self.counters.send_dropped = dropped;
+    }
+
     fn send(&self, event: &str, data: &Value) {
         api::broadcast(&self.subscribers, &self.stats, event, data);
     }

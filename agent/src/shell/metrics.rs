@@ -43,6 +43,8 @@ pub struct Counters {
     /// Configuration reloads refused (a file that does not validate or
     /// cannot be read, or no file).
     pub reloads_failed: u64,
+    /// Datagrams dropped at send: the socket's send buffer was full.
+    pub send_dropped: u64,
 }
 
 impl Counters {
@@ -362,6 +364,11 @@ fn agent_samples(families: &mut Families, counters: &Counters, api: &ApiStats) {
             "shoal_api_unauthorized_total",
             "API writes refused for a missing or wrong token",
             api.unauthorized.get(),
+        ),
+        (
+            "shoal_send_dropped_total",
+            "Datagrams dropped at send: the socket's send buffer was full",
+            counters.send_dropped,
         ),
     ] {
         add(families, name, help, "counter", format!("{name} {value}"));

@@ -17,6 +17,7 @@ pub mod files;
 pub mod history;
 pub mod host;
 pub mod join;
+pub mod mainloop;
 pub mod mesh_history;
 pub mod messages;
 pub mod metrics;

@@ -5,28 +5,55 @@
 //! The sync socket is bound to `bind:sync_port` and sends everything,
 //! beacons included, so a datagram's source address is always its sender's
 //! unicast address.
+//!
+//! Both are non-blocking std sockets waited on by the agent's own loop
+//! (`mainloop.rs`), not by async-io: a datagram is read on the thread that
+//! handles it, and every ready one is read before the loop waits again.
 
 use super::agent::{Input, RunError};
-use futures_lite::future;
+use super::mainloop::{self, Watch};
 use shoal_config::{Broadcast, MeshSection};
 use shoal_core::{Arrival, Destination, Node};
-use smol::net::UdpSocket;
 use socket2::{Domain, Protocol, Socket, Type};
+use std::future::Future;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::os::fd::AsFd;
+use std::task::Poll;
 
 /// Room for one datagram: above the largest frame, so an oversized one is
 /// seen whole and refused by the core, not cut.
 const RECEIVE_BUFFER: usize = 2048;
+
+/// After the beacon socket is found empty, it is not waited on for this
+/// share of the beacon interval (100 ms at the default 1 s): the beacons of
+/// a large LAN are then read in batches, one wake-up for several, instead
+/// of one wake-up each. A beacon is handled at most this much later, which
+/// shifts "last heard" by as much; the sync socket (deltas, commands) is
+/// never held.
+const BEACON_BATCH_DIVISOR: u32 = 10;
 
 /// Both sockets, their receive buffers and the broadcast targets.
 #[derive(Debug)]
 pub struct Sockets {
     beacon: UdpSocket,
     sync: UdpSocket,
+    /// The two sockets as the main loop knows them.
+    watches: [Watch; 2],
+    /// Which socket `try_recv` reads first: they alternate, so a flood on
+    /// one cannot hide the other.
+    sync_first: bool,
     broadcasts: Vec<SocketAddr>,
     beacon_buf: [u8; RECEIVE_BUFFER],
     sync_buf: [u8; RECEIVE_BUFFER],
+    /// Datagrams the kernel would not take (send buffer full).
+    send_dropped: u64,
+    /// How long the beacon socket rests once empty (`BEACON_BATCH_DIVISOR`).
+    beacon_batch: std::time::Duration,
+    /// When the beacon socket was last found empty.
+    beacon_emptied: std::time::Instant,
+    /// Beacons read since then.
+    beacons_since_empty: u32,
 }
 
 impl Sockets {
@@ -44,6 +71,17 @@ impl Sockets {
             addr: sync_addr,
             source,
         })?;
+        let watch = |socket: &UdpSocket, what, addr| {
+            mainloop::watch(socket.as_fd()).map_err(|source| RunError::Socket {
+                what,
+                addr,
+                source,
+            })
+        };
+        let watches = [
+            watch(&beacon, "beacon", beacon_addr)?,
+            watch(&sync, "sync", sync_addr)?,
+        ];
         let broadcasts = broadcast_addresses(&mesh.broadcast, mesh.port);
         if broadcasts.is_empty() {
             log::warn!("no broadcast address: only static peers will hear this node");
@@ -51,35 +89,83 @@ impl Sockets {
         Ok(Sockets {
             beacon,
             sync,
+            watches,
+            sync_first: false,
             broadcasts,
             beacon_buf: [0; RECEIVE_BUFFER],
             sync_buf: [0; RECEIVE_BUFFER],
+            send_dropped: 0,
+            beacon_batch: mesh.beacon_interval / BEACON_BATCH_DIVISOR,
+            beacon_emptied: std::time::Instant::now(),
+            beacons_since_empty: 0,
         })
     }
 
-    /// The next datagram on either socket (its bytes stay in the buffer
-    /// until the next call: [`Sockets::received`]), or a socket's error.
-    pub async fn recv(&mut self) -> Input {
-        let Sockets {
-            beacon,
-            sync,
-            beacon_buf,
-            sync_buf,
-            ..
-        } = self;
-        let from_beacon = async {
-            match beacon.recv_from(beacon_buf).await {
-                Ok((len, from)) => Input::Datagram(Arrival::Broadcast, len, from),
-                Err(error) => Input::SocketFailed("beacon", error),
-            }
+    /// A datagram already waiting on either socket (its bytes stay in the
+    /// buffer until the next call: [`Sockets::received`]), a socket's
+    /// error, or `None`: nothing waiting. Never blocks.
+    pub fn try_recv(&mut self) -> Option<Input> {
+        self.sync_first = !self.sync_first;
+        let order = if self.sync_first {
+            [Arrival::Unicast, Arrival::Broadcast]
+        } else {
+            [Arrival::Broadcast, Arrival::Unicast]
         };
-        let from_sync = async {
-            match sync.recv_from(sync_buf).await {
-                Ok((len, from)) => Input::Datagram(Arrival::Unicast, len, from),
-                Err(error) => Input::SocketFailed("sync", error),
+        let beacon_batch = self.beacon_batch;
+        let beacon_emptied = &mut self.beacon_emptied;
+        let beacons_read = &mut self.beacons_since_empty;
+        order.into_iter().find_map(|arrival| {
+            let (socket, buf, watch, what) = match arrival {
+                Arrival::Broadcast => (
+                    &self.beacon,
+                    &mut self.beacon_buf,
+                    self.watches[0],
+                    "beacon",
+                ),
+                Arrival::Unicast => (&self.sync, &mut self.sync_buf, self.watches[1], "sync"),
+            };
+            if !watch.maybe_ready() {
+                return None;
             }
-        };
-        future::or(from_beacon, from_sync).await
+            match socket.recv_from(buf) {
+                Ok((len, from)) => {
+                    if arrival == Arrival::Broadcast {
+                        *beacons_read = beacons_read.saturating_add(1);
+                    }
+                    Some(Input::Datagram(arrival, len, from))
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    watch.drained();
+                    if arrival == Arrival::Broadcast {
+                        // Rest only when beacons come densely (several in
+                        // this turn, or the socket was emptied less than a
+                        // rest ago): a small LAN wakes once per beacon, not
+                        // twice.
+                        let now = std::time::Instant::now();
+                        if *beacons_read >= 2 || now.duration_since(*beacon_emptied) < beacon_batch
+                        {
+                            watch.rest_until(now + beacon_batch);
+                        }
+                        *beacon_emptied = now;
+                        *beacons_read = 0;
+                    }
+                    None
+                }
+                Err(error) => Some(Input::SocketFailed(what, error)),
+            }
+        })
+    }
+
+    /// The next datagram on either socket, waiting for one under the
+    /// agent's loop ([`mainloop::block_on`]).
+    pub fn recv(&mut self) -> impl Future<Output = Input> + '_ {
+        std::future::poll_fn(move |_| match self.try_recv() {
+            Some(input) => Poll::Ready(input),
+            None => {
+                self.watches.iter().for_each(|watch| watch.wanted());
+                Poll::Pending
+            }
+        })
     }
 
     /// The bytes of the datagram [`Sockets::recv`] announced.
@@ -92,18 +178,29 @@ impl Sockets {
     }
 
     /// Sends every datagram the core queued (broadcasts to every target).
-    pub async fn send_all(&self, node: &mut Node) {
+    /// A datagram the kernel will not take now (its send buffer is full)
+    /// is dropped and counted, as the network would drop it: the protocol
+    /// repairs loss.
+    pub fn send_all(&mut self, node: &mut Node) {
         while let Some(transmit) = node.poll_transmit() {
             let targets: &[SocketAddr] = match &transmit.destination {
                 Destination::Broadcast => &self.broadcasts,
                 Destination::Unicast(addr) => std::slice::from_ref(addr),
             };
             for target in targets {
-                if let Err(error) = self.sync.send_to(&transmit.payload, target).await {
+                if let Err(error) = self.sync.send_to(&transmit.payload, target) {
+                    if error.kind() == io::ErrorKind::WouldBlock {
+                        self.send_dropped += 1;
+                    }
                     log::debug!("send to {target} failed: {error}");
                 }
             }
         }
+    }
+
+    /// Datagrams dropped because the socket's send buffer was full.
+    pub fn send_dropped(&self) -> u64 {
+        self.send_dropped
     }
 }
 
@@ -128,7 +225,7 @@ fn udp_socket(addr: SocketAddr, shared: bool) -> io::Result<UdpSocket> {
     }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    UdpSocket::try_from(std::net::UdpSocket::from(socket))
+    Ok(UdpSocket::from(socket))
 }
 
 /// The broadcast targets: explicit addresses, or every up IPv4 interface's
