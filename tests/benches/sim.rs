@@ -148,19 +148,43 @@ fn soak(loss: f64, seed: u64, minutes: u64) -> (usize, usize, u64) {
     (suspects, unreachable, saves)
 }
 
-/// Idle traffic per node: bytes and datagrams per second, readings off.
-fn idle_traffic(nodes: usize) -> (f64, f64) {
+/// Idle traffic per node, readings off, over `window` after 10 s of
+/// settling: bytes and datagrams per second, and the largest datagram of
+/// the window.
+fn idle_traffic(nodes: usize, window: Duration) -> (f64, f64, usize) {
     let mut config = SimConfig::lan(nodes, 7);
     config.points_per_node = 0;
     let mut sim = SimNet::new(config);
     sim.run_for(Duration::from_secs(10));
     let (bytes, sent) = (sim.net.bytes_sent, sim.net.sent);
-    sim.run_for(Duration::from_secs(60));
-    let per = 60.0 * nodes as f64;
+    sim.net.largest = 0;
+    sim.run_for(window);
+    let per = window.as_secs_f64() * nodes as f64;
     (
         (sim.net.bytes_sent - bytes) as f64 / per,
         (sim.net.sent - sent) as f64 / per,
+        sim.net.largest,
     )
+}
+
+/// The idle-traffic curve from 5 to 1,000 nodes in one LAN.
+fn idle_curve() {
+    println!("## Idle traffic per node (sensors off, simulated)\n");
+    println!(
+        "One LAN; 10 s to settle, then the window. The largest datagram is the biggest frame \
+         any node sent in the window (beacons, route lists, digests, deltas).\n"
+    );
+    println!("| nodes | window | bytes/s | datagrams/s | largest datagram (B) |");
+    println!("|---|---|---|---|---|");
+    for nodes in [5, 20, 50, 100, 250, 500, 1000] {
+        let window = Duration::from_secs(if nodes <= 100 { 60 } else { 20 });
+        let (bytes, datagrams, largest) = idle_traffic(nodes, window);
+        println!(
+            "| {nodes} | {} s | {bytes:.1} | {datagrams:.2} | {largest} |",
+            window.as_secs()
+        );
+    }
+    println!();
 }
 
 /// Three subnets: time until every node reaches every node.
@@ -279,6 +303,11 @@ fn main() {
          defaults: beacon 1 s, suspect 2 s, unreachable 3 s, 3 sensors per node read every 10 s, \
          1-5 ms latency, encrypted frames.\n"
     );
+    // `cargo bench -p shoal-tests --bench sim -- idle`: the idle curve alone.
+    if std::env::args().any(|a| a == "idle") {
+        idle_curve();
+        return;
+    }
     if quick {
         println!("(quick mode: run `cargo bench -p shoal-tests` for the full report)");
         println!("convergence 5 nodes: {:.3} s", convergence(5, 0.0, 1));
@@ -380,14 +409,7 @@ fn main() {
     }
     println!();
 
-    println!("## Idle traffic per node (sensors off, simulated)\n");
-    println!("| nodes | bytes/s | datagrams/s |");
-    println!("|---|---|---|");
-    for nodes in [5, 20, 50] {
-        let (bytes, datagrams) = idle_traffic(nodes);
-        println!("| {nodes} | {bytes:.1} | {datagrams:.2} |");
-    }
-    println!();
+    idle_curve();
 
     println!("## Simulator speed (wall clock)\n");
     println!("Every broadcast is delivered to every node: deliveries grow as N².\n");

@@ -143,6 +143,8 @@ pub struct NetStats {
     pub blocked: u64,
     /// Copies dropped as too large for the MTU.
     pub too_large: u64,
+    /// The largest datagram sent, in bytes.
+    pub largest: usize,
 }
 
 /// A run that did not reach its goal in time.
@@ -749,6 +751,7 @@ impl SimNet {
         for transmit in transmits {
             self.net.sent += 1;
             self.net.bytes_sent += transmit.payload.len() as u64;
+            self.net.largest = self.net.largest.max(transmit.payload.len());
             let payload: Rc<[u8]> = Rc::from(transmit.payload.as_slice());
             match transmit.destination {
                 Destination::Broadcast => {

@@ -95,7 +95,15 @@ fn repetition(
             secs(handler),
         );
     }
+    let idle_since = Instant::now();
     let footprint = cluster.idle(options.idle)?;
+    results.add(
+        "false failures while idle (all agents' verdicts)",
+        group,
+        system,
+        "",
+        cluster.failures_since(idle_since) as f64,
+    );
     results.add(
         "RSS per agent, idle",
         group,
@@ -110,6 +118,18 @@ fn repetition(
         "s",
         footprint.cpu_s_per_min,
     );
+    // Every agent hears every other once a beacon interval (1 s): idle CPU
+    // per second over the peers is what one beacon costs its receiver.
+    // Serf has no beacons; the same division is its idle cost per peer.
+    if n > 1 {
+        results.add(
+            "CPU per beacon received (idle CPU per second / peers; Serf: per peer)",
+            group,
+            system,
+            "µs",
+            footprint.cpu_s_per_min / 60.0 / (n - 1) as f64 * 1e6,
+        );
+    }
     if let Some(bytes) = footprint.bytes_per_s {
         results.add(
             "bytes sent per agent per second, idle",

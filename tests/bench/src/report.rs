@@ -61,10 +61,11 @@ const ORDER: [&str; 12] = [
 
 /// The targets: the highest acceptable shoal/Serf ratio of medians
 /// (false failures: no more than Serf's count, compared as counts).
-const TARGETS: [(&str, f64); 7] = [
+const TARGETS: [(&str, f64); 8] = [
     ("failure detection, last survivor (", 0.5),
     ("propagation to all (agent log)", 0.5),
     ("RSS", 0.3),
+    ("CPU per agent per idle minute", 0.5),
     ("bytes sent", 1.0),
     ("convergence", 1.0),
     ("rejoin", 1.0),
@@ -83,6 +84,7 @@ fn number(value: f64, unit: &str) -> String {
         "s" if value < 10.0 => format!("{value:.3}"),
         "s" => format!("{value:.1}"),
         "MiB" => format!("{value:.1}"),
+        "µs" => format!("{value:.1}"),
         "B/s" => format!("{value:.0}"),
         _ => format!("{value:.0}"),
     }
