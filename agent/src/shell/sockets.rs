@@ -25,13 +25,18 @@ use std::task::Poll;
 /// seen whole and refused by the core, not cut.
 const RECEIVE_BUFFER: usize = 2048;
 
-/// After the beacon socket is found empty, it is not waited on for this
-/// share of the beacon interval (100 ms at the default 1 s): the beacons of
-/// a large LAN are then read in batches, one wake-up for several, instead
-/// of one wake-up each. A beacon is handled at most this much later, which
-/// shifts "last heard" by as much; the sync socket (deltas, commands) is
-/// never held.
+/// In a busy LAN, after the beacon socket is found empty, it is not waited
+/// on for this share of the beacon interval (100 ms at the default 1 s):
+/// its beacons are then read in batches, one wake-up for several, instead
+/// of one wake-up each. A broadcast (a beacon, a pushed delta, a goodbye)
+/// is handled at most this much later; the sync socket (unicast deltas,
+/// commands, answers) is never held.
 const BEACON_BATCH_DIVISOR: u32 = 10;
+
+/// Busy: at least this many broadcasts in the last beacon interval (a LAN
+/// of about this many nodes). A smaller LAN wakes once per broadcast, as
+/// its few wake-ups cost little and its latency stays that of the network.
+const BATCH_MIN_RATE: u32 = 16;
 
 /// Both sockets, their receive buffers and the broadcast targets.
 #[derive(Debug)]
@@ -50,10 +55,12 @@ pub struct Sockets {
     send_dropped: u64,
     /// How long the beacon socket rests once empty (`BEACON_BATCH_DIVISOR`).
     beacon_batch: std::time::Duration,
-    /// When the beacon socket was last found empty.
-    beacon_emptied: std::time::Instant,
-    /// Beacons read since then.
-    beacons_since_empty: u32,
+    /// The broadcasts counted for `busy`: since when, how many.
+    window: (std::time::Instant, u32),
+    /// The beacon interval: the length of a counting window.
+    beacon_interval: std::time::Duration,
+    /// The last full window had `BATCH_MIN_RATE` broadcasts or more.
+    busy: bool,
 }
 
 impl Sockets {
@@ -96,8 +103,9 @@ impl Sockets {
             sync_buf: [0; RECEIVE_BUFFER],
             send_dropped: 0,
             beacon_batch: mesh.beacon_interval / BEACON_BATCH_DIVISOR,
-            beacon_emptied: std::time::Instant::now(),
-            beacons_since_empty: 0,
+            window: (std::time::Instant::now(), 0),
+            beacon_interval: mesh.beacon_interval,
+            busy: false,
         })
     }
 
@@ -111,9 +119,9 @@ impl Sockets {
         } else {
             [Arrival::Broadcast, Arrival::Unicast]
         };
-        let beacon_batch = self.beacon_batch;
-        let beacon_emptied = &mut self.beacon_emptied;
-        let beacons_read = &mut self.beacons_since_empty;
+        let (beacon_batch, beacon_interval) = (self.beacon_batch, self.beacon_interval);
+        let window = &mut self.window;
+        let busy = &mut self.busy;
         order.into_iter().find_map(|arrival| {
             let (socket, buf, watch, what) = match arrival {
                 Arrival::Broadcast => (
@@ -130,24 +138,21 @@ impl Sockets {
             match socket.recv_from(buf) {
                 Ok((len, from)) => {
                     if arrival == Arrival::Broadcast {
-                        *beacons_read = beacons_read.saturating_add(1);
+                        window.1 = window.1.saturating_add(1);
                     }
                     Some(Input::Datagram(arrival, len, from))
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
                     watch.drained();
                     if arrival == Arrival::Broadcast {
-                        // Rest only when beacons come densely (several in
-                        // this turn, or the socket was emptied less than a
-                        // rest ago): a small LAN wakes once per beacon, not
-                        // twice.
                         let now = std::time::Instant::now();
-                        if *beacons_read >= 2 || now.duration_since(*beacon_emptied) < beacon_batch
-                        {
+                        if now.duration_since(window.0) >= beacon_interval {
+                            *busy = window.1 >= BATCH_MIN_RATE;
+                            *window = (now, 0);
+                        }
+                        if *busy {
                             watch.rest_until(now + beacon_batch);
                         }
-                        *beacon_emptied = now;
-                        *beacons_read = 0;
                     }
                     None
                 }
