@@ -120,9 +120,9 @@ fn parse_args() -> Result<Args, String> {
         .nodes
         .iter()
         .chain(&options.netns_nodes)
-        .any(|&n| !(2..=200).contains(&n))
+        .any(|&n| !(2..=250).contains(&n))
     {
-        return Err("mesh sizes must be 2 to 200".into());
+        return Err("mesh sizes must be 2 to 250".into());
     }
     let command_line = std::iter::once("shoal-bench".to_owned())
         .chain(raw)
