@@ -293,6 +293,24 @@ fn speed(nodes: usize, minutes: u64, keyed: bool) -> (f64, f64, u64) {
     )
 }
 
+/// The loss soak: 50 nodes, 10 simulated minutes at 10% and 20% loss,
+/// three seeds each, nothing failing.
+fn loss_soak() {
+    println!("## Loss soak: 50 nodes, 10 simulated minutes, no real failure\n");
+    println!("| loss | seed | false SUSPECT | false UNREACHABLE | vouch saves (naive detector's false UNREACHABLE) |");
+    println!("|---|---|---|---|---|");
+    for loss in [0.1, 0.2] {
+        for seed in [201, 202, 203] {
+            let (suspects, unreachable, saves) = soak(loss, seed, 10);
+            println!(
+                "| {:.0}% | {seed} | {suspects} | {unreachable} | {saves} |",
+                loss * 100.0
+            );
+        }
+    }
+    println!();
+}
+
 fn main() {
     // `cargo test --benches` runs this with `--bench` absent: keep that cheap.
     let quick = !std::env::args().any(|a| a == "--bench");
@@ -303,9 +321,14 @@ fn main() {
          defaults: beacon 1 s, suspect 2 s, unreachable 3 s, 3 sensors per node read every 10 s, \
          1-5 ms latency, encrypted frames.\n"
     );
-    // `cargo bench -p shoal-tests --bench sim -- idle`: the idle curve alone.
+    // `cargo bench -p shoal-tests --bench sim -- idle`: the idle curve
+    // alone; `-- soak`: the loss soak alone.
     if std::env::args().any(|a| a == "idle") {
         idle_curve();
+        return;
+    }
+    if std::env::args().any(|a| a == "soak") {
+        loss_soak();
         return;
     }
     if quick {
@@ -395,19 +418,7 @@ fn main() {
          a node inside a subnet {inner:.1} B/s.\n"
     );
 
-    println!("## Loss soak: 50 nodes, 10 simulated minutes, no real failure\n");
-    println!("| loss | seed | false SUSPECT | false UNREACHABLE | vouch saves (naive detector's false UNREACHABLE) |");
-    println!("|---|---|---|---|---|");
-    for loss in [0.1, 0.2] {
-        for seed in [201, 202, 203] {
-            let (suspects, unreachable, saves) = soak(loss, seed, 10);
-            println!(
-                "| {:.0}% | {seed} | {suspects} | {unreachable} | {saves} |",
-                loss * 100.0
-            );
-        }
-    }
-    println!();
+    loss_soak();
 
     idle_curve();
 
