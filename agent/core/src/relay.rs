@@ -18,12 +18,16 @@ const VIEW_WINDOW: u32 = 10;
 /// advertise their routes anyway this often (in beacons), so unusual
 /// topologies are found too.
 const ROUTE_PROBE_EVERY: u64 = 30;
-/// A view (ours or a neighbor's) counts towards starting to bridge only
-/// once it has not changed for this long (in beacon intervals): while a
-/// large LAN discovers itself every view differs from every other, and a LAN
-/// where every node thought itself a bridge would spend its air time on
-/// route lists (250 agents started at once on loopback never settled).
+/// In a large LAN (`LARGE_VIEW` nodes heard or more), a view (ours or a
+/// neighbor's) counts towards bridging only once it has not changed for
+/// this long (in beacon intervals): while such a LAN discovers itself every
+/// view differs from every other, and a LAN where every node thought itself
+/// a bridge would spend its air time on route lists (250 agents started at
+/// once on loopback never settled). Smaller LANs bridge at once, as their
+/// route lists are short.
 const VIEW_SETTLE: u32 = 3;
+/// Nodes heard directly from which a LAN counts as large (`VIEW_SETTLE`).
+const LARGE_VIEW: u16 = 64;
 /// Routes are re-selected at most once per this share of the beacon
 /// interval (`refresh_routes`).
 const REFRESH_GAP_DIVISOR: u32 = 10;
@@ -213,10 +217,8 @@ impl Node {
     /// Whether we may be the only path between some of our neighbors: a
     /// neighbor beyond the LAN, or a live neighbor whose view differs from
     /// ours while it hears no more nodes than we do. Now and then, any
-    /// difference at all. To start bridging, the views (or the unicast-only
-    /// neighbor) must have settled (`VIEW_SETTLE`); a node bridging already
-    /// keeps to it while views differ at all, so a gateway whose LAN churns
-    /// stays one.
+    /// difference at all. In a large LAN the views (or the unicast-only
+    /// neighbor) must have settled first (`VIEW_SETTLE`).
     pub(super) fn is_bridge(&mut self, now: Instant, heard: u16, view: u32) -> bool {
         let ours_since = match self.relay.own_view {
             Some((known, since)) if known == view => since,
@@ -226,8 +228,8 @@ impl Node {
             }
         };
         let settle = self.config.beacon_interval * VIEW_SETTLE;
-        let bridging = self.relay.bridging;
-        let settled = |since: Instant| bridging || now.saturating_since(since) >= settle;
+        let large = heard >= LARGE_VIEW;
+        let settled = |since: Instant| !large || now.saturating_since(since) >= settle;
         let live = |p: &&super::peers::Peer| {
             matches!(p.state, PeerState::Healthy | PeerState::Suspect) && p.heard > 0
         };
