@@ -7,7 +7,7 @@
 //! fresh reactor timer per wait cost another eventfd write. That was most of
 //! an idle agent's CPU in a large mesh (issue 19: about 120 µs per beacon).
 //! Here the hot path stays on one thread: a future that wants a socket
-//! readable or a deadline says so ([`readable`], [`wake_at`]) instead of
+//! readable or a deadline says so ([`Watch::wanted`], [`wake_at`]) instead of
 //! registering with a reactor, and [`block_on`] polls those fds until one
 //! is ready or the deadline passes. Everything else (the API, MQTT, child
 //! processes, timers of spawned tasks) stays with async-io, whose thread
