@@ -53,8 +53,6 @@ pub struct Sockets {
     sync_buf: [u8; RECEIVE_BUFFER],
     /// Datagrams the kernel would not take (send buffer full).
     send_dropped: u64,
-    /// How long the beacon socket rests once empty (`BEACON_BATCH_DIVISOR`).
-    beacon_batch: std::time::Duration,
     /// The broadcasts counted for `busy`: since when, how many.
     window: (std::time::Instant, u32),
     /// The beacon interval: the length of a counting window.
@@ -102,7 +100,6 @@ impl Sockets {
             beacon_buf: [0; RECEIVE_BUFFER],
             sync_buf: [0; RECEIVE_BUFFER],
             send_dropped: 0,
-            beacon_batch: mesh.beacon_interval / BEACON_BATCH_DIVISOR,
             window: (std::time::Instant::now(), 0),
             beacon_interval: mesh.beacon_interval,
             busy: false,
@@ -119,7 +116,8 @@ impl Sockets {
         } else {
             [Arrival::Broadcast, Arrival::Unicast]
         };
-        let (beacon_batch, beacon_interval) = (self.beacon_batch, self.beacon_interval);
+        let beacon_interval = self.beacon_interval;
+        let beacon_batch = beacon_interval / BEACON_BATCH_DIVISOR;
         let window = &mut self.window;
         let busy = &mut self.busy;
         order.into_iter().find_map(|arrival| {
