@@ -502,7 +502,8 @@ impl<'ex> Agent<'ex> {
             }
         }
         self.settle().await?;
-        self.persistence.maybe_save(&self.node);
+        self.persistence
+            .maybe_save(&self.node, std::time::Instant::now());
         if let Some(recorder) = &mut self.recorder {
             recorder.tick(self.ex, super::unix_ms());
         }

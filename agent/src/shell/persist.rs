@@ -8,6 +8,12 @@
 //! when they changed, otherwise every ten minutes, points every ten
 //! minutes, both at shutdown. The file formats and atomic writes are in
 //! `state.rs`.
+//!
+//! Whether neighbors changed is a look at every neighbor, so it is taken
+//! at most every [`LOOK_EVERY`], never after every input: at 250 agents,
+//! a look after every datagram once the minute had passed saturated the
+//! machine (every agent's loop late by seconds, thousands of false
+//! UNREACHABLE verdicts, until those changes made the agents save).
 
 use super::state::{self, StateDir};
 use shoal_core::peers::PeerState;
@@ -69,9 +75,9 @@ impl Persistence {
         Ok(())
     }
 
-    /// Saves what is due (see the module docs).
-    pub fn maybe_save(&mut self, node: &Node) {
-        self.known.maybe_save(node, &mut self.state_dir);
+    /// Saves what is due at `now` (see the module docs).
+    pub fn maybe_save(&mut self, node: &Node, now: std::time::Instant) {
+        self.known.maybe_save(node, &mut self.state_dir, now);
     }
 
     /// Saves everything now (at shutdown).
@@ -116,6 +122,10 @@ struct Known {
     base: BTreeMap<SocketAddr, u64>,
     changed: bool,
     last_save: std::time::Instant,
+    /// When it last looked whether a save was due.
+    last_look: std::time::Instant,
+    /// Looks taken (each visits every neighbor).
+    looks: u64,
     last_points_save: std::time::Instant,
     /// Other nodes' incarnations as last written.
     incarnations: BTreeMap<wire::NodeId, u32>,
@@ -125,6 +135,8 @@ struct Known {
 const KNOWN_PEER_TTL: Duration = Duration::from_secs(3600);
 const SAVE_CHANGES_EVERY: Duration = Duration::from_secs(60);
 const SAVE_ANYWAY_EVERY: Duration = Duration::from_secs(600);
+/// Once a save may be due, whether it is is looked at this often.
+const LOOK_EVERY: Duration = Duration::from_secs(5);
 
 impl Known {
     fn load(state_dir: &StateDir) -> Known {
@@ -149,6 +161,8 @@ impl Known {
             peers,
             changed: false,
             last_save: std::time::Instant::now(),
+            last_look: std::time::Instant::now(),
+            looks: 0,
             last_points_save: std::time::Instant::now(),
             incarnations: BTreeMap::new(),
         }
@@ -191,11 +205,14 @@ impl Known {
             .retain(|_, p| now.saturating_sub(p.last_seen) < KNOWN_PEER_TTL.as_secs());
     }
 
-    fn maybe_save(&mut self, node: &Node, state_dir: &mut StateDir) {
-        let since = self.last_save.elapsed();
-        if since < SAVE_CHANGES_EVERY {
+    fn maybe_save(&mut self, node: &Node, state_dir: &mut StateDir, now: std::time::Instant) {
+        let since = now.saturating_duration_since(self.last_save);
+        if since < SAVE_CHANGES_EVERY || now.saturating_duration_since(self.last_look) < LOOK_EVERY
+        {
             return;
         }
+        self.last_look = now;
+        self.looks += 1;
         let new_neighbor = node
             .peers()
             .iter()
@@ -203,6 +220,7 @@ impl Known {
         let restarted = node.incarnations() != self.incarnations;
         if self.changed || new_neighbor || restarted || since >= SAVE_ANYWAY_EVERY {
             self.save(node, state_dir);
+            self.last_save = now;
         }
     }
 
@@ -284,3 +302,6 @@ fn unix_seconds() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
+
+#[cfg(test)]
+mod tests;
