@@ -55,6 +55,7 @@ fn five_agents_of_each_system_go_through_every_scenario() {
         idle: Duration::from_secs(2),
         false_window: Duration::from_secs(5),
         loss: 0.1,
+        flood: 10_000,
         setup: Setup {
             shoal: env!("CARGO_BIN_EXE_shoal").into(),
             serf: "serf".into(),
@@ -103,6 +104,12 @@ fn five_agents_of_each_system_go_through_every_scenario() {
                 // Default timings: UNREACHABLE after 3 s of silence, the
                 // last beacon up to 1 s before the kill.
                 assert!((1.5..=4.5).contains(&last), "{table}");
+            }
+            if system == System::Shoal && net == "loopback" {
+                // The flood: everyone still runs, memory flat.
+                let flood = |what: &str| one(&format!("beacon flood of 10000 frames: {what}"));
+                assert_eq!(flood("agents running after it"), 5.0, "{table}");
+                assert!(flood("largest RSS growth of an agent") < 2.0, "{table}");
             }
             if net == "namespaces" {
                 assert!(

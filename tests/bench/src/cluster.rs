@@ -56,6 +56,17 @@ pub struct Footprint {
     pub bytes_per_s: Option<f64>,
 }
 
+/// What a flood did to the mesh.
+#[derive(Debug, Clone, Copy)]
+pub struct FloodOutcome {
+    /// How long sending it took.
+    pub seconds: f64,
+    /// The largest growth of any agent's resident memory, MiB.
+    pub rss_growth_mib: f64,
+    /// Agents still running 5 s after it.
+    pub running: usize,
+}
+
 /// N agents of one system.
 #[derive(Debug)]
 pub struct Cluster {
@@ -67,6 +78,8 @@ pub struct Cluster {
     setup: Setup,
     dir: PathBuf,
     started: Instant,
+    /// When the last agent was spawned (spawning hundreds takes seconds).
+    last_spawned: Instant,
 }
 
 fn wait_until<T>(limit: Duration, mut done: impl FnMut() -> Option<T>) -> Option<T> {
@@ -113,6 +126,7 @@ impl Cluster {
             setup: setup.clone(),
             dir,
             started: Instant::now(),
+            last_spawned: Instant::now(),
         };
         if system == System::Serf {
             let handler = cluster.dir.join("handler.sh");
@@ -137,6 +151,7 @@ impl Cluster {
                 .ok_or_else(|| format!("serf did not start:\n{}", seed.tail()))?;
             }
         }
+        cluster.last_spawned = Instant::now();
         Ok(cluster)
     }
 
@@ -239,8 +254,10 @@ impl Cluster {
         names.get(label).map_or(label, String::as_str)
     }
 
-    /// Time from the first spawn until every agent sees all others alive.
-    pub fn converged(&self, limit: Duration) -> Result<Duration, String> {
+    /// Time from the first spawn until every agent sees all others alive,
+    /// and from the last spawn (zero if that was before: with many agents
+    /// the spawning itself takes seconds).
+    pub fn converged(&self, limit: Duration) -> Result<(Duration, Duration), String> {
         let n = self.agents.len();
         let at = wait_until(limit, || {
             let names = self.names();
@@ -271,8 +288,13 @@ impl Cluster {
             }
             Some(last)
         });
-        at.map(|at| at - self.started)
-            .ok_or_else(|| self.failure("convergence", limit))
+        at.map(|at| {
+            (
+                at - self.started,
+                at.saturating_duration_since(self.last_spawned),
+            )
+        })
+        .ok_or_else(|| self.failure("convergence", limit))
     }
 
     fn failure(&self, what: &str, limit: Duration) -> String {
@@ -477,6 +499,52 @@ impl Cluster {
         })
     }
 
+    /// Agents in the cluster.
+    pub fn len(&self) -> usize {
+        self.agents.len()
+    }
+
+    /// Whether it has none.
+    pub fn is_empty(&self) -> bool {
+        self.agents.is_empty()
+    }
+
+    /// Broadcasts every frame to the beacon port, from an address no agent
+    /// uses, as fast as the socket takes them (loopback only), then waits
+    /// 5 s and measures every agent.
+    pub fn flood(&self, frames: &[Vec<u8>]) -> Result<FloodOutcome, String> {
+        if self.lab.is_some() {
+            return Err("the flood runs on loopback only".into());
+        }
+        let before: Vec<Option<u64>> = self.agents.iter().map(Agent::rss_bytes).collect();
+        let from = format!("127.0.{}.254:0", self.setup.octet);
+        let socket = std::net::UdpSocket::bind(&from).map_err(|e| format!("bind {from}: {e}"))?;
+        socket
+            .set_broadcast(true)
+            .map_err(|e| format!("broadcast: {e}"))?;
+        let to = format!("127.255.255.255:{}", self.setup.port);
+        let start = Instant::now();
+        for frame in frames {
+            // A full socket buffer is the attacker's problem: skip on.
+            let _ = socket.send_to(frame, &to);
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        std::thread::sleep(Duration::from_secs(5));
+        let mut growth: u64 = 0;
+        let mut running = 0;
+        for (agent, before) in self.agents.iter().zip(before) {
+            if let (Some(before), Some(after)) = (before, agent.rss_bytes()) {
+                running += 1;
+                growth = growth.max(after.saturating_sub(before));
+            }
+        }
+        Ok(FloodOutcome {
+            seconds,
+            rss_growth_mib: growth as f64 / (1024.0 * 1024.0),
+            running,
+        })
+    }
+
     /// Failures declared by any agent between `since` and now (false ones
     /// when nothing failed).
     pub fn failures_since(&self, since: Instant) -> usize {
@@ -486,6 +554,27 @@ impl Cluster {
                 a.events()
                     .iter()
                     .filter(|(at, seen)| *at >= since && matches!(seen, Seen::Dead(_)))
+                    .count()
+            })
+            .sum()
+    }
+
+    /// Failures of the cluster's own agents declared by any agent between
+    /// `since` and now (not those of nodes a flood made up).
+    pub fn failures_of_agents_since(&self, since: Instant) -> usize {
+        let names = self.names();
+        let ours: BTreeSet<&str> = self.agents.iter().map(|a| a.name.as_str()).collect();
+        self.agents
+            .iter()
+            .map(|a| {
+                a.events()
+                    .iter()
+                    .filter(|(at, seen)| match seen {
+                        Seen::Dead(label) => {
+                            *at >= since && ours.contains(Cluster::resolve(&names, label))
+                        }
+                        _ => false,
+                    })
                     .count()
             })
             .sum()

@@ -12,6 +12,7 @@
 
 pub mod agent;
 pub mod cluster;
+pub mod flood;
 pub mod lab;
 pub mod report;
 
@@ -37,6 +38,8 @@ pub struct Options {
     pub false_window: Duration,
     /// Packet loss of the loss scenarios.
     pub loss: f64,
+    /// Frames of the beacon flood sent to shoal on loopback (0: none).
+    pub flood: usize,
     /// Programs, ports and scratch space.
     pub setup: Setup,
 }
@@ -68,13 +71,20 @@ fn repetition(
     let tag = format!("{}-{}-{n}-{rep}", system.name(), net.name());
     let group = (net.name(), n);
     let mut cluster = Cluster::start(system, n, net, &options.setup, &tag)?;
-    let converged = cluster.converged(CONVERGE_LIMIT)?;
+    let (converged, after_last) = cluster.converged(CONVERGE_LIMIT)?;
     results.add(
         "convergence (all see all alive)",
         group,
         system,
         "s",
         secs(converged),
+    );
+    results.add(
+        "convergence, counted from the last agent's start",
+        group,
+        system,
+        "s",
+        secs(after_last),
     );
     // Let joins and first syncs finish before measuring anything else.
     std::thread::sleep(Duration::from_secs(2));
@@ -165,6 +175,9 @@ fn repetition(
         "s",
         secs(rejoined),
     );
+    if system == System::Shoal && net == Net::Loopback && options.flood > 0 {
+        flood(results, &mut cluster, group, options.flood)?;
+    }
     if net == Net::Namespaces && options.loss > 0.0 {
         // Everyone settled again, then the loss scenarios.
         std::thread::sleep(Duration::from_secs(3));
@@ -196,6 +209,58 @@ fn repetition(
         );
     }
     cluster.stop();
+    Ok(())
+}
+
+/// A beacon flood of `frames` frames from an address no agent uses, once
+/// the mesh is settled: every agent keeps running, its memory flat.
+fn flood(
+    results: &mut Results,
+    cluster: &mut Cluster,
+    group: (&'static str, usize),
+    frames: usize,
+) -> Result<(), String> {
+    std::thread::sleep(Duration::from_secs(3));
+    let frames = flood::frames(frames);
+    let since = Instant::now();
+    let outcome = cluster.flood(&frames)?;
+    let system = System::Shoal;
+    let name = |what: &str| format!("beacon flood of {} frames: {what}", frames.len());
+    results.add(
+        &name("seconds to send"),
+        group,
+        system,
+        "s",
+        outcome.seconds,
+    );
+    results.add(
+        &name("largest RSS growth of an agent"),
+        group,
+        system,
+        "MiB",
+        outcome.rss_growth_mib,
+    );
+    results.add(
+        &name("agents running after it"),
+        group,
+        system,
+        "",
+        outcome.running as f64,
+    );
+    results.add(
+        &name("agents' failures declared while it lasted and 5 s after"),
+        group,
+        system,
+        "",
+        cluster.failures_of_agents_since(since) as f64,
+    );
+    if outcome.running < cluster.len() {
+        return Err(format!(
+            "{} of {} agents died in the flood",
+            cluster.len() - outcome.running,
+            cluster.len()
+        ));
+    }
     Ok(())
 }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 const USAGE: &str = "usage: shoal-bench [--nodes 5,20,50] [--netns-nodes 5|none] [--reps 3]
                    [--idle SECONDS] [--false-window SECONDS] [--loss 0.1]
+                   [--flood FRAMES]
                    [--systems shoal,serf] [--shoal PATH] [--serf PATH]
                    [--out FILE] [--include FILE]... [--quick]
 
@@ -18,6 +19,11 @@ Runs shoal and Serf side by side and prints (or writes to FILE) a Markdown
 report. Needs: serf (apt-get install serf), curl; for namespaces also root,
 iproute2 and iptables. It installs nothing. --quick is the CI smoke run:
 5 agents, 1 repetition, short windows.
+
+--flood (100000 by default, 0 for none) broadcasts that many frames to
+shoal's beacon port on loopback once a mesh is settled: random bytes,
+random bytes behind shoal's header, and forged beacons of an open mesh
+from 1000 made-up nodes. Every agent must keep running.
 
 --nodes 250 (one broadcast domain of 250 agents on loopback) needs about
 1.3 GiB of memory for shoal (5 MiB per agent) and about 4 GiB more for
@@ -58,6 +64,7 @@ fn parse_args() -> Result<Args, String> {
         idle: Duration::from_secs(30),
         false_window: Duration::from_secs(300),
         loss: 0.1,
+        flood: 100_000,
         setup: Setup {
             shoal: exe.with_file_name("shoal"),
             serf: "serf".into(),
@@ -87,6 +94,7 @@ fn parse_args() -> Result<Args, String> {
                     value()?.parse().map_err(|_| "--false-window: seconds")?,
                 )
             }
+            "--flood" => options.flood = value()?.parse().map_err(|_| "--flood: frames")?,
             "--loss" => options.loss = value()?.parse().map_err(|_| "--loss: a share, 0 to 1")?,
             "--systems" => {
                 options.systems = value()?
@@ -108,6 +116,7 @@ fn parse_args() -> Result<Args, String> {
                 options.reps = 1;
                 options.idle = Duration::from_secs(3);
                 options.false_window = Duration::from_secs(10);
+                options.flood = 10_000;
             }
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
