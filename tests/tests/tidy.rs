@@ -316,3 +316,34 @@ fn the_readme_binary_size_agrees_with_benchmarks_md() {
         "README says {megabytes} MB, BENCHMARKS.md {bytes} bytes"
     );
 }
+
+/// `cargo run --release -- demo` (the README's first command) needs exactly
+/// one binary among the workspace's default members: cargo picks among
+/// their `bin` targets, so a second one makes it refuse. Checked from the
+/// metadata cargo decides with (building a binary only to check this cost
+/// CI a rebuild: `cargo test` unifies dev-dependency features).
+#[test]
+fn cargo_run_has_exactly_one_binary_to_pick_and_it_is_shoal() {
+    let metadata = metadata();
+    let defaults: BTreeSet<&str> = metadata["workspace_default_members"]
+        .as_array()
+        .expect("cargo metadata lists the default members")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(!defaults.is_empty(), "no default members");
+    let bins: Vec<String> = metadata["packages"]
+        .as_array()
+        .expect("packages")
+        .iter()
+        .filter(|p| p["id"].as_str().is_some_and(|id| defaults.contains(id)))
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .filter(|t| {
+            t["kind"]
+                .as_array()
+                .is_some_and(|kinds| kinds.iter().any(|k| k == "bin"))
+        })
+        .filter_map(|t| t["name"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(bins, ["shoal"], "the binaries `cargo run` picks among");
+}
