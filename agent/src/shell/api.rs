@@ -1,4 +1,4 @@
-//! The HTTP API on `api.listen` (hyper 1 over smol, through smol-hyper).
+//! The HTTP API on `api.listen` (HTTP/1.1 by [`super::http`], over smol).
 //!
 //! The server never touches the [`shoal_core::Node`]: each request becomes an
 //! [`ApiCall`] sent to the agent's one loop, which answers from the core's
@@ -20,7 +20,9 @@
 //!   the next client;
 //! - [`HEADER_TIMEOUT`] (3 s) to send a request's headers, counted from the
 //!   connection's start (or the previous answer, on a kept-alive one), not
-//!   reset by each byte: a slot held by a slow client comes back in 3 s.
+//!   reset by each byte: a slot held by a slow client comes back in 3 s;
+//!   [`BODY_TIMEOUT`] (10 s) more for its body, and [`WRITE_TIMEOUT`] (10 s)
+//!   for the client to take an answer or an event.
 //!
 //! A connection over a limit is closed at once, without an answer, and
 //! counted: `api_refused_per_client` (over its address's share) or
@@ -34,16 +36,11 @@
 //! `POST /api/points`, `GET /metrics`,
 //! `POST /api/exec/NODE/EXECUTOR`.
 
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full, Limited, StreamBody};
-use hyper::body::{Bytes, Frame, Incoming};
-use hyper::{Method, Request, Response, StatusCode};
+use super::http::{self, Body, Request, Response};
 use serde_json::{json, Value};
 use smol::channel::{Receiver, Sender};
 use smol::net::TcpListener;
-use smol_hyper::rt::{FuturesIo, SmolTimer};
 use std::cell::{Cell, RefCell};
-use std::convert::Infallible;
 use std::net::{IpAddr, Ipv6Addr};
 use std::rc::Rc;
 use std::time::Duration;
@@ -60,6 +57,12 @@ pub const RESERVED_FOR_NEW_CLIENTS: usize = 8;
 /// Longest wait for a request's headers, from the connection's start or the
 /// previous answer; a connection that has not sent them by then is closed.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest wait for a request's body, after its headers.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for a client to take an answer, or one event of a stream.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest silence on an `/api/events` stream before a comment is sent.
+pub const STREAM_PING: Duration = Duration::from_secs(15);
 const _: () = assert!(MAX_CONNECTIONS.is_power_of_two());
 const _: () = assert!(MAX_CONNECTIONS_PER_CLIENT + RESERVED_FOR_NEW_CLIENTS < MAX_CONNECTIONS);
 /// Most bytes of a request body.
@@ -77,8 +80,6 @@ pub const SUBSCRIBER_QUEUE: usize = 256;
 
 /// The open `/api/events` streams, shared with the agent's loop.
 pub type Subscribers = Rc<RefCell<Vec<Sender<String>>>>;
-
-type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 /// A request for the agent's loop.
 #[derive(Debug)]
@@ -277,18 +278,19 @@ pub async fn serve(
             let context = Rc::clone(&context);
             ex.spawn(async move {
                 let _slot = slot;
-                let service = hyper::service::service_fn(move |request| {
+                let limits = http::Limits {
+                    head: HEADER_TIMEOUT,
+                    body: BODY_TIMEOUT,
+                    write: WRITE_TIMEOUT,
+                    max_body: MAX_BODY,
+                    ping: STREAM_PING,
+                };
+                let end = http::serve(stream, limits, |request| {
                     let context = Rc::clone(&context);
-                    async move { Ok::<_, Infallible>(handle(request, &context).await) }
-                });
-                let served = hyper::server::conn::http1::Builder::new()
-                    .timer(SmolTimer::new())
-                    .header_read_timeout(HEADER_TIMEOUT)
-                    .serve_connection(FuturesIo::new(stream), service)
-                    .await;
-                if let Err(error) = served {
-                    log::debug!("api: connection ended: {error}");
-                }
+                    async move { handle(request, &context).await }
+                })
+                .await;
+                log::debug!("api: connection from {peer} ended: {end:?}");
             })
             .detach();
         }
@@ -372,18 +374,24 @@ fn client_of(peer: IpAddr) -> IpAddr {
     }
 }
 
-async fn handle(request: Request<Incoming>, context: &Context) -> Response<Body> {
+async fn handle(request: Request, context: &Context) -> Response {
     let stats = &context.stats;
     stats.requests.set(stats.requests.get() + 1);
-    let path = request.uri().path().to_owned();
-    let query = request.uri().query().unwrap_or("").to_owned();
+    let path = request.path.clone();
+    let query = request.query.clone();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let method = request.method().clone();
-    let answer = match (&method, segments.as_slice()) {
-        (&Method::GET, ["api", "status"]) => ask(context, ApiCall::Status).await,
-        (&Method::GET, ["api", "rules"]) => ask(context, ApiCall::Rules).await,
-        (&Method::GET, ["api", "stats"]) => ask(context, ApiCall::Stats).await,
-        (&Method::GET, ["api", "points"]) => {
+    let method = request.method.clone();
+    // HEAD is GET without the body (the connection leaves it out).
+    let routed = if method == "HEAD" {
+        "GET"
+    } else {
+        method.as_str()
+    };
+    let answer = match (routed, segments.as_slice()) {
+        ("GET", ["api", "status"]) => ask(context, ApiCall::Status).await,
+        ("GET", ["api", "rules"]) => ask(context, ApiCall::Rules).await,
+        ("GET", ["api", "stats"]) => ask(context, ApiCall::Stats).await,
+        ("GET", ["api", "points"]) => {
             let glob = query_value(&query, "glob").unwrap_or_else(|| "*/*".to_owned());
             let history = query_flag(&query, "history");
             ask(context, |reply| ApiCall::Points {
@@ -393,7 +401,7 @@ async fn handle(request: Request<Incoming>, context: &Context) -> Response<Body>
             })
             .await
         }
-        (&Method::GET, ["api", "points", node, name, "history"]) => {
+        ("GET", ["api", "points", node, name, "history"]) => {
             let (node, name) = (percent_decode(node), percent_decode(name));
             let duration = |key: &str, default: u64| match query_value(&query, key) {
                 None => Ok(std::time::Duration::from_secs(default)),
@@ -414,25 +422,21 @@ async fn handle(request: Request<Incoming>, context: &Context) -> Response<Body>
                 (Err(answer), _) | (_, Err(answer)) => answer,
             }
         }
-        (&Method::GET, ["api", "points", node, name]) => {
+        ("GET", ["api", "points", node, name]) => {
             let (node, name) = (percent_decode(node), percent_decode(name));
             call(context, |reply| ApiCall::Point { node, name, reply }).await
         }
-        (&Method::GET, ["api", "events"]) => return events(context),
-        (&Method::GET, [""]) => {
-            return text_response(DASHBOARD.to_owned(), "text/html; charset=utf-8")
-        }
-        (&Method::GET, ["metrics"]) => match round_trip(context, ApiCall::Metrics).await {
+        ("GET", ["api", "events"]) => return events(context),
+        ("GET", [""]) => return text_response(DASHBOARD.to_owned(), "text/html; charset=utf-8"),
+        ("GET", ["metrics"]) => match round_trip(context, ApiCall::Metrics).await {
             Some(text) => return text_response(text, "text/plain; version=0.0.4; charset=utf-8"),
             None => stopping(),
         },
-        (&Method::GET, ["api", "peers"]) => {
+        ("GET", ["api", "peers"]) => {
             let healthy = query_flag(&query, "healthy");
             ask(context, |reply| ApiCall::Peers { healthy, reply }).await
         }
-        (&Method::POST, _) if is_write(&segments) => {
-            write(request, context, &segments, &query).await
-        }
+        ("POST", _) if is_write(&segments) => write(request, context, &segments, &query).await,
         (_, ["api", "status" | "peers" | "rules" | "events" | "stats" | "points" | "token"])
         | (_, ["api", "mesh", "reload"])
         | (_, ["api", "key", "rotate"])
@@ -457,27 +461,18 @@ fn is_write(segments: &[&str]) -> bool {
     )
 }
 
-/// Answers one of the writes `is_write` names.
-async fn write(
-    request: Request<Incoming>,
-    context: &Context,
-    segments: &[&str],
-    query: &str,
-) -> Answer {
+/// Answers one of the writes `is_write` names (the body was read whole,
+/// within [`MAX_BODY`], by the connection).
+async fn write(request: Request, context: &Context, segments: &[&str], query: &str) -> Answer {
     if !authorized(&request, context) {
         return unauthorized(&context.stats);
     }
     match segments {
-        ["api", "points"] => match Limited::new(request.into_body(), MAX_BODY).collect().await {
-            Err(_) => Answer::error(413, format!("the body is larger than {MAX_BODY} bytes")),
-            Ok(body) => match parse_readings(&body.to_bytes()) {
-                Err(message) => Answer::error(400, message),
-                Ok(readings) => call(context, |reply| ApiCall::Ingest { readings, reply }).await,
-            },
+        ["api", "points"] => match parse_readings(&request.body) {
+            Err(message) => Answer::error(400, message),
+            Ok(readings) => call(context, |reply| ApiCall::Ingest { readings, reply }).await,
         },
         ["api", "exec", node, executor] => {
-            // The body is not used; read (bounded) so keep-alive works.
-            let _ = Limited::new(request.into_body(), MAX_BODY).collect().await;
             let (node, executor) = (percent_decode(node), percent_decode(executor));
             call(context, |reply| ApiCall::Exec {
                 node,
@@ -592,7 +587,7 @@ async fn ask(context: &Context, make: impl FnOnce(Sender<Value>) -> ApiCall) -> 
 /// `GET /api/events`: a server-sent event stream of point changes
 /// (`point`), node state and route changes (`node`, `route`), rule actions
 /// (`rule`) and executor runs (`run`).
-fn events(context: &Context) -> Response<Body> {
+fn events(context: &Context) -> Response {
     let mut subscribers = context.subscribers.borrow_mut();
     subscribers.retain(|s| !s.is_closed());
     if subscribers.len() >= MAX_SUBSCRIBERS {
@@ -605,42 +600,21 @@ fn events(context: &Context) -> Response<Body> {
     let (sender, receiver) = smol::channel::bounded::<String>(SUBSCRIBER_QUEUE);
     let _ = sender.try_send(": connected\n\n".to_owned());
     subscribers.push(sender);
-    let stream = futures_lite::StreamExt::map(receiver, |text| {
-        Ok::<_, Infallible>(Frame::data(Bytes::from(text)))
-    });
-    let mut response = Response::new(UnsyncBoxBody::new(StreamBody::new(stream)));
-    let headers = response.headers_mut();
-    headers.insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("text/event-stream"),
-    );
-    headers.insert(
-        hyper::header::CACHE_CONTROL,
-        hyper::header::HeaderValue::from_static("no-cache"),
-    );
-    response
+    Response {
+        status: 200,
+        content_type: "text/event-stream",
+        body: Body::Stream(receiver),
+    }
 }
 
-fn text_response(text: String, content_type: &'static str) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from(text)).boxed_unsync());
-    response.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static(content_type),
-    );
-    response
+fn text_response(text: String, content_type: &'static str) -> Response {
+    Response::full(200, content_type, text)
 }
 
-fn respond(answer: Answer) -> Response<Body> {
+fn respond(answer: Answer) -> Response {
     let mut body = answer.body.to_string();
     body.push('\n');
-    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = Response::new(Full::new(Bytes::from(body)).boxed_unsync());
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/json"),
-    );
-    response
+    Response::full(answer.status, "application/json", body)
 }
 
 /// The answer to a write without the token, counted.
@@ -652,14 +626,13 @@ fn unauthorized(stats: &ApiStats) -> Answer {
     )
 }
 
-fn authorized(request: &Request<Incoming>, context: &Context) -> bool {
+fn authorized(request: &Request, context: &Context) -> bool {
     let Some(token) = context.token.as_deref() else {
         return false;
     };
     let given = request
-        .headers()
-        .get(hyper::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
+        .authorization
+        .as_deref()
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     constant_time_eq(given.as_bytes(), token.as_bytes())

@@ -16,6 +16,7 @@ pub mod fetch;
 pub mod files;
 pub mod history;
 pub mod host;
+pub mod http;
 pub mod join;
 pub mod mainloop;
 pub mod mesh_history;

@@ -10,7 +10,7 @@
 //! `state.rs`.
 //!
 //! Whether neighbors changed is a look at every neighbor, so it is taken
-//! at most every [`LOOK_EVERY`], never after every input: at 250 agents,
+//! at most every `LOOK_EVERY` (5 s), never after every input: at 250 agents,
 //! a look after every datagram once the minute had passed saturated the
 //! machine (every agent's loop late by seconds, thousands of false
 //! UNREACHABLE verdicts, until those changes made the agents save).
