@@ -280,7 +280,7 @@ pub enum Chunks {
 }
 
 /// Longest chunk-size or trailer line.
-const MAX_CHUNK_LINE: usize = 1024;
+pub const MAX_CHUNK_LINE: usize = 1024;
 
 /// Decodes a chunked body as it arrives: [`Dechunker::feed`] takes the
 /// whole chunks and lines at the start of the buffer, so each byte is
