@@ -7,6 +7,7 @@ use super::routes::{self, RemoteTiming, RouteRefusal, RouteTable, INFINITY};
 use super::time::{duration_ms, Instant};
 use super::wire::{self, Message, NodeId, RouteEntry, RouteList};
 use super::{Event, Node, Reach};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -201,12 +202,27 @@ impl Node {
 
     /// Nodes heard directly lately (see `VIEW_WINDOW`), and their fingerprint
     /// with ours.
+    ///
+    /// Ids heard from one source address count in no view: real nodes each
+    /// have their own, so these are ids made up behind one socket (a flood
+    /// of forged beacons in an open mesh). Every node keeps a different few
+    /// of them, and in a LAN of 250 counting them made every view differ,
+    /// so nearly every node bridged at once and the route lists saturated
+    /// the mesh for minutes.
     pub(super) fn view(&self, now: Instant) -> (u16, u32) {
         let window = self.timing.unreachable_after * VIEW_WINDOW;
+        let recent = |peer: &&super::peers::Peer| {
+            peer.left.is_none() && now.saturating_since(peer.last_direct) < window
+        };
+        let mut senders: BTreeMap<SocketAddr, u16> = BTreeMap::new();
+        for peer in self.peers.iter().filter(recent) {
+            let count = senders.entry(peer.addr).or_insert(0);
+            *count = count.saturating_add(1);
+        }
         let mut heard: u16 = 0;
         let mut view = mix(self.id);
-        for peer in self.peers.iter() {
-            if peer.left.is_none() && now.saturating_since(peer.last_direct) < window {
+        for peer in self.peers.iter().filter(recent) {
+            if senders.get(&peer.addr) == Some(&1) {
                 heard = heard.saturating_add(1);
                 view ^= mix(peer.id);
             }

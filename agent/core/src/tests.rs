@@ -411,6 +411,25 @@ fn hear_beacon(hub: &mut Node, id: u64, now: Instant) {
 }
 
 #[test]
+fn ids_heard_from_one_address_count_in_no_view() {
+    let mut hub = node(1);
+    for id in 2..=4 {
+        hear_beacon(&mut hub, id, at(100));
+    }
+    let honest = hub.view(at(200));
+    assert_eq!(honest.0, 3);
+    // Made-up ids behind one socket, as a flood of forged beacons sends them.
+    let flooder = addr(200);
+    for id in 1_000..1_020 {
+        let mut forger = node(id);
+        let beacon = beacon_of(&mut forger, at(0));
+        hub.handle_datagram(at(150), flooder, Arrival::Broadcast, &beacon);
+    }
+    assert_eq!(hub.peers().len(), 23, "they are neighbors all the same");
+    assert_eq!(hub.view(at(200)), honest, "but in no view");
+}
+
+#[test]
 fn the_peer_table_is_bounded_and_refusals_are_counted() {
     let small = Config {
         max_nodes: 4,
