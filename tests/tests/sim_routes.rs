@@ -239,6 +239,26 @@ fn a_flat_lan_sends_no_route_advertisements_once_settled_even_under_loss() {
 }
 
 #[test]
+fn a_lan_larger_than_the_peer_table_stops_advertising_routes() {
+    // Room for 16 neighbors in a LAN of 40: every node keeps a different
+    // part of the LAN, so views differ for good. They must not make every
+    // node a bridge (500 simulated nodes with room for 256 sent route
+    // lists without end: 16 KB/s per node).
+    let mut config = SimConfig::lan(40, 406);
+    config.node.max_nodes = 16;
+    config.points_per_node = 0;
+    let mut sim = SimNet::new(config);
+    sim.run_for(Duration::from_secs(20));
+    assert!((0..40).all(|i| sim.node(i).peers().len() == 16));
+    let settled: Vec<u64> = (0..40).map(|i| sim.node(i).stats().routes_sent).collect();
+    sim.run_for(Duration::from_secs(120));
+    for (i, before) in settled.iter().enumerate() {
+        assert_eq!(sim.node(i).stats().routes_sent, *before, "node-{i}");
+        assert!(!sim.node(i).is_bridging(), "node-{i}");
+    }
+}
+
+#[test]
 fn a_chain_of_static_peers_across_routers_is_routed_end_to_end() {
     // Four nodes on four subnets, each linked only to the next by a static
     // peer (a VPN chain): 0 - 1 - 2 - 3.

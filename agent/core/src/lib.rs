@@ -1109,6 +1109,17 @@ impl Node {
         match self.peers.insert(now, sender, from, counter, open) {
             Err(_) => {
                 self.drop_frame(DropReason::PeerTableFull, from);
+                // At the 1st, 2nd, 4th, 8th... refusal: a LAN larger than
+                // the table is a setting to change, a flood says so once.
+                let refused = self.stats.dropped(DropReason::PeerTableFull);
+                if refused.is_power_of_two() {
+                    log::warn!(
+                        "the peer table is full ({} live neighbors): node {sender} at {from} \
+                         was not added ({refused} so far); if the LAN is this large, raise \
+                         limits.max_nodes",
+                        self.config.max_nodes
+                    );
+                }
                 return false;
             }
             Ok(Some(evicted)) => {
@@ -1530,7 +1541,7 @@ impl Node {
             .iter()
             .filter(|p| p.state == PeerState::Suspect)
             .collect();
-        suspected.sort_by_key(|p| (p.last_alive, p.id));
+        suspected.sort_unstable_by_key(|p| (p.last_alive, p.id));
         let suspects: heapless::Vec<Liveness, MAX_GOSSIP> = suspected
             .iter()
             .take(MAX_GOSSIP)

@@ -162,7 +162,7 @@ impl Node {
             .chain(self.peers.iter().map(|p| p.id))
             .chain(self.relay.routes.iter().map(|(id, _)| *id))
             .collect();
-        ids.sort();
+        ids.sort_unstable();
         ids.dedup();
         ids.into_iter()
             .filter_map(|id| self.reach(now, id).map(|reach| (id, reach)))
@@ -234,7 +234,8 @@ impl Node {
     /// neighbor beyond the LAN, or a live neighbor whose view differs from
     /// ours while it hears no more nodes than we do. Now and then, any
     /// difference at all. In a large LAN the views (or the unicast-only
-    /// neighbor) must have settled first (`VIEW_SETTLE`).
+    /// neighbor) must have settled first (`VIEW_SETTLE`); with a full peer
+    /// table views do not count at all.
     pub(super) fn is_bridge(&mut self, now: Instant, heard: u16, view: u32) -> bool {
         let ours_since = match self.relay.own_view {
             Some((known, since)) if known == view => since,
@@ -257,8 +258,13 @@ impl Node {
             })
         });
         let probe = self.stats.beacons_sent.is_multiple_of(ROUTE_PROBE_EVERY);
+        // A full table holds some of the LAN, a different part on every
+        // node: views then differ for good and say nothing about topology
+        // (500 simulated nodes with room for 256 all bridged, forever).
+        let full = self.peers.len() >= self.config.max_nodes;
         let differs =
-            settled(ours_since)
+            !full
+                && settled(ours_since)
                 && self.peers.iter().filter(live).any(|p| {
                     p.view != view && (p.heard <= heard || probe) && settled(p.view_since)
                 });
@@ -282,7 +288,7 @@ impl Node {
             .map(|p| p.id)
             .chain(self.relay.routes.iter().map(|(id, _)| *id))
             .collect();
-        ids.sort();
+        ids.sort_unstable();
         ids.dedup();
         let entries: Vec<RouteEntry> = ids
             .into_iter()
