@@ -132,7 +132,7 @@ impl Files for RootFs {
             .filter_map(Result::ok)
             .map(|entry| path.join(entry.file_name()))
             .collect();
-        entries.sort();
+        entries.sort_unstable();
         Ok(entries)
     }
 

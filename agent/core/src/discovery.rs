@@ -51,7 +51,7 @@ pub(crate) struct Discovery {
 impl Discovery {
     /// Sets the static peers, at most `max` of them.
     pub(crate) fn set_static_peers(&mut self, mut addrs: Vec<SocketAddr>, max: usize) {
-        addrs.sort();
+        addrs.sort_unstable();
         addrs.dedup();
         addrs.truncate(max);
         self.static_peers = addrs;
@@ -61,7 +61,7 @@ impl Discovery {
     pub(crate) fn add_static_peer(&mut self, addr: SocketAddr, max: usize) {
         if !self.static_peers.contains(&addr) && self.static_peers.len() < max {
             self.static_peers.push(addr);
-            self.static_peers.sort();
+            self.static_peers.sort_unstable();
         }
     }
 

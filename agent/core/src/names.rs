@@ -101,7 +101,7 @@ impl Node {
             .filter(|(_, n)| n.as_deref() == Some(name))
             .map(|(id, _)| id)
             .collect();
-        named.sort();
+        named.sort_unstable();
         named.dedup();
         let live_ones: Vec<NodeId> = named.iter().copied().filter(live).collect();
         match (live_ones.len(), named.first()) {

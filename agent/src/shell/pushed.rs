@@ -90,7 +90,7 @@ impl Sources {
     /// The keys: for `mqtt`, the topics to subscribe to.
     pub fn topics(&self) -> Vec<String> {
         let mut topics: Vec<String> = self.sources.iter().map(|s| s.key.clone()).collect();
-        topics.sort();
+        topics.sort_unstable();
         topics.dedup();
         topics
     }

@@ -252,7 +252,7 @@ fn broadcast_addresses(config: &[Broadcast], port: u16) -> Vec<SocketAddr> {
             },
         }
     }
-    out.sort();
+    out.sort_unstable();
     out.dedup();
     out
 }
