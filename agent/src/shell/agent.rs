@@ -1,10 +1,11 @@
 //! `shoal run`: the agent on real sockets, as one loop you can read.
 //!
 //! [`Agent::start`] builds the core [`Node`] and every subsystem; then
-//! [`run`] waits for the next [`Input`] ([`Agent::next_input`]) and hands it
-//! to [`Agent::step`], until SIGTERM or SIGINT; SIGHUP re-reads the
-//! configuration file ([`Agent::reload`], `reload.rs`). One task owns everything, so
-//! nothing is shared or locked. Each subsystem is one field with one owner
+//! [`run`] takes the next [`Input`] ([`Agent::waiting_datagram`], else
+//! [`Agent::next_input`]) and hands it to [`Agent::step`], which never
+//! waits, until SIGTERM or SIGINT; SIGHUP re-reads the configuration file
+//! ([`Agent::reload`], `reload.rs`). One task owns everything, so nothing
+//! is shared or locked. Each subsystem is one field with one owner
 //! and its own file:
 //!
 //! | field | file | owns |
@@ -154,7 +155,7 @@ pub enum Input {
 pub enum Flow {
     /// Wait for the next input.
     Continue,
-    /// The agent said goodbye and saved its state: return.
+    /// SIGTERM or SIGINT: say goodbye, save the state and return.
     Stop,
 }
 
@@ -209,8 +210,13 @@ pub fn run(config: Config, path: Option<PathBuf>) -> Result<(), RunError> {
         let mut agent = Agent::start(&config, &ex).await?;
         agent.config_path = path;
         loop {
-            let input = agent.next_input().await;
-            if agent.step(input).await? == Flow::Stop {
+            // A waiting datagram needs no future built, polled and dropped.
+            let input = match agent.waiting_datagram() {
+                Some(input) => input,
+                None => agent.next_input().await,
+            };
+            if agent.step(input)? == Flow::Stop {
+                agent.stop().await;
                 return Ok(());
             }
         }
@@ -324,19 +330,24 @@ impl<'ex> Agent<'ex> {
         Instant::from_millis(u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX))
     }
 
-    /// Waits for whatever happens first.
-    pub async fn next_input(&mut self) -> Input {
+    /// A datagram already waiting, taken at once (the loop asks this first,
+    /// before [`Agent::next_input`] builds anything). `None` when none
+    /// waits, or after a burst of them: the other inputs get their turn.
+    pub fn waiting_datagram(&mut self) -> Option<Input> {
         // Pinged from here only: a wedged loop stops the pings.
         self.notifier.tick();
-        // A datagram already waiting is taken before anything is built
-        // below; after a burst of them, the other inputs get their turn.
         if self.burst < FAIR_BURST {
             if let Some(input) = self.sockets.try_recv() {
                 self.burst += 1;
-                return input;
+                return Some(input);
             }
         }
         self.burst = 0;
+        None
+    }
+
+    /// Waits for whatever happens first (after [`Agent::waiting_datagram`]).
+    pub async fn next_input(&mut self) -> Input {
         let now = self.now();
         let ping_due = self
             .notifier
@@ -432,7 +443,7 @@ impl<'ex> Agent<'ex> {
     }
 
     /// Feeds one input to its owner, then drains the core.
-    pub async fn step(&mut self, input: Input) -> Result<Flow, RunError> {
+    pub fn step(&mut self, input: Input) -> Result<Flow, RunError> {
         let now = self.now();
         let ex = self.ex;
         match input {
@@ -490,7 +501,7 @@ impl<'ex> Agent<'ex> {
                 }
             }
             Input::HistoryRead(done) => self.mesh_history.on_read(&mut self.node, now, done),
-            Input::Stop => return Ok(self.stop(now).await),
+            Input::Stop => return Ok(Flow::Stop),
             Input::Reload => self.reload(now),
             Input::SocketFailed(what, source) => {
                 // Transient errors (ICMP unreachable reported on a UDP
@@ -501,7 +512,7 @@ impl<'ex> Agent<'ex> {
                 log::debug!("{what} socket: {source}");
             }
         }
-        self.settle().await?;
+        self.settle()?;
         self.persistence
             .maybe_save(&self.node, std::time::Instant::now());
         if let Some(recorder) = &mut self.recorder {
@@ -513,9 +524,9 @@ impl<'ex> Agent<'ex> {
     /// After an input: sends what the core queued and acts on its events,
     /// in bounded rounds (actions may produce more datagrams and events),
     /// with the subsystems' ticks (held readings, the MQTT bridge).
-    async fn settle(&mut self) -> Result<(), RunError> {
+    fn settle(&mut self) -> Result<(), RunError> {
         for _ in 0..4 {
-            let actions = self.drain().await?;
+            let actions = self.drain()?;
             let later = self.now();
             let mut published = match &mut self.mqtt {
                 Some(bridge) => bridge.tick(&mut self.node, later),
@@ -572,7 +583,7 @@ impl<'ex> Agent<'ex> {
 
     /// Sends every queued datagram and publishes every event; returns the
     /// events that ask for action.
-    async fn drain(&mut self) -> Result<Vec<shoal_core::Event>, RunError> {
+    fn drain(&mut self) -> Result<Vec<shoal_core::Event>, RunError> {
         self.sockets.send_all(&mut self.node);
         let mut actions = Vec::new();
         while let Some(event) = self.node.poll_event() {
@@ -675,11 +686,12 @@ impl<'ex> Agent<'ex> {
     }
 
     /// Says goodbye to the mesh and saves the state.
-    async fn stop(&mut self, now: Instant) -> Flow {
+    async fn stop(&mut self) {
+        let now = self.now();
         self.notifier.stopping();
         log::info!("stopping: saying goodbye to the mesh");
         self.node.handle_leave(now);
-        if let Err(error) = self.drain().await {
+        if let Err(error) = self.drain() {
             log::error!("while stopping: {error}");
         }
         self.persistence.save(&self.node);
@@ -695,7 +707,6 @@ impl<'ex> Agent<'ex> {
             "stopped ({} state writes this run)",
             self.persistence.writes()
         );
-        Flow::Stop
     }
 }
 
