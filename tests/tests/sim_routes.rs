@@ -259,6 +259,28 @@ fn a_lan_larger_than_the_peer_table_stops_advertising_routes() {
 }
 
 #[test]
+fn a_gateway_whose_table_fits_both_lans_exactly_still_bridges() {
+    // Nodes 0-9 on LAN 1, 10-19 on LAN 2, node 20 on both with room for
+    // exactly its 20 neighbors: a full table that turns nobody away.
+    let mut config = SimConfig::lan(21, 407);
+    config.node.max_nodes = 20;
+    let mut sim = SimNet::new(config);
+    for i in 0..20 {
+        sim.set_lans(i, &[if i < 10 { 1 } else { 2 }]);
+    }
+    sim.set_lans(20, &[1, 2]);
+    let everyone: Vec<usize> = (0..21).collect();
+    sim.run_until(
+        "all reach all through the gateway",
+        Duration::from_secs(30),
+        |sim| sim.all_reach(&everyone),
+    )
+    .unwrap_or_else(|failure| panic!("{failure}"));
+    assert_eq!(sim.node(20).peers().len(), 20);
+    assert!(sim.node(20).is_bridging());
+}
+
+#[test]
 fn a_chain_of_static_peers_across_routers_is_routed_end_to_end() {
     // Four nodes on four subnets, each linked only to the next by a static
     // peer (a VPN chain): 0 - 1 - 2 - 3.

@@ -1109,8 +1109,9 @@ impl Node {
         match self.peers.insert(now, sender, from, counter, open) {
             Err(_) => {
                 self.drop_frame(DropReason::PeerTableFull, from);
+                self.relay.refused_at = Some(now);
                 // At the 1st, 2nd, 4th, 8th... refusal: a LAN larger than
-                // the table is a setting to change, a flood says so once.
+                // the table is a setting to change, said in a few lines.
                 let refused = self.stats.dropped(DropReason::PeerTableFull);
                 if refused.is_power_of_two() {
                     log::warn!(

@@ -53,6 +53,8 @@ pub(crate) struct Relay {
     own_view: Option<(u32, Instant)>,
     /// When routes were last re-selected (see `REFRESH_GAP_DIVISOR`).
     last_refresh: Option<Instant>,
+    /// When the peer table, full of live neighbors, last turned one away.
+    pub(crate) refused_at: Option<Instant>,
 }
 
 impl Relay {
@@ -66,6 +68,7 @@ impl Relay {
             bridge_streak: 0,
             own_view: None,
             last_refresh: None,
+            refused_at: None,
         }
     }
 }
@@ -234,8 +237,8 @@ impl Node {
     /// neighbor beyond the LAN, or a live neighbor whose view differs from
     /// ours while it hears no more nodes than we do. Now and then, any
     /// difference at all. In a large LAN the views (or the unicast-only
-    /// neighbor) must have settled first (`VIEW_SETTLE`); with a full peer
-    /// table views do not count at all.
+    /// neighbor) must have settled first (`VIEW_SETTLE`); while the peer
+    /// table turns nodes away, views do not count at all.
     pub(super) fn is_bridge(&mut self, now: Instant, heard: u16, view: u32) -> bool {
         let ours_since = match self.relay.own_view {
             Some((known, since)) if known == view => since,
@@ -258,12 +261,19 @@ impl Node {
             })
         });
         let probe = self.stats.beacons_sent.is_multiple_of(ROUTE_PROBE_EVERY);
-        // A full table holds some of the LAN, a different part on every
+        // A node turned away for want of room (lately, see `VIEW_WINDOW`)
+        // means the table holds some of the LAN, a different part on every
         // node: views then differ for good and say nothing about topology
         // (500 simulated nodes with room for 256 all bridged, forever).
-        let full = self.peers.len() >= self.config.max_nodes;
+        // Only refusals count, not a full table: a table that fits the LAN
+        // exactly, or is full of dead or forged entries, still has views.
+        let window = self.timing.unreachable_after * VIEW_WINDOW;
+        let overflowing = self
+            .relay
+            .refused_at
+            .is_some_and(|at| now.saturating_since(at) < window);
         let differs =
-            !full
+            !overflowing
                 && settled(ours_since)
                 && self.peers.iter().filter(live).any(|p| {
                     p.view != view && (p.heard <= heard || probe) && settled(p.view_since)
