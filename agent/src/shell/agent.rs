@@ -442,7 +442,9 @@ impl<'ex> Agent<'ex> {
         .await
     }
 
-    /// Feeds one input to its owner, then drains the core.
+    /// Feeds one input to its owner, then drains the core. For
+    /// [`Input::Stop`] it does neither and returns [`Flow::Stop`]: the
+    /// caller then says goodbye ([`Agent::stop`]).
     pub fn step(&mut self, input: Input) -> Result<Flow, RunError> {
         let now = self.now();
         let ex = self.ex;
@@ -686,7 +688,7 @@ impl<'ex> Agent<'ex> {
     }
 
     /// Says goodbye to the mesh and saves the state.
-    async fn stop(&mut self) {
+    pub async fn stop(&mut self) {
         let now = self.now();
         self.notifier.stopping();
         log::info!("stopping: saying goodbye to the mesh");
