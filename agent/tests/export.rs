@@ -1,8 +1,8 @@
 //! `[[export]]` against a real VictoriaMetrics (Debian's `victoria-metrics`)
 //! that the test starts on loopback with a temporary data directory and
-//! stops by PID: three agents export 60 s of readings, every sample comes
+//! stops by PID: three agents export 30 s of readings, every sample comes
 //! back through VictoriaMetrics' own API with its tags; the engine is
-//! stopped for 30 s and restarted, and what the buffers held arrives,
+//! stopped for 20 s and restarted, and what the buffers held arrives,
 //! while a small buffer's drops are counted.
 
 mod common;
@@ -10,6 +10,9 @@ mod common;
 use common::agents::Mesh;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// Samples by node: (sorted timestamps, unit).
+type Samples = std::collections::BTreeMap<String, (Vec<u64>, String)>;
 
 struct Engine {
     child: Option<Child>,
@@ -89,7 +92,7 @@ impl Engine {
     }
 
     /// Every raw sample of `metric` by its `node` label: (timestamps, unit).
-    fn samples(&self, metric: &str) -> std::collections::BTreeMap<String, (Vec<u64>, String)> {
+    fn samples(&self, metric: &str) -> Samples {
         let path = format!("/api/v1/export?match[]={metric}");
         let body = get(&self.address, &path).unwrap_or_default();
         let mut out = std::collections::BTreeMap::new();
@@ -201,22 +204,22 @@ fn three_agents_export_every_sample_and_a_stopped_engine_loses_only_what_a_buffe
         );
     }
     let api = |n: u8| format!("127.0.0.{}:{}", 140 + n, mesh.port + 2);
-    // 60 s of readings.
-    std::thread::sleep(Duration::from_secs(60));
+    // 30 s of readings.
+    std::thread::sleep(Duration::from_secs(30));
     let sent = |n: u8| export_stats(&api(n))["sent"].as_u64().unwrap_or(0);
-    let (took, samples) = all_in(&engine, &sent, &[0, 0, 0]);
+    let (took, samples, _) = all_in(&engine, &sent, &[0, 0, 0]);
     for n in 1..=3u8 {
         let (stamps, unit) = &samples[&format!("agent-{n}")];
         assert_eq!(unit, "°C", "the unit tag");
         assert!(
-            stamps.len() >= 200,
-            "agent-{n}: {} samples in 60 s at 4 Hz",
+            stamps.len() >= 100,
+            "agent-{n}: {} samples in 30 s at 4 Hz",
             stamps.len()
         );
         assert!(stamps.windows(2).all(|w| w[0] < w[1]), "no sample twice");
     }
     eprintln!(
-        "60 s: {} samples from 3 agents, all in VictoriaMetrics {took:?} after the exports said sent",
+        "30 s: {} samples from 3 agents, all found in VictoriaMetrics within {took:?}",
         samples.values().map(|s| s.0.len()).sum::<usize>()
     );
     assert!(
@@ -225,7 +228,7 @@ fn three_agents_export_every_sample_and_a_stopped_engine_loses_only_what_a_buffe
         samples.keys()
     );
 
-    // The engine is down for 30 s.
+    // The engine is down for 20 s.
     let before: Vec<u64> = (1..=3).map(sent).collect();
     engine.stop();
     // What the engine acknowledged while it was shutting down it may not
@@ -236,14 +239,14 @@ fn three_agents_export_every_sample_and_a_stopped_engine_loses_only_what_a_buffe
     std::thread::sleep(Duration::from_secs(2));
     let at_stop: Vec<u64> = (1..=3).map(sent).collect();
     let window: Vec<u64> = (0..3).map(|i| at_stop[i] - before[i]).collect();
-    std::thread::sleep(Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(20));
     let failing = export_stats(&api(1));
     assert!(failing["failures"].as_u64().unwrap_or(0) > 0, "{failing}");
-    assert!(failing["pending"].as_u64().unwrap_or(0) >= 100, "{failing}");
+    assert!(failing["pending"].as_u64().unwrap_or(0) >= 60, "{failing}");
     let dropped3 = export_stats(&api(3))["dropped"].as_u64().unwrap_or(0);
     assert!(
-        dropped3 >= 80,
-        "a buffer of 20 over 30 s at 4 Hz drops most: {dropped3}"
+        dropped3 >= 50,
+        "a buffer of 20 over 20 s at 4 Hz drops most: {dropped3}"
     );
     engine.restart();
     let took = wait_until(
@@ -257,12 +260,12 @@ fn three_agents_export_every_sample_and_a_stopped_engine_loses_only_what_a_buffe
             })
         },
     );
-    let (_, samples) = all_in(&engine, &sent, &window);
+    let (_, samples, sent_before) = all_in(&engine, &sent, &window);
     for n in 1..=3u8 {
         let stats = export_stats(&api(n));
         if n < 3 {
             assert_eq!(stats["dropped"], 0, "agent-{n} kept everything: {stats}");
-            // No gap: 30 s down at 4 Hz is in the engine.
+            // No gap: 20 s down at 4 Hz is in the engine.
             let stamps = &samples[&format!("agent-{n}")].0;
             let gap = stamps.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
             assert!(gap < 2_000, "agent-{n}: a gap of {gap} ms");
@@ -274,10 +277,13 @@ fn three_agents_export_every_sample_and_a_stopped_engine_loses_only_what_a_buffe
         }
     }
     let missing: Vec<u64> = (1..=3u8)
-        .map(|n| sent(n).saturating_sub(samples[&format!("agent-{n}")].0.len() as u64))
+        .map(|n| {
+            sent_before[usize::from(n) - 1]
+                .saturating_sub(samples[&format!("agent-{n}")].0.len() as u64)
+        })
         .collect();
     eprintln!(
-        "after 30 s down: buffers sent {took:?} after the restart; agent-3 (buffer 20) dropped {} and counted them; acknowledged as the engine stopped: {window:?}, of which not stored: {missing:?}",
+        "after 20 s down: buffers sent {took:?} after the restart; agent-3 (buffer 20) dropped {} and counted them; acknowledged as the engine stopped: {window:?}, of which not stored: {missing:?}",
         export_stats(&api(3))["dropped"]
     );
     let metrics = get(&api(3), "/metrics").unwrap_or_default();
@@ -290,21 +296,29 @@ fn three_agents_export_every_sample_and_a_stopped_engine_loses_only_what_a_buffe
     );
 }
 
+/// How long after acknowledging a write VictoriaMetrics surely finds it.
+const SEARCHABLE: Duration = Duration::from_secs(3);
+
 /// VictoriaMetrics' samples once every agent's are all there: between
-/// what the agent said it had sent just before the query (less what the
-/// engine may have lost as it stopped, `lost_at_most`) and just after
-/// (readings keep coming while the test looks), and how long that took.
+/// what the agent said it had sent `SEARCHABLE` before the query (less
+/// what the engine may have lost as it stopped, `lost_at_most`) and just
+/// after (readings keep coming while the test looks), how long that
+/// took, and the counts from before.
+///
+/// The engine acknowledges a write before the write can be found: it
+/// buffers rows in memory for about a second first. A count read just
+/// before the query therefore often includes a batch the query cannot see
+/// yet, and with three agents sending each second at different moments,
+/// on a loaded machine the query may never catch all three up to date.
 fn all_in(
     engine: &Engine,
     sent: &dyn Fn(u8) -> u64,
     lost_at_most: &[u64],
-) -> (
-    Duration,
-    std::collections::BTreeMap<String, (Vec<u64>, String)>,
-) {
+) -> (Duration, Samples, Vec<u64>) {
     let start = Instant::now();
     loop {
         let before: Vec<u64> = (1..=3u8).map(sent).collect();
+        std::thread::sleep(SEARCHABLE);
         let samples = engine.samples("fast_value");
         let after: Vec<u64> = (1..=3u8).map(sent).collect();
         let counts: Vec<u64> = (1..=3u8)
@@ -316,10 +330,10 @@ fn all_in(
             .collect();
         let fits = |i: usize| before[i] <= counts[i] + lost_at_most[i] && counts[i] <= after[i];
         if (0..3).all(fits) {
-            return (start.elapsed(), samples);
+            return (start.elapsed(), samples, before);
         }
         assert!(
-            start.elapsed() < Duration::from_secs(30),
+            start.elapsed() < Duration::from_secs(45),
             "VictoriaMetrics holds {counts:?} samples; the agents sent {before:?} .. {after:?} (the engine may have lost up to {lost_at_most:?} as it stopped)"
         );
         std::thread::sleep(Duration::from_millis(500));
