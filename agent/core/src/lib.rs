@@ -349,10 +349,14 @@ pub enum Event {
         /// Its inputs without a value, and why.
         inputs: Vec<rules::UnknownInput>,
     },
-    /// A neighbor UNREACHABLE or LEFT for `prune_after` was forgotten.
+    /// A neighbor UNREACHABLE or LEFT for `prune_after` was forgotten, or
+    /// one was evicted from a full peer table for a newcomer.
     PeerPruned {
         /// The node.
         peer: NodeId,
+        /// Evicted (then the core logs it, at the 1st, 2nd, 4th, 8th...
+        /// eviction: a flood of made-up ids evicts one per frame).
+        evicted: bool,
     },
     /// The points of `origin` left the store: it was not live and silent
     /// for `prune_after`, or a full store made room for a newcomer.
@@ -458,6 +462,8 @@ pub struct Stats {
     pub transmits_dropped: u64,
     /// Origins evicted from a full point store for a new one.
     pub store_evictions: u64,
+    /// Neighbors evicted from a full peer table for a newcomer.
+    pub peer_evictions: u64,
     /// Datagrams not sent to a source address that has not passed an
     /// address check: more than three times what it sent (see
     /// `address_check`).
@@ -1124,10 +1130,15 @@ impl Node {
                 return false;
             }
             Ok(Some(evicted)) => {
-                log::info!(
-                    "forgot node {evicted} to make room for {sender}: the peer table is full"
-                );
-                self.forget(evicted);
+                self.stats.peer_evictions += 1;
+                let count = self.stats.peer_evictions;
+                if count.is_power_of_two() {
+                    log::info!(
+                        "forgot node {evicted} to make room for {sender}: the peer table is \
+                         full ({count} evictions so far)"
+                    );
+                }
+                self.forget(evicted, true);
             }
             Ok(None) => {}
         }
@@ -1153,7 +1164,19 @@ impl Node {
         let peer_name = peer.and_then(|p| p.name.clone());
         let lan = peer.is_some_and(|p| p.is_lan());
         self.detector.set_lan(sender, lan);
-        if !known || restarted {
+        // Another node at this very address: real nodes each have their own,
+        // so these are most likely ids made up behind one socket (a flood
+        // of forged beacons in an open mesh). They get no early beacon and
+        // no challenge: at 250 nodes, answering each of them so kept every
+        // node busy that real beacons went unread and real nodes were
+        // declared failed. (A node that came back with a new id waits at
+        // most an interval for our next beacon.)
+        let shared = (!known || old_addr != Some(from))
+            && self
+                .peers
+                .iter()
+                .any(|p| p.id != sender && p.addr == from && p.left.is_none());
+        if (!known || restarted) && !shared {
             // A newcomer (or a node back from a restart) that started after
             // our last beacon would otherwise wait up to a whole interval to
             // hear of us: beacon early (at most four per interval, so a
@@ -1161,7 +1184,10 @@ impl Node {
             self.pull_beacon(now);
             self.beacon.meta_due = true;
         }
-        if (old_addr != Some(from) || restarted) && !self.address_check.is_checked(from, now) {
+        if (old_addr != Some(from) || restarted)
+            && !shared
+            && !self.address_check.is_checked(from, now)
+        {
             // Checked before its first pull, which is then answered in full.
             let cookie = self.address_check.challenge(now, from);
             self.send(Destination::Unicast(from), &Message::Cookie(cookie));
@@ -1670,21 +1696,21 @@ impl Node {
             });
         }
         if prunable {
-            self.forget(id);
+            self.forget(id, false);
         }
     }
 
     /// Forgets neighbor `id` entirely, whether pruned (UNREACHABLE or LEFT
     /// for `prune_after`) or evicted from a full table (then it is gone from
     /// the table already): no deadline, question, route or mark of it stays.
-    fn forget(&mut self, id: NodeId) {
+    fn forget(&mut self, id: NodeId, evicted: bool) {
         self.peers.remove(id);
         self.lives.farewells.remove(&id);
         self.commands.forget(id);
         self.queries.forget(id);
         self.detector.forget(id);
         self.relay.routes.remove_via(id);
-        self.push_event(Event::PeerPruned { peer: id });
+        self.push_event(Event::PeerPruned { peer: id, evicted });
     }
 
     /// A challenge is echoed to its source; an echo of ours checks `from`.

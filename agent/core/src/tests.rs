@@ -121,7 +121,11 @@ fn a_dead_neighbor_is_forgotten_after_prune_after() {
     assert!(a.peers().get(nid(2)).is_some(), "not before prune_after");
     let _ = advance(&mut a, at(13_002));
     assert!(a.peers().get(nid(2)).is_none(), "forgotten");
-    assert!(std::iter::from_fn(|| a.poll_event()).any(|e| e == Event::PeerPruned { peer: nid(2) }));
+    assert!(std::iter::from_fn(|| a.poll_event()).any(|e| e
+        == Event::PeerPruned {
+            peer: nid(2),
+            evicted: false
+        }));
     // The deadline index holds nothing of it: the next wake-up is a beacon.
     let next = a.poll_timeout().expect("beacons go on");
     assert!(next <= at(14_000));
@@ -430,6 +434,62 @@ fn ids_heard_from_one_address_count_in_no_view() {
 }
 
 #[test]
+fn made_up_ids_behind_one_address_get_no_early_beacon_and_no_challenge() {
+    let mut hub = node(1);
+    let first = hub.poll_timeout().expect("a deadline");
+    hub.handle_timeout(first);
+    drain(&mut hub);
+    let flooder = addr(200);
+    let challenges = |sent: &[Transmit], to: SocketAddr| {
+        sent.iter()
+            .filter(|t| t.destination == Destination::Unicast(to))
+            .filter(|t| {
+                let header = Header::parse(&t.payload, MESH).expect("header");
+                let cipher = Cipher::new(&MeshKey([3; 32]));
+                matches!(
+                    wire::decode_body(&header, &t.payload, Some(&cipher)),
+                    Ok(Message::Cookie(_))
+                )
+            })
+            .count()
+    };
+    // The first id at an address is a newcomer like any: an early beacon
+    // and a challenge.
+    let mut forger = node(1_000);
+    let beacon = beacon_of(&mut forger, at(0));
+    let heard = first + Duration::from_millis(300);
+    hub.handle_datagram(heard, flooder, Arrival::Broadcast, &beacon);
+    assert_eq!(challenges(&drain(&mut hub), flooder), 1, "a challenge");
+    let early = hub.poll_timeout().expect("a deadline");
+    assert!(early <= heard, "{early:?}");
+    hub.handle_timeout(early);
+    drain(&mut hub);
+    let regular = hub.poll_timeout().expect("a deadline");
+    // More ids behind that one socket, as a flood sends them: nothing.
+    for id in 1_001..1_040 {
+        let mut forger = node(id);
+        let beacon = beacon_of(&mut forger, at(0));
+        let now = early + Duration::from_millis(id - 1_000);
+        hub.handle_datagram(now, flooder, Arrival::Broadcast, &beacon);
+        let sent = drain(&mut hub);
+        assert_eq!(challenges(&sent, flooder), 0, "no challenge for {id}");
+        assert_eq!(
+            hub.poll_timeout(),
+            Some(regular),
+            "no early beacon for {id}"
+        );
+    }
+    assert_eq!(hub.peers().len(), 40, "they are neighbors all the same");
+    // A real newcomer at its own address still gets both.
+    let mut real = node(2);
+    let beacon = beacon_of(&mut real, at(0));
+    let now = early + Duration::from_millis(300);
+    hub.handle_datagram(now, addr(2), Arrival::Broadcast, &beacon);
+    assert_eq!(challenges(&drain(&mut hub), addr(2)), 1);
+    assert!(hub.poll_timeout().expect("a deadline") < regular);
+}
+
+#[test]
 fn the_peer_table_is_bounded_and_refusals_are_counted() {
     let small = Config {
         max_nodes: 4,
@@ -475,7 +535,10 @@ fn an_evicted_neighbor_is_forgotten_like_a_pruned_one() {
     );
     let events: std::vec::Vec<Event> = std::iter::from_fn(|| hub.poll_event()).collect();
     assert!(
-        events.contains(&Event::PeerPruned { peer: evicted }),
+        events.contains(&Event::PeerPruned {
+            peer: evicted,
+            evicted: true
+        }),
         "eviction is reported like pruning: {events:?}"
     );
     assert!(hub.peers().get(nid(50)).is_some());
@@ -1273,7 +1336,7 @@ fn goodbyes_kept_are_bounded_and_go_with_their_node() {
     let again = crafted(3, 1, 60, &farewell_by(1, 1, 1));
     b.handle_datagram(at(3), addr(3), Arrival::Broadcast, &again);
     assert_eq!(b.lives.farewells.len(), 4);
-    b.forget(nid(3));
+    b.forget(nid(3), false);
     assert_eq!(b.lives.farewells.len(), 3);
     assert!(!b.lives.farewells.contains_key(&nid(3)));
 }

@@ -550,6 +550,7 @@ pub fn stats(
         "frames_received": s.frames_in,
         "uptime": uptime.as_secs(),
         "dropped": s.dropped,
+        "peer_evictions": s.peer_evictions,
         "points": node.store().len(),
         "sensor_errors": sensor_errors,
         "routes_sent": s.routes_sent,

@@ -83,10 +83,15 @@ impl EventFeed {
                     name_and_id(node, peer)
                 );
             }
-            Event::PeerPruned { peer } => {
-                // The core logs an eviction (full table) when it happens;
-                // otherwise the node was gone for mesh.prune_after.
-                log::info!("forgot node {peer}");
+            Event::PeerPruned { peer, evicted } => {
+                // The core logs evictions (full table), a few of them: a
+                // flood of made-up ids evicts one per frame. Otherwise the
+                // node was gone for mesh.prune_after.
+                if evicted {
+                    log::debug!("forgot node {peer}");
+                } else {
+                    log::info!("forgot node {peer}");
+                }
             }
             Event::OriginForgotten { origin } => {
                 log::info!("forgot the points of node {origin}");

@@ -91,7 +91,9 @@ fn wait_until<T>(limit: Duration, mut done: impl FnMut() -> Option<T>) -> Option
         if Instant::now() >= deadline {
             return None;
         }
-        std::thread::sleep(Duration::from_millis(5));
+        // Every event carries the time it was read, so how often this
+        // looks changes no result, only the CPU taken from the agents.
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -241,11 +243,13 @@ impl Cluster {
     fn names(&self) -> HashMap<String, String> {
         let mut names = HashMap::new();
         for agent in &self.agents {
-            for (_, seen) in agent.events() {
-                if let Seen::OwnId(id) = seen {
-                    names.insert(id, agent.name.clone());
+            agent.with_events(|events| {
+                for (_, seen) in events {
+                    if let Seen::OwnId(id) = seen {
+                        names.insert(id.clone(), agent.name.clone());
+                    }
                 }
-            }
+            });
         }
         names
     }
@@ -263,27 +267,30 @@ impl Cluster {
             let names = self.names();
             let mut last = self.started;
             for agent in &self.agents {
-                let mut alive = BTreeSet::new();
-                let mut full = None;
-                for (at, seen) in agent.events() {
-                    match &seen {
-                        Seen::Alive(label) => {
-                            let name = Cluster::resolve(&names, label);
-                            if name != agent.name {
-                                alive.insert(name.to_owned());
+                let full = agent.with_events(|events| {
+                    let mut alive = BTreeSet::new();
+                    let mut full = None;
+                    for (at, seen) in events {
+                        match seen {
+                            Seen::Alive(label) => {
+                                let name = Cluster::resolve(&names, label);
+                                if name != agent.name {
+                                    alive.insert(name);
+                                }
                             }
+                            Seen::Dead(label) => {
+                                alive.remove(Cluster::resolve(&names, label));
+                            }
+                            _ => continue,
                         }
-                        Seen::Dead(label) => {
-                            alive.remove(Cluster::resolve(&names, label));
+                        if alive.len() >= n - 1 && full.is_none() {
+                            full = Some(*at);
+                        } else if alive.len() < n - 1 {
+                            full = None;
                         }
-                        _ => continue,
                     }
-                    if alive.len() >= n - 1 && full.is_none() {
-                        full = Some(at);
-                    } else if alive.len() < n - 1 {
-                        full = None;
-                    }
-                }
+                    full
+                });
                 last = last.max(full?);
             }
             Some(last)
@@ -551,10 +558,12 @@ impl Cluster {
         self.agents
             .iter()
             .map(|a| {
-                a.events()
-                    .iter()
-                    .filter(|(at, seen)| *at >= since && matches!(seen, Seen::Dead(_)))
-                    .count()
+                a.with_events(|events| {
+                    events
+                        .iter()
+                        .filter(|(at, seen)| *at >= since && matches!(seen, Seen::Dead(_)))
+                        .count()
+                })
             })
             .sum()
     }
@@ -567,15 +576,17 @@ impl Cluster {
         self.agents
             .iter()
             .map(|a| {
-                a.events()
-                    .iter()
-                    .filter(|(at, seen)| match seen {
-                        Seen::Dead(label) => {
-                            *at >= since && ours.contains(Cluster::resolve(&names, label))
-                        }
-                        _ => false,
-                    })
-                    .count()
+                a.with_events(|events| {
+                    events
+                        .iter()
+                        .filter(|(at, seen)| match seen {
+                            Seen::Dead(label) => {
+                                *at >= since && ours.contains(Cluster::resolve(&names, label))
+                            }
+                            _ => false,
+                        })
+                        .count()
+                })
             })
             .sum()
     }

@@ -765,7 +765,7 @@ fn a_replay_window_dropped_with_its_node_leaves_a_tombstone() {
     n.handle_datagram(at(10), addr(2), Arrival::Unicast, &frame(2, 1, &first));
     assert_eq!(requested(&events(&mut n)), 1);
     n.complete_command(at(20), nid(9), 5, Outcome::Exited(0), "ok");
-    n.forget(nid(9));
+    n.forget(nid(9), false);
     assert!(!n.commands.windows.contains_key(&nid(9)));
     hears(&mut n, at(30), &[9]);
     // Push it out of the result cache too.
@@ -798,7 +798,7 @@ fn replay_windows_are_bounded_and_go_with_their_node() {
     }
     assert_eq!(requested(&events(&mut n)), 3);
     assert_eq!(n.commands.windows.len(), 3);
-    n.forget(nid(3));
+    n.forget(nid(3), false);
     assert_eq!(n.commands.windows.len(), 2);
     assert!(!n.commands.windows.contains_key(&nid(3)));
 }
