@@ -25,6 +25,15 @@ use std::task::Poll;
 /// seen whole and refused by the core, not cut.
 const RECEIVE_BUFFER: usize = 2048;
 
+/// The kernel receive buffer asked for each socket. The default (about
+/// 208 KiB, some 200 beacons) overflowed when 250 agents started at once:
+/// each newcomer makes every node beacon early, and an agent still starting
+/// or waiting for the CPU lost 10% of them (100,861 drops over 250 sockets
+/// in the first seconds). The kernel caps the request at
+/// `net.core.rmem_max` and doubles it (416 KiB on a default Pi OS); it is
+/// a limit, not memory taken while the agent keeps up.
+const SOCKET_RECEIVE_BUFFER: usize = 1 << 20;
+
 /// In a busy LAN, after the beacon socket is found empty, it is not waited
 /// on for this share of the beacon interval (100 ms at the default 1 s):
 /// its beacons are then read in batches, one wake-up for several, instead
@@ -227,6 +236,9 @@ fn udp_socket(addr: SocketAddr, shared: bool) -> io::Result<UdpSocket> {
         socket.set_reuse_port(true)?;
     }
     socket.set_nonblocking(true)?;
+    if let Err(error) = socket.set_recv_buffer_size(SOCKET_RECEIVE_BUFFER) {
+        log::debug!("socket receive buffer left at the default: {error}");
+    }
     socket.bind(&addr.into())?;
     Ok(UdpSocket::from(socket))
 }
