@@ -213,33 +213,58 @@ fn wait(eventfd: BorrowedFd<'_>, interest: Interest) -> io::Result<()> {
             tv_nsec: i64::from(left.subsec_nanos()),
         }
     });
-    let fired = WATCHED.with_borrow(|watched| {
+    if poll_watched(Some(eventfd), interest.readable, timeout.as_ref())? {
+        let _ = rustix::io::read(eventfd, &mut [0u8; 8]);
+    }
+    Ok(())
+}
+
+/// Asks `poll(2)`, without waiting, which watched fds are readable. The
+/// loop learns that only when it waits, and a loop kept busy (datagrams
+/// waiting every time it looks) never waits: a signal went unseen for
+/// minutes while 250 agents said goodbye at once. The agent calls this
+/// after each full burst of datagrams.
+pub fn refresh() -> io::Result<()> {
+    let zero = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    poll_watched(None, u8::MAX, Some(&zero)).map(|_| ())
+}
+
+/// One `poll(2)` on `eventfd` (if any) and the watched fds whose bit is in
+/// `readable`; marks those readable as maybe ready. Whether `eventfd` fired.
+fn poll_watched(
+    eventfd: Option<BorrowedFd<'_>>,
+    readable: u8,
+    timeout: Option<&Timespec>,
+) -> io::Result<bool> {
+    WATCHED.with_borrow(|watched| {
         let mut polled: heapless::Vec<PollFd<'_>, { MAX_FDS + 1 }> = heapless::Vec::new();
         let mut bits: heapless::Vec<u8, { MAX_FDS + 1 }> = heapless::Vec::new();
-        let _ = polled.push(PollFd::new(&eventfd, PollFlags::IN));
+        if let Some(eventfd) = &eventfd {
+            let _ = polled.push(PollFd::new(eventfd, PollFlags::IN));
+        }
+        let first = polled.len();
         for (i, fd) in (0u8..).zip(watched.iter()) {
-            if interest.readable & (1 << i) != 0 {
+            if readable & (1 << i) != 0 {
                 let _ = polled.push(PollFd::new(fd, PollFlags::IN));
                 let _ = bits.push(1 << i);
             }
         }
-        match rustix::event::poll(&mut polled, timeout.as_ref()) {
+        match rustix::event::poll(&mut polled, timeout) {
             Ok(_) | Err(rustix::io::Errno::INTR) => {}
             Err(error) => return Err(io::Error::from(error)),
         }
         // Readable, or an error or hang-up a read will report.
-        let ready = polled[1..]
+        let ready = polled[first..]
             .iter()
             .zip(&bits)
             .filter(|(fd, _)| !fd.revents().is_empty())
             .fold(0, |acc, (_, bit)| acc | bit);
         MAYBE_READY.set(MAYBE_READY.get() | ready);
-        Ok(polled[0].revents().contains(PollFlags::IN))
-    })?;
-    if fired {
-        let _ = rustix::io::read(eventfd, &mut [0u8; 8]);
-    }
-    Ok(())
+        Ok(first == 1 && polled[0].revents().contains(PollFlags::IN))
+    })
 }
 
 #[cfg(test)]

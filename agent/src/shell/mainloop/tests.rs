@@ -149,3 +149,29 @@ fn a_deadline_and_a_socket_race_and_the_first_wins() {
     assert!(timed_out, "nothing was sent, yet the socket won");
     assert_eq!(reads.get(), 1, "an idle socket is read once, not per turn");
 }
+
+#[test]
+fn refresh_sees_a_readable_fd_while_the_loop_never_waits() {
+    let (busy, busy_sender) = pair();
+    let (quiet, quiet_sender) = pair();
+    let seen = block_on(async {
+        let _busy_watch = watch(busy.as_fd()).expect("watch");
+        let quiet_watch = watch(quiet.as_fd()).expect("watch");
+        quiet_watch.drained();
+        quiet_sender.send(b"signal").expect("send");
+        // A loop kept busy: every turn finds work, so it never waits, and
+        // the quiet fd's news does not reach it...
+        for _ in 0..100 {
+            busy_sender.send(b"work").expect("send");
+            let mut buf = [0u8; 16];
+            while busy.recv(&mut buf).is_ok() {}
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let before = quiet_watch.maybe_ready();
+        // ...until it asks.
+        refresh().expect("poll");
+        (before, quiet_watch.maybe_ready())
+    })
+    .expect("loop");
+    assert_eq!(seen, (false, true));
+}
