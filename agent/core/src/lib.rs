@@ -1164,18 +1164,22 @@ impl Node {
         let peer_name = peer.and_then(|p| p.name.clone());
         let lan = peer.is_some_and(|p| p.is_lan());
         self.detector.set_lan(sender, lan);
-        // Another node at this very address: real nodes each have their own,
-        // so these are most likely ids made up behind one socket (a flood
-        // of forged beacons in an open mesh). They get no early beacon and
-        // no challenge: at 250 nodes, answering each of them so kept every
-        // node busy that real beacons went unread and real nodes were
-        // declared failed. (A node that came back with a new id waits at
-        // most an interval for our next beacon.)
+        // Another live node at this very address: real nodes each have
+        // their own, so these are most likely ids made up behind one socket
+        // (a flood of forged beacons in an open mesh). They get no early
+        // beacon and no challenge, which cost every node of the LAN a
+        // beacon with metadata and a hash per forged frame. Only a HEALTHY
+        // or SUSPECT holder counts: one forged beacon cannot hold this back
+        // from the real node at that address for long, nor can a crashed
+        // node's old id from its new one. (Either waits at most an
+        // interval for our next beacon, and is challenged at its first
+        // pull: `AddressCheck::end`.)
         let shared = (!known || old_addr != Some(from))
-            && self
-                .peers
-                .iter()
-                .any(|p| p.id != sender && p.addr == from && p.left.is_none());
+            && self.peers.iter().any(|p| {
+                p.id != sender
+                    && p.addr == from
+                    && matches!(p.state, PeerState::Healthy | PeerState::Suspect)
+            });
         if (!known || restarted) && !shared {
             // A newcomer (or a node back from a restart) that started after
             // our last beacon would otherwise wait up to a whole interval to

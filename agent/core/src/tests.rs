@@ -487,6 +487,14 @@ fn made_up_ids_behind_one_address_get_no_early_beacon_and_no_challenge() {
     hub.handle_datagram(now, addr(2), Arrival::Broadcast, &beacon);
     assert_eq!(challenges(&drain(&mut hub), addr(2)), 1);
     assert!(hub.poll_timeout().expect("a deadline") < regular);
+    // Once the made-up ids fall silent (UNREACHABLE), they hold nothing
+    // back: the next node at that address is challenged again.
+    let later = early + Duration::from_secs(10);
+    let _ = advance(&mut hub, later);
+    let mut next = node(1_100);
+    let beacon = beacon_of(&mut next, at(0));
+    hub.handle_datagram(later, flooder, Arrival::Broadcast, &beacon);
+    assert_eq!(challenges(&drain(&mut hub), flooder), 1);
 }
 
 #[test]
