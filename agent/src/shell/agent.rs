@@ -193,8 +193,6 @@ pub struct Agent<'ex> {
     config_path: Option<PathBuf>,
     /// Datagrams taken in a row without looking at the other inputs.
     burst: u32,
-    /// The last burst ended at `FAIR_BURST`, not on an empty socket.
-    burst_full: bool,
     /// The signal pipe, as the main loop knows it.
     signal_watch: super::mainloop::Watch,
 }
@@ -215,21 +213,7 @@ pub fn run(config: Config, path: Option<PathBuf>) -> Result<(), RunError> {
             // A waiting datagram needs no future built, polled and dropped.
             let input = match agent.waiting_datagram() {
                 Some(input) => input,
-                None => {
-                    if std::mem::take(&mut agent.burst_full) {
-                        // Datagrams waited every time we looked: the loop
-                        // never waited, so ask which other fds are ready
-                        // (a signal is seen however busy the mesh keeps
-                        // us), and let the executor's tasks (the API
-                        // server, exports, MQTT) run once.
-                        super::mainloop::refresh().map_err(|source| RunError::Io {
-                            what: "main loop",
-                            source,
-                        })?;
-                        futures_lite::future::yield_now().await;
-                    }
-                    agent.next_input().await
-                }
+                None => agent.next_input().await,
             };
             if agent.step(input)? == Flow::Stop {
                 agent.stop().await;
@@ -337,7 +321,6 @@ impl<'ex> Agent<'ex> {
             config: config.clone(),
             config_path: None,
             burst: 0,
-            burst_full: false,
             signal_watch,
         })
     }
@@ -358,15 +341,20 @@ impl<'ex> Agent<'ex> {
                 self.burst += 1;
                 return Some(input);
             }
-        } else {
-            self.burst_full = true;
         }
-        self.burst = 0;
         None
     }
 
     /// Waits for whatever happens first (after [`Agent::waiting_datagram`]).
     pub async fn next_input(&mut self) -> Input {
+        if std::mem::take(&mut self.burst) >= FAIR_BURST {
+            // Datagrams waited every time we looked: the loop never
+            // waited, so ask which other fds are ready (a signal is seen
+            // however busy the mesh keeps us), and let the executor's
+            // tasks (the API server, exports, MQTT) run once.
+            super::mainloop::refresh();
+            futures_lite::future::yield_now().await;
+        }
         let now = self.now();
         let ping_due = self
             .notifier

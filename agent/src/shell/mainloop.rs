@@ -223,13 +223,16 @@ fn wait(eventfd: BorrowedFd<'_>, interest: Interest) -> io::Result<()> {
 /// loop learns that only when it waits, and a loop kept busy (datagrams
 /// waiting every time it looks) never waits: a signal went unseen for
 /// minutes while 250 agents said goodbye at once. The agent calls this
-/// after each full burst of datagrams.
-pub fn refresh() -> io::Result<()> {
+/// after each full burst of datagrams. (Should the `poll` fail, nothing is
+/// learned now; the next wait asks again.)
+pub fn refresh() {
     let zero = Timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    poll_watched(None, u8::MAX, Some(&zero)).map(|_| ())
+    if let Err(error) = poll_watched(None, u8::MAX, Some(&zero)) {
+        log::debug!("main loop: poll without waiting failed: {error}");
+    }
 }
 
 /// One `poll(2)` on `eventfd` (if any) and the watched fds whose bit is in
@@ -263,7 +266,7 @@ fn poll_watched(
             .filter(|(fd, _)| !fd.revents().is_empty())
             .fold(0, |acc, (_, bit)| acc | bit);
         MAYBE_READY.set(MAYBE_READY.get() | ready);
-        Ok(first == 1 && polled[0].revents().contains(PollFlags::IN))
+        Ok(eventfd.is_some() && polled[0].revents().contains(PollFlags::IN))
     })
 }
 

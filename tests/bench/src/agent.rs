@@ -255,12 +255,12 @@ impl Agent {
 
     /// The first event after `since` that `matches`.
     pub fn first(&self, since: Instant, matches: impl Fn(&Seen) -> bool) -> Option<Instant> {
-        self.events
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .find(|(at, seen)| *at >= since && matches(seen))
-            .map(|(at, _)| *at)
+        self.with_events(|events| {
+            events
+                .iter()
+                .find(|(at, seen)| *at >= since && matches(seen))
+                .map(|(at, _)| *at)
+        })
     }
 
     /// Its last log lines, for error messages.
