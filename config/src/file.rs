@@ -451,8 +451,10 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, Problems> {
             return Ok(config);
         }
     }
-    let mut problems = walker.problems;
-    problems.sort_by_key(|p| (p.line, p.col));
+    // By position; at one position in the order they were found.
+    let mut found: Vec<(usize, Problem)> = walker.problems.into_iter().enumerate().collect();
+    crate::order::sort_by_key(&mut found, |(i, p)| (p.line, p.col, *i));
+    let mut problems: Vec<Problem> = found.into_iter().map(|(_, p)| p).collect();
     problems.dedup();
     Err(Problems {
         file: file.to_owned(),
@@ -757,7 +759,7 @@ impl Walker<'_> {
         }
         self.unique("point (sensor or compute)", points.into_iter());
         let actuator_names: BTreeSet<&str> =
-            actuators.iter().map(|(a, _)| a.name.as_str()).collect();
+            crate::order::set(actuators.iter().map(|(a, _)| a.name.as_str()));
         for (executor, _, actuator_span) in &executors {
             if let Action::Actuator { actuator, .. } = &executor.action {
                 if !actuator_names.contains(actuator.as_str()) {
@@ -772,7 +774,7 @@ impl Walker<'_> {
             }
         }
         let executor_names: BTreeSet<&str> =
-            executors.iter().map(|(e, _, _)| e.name.as_str()).collect();
+            crate::order::set(executors.iter().map(|(e, _, _)| e.name.as_str()));
         for (rule, _, references) in &rules {
             for (executor, span) in references {
                 if !executor_names.contains(executor.as_str()) {
@@ -1760,7 +1762,7 @@ impl Walker<'_> {
         for (key, _) in table.iter() {
             if !allowed.contains(&key.get_ref().as_ref()) {
                 let mut sorted = allowed.to_vec();
-                sorted.sort_unstable();
+                crate::order::sort(&mut sorted);
                 self.problem(
                     key.span(),
                     format!(

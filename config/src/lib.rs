@@ -18,6 +18,7 @@ pub mod defaults;
 mod duration;
 pub mod expr;
 mod file;
+pub mod order;
 
 pub use duration::{format_duration, parse_duration, DurationError};
 pub use file::{

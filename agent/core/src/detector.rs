@@ -216,7 +216,7 @@ impl Detector {
             .iter()
             .map(|(node, request)| (request.asked_at, *node))
             .collect();
-        pending.sort_unstable();
+        shoal_config::order::sort(&mut pending);
         let mut vouches = heapless::Vec::new();
         for (_, node) in pending {
             let (Some(peer), Some(request)) = (peers.get(node), self.vouch_requests.get_mut(&node))

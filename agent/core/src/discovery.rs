@@ -51,7 +51,7 @@ pub(crate) struct Discovery {
 impl Discovery {
     /// Sets the static peers, at most `max` of them.
     pub(crate) fn set_static_peers(&mut self, mut addrs: Vec<SocketAddr>, max: usize) {
-        addrs.sort_unstable();
+        shoal_config::order::sort(&mut addrs);
         addrs.dedup();
         addrs.truncate(max);
         self.static_peers = addrs;
@@ -61,7 +61,7 @@ impl Discovery {
     pub(crate) fn add_static_peer(&mut self, addr: SocketAddr, max: usize) {
         if !self.static_peers.contains(&addr) && self.static_peers.len() < max {
             self.static_peers.push(addr);
-            self.static_peers.sort_unstable();
+            shoal_config::order::sort(&mut self.static_peers);
         }
     }
 
@@ -98,13 +98,13 @@ impl Discovery {
     ) -> Vec<SocketAddr> {
         self.candidates
             .retain(|addr, expires| *expires > now && !covered.contains(addr));
-        let missing: BTreeSet<SocketAddr> = self
-            .static_peers
-            .iter()
-            .chain(self.candidates.keys())
-            .copied()
-            .filter(|addr| !covered.contains(addr))
-            .collect();
+        let missing: BTreeSet<SocketAddr> = shoal_config::order::set(
+            self.static_peers
+                .iter()
+                .chain(self.candidates.keys())
+                .copied()
+                .filter(|addr| !covered.contains(addr)),
+        );
         self.knocks.retain(|addr, _| missing.contains(addr));
         let mut due = Vec::new();
         let (configured, learned): (Vec<SocketAddr>, Vec<SocketAddr>) = missing
@@ -205,12 +205,12 @@ impl Node {
     pub(crate) fn knock_and_exchange(&mut self, now: Instant, beacon: &Message) {
         // Static peers not already reached by broadcast or as a known
         // unicast-only neighbor.
-        let covered: BTreeSet<SocketAddr> = self
-            .peers
-            .iter()
-            .filter(|peer| peer.is_lan() || self.detector.is_unicast_only(peer.id))
-            .map(|peer| peer.addr)
-            .collect();
+        let covered: BTreeSet<SocketAddr> = shoal_config::order::set(
+            self.peers
+                .iter()
+                .filter(|peer| peer.is_lan() || self.detector.is_unicast_only(peer.id))
+                .map(|peer| peer.addr),
+        );
         let interval = self.config.beacon_interval;
         for addr in self.discovery.due_knocks(now, &covered, interval) {
             self.send(Destination::Unicast(addr), beacon);

@@ -1572,7 +1572,7 @@ impl Node {
             .iter()
             .filter(|p| p.state == PeerState::Suspect)
             .collect();
-        suspected.sort_unstable_by_key(|p| (p.last_alive, p.id));
+        shoal_config::order::sort_by_key(&mut suspected, |p| (p.last_alive, p.id));
         let suspects: heapless::Vec<Liveness, MAX_GOSSIP> = suspected
             .iter()
             .take(MAX_GOSSIP)

@@ -101,7 +101,7 @@ impl Node {
             .filter(|(_, n)| n.as_deref() == Some(name))
             .map(|(id, _)| id)
             .collect();
-        named.sort_unstable();
+        shoal_config::order::sort(&mut named);
         named.dedup();
         let live_ones: Vec<NodeId> = named.iter().copied().filter(live).collect();
         match (live_ones.len(), named.first()) {
@@ -144,7 +144,8 @@ impl Node {
     pub(crate) fn check_names(&mut self, now: Instant) {
         self.names.dirty = false;
         let current = self.name_conflicts(now);
-        let names: BTreeSet<Name> = current.iter().map(|(name, _)| name.clone()).collect();
+        let names: BTreeSet<Name> =
+            shoal_config::order::set(current.iter().map(|(name, _)| name.clone()));
         for (name, nodes) in current {
             if self.names.reported.contains(&name) {
                 continue;

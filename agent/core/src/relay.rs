@@ -165,7 +165,7 @@ impl Node {
             .chain(self.peers.iter().map(|p| p.id))
             .chain(self.relay.routes.iter().map(|(id, _)| *id))
             .collect();
-        ids.sort_unstable();
+        shoal_config::order::sort(&mut ids);
         ids.dedup();
         ids.into_iter()
             .filter_map(|id| self.reach(now, id).map(|reach| (id, reach)))
@@ -298,7 +298,7 @@ impl Node {
             .map(|p| p.id)
             .chain(self.relay.routes.iter().map(|(id, _)| *id))
             .collect();
-        ids.sort_unstable();
+        shoal_config::order::sort(&mut ids);
         ids.dedup();
         let entries: Vec<RouteEntry> = ids
             .into_iter()

@@ -155,7 +155,7 @@ impl Node {
         }
         let mut candidates: Vec<NodeId> = self.peers.iter().map(|p| p.id).collect();
         candidates.extend(self.relay.routes.iter().map(|(id, _)| *id));
-        candidates.sort_unstable();
+        shoal_config::order::sort(&mut candidates);
         candidates.dedup();
         let mut members = BTreeMap::new();
         let mut left_out = Vec::new();

@@ -409,7 +409,7 @@ impl Store {
             .iter()
             .map(|(name, p)| (p.seq, name.clone()))
             .collect();
-        order.sort_unstable();
+        shoal_config::order::sort(&mut order);
         for (new_seq, (_, name)) in (1..).zip(order) {
             if let Some(point) = own.points.get_mut(&name) {
                 point.seq = new_seq;
@@ -518,7 +518,7 @@ impl Store {
                 .iter()
                 .filter(|(_, p)| p.seq > range.after && p.seq <= range.upto)
                 .collect();
-            points.sort_unstable_by_key(|(_, p)| p.seq);
+            shoal_config::order::sort_by_key(&mut points, |(_, p)| p.seq);
             // The freshest point dates the range for people.
             let base = points
                 .iter()

@@ -67,7 +67,7 @@ impl Node {
             .iter()
             .filter(|s| now.saturating_since(s.last_heard) < self.config.prune_after)
             .collect();
-        live.sort_unstable_by_key(|s| (s.id, s.difference));
+        shoal_config::order::sort_by_key(&mut live, |s| (s.id, s.difference));
         live
     }
 

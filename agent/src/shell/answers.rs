@@ -491,9 +491,11 @@ pub fn points(node: &Node, now: Instant, glob: &str, history: bool) -> Value {
     };
     let own = node.name().as_str();
     let mut list = Vec::new();
-    let mut origins: Vec<_> = node.store().origins().values().collect();
-    origins.sort_by(|a, b| a.name.cmp(&b.name));
-    for origin in origins {
+    let mut origins: Vec<_> = node.store().origins().iter().collect();
+    shoal_config::order::sort_by(&mut origins, |(a_id, a), (b_id, b)| {
+        a.name.cmp(&b.name).then(a_id.cmp(b_id))
+    });
+    for (_, origin) in origins {
         for (name, point) in &origin.points {
             if pattern.matches(own, &origin.name, name) {
                 list.push(point_json(&origin.name, name, point, now, history));

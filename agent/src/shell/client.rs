@@ -176,12 +176,13 @@ pub fn format_status(status: &Value) -> String {
     let mut out = format!("[Mesh {mesh}] - {active}/{total} nodes active\n");
     let empty = Vec::new();
     let nodes = status["nodes"].as_array().unwrap_or(&empty);
-    // This node first, then by name.
+    // This node first, then by name (then id: names can clash).
     let mut nodes: Vec<&Value> = nodes.iter().collect();
-    nodes.sort_by_key(|n| {
+    shoal_config::order::sort_by_key(&mut nodes, |n| {
         (
             n["name"] != own,
-            n["name"].as_str().unwrap_or("").to_owned(),
+            n["name"].as_str().unwrap_or(""),
+            n["id"].as_str().unwrap_or(""),
         )
     });
     for node in nodes {

@@ -76,10 +76,11 @@ impl Executors {
     /// The configured executors of node `node_name`.
     pub fn new(sections: &[ExecutorSection], node_name: &str) -> Executors {
         Executors {
-            by_name: sections
-                .iter()
-                .map(|section| (section.name.clone(), section.clone()))
-                .collect(),
+            by_name: shoal_config::order::map(
+                sections
+                    .iter()
+                    .map(|section| (section.name.clone(), section.clone())),
+            ),
             running: Rc::default(),
             actuators: Rc::default(),
             node_name: node_name.to_owned(),
@@ -98,10 +99,11 @@ impl Executors {
     /// removed or changed; which executors are running is shared, so a
     /// changed one stays busy until its old run ends.
     pub fn reload(&mut self, sections: &[ExecutorSection]) {
-        self.by_name = sections
-            .iter()
-            .map(|section| (section.name.clone(), section.clone()))
-            .collect();
+        self.by_name = shoal_config::order::map(
+            sections
+                .iter()
+                .map(|section| (section.name.clone(), section.clone())),
+        );
     }
 
     /// Drops actuator `name` (its device released): a run under way that

@@ -180,7 +180,7 @@ pub fn crc32(bytes: &[u8]) -> u32 {
 /// One batch of buckets as bytes.
 pub fn encode_batch(buckets: &[(String, Bucket)]) -> Vec<u8> {
     let mut names: Vec<&str> = buckets.iter().map(|(name, _)| name.as_str()).collect();
-    names.sort_unstable();
+    shoal_config::order::sort(&mut names);
     names.dedup();
     let mut payload = Vec::new();
     payload.extend_from_slice(&(names.len() as u16).to_le_bytes());

@@ -36,11 +36,12 @@ impl Mapping {
                 .map(|(point, pointer)| (point.clone(), Some(pointer.clone())))
                 .collect()
         };
-        let units = section
-            .units
-            .iter()
-            .filter_map(|(point, unit)| Some((point.clone(), wire::unit(unit)?)))
-            .collect();
+        let units = shoal_config::order::map(
+            section
+                .units
+                .iter()
+                .filter_map(|(point, unit)| Some((point.clone(), wire::unit(unit)?))),
+        );
         Mapping { points, units }
     }
 

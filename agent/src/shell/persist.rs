@@ -108,7 +108,7 @@ impl Persistence {
         for &(id, incarnation) in &list {
             node.remember_incarnation(id, incarnation);
         }
-        self.known.incarnations = list.into_iter().collect();
+        self.known.incarnations = shoal_config::order::map(list);
     }
 }
 
@@ -148,16 +148,16 @@ impl Known {
             );
         }
         let now = unix_seconds();
-        let peers: BTreeMap<SocketAddr, state::KnownPeer> = list
-            .into_iter()
-            .filter(|p| now.saturating_sub(p.last_seen) < KNOWN_PEER_TTL.as_secs())
-            .map(|p| (p.addr, p))
-            .collect();
+        let peers: BTreeMap<SocketAddr, state::KnownPeer> = shoal_config::order::map(
+            list.into_iter()
+                .filter(|p| now.saturating_sub(p.last_seen) < KNOWN_PEER_TTL.as_secs())
+                .map(|p| (p.addr, p)),
+        );
         if !peers.is_empty() {
             log::info!("knocking on {} remembered peers", peers.len());
         }
         Known {
-            base: peers.iter().map(|(a, p)| (*a, p.successes)).collect(),
+            base: shoal_config::order::map(peers.iter().map(|(a, p)| (*a, p.successes))),
             peers,
             changed: false,
             last_save: std::time::Instant::now(),

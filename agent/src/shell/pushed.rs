@@ -90,7 +90,7 @@ impl Sources {
     /// The keys: for `mqtt`, the topics to subscribe to.
     pub fn topics(&self) -> Vec<String> {
         let mut topics: Vec<String> = self.sources.iter().map(|s| s.key.clone()).collect();
-        topics.sort_unstable();
+        shoal_config::order::sort(&mut topics);
         topics.dedup();
         topics
     }

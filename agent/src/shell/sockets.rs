@@ -264,7 +264,7 @@ fn broadcast_addresses(config: &[Broadcast], port: u16) -> Vec<SocketAddr> {
             },
         }
     }
-    out.sort_unstable();
+    shoal_config::order::sort(&mut out);
     out.dedup();
     out
 }
