@@ -229,6 +229,14 @@ pub fn run(config: Config, path: Option<PathBuf>) -> Result<(), RunError> {
                 Some(input) => input,
                 None => agent.next_input().await,
             };
+            if matches!(input, Input::Deadline) {
+                // What waits in a socket (a resting one: `sockets.rs`)
+                // arrived before the deadline: a peer's beacon held there
+                // is heard before its silence is judged.
+                while let Some(datagram) = agent.waiting_datagram() {
+                    agent.step(datagram)?;
+                }
+            }
             if agent.step(input)? == Flow::Stop {
                 agent.stop().await;
                 return Ok(());

@@ -216,7 +216,25 @@ fn wait(eventfd: BorrowedFd<'_>, interest: Interest) -> io::Result<()> {
     if poll_watched(Some(eventfd), interest.readable, timeout.as_ref())? {
         let _ = rustix::io::read(eventfd, &mut [0u8; 8]);
     }
+    end_rests();
     Ok(())
+}
+
+/// The loop woke (for whatever reason): every rest ends now, so what
+/// waits in a resting socket is read in this turn, which is paid for
+/// already, instead of in a wake-up of its own at the end of the rest.
+/// Timers and batches then share wake-ups, and a deadline (a peer's
+/// silence checked) finds the beacons that arrived before it read.
+fn end_rests() {
+    let resting = RESTING.get();
+    let ended = (0u8..)
+        .zip(resting)
+        .filter(|(_, until)| until.is_some())
+        .fold(0u8, |acc, (i, _)| acc | 1 << i);
+    if ended != 0 {
+        MAYBE_READY.set(MAYBE_READY.get() | ended);
+        RESTING.set([None; MAX_FDS]);
+    }
 }
 
 /// Asks `poll(2)`, without waiting, which watched fds are readable. The

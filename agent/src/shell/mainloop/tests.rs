@@ -108,6 +108,44 @@ fn a_resting_socket_is_read_only_after_its_rest() {
 }
 
 #[test]
+fn a_wake_for_anything_else_ends_a_rest() {
+    let (receiver, sender) = pair();
+    let reads = Cell::new(0);
+    let start = Instant::now();
+    let (got, read_at) = block_on(async {
+        let watch = watch(receiver.as_fd()).expect("watch");
+        let mut buf = [0u8; 8];
+        assert!(receiver.recv(&mut buf).is_err());
+        watch.drained();
+        watch.rest_until(start + Duration::from_secs(10));
+        sender.send(b"held").expect("send");
+        // The loop wakes at 30 ms for a deadline: the socket is read in
+        // that turn, not 10 s later.
+        futures_lite::future::or(
+            async { Some(read_when_ready(&receiver, watch, &reads).await) },
+            async {
+                sleep_until(start + Duration::from_millis(30)).await;
+                std::future::pending::<()>().await;
+                None
+            },
+        )
+        .await
+        .map(|got| (got, Instant::now()))
+        .expect("read")
+    })
+    .expect("loop");
+    assert_eq!(got, b"held");
+    assert!(
+        read_at < start + Duration::from_secs(5),
+        "read only when the rest ended"
+    );
+    assert!(
+        read_at >= start + Duration::from_millis(30),
+        "read before anything woke the loop"
+    );
+}
+
+#[test]
 fn watches_are_limited_and_forgotten_when_the_loop_returns() {
     let sockets: Vec<UdpSocket> = (0..=MAX_FDS).map(|_| pair().0).collect();
     let refused = block_on(async {
