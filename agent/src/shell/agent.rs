@@ -299,7 +299,11 @@ impl<'ex> Agent<'ex> {
         let (calls_tx, api_calls) = smol::channel::bounded::<ApiCall>(64);
         let api_stats = Rc::new(ApiStats::default());
         let subscribers: api::Subscribers = Rc::default();
-        let feed = EventFeed::new(Rc::clone(&subscribers), Rc::clone(&api_stats));
+        let feed = EventFeed::new(
+            Rc::clone(&subscribers),
+            Rc::clone(&api_stats),
+            config.limits.max_nodes,
+        );
         ex.spawn(api::serve(
             listener,
             calls_tx,

@@ -10,9 +10,11 @@ use super::api::{self, ApiStats};
 use super::metrics::Counters;
 use super::runs::RunRecord;
 use serde_json::{json, Value};
+use shoal_core::time::{Buckets, Instant};
 use shoal_core::wire::NodeId;
 use shoal_core::{Event, Node};
 use std::rc::Rc;
+use std::time::Duration;
 
 /// The open `/api/events` streams and the counters. See the module docs.
 #[derive(Debug)]
@@ -20,6 +22,40 @@ pub struct EventFeed {
     subscribers: api::Subscribers,
     stats: Rc<ApiStats>,
     counters: Counters,
+    /// "discovered node" lines: a flood of made-up ids (each a new node
+    /// for a moment) must not become one log line per frame on the SD
+    /// card.
+    discoveries: LogBudget,
+    /// The clock of `discoveries`.
+    started: std::time::Instant,
+}
+
+/// A budget of log lines: `burst` at once, then one a second; each line
+/// it allows learns how many were held back before it.
+#[derive(Debug)]
+struct LogBudget {
+    bucket: Buckets<()>,
+    held: u64,
+}
+
+impl LogBudget {
+    fn new(burst: u32) -> LogBudget {
+        LogBudget {
+            bucket: Buckets::new(burst.max(1), Duration::from_secs(1), 1),
+            held: 0,
+        }
+    }
+
+    /// `Some(held back since the last line)` when a line may be written
+    /// at `now`; `None`: hold this one back.
+    fn take(&mut self, now: Instant) -> Option<u64> {
+        if self.bucket.allow(now, ()) {
+            Some(std::mem::take(&mut self.held))
+        } else {
+            self.held += 1;
+            None
+        }
+    }
 }
 
 /// "name (id)" once the name is known, else the id: for log lines, where
@@ -32,12 +68,16 @@ pub fn name_and_id(node: &Node, id: NodeId) -> String {
 }
 
 impl EventFeed {
-    /// A feed to `subscribers`, counting into `stats`.
-    pub fn new(subscribers: api::Subscribers, stats: Rc<ApiStats>) -> EventFeed {
+    /// A feed to `subscribers`, counting into `stats`. Up to `max_nodes`
+    /// discoveries are logged at once (a whole mesh starting), then one a
+    /// second.
+    pub fn new(subscribers: api::Subscribers, stats: Rc<ApiStats>, max_nodes: usize) -> EventFeed {
         EventFeed {
             subscribers,
             stats,
             counters: Counters::default(),
+            discoveries: LogBudget::new(u32::try_from(max_nodes).unwrap_or(u32::MAX)),
+            started: std::time::Instant::now(),
         }
     }
 
@@ -75,7 +115,18 @@ impl EventFeed {
     pub fn publish(&mut self, node: &Node, event: Event) -> Option<Event> {
         match event {
             Event::PeerDiscovered { peer, addr } => {
-                log::info!("discovered node {} at {addr}", name_and_id(node, peer));
+                let now = Instant::from_millis(
+                    u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                );
+                match self.discoveries.take(now) {
+                    Some(held) => {
+                        if held > 0 {
+                            log::info!("{held} more nodes were discovered and not logged (more than limits.max_nodes at once, then one line a second)");
+                        }
+                        log::info!("discovered node {} at {addr}", name_and_id(node, peer));
+                    }
+                    None => log::debug!("discovered node {} at {addr}", name_and_id(node, peer)),
+                }
             }
             Event::PeerRestarted { peer, incarnation } => {
                 log::info!(
@@ -232,5 +283,31 @@ impl EventFeed {
             point.value,
             point.unit
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_budget_allows_a_burst_then_one_a_second_and_counts_the_rest() {
+        let mut budget = LogBudget::new(3);
+        let at = Instant::from_millis;
+        assert_eq!(budget.take(at(0)), Some(0));
+        assert_eq!(budget.take(at(10)), Some(0));
+        assert_eq!(budget.take(at(20)), Some(0));
+        assert_eq!(budget.take(at(30)), None);
+        assert_eq!(budget.take(at(900)), None);
+        // A second after the bucket was filled: one more line, which
+        // says how many were held back.
+        assert_eq!(budget.take(at(1_000)), Some(2));
+        assert_eq!(budget.take(at(1_010)), None);
+        assert_eq!(budget.take(at(2_000)), Some(1));
+        // Quiet for long enough, the whole burst is back.
+        for _ in 0..3 {
+            assert_eq!(budget.take(at(10_000)), Some(0));
+        }
+        assert_eq!(budget.take(at(10_000)), None);
     }
 }
