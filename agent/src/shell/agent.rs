@@ -199,7 +199,8 @@ pub struct Agent<'ex> {
 
 /// At most this many waiting datagrams are taken in a row before the other
 /// inputs (the API, signals, deadlines) are looked at: a flood on the mesh
-/// port delays them by one burst, never more.
+/// port delays them by one burst, or two for a deadline (which first hears
+/// the datagrams waiting when it came).
 const FAIR_BURST: u32 = 32;
 
 /// The agent's whole run, as [`run`] polls it.
@@ -233,6 +234,7 @@ pub fn run(config: Config, path: Option<PathBuf>) -> Result<(), RunError> {
                 // What waits in a socket (a resting one: `sockets.rs`)
                 // arrived before the deadline: a peer's beacon held there
                 // is heard before its silence is judged.
+                super::mainloop::end_rests();
                 while let Some(datagram) = agent.waiting_datagram() {
                     agent.step(datagram)?;
                 }
@@ -462,7 +464,9 @@ impl<'ex> Agent<'ex> {
         // The mesh last: whatever else is ready goes first after a burst.
         future::or(
             future::or(
-                future::or(deadline, signal),
+                // A signal first: one due deadline after another (a loop
+                // slowed by a flood) must not hold it off.
+                future::or(signal, deadline),
                 future::or(
                     call,
                     future::or(

@@ -220,12 +220,13 @@ fn wait(eventfd: BorrowedFd<'_>, interest: Interest) -> io::Result<()> {
     Ok(())
 }
 
-/// The loop woke (for whatever reason): every rest ends now, so what
-/// waits in a resting socket is read in this turn, which is paid for
-/// already, instead of in a wake-up of its own at the end of the rest.
-/// Timers and batches then share wake-ups, and a deadline (a peer's
-/// silence checked) finds the beacons that arrived before it read.
-fn end_rests() {
+/// Ends every rest now. The loop calls it whenever it woke (for whatever
+/// reason): what waits in a resting socket is read in this turn, which is
+/// paid for already, instead of in a wake-up of its own at the end of the
+/// rest, so timers and batches share wake-ups. The agent calls it before
+/// a deadline, which may come without a wait: a peer's silence is judged
+/// after the beacons that arrived before it are read.
+pub fn end_rests() {
     let resting = RESTING.get();
     let ended = (0u8..)
         .zip(resting)
