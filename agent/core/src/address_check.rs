@@ -20,7 +20,7 @@
 //! B <-Delta, Delta, ...-------------- A
 //! ```
 
-use super::time::Instant;
+use super::time::{Buckets, Instant};
 use super::wire::Cookie;
 use sha2::{Digest as _, Sha512};
 use std::collections::BTreeMap;
@@ -33,6 +33,14 @@ pub const AMPLIFICATION: usize = 3;
 pub const CHECKED_FOR: Duration = Duration::from_secs(3600);
 /// A challenge is valid in its minute and the next.
 const EPOCH_MS: u64 = 60_000;
+/// New neighbors challenged at once, before their first pull: as many as
+/// a LAN's start brings in a moment...
+pub const NEWCOMER_BURST: u32 = 64;
+/// ...then one every this long (16 a second). Beyond that a newcomer is
+/// challenged at its first pull instead (the answer cut, see the module
+/// docs): a flood of made-up ids, each from a port of its own, costs no
+/// hash and no datagram per frame.
+pub const NEWCOMER_REFILL: Duration = Duration::from_millis(62);
 
 /// The budget for answering one frame from an unchecked address.
 #[derive(Debug)]
@@ -50,6 +58,7 @@ pub(crate) struct AddressCheck {
     checked: BTreeMap<SocketAddr, Instant>,
     limit: usize,
     answering: Option<Budget>,
+    newcomers: Buckets<()>,
 }
 
 impl AddressCheck {
@@ -60,6 +69,7 @@ impl AddressCheck {
             checked: BTreeMap::new(),
             limit: limit.max(1),
             answering: None,
+            newcomers: Buckets::new(NEWCOMER_BURST, NEWCOMER_REFILL, 1),
         }
     }
 
@@ -122,6 +132,15 @@ impl AddressCheck {
             value: self.cookie(addr, now.as_millis() / EPOCH_MS),
             echo: false,
         }
+    }
+
+    /// A challenge for a new neighbor at `addr`, sent at once so that its
+    /// first pull is answered in full; `None` beyond [`NEWCOMER_BURST`] at
+    /// once and one per [`NEWCOMER_REFILL`] after.
+    pub(crate) fn challenge_newcomer(&mut self, now: Instant, addr: SocketAddr) -> Option<Cookie> {
+        self.newcomers
+            .allow(now, ())
+            .then(|| self.challenge(now, addr))
     }
 
     /// The frame is handled: the challenge to send, if an answer was cut
@@ -189,6 +208,26 @@ mod tests {
         assert!(!check.on_echo(stale, addr(3), check.cookie(addr(3), 0)));
         // Checks expire.
         assert!(!check.is_checked(addr(1), later + CHECKED_FOR));
+    }
+
+    #[test]
+    fn newcomers_are_challenged_in_a_burst_then_sixteen_a_second() {
+        let mut check = AddressCheck::new([7; 32], 4);
+        let now = Instant::from_millis(5_000);
+        let port = |p: u16| SocketAddr::from(([10, 0, 0, 9], p));
+        let challenged = (0..200)
+            .filter(|&p| check.challenge_newcomer(now, port(30_000 + p)).is_some())
+            .count();
+        assert_eq!(challenged, NEWCOMER_BURST as usize);
+        let later = now + NEWCOMER_REFILL;
+        assert!(check.challenge_newcomer(later, port(1)).is_some());
+        assert!(check.challenge_newcomer(later, port(2)).is_none());
+        // Quiet for a few seconds, the whole burst is back.
+        let quiet = later + Duration::from_secs(5);
+        let challenged = (0..200)
+            .filter(|&p| check.challenge_newcomer(quiet, port(40_000 + p)).is_some())
+            .count();
+        assert_eq!(challenged, NEWCOMER_BURST as usize);
     }
 
     #[test]

@@ -1192,9 +1192,11 @@ impl Node {
             && !shared
             && !self.address_check.is_checked(from, now)
         {
-            // Checked before its first pull, which is then answered in full.
-            let cookie = self.address_check.challenge(now, from);
-            self.send(Destination::Unicast(from), &Message::Cookie(cookie));
+            // Checked before its first pull, which is then answered in full
+            // (within a budget; beyond it, at that first pull).
+            if let Some(cookie) = self.address_check.challenge_newcomer(now, from) {
+                self.send(Destination::Unicast(from), &Message::Cookie(cookie));
+            }
         }
         if !known {
             self.push_event(Event::PeerDiscovered {

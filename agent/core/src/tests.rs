@@ -498,6 +498,51 @@ fn made_up_ids_behind_one_address_get_no_early_beacon_and_no_challenge() {
 }
 
 #[test]
+fn made_up_ids_from_ports_of_their_own_get_a_bounded_number_of_challenges() {
+    let mut hub = node(1);
+    let first = hub.poll_timeout().expect("a deadline");
+    hub.handle_timeout(first);
+    drain(&mut hub);
+    let cookies = |sent: &[Transmit]| {
+        sent.iter()
+            .filter(|t| matches!(t.destination, Destination::Unicast(_)))
+            .filter(|t| {
+                let header = Header::parse(&t.payload, MESH).expect("header");
+                let cipher = Cipher::new(&MeshKey([3; 32]));
+                matches!(
+                    wire::decode_body(&header, &t.payload, Some(&cipher)),
+                    Ok(Message::Cookie(_))
+                )
+            })
+            .count()
+    };
+    // 200 made-up ids in 200 ms, each from a source port of its own (the
+    // shared-address rule does not see them): a burst of challenges, then
+    // a few a second, not one per frame.
+    let mut challenged = 0;
+    for i in 0..200u64 {
+        let mut forger = node(2_000 + i);
+        let beacon = beacon_of(&mut forger, at(0));
+        let from = SocketAddr::from(([127, 0, 0, 200], 30_000 + i as u16));
+        let now = first + Duration::from_millis(i);
+        hub.handle_datagram(now, from, Arrival::Broadcast, &beacon);
+        challenged += cookies(&drain(&mut hub));
+    }
+    let budget = address_check::NEWCOMER_BURST as usize;
+    assert!(
+        (budget..budget + 4).contains(&challenged),
+        "{challenged} challenges for 200 made-up ids"
+    );
+    assert_eq!(hub.peers().len(), 200, "they are neighbors all the same");
+    // A real newcomer once the flood is over is challenged at once again.
+    let mut real = node(2);
+    let beacon = beacon_of(&mut real, at(0));
+    let later = first + Duration::from_secs(2);
+    hub.handle_datagram(later, addr(2), Arrival::Broadcast, &beacon);
+    assert_eq!(cookies(&drain(&mut hub)), 1);
+}
+
+#[test]
 fn the_peer_table_is_bounded_and_refusals_are_counted() {
     let small = Config {
         max_nodes: 4,
