@@ -433,6 +433,22 @@ fn ids_heard_from_one_address_count_in_no_view() {
     assert_eq!(hub.view(at(200)), honest, "but in no view");
 }
 
+/// Address challenges (`Cookie`s of the test mesh's key) among `sent`, of
+/// the datagrams `which` picks.
+fn cookies(sent: &[Transmit], which: impl Fn(&Transmit) -> bool) -> usize {
+    let cipher = Cipher::new(&MeshKey([3; 32]));
+    sent.iter()
+        .filter(|t| which(t))
+        .filter(|t| {
+            let header = Header::parse(&t.payload, MESH).expect("header");
+            matches!(
+                wire::decode_body(&header, &t.payload, Some(&cipher)),
+                Ok(Message::Cookie(_))
+            )
+        })
+        .count()
+}
+
 #[test]
 fn made_up_ids_behind_one_address_get_no_early_beacon_and_no_challenge() {
     let mut hub = node(1);
@@ -441,17 +457,7 @@ fn made_up_ids_behind_one_address_get_no_early_beacon_and_no_challenge() {
     drain(&mut hub);
     let flooder = addr(200);
     let challenges = |sent: &[Transmit], to: SocketAddr| {
-        sent.iter()
-            .filter(|t| t.destination == Destination::Unicast(to))
-            .filter(|t| {
-                let header = Header::parse(&t.payload, MESH).expect("header");
-                let cipher = Cipher::new(&MeshKey([3; 32]));
-                matches!(
-                    wire::decode_body(&header, &t.payload, Some(&cipher)),
-                    Ok(Message::Cookie(_))
-                )
-            })
-            .count()
+        cookies(sent, |t| t.destination == Destination::Unicast(to))
     };
     // The first id at an address is a newcomer like any: an early beacon
     // and a challenge.
@@ -503,19 +509,8 @@ fn made_up_ids_from_ports_of_their_own_get_a_bounded_number_of_challenges() {
     let first = hub.poll_timeout().expect("a deadline");
     hub.handle_timeout(first);
     drain(&mut hub);
-    let cookies = |sent: &[Transmit]| {
-        sent.iter()
-            .filter(|t| matches!(t.destination, Destination::Unicast(_)))
-            .filter(|t| {
-                let header = Header::parse(&t.payload, MESH).expect("header");
-                let cipher = Cipher::new(&MeshKey([3; 32]));
-                matches!(
-                    wire::decode_body(&header, &t.payload, Some(&cipher)),
-                    Ok(Message::Cookie(_))
-                )
-            })
-            .count()
-    };
+    let unicast_cookies =
+        |sent: &[Transmit]| cookies(sent, |t| matches!(t.destination, Destination::Unicast(_)));
     // 200 made-up ids in 200 ms, each from a source port of its own (the
     // shared-address rule does not see them): a burst of challenges, then
     // a few a second, not one per frame.
@@ -526,7 +521,7 @@ fn made_up_ids_from_ports_of_their_own_get_a_bounded_number_of_challenges() {
         let from = SocketAddr::from(([127, 0, 0, 200], 30_000 + i as u16));
         let now = first + Duration::from_millis(i);
         hub.handle_datagram(now, from, Arrival::Broadcast, &beacon);
-        challenged += cookies(&drain(&mut hub));
+        challenged += unicast_cookies(&drain(&mut hub));
     }
     let budget = address_check::NEWCOMER_BURST as usize;
     assert!(
@@ -539,7 +534,7 @@ fn made_up_ids_from_ports_of_their_own_get_a_bounded_number_of_challenges() {
     let beacon = beacon_of(&mut real, at(0));
     let later = first + Duration::from_secs(2);
     hub.handle_datagram(later, addr(2), Arrival::Broadcast, &beacon);
-    assert_eq!(cookies(&drain(&mut hub)), 1);
+    assert_eq!(unicast_cookies(&drain(&mut hub)), 1);
 }
 
 #[test]
