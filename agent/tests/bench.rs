@@ -116,7 +116,10 @@ fn five_agents_of_each_system_go_through_every_scenario() {
                     one("bytes sent per agent per second, idle") > 0.0,
                     "{table}"
                 );
-                assert!(one("propagation to all, 10% loss") < 30.0, "{table}");
+                // Serf's gossip at 10% loss took 37.0 s in one CI run: its
+                // figure only has to arrive within the bench's own wait.
+                let limit = if system == System::Shoal { 30.0 } else { 60.0 };
+                assert!(one("propagation to all, 10% loss") < limit, "{table}");
                 let lossy = one("failure detection, last survivor, 10% loss");
                 assert!(lossy > 0.5 && lossy < 60.0, "{table}");
                 let false_failures = results.values(
