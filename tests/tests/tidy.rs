@@ -1,7 +1,8 @@
 //! Invariants checked by reading the source and the manifests, so they
 //! cannot quietly decay: the core's dependencies, the direction of the
 //! arrows between crates, a `//!` line atop every file, ARCHITECTURE.md
-//! naming every file, no ignored or panic-expecting test, and READMEs that
+//! naming every file, unsafe code in one file only, no ignored or
+//! panic-expecting test, and READMEs that
 //! name only files of the repository, install steps that fit the unit and
 //! the binary size BENCHMARKS.md measured.
 
@@ -227,6 +228,33 @@ fn architecture_md_names_every_source_file() {
     assert!(
         missing.is_empty(),
         "ARCHITECTURE.md must name every source file (as `path`); missing: {missing:?}"
+    );
+}
+
+#[test]
+fn unsafe_code_is_denied_everywhere_but_the_page_release() {
+    let root = workspace_root();
+    let manifest = fs::read_to_string(root.join("Cargo.toml")).expect("Cargo.toml");
+    assert!(
+        manifest.contains("unsafe_code = \"deny\""),
+        "the workspace denies unsafe code"
+    );
+    let allow = concat!("allow(", "unsafe_code)");
+    let allowed: Vec<String> = all_sources()
+        .into_iter()
+        .filter(|file| {
+            fs::read_to_string(root.join(file))
+                .expect("readable source")
+                .contains(allow)
+        })
+        .map(|file| file.to_string_lossy().replace('\\', "/"))
+        .collect();
+    // `madvise` and `dl_iterate_phdr` have no safe wrapper; every other
+    // file stays safe Rust.
+    assert_eq!(
+        allowed,
+        ["agent/src/shell/pages.rs"],
+        "files allowing unsafe code"
     );
 }
 

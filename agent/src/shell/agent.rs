@@ -224,6 +224,13 @@ pub fn run(config: Config, path: Option<PathBuf>) -> Result<(), RunError> {
         let start: StartFuture<'_> = Box::pin(Agent::start(&config, &ex));
         let mut agent = start.await?;
         agent.config_path = path;
+        // Start-up's code is done with: its pages need not stay mapped.
+        let released = super::pages::release_startup_pages();
+        log::debug!(
+            "start-up done: {} read-only segments ({} kB) of the program and its libraries released",
+            released.segments,
+            released.bytes / 1024
+        );
         loop {
             // A waiting datagram needs no future built, polled and dropped.
             let input = match agent.waiting_datagram() {

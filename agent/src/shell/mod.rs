@@ -24,6 +24,7 @@ pub mod messages;
 pub mod metrics;
 pub mod mqtt;
 pub mod notify;
+pub mod pages;
 pub mod persist;
 pub mod preflight;
 pub mod pushed;
