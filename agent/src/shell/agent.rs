@@ -226,11 +226,16 @@ pub fn run(config: Config, path: Option<PathBuf>) -> Result<(), RunError> {
         agent.config_path = path;
         // Start-up's code is done with: its pages need not stay mapped.
         let released = super::pages::release_startup_pages();
-        log::debug!(
-            "start-up done: {} read-only segments ({} kB) of the program and its libraries released",
-            released.segments,
-            released.bytes / 1024
-        );
+        match released.refused {
+            None => log::debug!(
+                "start-up done: {} kB of the program's and libraries' pages released \
+                 ({} runs, {} private pages kept)",
+                released.resident_bytes / 1024,
+                released.runs,
+                released.kept_pages
+            ),
+            Some(why) => log::debug!("start-up done: no pages released: {why}"),
+        }
         loop {
             // A waiting datagram needs no future built, polled and dropped.
             let input = match agent.waiting_datagram() {

@@ -5,20 +5,27 @@
 //! time around each one touched ("fault-around"). By the time the agent's
 //! loop runs, most of those pages served start-up only: the command line, the
 //! config, the state directory, binding sockets. [`release_startup_pages`]
-//! tells the kernel (`MADV_DONTNEED`) that the process no longer needs the
-//! read-only segments of its program and libraries mapped. What the loop goes
-//! on to run is mapped again at its first use, from the page cache (a minor
-//! fault, no read from storage).
+//! tells the kernel (`MADV_DONTNEED`) that the process no longer needs them
+//! mapped. What the loop goes on to run is mapped again at its first use,
+//! from the page cache (a minor fault, no read from storage).
 //!
-//! Only segments the loader maps without write permission are released, and
-//! only from objects without text relocations: their pages hold exactly the
-//! file's bytes, so mapping them again gives the same code and constants. The
-//! list comes from `dl_iterate_phdr`, which holds the loader's lock, so no
-//! library is loaded or unloaded while it is walked. The vDSO is left alone.
+//! A page is released only if mapping it again gives the same bytes:
+//! - it lies wholly inside the file-backed part of a segment the loader maps
+//!   without write permission (`PT_LOAD` without `PF_W`, up to `p_filesz`),
+//!   of an object without text relocations;
+//! - and `/proc/self/pagemap` says it is the file's own page, not a private
+//!   copy (a loader's zeroed tail, a debugger's breakpoint, a uprobe);
+//!   untouched pages count as the file's. Without a readable pagemap
+//!   nothing is released.
+//!
+//! The segments come from `dl_iterate_phdr`. The vDSO is left alone.
 
 #![allow(unsafe_code)]
 
 use std::ffi::{c_int, c_void};
+use std::fs::File;
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
 
 #[cfg(target_pointer_width = "64")]
 type ProgramHeader = libc::Elf64_Phdr;
@@ -33,36 +40,52 @@ struct DynamicEntry {
     value: usize,
 }
 
-/// What [`release_startup_pages`] handed back.
+/// What [`release_startup_pages`] did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Released {
-    /// Segments released.
-    pub segments: usize,
-    /// Their bytes, whole pages only (resident or not).
-    pub bytes: usize,
+    /// Runs of pages handed back (one `madvise` each).
+    pub runs: usize,
+    /// Resident pages among them, in bytes: what left the resident set.
+    pub resident_bytes: usize,
+    /// Pages kept because they were private copies, not the file's.
+    pub kept_pages: usize,
+    /// Why nothing was released, if so (the pagemap could not be read).
+    pub refused: Option<&'static str>,
 }
 
-/// Releases the read-only segments of the program and its libraries (see the
-/// module's documentation). Segments the kernel refuses are skipped.
+/// Releases what start-up left mapped (see the module's documentation).
 pub fn release_startup_pages() -> Released {
-    let mut released = Released::default();
-    // SAFETY: the callback only reads the program headers the loader passes
-    // it, and `data` is the `Released` above, alive for the whole call.
-    unsafe {
-        libc::dl_iterate_phdr(Some(each_object), (&raw mut released).cast::<c_void>());
-    }
-    released
+    let segments = read_only_segments();
+    let Ok(pagemap) = File::open("/proc/self/pagemap") else {
+        return Released {
+            refused: Some("/proc/self/pagemap cannot be read"),
+            ..Released::default()
+        };
+    };
+    release(&segments, &pagemap, page_size())
 }
 
-/// `dl_iterate_phdr`'s callback: releases one object's read-only segments.
+/// The whole pages of every read-only, file-backed segment of the program
+/// and its libraries (not the vDSO, not objects with text relocations).
+fn read_only_segments() -> Vec<Range<usize>> {
+    let mut segments: Vec<Range<usize>> = Vec::new();
+    // SAFETY: the callback only reads what the loader passes it, and `data`
+    // is `segments`, alive for the whole call and used by nothing else.
+    unsafe {
+        libc::dl_iterate_phdr(Some(each_object), (&raw mut segments).cast::<c_void>());
+    }
+    segments
+}
+
+/// `dl_iterate_phdr`'s callback: adds one object's read-only segments.
 unsafe extern "C" fn each_object(
     info: *mut libc::dl_phdr_info,
     _size: libc::size_t,
     data: *mut c_void,
 ) -> c_int {
     // SAFETY: the loader passes a valid `info` for the call's duration, and
-    // `data` is the `Released` that `release_startup_pages` passed.
-    let (info, released) = unsafe { (&*info, &mut *data.cast::<Released>()) };
+    // `data` is the vector that `read_only_segments` passed.
+    let (info, segments) = unsafe { (&*info, &mut *data.cast::<Vec<Range<usize>>>()) };
     if info.dlpi_phdr.is_null() {
         return 0;
     }
@@ -84,34 +107,114 @@ unsafe extern "C" fn each_object(
         return 0;
     }
     let page = page_size();
-    for header in headers {
-        if header.p_type != libc::PT_LOAD || header.p_flags & libc::PF_W != 0 {
-            continue;
-        }
-        let start = base.wrapping_add(header.p_vaddr as usize);
-        let end = start.saturating_add(header.p_memsz as usize);
-        // Whole pages inside the segment only: a page it shares with a
-        // neighbour (written, perhaps) stays as it is.
-        let (start, end) = (start.next_multiple_of(page), end / page * page);
-        if end <= start {
-            continue;
-        }
-        // SAFETY: the range is whole pages of a segment mapped without write
-        // permission from an object without text relocations: dropping them
-        // loses nothing, they are mapped again from the file when used.
-        let done = unsafe {
-            rustix::mm::madvise(
-                start as *mut c_void,
-                end - start,
-                rustix::mm::Advice::LinuxDontNeed,
-            )
-        };
-        if done.is_ok() {
-            released.segments += 1;
-            released.bytes += end - start;
-        }
-    }
+    segments.extend(headers.iter().filter_map(|h| releasable(h, base, page)));
     0
+}
+
+/// The whole pages of `header`'s segment that hold only the file's bytes,
+/// if it is loaded without write permission: from its start rounded up to
+/// the end of its file part (`p_filesz`; beyond, the loader zeroes or maps
+/// anonymous memory) rounded down. A page shared with a neighbour stays.
+fn releasable(header: &ProgramHeader, base: usize, page: usize) -> Option<Range<usize>> {
+    if header.p_type != libc::PT_LOAD || header.p_flags & libc::PF_W != 0 {
+        return None;
+    }
+    let start = base.checked_add(header.p_vaddr as usize)?;
+    let end = start.checked_add(header.p_filesz as usize)?;
+    let (start, end) = (start.checked_next_multiple_of(page)?, end / page * page);
+    (start < end).then_some(start..end)
+}
+
+/// Releases the pages of `segments` that are the file's own or untouched,
+/// in runs, as `pagemap` (the process's `/proc/self/pagemap`) tells.
+fn release(segments: &[Range<usize>], pagemap: &File, page: usize) -> Released {
+    let mut released = Released::default();
+    let mut entries = [0u64; 512];
+    // The run being gathered: its first page, and its resident bytes.
+    let mut run: Option<(usize, usize)> = None;
+    let end_run = |run: &mut Option<(usize, usize)>, end: usize, released: &mut Released| {
+        if let Some((start, resident)) = run.take() {
+            if dont_need(start..end) {
+                released.runs += 1;
+                released.resident_bytes += resident;
+            }
+        }
+    };
+    for segment in segments {
+        let mut address = segment.start;
+        while address < segment.end {
+            let count = ((segment.end - address) / page).min(entries.len());
+            if count == 0 || read_entries(pagemap, address / page, &mut entries[..count]).is_none()
+            {
+                // A part page, or unreadable: the rest of the segment stays.
+                break;
+            }
+            for &entry in &entries[..count] {
+                match classify(entry) {
+                    Page::Untouched => {
+                        run.get_or_insert((address, 0));
+                    }
+                    Page::File => run.get_or_insert((address, 0)).1 += page,
+                    Page::Private => {
+                        released.kept_pages += 1;
+                        end_run(&mut run, address, &mut released);
+                    }
+                }
+                address += page;
+            }
+        }
+        end_run(&mut run, address, &mut released);
+    }
+    released
+}
+
+/// Reads the pagemap entries of the pages from `first` on.
+fn read_entries(pagemap: &File, first: usize, entries: &mut [u64]) -> Option<()> {
+    let mut raw = [0u8; 512 * 8];
+    let raw = raw.get_mut(..entries.len() * 8)?;
+    let offset = u64::try_from(first).ok()?.checked_mul(8)?;
+    pagemap.read_exact_at(raw, offset).ok()?;
+    for (entry, bytes) in entries.iter_mut().zip(raw.chunks_exact(8)) {
+        *entry = u64::from_ne_bytes(bytes.try_into().ok()?);
+    }
+    Some(())
+}
+
+/// What a pagemap entry says of a page of a private file mapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Page {
+    /// Not mapped and not swapped: nothing to hand back, nothing lost.
+    Untouched,
+    /// Mapped, and the file's own page (bit 61).
+    File,
+    /// Mapped or swapped, but anonymous: a private copy, kept.
+    Private,
+}
+
+fn classify(entry: u64) -> Page {
+    let present = entry & (1 << 63) != 0;
+    let swapped = entry & (1 << 62) != 0;
+    let file = entry & (1 << 61) != 0;
+    match (present, swapped, file) {
+        (false, false, _) => Page::Untouched,
+        (true, false, true) => Page::File,
+        _ => Page::Private,
+    }
+}
+
+/// `MADV_DONTNEED` over `range`; whether the kernel took it.
+fn dont_need(range: Range<usize>) -> bool {
+    // SAFETY: `range` is whole pages of a read-only, file-backed segment of
+    // an object without text relocations, each page untouched or the file's
+    // own (`release`): mapped again, they give the same bytes.
+    let done = unsafe {
+        rustix::mm::madvise(
+            range.start as *mut c_void,
+            range.end - range.start,
+            rustix::mm::Advice::LinuxDontNeed,
+        )
+    };
+    done.is_ok()
 }
 
 /// Whether the object's dynamic section asks for text relocations (its code
