@@ -220,6 +220,50 @@ fn sigterm_stops_an_agent_kept_busy_by_a_flood() {
     );
 }
 
+#[test]
+fn a_deadline_hears_the_beacons_that_waited_behind_a_flood_before_judging_silence() {
+    // An agent that cannot keep up (here: stopped, as a starved one is)
+    // finds a backlog when it runs again. Its peer's beacons wait in that
+    // queue behind the flood's frames; its deadlines are due. Reading only
+    // a fair burst before judging, it declared the live peer SUSPECT and
+    // UNREACHABLE: the false verdicts of the bench's flood at 250 agents.
+    let mut mesh = Mesh::new(29);
+    mesh.add(1, 234, None);
+    mesh.add(2, 235, None);
+    mesh.wait_for("discovery", INTERVAL * 3, |m| {
+        m.agents.iter().all(|a| a.logged("discovered node"))
+    });
+    let sender = std::net::UdpSocket::bind("127.0.0.236:0").expect("bind the sender");
+    sender.set_broadcast(true).expect("broadcast");
+    // The beacon port is shared (0.0.0.0, SO_REUSEPORT): a broadcast
+    // reaches every agent's socket; agent-2 reads its copies at once.
+    let target = format!("127.255.255.255:{}", mesh.port);
+    mesh.agents[0].signal("STOP");
+    // 400 garbage frames ahead of every beacon agent-2 sends meanwhile
+    // (well within the socket's queue: none is dropped).
+    for k in 0..400u32 {
+        let frame: Vec<u8> = (0..100u32).map(|b| (k * 31 + b * 7) as u8).collect();
+        sender.send_to(&frame, &target).expect("send");
+    }
+    // Silent for longer than UNREACHABLE takes (3 s), as seen from agent-1.
+    std::thread::sleep(INTERVAL * 4 + INTERVAL / 2);
+    let backlog = udp_backlog([0, 0, 0, 0], mesh.port);
+    mesh.agents[0].signal("CONT");
+    std::thread::sleep(INTERVAL * 2);
+    let agent = &mesh.agents[0];
+    eprintln!("{backlog} bytes waited on agent-1's beacon socket when it ran again");
+    assert!(
+        backlog > 40_000,
+        "the flood did not wait in the queue: {backlog} bytes"
+    );
+    assert!(agent.logged("discovered node agent-2"), "{}", agent.dump());
+    assert!(
+        !agent.logged("node agent-2: HEALTHY -> SUSPECT") && !agent.logged("-> UNREACHABLE"),
+        "agent-2's beacons waited in the queue, yet it was judged silent\n{}",
+        agent.dump()
+    );
+}
+
 /// The first CPU this process may run on, as a set of one.
 fn one_cpu() -> rustix::thread::CpuSet {
     let allowed = rustix::thread::sched_getaffinity(None).expect("affinity");
