@@ -209,9 +209,8 @@ const FAIR_BURST: u32 = 32;
 /// datagrams taking at least 512 bytes there). What arrived before a
 /// deadline is then heard before a peer's silence is: with a fair burst
 /// only, an agent behind a flood judged peers whose beacons waited in its
-/// queue, and a 250-agent mesh on two CPUs gave up to 58,877 false
-/// UNREACHABLE verdicts in one flood. At most a few hundred milliseconds of
-/// reading on a slow CPU, and only when that much waits.
+/// queue (the process test `a_deadline_hears_...`). At most a few hundred
+/// milliseconds of reading on a slow CPU, and only when that much waits.
 const DEADLINE_DRAIN: u32 = 8192;
 
 /// The agent's whole run, as [`run`] polls it.
