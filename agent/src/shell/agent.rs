@@ -395,8 +395,8 @@ impl<'ex> Agent<'ex> {
     }
 
     /// Reads and handles what waits in the mesh sockets when a deadline
-    /// comes, whatever the burst: up to [`DEADLINE_DRAIN`] datagrams, until
-    /// none waits or a signal does (asked after every [`FAIR_BURST`], so
+    /// comes, whatever the burst: up to `DEADLINE_DRAIN` datagrams, until
+    /// none waits or a signal does (asked after every `FAIR_BURST`, so
     /// SIGTERM is not held up by a flood). The next [`Agent::next_input`]
     /// then looks at the other inputs first.
     pub fn hear_before_deadline(&mut self) -> Result<(), RunError> {
