@@ -225,8 +225,9 @@ fn a_deadline_hears_the_beacons_that_waited_behind_a_flood_before_judging_silenc
     // An agent that cannot keep up (here: stopped, as a starved one is)
     // finds a backlog when it runs again. Its peer's beacons wait in that
     // queue behind the flood's frames; its deadlines are due. Reading only
-    // a fair burst before judging, it declared the live peer SUSPECT and
-    // UNREACHABLE: the false verdicts of the bench's flood at 250 agents.
+    // a fair burst before judging, it declared the live peer UNREACHABLE
+    // (found while looking into the bench's flood at 250 agents, whose
+    // false verdicts turned out to be the machine's saturation).
     let mut mesh = Mesh::new(29);
     mesh.add(1, 234, None);
     mesh.add(2, 235, None);
