@@ -16,12 +16,40 @@ fn example() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config/shoal.example.toml")
 }
 
-fn scratch(name: &str, text: &str) -> PathBuf {
+/// A file of the test's own, removed (with its directory, once empty)
+/// when dropped.
+struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = std::path::Path;
+
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for Scratch {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+        if let Some(dir) = self.0.parent() {
+            // Fails while another test's file is still there; the last goes.
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+fn scratch(name: &str, text: &str) -> Scratch {
     let dir = std::env::temp_dir().join(format!("shoal-cli-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let path = dir.join(name);
     std::fs::write(&path, text).expect("write config");
-    path
+    Scratch(path)
 }
 
 #[test]
@@ -563,7 +591,7 @@ fn run_briefly(mut command: Command) -> (Option<i32>, String) {
 }
 
 /// A config for an open mesh on 127.0.0.`host` with its state in `state`.
-fn state_config(name: &str, host: u8, state: &std::path::Path) -> PathBuf {
+fn state_config(name: &str, host: u8, state: &std::path::Path) -> Scratch {
     loopback_config(name, host, "open = true\n", "", state, "")
 }
 
@@ -577,7 +605,7 @@ fn loopback_config(
     api: &str,
     state: &std::path::Path,
     rest: &str,
-) -> PathBuf {
+) -> Scratch {
     scratch(
         name,
         &format!(
@@ -667,7 +695,7 @@ fn an_identity_the_service_cannot_read_stops_it_instead_of_being_replaced() {
             .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
             .arg(env!("CARGO_BIN_EXE_shoal"))
             .args(["run", "--config"])
-            .arg(&config);
+            .arg(config.as_os_str());
         run_briefly(command)
     };
     // Unreadable to the service (root's, 0600).

@@ -72,6 +72,8 @@ fn a_private_copy_is_kept_and_the_files_pages_around_it_are_released() {
     }
     drop(file);
     let file = File::open(&path).expect("open");
+    // The open file keeps its pages; nothing is left behind in /tmp.
+    std::fs::remove_dir_all(&dir).expect("remove the temp dir");
     let page = page_size();
     let length = 4 * PAGE;
     // SAFETY: a fresh private mapping of the test's own file, unmapped below.
