@@ -213,6 +213,10 @@ const FAIR_BURST: u32 = 32;
 /// milliseconds of reading on a slow CPU, and only when that much waits.
 const DEADLINE_DRAIN: u32 = 8192;
 
+/// The most the kernel may delay the end of a wait to share its wake-up
+/// with other timers ([`super::mainloop::set_timer_slack`]).
+const TIMER_SLACK: Duration = Duration::from_millis(10);
+
 /// The agent's whole run, as [`run`] polls it.
 type AgentFuture<'a> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), RunError>> + 'a>>;
@@ -265,6 +269,10 @@ pub fn run(config: Config, path: Option<PathBuf>) -> Result<(), RunError> {
             }
         }
     });
+    // A wait may end this much late: at most 1% of the beacon interval, so
+    // a beacon stays within 85-96% of it (one lost beacon still does not
+    // make a peer SUSPECT), and 10 ms at most.
+    super::mainloop::set_timer_slack((config.mesh.beacon_interval / 100).min(TIMER_SLACK));
     let looped = super::mainloop::block_on(ex.run(agent));
     looped.map_err(|source| RunError::Io {
         what: "main loop",

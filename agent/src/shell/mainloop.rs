@@ -127,6 +127,21 @@ impl Watch {
     }
 }
 
+/// Lets the kernel end this thread's waits up to `slack` late
+/// (`PR_SET_TIMERSLACK`; Linux's default is 50 µs), so that they can share
+/// a wake-up with other timers instead of each costing one. Idle, an agent
+/// wakes ten times a second in a busy LAN, and here a wake-up costs more
+/// CPU than the beacons it reads (BENCHMARKS.md). Threads and processes
+/// started from this thread afterwards (async-io's, executors) inherit the
+/// slack, as everything in a unit with systemd's `TimerSlackNSec=` does.
+/// Failing is harmless: the waits stay as precise.
+pub fn set_timer_slack(slack: Duration) {
+    let nanos = u64::try_from(slack.as_nanos()).unwrap_or(u64::MAX);
+    if let Err(error) = rustix::thread::set_current_timer_slack(std::num::NonZeroU64::new(nanos)) {
+        log::debug!("main loop: timer slack left at the default: {error}");
+    }
+}
+
 /// Called by a pending future: poll again at `at` at the latest.
 pub fn wake_at(at: Instant) {
     let mut interest = INTEREST.get();

@@ -213,3 +213,29 @@ fn refresh_sees_a_readable_fd_while_the_loop_never_waits() {
     .expect("loop");
     assert_eq!(seen, (false, true));
 }
+
+#[test]
+fn the_timer_slack_applies_to_the_calling_thread_and_those_it_starts() {
+    let (before, set, later) = std::thread::spawn(|| {
+        let before = rustix::thread::current_timer_slack().expect("PR_GET_TIMERSLACK");
+        set_timer_slack(Duration::from_millis(7));
+        let set = rustix::thread::current_timer_slack().expect("PR_GET_TIMERSLACK");
+        let later = std::thread::spawn(rustix::thread::current_timer_slack)
+            .join()
+            .expect("thread")
+            .expect("PR_GET_TIMERSLACK");
+        (before, set, later)
+    })
+    .join()
+    .expect("thread");
+    assert_ne!(before, set, "the slack did not change");
+    assert_eq!(set, 7_000_000);
+    // Threads (async-io's) and processes (executors) started afterwards
+    // inherit it.
+    assert_eq!(later, set);
+    assert_ne!(
+        rustix::thread::current_timer_slack().expect("PR_GET_TIMERSLACK"),
+        set,
+        "the test thread's slack changed"
+    );
+}
