@@ -111,6 +111,9 @@ pub struct MeshSection {
     pub bind: IpAddr,
     /// Unicast sync port.
     pub sync_port: u16,
+    /// UDP port of broadcast news (values, goodbyes, changed beacons),
+    /// read at once; routine beacons go to `port`, read in batches.
+    pub news_port: u16,
     /// Where beacons go.
     pub broadcast: Vec<Broadcast>,
     /// Static peers beyond the LAN, `host:port`.
@@ -972,6 +975,7 @@ impl Walker<'_> {
                 "port",
                 "bind",
                 "sync_port",
+                "news_port",
                 "broadcast",
                 "peers",
                 "beacon_interval",
@@ -992,6 +996,41 @@ impl Walker<'_> {
                 );
             }
         }
+        let news_port = match self.port(table, p, "news_port") {
+            Some(news_port) => {
+                if news_port == port || news_port == sync_port {
+                    if let Some(span) = self.span_of(table, "news_port") {
+                        self.problem(
+                            span,
+                            format!(
+                                "mesh.news_port must differ from mesh.port ({port}) and \
+                                 mesh.sync_port ({sync_port})"
+                            ),
+                        );
+                    }
+                }
+                news_port
+            }
+            None => {
+                let derived = port.checked_add(2).filter(|&n| n != sync_port);
+                if derived.is_none() {
+                    let span = self
+                        .span_of(table, "port")
+                        .or_else(|| self.span_of(table, "sync_port"));
+                    if let Some(span) = span {
+                        self.problem(
+                            span,
+                            format!(
+                                "mesh.news_port is mesh.port + 2 unless set, and {} is not \
+                                 free here: set mesh.news_port",
+                                u32::from(port) + 2
+                            ),
+                        );
+                    }
+                }
+                derived.unwrap_or(d::MESH_PORT + 2)
+            }
+        };
         let bind = self
             .parsed::<IpAddr>(table, p, "bind", "an IP address like 0.0.0.0")
             .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
@@ -1095,6 +1134,7 @@ impl Walker<'_> {
             port,
             bind,
             sync_port,
+            news_port,
             broadcast,
             peers,
             beacon_interval,

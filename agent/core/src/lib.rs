@@ -236,6 +236,14 @@ pub struct Transmit {
     pub destination: Destination,
     /// The frame.
     pub payload: Datagram,
+    /// A periodic beacon that repeats the previous one: it tells its
+    /// receivers only that the sender still lives, which they need when
+    /// they judge its silence, not at once. Anything else broadcast is
+    /// news (a value, a goodbye, a newcomer, a suspicion, a changed store).
+    /// The shell broadcasts the two to different ports, so that a
+    /// receiver can read routine beacons in batches without holding news
+    /// (DESIGN.md, "Ports").
+    pub routine: bool,
 }
 
 /// Something happened that the shell or the user may care about.
@@ -605,6 +613,12 @@ struct BeaconSchedule {
     /// A newcomer (or a restarted neighbor) should hear our metadata and
     /// public key in the next beacon, not 30 beacons later.
     meta_due: bool,
+    /// The next beacon was brought forward for a newcomer: news, even if
+    /// it repeats the last one.
+    pulled: bool,
+    /// The last quiet beacon sent: the next one is routine if it is the
+    /// same ([`Transmit::routine`]).
+    last_quiet: Option<Beacon>,
 }
 
 /// One agent's protocol state.
@@ -722,6 +736,8 @@ impl Node {
                 next: now + Duration::from_millis(phase),
                 last: None,
                 meta_due: false,
+                pulled: false,
+                last_quiet: None,
             },
             started: now,
             leaving: false,
@@ -1448,6 +1464,7 @@ impl Node {
                 self.transmits.push_back(Transmit {
                     destination: Destination::Unicast(from),
                     payload,
+                    routine: false,
                 });
             }
         }
@@ -1537,12 +1554,23 @@ impl Node {
     /// live ones). With `relayed_from`, the LAN is skipped when the sender is
     /// on it (it reached the LAN itself), and the sender gets nothing back.
     fn send_everywhere(&mut self, message: &Message, relayed_from: Option<NodeId>) {
+        self.send_everywhere_as(message, relayed_from, false);
+    }
+
+    /// [`Node::send_everywhere`], the broadcast marked routine or not
+    /// ([`Transmit::routine`]; unicasts never are).
+    fn send_everywhere_as(
+        &mut self,
+        message: &Message,
+        relayed_from: Option<NodeId>,
+        routine: bool,
+    ) {
         let sender_on_lan = !self.relay.bridging
             && relayed_from
                 .and_then(|id| self.peers.get(id))
                 .is_some_and(|peer| peer.is_lan());
         if !sender_on_lan {
-            self.send(Destination::Broadcast, message);
+            self.send_as(Destination::Broadcast, message, routine);
         }
         let is_beacon = matches!(message, Message::Beacon(_));
         let unicast = self.unicast_targets(is_beacon, relayed_from);
@@ -1588,10 +1616,9 @@ impl Node {
                 .collect_vouches(&self.peers, now, self.config.beacon_interval * 2);
         // Facts for people and this node's public key (so others can seal
         // a rotated mesh key to it), in the first beacons and now and then.
-        let meta = if self.stats.beacons_sent < 3
-            || self.stats.beacons_sent.is_multiple_of(META_EVERY)
-            || std::mem::take(&mut self.beacon.meta_due)
-        {
+        let first = self.stats.beacons_sent < 3;
+        let periodic = !first && self.stats.beacons_sent.is_multiple_of(META_EVERY);
+        let meta = if first || periodic || std::mem::take(&mut self.beacon.meta_due) {
             let mut meta = self.config.meta.clone().unwrap_or_default();
             meta.key = Some(self.key.public());
             Some(meta)
@@ -1623,8 +1650,25 @@ impl Node {
             .filter(|vouch| vouch.left)
             .filter_map(|vouch| self.lives.farewells.get(&vouch.liveness.node).cloned())
             .collect();
+        // Routine: no suspects, no vouches, metadata only when it is its
+        // turn (not asked for by a newcomer), not brought forward, and
+        // saying what the last such beacon said.
+        let quiet = beacon.suspects.is_empty()
+            && beacon.vouches.is_empty()
+            && (beacon.meta.is_none() || periodic);
+        let pulled = std::mem::take(&mut self.beacon.pulled);
+        let routine = quiet
+            && !pulled
+            && self
+                .beacon
+                .last_quiet
+                .as_ref()
+                .is_some_and(|last| beacon.repeats(last));
+        if quiet && !routine {
+            self.beacon.last_quiet = Some(beacon.clone());
+        }
         let message = Message::Beacon(beacon);
-        self.send_everywhere(&message, None);
+        self.send_everywhere_as(&message, None, routine);
         for farewell in farewells {
             self.send_everywhere(&Message::Leave(farewell), None);
         }
@@ -1648,6 +1692,7 @@ impl Node {
             .map_or(now, |at| at + self.config.beacon_interval / 4)
             .max(now);
         self.beacon.next = self.beacon.next.min(earliest);
+        self.beacon.pulled = true;
     }
 
     /// Changes one neighbor, then acts on what the failure detector found:
@@ -1817,6 +1862,11 @@ impl Node {
     }
 
     fn send(&mut self, destination: Destination, message: &Message) {
+        self.send_as(destination, message, false);
+    }
+
+    /// [`Node::send`], marked routine or not ([`Transmit::routine`]).
+    fn send_as(&mut self, destination: Destination, message: &Message, routine: bool) {
         if self.transmits.len() >= self.config.max_pending_transmits {
             self.stats.transmits_dropped += 1;
             return;
@@ -1867,6 +1917,7 @@ impl Node {
         self.transmits.push_back(Transmit {
             destination,
             payload,
+            routine,
         });
     }
 }

@@ -1430,3 +1430,68 @@ fn a_node_at_the_end_of_its_counter_space_stops_sending_rather_than_reuse_a_nonc
     assert_eq!(exhausted, 1);
     assert!(a.stats().counter_exhausted >= 5);
 }
+
+/// The broadcasts `node` sends at its next deadline, as (routine, frame).
+fn next_broadcasts(node: &mut Node) -> std::vec::Vec<(bool, Datagram)> {
+    let due = node.poll_timeout().expect("a deadline");
+    node.handle_timeout(due);
+    drain(node)
+        .into_iter()
+        .filter(|t| t.destination == Destination::Broadcast)
+        .map(|t| (t.routine, t.payload))
+        .collect()
+}
+
+#[test]
+fn only_a_beacon_that_repeats_the_last_one_is_routine() {
+    let mut a = node(1);
+    // The first beacons carry metadata, then the first quiet one is new:
+    // news, all of them.
+    let first: std::vec::Vec<bool> = (0..4).map(|_| next_broadcasts(&mut a)[0].0).collect();
+    assert_eq!(first, [false; 4]);
+    // Alone and steady: the same quiet beacon, routine.
+    for _ in 0..3 {
+        let sent = next_broadcasts(&mut a);
+        assert_eq!(sent.len(), 1);
+        assert!(sent[0].0, "a repeated quiet beacon is routine");
+    }
+    // A value: its delta is news, and so is the next beacon (the store
+    // changed); the one after repeats it.
+    let now = a.poll_timeout().expect("a deadline");
+    a.handle_reading(now, reading("temperature", 21.5))
+        .expect("accepted");
+    let pushed = drain(&mut a);
+    assert!(!pushed.is_empty() && pushed.iter().all(|t| !t.routine));
+    assert!(!next_broadcasts(&mut a)[0].0);
+    assert!(next_broadcasts(&mut a)[0].0);
+    // A newcomer: our beacon comes early and is news, though it may say
+    // nothing new to the others.
+    let mut b = node(2);
+    let now = a.poll_timeout().expect("a deadline") - Duration::from_millis(500);
+    let hello = beacon_of(&mut b, now);
+    a.handle_datagram(now, addr(2), Arrival::Broadcast, &hello);
+    let answers = drain(&mut a);
+    assert!(answers.iter().all(|t| !t.routine), "{answers:?}");
+    let early = next_broadcasts(&mut a);
+    assert!(early.iter().all(|(routine, _)| !routine));
+    // Steady with b: nothing is news, the metadata repeated now and then
+    // included.
+    let mut kinds = std::vec::Vec::new();
+    for round in 0..10 + 2 * META_EVERY {
+        let beacon = beacon_of(&mut b, a.poll_timeout().expect("a deadline"));
+        a.handle_datagram(
+            a.poll_timeout().expect("a deadline"),
+            addr(2),
+            Arrival::Broadcast,
+            &beacon,
+        );
+        drain(&mut a);
+        let sent = next_broadcasts(&mut a);
+        if round >= 10 {
+            kinds.extend(sent.into_iter().map(|(routine, _)| routine));
+        }
+    }
+    let news = kinds.iter().filter(|routine| !**routine).count();
+    assert_eq!(news, 0, "news among {} beacons", kinds.len());
+    assert_eq!(kinds.len(), 2 * META_EVERY as usize);
+}

@@ -55,6 +55,7 @@ fn an_empty_file_means_every_default() {
     let config = check("").expect("valid");
     assert_eq!(config.mesh.port, d::MESH_PORT);
     assert_eq!(config.mesh.sync_port, d::SYNC_PORT);
+    assert_eq!(config.mesh.news_port, d::MESH_PORT + 2);
     assert_eq!(config.mesh.broadcast, vec![Broadcast::Auto]);
     assert_eq!(config.mesh.beacon_interval, d::BEACON_INTERVAL);
     assert_eq!(config.mesh.suspect_after, d::SUSPECT_AFTER);
@@ -112,7 +113,7 @@ do = "fan_of"
         problems(text),
         vec![
             "2:8: mesh.port must be a port between 1 and 65535, not 0",
-            "3:1: unknown key `mesh.colour`; expected one of: beacon_interval, bind, broadcast, key_file, open, peers, port, prune_after, suspect_after, sync_port, unreachable_after",
+            "3:1: unknown key `mesh.colour`; expected one of: beacon_interval, bind, broadcast, key_file, news_port, open, peers, port, prune_after, suspect_after, sync_port, unreachable_after",
             "4:19: mesh.suspect_after (2s) must be at least twice mesh.beacon_interval (5s), or one lost beacon looks like a failure",
             "10:1: duplicate sensor name \"t\"",
             "10:1: duplicate point (sensor or compute) name \"t\"",
@@ -803,4 +804,25 @@ fn the_agents_own_point_prefixes_are_reserved() {
         all.contains("node.name \"bridge\" is the agent's own"),
         "{all}"
     );
+}
+
+#[test]
+fn the_news_port_follows_the_beacon_port_unless_set_and_is_a_port_of_its_own() {
+    let config = check("[mesh]\nport = 30000\nsync_port = 30001\n").expect("valid");
+    assert_eq!(config.mesh.news_port, 30002);
+    let config = check("[mesh]\nnews_port = 31000\n").expect("valid");
+    assert_eq!(config.mesh.news_port, 31000);
+    assert_eq!(
+        problems("[mesh]\nnews_port = 20195\n"),
+        vec!["2:13: mesh.news_port must differ from mesh.port (20194) and mesh.sync_port (20195)"]
+    );
+    assert_eq!(
+        problems("[mesh]\nport = 30000\nsync_port = 30002\n"),
+        vec!["2:8: mesh.news_port is mesh.port + 2 unless set, and 30002 is not free here: set mesh.news_port"]
+    );
+    assert_eq!(
+        problems("[mesh]\nport = 65535\n"),
+        vec!["2:8: mesh.news_port is mesh.port + 2 unless set, and 65537 is not free here: set mesh.news_port"]
+    );
+    check("[mesh]\nport = 65535\nnews_port = 65534\n").expect("valid");
 }
