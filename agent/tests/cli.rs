@@ -609,7 +609,7 @@ fn loopback_config(
     scratch(
         name,
         &format!(
-            "[mesh]\n{mesh}bind = \"127.0.0.{host}\"\nbroadcast = [\"127.255.255.255\"]\nport = 47{host:03}\nsync_port = 48{host:03}\n[api]\nlisten = \"127.0.0.{host}:49{host:03}\"\n{api}[state]\ndir = \"{}\"\n{rest}",
+            "[mesh]\n{mesh}bind = \"127.0.0.{host}\"\nbroadcast = [\"127.255.255.255\"]\nport = 47{host:03}\nsync_port = 48{host:03}\nnews_port = 46{host:03}\n[api]\nlisten = \"127.0.0.{host}:49{host:03}\"\n{api}[state]\ndir = \"{}\"\n{rest}",
             state.display()
         ),
     )

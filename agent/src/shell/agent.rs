@@ -311,12 +311,13 @@ impl<'ex> Agent<'ex> {
         let runs = Runs::new(executors(config, &name));
         let token = api_token(config)?;
         log::info!(
-            "node {name} ({}) incarnation {} starting: beacons on port {}, sync on {}:{}, {} sensors",
+            "node {name} ({}) incarnation {} starting: beacons on port {}, sync on {}:{}, news on port {}, {} sensors",
             node.id(),
             node.incarnation(),
             config.mesh.port,
             config.mesh.bind,
             config.mesh.sync_port,
+            config.mesh.news_port,
             sensors.len()
         );
         let listener = TcpListener::bind(config.api.listen)
@@ -539,7 +540,7 @@ impl<'ex> Agent<'ex> {
         let ex = self.ex;
         match input {
             Input::Datagram(arrival, len, from) => {
-                let frame = self.sockets.received(arrival, len);
+                let frame = self.sockets.received(len);
                 self.node.handle_datagram(now, from, arrival, frame);
             }
             Input::Deadline => {

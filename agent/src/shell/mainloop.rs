@@ -24,9 +24,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-/// At most this many fds waited on directly (the two mesh sockets and the
-/// signal pipe).
-const MAX_FDS: usize = 3;
+/// At most this many fds waited on directly (the three mesh sockets and
+/// the signal pipe).
+const MAX_FDS: usize = 4;
 
 /// What the futures polled in this round wait for besides a wake.
 #[derive(Debug, Default, Clone, Copy)]
@@ -57,8 +57,8 @@ thread_local! {
 pub struct Watch(u8);
 
 /// Lets the loop of this thread wait on `fd` (a duplicate of it, so the
-/// same socket). At most two per thread; [`block_on`] forgets them when it
-/// returns.
+/// same socket). At most four per thread; [`block_on`] forgets them when
+/// it returns.
 pub fn watch(fd: BorrowedFd<'_>) -> io::Result<Watch> {
     let dup = rustix::io::fcntl_dupfd_cloexec(fd, 0)?;
     WATCHED.with_borrow_mut(|watched| {

@@ -28,6 +28,7 @@ pub fn restart_needed(running: &Config, new: &Config) -> Vec<&'static str> {
         port,
         bind,
         sync_port,
+        news_port,
         broadcast,
         peers,
         beacon_interval,
@@ -41,6 +42,14 @@ pub fn restart_needed(running: &Config, new: &Config) -> Vec<&'static str> {
     check("mesh.port", *port == mesh.port);
     check("mesh.bind", *bind == mesh.bind);
     check("mesh.sync_port", *sync_port == mesh.sync_port);
+    // Unless set, the news port follows the beacon port: named only when
+    // it moved by itself.
+    let follows = |port: u16, news: u16| u32::from(news) == u32::from(port) + 2;
+    check(
+        "mesh.news_port",
+        *news_port == mesh.news_port
+            || (follows(*port, *news_port) && follows(mesh.port, mesh.news_port)),
+    );
     check("mesh.broadcast", *broadcast == mesh.broadcast);
     check("mesh.peers", *peers == mesh.peers);
     check(
@@ -230,9 +239,12 @@ do = "fan_on"
         assert!(restart_needed(&running, &running).is_empty());
         let cases = [
             ("[node]", "name = \"kitchen\"", "node.name"),
+            // The news port follows (unless set), and is not named too.
             ("[mesh]", "port = 20200", "mesh.port"),
+            ("[mesh]", "port = 20200\nnews_port = 20196", "mesh.port"),
             ("[mesh]", "bind = \"127.0.0.2\"", "mesh.bind"),
             ("[mesh]", "sync_port = 20201", "mesh.sync_port"),
+            ("[mesh]", "news_port = 20202", "mesh.news_port"),
             ("[mesh]", "broadcast = [\"auto\"]", "mesh.broadcast"),
             ("[mesh]", "peers = [\"10.0.0.9:20195\"]", "mesh.peers"),
             (

@@ -1,19 +1,29 @@
-//! The mesh's two UDP sockets, and where broadcasts go.
+//! The mesh's three UDP sockets, and where broadcasts go.
 //!
-//! The beacon socket listens on `0.0.0.0:port` with SO_REUSEADDR and
-//! SO_REUSEPORT, so several agents on one host all receive each broadcast.
-//! The sync socket is bound to `bind:sync_port` and sends everything,
-//! beacons included, so a datagram's source address is always its sender's
+//! Broadcasts are of two kinds ([`shoal_core::Transmit::routine`]): a
+//! routine beacon, which repeats its sender's last one, goes to `port`;
+//! news (values, goodbyes, changed beacons) goes to `news_port`. The
+//! beacon socket and the news socket listen on `0.0.0.0` with SO_REUSEADDR
+//! and SO_REUSEPORT, so several agents on one host all receive each
+//! broadcast. The sync socket is bound to `bind:sync_port` and sends
+//! everything, so a datagram's source address is always its sender's
 //! unicast address.
 //!
-//! Both are non-blocking std sockets waited on by the agent's own loop
-//! (`mainloop.rs`), not by async-io: a datagram is read on the thread that
-//! handles it, and every ready one is read before the loop waits again.
+//! In a busy LAN the beacon socket rests after it is found empty: routine
+//! beacons are read in batches, a few wake-ups a second instead of one per
+//! beacon, and a peer's silence is judged only after what waits is read
+//! (`Agent::hear_before_deadline`). The news and sync sockets never rest:
+//! a value or a command is handled as soon as it arrives.
+//!
+//! All three are non-blocking std sockets waited on by the agent's own
+//! loop (`mainloop.rs`), not by async-io: a datagram is read on the thread
+//! that handles it, and every ready one is read before the loop waits
+//! again.
 
 use super::agent::{Input, RunError};
 use super::mainloop::{self, Watch};
 use shoal_config::{Broadcast, MeshSection};
-use shoal_core::{Arrival, Destination, Node};
+use shoal_core::{Arrival, Destination, Node, Transmit};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::future::Future;
 use std::io;
@@ -35,31 +45,37 @@ const RECEIVE_BUFFER: usize = 2048;
 const SOCKET_RECEIVE_BUFFER: usize = 1 << 20;
 
 /// In a busy LAN, after the beacon socket is found empty, it is not waited
-/// on for this share of the beacon interval (100 ms at the default 1 s):
-/// its beacons are then read in batches, one wake-up for several, instead
-/// of one wake-up each. A broadcast (a beacon, a pushed delta, a goodbye)
-/// is handled at most this much later; the sync socket (unicast deltas,
-/// commands, answers) is never held.
-const BEACON_BATCH_DIVISOR: u32 = 10;
+/// on for this share of the beacon interval (a third: 333 ms at the
+/// default 1 s): its routine beacons are then read in batches, one wake-up
+/// for a third of the LAN, instead of one wake-up each. A wake-up for any
+/// other reason reads them too. Only liveness waits: a peer's last beacon
+/// is counted at most this much late, so a dead peer is declared at most
+/// this much later. News (on the news socket) and the sync socket
+/// (unicast deltas, commands, answers) are never held.
+const BEACON_BATCH_DIVISOR: u32 = 3;
 
 /// Busy: at least this many broadcasts in the last beacon interval (a LAN
 /// of about this many nodes). A smaller LAN wakes once per broadcast, as
 /// its few wake-ups cost little and its latency stays that of the network.
 const BATCH_MIN_RATE: u32 = 16;
 
-/// Both sockets, their receive buffers and the broadcast targets.
+/// The mesh sockets, the receive buffer and the broadcast targets.
 #[derive(Debug)]
 pub struct Sockets {
     beacon: UdpSocket,
     sync: UdpSocket,
-    /// The two sockets as the main loop knows them.
-    watches: [Watch; 2],
-    /// Which socket `try_recv` reads first: they alternate, so a flood on
-    /// one cannot hide the other.
-    sync_first: bool,
+    news: UdpSocket,
+    /// The three sockets (beacon, sync, news) as the main loop knows them.
+    watches: [Watch; 3],
+    /// Which socket `try_recv` reads first: it goes round, so a flood on
+    /// one cannot hide the others.
+    first: usize,
+    /// Routine beacons go to these (`port`).
     broadcasts: Vec<SocketAddr>,
-    beacon_buf: [u8; RECEIVE_BUFFER],
-    sync_buf: [u8; RECEIVE_BUFFER],
+    /// News goes to these (`news_port`).
+    news_broadcasts: Vec<SocketAddr>,
+    /// The datagram `try_recv` read last, until it is handled.
+    buf: [u8; RECEIVE_BUFFER],
     /// Datagrams the kernel would not take (send buffer full).
     send_dropped: u64,
     /// The broadcasts counted for `busy`: since when, how many.
@@ -85,6 +101,12 @@ impl Sockets {
             addr: sync_addr,
             source,
         })?;
+        let news_addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, mesh.news_port));
+        let news = udp_socket(news_addr, true).map_err(|source| RunError::Socket {
+            what: "news",
+            addr: news_addr,
+            source,
+        })?;
         let watch = |socket: &UdpSocket, what, addr| {
             mainloop::watch(socket.as_fd()).map_err(|source| RunError::Socket {
                 what,
@@ -95,19 +117,25 @@ impl Sockets {
         let watches = [
             watch(&beacon, "beacon", beacon_addr)?,
             watch(&sync, "sync", sync_addr)?,
+            watch(&news, "news", news_addr)?,
         ];
         let broadcasts = broadcast_addresses(&mesh.broadcast, mesh.port);
         if broadcasts.is_empty() {
             log::warn!("no broadcast address: only static peers will hear this node");
         }
+        let news_broadcasts = broadcasts
+            .iter()
+            .map(|target| SocketAddr::new(target.ip(), mesh.news_port))
+            .collect();
         Ok(Sockets {
             beacon,
             sync,
+            news,
             watches,
-            sync_first: false,
+            first: 0,
             broadcasts,
-            beacon_buf: [0; RECEIVE_BUFFER],
-            sync_buf: [0; RECEIVE_BUFFER],
+            news_broadcasts,
+            buf: [0; RECEIVE_BUFFER],
             send_dropped: 0,
             window: (std::time::Instant::now(), 0),
             beacon_interval: mesh.beacon_interval,
@@ -115,43 +143,38 @@ impl Sockets {
         })
     }
 
-    /// A datagram already waiting on either socket (its bytes stay in the
+    /// A datagram already waiting on any socket (its bytes stay in the
     /// buffer until the next call: [`Sockets::received`]), a socket's
     /// error, or `None`: nothing waiting. Never blocks.
     pub fn try_recv(&mut self) -> Option<Input> {
-        self.sync_first = !self.sync_first;
-        let order = if self.sync_first {
-            [Arrival::Unicast, Arrival::Broadcast]
-        } else {
-            [Arrival::Broadcast, Arrival::Unicast]
-        };
+        let first = self.first;
+        self.first = (first + 1) % 3;
         let beacon_interval = self.beacon_interval;
         let beacon_batch = beacon_interval / BEACON_BATCH_DIVISOR;
         let window = &mut self.window;
         let busy = &mut self.busy;
-        order.into_iter().find_map(|arrival| {
-            let (socket, buf, watch, what) = match arrival {
-                Arrival::Broadcast => (
-                    &self.beacon,
-                    &mut self.beacon_buf,
-                    self.watches[0],
-                    "beacon",
-                ),
-                Arrival::Unicast => (&self.sync, &mut self.sync_buf, self.watches[1], "sync"),
+        let buf = &mut self.buf;
+        (0..3).find_map(|k| {
+            let index = (first + k) % 3;
+            let (socket, arrival, what) = match index {
+                0 => (&self.beacon, Arrival::Broadcast, "beacon"),
+                1 => (&self.sync, Arrival::Unicast, "sync"),
+                _ => (&self.news, Arrival::Broadcast, "news"),
             };
+            let watch = self.watches[index];
             if !watch.maybe_ready() {
                 return None;
             }
             match socket.recv_from(buf) {
                 Ok((len, from)) => {
-                    if arrival == Arrival::Broadcast {
+                    if index == 0 {
                         window.1 = window.1.saturating_add(1);
                     }
                     Some(Input::Datagram(arrival, len, from))
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
                     watch.drained();
-                    if arrival == Arrival::Broadcast {
+                    if index == 0 {
                         let now = std::time::Instant::now();
                         if now.duration_since(window.0) >= beacon_interval {
                             *busy = window.1 >= BATCH_MIN_RATE;
@@ -168,8 +191,8 @@ impl Sockets {
         })
     }
 
-    /// The next datagram on either socket, waiting for one under the
-    /// agent's loop ([`mainloop::block_on`]).
+    /// The next datagram on any socket, waiting for one under the agent's
+    /// loop ([`mainloop::block_on`]).
     pub fn recv(&mut self) -> impl Future<Output = Input> + '_ {
         std::future::poll_fn(move |_| match self.try_recv() {
             Some(input) => Poll::Ready(input),
@@ -180,33 +203,38 @@ impl Sockets {
         })
     }
 
-    /// The bytes of the datagram [`Sockets::recv`] announced.
-    pub fn received(&self, arrival: Arrival, len: usize) -> &[u8] {
-        let buf = match arrival {
-            Arrival::Broadcast => &self.beacon_buf,
-            Arrival::Unicast => &self.sync_buf,
-        };
-        &buf[..len.min(RECEIVE_BUFFER)]
+    /// The bytes of the datagram [`Sockets::recv`] (or
+    /// [`Sockets::try_recv`]) announced last.
+    pub fn received(&self, len: usize) -> &[u8] {
+        &self.buf[..len.min(RECEIVE_BUFFER)]
     }
 
-    /// Sends every datagram the core queued (broadcasts to every target).
+    /// Sends every datagram the core queued: a broadcast to every target,
+    /// at `port` if routine and at `news_port` if news.
     /// A datagram the kernel will not take now (its send buffer is full)
     /// is dropped and counted, as the network would drop it: the protocol
     /// repairs loss.
     pub fn send_all(&mut self, node: &mut Node) {
         while let Some(transmit) = node.poll_transmit() {
-            let targets: &[SocketAddr] = match &transmit.destination {
-                Destination::Broadcast => &self.broadcasts,
-                Destination::Unicast(addr) => std::slice::from_ref(addr),
-            };
-            for target in targets {
+            let mut dropped = 0;
+            for target in self.targets(&transmit) {
                 if let Err(error) = self.sync.send_to(&transmit.payload, target) {
                     if error.kind() == io::ErrorKind::WouldBlock {
-                        self.send_dropped += 1;
+                        dropped += 1;
                     }
                     log::debug!("send to {target} failed: {error}");
                 }
             }
+            self.send_dropped += dropped;
+        }
+    }
+
+    /// Where `transmit` goes.
+    fn targets<'a>(&'a self, transmit: &'a Transmit) -> &'a [SocketAddr] {
+        match &transmit.destination {
+            Destination::Broadcast if transmit.routine => &self.broadcasts,
+            Destination::Broadcast => &self.news_broadcasts,
+            Destination::Unicast(addr) => std::slice::from_ref(addr),
         }
     }
 
@@ -306,3 +334,6 @@ pub fn resolve_peers(peers: &[String]) -> Vec<SocketAddr> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests;
