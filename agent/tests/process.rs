@@ -2749,3 +2749,91 @@ fn a_rule_on_a_misspelt_point_says_so_once_and_shoal_rules_shows_the_suggestion(
     let (code, _, stderr) = cli(&["rules", "--api", &api]);
     assert_eq!(code, Some(3), "{stderr}");
 }
+
+/// Joins the agents' group on `0.0.0.0:port` (as another agent on this
+/// host would), so it gets a copy of every broadcast to the port.
+fn broadcast_listener(port: u16) -> UdpSocket {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).expect("socket");
+    socket.set_reuse_address(true).expect("SO_REUSEADDR");
+    socket.set_reuse_port(true).expect("SO_REUSEPORT");
+    socket
+        .bind(&std::net::SocketAddr::from(([0, 0, 0, 0], port)).into())
+        .expect("bind beside the agents");
+    socket.set_nonblocking(true).expect("non-blocking");
+    UdpSocket::from(socket)
+}
+
+/// The kinds of the open-mesh frames waiting on `socket`, by sender.
+fn frame_kinds(socket: &UdpSocket, into: &mut Vec<(std::net::SocketAddr, u8)>) {
+    use shoal_core::wire;
+    let mut frame = [0u8; 2048];
+    let mut buf = [0u8; wire::MAX_FRAME];
+    while let Ok((len, from)) = socket.recv_from(&mut frame) {
+        let frame = &frame[..len];
+        let header = wire::Header::parse(frame, wire::mesh_id(None)).expect("a frame of the mesh");
+        let (kind, _) = wire::open(&header, frame, None, &mut buf).expect("an open frame");
+        into.push((from, kind));
+    }
+}
+
+#[test]
+fn values_go_to_the_news_port_and_only_beacons_to_the_beacon_port() {
+    let mut mesh = Mesh::new(30);
+    let news_port = mesh.port + 2;
+    let beacons = broadcast_listener(mesh.port);
+    let news = broadcast_listener(news_port);
+    mesh.add(1, 242, None);
+    mesh.add(2, 243, None);
+    mesh.wait_for("the two see each other", INTERVAL * 3, |m| {
+        m.agents.iter().all(|a| a.count("discovered node") >= 1)
+    });
+    assert!(mesh.agents[0].logged(&format!("news on port {news_port}")));
+    // Their simulated sensors read every second: values every second. The
+    // first seconds are a start's (first beacons, a newcomer's); then the
+    // two are steady.
+    let sniff = |seconds: u32| {
+        let (mut on_beacon_port, mut on_news_port) = (Vec::new(), Vec::new());
+        let until = Instant::now() + INTERVAL * seconds;
+        while Instant::now() < until {
+            frame_kinds(&beacons, &mut on_beacon_port);
+            frame_kinds(&news, &mut on_news_port);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (on_beacon_port, on_news_port)
+    };
+    let (_, start_news) = sniff(3);
+    let (on_beacon_port, on_news_port) = sniff(5);
+    use shoal_core::wire::kind;
+    let from_agent_1 = |frames: &[(std::net::SocketAddr, u8)], which| {
+        frames
+            .iter()
+            .filter(|(from, k)| from.ip() == std::net::Ipv4Addr::new(127, 0, 0, 242) && *k == which)
+            .count()
+    };
+    // A start's beacons are news.
+    assert!(
+        from_agent_1(&start_news, kind::BEACON) >= 1,
+        "{start_news:?}"
+    );
+    // Steady: values on the news port, beacons (routine: the values went
+    // out already) on the beacon port, and nothing else there.
+    assert!(
+        from_agent_1(&on_news_port, kind::DELTA) >= 3,
+        "agent-1's values on the news port: {on_news_port:?}"
+    );
+    assert!(
+        from_agent_1(&on_beacon_port, kind::BEACON) >= 3,
+        "{on_beacon_port:?} {on_news_port:?}"
+    );
+    assert!(
+        on_beacon_port.iter().all(|(_, k)| *k == kind::BEACON),
+        "only beacons on the beacon port: {on_beacon_port:?}"
+    );
+    // (One news beacon is allowed, should a slow machine make a peer
+    // SUSPECT for a moment; steady, every beacon used to be on one port.)
+    assert!(
+        from_agent_1(&on_news_port, kind::BEACON) <= 1,
+        "{on_news_port:?}"
+    );
+}

@@ -111,8 +111,9 @@ pub struct MeshSection {
     pub bind: IpAddr,
     /// Unicast sync port.
     pub sync_port: u16,
-    /// UDP port of broadcast news (values, goodbyes, changed beacons),
-    /// read at once; routine beacons go to `port`, read in batches.
+    /// UDP port of broadcast news (values, goodbyes, beacons that ask
+    /// something), read at once; routine beacons go to `port`, read in
+    /// batches.
     pub news_port: u16,
     /// Where beacons go.
     pub broadcast: Vec<Broadcast>,

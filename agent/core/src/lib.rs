@@ -236,13 +236,16 @@ pub struct Transmit {
     pub destination: Destination,
     /// The frame.
     pub payload: Datagram,
-    /// A periodic beacon that repeats the previous one: it tells its
-    /// receivers only that the sender still lives, which they need when
-    /// they judge its silence, not at once. Anything else broadcast is
-    /// news (a value, a goodbye, a newcomer, a suspicion, a changed store).
-    /// The shell broadcasts the two to different ports, so that a
-    /// receiver can read routine beacons in batches without holding news
-    /// (DESIGN.md, "Ports").
+    /// A periodic beacon that asks nothing of its receivers: no suspects,
+    /// no vouches, not one of a node's first beacons, not brought forward
+    /// or given metadata for a newcomer. It tells them that the sender
+    /// lives (needed when they judge its silence) and what its store holds
+    /// (a change was pushed already; the hash only repairs a lost push),
+    /// so it can wait a fraction of a second. Anything else broadcast is
+    /// news: a value, a goodbye, a newcomer, a suspicion. The shell
+    /// broadcasts the two to different ports, so that a receiver can read
+    /// routine beacons in batches without holding news back
+    /// (`agent/src/shell/sockets.rs`).
     pub routine: bool,
 }
 
@@ -613,12 +616,9 @@ struct BeaconSchedule {
     /// A newcomer (or a restarted neighbor) should hear our metadata and
     /// public key in the next beacon, not 30 beacons later.
     meta_due: bool,
-    /// The next beacon was brought forward for a newcomer: news, even if
-    /// it repeats the last one.
+    /// The next beacon was brought forward for a newcomer: news, not
+    /// routine ([`Transmit::routine`]).
     pulled: bool,
-    /// The last quiet beacon sent: the next one is routine if it is the
-    /// same ([`Transmit::routine`]).
-    last_quiet: Option<Beacon>,
 }
 
 /// One agent's protocol state.
@@ -737,7 +737,6 @@ impl Node {
                 last: None,
                 meta_due: false,
                 pulled: false,
-                last_quiet: None,
             },
             started: now,
             leaving: false,
@@ -1650,23 +1649,15 @@ impl Node {
             .filter(|vouch| vouch.left)
             .filter_map(|vouch| self.lives.farewells.get(&vouch.liveness.node).cloned())
             .collect();
-        // Routine: no suspects, no vouches, metadata only when it is its
-        // turn (not asked for by a newcomer), not brought forward, and
-        // saying what the last such beacon said.
-        let quiet = beacon.suspects.is_empty()
+        // Routine: not a first beacon, no suspects, no vouches, metadata
+        // only when it is its turn (not asked for by a newcomer), and not
+        // brought forward.
+        let pulled = std::mem::take(&mut self.beacon.pulled);
+        let routine = !first
+            && !pulled
+            && beacon.suspects.is_empty()
             && beacon.vouches.is_empty()
             && (beacon.meta.is_none() || periodic);
-        let pulled = std::mem::take(&mut self.beacon.pulled);
-        let routine = quiet
-            && !pulled
-            && self
-                .beacon
-                .last_quiet
-                .as_ref()
-                .is_some_and(|last| beacon.repeats(last));
-        if quiet && !routine {
-            self.beacon.last_quiet = Some(beacon.clone());
-        }
         let message = Message::Beacon(beacon);
         self.send_everywhere_as(&message, None, routine);
         for farewell in farewells {

@@ -604,29 +604,6 @@ impl Beacon {
     pub fn is_quiet(&self) -> bool {
         self.suspects.is_empty() && self.vouches.is_empty() && self.meta.is_none()
     }
-
-    /// Says what `earlier` said, metadata aside (which a node repeats
-    /// now and then unchanged).
-    pub fn repeats(&self, earlier: &Beacon) -> bool {
-        // In full: a new field must be sorted in or out before this compiles.
-        let Beacon {
-            name,
-            store_hash,
-            progress,
-            suspects,
-            vouches,
-            meta: _,
-            heard,
-            view,
-        } = self;
-        *name == earlier.name
-            && *store_hash == earlier.store_hash
-            && *progress == earlier.progress
-            && *suspects == earlier.suspects
-            && *vouches == earlier.vouches
-            && *heard == earlier.heard
-            && *view == earlier.view
-    }
 }
 
 /// A node and the newest counter someone has of it.

@@ -1,8 +1,10 @@
 //! The mesh's three UDP sockets, and where broadcasts go.
 //!
 //! Broadcasts are of two kinds ([`shoal_core::Transmit::routine`]): a
-//! routine beacon, which repeats its sender's last one, goes to `port`;
-//! news (values, goodbyes, changed beacons) goes to `news_port`. The
+//! routine beacon, which asks nothing of its receivers (it says that its
+//! sender lives and what its store holds), goes to `port`; news (values,
+//! goodbyes, a newcomer's or a suspicious node's beacons) goes to
+//! `news_port`. The
 //! beacon socket and the news socket listen on `0.0.0.0` with SO_REUSEADDR
 //! and SO_REUSEPORT, so several agents on one host all receive each
 //! broadcast. The sync socket is bound to `bind:sync_port` and sends

@@ -173,9 +173,10 @@ pub(crate) struct Mesh {
 impl Mesh {
     /// `slot` separates tests of this binary; the PID separates runs.
     pub(crate) fn new(slot: u16) -> Mesh {
-        // 30 slots of 4 ports per run; the PID spreads runs over 30000-49999.
-        assert!(slot < 30, "slots 0 to 29");
-        let port = 30_000 + (std::process::id() % 166) as u16 * 120 + slot * 4;
+        // 32 slots of 4 ports per run (beacons, sync, the API and news at
+        // the third, the fourth free); the PID spreads runs over 30000-49999.
+        assert!(slot < 32, "slots 0 to 31");
+        let port = 30_000 + (std::process::id() % 156) as u16 * 128 + slot * 4;
         let dir = std::env::temp_dir().join(format!("shoal-process-{}-{slot}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("scratch dir");
