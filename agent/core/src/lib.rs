@@ -993,9 +993,18 @@ impl Node {
         // several KB of fixed-capacity lists, too much to move for a beacon.
         let sender = header.sender;
         let result = match kind {
+            wire::kind::BEACON if self.is_older_beacon(sender, &header) => {
+                // Alive, but its contents were overtaken by a newer beacon.
+                if self.accept_frame(now, &header, from, arrival) {
+                    if let Some(peer) = self.peers.get_mut(sender) {
+                        peer.beacons_in += 1;
+                    }
+                }
+                Ok(())
+            }
             wire::kind::BEACON if self.is_same_quiet_beacon(sender, encoded) => {
                 if self.accept_frame(now, &header, from, arrival) {
-                    self.on_same_beacon(now, sender, from);
+                    self.on_same_beacon(now, sender, from, header.counter.as_u64());
                 }
                 Ok(())
             }
@@ -1004,6 +1013,7 @@ impl Node {
                     let quiet = beacon.is_quiet();
                     self.on_beacon(now, sender, from, beacon);
                     if let Some(peer) = self.peers.get_mut(sender) {
+                        peer.beacon_counter = header.counter.as_u64();
                         peer.quiet_beacon.clear();
                         if quiet {
                             // Too long to remember: decoded every time.
@@ -1285,6 +1295,13 @@ impl Node {
 
     /// Whether `encoded` is byte for byte the quiet beacon body `sender`
     /// sent last: then it says nothing new.
+    /// A beacon older than the newest one taken in from its sender.
+    fn is_older_beacon(&self, sender: NodeId, header: &Header) -> bool {
+        self.peers
+            .get(sender)
+            .is_some_and(|peer| header.counter.as_u64() < peer.beacon_counter)
+    }
+
     fn is_same_quiet_beacon(&self, sender: NodeId, encoded: &[u8]) -> bool {
         self.peers
             .get(sender)
@@ -1294,11 +1311,12 @@ impl Node {
     /// A beacon equal to the sender's last, quiet one: what `on_beacon`
     /// would do with it, without decoding it again. Its fields are the
     /// peer's already; only the count and anti-entropy look again.
-    fn on_same_beacon(&mut self, now: Instant, sender: NodeId, from: SocketAddr) {
+    fn on_same_beacon(&mut self, now: Instant, sender: NodeId, from: SocketAddr, counter: u64) {
         let Some(peer) = self.peers.get_mut(sender) else {
             return;
         };
         peer.beacons_in += 1;
+        peer.beacon_counter = counter;
         let (store_hash, progress) = (peer.store_hash, peer.progress);
         self.after_beacon(now, sender, from, store_hash, progress);
     }

@@ -106,6 +106,10 @@ pub struct Peer {
     /// vouches, no meta) and short; empty otherwise. A beacon with the same
     /// body says nothing new and is not decoded again (`Node::receive`).
     pub(crate) quiet_beacon: heapless::Vec<u8, QUIET_BEACON_MAX>,
+    /// The counter of the newest beacon whose contents were taken in: an
+    /// older one read later (routine beacons wait in a resting socket, news
+    /// does not) still counts as a sign of life, but says nothing current.
+    pub(crate) beacon_counter: u64,
 }
 
 /// The longest beacon body remembered as quiet: a steady beacon is about
@@ -139,6 +143,7 @@ impl Peer {
             window: ReplayWindow::default(),
             directly_silent: false,
             quiet_beacon: heapless::Vec::new(),
+            beacon_counter: 0,
         }
     }
 

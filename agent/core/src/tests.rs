@@ -1502,3 +1502,26 @@ fn a_beacon_is_routine_unless_it_asks_something_of_its_receivers() {
     }
     assert!(suspecting.iter().any(|routine| !routine), "{suspecting:?}");
 }
+
+#[test]
+fn an_older_beacon_read_after_a_newer_one_counts_as_life_but_changes_nothing() {
+    let mut a = node(1);
+    let mut b = node(2);
+    let older = beacon_of(&mut b, at(0));
+    // b's store changes; its next beacon says so. The older beacon waited
+    // (a resting socket) and is read after the newer one.
+    b.handle_reading(at(100), reading("temperature", 21.5))
+        .expect("accepted");
+    drain(&mut b);
+    let newer = beacon_of(&mut b, at(950));
+    a.handle_datagram(at(1000), addr(2), Arrival::Broadcast, &newer);
+    let hash = a.peers().get(nid(2)).expect("known").store_hash;
+    a.handle_datagram(at(1010), addr(2), Arrival::Broadcast, &older);
+    let peer = a.peers().get(nid(2)).expect("known");
+    assert_eq!(
+        peer.store_hash, hash,
+        "the older beacon's store was taken in"
+    );
+    assert_eq!(peer.beacons_in, 2, "the older beacon was not counted");
+    assert_eq!(a.stats().dropped(DropReason::Replayed), 0);
+}
