@@ -261,7 +261,11 @@ pub fn run(config: Config, path: Option<PathBuf>) -> Result<(), RunError> {
                 // one behind a flood) arrived before the deadline: a peer's
                 // beacon held there is heard before its silence is judged.
                 super::mainloop::end_rests();
-                agent.hear_before_deadline()?;
+                if !agent.hear_before_deadline()? {
+                    // A signal came first, with beacons still waiting: no
+                    // judging now. The deadline comes again after it.
+                    continue;
+                }
             }
             if agent.step(input)? == Flow::Stop {
                 agent.stop().await;
@@ -407,23 +411,26 @@ impl<'ex> Agent<'ex> {
     /// comes, whatever the burst: up to `DEADLINE_DRAIN` datagrams, until
     /// none waits or a signal does (asked after every `FAIR_BURST`, so
     /// SIGTERM is not held up by a flood). The next [`Agent::next_input`]
-    /// then looks at the other inputs first.
-    pub fn hear_before_deadline(&mut self) -> Result<(), RunError> {
+    /// then looks at the other inputs first. False if it stopped for a
+    /// signal with datagrams still waiting: the deadline is then not for
+    /// judging yet.
+    pub fn hear_before_deadline(&mut self) -> Result<bool, RunError> {
         for read in 1..=DEADLINE_DRAIN {
             self.notifier.tick();
             let Some(datagram) = self.sockets.try_recv() else {
-                break;
+                return Ok(true);
             };
             self.burst = self.burst.max(FAIR_BURST);
             self.step(datagram)?;
             if read % FAIR_BURST == 0 {
                 super::mainloop::refresh();
                 if self.signal_watch.maybe_ready() {
-                    break;
+                    return Ok(false);
                 }
             }
         }
-        Ok(())
+        // As much as the queues can hold was read: judge.
+        Ok(true)
     }
 
     /// Waits for whatever happens first (after [`Agent::waiting_datagram`]).
