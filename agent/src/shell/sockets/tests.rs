@@ -48,9 +48,9 @@ fn news_is_read_at_once_while_routine_beacons_rest() {
     mainloop::block_on(async {
         let mut sockets = Sockets::open(&mesh).expect("sockets");
         let sender = sender();
-        // Busy (as after an interval with many beacons), and found empty:
+        // Busy (as after an interval with 20 beacons), and found empty:
         // the beacon socket rests from now.
-        sockets.busy = true;
+        sockets.rate = 20;
         while sockets.try_recv().is_some() {}
         sender.send_to(b"routine", to(mesh.port)).expect("send");
         sender.send_to(b"news", to(mesh.news_port)).expect("send");
@@ -100,6 +100,32 @@ fn routine_beacons_go_to_the_beacon_port_and_news_to_the_news_port() {
         let peer = SocketAddr::from(([127, 0, 0, 9], 20195));
         let unicast = transmit(Destination::Unicast(peer), false);
         assert_eq!(sockets.targets(&unicast), [peer]);
+    })
+    .expect("main loop");
+}
+
+#[test]
+fn a_flood_shortens_the_rest_so_the_receive_buffer_never_fills() {
+    let mesh = mesh("9s", 6);
+    let to = SocketAddr::from(([127, 255, 255, 255], mesh.port));
+    mainloop::block_on(async {
+        let mut sockets = Sockets::open(&mesh).expect("sockets");
+        let sender = sender();
+        sockets.rate = BATCH_MAX_RATE + 1;
+        while sockets.try_recv().is_some() {}
+        let rested = Instant::now();
+        sender.send_to(b"flood", to).expect("send");
+        let (only, _) = next(&mut sockets).await;
+        assert_eq!(only, b"flood");
+        // A tenth of the interval (900 ms), not a third (3 s).
+        let short = mesh.beacon_interval / FLOOD_BATCH_DIVISOR;
+        let full = mesh.beacon_interval / BEACON_BATCH_DIVISOR;
+        assert!(
+            rested.elapsed() >= short - Duration::from_millis(50)
+                && rested.elapsed() < (short + full) / 2,
+            "read after {:?}: {short:?} expected",
+            rested.elapsed()
+        );
     })
     .expect("main loop");
 }
