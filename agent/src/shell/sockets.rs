@@ -63,10 +63,9 @@ const BATCH_MIN_RATE: u32 = 16;
 
 /// More broadcasts than this in the last beacon interval (a LAN of more
 /// nodes, or a flood on the beacon port) and the rest is a tenth of the
-/// interval instead of a third: a third of a second of a flood (3,400
-/// frames a second in the bench) overflowed the receive buffer and took
-/// real beacons with it (240 false failures at 50 agents, where a tenth
-/// had none).
+/// interval instead of a third: a third of a second of the bench's flood
+/// (3,400 frames a second) is about 1,100 frames, more than a receive
+/// buffer holds, and real beacons would be dropped with them.
 const BATCH_MAX_RATE: u32 = 400;
 
 /// The rest in a LAN above `BATCH_MAX_RATE`: a share of the beacon
