@@ -101,38 +101,21 @@ pub struct Sockets {
 }
 
 impl Sockets {
-    /// Opens both sockets of `[mesh]`.
+    /// Opens the three sockets of `[mesh]` and lets the main loop watch
+    /// them (in this order: beacon, sync, news).
     pub fn open(mesh: &MeshSection) -> Result<Sockets, RunError> {
-        let beacon_addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, mesh.port));
-        let beacon = udp_socket(beacon_addr, true).map_err(|source| RunError::Socket {
-            what: "beacon",
-            addr: beacon_addr,
-            source,
-        })?;
-        let sync_addr = SocketAddr::new(mesh.bind, mesh.sync_port);
-        let sync = udp_socket(sync_addr, false).map_err(|source| RunError::Socket {
-            what: "sync",
-            addr: sync_addr,
-            source,
-        })?;
-        let news_addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, mesh.news_port));
-        let news = udp_socket(news_addr, true).map_err(|source| RunError::Socket {
-            what: "news",
-            addr: news_addr,
-            source,
-        })?;
-        let watch = |socket: &UdpSocket, what, addr| {
-            mainloop::watch(socket.as_fd()).map_err(|source| RunError::Socket {
-                what,
-                addr,
-                source,
-            })
+        let open = |what, addr, shared| {
+            let error = |source| RunError::Socket { what, addr, source };
+            let socket = udp_socket(addr, shared).map_err(error)?;
+            let watch = mainloop::watch(socket.as_fd()).map_err(error)?;
+            Ok::<_, RunError>((socket, watch))
         };
-        let watches = [
-            watch(&beacon, "beacon", beacon_addr)?,
-            watch(&sync, "sync", sync_addr)?,
-            watch(&news, "news", news_addr)?,
-        ];
+        let any = Ipv4Addr::UNSPECIFIED;
+        let (beacon, beacon_watch) = open("beacon", SocketAddr::from((any, mesh.port)), true)?;
+        let sync_addr = SocketAddr::new(mesh.bind, mesh.sync_port);
+        let (sync, sync_watch) = open("sync", sync_addr, false)?;
+        let (news, news_watch) = open("news", SocketAddr::from((any, mesh.news_port)), true)?;
+        let watches = [beacon_watch, sync_watch, news_watch];
         let broadcasts = broadcast_addresses(&mesh.broadcast, mesh.port);
         if broadcasts.is_empty() {
             log::warn!("no broadcast address: only static peers will hear this node");
