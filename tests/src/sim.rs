@@ -752,7 +752,7 @@ impl SimNet {
             self.net.sent += 1;
             self.net.bytes_sent += transmit.payload.len() as u64;
             self.net.largest = self.net.largest.max(transmit.payload.len());
-            let payload: Rc<[u8]> = Rc::from(transmit.payload.as_slice());
+            let payload: Rc<[u8]> = Rc::from(transmit.payload);
             match transmit.destination {
                 Destination::Broadcast => {
                     let lans = self.nodes[index].lans.clone();

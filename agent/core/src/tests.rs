@@ -1,7 +1,7 @@
 //! Tests of `Node` as a whole, frames moved by hand between a few nodes.
 
 use super::*;
-use wire::{name, unit, Value, MAX_FRAME};
+use wire::{name, unit, Datagram, Value, MAX_FRAME};
 
 /// The id of test node `n`.
 fn nid(n: u64) -> NodeId {
@@ -57,7 +57,7 @@ fn deliver(now: Instant, from: &mut Node, to: &mut [&mut Node]) {
     }
 }
 
-fn beacon_of(node: &mut Node, now: Instant) -> Datagram {
+fn beacon_of(node: &mut Node, now: Instant) -> Box<[u8]> {
     node.handle_timeout(now.max(node.poll_timeout().unwrap_or(now)));
     drain(node).into_iter().next().expect("a beacon").payload
 }
@@ -331,7 +331,7 @@ fn malformed_and_unknown_bodies_from_a_keyless_mesh_are_counted() {
     };
     let mut b = node_with(2, 1, open.clone());
     let mut a = node_with(1, 1, open);
-    let mut frame = beacon_of(&mut a, at(0));
+    let mut frame = beacon_of(&mut a, at(0)).into_vec();
     frame.truncate(wire::HEADER_LEN + 2);
     b.handle_datagram(at(1), addr(1), Arrival::Broadcast, &frame);
     assert_eq!(
@@ -590,6 +590,32 @@ fn an_evicted_neighbor_is_forgotten_like_a_pruned_one() {
         "eviction is reported like pruning: {events:?}"
     );
     assert!(hub.peers().get(nid(50)).is_some());
+}
+
+/// A full transmit queue costs what its frames hold: at the default limit
+/// of 1,024, a slot the size of the largest frame was 1.2 MiB, and a queue
+/// keeps the capacity a burst gave it.
+#[test]
+fn a_queued_transmit_holds_its_frame_and_not_a_buffer_for_the_largest() {
+    let limit = Config::default().max_pending_transmits;
+    let mut a = node_with(1, 1, config());
+    for i in 0..limit + 10 {
+        a.handle_reading(at(0), reading("t", i as f64))
+            .expect("accepted");
+    }
+    let queued = drain(&mut a);
+    assert_eq!(queued.len(), limit);
+    assert_eq!(a.stats().transmits_dropped, 10);
+    let bytes: usize = queued.iter().map(|t| t.payload.len()).sum();
+    let slots = limit * std::mem::size_of::<Transmit>();
+    assert!(
+        slots <= 64 * 1024,
+        "{limit} queue slots take {slots} B: a slot must not hold a whole frame"
+    );
+    assert!(
+        bytes + slots < 256 * 1024,
+        "{limit} queued deltas take {bytes} B of frames and {slots} B of slots"
+    );
 }
 
 #[test]
@@ -1432,7 +1458,7 @@ fn a_node_at_the_end_of_its_counter_space_stops_sending_rather_than_reuse_a_nonc
 }
 
 /// The broadcasts `node` sends at its next deadline, as (routine, frame).
-fn next_broadcasts(node: &mut Node) -> std::vec::Vec<(bool, Datagram)> {
+fn next_broadcasts(node: &mut Node) -> std::vec::Vec<(bool, Box<[u8]>)> {
     let due = node.poll_timeout().expect("a deadline");
     node.handle_timeout(due);
     drain(node)

@@ -89,7 +89,7 @@ fn routine_beacons_go_to_the_beacon_port_and_news_to_the_news_port() {
         let sockets = Sockets::open(&mesh).expect("sockets");
         let transmit = |destination, routine| Transmit {
             destination,
-            payload: shoal_core::wire::Datagram::new(),
+            payload: Box::default(),
             routine,
         };
         let broadcast = |port| vec![SocketAddr::from(([127, 255, 255, 255], port))];
