@@ -118,6 +118,34 @@ fn parse_serf(line: &str) -> Option<Seen> {
     Some(Seen::Value(first_word(rest).to_owned()))
 }
 
+/// A process's resident memory in bytes, as `/proc/PID/status` splits it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Memory {
+    /// All of it (`VmRSS`).
+    pub rss: u64,
+    /// Anonymous pages: heap, stacks, what the process wrote (`RssAnon`).
+    pub anon: u64,
+    /// Pages of mapped files: its program and libraries, shared with every
+    /// process that maps them (`RssFile`).
+    pub file: u64,
+}
+
+impl Memory {
+    /// From the text of `/proc/PID/status`; `None` without `VmRSS`.
+    pub fn parse(status: &str) -> Option<Memory> {
+        let field = |name: &str| -> Option<u64> {
+            let line = status.lines().find(|l| l.starts_with(name))?;
+            let kb: u64 = line[name.len()..].split_whitespace().next()?.parse().ok()?;
+            Some(kb * 1024)
+        };
+        Some(Memory {
+            rss: field("VmRSS:")?,
+            anon: field("RssAnon:").unwrap_or(0),
+            file: field("RssFile:").unwrap_or(0),
+        })
+    }
+}
+
 /// A running (or stopped) agent: its argv, its PID, its events.
 #[derive(Debug)]
 pub struct Agent {
@@ -273,10 +301,13 @@ impl Agent {
 
     /// Resident memory in bytes, from /proc.
     pub fn rss_bytes(&self) -> Option<u64> {
+        self.memory().map(|m| m.rss)
+    }
+
+    /// Resident memory in bytes and what it is made of, from /proc.
+    pub fn memory(&self) -> Option<Memory> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kb * 1024)
+        Memory::parse(&status)
     }
 
     /// CPU time of all its threads, in nanoseconds (schedstat: exact, not
@@ -372,6 +403,24 @@ mod tests {
             assert!(exited.is_some(), "killed by the hook");
         }
         assert!(RUNNING.lock().expect("lock").is_empty());
+    }
+
+    #[test]
+    fn memory_from_proc_status() {
+        let status = "Name:\tshoal\nVmHWM:\t    4000 kB\nVmRSS:\t    3072 kB\n\
+                      RssAnon:\t     1024 kB\nRssFile:\t    2048 kB\nRssShmem:\t       0 kB\n";
+        assert_eq!(
+            Memory::parse(status),
+            Some(Memory {
+                rss: 3072 * 1024,
+                anon: 1024 * 1024,
+                file: 2048 * 1024
+            })
+        );
+        assert_eq!(Memory::parse("Name:\tzombie\n"), None);
+        let own = std::fs::read_to_string("/proc/self/status").expect("readable");
+        let own = Memory::parse(&own).expect("a running process has VmRSS");
+        assert!(own.anon > 0 && own.file > 0 && own.anon + own.file <= own.rss);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! measurements taken on it. Every wait is bounded; every process is killed
 //! when the cluster is dropped (before its namespaces are deleted).
 
-use crate::agent::{Agent, Seen, System};
+use crate::agent::{Agent, Memory, Seen, System};
 use crate::lab::Lab;
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -59,10 +59,14 @@ pub struct Footprint {
 /// What a flood did to the mesh.
 #[derive(Debug, Clone, Copy)]
 pub struct FloodOutcome {
-    /// How long sending it took.
+    /// How long sending it took (both halves, without the pause).
     pub seconds: f64,
-    /// The largest growth of any agent's resident memory, MiB.
-    pub rss_growth_mib: f64,
+    /// The largest growth of any agent's resident memory over the whole
+    /// flood, MiB; `anon` and `file` are each the largest of its part.
+    pub growth_mib: (f64, f64, f64),
+    /// The largest growth of any agent's resident memory over the second
+    /// half alone, MiB: what was not reached already by the first half.
+    pub second_half_growth_mib: f64,
     /// Agents still running 5 s after it.
     pub running: usize,
 }
@@ -517,38 +521,53 @@ impl Cluster {
     }
 
     /// Broadcasts every frame to the beacon port, from an address no agent
-    /// uses, as fast as the socket takes them (loopback only), then waits
-    /// 5 s and measures every agent.
+    /// uses, as fast as the socket takes them (loopback only), in two
+    /// halves, measuring every agent 5 s after each: memory that a flood
+    /// fills up to a bound grows in the first half, a leak in both.
     pub fn flood(&self, frames: &[Vec<u8>]) -> Result<FloodOutcome, String> {
         if self.lab.is_some() {
             return Err("the flood runs on loopback only".into());
         }
-        let before: Vec<Option<u64>> = self.agents.iter().map(Agent::rss_bytes).collect();
+        let memory = || -> Vec<Option<Memory>> { self.agents.iter().map(Agent::memory).collect() };
         let from = format!("127.0.{}.254:0", self.setup.octet);
         let socket = std::net::UdpSocket::bind(&from).map_err(|e| format!("bind {from}: {e}"))?;
         socket
             .set_broadcast(true)
             .map_err(|e| format!("broadcast: {e}"))?;
         let to = format!("127.255.255.255:{}", self.setup.port);
-        let start = Instant::now();
-        for frame in frames {
-            // A full socket buffer is the attacker's problem: skip on.
-            let _ = socket.send_to(frame, &to);
-        }
-        let seconds = start.elapsed().as_secs_f64();
-        std::thread::sleep(Duration::from_secs(5));
-        let mut growth: u64 = 0;
-        let mut running = 0;
-        for (agent, before) in self.agents.iter().zip(before) {
-            if let (Some(before), Some(after)) = (before, agent.rss_bytes()) {
-                running += 1;
-                growth = growth.max(after.saturating_sub(before));
+        let before = memory();
+        let mut seconds = 0.0;
+        let mut middle = Vec::new();
+        for half in frames.chunks(frames.len().div_ceil(2).max(1)) {
+            let start = Instant::now();
+            for frame in half {
+                // A full socket buffer is the attacker's problem: skip on.
+                let _ = socket.send_to(frame, &to);
+            }
+            seconds += start.elapsed().as_secs_f64();
+            std::thread::sleep(Duration::from_secs(5));
+            if middle.is_empty() {
+                middle = memory();
             }
         }
+        let after = memory();
+        let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+        let largest = |from: &[Option<Memory>], part: fn(&Memory) -> u64| {
+            from.iter()
+                .zip(&after)
+                .filter_map(|(a, b)| Some(part(b.as_ref()?).saturating_sub(part(a.as_ref()?))))
+                .max()
+                .map_or(0.0, mib)
+        };
         Ok(FloodOutcome {
             seconds,
-            rss_growth_mib: growth as f64 / (1024.0 * 1024.0),
-            running,
+            growth_mib: (
+                largest(&before, |m| m.rss),
+                largest(&before, |m| m.anon),
+                largest(&before, |m| m.file),
+            ),
+            second_half_growth_mib: largest(&middle, |m| m.rss),
+            running: after.iter().filter(|m| m.is_some()).count(),
         })
     }
 

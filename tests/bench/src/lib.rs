@@ -233,12 +233,34 @@ fn flood(
         "s",
         outcome.seconds,
     );
+    let (rss, anon, file) = outcome.growth_mib;
     results.add(
         &name("largest RSS growth of an agent"),
         group,
         system,
         "MiB",
-        outcome.rss_growth_mib,
+        rss,
+    );
+    results.add(
+        &name("largest growth of an agent's anonymous memory (heap, stacks)"),
+        group,
+        system,
+        "MiB",
+        anon,
+    );
+    results.add(
+        &name("largest growth of an agent's mapped file pages (program, libraries)"),
+        group,
+        system,
+        "MiB",
+        file,
+    );
+    results.add(
+        &name("largest RSS growth of an agent in its second half"),
+        group,
+        system,
+        "MiB",
+        outcome.second_half_growth_mib,
     );
     results.add(
         &name("agents running after it"),

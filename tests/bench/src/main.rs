@@ -23,7 +23,12 @@ iproute2 and iptables. It installs nothing. --quick is the CI smoke run:
 --flood (100000 by default, 0 for none) broadcasts that many frames to
 shoal's beacon port on loopback once a mesh is settled: random bytes,
 random bytes behind shoal's header, and forged beacons of an open mesh
-from 1000 made-up nodes. Every agent must keep running.
+from 1000 made-up nodes, in two halves 5 s apart. Every agent must keep
+running. It reports each agent's largest growth of resident memory, split
+into anonymous memory (heap, stacks) and mapped file pages (the program's
+code, mapped again as the flood runs paths an idle agent does not), and
+the growth over the second half alone (a table filling up to its bound
+grows in the first half only).
 
 --nodes 250 (one broadcast domain of 250 agents on loopback) needs about
 1.3 GiB of memory for shoal (5 MiB per agent) and about 4 GiB more for
