@@ -290,7 +290,8 @@ fn poll_watched(
             }
         }
         match rustix::event::poll(&mut polled, timeout) {
-            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Ok(_) => {}
+            Err(error) if is_interruption(error) => {}
             Err(error) => return Err(io::Error::from(error)),
         }
         // Readable, or an error or hang-up a read will report.
@@ -302,6 +303,15 @@ fn poll_watched(
         MAYBE_READY.set(MAYBE_READY.get() | ready);
         Ok(eventfd.is_some() && polled[0].revents().contains(PollFlags::IN))
     })
+}
+
+/// `EINTR`, or one of the kernel's own restart codes (`ERESTARTSYS` 512 to
+/// `ERESTART_RESTARTBLOCK` 516), which reach a process only when a tracer
+/// rewrote its registers inside the call: gdb calling a function in the
+/// agent (`call malloc_stats()`) ended it with "Unknown error 514". Either
+/// way the loop just polls again.
+fn is_interruption(error: rustix::io::Errno) -> bool {
+    error == rustix::io::Errno::INTR || (512..=516).contains(&error.raw_os_error())
 }
 
 #[cfg(test)]

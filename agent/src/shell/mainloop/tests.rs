@@ -239,3 +239,15 @@ fn the_timer_slack_applies_to_the_calling_thread_and_those_it_starts() {
         "the test thread's slack changed"
     );
 }
+
+#[test]
+fn an_interrupted_poll_and_the_kernels_restart_codes_are_not_failures() {
+    use rustix::io::Errno;
+    assert!(is_interruption(Errno::INTR));
+    for code in 512..=516 {
+        assert!(is_interruption(Errno::from_raw_os_error(code)), "{code}");
+    }
+    for errno in [Errno::BADF, Errno::INVAL, Errno::NOMEM, Errno::FAULT] {
+        assert!(!is_interruption(errno), "{errno}");
+    }
+}
