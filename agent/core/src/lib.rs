@@ -612,6 +612,19 @@ struct Lives {
     floors: BTreeMap<NodeId, u32>,
 }
 
+/// A received beacon against the last one taken in from its sender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BeaconSeen {
+    /// Older than the newest taken in (routine beacons wait in a resting
+    /// socket, news does not): a sign of life that says nothing current.
+    Older,
+    /// Byte for byte the quiet body the sender sent last: nothing new, not
+    /// decoded again.
+    Repeated,
+    /// Anything else: decoded and taken in.
+    New,
+}
+
 /// When this node's beacons go.
 #[derive(Debug)]
 struct BeaconSchedule {
@@ -996,8 +1009,10 @@ impl Node {
         // Decode only the kind this frame holds: the largest (a delta) is
         // several KB of fixed-capacity lists, too much to move for a beacon.
         let sender = header.sender;
+        let seen = (kind == wire::kind::BEACON)
+            .then(|| self.beacon_seen(sender, header.counter.as_u64(), encoded));
         let result = match kind {
-            wire::kind::BEACON if self.is_older_beacon(sender, &header) => {
+            wire::kind::BEACON if seen == Some(BeaconSeen::Older) => {
                 // Alive, but its contents were overtaken by a newer beacon.
                 if self.accept_frame(now, &header, from, arrival) {
                     if let Some(peer) = self.peers.get_mut(sender) {
@@ -1006,7 +1021,7 @@ impl Node {
                 }
                 Ok(())
             }
-            wire::kind::BEACON if self.is_same_quiet_beacon(sender, encoded) => {
+            wire::kind::BEACON if seen == Some(BeaconSeen::Repeated) => {
                 if self.accept_frame(now, &header, from, arrival) {
                     self.on_same_beacon(now, sender, from, header.counter.as_u64());
                 }
@@ -1297,19 +1312,16 @@ impl Node {
         }
     }
 
-    /// Whether `encoded` is byte for byte the quiet beacon body `sender`
-    /// sent last: then it says nothing new.
-    /// A beacon older than the newest one taken in from its sender.
-    fn is_older_beacon(&self, sender: NodeId, header: &Header) -> bool {
-        self.peers
-            .get(sender)
-            .is_some_and(|peer| header.counter.as_u64() < peer.beacon_counter)
-    }
-
-    fn is_same_quiet_beacon(&self, sender: NodeId, encoded: &[u8]) -> bool {
-        self.peers
-            .get(sender)
-            .is_some_and(|peer| !peer.quiet_beacon.is_empty() && peer.quiet_beacon == encoded)
+    /// What a beacon of `sender` with `counter` and body `encoded` is to
+    /// what we took in from it last (one look into the peer table).
+    fn beacon_seen(&self, sender: NodeId, counter: u64, encoded: &[u8]) -> BeaconSeen {
+        match self.peers.get(sender) {
+            Some(peer) if counter < peer.beacon_counter => BeaconSeen::Older,
+            Some(peer) if !peer.quiet_beacon.is_empty() && peer.quiet_beacon == encoded => {
+                BeaconSeen::Repeated
+            }
+            _ => BeaconSeen::New,
+        }
     }
 
     /// A beacon equal to the sender's last, quiet one: what `on_beacon`
@@ -1477,19 +1489,11 @@ impl Node {
             join::Outcome::RateLimited => "rate_limited",
         };
         *self.stats.joins.entry(counter).or_insert(0) += 1;
+        // A join reply (at most `join::ANSWER_LEN` bytes) fits in a frame.
+        const _: () = assert!(join::ANSWER_LEN <= wire::MAX_FRAME);
         if let Some(reply) = reply {
-            if reply.len() <= wire::MAX_FRAME
-                && self.transmits.len() < self.config.max_pending_transmits
-            {
-                self.stats.frames_out += 1;
-                self.stats.bytes_out += reply.len() as u64;
-                self.transmits.push_back(Transmit {
-                    destination: Destination::Unicast(from),
-                    payload: Box::from(&reply[..]),
-                    routine: false,
-                });
-            } else {
-                self.stats.transmits_dropped += 1;
+            if self.room_to_send() {
+                self.queue(Destination::Unicast(from), &reply, false);
             }
         }
         match outcome {
@@ -1883,8 +1887,7 @@ impl Node {
 
     /// [`Node::send`], marked routine or not ([`Transmit::routine`]).
     fn send_as(&mut self, destination: Destination, message: &Message, routine: bool) {
-        if self.transmits.len() >= self.config.max_pending_transmits {
-            self.stats.transmits_dropped += 1;
+        if !self.room_to_send() {
             return;
         }
         let Some(counter) = self.next_counter() else {
@@ -1928,11 +1931,26 @@ impl Node {
                 peer.frames_out += 1;
             }
         }
+        self.queue(destination, &payload, routine);
+    }
+
+    /// Whether the transmit queue has room (`max_pending_transmits`); a
+    /// frame it has none for is counted as dropped.
+    fn room_to_send(&mut self) -> bool {
+        let room = self.transmits.len() < self.config.max_pending_transmits;
+        if !room {
+            self.stats.transmits_dropped += 1;
+        }
+        room
+    }
+
+    /// Queues a frame for the shell and counts it sent.
+    fn queue(&mut self, destination: Destination, payload: &[u8], routine: bool) {
         self.stats.frames_out += 1;
         self.stats.bytes_out += payload.len() as u64;
         self.transmits.push_back(Transmit {
             destination,
-            payload: Box::from(payload.as_slice()),
+            payload: Box::from(payload),
             routine,
         });
     }
