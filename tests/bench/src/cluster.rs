@@ -61,12 +61,13 @@ pub struct Footprint {
 pub struct FloodOutcome {
     /// How long sending it took (both halves, without the pause).
     pub seconds: f64,
-    /// The largest growth of any agent's resident memory over the whole
-    /// flood, MiB; `anon` and `file` are each the largest of its part.
-    pub growth_mib: (f64, f64, f64),
+    /// The largest growth of any agent's memory over the whole flood, in
+    /// bytes, each part on its own (the largest `anon` and the largest
+    /// `rss` may be different agents').
+    pub growth: Memory,
     /// The largest growth of any agent's resident memory over the second
-    /// half alone, MiB: what was not reached already by the first half.
-    pub second_half_growth_mib: f64,
+    /// half alone, in bytes: what the first half had not reached already.
+    pub second_half_growth: u64,
     /// Agents still running 5 s after it.
     pub running: usize,
 }
@@ -535,38 +536,37 @@ impl Cluster {
             .set_broadcast(true)
             .map_err(|e| format!("broadcast: {e}"))?;
         let to = format!("127.255.255.255:{}", self.setup.port);
-        let before = memory();
-        let mut seconds = 0.0;
-        let mut middle = Vec::new();
-        for half in frames.chunks(frames.len().div_ceil(2).max(1)) {
+        let send = |half: &[Vec<u8>]| {
             let start = Instant::now();
             for frame in half {
                 // A full socket buffer is the attacker's problem: skip on.
                 let _ = socket.send_to(frame, &to);
             }
-            seconds += start.elapsed().as_secs_f64();
+            let seconds = start.elapsed().as_secs_f64();
             std::thread::sleep(Duration::from_secs(5));
-            if middle.is_empty() {
-                middle = memory();
-            }
-        }
+            seconds
+        };
+        let (first, second) = frames.split_at(frames.len().div_ceil(2));
+        let before = memory();
+        let mut seconds = send(first);
+        let middle = memory();
+        seconds += send(second);
         let after = memory();
-        let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
         let largest = |from: &[Option<Memory>], part: fn(&Memory) -> u64| {
             from.iter()
                 .zip(&after)
                 .filter_map(|(a, b)| Some(part(b.as_ref()?).saturating_sub(part(a.as_ref()?))))
                 .max()
-                .map_or(0.0, mib)
+                .unwrap_or(0)
         };
         Ok(FloodOutcome {
             seconds,
-            growth_mib: (
-                largest(&before, |m| m.rss),
-                largest(&before, |m| m.anon),
-                largest(&before, |m| m.file),
-            ),
-            second_half_growth_mib: largest(&middle, |m| m.rss),
+            growth: Memory {
+                rss: largest(&before, |m| m.rss),
+                anon: largest(&before, |m| m.anon),
+                file: largest(&before, |m| m.file),
+            },
+            second_half_growth: largest(&middle, |m| m.rss),
             running: after.iter().filter(|m| m.is_some()).count(),
         })
     }

@@ -233,35 +233,25 @@ fn flood(
         "s",
         outcome.seconds,
     );
-    let (rss, anon, file) = outcome.growth_mib;
-    results.add(
-        &name("largest RSS growth of an agent"),
-        group,
-        system,
-        "MiB",
-        rss,
-    );
-    results.add(
-        &name("largest growth of an agent's anonymous memory (heap, stacks)"),
-        group,
-        system,
-        "MiB",
-        anon,
-    );
-    results.add(
-        &name("largest growth of an agent's mapped file pages (program, libraries)"),
-        group,
-        system,
-        "MiB",
-        file,
-    );
-    results.add(
-        &name("largest RSS growth of an agent in its second half"),
-        group,
-        system,
-        "MiB",
-        outcome.second_half_growth_mib,
-    );
+    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    let growth = outcome.growth;
+    for (what, bytes) in [
+        ("largest RSS growth of an agent", growth.rss),
+        (
+            "largest growth of an agent's anonymous memory (heap, stacks)",
+            growth.anon,
+        ),
+        (
+            "largest growth of an agent's mapped file pages (program, libraries)",
+            growth.file,
+        ),
+        (
+            "largest RSS growth of an agent in its second half",
+            outcome.second_half_growth,
+        ),
+    ] {
+        results.add(&name(what), group, system, "MiB", mib(bytes));
+    }
     results.add(
         &name("agents running after it"),
         group,
